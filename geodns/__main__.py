@@ -1,0 +1,5 @@
+import sys
+
+from geodns.cli import main
+
+sys.exit(main())

@@ -1,0 +1,150 @@
+"""``geodns`` command line: serve, check, import-zone."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from geodns import __version__
+from geodns.config import Config, check_zones_dir, load_config, parse_address
+from geodns.yamlsrc import Problems, Where
+from geodns.zones.loader import ZONE_SUFFIXES, load_zone_file
+
+log = logging.getLogger("geodns")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _config_from_args(args: argparse.Namespace, problems: Problems) -> Config:
+    if args.config is not None:
+        cfg = load_config(Path(args.config), problems)
+    else:
+        cfg = Config(path=None)
+    if getattr(args, "listen", None):
+        cfg.listen = []
+        for text in args.listen:
+            try:
+                cfg.listen.append(parse_address(text))
+            except ValueError as exc:
+                problems.add(Where("--listen", 1, 1), str(exc))
+    if getattr(args, "zones", None):
+        cfg.zones_dir = Path(args.zones)
+    if getattr(args, "workers", None):
+        cfg.workers = args.workers
+    return cfg
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    problems = Problems()
+    cfg = _config_from_args(args, problems)
+    check_zones_dir(cfg, problems)
+    _setup_logging(args.log_level or cfg.log_level)
+    if problems:
+        for p in problems:
+            log.error("%s", p)
+        return 2
+    from geodns.server.app import run
+
+    log.info("geodns %s starting (zones from %s)", __version__, cfg.zones_dir)
+    return run(cfg)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    problems = Problems()
+    cfg = _config_from_args(args, problems)
+    check_zones_dir(cfg, problems)
+    origins: dict[bytes, str] = {}
+    count = 0
+    if cfg.zones_dir.is_dir():
+        for path in sorted(cfg.zones_dir.iterdir()):
+            if not (path.is_file() and path.name.endswith(ZONE_SUFFIXES)) or \
+                    path.name.startswith("."):
+                continue
+            zone = load_zone_file(path, problems)
+            if zone is None:
+                continue
+            count += 1
+            if zone.origin in origins:
+                problems.add(Where(str(path), 1, 1),
+                             f"zone {zone.name} is also defined in {origins[zone.origin]}")
+            origins[zone.origin] = str(path)
+    for p in problems:
+        print(p, file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        return 1
+    print(f"configuration OK: {count} zone(s) in {cfg.zones_dir}")
+    return 0
+
+
+def cmd_import_zone(args: argparse.Namespace) -> int:
+    from geodns.zones.bindimport import ImportError_, convert
+
+    try:
+        text, warnings = convert(Path(args.file), args.origin, args.skip_unsupported)
+    except ImportError_ as exc:
+        print(f"geodns import-zone: {exc}", file=sys.stderr)
+        return 1
+    for w in warnings:
+        print(f"geodns import-zone: warning: {w}", file=sys.stderr)
+    # Check that what we wrote loads back.
+    problems = Problems()
+    origin = args.origin if args.origin.endswith(".") else args.origin + "."
+    from geodns.zones.loader import load_zone_text
+
+    if load_zone_text(text, "<import>", origin, problems) is None:
+        for p in problems:
+            print(f"geodns import-zone: the converted zone does not validate: {p}",
+                  file=sys.stderr)
+        return 1
+    sys.stdout.write(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="geodns", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"geodns {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def server_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", "-c", help="server configuration file (YAML)")
+        p.add_argument("--listen", action="append", metavar="ADDR:PORT",
+                       help="listen address, repeatable ([::1]:5300 for IPv6); replaces the "
+                            "config's list")
+        p.add_argument("--zones", metavar="DIR", help="zones directory (overrides the config)")
+
+    p = sub.add_parser("serve", help="run the DNS server")
+    server_args(p)
+    p.add_argument("--workers", type=int, help="worker processes (SO_REUSEPORT)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("check", help="validate the configuration and every zone")
+    server_args(p)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("import-zone", help="convert a BIND zone file to geodns YAML (stdout)")
+    p.add_argument("file")
+    p.add_argument("--origin", required=True, help="the zone's origin, e.g. example.com.")
+    p.add_argument("--skip-unsupported", action="store_true",
+                   help="leave out record types geodns does not serve instead of failing")
+    p.set_defaults(func=cmd_import_zone)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Domain names: presentation text <-> uncompressed wire format.
+
+Inside geodns a name is its uncompressed wire form (``bytes``, labels with
+length prefixes, ending in the root label ``b"\\x00"``).  Look-ups use the
+lower-cased wire form: label lengths are at most 63, below ``ord("A")``, so
+``bytes.lower()`` on a whole wire name only ever touches label characters,
+which is what makes the hot path's case folding one C call.
+"""
+
+from __future__ import annotations
+
+MAX_LABEL = 63
+MAX_NAME = 255
+ROOT = b"\x00"
+
+
+class NameError_(ValueError):
+    """A name that is not a valid domain name; the message says why."""
+
+
+def _split_text(text: str) -> list[bytes]:
+    """Split presentation text into raw labels, honouring \\. and \\DDD escapes."""
+    labels: list[bytes] = []
+    cur = bytearray()
+    i = 0
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\":
+            if i + 1 >= n:
+                raise NameError_("name ends with a lone backslash")
+            nxt = text[i + 1]
+            if nxt.isdigit():
+                digits = text[i + 1 : i + 4]
+                if len(digits) != 3 or not digits.isdigit() or int(digits) > 255:
+                    raise NameError_(f"bad escape \\{digits} (\\DDD needs three digits up to 255)")
+                cur.append(int(digits))
+                i += 4
+                continue
+            cur.extend(nxt.encode("utf-8"))
+            i += 2
+            continue
+        if ch == ".":
+            if not cur:
+                raise NameError_("empty label (two dots in a row, or a leading dot)")
+            labels.append(bytes(cur))
+            cur = bytearray()
+            i += 1
+            continue
+        try:
+            cur.extend(ch.encode("ascii"))
+        except UnicodeEncodeError:
+            raise NameError_(
+                f"non-ASCII character {ch!r}: write internationalised names in their xn-- form"
+            ) from None
+        i += 1
+    if cur:
+        labels.append(bytes(cur))
+    return labels
+
+
+def from_text(text: str, origin: bytes | None = None) -> bytes:
+    """Turn presentation text into a wire name.
+
+    A name ending in a dot is absolute.  Otherwise it is relative to
+    ``origin`` (a wire name); ``@`` is the origin itself.  Raises
+    :class:`NameError_` with a reason an operator can act on.
+    """
+    text = text.strip()
+    if not text:
+        raise NameError_("empty name")
+    if text == "@":
+        if origin is None:
+            raise NameError_("'@' needs an origin")
+        return origin
+    if text == ".":
+        return ROOT
+    absolute = text.endswith(".") and not text.endswith("\\.")
+    labels = _split_text(text)
+    wire = bytearray()
+    for label in labels:
+        if len(label) > MAX_LABEL:
+            raise NameError_(
+                f"label {label[:20].decode('ascii', 'replace')!r}... is {len(label)} bytes, over 63"
+            )
+        wire.append(len(label))
+        wire.extend(label)
+    if absolute:
+        wire.append(0)
+    else:
+        if origin is None:
+            raise NameError_(f"relative name {text!r} needs an origin (end it with a dot)")
+        wire.extend(origin)
+    if len(wire) > MAX_NAME:
+        raise NameError_(f"name is {len(wire)} bytes in wire form, over 255")
+    return bytes(wire)
+
+
+def labels(wire: bytes) -> list[bytes]:
+    """The labels of a wire name, root excluded."""
+    out = []
+    i = 0
+    while wire[i]:
+        n = wire[i]
+        out.append(wire[i + 1 : i + 1 + n])
+        i += n + 1
+    return out
+
+
+def to_text(wire: bytes) -> str:
+    """Presentation form of a wire name, always absolute."""
+    if wire == ROOT:
+        return "."
+    parts = []
+    for label in labels(wire):
+        s = []
+        for b in label:
+            c = chr(b)
+            if c in ".\\\"();@$ ":
+                s.append("\\" + c)
+            elif 0x21 <= b <= 0x7E:
+                s.append(c)
+            else:
+                s.append(f"\\{b:03d}")
+        parts.append("".join(s))
+    return ".".join(parts) + "."
+
+
+def parent(wire: bytes) -> bytes:
+    """The name one label up; the root's parent is the root."""
+    if wire == ROOT:
+        return ROOT
+    return wire[wire[0] + 1 :]
+
+
+def is_subdomain(name: bytes, ancestor: bytes) -> bool:
+    """True if ``name`` is ``ancestor`` or below it (both lower-cased wire names)."""
+    if ancestor == ROOT:
+        return True
+    if not name.endswith(ancestor):
+        return False
+    # The match must start on a label boundary.
+    cut = len(name) - len(ancestor)
+    i = 0
+    while i < cut:
+        i += name[i] + 1
+    return i == cut
+
+
+def suffixes(wire: bytes) -> list[bytes]:
+    """``wire`` and each ancestor up to and including the root, deepest first."""
+    out = []
+    i = 0
+    while True:
+        out.append(wire[i:])
+        if wire[i] == 0:
+            return out
+        i += wire[i] + 1
+
+
+def label_count(wire: bytes) -> int:
+    return len(labels(wire))

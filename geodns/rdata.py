@@ -1,0 +1,179 @@
+"""Record types geodns serves, and their RDATA in wire form.
+
+An :class:`RData` keeps its wire encoding as a tuple of parts: plain
+``bytes`` are copied as they are, :class:`CompressibleName` parts are
+domain names that the encoder may compress (only the RFC 1035 types allow
+that, RFC 3597 section 4).  Parsing functions take the operator's value
+(already split out of YAML) and raise :class:`RDataError` with a reason.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import struct
+from dataclasses import dataclass
+
+from geodns import names
+
+A, NS, CNAME, SOA, PTR, MX, TXT, AAAA, SRV, OPT, DS, AXFR, IXFR, ANY, CAA = (
+    1, 2, 5, 6, 12, 15, 16, 28, 33, 41, 43, 252, 251, 255, 257,
+)
+
+TYPE_BY_NAME = {
+    "A": A, "NS": NS, "CNAME": CNAME, "SOA": SOA, "PTR": PTR, "MX": MX, "TXT": TXT,
+    "AAAA": AAAA, "SRV": SRV, "CAA": CAA,
+}
+NAME_BY_TYPE = {v: k for k, v in TYPE_BY_NAME.items()} | {
+    OPT: "OPT", DS: "DS", AXFR: "AXFR", IXFR: "IXFR", ANY: "ANY",
+}
+SERVED_TYPES = frozenset(TYPE_BY_NAME.values())
+MAX_TTL = 2**31 - 1  # RFC 2181 section 8
+
+
+def type_name(rtype: int) -> str:
+    return NAME_BY_TYPE.get(rtype, f"TYPE{rtype}")
+
+
+def type_from_text(text: str) -> int | None:
+    up = text.upper()
+    if up in TYPE_BY_NAME:
+        return TYPE_BY_NAME[up]
+    if up in ("ANY", "DS", "AXFR", "IXFR"):
+        return {"ANY": ANY, "DS": DS, "AXFR": AXFR, "IXFR": IXFR}[up]
+    if up.startswith("TYPE") and up[4:].isdigit() and int(up[4:]) < 65536:
+        return int(up[4:])
+    return None
+
+
+class RDataError(ValueError):
+    pass
+
+
+class CompressibleName(bytes):
+    """A domain name inside RDATA that the encoder may compress."""
+
+
+@dataclass(frozen=True, slots=True)
+class RData:
+    parts: tuple[bytes, ...]
+    text: str
+    # The name this record points at (lower-cased wire form), for CNAME
+    # chasing and additional-section processing.
+    target: bytes | None = None
+
+    @property
+    def wire(self) -> bytes:
+        return b"".join(self.parts)
+
+
+def _name(text: str, origin: bytes) -> bytes:
+    try:
+        return names.from_text(text, origin)
+    except names.NameError_ as exc:
+        raise RDataError(f"bad name {text!r}: {exc}") from None
+
+
+def a(text: str) -> RData:
+    try:
+        addr = ipaddress.IPv4Address(text.strip())
+    except ValueError:
+        raise RDataError(f"{text!r} is not an IPv4 address") from None
+    return RData((addr.packed,), str(addr))
+
+
+def aaaa(text: str) -> RData:
+    try:
+        addr = ipaddress.IPv6Address(text.strip())
+    except ValueError:
+        raise RDataError(f"{text!r} is not an IPv6 address") from None
+    return RData((addr.packed,), str(addr))
+
+
+def name_rdata(text: str, origin: bytes) -> RData:
+    """NS, CNAME and PTR: one compressible domain name."""
+    wire = _name(text, origin)
+    return RData((CompressibleName(wire),), names.to_text(wire), wire.lower())
+
+
+def mx(preference: int, exchange: str, origin: bytes) -> RData:
+    wire = _name(exchange, origin)
+    return RData(
+        (struct.pack("!H", preference), CompressibleName(wire)),
+        f"{preference} {names.to_text(wire)}",
+        wire.lower(),
+    )
+
+
+def srv(priority: int, weight: int, port: int, target: str, origin: bytes) -> RData:
+    wire = _name(target, origin)
+    # RFC 2782: the target must not be compressed.
+    return RData(
+        (struct.pack("!HHH", priority, weight, port), wire),
+        f"{priority} {weight} {port} {names.to_text(wire)}",
+        wire.lower() if wire != names.ROOT else None,
+    )
+
+
+def txt(strings: list[bytes]) -> RData:
+    """TXT from character-strings; each over 255 bytes is split (RFC 1035 3.3)."""
+    chunks: list[bytes] = []
+    for s in strings:
+        if not s:
+            chunks.append(b"")
+        for i in range(0, len(s), 255):
+            chunks.append(s[i : i + 255])
+    if not chunks:
+        chunks = [b""]
+    wire = b"".join(bytes((len(c),)) + c for c in chunks)
+    if len(wire) > 65535:
+        raise RDataError(f"TXT record is {len(wire)} bytes, over the 65535-byte RDATA limit")
+    text = " ".join('"' + c.decode("utf-8", "backslashreplace").replace('"', '\\"') + '"'
+                    for c in chunks)
+    return RData((wire,), text)
+
+
+_CAA_TAG = re.compile(r"^[A-Za-z0-9]{1,255}$")
+
+
+def caa(flags: int, tag: str, value: bytes) -> RData:
+    if not _CAA_TAG.match(tag):
+        raise RDataError(f"CAA tag {tag!r} must be letters and digits (RFC 8659)")
+    raw = tag.encode("ascii")
+    return RData(
+        (bytes((flags, len(raw))) + raw + value,),
+        f'{flags} {tag} "{value.decode("utf-8", "backslashreplace")}"',
+    )
+
+
+def soa(mname: str, rname: str, serial: int, refresh: int, retry: int, expire: int,
+        minimum: int, origin: bytes) -> RData:
+    m = _name(mname, origin)
+    r = _name(rname, origin)
+    return RData(
+        (CompressibleName(m), CompressibleName(r),
+         struct.pack("!IIIII", serial, refresh, retry, expire, minimum)),
+        f"{names.to_text(m)} {names.to_text(r)} {serial} {refresh} {retry} {expire} {minimum}",
+    )
+
+
+def split_fields(text: str, count: int) -> list[str]:
+    """Split presentation text into ``count`` fields; the last keeps the rest
+    of the line, with surrounding double quotes removed."""
+    parts = text.strip().split(None, count - 1)
+    if len(parts) != count:
+        raise RDataError(f"expected {count} fields in {text!r}")
+    last = parts[-1]
+    if len(last) >= 2 and last[0] == '"' and last[-1] == '"':
+        parts[-1] = last[1:-1]
+    return parts
+
+
+def parse_int(text: str, what: str, hi: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise RDataError(f"{what} {text!r} is not a number") from None
+    if not 0 <= value <= hi:
+        raise RDataError(f"{what} {value} is out of range (0..{hi})")
+    return value

@@ -1,0 +1,204 @@
+"""Authoritative resolution over the zone model: RFC 1034 4.3.2 with RFC 4592
+wildcards, RFC 2308 negative answers, RFC 6604 CNAME chains and RFC 8482
+minimal ANY.
+
+Theory of operation: this module decides *what* an answer contains; it never
+sees bytes.  It runs when zones are compiled (and for rare query shapes
+that the compiler did not pre-build), never per query on the hot path.
+Each :class:`Resolution` lists records whose owner is either a wire name
+or :data:`QNAME`, meaning "the name in the question": answers for the
+question's own name (and wildcard synthesis) always use the question's
+bytes, so the client sees the case it asked with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from geodns import names
+from geodns.rdata import (
+    A,
+    AAAA,
+    ANY,
+    CNAME,
+    DS,
+    MX,
+    NS,
+    SOA,
+    SRV,
+    RData,
+)
+from geodns.zones.model import RRset, Zone
+
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
+BADVERS = 16
+
+QNAME: Final = b""  # owner placeholder: "the question's name" (never a valid wire name)
+MAX_CNAME_CHAIN = 12
+
+# Types whose targets get their addresses added to the additional section.
+_ADDITIONAL_FOR = frozenset({NS, MX, SRV})
+# RFC 8482: the one RRset we return for ANY, in this order of preference.
+_ANY_PREFERENCE = (CNAME, A, AAAA, MX, NS, SOA)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    owner: bytes  # wire name, or QNAME
+    rtype: int
+    ttl: int
+    rdata: RData
+
+
+@dataclass
+class Resolution:
+    rcode: int = NOERROR
+    aa: bool = True
+    answer: list[Record] = field(default_factory=list)
+    authority: list[Record] = field(default_factory=list)
+    additional: list[Record] = field(default_factory=list)
+    # Why: a short tag for explain/metrics ("answer", "nodata", "nxdomain",
+    # "referral", "wildcard", "cname").
+    kind: str = "answer"
+
+
+def rrset_records(rrset: RRset, owner: bytes | None = None, ttl: int | None = None) -> list[Record]:
+    own = rrset.owner if owner is None else owner
+    t = rrset.ttl if ttl is None else ttl
+    return [Record(own, rrset.rtype, t, rd) for rd in rrset.rdatas]
+
+
+class ZoneIndex:
+    """Derived facts about one zone that resolution needs: empty
+    non-terminals and delegation points."""
+
+    def __init__(self, zone: Zone) -> None:
+        self.zone = zone
+        self.cuts = zone.delegations()
+        ents: set[bytes] = set()
+        for owner in zone.nodes:
+            anc = names.parent(owner)
+            while anc != zone.origin and len(anc) > len(zone.origin):
+                if anc not in zone.nodes:
+                    ents.add(anc)
+                anc = names.parent(anc)
+        self.ents = ents
+
+    def exists(self, name: bytes) -> bool:
+        return name in self.zone.nodes or name in self.ents
+
+    def cut_above(self, name: bytes) -> bytes | None:
+        """The highest delegation point at or above ``name`` (below the apex)."""
+        found = None
+        anc = name
+        origin = self.zone.origin
+        while len(anc) > len(origin):
+            if anc in self.cuts:
+                found = anc
+            anc = names.parent(anc)
+        return found
+
+    def closest_encloser(self, name: bytes) -> bytes:
+        anc = name
+        while not self.exists(anc) and anc != self.zone.origin:
+            anc = names.parent(anc)
+        return anc
+
+    # ---------------------------------------------------------------------
+    def soa_authority(self) -> list[Record]:
+        zone = self.zone
+        return rrset_records(zone.soa, owner=zone.soa.owner, ttl=zone.negative_ttl)
+
+    def addresses_for(self, targets: list[bytes]) -> list[Record]:
+        out: list[Record] = []
+        seen = set()
+        for t in targets:
+            if t in seen or not names.is_subdomain(t, self.zone.origin):
+                continue
+            seen.add(t)
+            node = self.zone.nodes.get(t)
+            if not node:
+                continue
+            for rtype in (A, AAAA):
+                if rtype in node:
+                    out.extend(rrset_records(node[rtype]))
+        return out
+
+    def referral(self, cut: bytes) -> Resolution:
+        ns = self.zone.nodes[cut][NS]
+        glue = self.addresses_for([rd.target for rd in ns.rdatas if rd.target])
+        return Resolution(NOERROR, aa=False, authority=rrset_records(ns), additional=glue,
+                          kind="referral")
+
+    def nxdomain(self) -> Resolution:
+        return Resolution(NXDOMAIN, authority=self.soa_authority(), kind="nxdomain")
+
+    def nodata(self) -> Resolution:
+        return Resolution(NOERROR, authority=self.soa_authority(), kind="nodata")
+
+    # ---------------------------------------------------------------------
+    def resolve(self, qname: bytes, qtype: int) -> Resolution:
+        """Answer ``qname`` (lower-cased wire, inside this zone) for ``qtype``."""
+        return self._resolve(qname, qtype, owner=QNAME, depth=0, seen=set())
+
+    def _resolve(self, qname: bytes, qtype: int, owner: bytes, depth: int,
+                 seen: set[bytes]) -> Resolution:
+        cut = self.cut_above(qname)
+        if cut is not None:
+            if qname == cut and qtype == DS:
+                return self.nodata()  # the parent side of a cut answers DS
+            return self.referral(cut)
+        node = self.zone.nodes.get(qname)
+        if node is not None or qname in self.ents:
+            return self._from_node(node or {}, qtype, owner, depth, seen, "answer")
+        ce = self.closest_encloser(qname)
+        wild = self.zone.nodes.get(b"\x01*" + ce)
+        if wild is not None:
+            return self._from_node(wild, qtype, owner, depth, seen, "wildcard")
+        return self.nxdomain()
+
+    def _from_node(self, node: dict[int, RRset], qtype: int, owner: bytes, depth: int,
+                   seen: set[bytes], kind: str) -> Resolution:
+        if qtype == ANY:
+            for t in _ANY_PREFERENCE:
+                if t in node:
+                    return self._positive(node[t], owner, kind)
+            if node:
+                return self._positive(node[min(node)], owner, kind)
+            return self.nodata()
+        if qtype in node:
+            return self._positive(node[qtype], owner, kind)
+        if CNAME in node:
+            cname = node[CNAME]
+            first = rrset_records(cname, owner=owner)
+            target = cname.rdatas[0].target
+            assert target is not None
+            if (depth >= MAX_CNAME_CHAIN or target in seen
+                    or not names.is_subdomain(target, self.zone.origin)):
+                return Resolution(NOERROR, answer=first, kind="cname")
+            seen.add(target)
+            rest = self._resolve(target, qtype, owner=self._owner_of(target), depth=depth + 1,
+                                 seen=seen)
+            rest.answer[:0] = first
+            rest.kind = "cname"
+            if not rest.aa:
+                # A chain into a delegation: the CNAME itself is authoritative.
+                rest.aa = True
+            return rest
+        return self.nodata()
+
+    def _owner_of(self, name: bytes) -> bytes:
+        """The owner name as the zone spells it, for records reached by a
+        CNAME (only the question name takes the question's case)."""
+        node = self.zone.nodes.get(name)
+        if node:
+            return next(iter(node.values())).owner
+        return name
+
+    def _positive(self, rrset: RRset, owner: bytes, kind: str) -> Resolution:
+        res = Resolution(NOERROR, answer=rrset_records(rrset, owner=owner), kind=kind)
+        if rrset.rtype in _ADDITIONAL_FOR:
+            res.additional = self.addresses_for(
+                [rd.target for rd in rrset.rdatas if rd.target is not None])
+        return res

@@ -1,0 +1,219 @@
+"""The running server: sockets, the current snapshot, reloads and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable
+
+from geodns.config import Address, Config
+from geodns.server.transport import TCPConnection, TCPConnections, UDPServer, bind_pair
+from geodns.snapshot import ZoneStore
+from geodns.wire import Responder
+
+log = logging.getLogger("geodns.server")
+
+SHUTDOWN_GRACE = 5.0
+
+
+class Server:
+    """One worker: listens, answers from ``self.responder``, reloads zones.
+
+    ``responder`` is the only thing the data plane reads; a reload replaces
+    it with one assignment.
+    """
+
+    def __init__(self, config: Config, reuse_port: bool = False) -> None:
+        self.config = config
+        self.reuse_port = reuse_port
+        self.store = ZoneStore(config.zones_dir, config.udp_payload)
+        self.responder: Responder
+        self.tcp = TCPConnections(config.tcp.max_connections, config.tcp.idle_timeout)
+        self.bound: list[Address] = []
+        self._udp_transports: list[asyncio.BaseTransport] = []
+        self._tcp_servers: list[asyncio.base_events.Server] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+
+    # -- lifecycle -------------------------------------------------------------
+    async def start(self) -> None:
+        snap = self.store.refresh(force=True)
+        assert snap is not None
+        self.responder = snap.responder
+        loop = asyncio.get_running_loop()
+        for addr in self.config.listen:
+            udp_sock, tcp_sock = bind_pair(addr.host, addr.port, self.reuse_port)
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: UDPServer(self), sock=udp_sock)
+            self._udp_transports.append(transport)
+            server = await loop.create_server(
+                lambda: TCPConnection(self, self.tcp), sock=tcp_sock)
+            self._tcp_servers.append(server)
+            bound = Address(addr.host, udp_sock.getsockname()[1])
+            self.bound.append(bound)
+            log.info("listening on %s (UDP and TCP)", bound)
+        self._tasks.append(asyncio.create_task(self._poll_zones()))
+        self._tasks.append(asyncio.create_task(self._sweep_tcp()))
+        zones = ", ".join(sorted(z.name for z in snap.zones.values())) or "none"
+        log.info("serving zones: %s", zones)
+
+    async def serve_forever(self, install_signals: bool = True) -> None:
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+            loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+            loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        await self._stopped.wait()
+        await self.shutdown()
+
+    def request_stop(self) -> None:
+        log.info("stopping")
+        self._stopped.set()
+
+    def request_reload(self) -> None:
+        log.info("reload requested (SIGHUP)")
+        task = asyncio.get_running_loop().create_task(self.reload(force=True))
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
+    async def shutdown(self) -> None:
+        """Stop listening, let written TCP answers drain, close everything."""
+        for t in self._tasks:
+            t.cancel()
+        for server in self._tcp_servers:
+            server.close()
+        for transport in self._udp_transports:
+            transport.close()
+        conns = list(self.tcp.open)
+        for conn in conns:
+            conn.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SHUTDOWN_GRACE
+        while any(c.transport is not None and not c.transport.is_closing() or
+                  (c.transport is not None and c.transport.get_write_buffer_size())
+                  for c in conns) and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for server in self._tcp_servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        log.info("stopped")
+
+    # -- reloads ---------------------------------------------------------------
+    async def reload(self, force: bool = False) -> bool:
+        """Re-read the zone directory; swap in a new snapshot if anything
+        changed.  Compiling runs in a thread so the loop keeps answering."""
+        async with self._reload_lock:
+            loop = asyncio.get_running_loop()
+            try:
+                snap = await loop.run_in_executor(None, self.store.refresh, force)
+            except Exception:
+                log.exception("reload failed; the previous zones stay in service")
+                return False
+            if snap is not None:
+                self.responder = snap.responder
+                return True
+            return False
+
+    async def _poll_zones(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.reload_interval)
+            try:
+                await self.reload()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # pragma: no cover - reload() already logs
+                log.exception("zone poll failed")
+
+    async def _sweep_tcp(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.config.tcp.idle_timeout / 2))
+            self.tcp.sweep()
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+def run_worker(config: Config, reuse_port: bool, on_ready: Callable[[Server], None] | None
+               = None) -> int:
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    server = Server(config, reuse_port=reuse_port)
+    try:
+        loop.run_until_complete(server.start())
+    except OSError as exc:
+        log.error("cannot listen: %s", exc)
+        return 1
+    if on_ready is not None:
+        on_ready(server)
+    try:
+        loop.run_until_complete(server.serve_forever())
+    finally:
+        loop.close()
+    return 0
+
+
+def run(config: Config) -> int:
+    """Run the server in the foreground; with ``workers > 1``, as that many
+    processes sharing the listen addresses through SO_REUSEPORT."""
+    if config.workers <= 1:
+        return run_worker(config, reuse_port=False)
+    # Resolve port 0 once so that every worker binds the same ports.
+    fixed = []
+    for addr in config.listen:
+        if addr.port == 0:
+            udp, tcp = bind_pair(addr.host, 0, reuse_port=True)
+            fixed.append(Address(addr.host, udp.getsockname()[1]))
+            udp.close()
+            tcp.close()
+        else:
+            fixed.append(addr)
+    config.listen = fixed
+    children: list[int] = []
+    for i in range(config.workers):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - exercised in a subprocess test
+            code = 1
+            try:
+                logging.getLogger().handlers[0].setFormatter(
+                    logging.Formatter(f"%(asctime)s worker{i} %(levelname)s %(name)s: "
+                                      "%(message)s"))
+                code = run_worker(config, reuse_port=True)
+            finally:
+                os._exit(code)
+        children.append(pid)
+    log.info("started %d workers: %s", len(children), " ".join(map(str, children)))
+
+    def forward(signum: int, _frame: object) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    status = 0
+    for pid in children:
+        while True:
+            try:
+                _, st = os.waitpid(pid, 0)
+                break
+            except ChildProcessError:
+                st = 0
+                break
+            except InterruptedError:  # pragma: no cover
+                continue
+        status = status or os.waitstatus_to_exitcode(st)
+    return status
+
+
+__all__ = ["Server", "run", "socket"]

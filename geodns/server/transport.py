@@ -1,0 +1,187 @@
+"""UDP and TCP around the pure responder: thin, bounded, and never fatal.
+
+UDP: one ``datagram_received`` call per packet, answered at once.
+TCP (RFC 7766): each connection may pipeline queries; every complete
+message in the buffer is answered as soon as it is read, in order.  A
+connection idle longer than ``idle_timeout`` is closed, and at
+``max_connections`` the connection idle the longest is closed to make room,
+so a crowd of idle clients cannot lock real ones out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections import OrderedDict
+from typing import Protocol
+
+from geodns.wire import Responder
+
+log = logging.getLogger("geodns.server")
+
+MAX_TCP_BUFFER = 2 + 65535 + 65536  # one full message plus a read's worth
+
+
+class ResponderSource(Protocol):
+    responder: Responder
+
+
+class UDPServer(asyncio.DatagramProtocol):
+    def __init__(self, source: ResponderSource) -> None:
+        self.source = source
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        resp = self.source.responder.respond(data, True)
+        if resp is not None:
+            self.transport.sendto(resp, addr)  # type: ignore[union-attr]
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("UDP socket error: %s", exc)
+
+
+class TCPConnections:
+    """All open TCP connections, least recently active first."""
+
+    def __init__(self, max_connections: int, idle_timeout: float) -> None:
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.open: OrderedDict[TCPConnection, float] = OrderedDict()
+        self.evicted = 0
+        self.timed_out = 0
+
+    def add(self, conn: TCPConnection) -> None:
+        while len(self.open) >= self.max_connections:
+            oldest, _ = self.open.popitem(last=False)
+            self.evicted += 1
+            oldest.close()
+        self.open[conn] = time.monotonic()
+
+    def touch(self, conn: TCPConnection) -> None:
+        if conn in self.open:
+            self.open[conn] = time.monotonic()
+            self.open.move_to_end(conn)
+
+    def remove(self, conn: TCPConnection) -> None:
+        self.open.pop(conn, None)
+
+    def sweep(self) -> None:
+        """Close connections idle too long (oldest first, so stop early)."""
+        deadline = time.monotonic() - self.idle_timeout
+        while self.open:
+            conn, last = next(iter(self.open.items()))
+            if last > deadline:
+                break
+            self.open.popitem(last=False)
+            self.timed_out += 1
+            conn.close()
+
+
+class TCPConnection(asyncio.Protocol):
+    def __init__(self, source: ResponderSource, registry: TCPConnections) -> None:
+        self.source = source
+        self.registry = registry
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.closing = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.registry.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        buf = self.buf + data if self.buf else data
+        out = []
+        pos = 0
+        n = len(buf)
+        while n - pos >= 2:
+            size = (buf[pos] << 8) | buf[pos + 1]
+            if n - pos - 2 < size:
+                break
+            msg = buf[pos + 2 : pos + 2 + size]
+            pos += 2 + size
+            resp = self.source.responder.respond(msg, False)
+            if resp is None:
+                # Not a query (too short, or a response): nothing sensible
+                # can follow on this stream.
+                self.close()
+                return
+            out.append(len(resp).to_bytes(2, "big"))
+            out.append(resp)
+        self.buf = buf[pos:]
+        if len(self.buf) > MAX_TCP_BUFFER:  # pragma: no cover - guarded by the length prefix
+            self.close()
+            return
+        if out:
+            assert self.transport is not None
+            self.transport.write(b"".join(out))
+        self.registry.touch(self)
+
+    def eof_received(self) -> bool | None:
+        self.close()
+        return None
+
+    def pause_writing(self) -> None:
+        # A client that does not read its answers stops getting its queries read.
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.registry.remove(self)
+
+    def close(self) -> None:
+        """Close after what has been written is flushed."""
+        if not self.closing:
+            self.closing = True
+            self.registry.remove(self)
+            if self.transport is not None:
+                self.transport.close()
+
+
+def bind_pair(host: str, port: int, reuse_port: bool) -> tuple[socket.socket, socket.socket]:
+    """A UDP and a TCP socket bound to the same address and port.  With port 0,
+    the port the kernel picks for UDP is used for TCP too (retrying if TCP
+    finds it taken)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    last_error: OSError | None = None
+    for _ in range(20):
+        udp = socket.socket(family, socket.SOCK_DGRAM)
+        tcp = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            for s in (udp, tcp):
+                if family == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                if reuse_port:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            except OSError:  # pragma: no cover
+                pass
+            udp.bind((host, port))
+            real_port = udp.getsockname()[1]
+            tcp.bind((host, real_port))
+            tcp.listen(1024)
+            udp.setblocking(False)
+            tcp.setblocking(False)
+            return udp, tcp
+        except OSError as exc:
+            udp.close()
+            tcp.close()
+            last_error = exc
+            if port != 0:
+                raise
+    assert last_error is not None
+    raise last_error

@@ -1,0 +1,131 @@
+"""The zone store: the last good version of every zone file, and the
+snapshot (compiled tables + responder) built from them.
+
+Theory of operation: :meth:`ZoneStore.refresh` looks at the zone directory,
+loads every file whose (mtime, size, inode) changed, and keeps, per file,
+the last version that validated.  A file with problems is reported and its
+previous version keeps serving; a new file with problems is simply not
+served yet.  When anything changed, a complete new :class:`Snapshot` is
+compiled and returned; the server swaps it in with one assignment, so a
+query sees either the old snapshot or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from geodns.compile import DEFAULT_UDP_PAYLOAD, compile_zones
+from geodns.wire import Responder
+from geodns.yamlsrc import Problem, Problems, Where
+from geodns.zones.loader import ZONE_SUFFIXES, load_zone_file
+from geodns.zones.model import Zone
+
+log = logging.getLogger("geodns.zones")
+
+Signature = tuple[int, int, int]
+
+
+@dataclass
+class ZoneState:
+    zone: Zone | None  # the version being served (None: never loaded)
+    signature: Signature | None  # of the file version last *read*
+    loaded_at: float | None = None
+    errors: list[Problem] = field(default_factory=list)
+
+
+@dataclass
+class Snapshot:
+    responder: Responder
+    zones: dict[str, Zone]  # file -> zone served
+    built_at: float
+
+
+class ZoneStore:
+    def __init__(self, directory: Path, payload: int = DEFAULT_UDP_PAYLOAD) -> None:
+        self.directory = directory
+        self.payload = payload
+        self.files: dict[str, ZoneState] = {}
+        self.snapshot: Snapshot | None = None
+        self.reloads_ok = 0
+        self.reloads_failed = 0
+
+    def _scan(self) -> dict[str, Signature]:
+        found: dict[str, Signature] = {}
+        try:
+            entries = list(os.scandir(self.directory))
+        except OSError as exc:
+            log.error("cannot read zones directory %s: %s", self.directory, exc)
+            return {k: v.signature for k, v in self.files.items() if v.signature}
+        for entry in entries:
+            if entry.name.startswith(".") or not entry.name.endswith(ZONE_SUFFIXES):
+                continue
+            try:
+                st = entry.stat()
+            except OSError:
+                continue
+            if entry.is_file():
+                found[entry.path] = (st.st_mtime_ns, st.st_size, st.st_ino)
+        return found
+
+    def refresh(self, force: bool = False) -> Snapshot | None:
+        """Re-read changed zone files.  Returns a new snapshot when what is
+        served changed, else None.  Never raises for bad zone content."""
+        found = self._scan()
+        changed = False
+        for path in sorted(found):
+            sig = found[path]
+            state = self.files.get(path)
+            if state is not None and state.signature == sig and not force:
+                continue
+            problems = Problems()
+            zone = load_zone_file(Path(path), problems)
+            if zone is not None:
+                clash = self._origin_clash(path, zone)
+                if clash:
+                    problems.add(Where(path, 1, 1), f"zone {zone.name} is already served from "
+                                 f"{clash}; one file per zone")
+                    zone = None
+            if state is None:
+                state = self.files[path] = ZoneState(None, None)
+            state.signature = sig
+            if zone is None:
+                state.errors = list(problems)
+                self.reloads_failed += 1
+                for p in problems:
+                    log.error("zone not loaded: %s", p)
+                if state.zone is not None:
+                    log.warning("%s: keeping the previous version (serial %d) in service",
+                                path, state.zone.serial)
+                continue
+            state.errors = []
+            if state.zone is None or state.zone != zone:
+                log.info("loaded zone %s from %s (serial %d)", zone.name, path, zone.serial)
+            state.zone = zone
+            state.loaded_at = time.time()
+            self.reloads_ok += 1
+            changed = True
+        for path in [p for p in self.files if p not in found]:
+            state = self.files.pop(path)
+            if state.zone is not None:
+                log.info("zone file %s removed: no longer serving %s", path, state.zone.name)
+                changed = True
+        if not changed and self.snapshot is not None and not force:
+            return None
+        zones = {p: s.zone for p, s in self.files.items() if s.zone is not None}
+        snap = Snapshot(Responder(compile_zones(zones.values(), self.payload)), zones,
+                        time.time())
+        self.snapshot = snap
+        return snap
+
+    def _origin_clash(self, path: str, zone: Zone) -> str | None:
+        for other, state in self.files.items():
+            if other != path and state.zone is not None and state.zone.origin == zone.origin:
+                return other
+        return None
+
+    def errors(self) -> list[Problem]:
+        return [p for s in self.files.values() for p in s.errors]

@@ -1,0 +1,305 @@
+"""The hot path: query bytes in, response bytes out.  No I/O, no clock.
+
+Theory of operation: almost every query on the wire has the same shape:
+one question, no answer or authority records, and either no additional
+record or a single OPT.  For that shape :meth:`Responder.respond` walks the
+question name's labels, lower-cases the name with one ``bytes.lower()``,
+and looks ``name + type + class`` up in the compiled table of exact
+answers; the response is the query's ID, ten pre-built header bytes, the
+question copied from the query and a pre-built tail.  Names that do not
+exist cost a few more dict look-ups up the name's ancestors (see
+:mod:`geodns.compile`).
+
+Anything else (other opcodes, odd counts, compression in the question,
+extra records, EDNS options, malformed input) goes to :meth:`_careful`,
+which parses the whole message and answers the way Knot and NSD do:
+
+* shorter than a header, or QR set: no answer at all;
+* opcode other than QUERY: NOTIMP;
+* QDCOUNT other than 1, a question or record that cannot be parsed, two OPT
+  records: FORMERR;
+* EDNS version above 0: BADVERS with an OPT of version 0;
+* a bug of ours: SERVFAIL, logged, and the server goes on.
+
+The contract: :meth:`Responder.respond` returns the bytes to send, or
+``None`` when the packet must be dropped.  It never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+
+from geodns.compile import Answer, Tables, opt_record
+from geodns.rdata import AXFR, IXFR, OPT
+from geodns.resolve import BADVERS, FORMERR, NOTIMP, REFUSED, SERVFAIL
+
+log = logging.getLogger("geodns.wire")
+
+_COUNTS_PLAIN = b"\x00\x01\x00\x00\x00\x00\x00\x00"
+_COUNTS_EDNS = b"\x00\x01\x00\x00\x00\x00\x00\x01"
+_MIN_UDP = 512
+TCP_LIMIT = 65535
+
+
+class FormErr(Exception):
+    """The query cannot be parsed; answer FORMERR."""
+
+
+class Responder:
+    """Answers queries from one compiled snapshot of the zones."""
+
+    __slots__ = ("exact", "nodes", "payload", "refused", "tables")
+
+    def __init__(self, tables: Tables) -> None:
+        self.tables = tables
+        self.exact = tables.exact
+        self.nodes = tables.nodes
+        self.refused = tables.refused
+        self.payload = tables.payload
+
+    # -- entry point ---------------------------------------------------------
+    def respond(self, data: bytes, udp: bool = True) -> bytes | None:
+        try:
+            return self._fast(data, udp)
+        except Exception:
+            log.exception("internal error answering a query; answering SERVFAIL")
+            try:
+                return self._servfail(data)
+            except Exception:  # pragma: no cover - belt and braces
+                log.exception("could not even build SERVFAIL; dropping")
+                return None
+
+    def _fast(self, data: bytes, udp: bool) -> bytes | None:
+        n = len(data)
+        if n < 12:
+            return None
+        b2 = data[2]
+        if b2 & 0xF8:  # QR set, or an opcode other than QUERY
+            return self._careful(data, udp)
+        counts = data[4:12]
+        if counts == _COUNTS_PLAIN:
+            edns = 0
+        elif counts == _COUNTS_EDNS:
+            edns = 1
+        else:
+            return self._careful(data, udp)
+        # Walk the question name.
+        i = 12
+        if i >= n:
+            return self._careful(data, udp)
+        ln = data[i]
+        while ln:
+            if ln > 63:
+                return self._careful(data, udp)
+            i += ln + 1
+            if i >= n:
+                return self._careful(data, udp)
+            ln = data[i]
+        qend = i + 1
+        if qend > 267:  # name over 255 bytes
+            return self._careful(data, udp)
+        p = qend + 4
+        limit = TCP_LIMIT
+        if edns:
+            # Exactly one OPT, version 0, no options, nothing after it.
+            if (p + 11 != n or data[p] or data[p + 1] or data[p + 2] != 41
+                    or data[p + 6] or data[p + 9] or data[p + 10]):
+                return self._careful(data, udp)
+            tail_i = 2 if data[p + 7] & 0x80 else 1
+            if udp:
+                limit = (data[p + 3] << 8) | data[p + 4]
+                if limit > self.payload:
+                    limit = self.payload
+                elif limit < _MIN_UDP:
+                    limit = _MIN_UDP
+        else:
+            if p != n:
+                return self._careful(data, udp)
+            tail_i = 0
+            if udp:
+                limit = _MIN_UDP
+        key = data[12:qend].lower() + data[qend:p]
+        ans = self.exact.get(key)
+        if ans is None:
+            ans = self._lookup(key)
+        resp = b"".join((data[:2], ans.heads[(edns << 2) | ((data[3] & 0x10) >> 3) | (b2 & 1)],
+                         data[12:p], ans.tails[tail_i]))
+        if len(resp) > limit:
+            return self._fit(data, data[12:p], ans, edns, tail_i, limit)
+        return resp
+
+    # -- look-ups that miss the exact table ----------------------------------
+    def _lookup(self, key: bytes) -> Answer:
+        """``key`` is the lower-cased question name + type + class."""
+        name = key[:-4]
+        if key[-2:] != b"\x00\x01":
+            return self.refused  # only class IN is served
+        qtype = (key[-4] << 8) | key[-3]
+        if qtype == AXFR or qtype == IXFR:
+            return self.refused  # zone transfers are not offered
+        nodes = self.nodes
+        node = nodes.get(name)
+        if node is not None:
+            return node.answer(qtype)
+        i = 0
+        ln = name[0]
+        while ln:
+            i += ln + 1
+            node = nodes.get(name[i:])
+            if node is not None:
+                return node.below(qtype)
+            ln = name[i]
+        return self.refused
+
+    def _fit(self, data: bytes, question: bytes, ans: Answer, edns: int, tail_i: int,
+             limit: int) -> bytes:
+        """A UDP answer over the limit: drop the additional section if that is
+        enough (and not needed glue), else set TC and keep only the question."""
+        idx = (edns << 2) | ((data[3] & 0x10) >> 3) | (data[2] & 1)
+        smaller = ans.smaller
+        if smaller is not None and ans.kind != "referral":
+            resp = b"".join((data[:2], smaller.heads[idx], question, smaller.tails[tail_i]))
+            if len(resp) <= limit:
+                return resp
+        flags = struct.unpack("!H", ans.heads[idx][:2])[0] | 0x0200
+        head = struct.pack("!HHHHHH", struct.unpack("!H", data[:2])[0], flags, 1, 0, 0, edns)
+        opt = b"" if not edns else opt_record(self.payload, tail_i == 2)
+        return head + question + opt
+
+    # -- the careful path ----------------------------------------------------
+    def _careful(self, data: bytes, udp: bool) -> bytes | None:
+        """Full parse of anything that is not a plain query."""
+        n = len(data)
+        if n < 12:
+            return None
+        qid, flags, qd, an, ns, ar = struct.unpack("!HHHHHH", data[:12])
+        if flags & 0x8000:
+            return None  # a response: never answer it
+        opcode = (flags >> 11) & 0xF
+        question: bytes | None = None
+        try:
+            if qd == 1:
+                qend = _skip_name(data, 12, allow_pointer=False)
+                if qend + 4 > n:
+                    raise FormErr("question truncated")
+                question = data[12 : qend + 4]
+            if opcode != 0:
+                return self._error(data, NOTIMP, question, None)
+            if qd != 1:
+                raise FormErr(f"QDCOUNT is {qd}")
+            p = qend + 4
+            for _ in range(an + ns):
+                p = _skip_rr(data, p)
+            opt: tuple[int, int, int, int] | None = None  # payload, version, do, options ok
+            for _ in range(ar):
+                start = p
+                p = _skip_name(data, p, allow_pointer=True)
+                if p + 10 > n:
+                    raise FormErr("additional record truncated")
+                rtype, rclass, ttl, rdlen = struct.unpack("!HHIH", data[p : p + 10])
+                end = p + 10 + rdlen
+                if end > n:
+                    raise FormErr("additional record data truncated")
+                if rtype == OPT:
+                    if opt is not None:
+                        raise FormErr("more than one OPT record")
+                    if data[start] != 0:
+                        raise FormErr("OPT owner is not the root")
+                    _check_options(data, p + 10, end)
+                    opt = (rclass, (ttl >> 16) & 0xFF, (ttl >> 15) & 1, 0)
+                p = end
+        except FormErr as exc:
+            log.debug("FORMERR: %s", exc)
+            return self._error(data, FORMERR, question, None)
+        except IndexError:
+            return self._error(data, FORMERR, question, None)
+        # Trailing bytes after the last record are ignored, as Knot does.
+        if opt is not None and opt[1] > 0:
+            return self._error(data, BADVERS, question, opt)
+        assert question is not None
+        edns = 1 if opt is not None else 0
+        tail_i = 0 if opt is None else (2 if opt[2] else 1)
+        if not udp:
+            limit = TCP_LIMIT
+        elif opt is None:
+            limit = _MIN_UDP
+        else:
+            limit = min(max(opt[0], _MIN_UDP), self.payload)
+        qname_end = len(question) - 4
+        key = question[:qname_end].lower() + question[qname_end:]
+        ans = self.exact.get(key) or self._lookup(key)
+        idx = (edns << 2) | ((data[3] & 0x10) >> 3) | (data[2] & 1)
+        resp = b"".join((data[:2], ans.heads[idx], question, ans.tails[tail_i]))
+        if len(resp) > limit:
+            return self._fit(data, question, ans, edns, tail_i, limit)
+        return resp
+
+    def _error(self, data: bytes, rcode: int, question: bytes | None,
+               opt: tuple[int, int, int, int] | None) -> bytes:
+        """A response with no records: the header (opcode, RD and CD kept),
+        the question when it could be read, and an OPT when the query had one."""
+        qid, qflags = struct.unpack("!HH", data[:4])
+        flags = 0x8000 | (qflags & 0x7900) | (qflags & 0x0010) | (rcode & 0xF)
+        ar = 1 if opt is not None else 0
+        head = struct.pack("!HHHHHH", qid, flags, 1 if question else 0, 0, 0, ar)
+        tail = b""
+        if opt is not None:
+            tail = opt_record(self.payload, bool(opt[2]), ext_rcode=rcode >> 4)
+        return head + (question or b"") + tail
+
+    def _servfail(self, data: bytes) -> bytes | None:
+        if len(data) < 12 or data[2] & 0x80:
+            return None
+        question = None
+        try:
+            qend = _skip_name(data, 12, allow_pointer=False)
+            if qend + 4 <= len(data):
+                question = data[12 : qend + 4]
+        except (FormErr, IndexError):
+            pass
+        return self._error(data, SERVFAIL, question, None)
+
+
+def _skip_name(data: bytes, p: int, allow_pointer: bool) -> int:
+    """Offset just past the name at ``p``; a pointer ends a name."""
+    total = 0
+    while True:
+        ln = data[p]
+        if ln == 0:
+            return p + 1
+        if ln & 0xC0 == 0xC0:
+            if not allow_pointer:
+                raise FormErr("compression pointer in the question")
+            data[p + 1]  # noqa: B018 - raises IndexError when truncated
+            return p + 2
+        if ln > 63:
+            raise FormErr("bad label type")
+        total += ln + 1
+        if total > 254:
+            raise FormErr("name longer than 255 bytes")
+        p += ln + 1
+
+
+def _skip_rr(data: bytes, p: int) -> int:
+    p = _skip_name(data, p, allow_pointer=True)
+    if p + 10 > len(data):
+        raise FormErr("record truncated")
+    rdlen = (data[p + 8] << 8) | data[p + 9]
+    end = p + 10 + rdlen
+    if end > len(data):
+        raise FormErr("record data truncated")
+    return end
+
+
+def _check_options(data: bytes, p: int, end: int) -> None:
+    while p < end:
+        if p + 4 > end:
+            raise FormErr("EDNS option header truncated")
+        olen = (data[p + 2] << 8) | data[p + 3]
+        p += 4 + olen
+        if p > end:
+            raise FormErr("EDNS option data truncated")
+
+
+__all__ = ["REFUSED", "Responder"]

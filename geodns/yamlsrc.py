@@ -1,0 +1,231 @@
+"""YAML with positions: every value remembers its file, line and column.
+
+PyYAML's composer gives a node tree with marks; we turn it into small
+``Y*`` objects that keep the raw scalar text (so ``on``, ``1:20`` or
+``2001:1:2:3:4:5:6:7`` stay the strings the operator wrote until a
+validator asks for an int or a bool) and a :class:`Where` for error
+messages.  Validation code collects every problem in a :class:`Problems`
+list instead of stopping at the first one, so ``geodns check`` can print
+them all as ``file:line:column: message``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    file: str
+    line: int  # 1-based
+    column: int  # 1-based
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    where: Where
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+@dataclass
+class Problems:
+    items: list[Problem] = field(default_factory=list)
+
+    def add(self, where: Where, message: str) -> None:
+        self.items.append(Problem(where, message))
+
+    def extend(self, other: Problems) -> None:
+        self.items.extend(other.items)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[Problem]:
+        return iter(self.items)
+
+
+class YNode:
+    where: Where
+
+
+class YScalar(YNode):
+    __slots__ = ("quoted", "tag", "text", "where")
+
+    def __init__(self, text: str, tag: str, quoted: bool, where: Where) -> None:
+        self.text = text
+        self.tag = tag
+        self.quoted = quoted
+        self.where = where
+
+    @property
+    def is_null(self) -> bool:
+        return not self.quoted and self.text in ("", "~", "null", "Null", "NULL")
+
+    def __repr__(self) -> str:
+        return f"YScalar({self.text!r})"
+
+
+class YSeq(YNode):
+    __slots__ = ("items", "where")
+
+    def __init__(self, items: list[YNode], where: Where) -> None:
+        self.items = items
+        self.where = where
+
+
+class YMap(YNode):
+    __slots__ = ("items", "where")
+
+    def __init__(self, items: list[tuple[YScalar, YNode]], where: Where) -> None:
+        self.items = items
+        self.where = where
+
+    def get(self, key: str) -> YNode | None:
+        for k, v in self.items:
+            if k.text == key:
+                return v
+        return None
+
+    def keys(self) -> list[str]:
+        return [k.text for k, _ in self.items]
+
+
+def _where(file: str, mark: yaml.Mark) -> Where:
+    return Where(file, mark.line + 1, mark.column + 1)
+
+
+def _convert(node: yaml.Node, file: str, problems: Problems) -> YNode:
+    where = _where(file, node.start_mark)
+    if isinstance(node, yaml.ScalarNode):
+        return YScalar(str(node.value), node.tag, node.style in ("'", '"'), where)
+    if isinstance(node, yaml.SequenceNode):
+        return YSeq([_convert(n, file, problems) for n in node.value], where)
+    if isinstance(node, yaml.MappingNode):
+        items: list[tuple[YScalar, YNode]] = []
+        seen: dict[str, Where] = {}
+        for knode, vnode in node.value:
+            key = _convert(knode, file, problems)
+            if not isinstance(key, YScalar):
+                problems.add(key.where, "mapping keys must be plain text")
+                continue
+            if key.text == "<<":
+                problems.add(key.where, "YAML merge keys ('<<') are not supported")
+                continue
+            if key.text in seen:
+                problems.add(
+                    key.where, f"duplicate key {key.text!r} (first at line {seen[key.text].line})"
+                )
+                continue
+            seen[key.text] = key.where
+            items.append((key, _convert(vnode, file, problems)))
+        return YMap(items, where)
+    raise TypeError(f"unexpected YAML node {node!r}")  # pragma: no cover
+
+
+def load_text(text: str, file: str, problems: Problems) -> YNode | None:
+    """Parse YAML text.  Syntax errors become problems; returns None then."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = _where(file, mark) if mark else Where(file, 1, 1)
+        problems.add(where, f"YAML syntax: {exc.problem or exc.context}")
+        return None
+    except yaml.YAMLError as exc:
+        problems.add(Where(file, 1, 1), f"YAML: {exc}")
+        return None
+    if node is None:
+        problems.add(Where(file, 1, 1), "file is empty")
+        return None
+    return _convert(node, file, problems)
+
+
+def load_file(path: Path, problems: Problems, display: str | None = None) -> YNode | None:
+    file = display or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.add(Where(file, 1, 1), f"cannot read: {exc}")
+        return None
+    return load_text(text, file, problems)
+
+
+# --- typed accessors: each returns None after recording a problem -------------
+
+
+def expect_map(node: YNode | None, what: str, problems: Problems) -> YMap | None:
+    if isinstance(node, YMap):
+        return node
+    if node is not None:
+        problems.add(node.where, f"{what} must be a mapping")
+    return None
+
+
+def as_str(node: YNode, what: str, problems: Problems) -> str | None:
+    if isinstance(node, YScalar) and not node.is_null:
+        return node.text
+    problems.add(node.where, f"{what} must be a string")
+    return None
+
+
+def as_int(node: YNode, what: str, problems: Problems, lo: int, hi: int) -> int | None:
+    if isinstance(node, YScalar) and not node.quoted:
+        try:
+            value = int(node.text.replace("_", ""), 10)
+        except ValueError:
+            value = None
+        if value is not None:
+            if lo <= value <= hi:
+                return value
+            problems.add(node.where, f"{what} {value} is out of range ({lo}..{hi})")
+            return None
+    problems.add(node.where, f"{what} must be an integer ({lo}..{hi})")
+    return None
+
+
+def as_float(node: YNode, what: str, problems: Problems, lo: float, hi: float) -> float | None:
+    if isinstance(node, YScalar) and not node.quoted:
+        try:
+            value = float(node.text)
+        except ValueError:
+            value = None
+        if value is not None:
+            if lo <= value <= hi:
+                return value
+            problems.add(node.where, f"{what} {value} is out of range ({lo}..{hi})")
+            return None
+    problems.add(node.where, f"{what} must be a number ({lo}..{hi})")
+    return None
+
+
+def as_bool(node: YNode, what: str, problems: Problems) -> bool | None:
+    if isinstance(node, YScalar) and not node.quoted:
+        low = node.text.lower()
+        if low in ("true", "yes", "on"):
+            return True
+        if low in ("false", "no", "off"):
+            return False
+    problems.add(node.where, f"{what} must be true or false")
+    return None
+
+
+def unknown_keys(m: YMap, allowed: set[str], what: str, problems: Problems) -> None:
+    for key, _ in m.items:
+        if key.text not in allowed:
+            problems.add(
+                key.where, f"unknown key {key.text!r} in {what} (expected one of: "
+                + ", ".join(sorted(allowed)) + ")"
+            )

@@ -1,0 +1,51 @@
+"""The zone model: what an operator's file says, validated, before compiling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from geodns import names
+from geodns.rdata import NS, SOA, RData
+from geodns.yamlsrc import Where
+
+
+@dataclass(frozen=True, slots=True)
+class RRset:
+    owner: bytes  # wire name as written (case kept); nodes are keyed lower-cased
+    rtype: int
+    ttl: int
+    rdatas: tuple[RData, ...]
+    where: Where | None = None
+
+
+@dataclass
+class Zone:
+    """One validated zone.  ``nodes`` maps lower-cased wire owner names to
+    their RRsets by type; it holds only names with data (empty non-terminals
+    are derived by the compiler)."""
+
+    origin: bytes  # lower-cased wire name
+    file: str
+    default_ttl: int
+    nodes: dict[bytes, dict[int, RRset]] = field(default_factory=dict)
+
+    @property
+    def soa(self) -> RRset:
+        return self.nodes[self.origin][SOA]
+
+    @property
+    def serial(self) -> int:
+        return int.from_bytes(self.soa.rdatas[0].parts[2][:4], "big")
+
+    @property
+    def negative_ttl(self) -> int:
+        """RFC 2308 section 5: the SOA's TTL or its MINIMUM, whichever is lower."""
+        minimum = int.from_bytes(self.soa.rdatas[0].parts[2][16:20], "big")
+        return min(self.soa.ttl, minimum)
+
+    @property
+    def name(self) -> str:
+        return names.to_text(self.origin)
+
+    def delegations(self) -> set[bytes]:
+        return {o for o, types in self.nodes.items() if NS in types and o != self.origin}
