@@ -1,0 +1,57 @@
+"""Shared fixtures: a compiled responder over the test zone, and a way to ask it
+questions that dnspython (not our code) builds and parses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dns.flags
+import dns.message
+import dns.rdatatype
+import pytest
+
+from geodns.compile import compile_zones
+from geodns.wire import Responder
+from geodns.yamlsrc import Problems
+from geodns.zones.loader import load_zone_file
+
+HERE = Path(__file__).parent
+TEST_ZONE = HERE / "zones" / "test.example.yaml"
+
+
+def load_test_zone(path: Path = TEST_ZONE):
+    problems = Problems()
+    zone = load_zone_file(path, problems)
+    assert zone is not None, "\n".join(map(str, problems))
+    return zone
+
+
+@pytest.fixture(scope="session")
+def responder() -> Responder:
+    return Responder(compile_zones([load_test_zone()]))
+
+
+def ask(responder: Responder, qname: str, qtype: str = "A", *, edns: int | None = None,
+        payload: int = 1232, udp: bool = True, rd: bool = False, cd: bool = False,
+        do: bool = False) -> dns.message.Message:
+    q = dns.message.make_query(qname, qtype, use_edns=edns if edns is not None else False,
+                               payload=payload, want_dnssec=do)
+    if not rd:
+        q.flags &= ~dns.flags.RD
+    if cd:
+        q.flags |= dns.flags.CD
+    wire = responder.respond(q.to_wire(), udp)
+    assert wire is not None
+    resp = dns.message.from_wire(wire)
+    assert resp.id == q.id
+    return resp
+
+
+def section(rrsets) -> list[str]:
+    """Records as sorted 'owner ttl TYPE rdata' strings, owners lower-cased."""
+    out = []
+    for rrset in rrsets:
+        for rd in rrset:
+            out.append(f"{rrset.name.to_text().lower()} {rrset.ttl} "
+                       f"{dns.rdatatype.to_text(rrset.rdtype)} {rd.to_text()}")
+    return sorted(out)
