@@ -1,0 +1,294 @@
+"""The server over real loopback sockets on port 0."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dns.asyncquery
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from geodns.config import Address, Config, TcpConfig
+from geodns.server.app import Server
+from tests.conftest import TEST_ZONE, section
+
+ZONE_V1 = """\
+origin: reload.example.
+soa: {mname: ns1, rname: hostmaster, serial: SERIAL}
+records:
+  "@": {NS: [ns1]}
+  ns1: {A: 192.0.2.53}
+  www: {A: ADDRESS}
+"""
+
+
+def write_zone(path: Path, address: str, serial: int) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(ZONE_V1.replace("ADDRESS", address).replace("SERIAL", str(serial)))
+    os.replace(tmp, path)
+
+
+@pytest.fixture
+def zones_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "zones"
+    d.mkdir()
+    shutil.copy(TEST_ZONE, d / TEST_ZONE.name)
+    write_zone(d / "reload.example.yaml", "192.0.2.1", 1)
+    return d
+
+
+@pytest.fixture
+async def server(zones_dir: Path):
+    cfg = Config(path=None, listen=[Address("127.0.0.1", 0)], zones_dir=zones_dir,
+                 tcp=TcpConfig(idle_timeout=1.0, max_connections=4), reload_interval=0.2)
+    srv = Server(cfg)
+    await srv.start()
+    yield srv
+    await srv.shutdown()
+
+
+def addr(srv: Server) -> tuple[str, int]:
+    return srv.bound[0].host, srv.bound[0].port
+
+
+async def query(srv: Server, name: str, rtype: str = "A", tcp: bool = False):
+    q = dns.message.make_query(name, rtype)
+    host, port = addr(srv)
+    if tcp:
+        return await dns.asyncquery.tcp(q, host, port=port, timeout=2)
+    return await dns.asyncquery.udp(q, host, port=port, timeout=2)
+
+
+async def test_udp_and_tcp_answer(server: Server) -> None:
+    for tcp in (False, True):
+        resp = await query(server, "www.test.example.", tcp=tcp)
+        assert section(resp.answer) == ["www.test.example. 300 A 192.0.2.10",
+                                        "www.test.example. 300 A 192.0.2.11"]
+
+
+async def test_ipv6_listener(zones_dir: Path) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    cfg = Config(path=None, listen=[Address("::1", 0)], zones_dir=zones_dir)
+    srv = Server(cfg)
+    try:
+        await srv.start()
+    except OSError as exc:
+        pytest.skip(f"cannot bind ::1: {exc}")
+    try:
+        q = dns.message.make_query("www.test.example.", "AAAA")
+        for resp in (await dns.asyncquery.udp(q, "::1", port=srv.bound[0].port, timeout=2),
+                     await dns.asyncquery.tcp(q, "::1", port=srv.bound[0].port, timeout=2)):
+            assert section(resp.answer) == ["www.test.example. 3600 AAAA 2001:db8::10"]
+    finally:
+        await srv.shutdown()
+
+
+async def _tcp_read_messages(reader: asyncio.StreamReader, count: int) -> list[dns.message.Message]:
+    out = []
+    for _ in range(count):
+        size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), 2))[0]
+        out.append(dns.message.from_wire(await reader.readexactly(size)))
+    return out
+
+
+async def test_tcp_pipelining_in_one_write(server: Server) -> None:
+    reader, writer = await asyncio.open_connection(*addr(server))
+    queries = [dns.message.make_query(n, "A") for n in
+               ("www.test.example.", "nothere.test.example.", "mail.test.example.")]
+    writer.write(b"".join(struct.pack("!H", len(w)) + w for w in (q.to_wire() for q in queries)))
+    answers = await _tcp_read_messages(reader, 3)
+    assert [a.id for a in answers] == [q.id for q in queries]
+    assert [a.rcode() for a in answers] == [0, dns.rcode.NXDOMAIN, 0]
+    writer.close()
+
+
+async def test_tcp_query_split_across_segments(server: Server) -> None:
+    reader, writer = await asyncio.open_connection(*addr(server))
+    wire = dns.message.make_query("www.test.example.", "A").to_wire()
+    framed = struct.pack("!H", len(wire)) + wire
+    for i in range(len(framed)):
+        writer.write(framed[i : i + 1])
+        await writer.drain()
+        await asyncio.sleep(0)
+    (answer,) = await _tcp_read_messages(reader, 1)
+    assert len(answer.answer[0]) == 2
+    writer.close()
+
+
+async def test_tcp_idle_connection_is_closed(server: Server) -> None:
+    reader, writer = await asyncio.open_connection(*addr(server))
+    t0 = time.monotonic()
+    data = await asyncio.wait_for(reader.read(1), 5)
+    assert data == b""  # closed by the server
+    assert 0.9 <= time.monotonic() - t0 < 3.5
+    writer.close()
+
+
+async def test_tcp_connection_cap_evicts_longest_idle(server: Server) -> None:
+    conns = [await asyncio.open_connection(*addr(server)) for _ in range(6)]
+    await asyncio.sleep(0.1)
+    assert len(server.tcp.open) <= 4
+    # The first two (longest idle) were closed to make room.
+    for reader, _ in conns[:2]:
+        assert await asyncio.wait_for(reader.read(1), 2) == b""
+    # A new client still gets an answer.
+    resp = await query(server, "www.test.example.", tcp=True)
+    assert resp.rcode() == 0
+    for _, writer in conns:
+        writer.close()
+
+
+async def test_garbage_does_not_stop_the_server(server: Server) -> None:
+    rnd = random.Random(7)
+    host, port = addr(server)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for _ in range(300):
+        sock.sendto(bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(0, 80))), (host, port))
+    sock.close()
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"\x00\x05hello\x00\x00")
+    await asyncio.sleep(0.05)
+    writer.close()
+    resp = await query(server, "www.test.example.")
+    assert resp.rcode() == 0
+
+
+async def _wait_for_answer(srv: Server, expect: str, limit: float = 2.5) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        resp = await query(srv, "www.reload.example.")
+        if section(resp.answer) == [f"www.reload.example. 3600 A {expect}"]:
+            return time.monotonic() - t0
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{expect} not served within {limit} s")
+
+
+async def test_changed_zone_is_served_within_two_seconds(server: Server,
+                                                         zones_dir: Path) -> None:
+    await _wait_for_answer(server, "192.0.2.1")
+    write_zone(zones_dir / "reload.example.yaml", "192.0.2.2", 2)
+    assert await _wait_for_answer(server, "192.0.2.2") < 2.0
+
+
+async def test_broken_edit_keeps_previous_version(server: Server, zones_dir: Path,
+                                                  caplog) -> None:
+    path = zones_dir / "reload.example.yaml"
+    path.write_text(path.read_text().replace("192.0.2.1", "192.0.2.999"))
+    await asyncio.sleep(0.8)
+    resp = await query(server, "www.reload.example.")
+    assert section(resp.answer) == ["www.reload.example. 3600 A 192.0.2.1"]
+    errors = server.store.errors()
+    assert len(errors) == 1 and "reload.example.yaml:6:" in str(errors[0])
+    assert "is not an IPv4 address" in caplog.text
+    # Fixing the file brings the new version in.
+    write_zone(path, "192.0.2.3", 3)
+    await _wait_for_answer(server, "192.0.2.3")
+    assert server.store.errors() == []
+
+
+async def test_new_zone_file_and_removed_zone_file(server: Server, zones_dir: Path) -> None:
+    extra = zones_dir / "added.example.yaml"
+    extra.write_text(ZONE_V1.replace("reload.example.", "added.example.")
+                     .replace("ADDRESS", "192.0.2.7").replace("SERIAL", "1"))
+    for _ in range(40):
+        resp = await query(server, "www.added.example.")
+        if resp.rcode() == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert section(resp.answer) == ["www.added.example. 3600 A 192.0.2.7"]
+    extra.unlink()
+    for _ in range(40):
+        resp = await query(server, "www.added.example.")
+        if resp.rcode() == dns.rcode.REFUSED:
+            break
+        await asyncio.sleep(0.1)
+    assert resp.rcode() == dns.rcode.REFUSED
+
+
+async def test_no_query_lost_or_wrong_during_reloads_under_load(server: Server,
+                                                               zones_dir: Path) -> None:
+    """Queries flow while the zone is rewritten (sometimes broken); each
+    answer is one of the valid versions and none goes unanswered."""
+    path = zones_dir / "reload.example.yaml"
+    valid = {"192.0.2.1", "192.0.2.2"}
+    stop = asyncio.Event()
+
+    async def rewrite() -> None:
+        serial = 10
+        for i in range(12):
+            serial += 1
+            if i % 4 == 3:
+                path.write_text("records: [broken")
+            else:
+                write_zone(path, sorted(valid)[i % 2], serial)
+            await asyncio.sleep(0.25)
+        write_zone(path, "192.0.2.1", serial + 1)
+        stop.set()
+
+    seen: set[str] = set()
+    count = 0
+
+    async def load() -> None:
+        nonlocal count
+        host, port = addr(server)
+        while not stop.is_set() and count < 20000:
+            q = dns.message.make_query("www.reload.example.", "A")
+            resp = await dns.asyncquery.udp(q, host, port=port, timeout=1)
+            assert resp.rcode() == 0
+            got = {rd.address for rd in resp.answer[0]}
+            assert len(got) == 1 and got <= valid, got
+            seen.update(got)
+            count += 1
+
+    await asyncio.gather(rewrite(), load(), load())
+    assert count > 100 and seen == valid
+
+
+def test_cli_serve_sighup_and_sigterm(zones_dir: Path, tmp_path: Path) -> None:
+    """A real `geodns serve` process: answers, reloads on SIGHUP, stops on SIGTERM."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "geodns.yaml"
+    cfg.write_text(f"listen: ['127.0.0.1:{port}']\nzones: zones\nreload: {{interval: 60}}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "geodns", "serve", "--config", str(cfg)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        q = dns.message.make_query("www.reload.example.", "A")
+
+        for _ in range(100):
+            try:
+                resp = dns.query.udp(q, "127.0.0.1", port=port, timeout=0.2)
+                break
+            except (dns.exception.Timeout, ConnectionRefusedError):
+                time.sleep(0.05)
+        assert section(resp.answer) == ["www.reload.example. 3600 A 192.0.2.1"]
+        write_zone(zones_dir / "reload.example.yaml", "192.0.2.9", 9)
+        proc.send_signal(signal.SIGHUP)
+        for _ in range(50):
+            resp = dns.query.udp(q, "127.0.0.1", port=port, timeout=1)
+            if section(resp.answer) == ["www.reload.example. 3600 A 192.0.2.9"]:
+                break
+            time.sleep(0.05)
+        assert section(resp.answer) == ["www.reload.example. 3600 A 192.0.2.9"]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0
+        assert "reload requested (SIGHUP)" in err and "stopped" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
