@@ -24,10 +24,7 @@ def _setup_logging(level: str) -> None:
 
 
 def _config_from_args(args: argparse.Namespace, problems: Problems) -> Config:
-    if args.config is not None:
-        cfg = load_config(Path(args.config), problems)
-    else:
-        cfg = Config(path=None)
+    cfg = load_config(Path(args.config), problems) if args.config is not None else Config(path=None)
     if getattr(args, "listen", None):
         cfg.listen = []
         for text in args.listen:

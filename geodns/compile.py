@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from geodns import names
 from geodns.rdata import ANY, CNAME, DS, SERVED_TYPES, CompressibleName
 from geodns.resolve import (
-    NOERROR,
     QNAME,
     REFUSED,
     Record,

@@ -18,7 +18,6 @@ from typing import Final
 
 from geodns import names
 from geodns.rdata import (
-    A,
     AAAA,
     ANY,
     CNAME,
@@ -27,6 +26,7 @@ from geodns.rdata import (
     NS,
     SOA,
     SRV,
+    A,
     RData,
 )
 from geodns.zones.model import RRset, Zone

@@ -27,6 +27,8 @@ from geodns.zones.model import Zone
 log = logging.getLogger("geodns.zones")
 
 Signature = tuple[int, int, int]
+# A file modified less than this long ago is left for the next look.
+SETTLE_NS = 100_000_000
 
 
 @dataclass
@@ -71,6 +73,14 @@ class ZoneStore:
                 found[entry.path] = (st.st_mtime_ns, st.st_size, st.st_ino)
         return found
 
+    @staticmethod
+    def _signature(path: str) -> Signature | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
     def refresh(self, force: bool = False) -> Snapshot | None:
         """Re-read changed zone files.  Returns a new snapshot when what is
         served changed, else None.  Never raises for bad zone content."""
@@ -81,8 +91,12 @@ class ZoneStore:
             state = self.files.get(path)
             if state is not None and state.signature == sig and not force:
                 continue
+            if not force and time.time_ns() - sig[0] < SETTLE_NS:
+                continue  # still being written, most likely: look again next time
             problems = Problems()
             zone = load_zone_file(Path(path), problems)
+            if self._signature(path) != sig:
+                continue  # changed while we read it: read it again next time
             if zone is not None:
                 clash = self._origin_clash(path, zone)
                 if clash:

@@ -136,7 +136,7 @@ class Responder:
         if key[-2:] != b"\x00\x01":
             return self.refused  # only class IN is served
         qtype = (key[-4] << 8) | key[-3]
-        if qtype == AXFR or qtype == IXFR:
+        if qtype in (AXFR, IXFR):
             return self.refused  # zone transfers are not offered
         nodes = self.nodes
         node = nodes.get(name)
@@ -173,7 +173,7 @@ class Responder:
         n = len(data)
         if n < 12:
             return None
-        qid, flags, qd, an, ns, ar = struct.unpack("!HHHHHH", data[:12])
+        _qid, flags, qd, an, ns, ar = struct.unpack("!HHHHHH", data[:12])
         if flags & 0x8000:
             return None  # a response: never answer it
         opcode = (flags >> 11) & 0xF
@@ -271,7 +271,7 @@ def _skip_name(data: bytes, p: int, allow_pointer: bool) -> int:
         if ln & 0xC0 == 0xC0:
             if not allow_pointer:
                 raise FormErr("compression pointer in the question")
-            data[p + 1]  # noqa: B018 - raises IndexError when truncated
+            data[p + 1]
             return p + 2
         if ln > 63:
             raise FormErr("bad label type")

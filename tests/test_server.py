@@ -158,7 +158,7 @@ async def test_garbage_does_not_stop_the_server(server: Server) -> None:
     for _ in range(300):
         sock.sendto(bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(0, 80))), (host, port))
     sock.close()
-    reader, writer = await asyncio.open_connection(host, port)
+    _reader, writer = await asyncio.open_connection(host, port)
     writer.write(b"\x00\x05hello\x00\x00")
     await asyncio.sleep(0.05)
     writer.close()

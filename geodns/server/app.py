@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 from collections.abc import Callable
 
 from geodns.config import Address, Config
@@ -77,9 +76,12 @@ class Server:
 
     def request_reload(self) -> None:
         log.info("reload requested (SIGHUP)")
-        task = asyncio.get_running_loop().create_task(self.reload(force=True))
+        task = asyncio.get_running_loop().create_task(self._forced_reload())
         self._tasks.append(task)
         task.add_done_callback(self._tasks.remove)
+
+    async def _forced_reload(self) -> None:
+        await self.reload(force=True)
 
     async def shutdown(self) -> None:
         """Stop listening, let written TCP answers drain, close everything."""
@@ -94,7 +96,7 @@ class Server:
             conn.close()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SHUTDOWN_GRACE
-        while any(c.transport is not None and not c.transport.is_closing() or
+        while any((c.transport is not None and not c.transport.is_closing()) or
                   (c.transport is not None and c.transport.get_write_buffer_size())
                   for c in conns) and loop.time() < deadline:
             await asyncio.sleep(0.02)
@@ -216,4 +218,4 @@ def run(config: Config) -> int:
     return status
 
 
-__all__ = ["Server", "run", "socket"]
+__all__ = ["Server", "run"]

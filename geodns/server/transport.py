@@ -11,6 +11,7 @@ so a crowd of idle clients cannot lock real ones out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -166,10 +167,8 @@ def bind_pair(host: str, port: int, reuse_port: bool) -> tuple[socket.socket, so
                 if reuse_port:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
+            with contextlib.suppress(OSError):
                 udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            except OSError:  # pragma: no cover
-                pass
             udp.bind((host, port))
             real_port = udp.getsockname()[1]
             tcp.bind((host, real_port))

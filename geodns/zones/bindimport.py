@@ -122,4 +122,4 @@ def _value(rdtype: int, r: Any, origin: dns.name.Name) -> Any:
                 "value": r.value.decode("utf-8")}
     if rdtype == t.TXT:
         return _txt_value(tuple(r.strings))
-    raise ImportError_(f"type {t.to_text(rdtype)} not supported")  # pragma: no cover
+    raise ImportError_(f"type {rdtype} not supported")  # pragma: no cover

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from geodns import names, rdata
-from geodns.rdata import A, AAAA, CNAME, MX, NS, SOA, TXT, RData, RDataError
+from geodns.rdata import AAAA, CNAME, MX, NS, SOA, TXT, A, RData, RDataError
 from geodns.yamlsrc import (
     Problems,
     Where,
@@ -245,7 +245,8 @@ class _ZoneBuilder:
                 if values is None:
                     p.add(tval.where, f"{tkey.text} record has no 'value' or 'values'")
                     return
-        items = values.items if isinstance(values, YSeq) else [values]
+        assert values is not None
+        items: list[YNode] = values.items if isinstance(values, YSeq) else [values]
         if not items:
             p.add(tval.where, f"{tkey.text} has an empty list of values")
             return
