@@ -73,7 +73,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                 problems.add(Where(str(path), 1, 1),
                              f"zone {zone.name} is also defined in {origins[zone.origin]}")
             origins[zone.origin] = str(path)
-    for p in problems:
+    for p in sorted(problems, key=lambda p: (p.where.file, p.where.line, p.where.column)):
         print(p, file=sys.stderr)
     if problems:
         print(f"{len(problems)} problem(s) found", file=sys.stderr)

@@ -36,12 +36,14 @@ def _rel(name: dns.name.Name, origin: dns.name.Name) -> str:
 
 
 def _txt_value(strings: tuple[bytes, ...]) -> Any:
-    try:
-        texts = [s.decode("utf-8") for s in strings]
-    except UnicodeDecodeError:
-        raise ImportError_("a TXT record holds bytes that are not UTF-8 text; geodns zones "
-                           "hold TXT as text") from None
-    return texts[0] if len(texts) == 1 else texts
+    """Text strings as YAML strings; any that is not UTF-8 as ``!!binary``."""
+    out: list[str | bytes] = []
+    for s in strings:
+        try:
+            out.append(s.decode("utf-8"))
+        except UnicodeDecodeError:
+            out.append(s)
+    return out[0] if len(out) == 1 else out
 
 
 def convert(path: Path, origin: str, skip_unsupported: bool = False) -> tuple[str, list[str]]:

@@ -16,6 +16,8 @@ own options live, which is also where a steered record's options go.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -288,12 +290,10 @@ class _ZoneBuilder:
                     return None
                 parts = []
                 for s in node.items:
-                    text = as_str(s, "TXT string", p) if isinstance(s, YScalar) else None
-                    if text is None:
-                        if not isinstance(s, YScalar):
-                            p.add(s.where, "TXT strings must be plain text")
+                    raw = _txt_bytes(s, p)
+                    if raw is None:
                         return None
-                    parts.append(text.encode("utf-8"))
+                    parts.append(raw)
                 return rdata.txt(parts)
             assert isinstance(node, YScalar)
             if node.is_null:
@@ -307,7 +307,8 @@ class _ZoneBuilder:
             if rtype in (NS, CNAME, rdata.PTR):
                 return rdata.name_rdata(text, origin)
             if rtype == TXT:
-                return rdata.txt([text.encode("utf-8")])
+                raw = _txt_bytes(node, p)
+                return None if raw is None else rdata.txt([raw])
             if rtype == MX:
                 pref, exch = rdata.split_fields(text, 2)
                 return rdata.mx(rdata.parse_int(pref, "MX preference", 65535), exch, origin)
@@ -355,6 +356,20 @@ class _ZoneBuilder:
                           f"delegation {names.to_text(cut)}: name server "
                           f"{names.to_text(target)} is inside the delegated zone and needs "
                           "glue (an A or AAAA record for it in this zone)")
+
+
+def _txt_bytes(node: YNode, p: Problems) -> bytes | None:
+    """A TXT string: text (UTF-8), or ``!!binary`` base64 for other bytes."""
+    if not isinstance(node, YScalar) or node.is_null:
+        p.add(node.where, "TXT strings must be plain text")
+        return None
+    if node.tag == "tag:yaml.org,2002:binary":
+        try:
+            return base64.b64decode("".join(node.text.split()), validate=True)
+        except (binascii.Error, ValueError):
+            p.add(node.where, "!!binary TXT string is not valid base64")
+            return None
+    return node.text.encode("utf-8")
 
 
 def _map_fields(node: YMap, fields: list[str], what: str, p: Problems) -> dict[str, YNode] | None:
