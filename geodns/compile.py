@@ -27,9 +27,12 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from geodns import names
-from geodns.rdata import ANY, CNAME, DS, SERVED_TYPES, CompressibleName
+from geodns import names, rdata
+from geodns.rdata import ANY, CNAME, DS, SERVED_TYPES, TXT, CompressibleName
 from geodns.resolve import (
+    NOERROR,
+    NOTAUTH,
+    NOTIMP,
     QNAME,
     REFUSED,
     Record,
@@ -44,9 +47,14 @@ MEMO_PER_NODE = 64
 DEFAULT_UDP_PAYLOAD = 1232
 
 
-def opt_record(payload: int, do: bool, ext_rcode: int = 0) -> bytes:
-    """Our OPT pseudo-RR: root owner, version 0, no options."""
-    return struct.pack("!BHHBBHH", 0, 41, payload, ext_rcode, 0, 0x8000 if do else 0, 0)
+def opt_record(payload: int, do: bool, ext_rcode: int = 0, options: bytes = b"") -> bytes:
+    """Our OPT pseudo-RR: root owner, version 0, the given options."""
+    return struct.pack("!BHHBBHH", 0, 41, payload, ext_rcode, 0, 0x8000 if do else 0,
+                       len(options)) + options
+
+
+# RFC 8914 Extended DNS Error 20, "Not Authoritative", as Knot and NSD send with REFUSED.
+EDE_NOT_AUTHORITATIVE = struct.pack("!HHH", 15, 2, 20)
 
 
 class _Encoder:
@@ -114,30 +122,32 @@ class Answer:
     """A pre-built response for one (question name or template, type).
 
     ``heads[i]`` is the 10 bytes after the ID (flags, QDCOUNT, AN/NS/AR
-    counts) for ``i = edns*4 + cd*2 + rd``; ``tails[e]`` is everything after
-    the question, for e = 0 (no EDNS), 1 (OPT) and 2 (OPT with DO).
+    counts) for ``i = edns*2 + rd`` (RD is copied from the query; CD is not,
+    as neither Knot nor NSD copies it); ``tails[e]`` is everything after the
+    question, for e = 0 (no EDNS), 1 (OPT) and 2 (OPT with DO).
     ``smaller`` is the same answer without the additional section, used
     when the full one does not fit in a UDP response.
     """
 
-    __slots__ = ("heads", "kind", "rcode", "smaller", "tails", "zone")
+    __slots__ = ("aa", "heads", "kind", "rcode", "smaller", "tails", "zone")
 
     def __init__(self, rcode: int, aa: bool, counts: tuple[int, int, int], body: bytes,
-                 kind: str, zone: str, payload: int, smaller: Answer | None = None) -> None:
+                 kind: str, zone: str, payload: int, smaller: Answer | None = None,
+                 options: bytes = b"") -> None:
         self.rcode = rcode
+        self.aa = aa
         self.kind = kind
         self.zone = zone
         self.smaller = smaller
         an, ns, ar = counts
         heads = []
         for edns in (0, 1):
-            for cd in (0, 1):
-                for rd in (0, 1):
-                    flags = 0x8000 | (0x0400 if aa else 0) | (0x0100 if rd else 0)
-                    flags |= (0x0010 if cd else 0) | (rcode & 0xF)
-                    heads.append(struct.pack("!HHHHH", flags, 1, an, ns, ar + edns))
+            for rd in (0, 1):
+                flags = 0x8000 | (0x0400 if aa else 0) | (0x0100 if rd else 0) | (rcode & 0xF)
+                heads.append(struct.pack("!HHHHH", flags, 1, an, ns, ar + edns))
         self.heads = tuple(heads)
-        self.tails = (body, body + opt_record(payload, False), body + opt_record(payload, True))
+        self.tails = (body, body + opt_record(payload, False, options=options),
+                      body + opt_record(payload, True, options=options))
 
 
 def encode(res: Resolution, qname: bytes | None, zone: str, payload: int) -> Answer:
@@ -220,6 +230,8 @@ class Tables:
     exact: dict[bytes, Answer]
     nodes: dict[bytes, Node]
     refused: Answer
+    notimp: Answer  # AXFR over UDP, as Knot and NSD answer it
+    notauth: Answer  # transfers of zones we do not serve
     payload: int
 
 
@@ -227,9 +239,11 @@ class Tables:
 _PREBUILT_EXTRA = (ANY,)
 
 
-def compile_zones(zones: Iterable[Zone], payload: int = DEFAULT_UDP_PAYLOAD) -> Tables:
+def compile_zones(zones: Iterable[Zone], payload: int = DEFAULT_UDP_PAYLOAD,
+                  chaos: dict[str, str] | None = None) -> Tables:
     """Compile zones into look-up tables.  A zone nested inside another one
-    that we also serve takes over its part of the name space."""
+    that we also serve takes over its part of the name space.  ``chaos``
+    maps CH-class TXT names (``id.server.``) to the text they answer."""
     ordered = sorted(zones, key=lambda z: len(z.origin))
     exact: dict[bytes, Answer] = {}
     nodes: dict[bytes, Node] = {}
@@ -237,8 +251,25 @@ def compile_zones(zones: Iterable[Zone], payload: int = DEFAULT_UDP_PAYLOAD) -> 
         # Names the parent holds at or below a child apex belong to the child.
         _drop_below(nodes, exact, zone.origin)
         _compile_zone(zone, nodes, exact, payload)
-    refused = Answer(REFUSED, False, (0, 0, 0), b"", "refused", "", payload)
-    return Tables(exact, nodes, refused, payload)
+    refused = Answer(REFUSED, False, (0, 0, 0), b"", "refused", "", payload,
+                     options=EDE_NOT_AUTHORITATIVE)
+    notimp = Answer(NOTIMP, False, (0, 0, 0), b"", "notimp", "", payload)
+    notauth = Answer(NOTAUTH, False, (0, 0, 0), b"", "notauth", "", payload)
+    for text, value in (chaos or {}).items():
+        exact[names.from_text(text).lower() + _CHAOS_TXT] = _chaos_answer(value, payload)
+    return Tables(exact, nodes, refused, notimp, notauth, payload)
+
+
+_CHAOS_TXT = struct.pack("!HH", TXT, 3)
+
+
+def _chaos_answer(text: str, payload: int) -> Answer:
+    """A CH TXT answer (TTL 0, not authoritative), as Knot and NSD give for
+    ``id.server`` and ``version.bind``: it tells an operator which anycast
+    node answered."""
+    rd = rdata.txt([text.encode("utf-8")]).wire
+    body = b"\xc0\x0c" + struct.pack("!HHIH", TXT, 3, 0, len(rd)) + rd
+    return Answer(NOERROR, False, (1, 0, 0), body, "chaos", "", payload)
 
 
 def _drop_below(nodes: dict[bytes, Node], exact: dict[bytes, Answer], apex: bytes) -> None:

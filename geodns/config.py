@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from geodns import __version__
 from geodns.compile import DEFAULT_UDP_PAYLOAD
 from geodns.yamlsrc import (
     Problems,
     Where,
     YMap,
     YNode,
+    YScalar,
     YSeq,
     as_float,
     as_int,
@@ -84,9 +87,21 @@ class Config:
     tcp: TcpConfig = field(default_factory=TcpConfig)
     reload_interval: float = 1.0
     log_level: str = "info"
+    # CH-class TXT answers; an empty string refuses the question instead.
+    identity: str = field(default_factory=socket.gethostname)
+    version: str = f"geodns {__version__}"
+
+    def chaos(self) -> dict[str, str]:
+        """The CH TXT names answered, as Knot and NSD answer them."""
+        out = {}
+        if self.identity:
+            out.update({"id.server.": self.identity, "hostname.bind.": self.identity})
+        if self.version:
+            out.update({"version.server.": self.version, "version.bind.": self.version})
+        return out
 
 
-_TOP_KEYS = {"listen", "zones", "admin", "workers", "edns", "tcp", "reload", "log"}
+_TOP_KEYS = {"listen", "zones", "admin", "workers", "edns", "tcp", "reload", "log", "chaos"}
 
 
 def load_config(path: Path, problems: Problems) -> Config:
@@ -138,6 +153,7 @@ def load_config(path: Path, problems: Problems) -> Config:
         cfg.workers = as_int(workers, "workers", problems, 1, 256) or 1
 
     _edns(top.get("edns"), cfg, problems)
+    _chaos(top.get("chaos"), cfg, problems)
     _tcp(top.get("tcp"), cfg, problems)
     reload = top.get("reload")
     if reload is not None:
@@ -170,6 +186,26 @@ def _edns(node: YNode | None, cfg: Config, problems: Problems) -> None:
     v = m.get("udp_payload")
     if v is not None:
         cfg.udp_payload = as_int(v, "edns udp_payload", problems, 512, 4096) or cfg.udp_payload
+
+
+def _chaos(node: YNode | None, cfg: Config, problems: Problems) -> None:
+    m = expect_map(node, "chaos", problems)
+    if m is None:
+        return
+    unknown_keys(m, {"identity", "version"}, "chaos", problems)
+    for key in ("identity", "version"):
+        v = m.get(key)
+        if v is None:
+            continue
+        if isinstance(v, YScalar) and (v.is_null or v.text == ""):
+            setattr(cfg, key, "")
+        else:
+            text = as_str(v, f"chaos {key}", problems)
+            if text is not None:
+                if len(text.encode("utf-8")) > 255:
+                    problems.add(v.where, f"chaos {key} is longer than 255 bytes")
+                else:
+                    setattr(cfg, key, text)
 
 
 def _tcp(node: YNode | None, cfg: Config, problems: Problems) -> None:

@@ -31,7 +31,7 @@ from geodns.rdata import (
 )
 from geodns.zones.model import RRset, Zone
 
-NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED, NOTAUTH = 0, 1, 2, 3, 4, 5, 9
 BADVERS = 16
 
 QNAME: Final = b""  # owner placeholder: "the question's name" (never a valid wire name)

@@ -47,9 +47,11 @@ class Snapshot:
 
 
 class ZoneStore:
-    def __init__(self, directory: Path, payload: int = DEFAULT_UDP_PAYLOAD) -> None:
+    def __init__(self, directory: Path, payload: int = DEFAULT_UDP_PAYLOAD,
+                 chaos: dict[str, str] | None = None) -> None:
         self.directory = directory
         self.payload = payload
+        self.chaos = chaos or {}
         self.files: dict[str, ZoneState] = {}
         self.snapshot: Snapshot | None = None
         self.reloads_ok = 0
@@ -130,7 +132,7 @@ class ZoneStore:
         if not changed and self.snapshot is not None and not force:
             return None
         zones = {p: s.zone for p, s in self.files.items() if s.zone is not None}
-        snap = Snapshot(Responder(compile_zones(zones.values(), self.payload)), zones,
+        snap = Snapshot(Responder(compile_zones(zones.values(), self.payload, self.chaos)), zones,
                         time.time())
         self.snapshot = snap
         return snap

@@ -49,13 +49,15 @@ class FormErr(Exception):
 class Responder:
     """Answers queries from one compiled snapshot of the zones."""
 
-    __slots__ = ("exact", "nodes", "payload", "refused", "tables")
+    __slots__ = ("exact", "nodes", "notauth", "notimp", "payload", "refused", "tables")
 
     def __init__(self, tables: Tables) -> None:
         self.tables = tables
         self.exact = tables.exact
         self.nodes = tables.nodes
         self.refused = tables.refused
+        self.notimp = tables.notimp
+        self.notauth = tables.notauth
         self.payload = tables.payload
 
     # -- entry point ---------------------------------------------------------
@@ -122,22 +124,32 @@ class Responder:
         key = data[12:qend].lower() + data[qend:p]
         ans = self.exact.get(key)
         if ans is None:
-            ans = self._lookup(key)
-        resp = b"".join((data[:2], ans.heads[(edns << 2) | ((data[3] & 0x10) >> 3) | (b2 & 1)],
-                         data[12:p], ans.tails[tail_i]))
+            ans = self._lookup(key, udp)
+        resp = b"".join((data[:2], ans.heads[(edns << 1) | (b2 & 1)], data[12:p],
+                         ans.tails[tail_i]))
         if len(resp) > limit:
             return self._fit(data, data[12:p], ans, edns, tail_i, limit)
         return resp
 
     # -- look-ups that miss the exact table ----------------------------------
-    def _lookup(self, key: bytes) -> Answer:
+    def _lookup(self, key: bytes, udp: bool) -> Answer:
         """``key`` is the lower-cased question name + type + class."""
         name = key[:-4]
-        if key[-2:] != b"\x00\x01":
-            return self.refused  # only class IN is served
+        qclass = key[-2:]
+        if qclass != b"\x00\x01":
+            if qclass != b"\x00\xff":
+                return self.refused  # only class IN is served
+            key = name + key[-4:-2] + b"\x00\x01"  # class ANY: what IN holds
+            ans = self.exact.get(key)
+            if ans is not None:
+                return ans
         qtype = (key[-4] << 8) | key[-3]
         if qtype in (AXFR, IXFR):
-            return self.refused  # zone transfers are not offered
+            # Transfers are not offered (AXFR over UDP is not even a thing);
+            # REFUSED for our zones, NOTAUTH for others, as NSD answers.
+            if udp and qtype == AXFR:
+                return self.notimp
+            return self.refused if self._ours(name) else self.notauth
         nodes = self.nodes
         node = nodes.get(name)
         if node is not None:
@@ -152,11 +164,21 @@ class Responder:
             ln = name[i]
         return self.refused
 
+    def _ours(self, name: bytes) -> bool:
+        nodes = self.nodes
+        i = 0
+        while True:
+            if name[i:] in nodes:
+                return True
+            if not name[i]:
+                return False
+            i += name[i] + 1
+
     def _fit(self, data: bytes, question: bytes, ans: Answer, edns: int, tail_i: int,
              limit: int) -> bytes:
         """A UDP answer over the limit: drop the additional section if that is
         enough (and not needed glue), else set TC and keep only the question."""
-        idx = (edns << 2) | ((data[3] & 0x10) >> 3) | (data[2] & 1)
+        idx = (edns << 1) | (data[2] & 1)
         smaller = ans.smaller
         if smaller is not None and ans.kind != "referral":
             resp = b"".join((data[:2], smaller.heads[idx], question, smaller.tails[tail_i]))
@@ -178,20 +200,21 @@ class Responder:
             return None  # a response: never answer it
         opcode = (flags >> 11) & 0xF
         question: bytes | None = None
+        opt: tuple[int, int, int] | None = None  # payload, version, DO
         try:
+            p = 12
             if qd == 1:
                 qend = _skip_name(data, 12, allow_pointer=False)
                 if qend + 4 > n:
                     raise FormErr("question truncated")
                 question = data[12 : qend + 4]
+                p = qend + 4
             if opcode != 0:
                 return self._error(data, NOTIMP, question, None)
-            if qd != 1:
+            if qd > 1:
                 raise FormErr(f"QDCOUNT is {qd}")
-            p = qend + 4
             for _ in range(an + ns):
                 p = _skip_rr(data, p)
-            opt: tuple[int, int, int, int] | None = None  # payload, version, do, options ok
             for _ in range(ar):
                 start = p
                 p = _skip_name(data, p, allow_pointer=True)
@@ -203,20 +226,21 @@ class Responder:
                     raise FormErr("additional record data truncated")
                 if rtype == OPT:
                     if opt is not None:
+                        opt = None
                         raise FormErr("more than one OPT record")
                     if data[start] != 0:
                         raise FormErr("OPT owner is not the root")
                     _check_options(data, p + 10, end)
-                    opt = (rclass, (ttl >> 16) & 0xFF, (ttl >> 15) & 1, 0)
+                    opt = (rclass, (ttl >> 16) & 0xFF, (ttl >> 15) & 1)
                 p = end
-        except FormErr as exc:
-            log.debug("FORMERR: %s", exc)
+        except (FormErr, IndexError) as exc:
+            log.debug("FORMERR: %r", exc)
             return self._error(data, FORMERR, question, None)
-        except IndexError:
-            return self._error(data, FORMERR, question, None)
-        # Trailing bytes after the last record are ignored, as Knot does.
+        # Bytes after the last counted record are ignored, as NSD does.
         if opt is not None and opt[1] > 0:
             return self._error(data, BADVERS, question, opt)
+        if question is None:  # QDCOUNT 0
+            return self._error(data, FORMERR, None, opt)
         assert question is not None
         edns = 1 if opt is not None else 0
         tail_i = 0 if opt is None else (2 if opt[2] else 1)
@@ -228,19 +252,19 @@ class Responder:
             limit = min(max(opt[0], _MIN_UDP), self.payload)
         qname_end = len(question) - 4
         key = question[:qname_end].lower() + question[qname_end:]
-        ans = self.exact.get(key) or self._lookup(key)
-        idx = (edns << 2) | ((data[3] & 0x10) >> 3) | (data[2] & 1)
+        ans = self.exact.get(key) or self._lookup(key, udp)
+        idx = (edns << 1) | (data[2] & 1)
         resp = b"".join((data[:2], ans.heads[idx], question, ans.tails[tail_i]))
         if len(resp) > limit:
             return self._fit(data, question, ans, edns, tail_i, limit)
         return resp
 
     def _error(self, data: bytes, rcode: int, question: bytes | None,
-               opt: tuple[int, int, int, int] | None) -> bytes:
-        """A response with no records: the header (opcode, RD and CD kept),
+               opt: tuple[int, int, int] | None) -> bytes:
+        """A response with no records: the header (opcode and RD kept),
         the question when it could be read, and an OPT when the query had one."""
         qid, qflags = struct.unpack("!HH", data[:4])
-        flags = 0x8000 | (qflags & 0x7900) | (qflags & 0x0010) | (rcode & 0xF)
+        flags = 0x8000 | (qflags & 0x7900) | (rcode & 0xF)
         ar = 1 if opt is not None else 0
         head = struct.pack("!HHHHHH", qid, flags, 1 if question else 0, 0, 0, ar)
         tail = b""

@@ -29,7 +29,7 @@ class Server:
     def __init__(self, config: Config, reuse_port: bool = False) -> None:
         self.config = config
         self.reuse_port = reuse_port
-        self.store = ZoneStore(config.zones_dir, config.udp_payload)
+        self.store = ZoneStore(config.zones_dir, config.udp_payload, config.chaos())
         self.responder: Responder
         self.tcp = TCPConnections(config.tcp.max_connections, config.tcp.idle_timeout)
         self.bound: list[Address] = []
