@@ -91,14 +91,14 @@ class Server:
             server.close()
         for transport in self._udp_transports:
             transport.close()
+        # Answers are written as soon as a query is read, so what is in flight
+        # is what sits in write buffers: close() sends it, then closes.
         conns = list(self.tcp.open)
         for conn in conns:
             conn.close()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SHUTDOWN_GRACE
-        while any((c.transport is not None and not c.transport.is_closing()) or
-                  (c.transport is not None and c.transport.get_write_buffer_size())
-                  for c in conns) and loop.time() < deadline:
+        while not all(c.finished for c in conns) and loop.time() < deadline:
             await asyncio.sleep(0.02)
         for server in self._tcp_servers:
             with contextlib.suppress(Exception):

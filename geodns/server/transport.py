@@ -90,6 +90,7 @@ class TCPConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buf = b""
         self.closing = False
+        self.finished = False  # connection_lost has run: nothing more will be sent
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -140,6 +141,7 @@ class TCPConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        self.finished = True
         self.registry.remove(self)
 
     def close(self) -> None:
