@@ -3,6 +3,7 @@ questions that dnspython (not our code) builds and parses."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import dns.flags
@@ -17,6 +18,11 @@ from geodns.zones.loader import load_zone_file
 
 HERE = Path(__file__).parent
 TEST_ZONE = HERE / "zones" / "test.example.yaml"
+# BIND zones served by the reference servers (and, imported, by geodns).
+REF_ZONES = {
+    "example.test.": HERE / "data" / "ref-basic.zone",
+    "second.test.": HERE / "data" / "ref-second.zone",
+}
 
 
 def load_test_zone(path: Path = TEST_ZONE):
@@ -24,6 +30,26 @@ def load_test_zone(path: Path = TEST_ZONE):
     zone = load_zone_file(path, problems)
     assert zone is not None, "\n".join(map(str, problems))
     return zone
+
+
+@pytest.fixture(scope="session")
+def knot() -> Iterator[tuple[str, int]]:
+    """Knot serving REF_ZONES, once per test run."""
+    from refservers import knot_server, require_binary
+
+    require_binary("knotd")
+    with knot_server(REF_ZONES) as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
+def nsd() -> Iterator[tuple[str, int]]:
+    """NSD serving REF_ZONES, once per test run."""
+    from refservers import nsd_server, require_binary
+
+    require_binary("nsd")
+    with nsd_server(REF_ZONES) as address:
+        yield address
 
 
 @pytest.fixture(scope="session")

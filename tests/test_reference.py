@@ -19,7 +19,7 @@ from typing import Any
 
 import dnscompare as dc
 import pytest
-from refservers import free_port, knot_server, nsd_server, require_binary
+from refservers import free_port
 from test_reference_agree import (
     CASES,
     NORMALIZE,
@@ -94,20 +94,6 @@ def geodns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def knot() -> Iterator[tuple[str, int]]:
-    require_binary("knotd")
-    with knot_server(ZONES) as address:
-        yield address
-
-
-@pytest.fixture(scope="module")
-def nsd() -> Iterator[tuple[str, int]]:
-    require_binary("nsd")
-    with nsd_server(ZONES) as address:
-        yield address
 
 
 def _ask(address: tuple[str, int], qname: str, qtype: str, tcp: bool, edns: int | None,

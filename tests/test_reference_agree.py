@@ -14,23 +14,19 @@ still disagree, so the table cannot silently go stale.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import dns.message
 import dns.rrset
 import dnscompare as dc
 import pytest
-from refservers import knot_server, nsd_server, require_binary
+
+from tests.conftest import REF_ZONES
 
 pytestmark = pytest.mark.reference
 
-DATA = Path(__file__).parent / "data"
-ZONES = {
-    "example.test.": DATA / "ref-basic.zone",
-    "second.test.": DATA / "ref-second.zone",
-}
+ZONES = REF_ZONES
 # NSD adds the apex NS RRset (and its addresses) to positive answers, Knot
 # does not; everything else must match exactly (see dnscompare's docstring).
 NORMALIZE: dict[str, Any] = {"authority_ns": False}
@@ -244,20 +240,6 @@ KNOWN_DIFFERENCES: dict[str, str] = {
 
 
 # -- fixtures --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def knot() -> Iterator[tuple[str, int]]:
-    require_binary("knotd")
-    with knot_server(ZONES) as address:
-        yield address
-
-
-@pytest.fixture(scope="module")
-def nsd() -> Iterator[tuple[str, int]]:
-    require_binary("nsd")
-    with nsd_server(ZONES) as address:
-        yield address
 
 
 def _summary(norm: dict[str, Any]) -> str:
