@@ -22,6 +22,7 @@ import pytest
 
 from geodns.config import Address, Config, TcpConfig
 from geodns.server.app import Server
+from geodns.server.transport import HAVE_UDPBATCH
 from tests.conftest import TEST_ZONE, section
 
 ZONE_V1 = """\
@@ -49,11 +50,14 @@ def zones_dir(tmp_path: Path) -> Path:
     return d
 
 
-@pytest.fixture
-async def server(zones_dir: Path):
+@pytest.fixture(params=["batch", "reader", "protocol"])
+async def server(zones_dir: Path, request):
+    """A server for each way of reading UDP (recvmmsg, recvfrom, asyncio)."""
+    if request.param == "batch" and not HAVE_UDPBATCH:
+        pytest.skip("the C helper geodns._udpbatch is not built")
     cfg = Config(path=None, listen=[Address("127.0.0.1", 0)], zones_dir=zones_dir,
                  tcp=TcpConfig(idle_timeout=1.0, max_connections=4), reload_interval=0.2)
-    srv = Server(cfg)
+    srv = Server(cfg, udp_mode=request.param)
     await srv.start()
     yield srv
     await srv.shutdown()

@@ -7,16 +7,29 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable
 
 from geodns.config import Address, Config
-from geodns.server.transport import TCPConnection, TCPConnections, UDPServer, bind_pair
+from geodns.server.transport import (
+    HAVE_UDPBATCH,
+    TCPConnection,
+    TCPConnections,
+    UDPBatchReader,
+    UDPReader,
+    UDPServer,
+    bind_pair,
+)
 from geodns.snapshot import ZoneStore
 from geodns.wire import Responder
 
 log = logging.getLogger("geodns.server")
 
 SHUTDOWN_GRACE = 5.0
+# How UDP is read: "batch" (recvmmsg/sendmmsg through the optional C helper),
+# "reader" (recvfrom/sendto per readiness event) or "protocol" (asyncio
+# DatagramProtocol).  Chosen by measurement; see bench/README.md.
+UDP_MODE = os.environ.get("GEODNS_UDP_MODE", "batch" if HAVE_UDPBATCH else "reader")
 
 
 class Server:
@@ -26,14 +39,20 @@ class Server:
     it with one assignment.
     """
 
-    def __init__(self, config: Config, reuse_port: bool = False) -> None:
+    def __init__(self, config: Config, reuse_port: bool = False,
+                 udp_mode: str | None = None) -> None:
         self.config = config
         self.reuse_port = reuse_port
+        self.udp_mode = udp_mode or UDP_MODE
+        if self.udp_mode == "batch" and not HAVE_UDPBATCH:
+            log.warning("the batched UDP helper is not built; using recvfrom/sendto")
+            self.udp_mode = "reader"
         self.store = ZoneStore(config.zones_dir, config.udp_payload, config.chaos())
         self.responder: Responder
         self.tcp = TCPConnections(config.tcp.max_connections, config.tcp.idle_timeout)
         self.bound: list[Address] = []
         self._udp_transports: list[asyncio.BaseTransport] = []
+        self._udp_readers: list[socket.socket] = []
         self._tcp_servers: list[asyncio.base_events.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
@@ -47,9 +66,18 @@ class Server:
         loop = asyncio.get_running_loop()
         for addr in self.config.listen:
             udp_sock, tcp_sock = bind_pair(addr.host, addr.port, self.reuse_port)
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: UDPServer(self), sock=udp_sock)
-            self._udp_transports.append(transport)
+            if self.udp_mode in ("batch", "reader"):
+                reader: UDPBatchReader | UDPReader
+                if self.udp_mode == "batch":
+                    reader = UDPBatchReader(self, udp_sock)
+                else:
+                    reader = UDPReader(self, udp_sock)
+                loop.add_reader(udp_sock.fileno(), reader.on_readable)
+                self._udp_readers.append(udp_sock)
+            else:
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: UDPServer(self), sock=udp_sock)
+                self._udp_transports.append(transport)
             server = await loop.create_server(
                 lambda: TCPConnection(self, self.tcp), sock=tcp_sock)
             self._tcp_servers.append(server)
@@ -91,6 +119,11 @@ class Server:
             server.close()
         for transport in self._udp_transports:
             transport.close()
+        for sock in self._udp_readers:
+            asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
+        self._udp_readers.clear()
+        self._udp_transports.clear()
         # Answers are written as soon as a query is read, so what is in flight
         # is what sits in write buffers: close() sends it, then closes.
         conns = list(self.tcp.open)

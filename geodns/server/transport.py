@@ -20,6 +20,13 @@ from typing import Protocol
 
 from geodns.wire import Responder
 
+try:
+    from geodns import _udpbatch
+except ImportError:  # pragma: no cover - the C helper is optional
+    _udpbatch = None
+
+HAVE_UDPBATCH = _udpbatch is not None
+
 log = logging.getLogger("geodns.server")
 
 MAX_TCP_BUFFER = 2 + 65535 + 65536  # one full message plus a read's worth
@@ -44,6 +51,82 @@ class UDPServer(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP socket error: %s", exc)
+
+
+class UDPReader:
+    """UDP without the transport layer: on each readiness event, read and
+    answer up to ``BATCH`` datagrams with plain ``recvfrom``/``sendto``.
+
+    Per datagram this saves the protocol callback and transport bookkeeping;
+    a full send buffer drops that answer (the client retries), as a UDP
+    server must rather than queueing without bound.
+    """
+
+    BATCH = 64
+
+    def __init__(self, source: ResponderSource, sock: socket.socket) -> None:
+        self.source = source
+        self.sock = sock
+        self.send_errors = 0
+
+    def on_readable(self) -> None:
+        recv = self.sock.recvfrom
+        send = self.sock.sendto
+        respond = self.source.responder.respond
+        for _ in range(self.BATCH):
+            try:
+                data, addr = recv(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. ICMP errors reported on the socket
+                log.debug("UDP receive error: %s", exc)
+                continue
+            resp = respond(data, True)
+            if resp is not None:
+                try:
+                    send(resp, addr)
+                except OSError:
+                    self.send_errors += 1
+
+
+class UDPBatchReader:
+    """UDP through :mod:`geodns._udpbatch`: per readiness event, up to
+    ``ROUNDS`` batches of 64 datagrams, each read with one recvmmsg and
+    answered with one sendmmsg."""
+
+    ROUNDS = 8
+
+    def __init__(self, source: ResponderSource, sock: socket.socket) -> None:
+        self.source = source
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.send_errors = 0
+
+    def on_readable(self) -> None:
+        assert _udpbatch is not None
+        recv_batch = _udpbatch.recv_batch
+        send_batch = _udpbatch.send_batch
+        respond = self.source.responder.respond
+        fd = self.fd
+        for _ in range(self.ROUNDS):
+            try:
+                packets = recv_batch(fd)
+            except OSError as exc:
+                log.debug("UDP receive error: %s", exc)
+                return
+            if not packets:
+                return
+            out = []
+            for data, addr in packets:
+                resp = respond(data, True)
+                if resp is not None:
+                    out.append((resp, addr))
+            if out:
+                sent = send_batch(fd, out)
+                if sent != len(out):
+                    self.send_errors += len(out) - sent
+            if len(packets) < 64:
+                return
 
 
 class TCPConnections:
