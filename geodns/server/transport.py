@@ -16,12 +16,14 @@ import logging
 import socket
 import time
 from collections import OrderedDict
+from types import ModuleType
 from typing import Protocol
 
 from geodns.wire import Responder
 
+_udpbatch: ModuleType | None
 try:
-    from geodns import _udpbatch
+    import geodns._udpbatch as _udpbatch
 except ImportError:  # pragma: no cover - the C helper is optional
     _udpbatch = None
 
