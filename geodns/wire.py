@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Callable
 
 from geodns.compile import Answer, Tables, opt_record
 from geodns.rdata import AXFR, IXFR, OPT
@@ -63,73 +64,67 @@ class Responder:
     # -- entry point ---------------------------------------------------------
     def respond(self, data: bytes, udp: bool = True) -> bytes | None:
         try:
-            return self._fast(data, udp)
-        except Exception:
-            log.exception("internal error answering a query; answering SERVFAIL")
-            try:
-                return self._servfail(data)
-            except Exception:  # pragma: no cover - belt and braces
-                log.exception("could not even build SERVFAIL; dropping")
+            n = len(data)
+            if n < 12:
                 return None
-
-    def _fast(self, data: bytes, udp: bool) -> bytes | None:
-        n = len(data)
-        if n < 12:
-            return None
-        b2 = data[2]
-        if b2 & 0xF8:  # QR set, or an opcode other than QUERY
-            return self._careful(data, udp)
-        counts = data[4:12]
-        if counts == _COUNTS_PLAIN:
-            edns = 0
-        elif counts == _COUNTS_EDNS:
-            edns = 1
-        else:
-            return self._careful(data, udp)
-        # Walk the question name.
-        i = 12
-        if i >= n:
-            return self._careful(data, udp)
-        ln = data[i]
-        while ln:
-            if ln > 63:
+            b2 = data[2]
+            counts = data[4:12]
+            if b2 & 0xF8 or (counts != _COUNTS_EDNS and counts != _COUNTS_PLAIN):
+                return self._careful(data, udp)  # QR, another opcode, other counts
+            # Walk the question name (an IndexError means it runs off the end).
+            i = 12
+            ln = data[12]
+            while ln:
+                if ln > 63:
+                    return self._careful(data, udp)
+                i += ln + 1
+                ln = data[i]
+            qend = i + 1
+            p = qend + 4
+            edns = counts[7]
+            if edns:
+                # Exactly one OPT, version 0, no options, nothing after it.
+                if (p + 11 != n or data[p] or data[p + 1] or data[p + 2] != 41
+                        or data[p + 6] or data[p + 9] or data[p + 10]):
+                    return self._careful(data, udp)
+                tail_i = 2 if data[p + 7] & 0x80 else 1
+            elif p != n:
                 return self._careful(data, udp)
-            i += ln + 1
-            if i >= n:
+            else:
+                tail_i = 0
+            if qend > 267:  # name over 255 bytes
                 return self._careful(data, udp)
-            ln = data[i]
-        qend = i + 1
-        if qend > 267:  # name over 255 bytes
-            return self._careful(data, udp)
-        p = qend + 4
-        limit = TCP_LIMIT
-        if edns:
-            # Exactly one OPT, version 0, no options, nothing after it.
-            if (p + 11 != n or data[p] or data[p + 1] or data[p + 2] != 41
-                    or data[p + 6] or data[p + 9] or data[p + 10]):
-                return self._careful(data, udp)
-            tail_i = 2 if data[p + 7] & 0x80 else 1
-            if udp:
-                limit = (data[p + 3] << 8) | data[p + 4]
-                if limit > self.payload:
-                    limit = self.payload
-                elif limit < _MIN_UDP:
-                    limit = _MIN_UDP
-        else:
-            if p != n:
-                return self._careful(data, udp)
-            tail_i = 0
-            if udp:
+            key = data[12:qend].lower() + data[qend:p]
+            ans = self.exact.get(key) or self._lookup(key, udp)
+            resp = b"".join((data[:2], ans.heads[(edns << 1) | (b2 & 1)], data[12:p],
+                             ans.tails[tail_i]))
+            if udp and len(resp) > _MIN_UDP:
                 limit = _MIN_UDP
-        key = data[12:qend].lower() + data[qend:p]
-        ans = self.exact.get(key)
-        if ans is None:
-            ans = self._lookup(key, udp)
-        resp = b"".join((data[:2], ans.heads[(edns << 1) | (b2 & 1)], data[12:p],
-                         ans.tails[tail_i]))
-        if len(resp) > limit:
-            return self._fit(data, data[12:p], ans, edns, tail_i, limit)
-        return resp
+                if edns:
+                    limit = min(max((data[p + 3] << 8) | data[p + 4], _MIN_UDP), self.payload)
+                if len(resp) > limit:
+                    return self._fit(data, data[12:p], ans, edns, tail_i, limit)
+            return resp
+        except IndexError:
+            return self._guarded(self._careful, data, udp)
+        except Exception:
+            return self._guarded(None, data, udp)
+
+    def _guarded(self, step: Callable[[bytes, bool], bytes | None] | None, data: bytes,
+                 udp: bool) -> bytes | None:
+        """Run a slower step; a failure of ours answers SERVFAIL and is logged."""
+        if step is not None:
+            try:
+                return step(data, udp)
+            except Exception:
+                log.exception("internal error answering a query; answering SERVFAIL")
+        else:
+            log.exception("internal error answering a query; answering SERVFAIL")
+        try:
+            return self._servfail(data)
+        except Exception:  # pragma: no cover - belt and braces
+            log.exception("could not even build SERVFAIL; dropping")
+            return None
 
     # -- look-ups that miss the exact table ----------------------------------
     def _lookup(self, key: bytes, udp: bool) -> Answer:

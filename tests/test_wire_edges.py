@@ -152,3 +152,30 @@ def test_answer_too_big_without_edns_sets_tc_and_keeps_question(responder) -> No
 def test_edns_payload_below_512_counts_as_512(responder) -> None:
     resp = ask(responder, "long.test.example.", "TXT", edns=0, payload=100)
     assert not resp.flags & dns.flags.TC and len(resp.answer) == 1
+
+
+class _Broken(dict):
+    def get(self, key, default=None):
+        raise RuntimeError("a bug of ours")
+
+
+@pytest.mark.parametrize("packet", [dc.query_wire(WWW, "A"), dc.query_wire(WWW, "A", opt=OPT()),
+                                    H() + b"\x03www\x04test"])
+def test_our_own_failure_answers_servfail_and_is_logged(packet: bytes, caplog) -> None:
+    from geodns.compile import compile_zones
+    from geodns.wire import Responder
+    from tests.conftest import load_test_zone
+
+    class BrokenResponder(Responder):
+        __slots__ = ()
+
+        def _careful(self, data: bytes, udp: bool) -> bytes | None:
+            raise RuntimeError("also broken")
+
+    r = BrokenResponder(compile_zones([load_test_zone()]))
+    r.exact = _Broken()
+    resp = r.respond(packet)
+    assert resp is not None and resp[:2] == packet[:2]
+    assert rcode_of(resp) == dns.rcode.SERVFAIL
+    assert "internal error answering a query" in caplog.text
+    assert "RuntimeError" in caplog.text
