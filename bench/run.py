@@ -1,0 +1,522 @@
+#!/usr/bin/env python3
+"""Throughput benchmark: geodns vs Knot vs PowerDNS, measured with dnsperf.
+
+Run from anywhere (paths are relative to this file), preferably with the
+project's virtualenv so ``python -m geodns`` and dnspython are importable::
+
+    .venv/bin/python bench/run.py
+    .venv/bin/python bench/run.py --duration 8 --runs 3 --workloads static,nxdomain,mix \\
+        --servers geodns,knot,pdns --json /tmp/bench.json
+
+See bench/README.md for what is measured and how to read the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import peers  # noqa: E402
+
+WORKLOADS = ("static", "nxdomain", "mix")
+SERVERS = ("geodns", "knot", "pdns")
+QUERY_DIR = HERE / "queries"
+
+# Expected share of each RCODE per workload (sanity check of the answers, not
+# of their content).  A server that answers e.g. SERVFAIL or REFUSED is fast
+# for the wrong reason; we flag it in the table.
+EXPECTED_RCODES = {
+    "static": {"NOERROR": 1.0},
+    "nxdomain": {"NXDOMAIN": 1.0},
+    "mix": {"NOERROR": 0.85, "NXDOMAIN": 0.15},
+}
+RCODE_TOLERANCE = 0.02
+
+
+@dataclass
+class Measurement:
+    server: str
+    workload: str
+    run: int
+    qps: float = 0.0
+    sent: int = 0
+    completed: int = 0
+    lost: int = 0
+    rcodes: dict[str, int] = field(default_factory=dict)
+    avg_latency_ms: float | None = None
+    server_cpu: float | None = None  # CPU seconds of the server / wall seconds
+    client_cpu: float | None = None  # same for dnsperf
+    cpu_busy: list[float] = field(default_factory=list)  # whole machine, per CPU
+    wall: float = 0.0
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)  # answers look wrong
+    notes: list[str] = field(default_factory=list)
+
+
+# --- dnsperf ----------------------------------------------------------------
+
+_NUM = r"([0-9]+(?:\.[0-9]+)?)"
+
+
+def parse_dnsperf(text: str) -> dict[str, object]:
+    def grab(label: str) -> float | None:
+        m = re.search(rf"^\s*{label}:\s+{_NUM}", text, re.M)
+        return float(m.group(1)) if m else None
+
+    out: dict[str, object] = {
+        "sent": grab("Queries sent"),
+        "completed": grab("Queries completed"),
+        "lost": grab("Queries lost"),
+        "qps": grab("Queries per second"),
+        "latency": grab("Average Latency \\(s\\)"),
+    }
+    rc: dict[str, int] = {}
+    m = re.search(r"^\s*Response codes:\s+(.*)$", text, re.M)
+    if m:
+        for name, count in re.findall(r"([A-Z]+) ([0-9]+) \(", m.group(1)):
+            rc[name] = int(count)
+    out["rcodes"] = rc
+    return out
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """utime+stime of a process (all threads) from /proc, in seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # fields 14, 15 of stat(5)
+
+
+def cpu_times() -> list[tuple[float, float]]:
+    """(busy, total) jiffies per CPU from /proc/stat; idle = idle + iowait."""
+    out = []
+    for line in Path("/proc/stat").read_text().splitlines():
+        if re.match(r"cpu[0-9]+ ", line):
+            v = [float(x) for x in line.split()[1:]]
+            total = sum(v[:8])  # user nice system idle iowait irq softirq steal
+            out.append((total - v[3] - v[4], total))
+    return out
+
+
+def cpu_busy(t0: list[tuple[float, float]], t1: list[tuple[float, float]]) -> list[float]:
+    return [
+        (b1 - b0) / (n1 - n0) if n1 > n0 else 0.0
+        for (b0, n0), (b1, n1) in zip(t0, t1, strict=False)
+    ]
+
+
+def dnsperf_cmd(args: argparse.Namespace, port: int, qfile: Path) -> list[str]:
+    cmd = [
+        "dnsperf",
+        "-s",
+        peers.HOST,
+        "-p",
+        str(port),
+        "-d",
+        str(qfile),
+        "-B",
+        "-l",
+        str(args.duration),
+        "-c",
+        str(args.clients),
+        "-T",
+        str(args.threads),
+        "-q",
+        str(args.outstanding),
+        "-t",
+        str(args.timeout),
+        "-O",
+        "suppress=timeouts,congestion,sendfailed,sockready,unexpected",
+    ]
+    if args.max_qps:
+        cmd += ["-Q", str(args.max_qps)]
+    if args.client_cpus:
+        cmd = ["taskset", "-c", args.client_cpus, *cmd]
+    return cmd
+
+
+def measure(
+    args: argparse.Namespace,
+    srv: peers.Server,
+    workload: str,
+    run: int,
+    duration: float | None = None,
+) -> Measurement:
+    m = Measurement(server=srv.name, workload=workload, run=run)
+    qfile = QUERY_DIR / f"{workload}.bin"
+    a = argparse.Namespace(**vars(args))
+    if duration is not None:
+        a.duration = duration
+    cmd = dnsperf_cmd(a, srv.port, qfile)
+    if not srv.alive():
+        m.error = "server not running"
+        return m
+    assert srv.proc is not None
+    moved = srv.enforce_affinity()
+    if moved and run >= 0:
+        m.notes.append("re-pinned threads: " + ", ".join(moved))
+    cpu0 = proc_cpu_seconds(srv.proc.pid)
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    st0 = cpu_times()
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        out, _ = p.communicate(timeout=a.duration + a.timeout + 30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate(timeout=10)
+        m.error = "dnsperf did not finish in time"
+    except BaseException:  # Ctrl-C / SIGTERM: do not leave dnsperf running
+        p.kill()
+        p.wait(timeout=10)
+        raise
+    m.wall = time.monotonic() - t0
+    m.cpu_busy = cpu_busy(st0, cpu_times())
+    cpu1 = proc_cpu_seconds(srv.proc.pid)
+    # dnsperf is the only child reaped in between (taskset execs it).
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    m.client_cpu = ((ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)) / max(
+        m.wall, 1e-9
+    )
+    text = out.decode(errors="replace")
+    if cpu0 is not None and cpu1 is not None:
+        m.server_cpu = (cpu1 - cpu0) / max(m.wall, 1e-9)
+    r = parse_dnsperf(text)
+    if p.returncode != 0 or r["qps"] is None:
+        m.error = m.error or f"dnsperf exit {p.returncode}: " + " | ".join(
+            text.strip().splitlines()[-5:]
+        )
+        return m
+    m.qps = float(r["qps"])  # type: ignore[arg-type]
+    m.sent = int(r["sent"] or 0)  # type: ignore[call-overload]
+    m.completed = int(r["completed"] or 0)  # type: ignore[call-overload]
+    m.lost = int(r["lost"] or 0)  # type: ignore[call-overload]
+    m.rcodes = r["rcodes"]  # type: ignore[assignment]
+    if r["latency"] is not None:
+        m.avg_latency_ms = float(r["latency"]) * 1000  # type: ignore[arg-type]
+    total = sum(m.rcodes.values())
+    for rcode, share in EXPECTED_RCODES.get(workload, {}).items():
+        got = m.rcodes.get(rcode, 0) / total if total else 0.0
+        if abs(got - share) > RCODE_TOLERANCE:
+            m.warnings.append(f"{rcode} {got:.1%} (expected {share:.0%})")
+    for rcode in m.rcodes:
+        if rcode not in EXPECTED_RCODES.get(workload, {}):
+            m.warnings.append(f"unexpected {rcode} x{m.rcodes[rcode]}")
+    if not srv.alive():
+        m.error = "server died during the run"
+    return m
+
+
+# --- query files ---------------------------------------------------------------
+
+
+def ensure_queries(workloads: list[str], seed: int, regenerate: bool) -> None:
+    missing = [w for w in workloads if regenerate or not (QUERY_DIR / f"{w}.bin").exists()]
+    if not missing:
+        return
+    print(f"generating query files for {','.join(missing)} (seed {seed}) ...", flush=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "gen_queries.py"),
+            "--out",
+            str(QUERY_DIR),
+            "--seed",
+            str(seed),
+            "--workloads",
+            ",".join(missing),
+        ],
+        check=True,
+        timeout=600,
+    )
+
+
+# --- report --------------------------------------------------------------------
+
+
+def fmt_qps(v: float) -> str:
+    return f"{v:,.0f}"
+
+
+def summarize(
+    results: list[Measurement], workloads: list[str], servers: list[str]
+) -> dict[str, dict[str, dict[str, object]]]:
+    summary: dict[str, dict[str, dict[str, object]]] = {}
+    for wl in workloads:
+        summary[wl] = {}
+        for s in servers:
+            ms = [m for m in results if m.workload == wl and m.server == s]
+            ok = [m for m in ms if m.error is None]
+            cpus = [m.server_cpu for m in ok if m.server_cpu is not None]
+            ccpus = [m.client_cpu for m in ok if m.client_cpu is not None]
+            busy = [m.cpu_busy for m in ok if m.cpu_busy]
+            # Little's law: queries in flight = throughput x latency.
+            inflight = [m.qps * m.avg_latency_ms / 1000 for m in ok if m.avg_latency_ms]
+            summary[wl][s] = {
+                "median_qps": statistics.median([m.qps for m in ok]) if ok else None,
+                "runs_qps": [m.qps if m.error is None else None for m in ms],
+                "lost": sum(m.lost for m in ok),
+                "sent": sum(m.sent for m in ok),
+                "median_server_cpu": statistics.median(cpus) if cpus else None,
+                "median_dnsperf_cpu": statistics.median(ccpus) if ccpus else None,
+                "median_in_flight": statistics.median(inflight) if inflight else None,
+                "median_cpu_busy": [statistics.median(c) for c in zip(*busy, strict=True)]
+                if busy
+                else [],
+                "median_latency_ms": statistics.median(
+                    [m.avg_latency_ms for m in ok if m.avg_latency_ms is not None]
+                )
+                if ok
+                else None,
+                "errors": [m.error for m in ms if m.error],
+                "warnings": sorted({w for m in ms for w in m.warnings}),
+                "notes": sorted({n for m in ms for n in m.notes}),
+            }
+    return summary
+
+
+def print_table(
+    summary: dict[str, dict[str, dict[str, object]]], servers: list[str], outstanding: int
+) -> None:
+    head = [
+        "workload",
+        "server",
+        "median q/s",
+        "runs q/s",
+        "lost",
+        "srv CPU",
+        "CPUs busy",
+        "lat ms",
+        "in flight",
+        "geodns ÷ it",
+    ]
+    rows: list[list[str]] = []
+    notes: list[str] = []
+    for wl, per in summary.items():
+        g = per.get("geodns", {}).get("median_qps") if "geodns" in per else None
+        for i, s in enumerate(servers):
+            d = per[s]
+            med = d["median_qps"]
+            runs = " ".join("FAIL" if v is None else fmt_qps(v) for v in d["runs_qps"])  # type: ignore[attr-defined]
+            lost = d["lost"]
+            sent = d["sent"] or 0
+            lost_s = f"{lost:,}" + (f" ({lost / sent:.2%})" if lost and sent else "")  # type: ignore[operator]
+            cpu = d["median_server_cpu"]
+            busy_s = "/".join(f"{b * 100:.0f}" for b in d["median_cpu_busy"])  # type: ignore[attr-defined]
+            lat = d["median_latency_ms"]
+            inf = d["median_in_flight"]
+            ratio = ""
+            if s != "geodns" and g and med:
+                ratio = f"{g / med:.3f}"  # type: ignore[operator]
+            rows.append(
+                [
+                    wl if i == 0 else "",
+                    s,
+                    fmt_qps(med) if med else "-",
+                    runs,
+                    lost_s,  # type: ignore[arg-type]
+                    f"{cpu:.0%}" if cpu is not None else "-",  # type: ignore[str-format]
+                    busy_s or "-",
+                    f"{lat:.2f}" if lat is not None else "-",  # type: ignore[str-format]
+                    f"{inf:.0f}" if inf is not None else "-",  # type: ignore[str-format]
+                    ratio,
+                ]
+            )
+            for e in d["errors"]:  # type: ignore[attr-defined]
+                notes.append(f"{wl}/{s}: ERROR {e}")
+            for w in d["warnings"]:  # type: ignore[attr-defined]
+                notes.append(f"{wl}/{s}: answers look wrong: {w}")
+            for n in d["notes"]:  # type: ignore[attr-defined]
+                notes.append(f"{wl}/{s}: note: {n}")
+            if inf is not None and inf < 0.8 * outstanding:  # type: ignore[operator]
+                notes.append(
+                    f"{wl}/{s}: only {inf:.0f} of {outstanding} queries in flight on average: "
+                    "dnsperf, not the server, was probably the limit (the q/s is a lower bound)"
+                )
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    right = {2, 4, 5, 6, 7, 8, 9}
+
+    def line(r: list[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ).rstrip()
+
+    print()
+    print(line(head))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print(line(r))
+    if notes:
+        print()
+        for n in notes:
+            print("  " + n)
+
+
+# --- main -----------------------------------------------------------------------
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description="Benchmark geodns against Knot and PowerDNS with dnsperf.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ap.add_argument("--duration", type=float, default=8, help="seconds per dnsperf run (-l)")
+    ap.add_argument("--runs", type=int, default=3, help="runs per workload and server")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--servers", default=",".join(SERVERS))
+    ap.add_argument(
+        "--geodns-cmd",
+        default=None,
+        help="command line for geodns (shell words; {port} {host} {config} {zones} "
+        "are substituted). Default: PYTHON -m geodns serve --config "
+        "bench/geodns-bench.yaml --listen 127.0.0.1:{port} --zones bench/zone/yaml",
+    )
+    ap.add_argument(
+        "--geodns-python",
+        default=None,
+        help="interpreter for the default geodns command (default: this interpreter)",
+    )
+    ap.add_argument("--json", type=Path, help="also write all results to this JSON file")
+    ap.add_argument(
+        "--warmup",
+        type=float,
+        default=1.0,
+        help="seconds of unmeasured load per server before each workload",
+    )
+    g = ap.add_argument_group("dnsperf / CPU placement (see README for why)")
+    g.add_argument("--clients", type=int, default=1, help="dnsperf -c")
+    g.add_argument("--threads", type=int, default=1, help="dnsperf -T")
+    g.add_argument("--outstanding", type=int, default=100, help="dnsperf -q")
+    g.add_argument("--timeout", type=float, default=1, help="dnsperf -t (seconds)")
+    g.add_argument("--max-qps", type=int, default=0, help="dnsperf -Q (0 = unlimited)")
+    g.add_argument(
+        "--server-cpus", default="1", help="taskset CPU list for the servers ('' = no pinning)"
+    )
+    g.add_argument(
+        "--client-cpus", default="0", help="taskset CPU list for dnsperf ('' = no pinning)"
+    )
+    ap.add_argument("--seed", type=int, default=1, help="seed for generating query files")
+    ap.add_argument("--regenerate", action="store_true", help="rewrite the query files first")
+    args = ap.parse_args()
+    peers.sigterm_as_interrupt()
+
+    workloads = [w for w in args.workloads.split(",") if w]
+    servers = [s for s in args.servers.split(",") if s]
+    for w in workloads:
+        if w not in WORKLOADS:
+            ap.error(f"unknown workload {w!r}")
+    for s in servers:
+        if s not in SERVERS:
+            ap.error(f"unknown server {s!r}")
+    if args.runs < 1 or args.duration <= 0:
+        ap.error("--runs and --duration must be positive")
+    for tool in ["dnsperf", *(["taskset"] if args.server_cpus or args.client_cpus else [])]:
+        if not shutil.which(tool):
+            ap.error(f"{tool} not found")
+    ncpu = os.cpu_count() or 1
+    for spec in (args.server_cpus, args.client_cpus):
+        if spec and any(int(c) >= ncpu for c in re.findall(r"\d+", spec)):
+            print(
+                f"note: CPU list {spec!r} not available on {ncpu} CPUs; not pinning",
+                file=sys.stderr,
+            )
+            args.server_cpus = args.client_cpus = ""
+            break
+
+    ensure_queries(workloads, args.seed, args.regenerate)
+
+    geodns_cmd = shlex.split(args.geodns_cmd) if args.geodns_cmd else None
+    srvs: dict[str, peers.Server] = {}
+    results: list[Measurement] = []
+    started = time.time()
+    try:
+        for s in servers:
+            srv = peers.make_server(
+                s, cpus=args.server_cpus or None, geodns_cmd=geodns_cmd, python=args.geodns_python
+            )
+            print(f"starting {s} ...", end=" ", flush=True)
+            try:
+                srv.start()
+            except peers.ServerError as exc:
+                srv.cleanup()
+                print("FAILED")
+                print(exc, file=sys.stderr)
+                return 2
+            srvs[s] = srv
+            print(f"ready on {peers.HOST}:{srv.port}", flush=True)
+
+        dp = " ".join(dnsperf_cmd(args, 0, Path("FILE"))).replace("-p 0", "-p PORT")
+        print(f"dnsperf: {dp}")
+        print(
+            f"servers pinned to CPU {args.server_cpus or '(none)'}; "
+            f"{args.runs} runs x {args.duration:g}s per workload and server"
+        )
+
+        for wl in workloads:
+            for s in servers:  # warm-up: fill caches, let Python settle, unmeasured
+                if args.warmup > 0:
+                    measure(args, srvs[s], wl, -1, duration=args.warmup)
+            for run in range(args.runs):
+                # Rotate the order each run so drift and noise spread evenly.
+                order = servers[run % len(servers) :] + servers[: run % len(servers)]
+                for s in order:
+                    srv = srvs[s]
+                    if not srv.alive():
+                        print(f"  {s} is not running - restarting it", flush=True)
+                        srv.stop()
+                        srv.start()
+                    m = measure(args, srv, wl, run)
+                    results.append(m)
+                    status = m.error or (
+                        f"{fmt_qps(m.qps)} q/s, lost {m.lost}, CPU server "
+                        f"{m.server_cpu or 0:.0%}, CPUs busy "
+                        + "/".join(f"{b:.0%}" for b in m.cpu_busy)
+                    )
+                    print(
+                        f"  {wl:<9} run {run + 1}/{args.runs} {s:<7} {status}"
+                        + (f"  [{'; '.join(m.warnings)}]" if m.warnings else ""),
+                        flush=True,
+                    )
+    except KeyboardInterrupt:
+        print("\ninterrupted - reporting what was measured")
+    finally:
+        for srv in srvs.values():
+            srv.cleanup()
+
+    summary = summarize(results, workloads, servers)
+    print_table(summary, servers, args.outstanding)
+    print(f"\ntotal time {time.time() - started:.0f}s")
+    if args.json:
+        doc = {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+            "host": {"cpus": os.cpu_count(), "platform": platform.platform()},
+            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "dnsperf_cmd": dp,
+            "summary": summary,
+            "runs": [asdict(m) for m in results],
+        }
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
