@@ -65,7 +65,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             if not (path.is_file() and path.name.endswith(ZONE_SUFFIXES)) or \
                     path.name.startswith("."):
                 continue
-            zone = load_zone_file(path, problems)
+            zone = load_zone_file(path, problems, pops=cfg.pops)
             if zone is None:
                 continue
             count += 1
@@ -73,6 +73,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                 problems.add(Where(str(path), 1, 1),
                              f"zone {zone.name} is also defined in {origins[zone.origin]}")
             origins[zone.origin] = str(path)
+    if cfg.pops:
+        _check_geoip(cfg, problems)
     for p in sorted(problems, key=lambda p: (p.where.file, p.where.line, p.where.column)):
         print(p, file=sys.stderr)
     if problems:
@@ -80,6 +82,21 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 1
     print(f"configuration OK: {count} zone(s) in {cfg.zones_dir}")
     return 0
+
+
+def _check_geoip(cfg: Config, problems: Problems) -> None:
+    from geodns.geo import MaxMindLocator, bundled_database
+
+    path = cfg.geoip_database or bundled_database()
+    where = Where(str(cfg.path) if cfg.path else "<command line>", 1, 1)
+    if path is None:
+        problems.add(where, "PoPs are configured but there is no GeoIP database: set "
+                     "geoip.database or install maxminddb-geolite2")
+        return
+    try:
+        MaxMindLocator(path).close()
+    except Exception as exc:
+        problems.add(where, f"GeoIP database {path}: {exc}")
 
 
 def cmd_import_zone(args: argparse.Namespace) -> int:

@@ -28,17 +28,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from geodns import names, rdata
-from geodns.rdata import ANY, CNAME, DS, SERVED_TYPES, TXT, CompressibleName
+from geodns.rdata import ANY, CNAME, DS, SERVED_TYPES, TXT, CompressibleName, RData
 from geodns.resolve import (
     NOERROR,
     NOTAUTH,
     NOTIMP,
     QNAME,
     REFUSED,
+    SERVFAIL,
     Record,
     Resolution,
     ZoneIndex,
 )
+from geodns.steering import ANSWER, Decision, SteerSpec
+from geodns.steering import NODATA as STEER_NODATA
+from geodns.steering import SERVFAIL as STEER_SERVFAIL
 from geodns.zones.model import Zone
 
 CLASS_IN = 1
@@ -130,6 +134,7 @@ class Answer:
     """
 
     __slots__ = ("aa", "heads", "kind", "rcode", "smaller", "tails", "zone")
+    steered = False  # see Steered
 
     def __init__(self, rcode: int, aa: bool, counts: tuple[int, int, int], body: bytes,
                  kind: str, zone: str, payload: int, smaller: Answer | None = None,
@@ -166,6 +171,55 @@ def encode(res: Resolution, qname: bytes | None, zone: str, payload: int) -> Ans
         smaller = Answer(res.rcode, res.aa, (counts[0], counts[1], 0), core, res.kind, zone,
                          payload)
     return Answer(res.rcode, res.aa, counts, bytes(enc.buf), res.kind, zone, payload, smaller)
+
+
+class Steered:
+    """A steered (name, type): the answer depends on the client.
+
+    The hot path sees ``steered`` and asks the responder's steering for a
+    :class:`~geodns.steering.Decision`; :meth:`answer` turns a decision into
+    pre-encoded bytes, built once per distinct outcome (which PoPs, in
+    which order) and kept.  Owners are the question name, so the same
+    answers serve a wildcard too.
+    """
+
+    steered = True
+    __slots__ = ("index", "nodata", "payload", "spec", "variants", "zone")
+
+    def __init__(self, spec: SteerSpec, index: int, zone: str, nodata: Answer,
+                 payload: int) -> None:
+        self.spec = spec
+        self.index = index
+        self.zone = zone
+        self.nodata = nodata
+        self.payload = payload
+        self.variants: dict[tuple[str, ...], Answer] = {}
+
+    def answer(self, decision: Decision) -> Answer:
+        key = decision.key
+        ans = self.variants.get(key)
+        if ans is None:
+            ans = self._build(decision)
+            self.variants[key] = ans  # bounded: one per ordered choice of PoPs
+        return ans
+
+    def _build(self, decision: Decision) -> Answer:
+        spec = self.spec
+        if decision.outcome == STEER_NODATA:
+            return self.nodata
+        if decision.outcome == STEER_SERVFAIL:
+            return Answer(SERVFAIL, False, (0, 0, 0), b"", "steered", self.zone, self.payload)
+        if decision.outcome == ANSWER:
+            rds: list[RData] = list(spec.fallback)
+        else:
+            rds = []
+            for pop in decision.pops:
+                for rd in spec.values[pop]:
+                    if rd not in rds:
+                        rds.append(rd)
+        records = [Record(QNAME, spec.rtype, spec.ttl, rd) for rd in rds]
+        return encode(Resolution(NOERROR, answer=records, kind="steered"), None, self.zone,
+                      self.payload)
 
 
 class Node:
@@ -227,8 +281,9 @@ class Node:
 class Tables:
     """The compiled form of a set of zones: what a snapshot serves."""
 
-    exact: dict[bytes, Answer]
+    exact: dict[bytes, Answer | Steered]
     nodes: dict[bytes, Node]
+    steered: list[Steered]
     refused: Answer
     notimp: Answer  # AXFR over UDP, as Knot and NSD answer it
     notauth: Answer  # transfers of zones we do not serve
@@ -245,19 +300,29 @@ def compile_zones(zones: Iterable[Zone], payload: int = DEFAULT_UDP_PAYLOAD,
     that we also serve takes over its part of the name space.  ``chaos``
     maps CH-class TXT names (``id.server.``) to the text they answer."""
     ordered = sorted(zones, key=lambda z: len(z.origin))
-    exact: dict[bytes, Answer] = {}
+    exact: dict[bytes, Answer | Steered] = {}
     nodes: dict[bytes, Node] = {}
+    steered: list[Steered] = []
     for zone in ordered:
         # Names the parent holds at or below a child apex belong to the child.
         _drop_below(nodes, exact, zone.origin)
         _compile_zone(zone, nodes, exact, payload)
+        nodata = encode(ZoneIndex(zone).nodata(), None, zone.name, payload)
+        for owner, types in zone.steered.items():
+            for rtype, spec in sorted(types.items()):
+                st = Steered(spec, len(steered), zone.name, nodata, payload)
+                steered.append(st)
+                exact[owner + struct.pack("!H", rtype) + _QTC_IN] = st
+                any_key = owner + struct.pack("!H", ANY) + _QTC_IN
+                if not zone.nodes.get(owner) and not isinstance(exact.get(any_key), Steered):
+                    exact[any_key] = st  # only steered data here: ANY gets the first type
     refused = Answer(REFUSED, False, (0, 0, 0), b"", "refused", "", payload,
                      options=EDE_NOT_AUTHORITATIVE)
     notimp = Answer(NOTIMP, False, (0, 0, 0), b"", "notimp", "", payload)
     notauth = Answer(NOTAUTH, False, (0, 0, 0), b"", "notauth", "", payload)
     for text, value in (chaos or {}).items():
         exact[names.from_text(text).lower() + _CHAOS_TXT] = _chaos_answer(value, payload)
-    return Tables(exact, nodes, refused, notimp, notauth, payload)
+    return Tables(exact, nodes, steered, refused, notimp, notauth, payload)
 
 
 _CHAOS_TXT = struct.pack("!HH", TXT, 3)
@@ -272,7 +337,8 @@ def _chaos_answer(text: str, payload: int) -> Answer:
     return Answer(NOERROR, False, (1, 0, 0), body, "chaos", "", payload)
 
 
-def _drop_below(nodes: dict[bytes, Node], exact: dict[bytes, Answer], apex: bytes) -> None:
+def _drop_below(nodes: dict[bytes, Node], exact: dict[bytes, Answer | Steered],
+                apex: bytes) -> None:
     doomed = [k for k in nodes if names.is_subdomain(k, apex)]
     for k in doomed:
         del nodes[k]
@@ -281,7 +347,7 @@ def _drop_below(nodes: dict[bytes, Node], exact: dict[bytes, Answer], apex: byte
             del exact[key]
 
 
-def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answer],
+def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answer | Steered],
                   payload: int) -> None:
     index = ZoneIndex(zone)
     zname = zone.name

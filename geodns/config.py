@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from geodns import __version__
 from geodns.compile import DEFAULT_UDP_PAYLOAD
+from geodns.steering import STATES, LatencyEntry, Pop
 from geodns.yamlsrc import (
     Problems,
     Where,
@@ -87,6 +89,11 @@ class Config:
     tcp: TcpConfig = field(default_factory=TcpConfig)
     reload_interval: float = 1.0
     log_level: str = "info"
+    pops: dict[str, Pop] = field(default_factory=dict)
+    pop_states: dict[str, str] = field(default_factory=dict)  # static health
+    default_order: tuple[str, ...] = ()
+    latency: tuple[LatencyEntry, ...] = ()
+    geoip_database: Path | None = None  # None: the bundled GeoLite2 City file
     # CH-class TXT answers; an empty string refuses the question instead.
     identity: str = field(default_factory=socket.gethostname)
     version: str = f"geodns {__version__}"
@@ -101,7 +108,8 @@ class Config:
         return out
 
 
-_TOP_KEYS = {"listen", "zones", "admin", "workers", "edns", "tcp", "reload", "log", "chaos"}
+_TOP_KEYS = {"listen", "zones", "admin", "workers", "edns", "tcp", "reload", "log", "chaos",
+             "pops", "default_order", "latency", "geoip"}
 
 
 def load_config(path: Path, problems: Problems) -> Config:
@@ -154,6 +162,22 @@ def load_config(path: Path, problems: Problems) -> Config:
 
     _edns(top.get("edns"), cfg, problems)
     _chaos(top.get("chaos"), cfg, problems)
+    _pops(top.get("pops"), cfg, problems)
+    _default_order(top.get("default_order"), cfg, problems)
+    _latency(top.get("latency"), cfg, problems)
+    geoip = top.get("geoip")
+    if geoip is not None:
+        m = expect_map(geoip, "geoip", problems)
+        if m is not None:
+            unknown_keys(m, {"database"}, "geoip", problems)
+            db = m.get("database")
+            if db is not None and not (isinstance(db, YScalar) and db.is_null):
+                text = as_str(db, "geoip database", problems)
+                if text is not None:
+                    path = Path(text) if Path(text).is_absolute() else base / text
+                    if not path.is_file():
+                        problems.add(db.where, f"geoip database {path} does not exist")
+                    cfg.geoip_database = path
     _tcp(top.get("tcp"), cfg, problems)
     reload = top.get("reload")
     if reload is not None:
@@ -186,6 +210,112 @@ def _edns(node: YNode | None, cfg: Config, problems: Problems) -> None:
     v = m.get("udp_payload")
     if v is not None:
         cfg.udp_payload = as_int(v, "edns udp_payload", problems, 512, 4096) or cfg.udp_payload
+
+
+_POP_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
+def _pops(node: YNode | None, cfg: Config, problems: Problems) -> None:
+    m = expect_map(node, "pops", problems)
+    if m is None:
+        return
+    for order, (key, value) in enumerate(m.items):
+        pid = key.text
+        if not _POP_ID.match(pid):
+            problems.add(key.where, f"PoP id {pid!r} must be lower-case letters, digits, '-' "
+                         "or '_' (at most 32)")
+            continue
+        pm = expect_map(value, f"PoP {pid}", problems)
+        if pm is None:
+            continue
+        unknown_keys(pm, {"location", "city", "country", "continent", "bias", "weight",
+                          "state"}, f"PoP {pid}", problems)
+        loc = pm.get("location")
+        if not isinstance(loc, YSeq) or len(loc.items) != 2:
+            problems.add((loc or pm).where, f"PoP {pid}: location must be [latitude, longitude]")
+            continue
+        lat = as_float(loc.items[0], "latitude", problems, -90, 90)
+        lon = as_float(loc.items[1], "longitude", problems, -180, 180)
+        labels: dict[str, str | None] = {}
+        for k in ("city", "country", "continent"):
+            v = pm.get(k)
+            labels[k] = as_str(v, f"PoP {pid} {k}", problems) if v is not None else None
+        bias, weight = 0.0, 1.0
+        bn, wn = pm.get("bias"), pm.get("weight")
+        if bn is not None:
+            bias = as_float(bn, f"PoP {pid} bias", problems, -99, 99) or 0.0
+        if wn is not None:
+            weight = as_float(wn, f"PoP {pid} weight", problems, 0, 1e6) or 1.0
+        st = pm.get("state")
+        if st is not None:
+            text = as_str(st, f"PoP {pid} state", problems)
+            if text not in STATES:
+                problems.add(st.where, f"PoP {pid}: state must be one of {', '.join(STATES)}")
+            elif text is not None:
+                cfg.pop_states[pid] = text
+        if lat is None or lon is None:
+            continue
+        cfg.pops[pid] = Pop(pid, lat, lon, labels["city"], labels["country"],
+                            labels["continent"], bias, weight, order)
+
+
+def _default_order(node: YNode | None, cfg: Config, problems: Problems) -> None:
+    if node is None:
+        cfg.default_order = tuple(cfg.pops)
+        return
+    items = node.items if isinstance(node, YSeq) else [node]
+    order = []
+    for item in items:
+        pid = as_str(item, "default_order entry", problems)
+        if pid is None:
+            continue
+        if pid not in cfg.pops:
+            problems.add(item.where, f"default_order: unknown PoP {pid!r}")
+            continue
+        order.append(pid)
+    cfg.default_order = tuple(order) + tuple(p for p in cfg.pops if p not in order)
+
+
+def _latency(node: YNode | None, cfg: Config, problems: Problems) -> None:
+    if node is None:
+        return
+    if not isinstance(node, YSeq):
+        problems.add(node.where, "latency must be a list of entries")
+        return
+    entries = []
+    for item in node.items:
+        m = expect_map(item, "latency entry", problems)
+        if m is None:
+            continue
+        unknown_keys(m, {"network", "country", "pops"}, "latency entry", problems)
+        net = m.get("network")
+        country = m.get("country")
+        if (net is None) == (country is None):
+            problems.add(m.where, "a latency entry has either 'network' or 'country'")
+            continue
+        network = None
+        if net is not None:
+            text = as_str(net, "latency network", problems)
+            try:
+                network = ipaddress.ip_network(text or "", strict=True)
+            except ValueError as exc:
+                problems.add(net.where, f"latency network: {exc}")
+                continue
+        cc = as_str(country, "latency country", problems) if country is not None else None
+        pm = expect_map(m.get("pops"), "latency pops", problems)
+        if pm is None:
+            problems.add(m.where, "a latency entry needs 'pops: {pop: milliseconds}'")
+            continue
+        values = {}
+        for k, v in pm.items:
+            if k.text not in cfg.pops:
+                problems.add(k.where, f"latency: unknown PoP {k.text!r}")
+                continue
+            ms = as_float(v, "latency", problems, 0, 100000)
+            if ms is not None:
+                values[k.text] = ms
+        entries.append(LatencyEntry(values, network, cc.upper() if cc else None))
+    cfg.latency = tuple(entries)
 
 
 def _chaos(node: YNode | None, cfg: Config, problems: Problems) -> None:

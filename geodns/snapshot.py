@@ -15,10 +15,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from geodns.compile import DEFAULT_UDP_PAYLOAD, compile_zones
+from geodns.geo import Locator, MaxMindLocator
+from geodns.steering import StaticHealth, Steering
 from geodns.wire import Responder
 from geodns.yamlsrc import Problem, Problems, Where
 from geodns.zones.loader import ZONE_SUFFIXES, load_zone_file
@@ -48,10 +50,17 @@ class Snapshot:
 
 class ZoneStore:
     def __init__(self, directory: Path, payload: int = DEFAULT_UDP_PAYLOAD,
-                 chaos: dict[str, str] | None = None) -> None:
+                 chaos: dict[str, str] | None = None, steering: Steering | None = None,
+                 geoip: Path | None = None, health: StaticHealth | None = None) -> None:
         self.directory = directory
         self.payload = payload
         self.chaos = chaos or {}
+        self.steering = steering or Steering({})
+        self.health = health or StaticHealth()
+        self.geoip_path = geoip
+        self.geoip_signature: Signature | None = None
+        self.locator: Locator | None = None
+        self.geoip_error: str | None = None
         self.files: dict[str, ZoneState] = {}
         self.snapshot: Snapshot | None = None
         self.reloads_ok = 0
@@ -83,11 +92,37 @@ class ZoneStore:
             return None
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
+    def _refresh_geoip(self, force: bool) -> bool:
+        """Open the GeoIP database if its file changed.  A file that cannot be
+        opened is reported and the previous reader stays in use."""
+        if self.geoip_path is None or not self.steering.pops:
+            return False
+        sig = self._signature(str(self.geoip_path))
+        if sig == self.geoip_signature and not force:
+            return False
+        self.geoip_signature = sig
+        try:
+            locator = MaxMindLocator(self.geoip_path)
+        except Exception as exc:  # maxminddb raises several kinds
+            self.geoip_error = f"{self.geoip_path}: {exc}"
+            log.error("GeoIP database not loaded: %s%s", self.geoip_error,
+                      "; keeping the previous one" if self.locator else
+                      "; clients will get the default PoP order")
+            return False
+        old = self.locator
+        self.locator = locator
+        self.geoip_error = None
+        log.info("GeoIP database loaded: %s", locator.description)
+        if isinstance(old, MaxMindLocator):
+            old.close()
+        return True
+
     def refresh(self, force: bool = False) -> Snapshot | None:
-        """Re-read changed zone files.  Returns a new snapshot when what is
-        served changed, else None.  Never raises for bad zone content."""
+        """Re-read changed zone files (and the GeoIP database).  Returns a new
+        snapshot when what is served changed, else None.  Never raises for
+        bad zone content."""
         found = self._scan()
-        changed = False
+        changed = self._refresh_geoip(force)
         for path in sorted(found):
             sig = found[path]
             state = self.files.get(path)
@@ -96,7 +131,7 @@ class ZoneStore:
             if not force and time.time_ns() - sig[0] < SETTLE_NS:
                 continue  # still being written, most likely: look again next time
             problems = Problems()
-            zone = load_zone_file(Path(path), problems)
+            zone = load_zone_file(Path(path), problems, pops=self.steering.pops)
             if self._signature(path) != sig:
                 continue  # changed while we read it: read it again next time
             if zone is not None:
@@ -132,7 +167,11 @@ class ZoneStore:
         if not changed and self.snapshot is not None and not force:
             return None
         zones = {p: s.zone for p, s in self.files.items() if s.zone is not None}
-        snap = Snapshot(Responder(compile_zones(zones.values(), self.payload, self.chaos)), zones,
+        specs = {(owner, rtype): spec for z in zones.values()
+                 for owner, types in z.steered.items() for rtype, spec in types.items()}
+        steering = replace(self.steering, specs=specs)
+        tables = compile_zones(zones.values(), self.payload, self.chaos)
+        snap = Snapshot(Responder(tables, steering, self.locator, self.health), zones,
                         time.time())
         self.snapshot = snap
         return snap

@@ -27,16 +27,25 @@ The contract: :meth:`Responder.respond` returns the bytes to send, or
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import socket
 import struct
 from collections.abc import Callable
+from typing import Any
 
-from geodns.compile import Answer, Tables, opt_record
+from geodns.compile import Answer, Steered, Tables, opt_record
+from geodns.geo import IPAddress, Locator, Place
 from geodns.rdata import AXFR, IXFR, OPT
 from geodns.resolve import BADVERS, FORMERR, NOTIMP, REFUSED, SERVFAIL
+from geodns.steering import Decision, HealthView, Steering
 
 log = logging.getLogger("geodns.wire")
 
+Peer = bytes | tuple[Any, ...] | None
+MAX_DECISIONS = 500_000  # cached decisions (and places) before the cache starts over
+_AF_INET_LE = socket.AF_INET.to_bytes(2, "little")  # sockaddr_in as Linux lays it out
+_AF_INET_BE = socket.AF_INET.to_bytes(2, "big")
 _COUNTS_PLAIN = b"\x00\x01\x00\x00\x00\x00\x00\x00"
 _COUNTS_EDNS = b"\x00\x01\x00\x00\x00\x00\x00\x01"
 _MIN_UDP = 512
@@ -50,10 +59,19 @@ class FormErr(Exception):
 class Responder:
     """Answers queries from one compiled snapshot of the zones."""
 
-    __slots__ = ("exact", "nodes", "notauth", "notimp", "payload", "refused", "tables")
+    __slots__ = ("decisions", "exact", "health", "locator", "nodes", "notauth", "notimp",
+                 "payload", "places", "refused", "steering", "tables")
 
-    def __init__(self, tables: Tables) -> None:
+    def __init__(self, tables: Tables, steering: Steering | None = None,
+                 locator: Locator | None = None, health: HealthView | None = None) -> None:
         self.tables = tables
+        self.steering = steering
+        self.locator = locator
+        self.health = health
+        # (steered index, client key) -> (answer, ECS scope).  Cleared when
+        # health changes; a new snapshot starts empty.
+        self.decisions: dict[tuple[int, bytes], tuple[Answer, int]] = {}
+        self.places: dict[bytes, Place] = {}
         self.exact = tables.exact
         self.nodes = tables.nodes
         self.refused = tables.refused
@@ -62,7 +80,9 @@ class Responder:
         self.payload = tables.payload
 
     # -- entry point ---------------------------------------------------------
-    def respond(self, data: bytes, udp: bool = True) -> bytes | None:
+    def respond(self, data: bytes, udp: bool = True, peer: Peer = None) -> bytes | None:
+        """Answer one query.  ``peer`` is where it came from (raw sockaddr
+        bytes or an address tuple); only steered answers look at it."""
         try:
             n = len(data)
             if n < 12:
@@ -70,32 +90,41 @@ class Responder:
             b2 = data[2]
             counts = data[4:12]
             if b2 & 0xF8 or (counts != _COUNTS_EDNS and counts != _COUNTS_PLAIN):
-                return self._careful(data, udp)  # QR, another opcode, other counts
+                return self._careful(data, udp, peer)  # QR, another opcode, other counts
             # Walk the question name (an IndexError means it runs off the end).
             i = 12
             ln = data[12]
             while ln:
                 if ln > 63:
-                    return self._careful(data, udp)
+                    return self._careful(data, udp, peer)
                 i += ln + 1
                 ln = data[i]
             qend = i + 1
             p = qend + 4
             edns = counts[7]
+            ecs = None
             if edns:
-                # Exactly one OPT, version 0, no options, nothing after it.
-                if (p + 11 != n or data[p] or data[p + 1] or data[p + 2] != 41
-                        or data[p + 6] or data[p + 9] or data[p + 10]):
-                    return self._careful(data, udp)
+                # Exactly one OPT, version 0, nothing after it, and either no
+                # option or a single Client Subnet option.
+                if (data[p] or data[p + 1] or data[p + 2] != 41 or data[p + 6]
+                        or p + 11 + ((data[p + 9] << 8) | data[p + 10]) != n):
+                    return self._careful(data, udp, peer)
+                if n != p + 11:
+                    if data[p + 11] or data[p + 12] != 8 or n - p - 15 != (
+                            (data[p + 13] << 8) | data[p + 14]):
+                        return self._careful(data, udp, peer)
+                    ecs = data[p + 15 : n]
                 tail_i = 2 if data[p + 7] & 0x80 else 1
             elif p != n:
-                return self._careful(data, udp)
+                return self._careful(data, udp, peer)
             else:
                 tail_i = 0
             if qend > 267:  # name over 255 bytes
-                return self._careful(data, udp)
+                return self._careful(data, udp, peer)
             key = data[12:qend].lower() + data[qend:p]
-            ans = self.exact.get(key) or self._lookup(key, udp)
+            ans: Answer = self.exact.get(key) or self._lookup(key, udp)  # type: ignore[assignment]
+            if ans.steered or ecs is not None:
+                return self._tailored(data, p, ans, edns, tail_i, ecs, peer, udp)
             resp = b"".join((data[:2], ans.heads[(edns << 1) | (b2 & 1)], data[12:p],
                              ans.tails[tail_i]))
             if udp and len(resp) > _MIN_UDP:
@@ -106,7 +135,7 @@ class Responder:
                     return self._fit(data, data[12:p], ans, edns, tail_i, limit)
             return resp
         except IndexError:
-            return self._guarded(self._careful, data, udp)
+            return self._guarded(lambda d, u: self._careful(d, u, peer), data, udp)
         except Exception:
             return self._guarded(None, data, udp)
 
@@ -126,8 +155,87 @@ class Responder:
             log.exception("could not even build SERVFAIL; dropping")
             return None
 
+    # -- answers that depend on the client -------------------------------------
+    def _tailored(self, data: bytes, p: int, entry: Answer | Steered, edns: int, tail_i: int,
+                  ecs: bytes | None, peer: Peer, udp: bool, question: bytes | None = None,
+                  limit: int | None = None) -> bytes | None:
+        """A steered answer, or any answer to a query with Client Subnet."""
+        scope = 0
+        if ecs is not None:
+            try:
+                client, source = ecs_client(ecs)
+            except FormErr as exc:
+                log.debug("FORMERR: %r", exc)
+                return self._careful_formerr(data)
+        if isinstance(entry, Steered):
+            if ecs is not None and source:
+                key = ecs
+            else:
+                client, source = peer_address(peer)
+                key = client
+            hit = self.decisions.get((entry.index, key))
+            if hit is None:
+                hit = self._decide(entry, client, source)
+                if len(self.decisions) >= MAX_DECISIONS:
+                    self.decisions.clear()
+                self.decisions[(entry.index, key)] = hit
+            ans, scope = hit
+        else:
+            ans = entry
+        if question is None:
+            question = data[12:p]
+        idx = (edns << 1) | (data[2] & 1)
+        if ecs is not None:
+            echo = struct.pack("!HHHBB", 8, len(ecs), (ecs[0] << 8) | ecs[1], ecs[2],
+                               scope) + ecs[4:]
+            tail = ans.tails[0] + opt_record(self.payload, tail_i == 2, options=echo)
+        else:
+            tail = ans.tails[tail_i]
+        resp = b"".join((data[:2], ans.heads[idx], question, tail))
+        if udp and len(resp) > _MIN_UDP:
+            if limit is None:
+                limit = _MIN_UDP
+                if edns:
+                    limit = min(max((data[p + 3] << 8) | data[p + 4], _MIN_UDP), self.payload)
+            if len(resp) > limit:
+                return self._fit(data, question, ans, edns, tail_i, limit)
+        return resp
+
+    def _decide(self, st: Steered, client: bytes, source: int) -> tuple[Answer, int]:
+        decision = self.decision(st, client, source)
+        return st.answer(decision), decision.scope
+
+    def decision(self, st: Steered, client: bytes, source: int) -> Decision:
+        """The steering decision for a client network (``client`` packed, its
+        first ``source`` bits significant).  Queries and ``explain`` both
+        come here."""
+        address = ipaddress.ip_address(client)
+        place = self.places.get(client + bytes((source,)))
+        if place is None:
+            place = self._locate(address, source)
+            if len(self.places) >= MAX_DECISIONS:
+                self.places.clear()
+            self.places[client + bytes((source,))] = place
+        if self.steering is None or self.health is None:
+            raise RuntimeError("a steered record without steering configured")
+        return self.steering.decide(st.spec, address, source, place, self.health)
+
+    def _locate(self, address: IPAddress, source: int) -> Place:
+        bits = 32 if address.version == 4 else 128
+        if self.locator is None:
+            return Place(ipaddress.ip_network((address, 0), strict=False))
+        try:
+            place = self.locator.locate(address)
+        except Exception:
+            log.exception("GeoIP look-up failed for %s; treating it as unplaced", address)
+            return Place(ipaddress.ip_network((address, min(source, bits)), strict=False))
+        return place
+
+    def _careful_formerr(self, data: bytes) -> bytes | None:
+        return self._careful(data, True)
+
     # -- look-ups that miss the exact table ----------------------------------
-    def _lookup(self, key: bytes, udp: bool) -> Answer:
+    def _lookup(self, key: bytes, udp: bool) -> Answer | Steered:
         """``key`` is the lower-cased question name + type + class."""
         name = key[:-4]
         qclass = key[-2:]
@@ -185,7 +293,7 @@ class Responder:
         return head + question + opt
 
     # -- the careful path ----------------------------------------------------
-    def _careful(self, data: bytes, udp: bool) -> bytes | None:
+    def _careful(self, data: bytes, udp: bool, peer: Peer = None) -> bytes | None:
         """Full parse of anything that is not a plain query."""
         n = len(data)
         if n < 12:
@@ -196,6 +304,7 @@ class Responder:
         opcode = (flags >> 11) & 0xF
         question: bytes | None = None
         opt: tuple[int, int, int] | None = None  # payload, version, DO
+        ecs: bytes | None = None
         try:
             p = 12
             if qd == 1:
@@ -225,7 +334,7 @@ class Responder:
                         raise FormErr("more than one OPT record")
                     if data[start] != 0:
                         raise FormErr("OPT owner is not the root")
-                    _check_options(data, p + 10, end)
+                    ecs = _find_ecs(data, p + 10, end)
                     opt = (rclass, (ttl >> 16) & 0xFF, (ttl >> 15) & 1)
                 p = end
         except (FormErr, IndexError) as exc:
@@ -236,6 +345,12 @@ class Responder:
             return self._error(data, BADVERS, question, opt)
         if question is None:  # QDCOUNT 0
             return self._error(data, FORMERR, None, opt)
+        if ecs is not None:
+            try:
+                ecs_client(ecs)
+            except FormErr as exc:
+                log.debug("FORMERR: %r", exc)
+                return self._error(data, FORMERR, question, opt)
         assert question is not None
         edns = 1 if opt is not None else 0
         tail_i = 0 if opt is None else (2 if opt[2] else 1)
@@ -247,7 +362,10 @@ class Responder:
             limit = min(max(opt[0], _MIN_UDP), self.payload)
         qname_end = len(question) - 4
         key = question[:qname_end].lower() + question[qname_end:]
-        ans = self.exact.get(key) or self._lookup(key, udp)
+        ans: Answer = self.exact.get(key) or self._lookup(key, udp)  # type: ignore[assignment]
+        if ans.steered or ecs is not None:
+            return self._tailored(data, 12 + len(question), ans, edns, tail_i, ecs, peer, udp,
+                                  question, limit)
         idx = (edns << 1) | (data[2] & 1)
         resp = b"".join((data[:2], ans.heads[idx], question, ans.tails[tail_i]))
         if len(resp) > limit:
@@ -311,14 +429,60 @@ def _skip_rr(data: bytes, p: int) -> int:
     return end
 
 
-def _check_options(data: bytes, p: int, end: int) -> None:
+def _find_ecs(data: bytes, p: int, end: int) -> bytes | None:
+    """Check the EDNS options' framing; return the Client Subnet option's
+    data (family, source, scope, address) if there is one."""
+    ecs = None
     while p < end:
         if p + 4 > end:
             raise FormErr("EDNS option header truncated")
+        code = (data[p] << 8) | data[p + 1]
         olen = (data[p + 2] << 8) | data[p + 3]
-        p += 4 + olen
-        if p > end:
+        if p + 4 + olen > end:
             raise FormErr("EDNS option data truncated")
+        if code == 8:
+            if ecs is not None:
+                raise FormErr("two Client Subnet options")
+            ecs = data[p + 4 : p + 4 + olen]
+        p += 4 + olen
+    return ecs
+
+
+def ecs_client(ecs: bytes) -> tuple[bytes, int]:
+    """Validate a Client Subnet option (RFC 7871 section 6, checked as Knot
+    and gdnsd do) and return (address padded to full length, source prefix)."""
+    if len(ecs) < 4:
+        raise FormErr("Client Subnet option shorter than 4 bytes")
+    family = (ecs[0] << 8) | ecs[1]
+    source, scope = ecs[2], ecs[3]
+    if family == 1:
+        size = 4
+    elif family == 2:
+        size = 16
+    else:
+        raise FormErr(f"Client Subnet family {family}")
+    if source > size * 8:
+        raise FormErr(f"Client Subnet source prefix {source} too long")
+    if scope:
+        raise FormErr("Client Subnet scope must be 0 in a query")
+    addr = ecs[4:]
+    if len(addr) != (source + 7) // 8:
+        raise FormErr("Client Subnet address length does not match its prefix")
+    if source % 8 and addr[-1] & (0xFF >> (source % 8)):
+        raise FormErr("Client Subnet address has bits set beyond its prefix")
+    return addr + bytes(size - len(addr)), source
+
+
+def peer_address(peer: Peer) -> tuple[bytes, int]:
+    """The packed source address of a query and its full prefix length."""
+    if isinstance(peer, bytes):
+        if peer[:2] == _AF_INET_LE or peer[:2] == _AF_INET_BE:
+            return peer[4:8], 32
+        return peer[8:24], 128
+    if peer is None:
+        return b"\x00\x00\x00\x00", 0
+    packed = ipaddress.ip_address(peer[0]).packed
+    return packed, len(packed) * 8
 
 
 __all__ = ["REFUSED", "Responder"]

@@ -52,7 +52,7 @@ def test_valid_zone_has_no_problems() -> None:
     ("  www: {A: 192.0.2.2}\n  www: {AAAA: '::1'}\n", 7, 3, "duplicate key 'www'"),
     ("  www: {A: [}\n", 6, 13, "YAML syntax"),
     ("  www: {A: {ttl: 60}}\n", 6, 12, "no 'value' or 'values'"),
-    ("  www: {A: {ttl: 60, values: [192.0.2.1], steer: x}}\n", 6, 43, "unknown key 'steer'"),
+    ("  www: {A: {ttl: 60, steer: {pops: {fra: 192.0.2.1}}}}\n", 6, 12, "defines no PoPs"),
     (f"  {'.'.join(['abcdefghij'] * 24)}: {{A: 192.0.2.2}}\n", 6, 3, "over 255"),
 ])
 def test_problem_is_located(body: str, line: int, col: int, fragment: str) -> None:

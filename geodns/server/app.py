@@ -11,6 +11,7 @@ import socket
 from collections.abc import Callable
 
 from geodns.config import Address, Config
+from geodns.geo import bundled_database
 from geodns.server.transport import (
     HAVE_UDPBATCH,
     TCPConnection,
@@ -21,6 +22,7 @@ from geodns.server.transport import (
     bind_pair,
 )
 from geodns.snapshot import ZoneStore
+from geodns.steering import StaticHealth, Steering
 from geodns.wire import Responder
 
 log = logging.getLogger("geodns.server")
@@ -47,7 +49,8 @@ class Server:
         if self.udp_mode == "batch" and not HAVE_UDPBATCH:
             log.warning("the batched UDP helper is not built; using recvfrom/sendto")
             self.udp_mode = "reader"
-        self.store = ZoneStore(config.zones_dir, config.udp_payload, config.chaos())
+        self.health = StaticHealth(dict(config.pop_states))
+        self.store = store_for(config, self.health)
         self.responder: Responder
         self.tcp = TCPConnections(config.tcp.max_connections, config.tcp.idle_timeout)
         self.bound: list[Address] = []
@@ -107,6 +110,13 @@ class Server:
         task = asyncio.get_running_loop().create_task(self._forced_reload())
         self._tasks.append(task)
         task.add_done_callback(self._tasks.remove)
+
+    def set_pop_state(self, pop: str, state: str) -> None:
+        """Set a PoP's health (until the health checks feed it) and forget
+        the decisions that depended on it."""
+        self.health.set(pop, state)
+        self.responder.decisions.clear()
+        log.info("PoP %s is now %s", pop, state)
 
     async def _forced_reload(self) -> None:
         await self.reload(force=True)
@@ -168,6 +178,14 @@ class Server:
         while True:
             await asyncio.sleep(min(1.0, self.config.tcp.idle_timeout / 2))
             self.tcp.sweep()
+
+
+def store_for(config: Config, health: StaticHealth) -> ZoneStore:
+    """The zone store a configuration describes (also used by explain)."""
+    steering = Steering(config.pops, config.default_order, config.latency)
+    geoip = config.geoip_database or bundled_database()
+    return ZoneStore(config.zones_dir, config.udp_payload, config.chaos(), steering, geoip,
+                     health)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

@@ -47,7 +47,7 @@ class UDPServer(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        resp = self.source.responder.respond(data, True)
+        resp = self.source.responder.respond(data, True, addr)
         if resp is not None:
             self.transport.sendto(resp, addr)  # type: ignore[union-attr]
 
@@ -83,7 +83,7 @@ class UDPReader:
             except OSError as exc:  # e.g. ICMP errors reported on the socket
                 log.debug("UDP receive error: %s", exc)
                 continue
-            resp = respond(data, True)
+            resp = respond(data, True, addr)
             if resp is not None:
                 try:
                     send(resp, addr)
@@ -120,7 +120,7 @@ class UDPBatchReader:
                 return
             out = []
             for data, addr in packets:
-                resp = respond(data, True)
+                resp = respond(data, True, addr)
                 if resp is not None:
                     out.append((resp, addr))
             if out:
@@ -176,9 +176,11 @@ class TCPConnection(asyncio.Protocol):
         self.buf = b""
         self.closing = False
         self.finished = False  # connection_lost has run: nothing more will be sent
+        self.peer: tuple[str, int] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.peer = transport.get_extra_info("peername")
         self.registry.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -194,7 +196,7 @@ class TCPConnection(asyncio.Protocol):
                 break
             msg = buf[pos + 2 : pos + 2 + size]
             pos += 2 + size
-            resp = self.source.responder.respond(msg, False)
+            resp = self.source.responder.respond(msg, False, self.peer)
             if resp is None:
                 # Not a query (too short, or a response): nothing sensible
                 # can follow on this stream.

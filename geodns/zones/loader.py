@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from geodns import names, rdata
@@ -39,6 +39,7 @@ from geodns.yamlsrc import (
     unknown_keys,
 )
 from geodns.zones.model import RRset, Zone
+from geodns.zones.steer import check_steering, steer_spec
 
 ZONE_SUFFIXES = (".yaml", ".yml")
 _LABEL_OK = re.compile(r"^(\*|[A-Za-z0-9_\-]([A-Za-z0-9_\-/\\]*))$")
@@ -54,23 +55,25 @@ def origin_from_filename(path: Path) -> str:
     return stem.rstrip(".") + "."
 
 
-def load_zone_file(path: Path, problems: Problems, display: str | None = None) -> Zone | None:
+def load_zone_file(path: Path, problems: Problems, display: str | None = None,
+                   pops: Collection[str] = ()) -> Zone | None:
     """Load and validate one zone file.  Returns None (with problems added)
     when the zone cannot be served."""
     before = len(problems)
     root = load_file(path, problems, display)
     if root is None:
         return None
-    zone = _build(root, display or str(path), origin_from_filename(path), problems)
+    zone = _build(root, display or str(path), origin_from_filename(path), problems, pops)
     return zone if len(problems) == before else None
 
 
-def load_zone_text(text: str, file: str, default_origin: str, problems: Problems) -> Zone | None:
+def load_zone_text(text: str, file: str, default_origin: str, problems: Problems,
+                   pops: Collection[str] = ()) -> Zone | None:
     before = len(problems)
     root = load_text(text, file, problems)
     if root is None:
         return None
-    zone = _build(root, file, default_origin, problems)
+    zone = _build(root, file, default_origin, problems, pops)
     return zone if len(problems) == before else None
 
 
@@ -93,7 +96,8 @@ def _check_owner_text(text: str) -> str | None:
     return None
 
 
-def _build(root: YNode, file: str, default_origin: str, problems: Problems) -> Zone | None:
+def _build(root: YNode, file: str, default_origin: str, problems: Problems,
+           pops: Collection[str] = ()) -> Zone | None:
     top = expect_map(root, "a zone file", problems)
     if top is None:
         return None
@@ -118,7 +122,7 @@ def _build(root: YNode, file: str, default_origin: str, problems: Problems) -> Z
         default_ttl = as_int(tnode, "ttl", problems, 0, rdata.MAX_TTL) or default_ttl
 
     zone = Zone(origin=origin, file=file, default_ttl=default_ttl)
-    builder = _ZoneBuilder(zone, problems)
+    builder = _ZoneBuilder(zone, problems, pops)
 
     snode = top.get("soa")
     if snode is None:
@@ -140,9 +144,10 @@ def _build(root: YNode, file: str, default_origin: str, problems: Problems) -> Z
 
 
 class _ZoneBuilder:
-    def __init__(self, zone: Zone, problems: Problems) -> None:
+    def __init__(self, zone: Zone, problems: Problems, pops: Collection[str] = ()) -> None:
         self.zone = zone
         self.problems = problems
+        self.pops = set(pops)
 
     # -- SOA --------------------------------------------------------------
     def soa(self, node: YNode) -> None:
@@ -230,6 +235,12 @@ class _ZoneBuilder:
             return
         ttl = self.zone.default_ttl
         values: YNode | None = tval
+        if isinstance(tval, YMap) and tval.get("steer") is not None:
+            spec = steer_spec(self, owner, rtype, tkey, tval)
+            if spec is not None:
+                self.zone.steered.setdefault(owner.lower(), {})[rtype] = spec
+                self.zone.nodes.setdefault(owner.lower(), {})
+            return
         if isinstance(tval, YMap):
             if rtype in _STRUCTURED and _STRUCTURED_KEYS[rtype] & set(tval.keys()):
                 values = tval  # a single structured value such as {preference: 10, ...}
@@ -338,12 +349,21 @@ class _ZoneBuilder:
             p.add(apex[CNAME].where or where, "a CNAME is not allowed at the zone apex")
         cuts = zone.delegations()
         for owner, types in zone.nodes.items():
-            if CNAME in types and len(types) > 1:
-                others = ", ".join(rdata.type_name(t) for t in types if t != CNAME)
-                p.add(types[CNAME].where or where,
+            steered = zone.steered.get(owner, {})
+            all_types = set(types) | set(steered)
+            if CNAME in all_types and len(all_types) > 1:
+                others = ", ".join(rdata.type_name(t) for t in sorted(all_types) if t != CNAME)
+                at = types[CNAME].where if CNAME in types else steered[CNAME].where
+                p.add(at or where,
                       f"{names.to_text(owner)} has a CNAME beside other data ({others})")
+            if steered and (owner == zone.origin or any(
+                    names.is_subdomain(owner, c) for c in cuts)):
+                spec = next(iter(steered.values()))
+                p.add(spec.where or where, f"{names.to_text(owner)}: a steered record cannot "
+                      "be at the zone apex or at or below a delegation")
             if owner in cuts and owner[0] == 1 and owner[1:2] == b"*":
                 p.add(types[NS].where or where, "a wildcard cannot be a delegation point")
+        check_steering(zone, p, where)
         # Delegations: in-bailiwick NS targets need glue addresses.
         for cut in cuts:
             for rd in zone.nodes[cut][NS].rdatas:

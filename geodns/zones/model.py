@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from geodns import names
 from geodns.rdata import NS, SOA, RData
+from geodns.steering import SteerSpec
 from geodns.yamlsrc import Where
 
 
@@ -28,6 +29,9 @@ class Zone:
     file: str
     default_ttl: int
     nodes: dict[bytes, dict[int, RRset]] = field(default_factory=dict)
+    # Steered record sets: lower-cased owner -> type -> spec.  Their owners
+    # are also in ``nodes`` (with their static types, if any).
+    steered: dict[bytes, dict[int, SteerSpec]] = field(default_factory=dict)
 
     @property
     def soa(self) -> RRset:

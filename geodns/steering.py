@@ -1,0 +1,302 @@
+"""Choosing the PoPs that answer a steered name for one client.  Pure.
+
+Theory of operation, in the order :func:`decide` applies it:
+
+1. *Candidates* are the PoPs the record lists.
+2. *Rules* are tried in the order written; the first whose client networks
+   (CIDR) or places (``EU``, ``NA-US``, ``NA-US-CA``) match the client
+   restricts the candidates to its PoPs, in the order the rule gives.
+3. Each candidate gets an *estimated latency*: a measured figure from the
+   operator's latency table when one covers this client, else the
+   great-circle distance at fibre speed (RTT ms = km / 100).  The *score* is
+   that latency scaled by the PoP's *bias* (Route 53 style: +50 makes the PoP
+   look half as far, -50 half again as far) plus the health view's penalty
+   for a slow PoP.  Lowest score wins; ties go to the PoP listed first in the
+   server configuration, so the choice is deterministic.  A client the
+   database cannot place gets the configured default order instead.
+4. *Health*: down and draining PoPs are never chosen while an up (or not yet
+   probed) candidate exists.  When none is left, the record's ``all_down``
+   policy decides: fail open (choose as if all were healthy), fail closed
+   (SERVFAIL or NODATA), a static fallback answer, or another steered record.
+5. The answer's *ECS scope* is the prefix length of the network the decision
+   really depends on: the database network, narrowed by any rule or latency
+   network that matched or that lies inside it, never longer than the query's
+   source prefix.
+
+The same :func:`decide` serves queries (through a cache keyed by record and
+client network) and ``geodns explain``; it records every candidate's figures
+so that an explanation is the decision itself, not a re-enactment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from geodns import names
+from geodns.geo import IPAddress, IPNetwork, Place
+from geodns.rdata import RData
+from geodns.yamlsrc import Where
+
+UP, DOWN, DRAINING, UNKNOWN = "up", "down", "draining", "unknown"
+STATES = (UP, DOWN, DRAINING, UNKNOWN)
+FAIL_OPEN, SERVFAIL, NODATA, ANSWER, USE = "fail-open", "servfail", "nodata", "answer", "use"
+EARTH_RADIUS_KM = 6371.0
+KM_PER_MS_RTT = 100.0  # light in fibre: ~200 km per ms one way
+
+
+@dataclass(frozen=True, slots=True)
+class Pop:
+    id: str
+    latitude: float
+    longitude: float
+    city: str | None = None
+    country: str | None = None
+    continent: str | None = None
+    bias: float = 0.0  # -99..99
+    weight: float = 1.0
+    order: int = 0  # position in the configuration: the tie-breaker
+
+
+class HealthView(Protocol):
+    """What steering needs to know about PoP health (the health-check issue
+    feeds it from probes; until then it is set statically)."""
+
+    def state(self, pop: str) -> str: ...
+
+    def penalty_ms(self, pop: str) -> float: ...
+
+
+@dataclass
+class StaticHealth:
+    """Health set by configuration and admin calls."""
+
+    states: dict[str, str] = field(default_factory=dict)
+    penalties: dict[str, float] = field(default_factory=dict)
+    version: int = 0
+
+    def state(self, pop: str) -> str:
+        return self.states.get(pop, UNKNOWN)
+
+    def penalty_ms(self, pop: str) -> float:
+        return self.penalties.get(pop, 0.0)
+
+    def set(self, pop: str, state: str) -> None:
+        if state not in STATES:
+            raise ValueError(f"unknown state {state!r}")
+        if self.states.get(pop) != state:
+            self.states[pop] = state
+            self.version += 1
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    pops: tuple[str, ...]
+    networks: tuple[IPNetwork, ...] = ()
+    places: frozenset[str] = frozenset()
+    where: Where | None = None
+
+    def describe(self) -> str:
+        parts = [str(n) for n in self.networks] + sorted(self.places)
+        return f"{' '.join(parts)} -> {', '.join(self.pops)}"
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyEntry:
+    """Measured round-trip times (ms) from clients in a network or country."""
+
+    latencies: Mapping[str, float]
+    network: IPNetwork | None = None
+    country: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SteerSpec:
+    """A steered record set, as validated from a zone file."""
+
+    owner: bytes  # wire name (case as written)
+    rtype: int
+    ttl: int
+    values: Mapping[str, tuple[RData, ...]]  # pop id -> its answer records
+    answers: int = 1
+    rules: tuple[Rule, ...] = ()
+    all_down: str = FAIL_OPEN
+    fallback: tuple[RData, ...] = ()  # all_down == ANSWER
+    use: bytes | None = None  # all_down == USE: another steered name (lower-case wire)
+    where: Where | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    pop: str
+    distance_km: float | None
+    latency_ms: float | None
+    latency_source: str  # "distance", "table" or "default order"
+    bias: float
+    health: str
+    penalty_ms: float
+    score: float
+    eligible: bool
+
+
+@dataclass
+class Decision:
+    outcome: str  # "pops", SERVFAIL, NODATA, ANSWER
+    pops: tuple[str, ...]
+    reason: str  # proximity, rule, default-order, fail-open, fail-closed, fallback
+    scope: int
+    place: Place | None = None
+    rule: Rule | None = None
+    candidates: list[Candidate] = field(default_factory=list)
+    via: list[str] = field(default_factory=list)  # names followed by all_down: use
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """What the answer bytes depend on."""
+        return (self.outcome, *self.pops)
+
+
+def great_circle_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Haversine distance on a sphere of the Earth's mean radius."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp = p2 - p1
+    dl = math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
+
+
+def _common_prefix(a: IPAddress, b: IPAddress) -> int:
+    bits = 32 if a.version == 4 else 128
+    diff = int(a) ^ int(b)
+    return bits - diff.bit_length()
+
+
+def _narrow(scope: int, client: IPAddress, network: IPNetwork) -> int:
+    """Narrow ``scope`` so that the client's scope network either lies inside
+    ``network`` (which then matched) or does not overlap it."""
+    if network.version != client.version:
+        return scope
+    if client in network:
+        return max(scope, network.prefixlen)
+    # Not inside: the scope network must stop short of the first differing bit.
+    if network.prefixlen > scope and _common_prefix(client, network.network_address) >= scope:
+        return max(scope, _common_prefix(client, network.network_address) + 1)
+    return scope
+
+
+@dataclass
+class Steering:
+    """The configuration steering decides with (PoPs, default order, latency
+    table, named specs for ``all_down: use``)."""
+
+    pops: Mapping[str, Pop]
+    default_order: tuple[str, ...] = ()
+    latency: tuple[LatencyEntry, ...] = ()
+    specs: Mapping[tuple[bytes, int], SteerSpec] = field(default_factory=dict)
+
+    def decide(self, spec: SteerSpec, client: IPAddress, source_prefix: int, place: Place,
+               health: HealthView) -> Decision:
+        return self._decide(spec, client, source_prefix, place, health, [])
+
+    def _decide(self, spec: SteerSpec, client: IPAddress, source_prefix: int, place: Place,
+                health: HealthView, via: list[str]) -> Decision:
+        scope = place.network.prefixlen
+        candidates = [p for p in spec.values if p in self.pops]
+        reason = "proximity"
+        matched: Rule | None = None
+        codes = place.codes()
+        for rule in spec.rules:
+            hit = True
+            if rule.networks:
+                for net in rule.networks:
+                    scope = _narrow(scope, client, net)
+                hit = any(net.version == client.version and client in net
+                          for net in rule.networks)
+            if hit and rule.places:
+                hit = bool(codes & rule.places)
+            if hit:
+                matched = rule
+                candidates = [p for p in rule.pops if p in spec.values and p in self.pops]
+                reason = "rule"
+                break
+
+        table = self._latency_for(client, place)
+        for entry in self.latency:
+            if entry.network is not None:
+                scope = _narrow(scope, client, entry.network)
+
+        scored: list[Candidate] = []
+        unplaced = not place.placed and table is None
+        for p in candidates:
+            pop = self.pops[p]
+            state = health.state(p)
+            penalty = health.penalty_ms(p)
+            distance = None
+            if place.placed:
+                assert place.latitude is not None and place.longitude is not None
+                distance = great_circle_km(place.latitude, place.longitude, pop.latitude,
+                                           pop.longitude)
+            if table is not None and p in table.latencies:
+                latency, source = table.latencies[p], "table"
+            elif distance is not None:
+                latency, source = distance / KM_PER_MS_RTT, "distance"
+            else:
+                latency, source = None, "default order"
+            if unplaced:
+                order = self._default_rank(p)
+                score = float(order) + penalty / 1e6
+            else:
+                score = (latency or 0.0) * (1.0 - pop.bias / 100.0) + penalty
+            scored.append(Candidate(p, distance, latency, source, pop.bias, state, penalty,
+                                    score, state in (UP, UNKNOWN)))
+        if unplaced and reason == "proximity":
+            reason = "default-order"
+        ranked = sorted(scored, key=lambda c: (c.score, self.pops[c.pop].order))
+        healthy = [c for c in ranked if c.eligible]
+        scope = min(scope, source_prefix)
+        if healthy:
+            chosen = tuple(c.pop for c in healthy[: spec.answers])
+            return Decision("pops", chosen, reason, scope, place, matched, scored, via)
+        # Every candidate is down or draining.
+        if spec.all_down == FAIL_OPEN and ranked:
+            chosen = tuple(c.pop for c in ranked[: spec.answers])
+            return Decision("pops", chosen, "fail-open", scope, place, matched, scored, via)
+        if spec.all_down == ANSWER:
+            return Decision(ANSWER, (), "fallback", scope, place, matched, scored, via)
+        other = self.specs.get((spec.use or b"", spec.rtype))
+        if spec.all_down == USE and other is not None and len(via) < 8:
+            inner = self._decide(other, client, source_prefix, place, health,
+                                 [*via, names.to_text(other.owner)])
+            inner.scope = min(inner.scope, scope)
+            inner.reason = "fallback"
+            inner.candidates = scored + inner.candidates
+            return inner
+        outcome = NODATA if spec.all_down == NODATA else SERVFAIL
+        return Decision(outcome, (), "fail-closed", scope, place, matched, scored, via)
+
+    def _default_rank(self, pop: str) -> int:
+        if pop in self.default_order:
+            return self.default_order.index(pop)
+        return len(self.default_order) + self.pops[pop].order
+
+    def _latency_for(self, client: IPAddress, place: Place) -> LatencyEntry | None:
+        best: LatencyEntry | None = None
+        for entry in self.latency:
+            if entry.network is not None and entry.network.version == client.version \
+                    and client in entry.network \
+                    and (best is None or best.network is None
+                         or entry.network.prefixlen > best.network.prefixlen):
+                best = entry
+        if best is not None:
+            return best
+        for entry in self.latency:
+            if entry.country is not None and entry.country == place.country:
+                return entry
+        return None
+
+
+def client_network(address: IPAddress, prefix: int) -> IPNetwork:
+    return ipaddress.ip_network((address, prefix), strict=False)

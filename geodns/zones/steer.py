@@ -1,0 +1,237 @@
+"""Steered record sets in zone files: parsing and validation.
+
+A steered record set is a record type whose mapping has a ``steer`` key::
+
+    www:
+      A:
+        ttl: 30                      # default 30 for steered records
+        steer:
+          pops: {fra: 192.0.2.1, iad: [198.51.100.1, 198.51.100.2]}
+          answers: 1                 # how many PoPs to answer with
+          rules:                     # first match restricts the candidates
+            - {networks: [203.0.113.0/24], pops: [fra]}
+            - {places: [NA-US-CA, SA], pops: [iad]}
+          all_down: fail-open        # or servfail, nodata, {answer: [...]}, {use: other}
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import TYPE_CHECKING
+
+from geodns import names, rdata
+from geodns.geo import IPNetwork
+from geodns.rdata import AAAA, CNAME, A, RData
+from geodns.steering import ANSWER, FAIL_OPEN, NODATA, SERVFAIL, USE, Rule, SteerSpec
+from geodns.yamlsrc import (
+    Problems,
+    Where,
+    YMap,
+    YNode,
+    YScalar,
+    YSeq,
+    as_int,
+    as_str,
+    expect_map,
+    unknown_keys,
+)
+from geodns.zones.model import Zone
+
+if TYPE_CHECKING:
+    from geodns.zones.loader import _ZoneBuilder
+
+STEERABLE = (A, AAAA, CNAME)
+DEFAULT_STEERED_TTL = 30
+CONTINENTS = {"AF", "AN", "AS", "EU", "NA", "OC", "SA"}
+_PLACE = re.compile(r"^[A-Z]{2}(-[A-Z]{2}(-[A-Z0-9]{1,3})?)?$")
+
+
+def _items(node: YNode | None) -> list[YNode]:
+    if node is None:
+        return []
+    return node.items if isinstance(node, YSeq) else [node]
+
+
+def steer_spec(b: _ZoneBuilder, owner: bytes, rtype: int, tkey: YScalar,
+               tval: YMap) -> SteerSpec | None:
+    p = b.problems
+    before = len(p)
+    what = f"steered {tkey.text}"
+    unknown_keys(tval, {"ttl", "steer"}, what, p)
+    if rtype not in STEERABLE:
+        p.add(tkey.where, f"only A, AAAA and CNAME records can be steered, not {tkey.text}")
+        return None
+    if not b.pops:
+        p.add(tval.where, "steered record, but the server configuration defines no PoPs "
+              "('pops:')")
+        return None
+    ttl = DEFAULT_STEERED_TTL
+    if tval.get("ttl") is not None:
+        ttl = as_int(tval.get("ttl"), "ttl", p, 0, rdata.MAX_TTL) or 0  # type: ignore[arg-type]
+    sm = expect_map(tval.get("steer"), "steer", p)
+    if sm is None:
+        return None
+    unknown_keys(sm, {"pops", "answers", "rules", "all_down"}, "steer", p)
+
+    values: dict[str, tuple[RData, ...]] = {}
+    pm = expect_map(sm.get("pops"), "steer pops", p)
+    if pm is None:
+        if sm.get("pops") is None:
+            p.add(sm.where, "steer needs 'pops': the answer at each PoP")
+        return None
+    for key, val in pm.items:
+        if key.text not in b.pops:
+            p.add(key.where, f"unknown PoP {key.text!r} (configured: "
+                  f"{', '.join(sorted(b.pops))})")
+            continue
+        rds = []
+        for item in _items(val):
+            rd = b.value(rtype, item)
+            if rd is not None:
+                rds.append(rd)
+        if rtype == CNAME and len(rds) > 1:
+            p.add(val.where, "a steered CNAME has one target per PoP")
+        if rds:
+            values[key.text] = tuple(rds)
+
+    answers = 1
+    if sm.get("answers") is not None:
+        answers = as_int(sm.get("answers"), "answers", p, 1, 64) or 1  # type: ignore[arg-type]
+        if rtype == CNAME and answers != 1:
+            p.add(sm.get("answers").where, "a steered CNAME answers with one PoP")  # type: ignore[union-attr]
+        elif values and answers > len(values):
+            p.add(sm.get("answers").where,  # type: ignore[union-attr]
+                  f"answers: {answers} is more than the {len(values)} PoPs listed")
+
+    rules = _rules(sm.get("rules"), values, b, p)
+    all_down: str = FAIL_OPEN
+    fallback: tuple[RData, ...] = ()
+    use: bytes | None = None
+    ad = sm.get("all_down")
+    if ad is not None:
+        all_down, fallback, use = _all_down(ad, rtype, b, p)
+    if len(p) != before:
+        return None
+    return SteerSpec(owner, rtype, ttl, values, answers, tuple(rules), all_down, fallback,
+                     use, tkey.where)
+
+
+def _rules(node: YNode | None, values: dict[str, tuple[RData, ...]], b: _ZoneBuilder,
+           p: Problems) -> list[Rule]:
+    if node is None:
+        return []
+    if not isinstance(node, YSeq):
+        p.add(node.where, "rules must be a list")
+        return []
+    rules: list[Rule] = []
+    for item in node.items:
+        m = expect_map(item, "rule", p)
+        if m is None:
+            continue
+        unknown_keys(m, {"networks", "places", "pops"}, "rule", p)
+        networks: list[IPNetwork] = []
+        for n in _items(m.get("networks")):
+            text = as_str(n, "network", p)
+            try:
+                networks.append(ipaddress.ip_network(text or "", strict=True))
+            except ValueError as exc:
+                p.add(n.where, f"rule network: {exc}")
+        places: set[str] = set()
+        for n in _items(m.get("places")):
+            text = as_str(n, "place", p)
+            if text is None:
+                continue
+            code = text.upper()
+            if not _PLACE.match(code) or code.split("-")[0] not in CONTINENTS:
+                p.add(n.where, f"place {text!r} is not a code like EU, NA-US or NA-US-CA "
+                      f"(continents: {', '.join(sorted(CONTINENTS))})")
+                continue
+            places.add(code)
+        pops: list[str] = []
+        pn = m.get("pops")
+        if pn is None:
+            p.add(m.where, "a rule needs 'pops': the PoPs it allows, in order")
+            continue
+        for x in _items(pn):
+            pid = as_str(x, "PoP", p)
+            if pid is None:
+                continue
+            if pid not in b.pops:
+                p.add(x.where, f"unknown PoP {pid!r}")
+            elif pid not in values:
+                p.add(x.where, f"PoP {pid!r} has no answer in this record's 'pops'")
+            else:
+                pops.append(pid)
+        rule = Rule(tuple(pops), tuple(networks), frozenset(places), m.where)
+        reason = _never_matches(rule, rules)
+        if reason:
+            p.add(m.where, f"this rule can never match: {reason}")
+        rules.append(rule)
+    return rules
+
+
+def _never_matches(rule: Rule, earlier: list[Rule]) -> str | None:
+    for i, prev in enumerate(earlier, 1):
+        where = f"line {prev.where.line}" if prev.where else f"rule {i}"
+        if not prev.networks and not prev.places:
+            return f"the rule at {where} matches every client"
+        # Earlier rule matches a superset of what this one matches.
+        nets_covered = not prev.networks or (bool(rule.networks) and all(
+            any(n.version == q.version and n.subnet_of(q) for q in prev.networks)  # type: ignore[arg-type]
+            for n in rule.networks))
+        places_covered = not prev.places or (bool(rule.places) and all(
+            any(code == q or code.startswith(q + "-") for q in prev.places)
+            for code in rule.places))
+        if nets_covered and places_covered:
+            return f"every client it matches is matched first by the rule at {where}"
+    return None
+
+
+def _all_down(node: YNode, rtype: int, b: _ZoneBuilder,
+              p: Problems) -> tuple[str, tuple[RData, ...], bytes | None]:
+    if isinstance(node, YScalar):
+        if node.text in (FAIL_OPEN, SERVFAIL, NODATA):
+            return node.text, (), None
+        p.add(node.where, "all_down must be fail-open, servfail, nodata, {answer: [...]} "
+              "or {use: NAME}")
+        return FAIL_OPEN, (), None
+    m = expect_map(node, "all_down", p)
+    if m is None:
+        return FAIL_OPEN, (), None
+    unknown_keys(m, {"answer", "use"}, "all_down", p)
+    if m.get("answer") is not None:
+        rds = [b.value(rtype, item) for item in _items(m.get("answer"))]
+        return ANSWER, tuple(r for r in rds if r is not None), None
+    if m.get("use") is not None:
+        text = as_str(m.get("use"), "all_down use", p)  # type: ignore[arg-type]
+        try:
+            return USE, (), names.from_text(text or "", b.zone.origin).lower()
+        except names.NameError_ as exc:
+            p.add(m.where, f"all_down use: {exc}")
+    else:
+        p.add(m.where, "all_down needs 'answer' or 'use'")
+    return FAIL_OPEN, (), None
+
+
+def check_steering(zone: Zone, p: Problems, where: Where) -> None:
+    """Cross-record checks: ``all_down: use`` must name a steered record of
+    the same type in this zone, and such fallbacks must not loop."""
+    for owner, types in zone.steered.items():
+        for rtype, spec in types.items():
+            if spec.all_down != USE or spec.use is None:
+                continue
+            seen = [owner]
+            cur = spec
+            while cur.all_down == USE and cur.use is not None:
+                target = zone.steered.get(cur.use, {}).get(rtype)
+                if target is None:
+                    p.add(cur.where or where, f"all_down use: {names.to_text(cur.use)} has no "
+                          f"steered {rdata.type_name(rtype)} record in this zone")
+                    break
+                if cur.use in seen:
+                    chain = " -> ".join(names.to_text(n) for n in [*seen, cur.use])
+                    p.add(spec.where or where, f"fallback loop: {chain}")
+                    break
+                seen.append(cur.use)
+                cur = target
