@@ -24,11 +24,17 @@ Workloads (names are relative to ``bench.test.``, taken from the BIND zone file
                  15% NXDOMAIN (random non-existent names, various types),
                   5% NODATA (a type the name lacks, including the empty
                      non-terminal ``dc``).
+* ``steered``  - 100,000 queries for ``geo.bench.test. A``, each with an EDNS
+                 Client Subnet option (RFC 7871: family 1, source prefix 24,
+                 scope 0, address = the first 3 bytes of the /24) for 100,000
+                 distinct /24s drawn uniformly from the public IPv4 space
+                 (``NOT_PUBLIC_V4`` is left out).  ``geo`` is the steered name
+                 (gen_zone.py); it is not in the BIND zone file.
 
 Usage::
 
     .venv/bin/python bench/gen_queries.py [--out bench/queries] [--seed 1]
-        [--workloads static,nxdomain,mix] [--count 100000]
+        [--workloads static,nxdomain,mix,steered] [--count 100000]
 
 Needs dnspython (generation time only).
 """
@@ -37,12 +43,14 @@ from __future__ import annotations
 
 import argparse
 import collections
+import ipaddress
 import random
 import string
 import struct
 import sys
 from pathlib import Path
 
+import dns.edns
 import dns.message
 import dns.name
 import dns.rdataclass
@@ -52,13 +60,51 @@ import dns.zone
 HERE = Path(__file__).resolve().parent
 ZONE_FILE = HERE / "zone" / "bench.test.zone"
 ORIGIN = dns.name.from_text("bench.test.")
-WORKLOADS = ("static", "nxdomain", "mix")
+WORKLOADS = ("static", "nxdomain", "mix", "steered")
 EDNS_PAYLOAD = 1232
+STEERED_NAME = "geo.bench.test."  # gen_zone.py: GEO_OWNER under ORIGIN
+ECS_SOURCE_PREFIX = 24
+# Not drawn for the steered workload: "this network", private, shared (CGN),
+# loopback, link-local, IETF protocol assignments, the documentation nets,
+# benchmarking, and multicast + reserved (224/3).
+NOT_PUBLIC_V4 = tuple(
+    ipaddress.IPv4Network(n)
+    for n in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/3",
+    )
+)
+
+# A query: (name, type) or (name, type, ECS network "a.b.c.0/24").
+Query = tuple[str, ...]
 
 
-def make_wire(rng: random.Random, qname: str, rdtype: str) -> bytes:
+def make_wire(rng: random.Random, qname: str, rdtype: str, ecs: str | None = None) -> bytes:
+    options: list[dns.edns.Option] = []
+    if ecs is not None:
+        net = ipaddress.IPv4Network(ecs)
+        # scope 0 in queries (RFC 7871 6); dnspython sends only the first
+        # ceil(prefix/8) address bytes, here 3.
+        options.append(dns.edns.ECSOption(str(net.network_address), net.prefixlen, 0))
     q = dns.message.make_query(
-        qname, rdtype, dns.rdataclass.IN, use_edns=0, payload=EDNS_PAYLOAD, want_dnssec=False
+        qname,
+        rdtype,
+        dns.rdataclass.IN,
+        use_edns=0,
+        payload=EDNS_PAYLOAD,
+        want_dnssec=False,
+        options=options or None,
     )
     q.id = rng.randrange(65536)
     q.flags = 0  # RD=0
@@ -164,19 +210,67 @@ def gen_mix(zi: ZoneInfo, rng: random.Random, count: int) -> list[tuple[str, str
     return out
 
 
-GENERATORS = {"static": gen_static, "nxdomain": gen_nxdomain, "mix": gen_mix}
+# The same as ranges of /24 indices (address >> 8), first and last inclusive.
+_NOT_PUBLIC_24 = tuple(
+    (int(n.network_address) >> 8, int(n.broadcast_address) >> 8) for n in NOT_PUBLIC_V4
+)
 
 
-def write_blob(path: Path, rng: random.Random, queries: list[tuple[str, str]]) -> None:
+def public_slash24(index: int) -> bool:
+    """True if the /24 with this index (address >> 8) is in the public IPv4 space."""
+    return not any(lo <= index <= hi for lo, hi in _NOT_PUBLIC_24)
+
+
+def gen_steered(zi: ZoneInfo, rng: random.Random, count: int) -> list[Query]:
+    # Uniform over the public /24s: draw uniformly over all 2^24 /24s and
+    # reject non-public ones and repeats.  About 14% of draws are rejected.
+    seen: set[int] = set()
+    out: list[Query] = []
+    draws = 0
+    while len(out) < count:
+        draws += 1
+        if draws > 20 * count + 1000:  # bounded; needs about 1.2 x count draws
+            raise RuntimeError("could not draw enough distinct public /24s")  # pragma: no cover
+        i = rng.randrange(1 << 24)
+        if i in seen or not public_slash24(i):
+            continue
+        seen.add(i)
+        out.append((STEERED_NAME, "A", f"{ipaddress.IPv4Address(i << 8)}/{ECS_SOURCE_PREFIX}"))
+    return out
+
+
+GENERATORS = {
+    "static": gen_static,
+    "nxdomain": gen_nxdomain,
+    "mix": gen_mix,
+    "steered": gen_steered,
+}
+
+
+def write_blob(path: Path, rng: random.Random, queries: list[Query]) -> None:
     buf = bytearray()
-    for qname, rdtype in queries:
-        wire = make_wire(rng, qname, rdtype)
+    for qname, rdtype, *ecs in queries:
+        wire = make_wire(rng, qname, rdtype, ecs[0] if ecs else None)
         buf += struct.pack("!H", len(wire)) + wire
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(bytes(buf))
 
 
-def classify(zi: ZoneInfo, qname: str, rdtype: str) -> str:
+def read_blob(path: Path) -> list[bytes]:
+    """The wire-format messages of a ``dnsperf -B`` file."""
+    data = path.read_bytes()
+    out = []
+    pos = 0
+    while pos + 2 <= len(data):
+        (n,) = struct.unpack_from("!H", data, pos)
+        out.append(data[pos + 2 : pos + 2 + n])
+        pos += 2 + n
+    return out
+
+
+def classify(zi: ZoneInfo, qname: str, rdtype: str, *ecs: str) -> str:
+    if ecs:
+        return "steered+ECS"
     n = qname.lower()
     if n not in zi.existing:
         return "nxdomain"
@@ -192,7 +286,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=HERE / "queries", help="output directory")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
-    ap.add_argument("--count", type=int, default=100_000, help="queries per file (nxdomain, mix)")
+    ap.add_argument(
+        "--count", type=int, default=100_000, help="queries per file (nxdomain, mix, steered)"
+    )
     ap.add_argument("--zone", type=Path, default=ZONE_FILE)
     args = ap.parse_args()
 
@@ -206,7 +302,7 @@ def main() -> int:
         queries = GENERATORS[wl](zi, rng, args.count)
         path = args.out / f"{wl}.bin"
         write_blob(path, rng, queries)
-        kinds = collections.Counter(classify(zi, q, t) for q, t in queries)
+        kinds = collections.Counter(classify(zi, *q) for q in queries)
         summary = ", ".join(f"{k} {v * 100 / len(queries):.1f}%" for k, v in sorted(kinds.items()))
         print(f"wrote {path}: {len(queries)} queries ({summary})")
     return 0

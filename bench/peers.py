@@ -1,4 +1,5 @@
-"""Start and stop the servers the benchmark talks to: Knot, PowerDNS, geodns.
+"""Start and stop the servers the benchmark talks to: Knot, PowerDNS, geodns,
+gdnsd and PowerDNS with its geoip backend.
 
 Each server runs as the current user in a temporary directory of its own,
 listens on 127.0.0.1 at a free port, is considered ready once it answers an
@@ -8,6 +9,7 @@ bounded wait and SIGKILL.  Standard library only.
 Usable on its own for poking at a peer by hand::
 
     python bench/peers.py knot      # prints the port, serves until Ctrl-C
+    .venv/bin/python bench/peers.py gdnsd
 """
 
 from __future__ import annotations
@@ -28,8 +30,13 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from gen_zone import GEO_OWNER, GEO_TTL, POPS  # noqa: E402  (stdlib only)
+
 ZONE_ORIGIN = "bench.test."
 BIND_ZONE = HERE / "zone" / "bench.test.zone"
 YAML_ZONE_DIR = HERE / "zone" / "yaml"
@@ -39,6 +46,29 @@ HOST = "127.0.0.1"
 
 class ServerError(RuntimeError):
     pass
+
+
+def geoip_database(path: str | Path | None = None) -> Path:
+    """The GeoIP2 City database for the steering servers.
+
+    Default: the GeoLite2-City.mmdb that the PyPI package maxminddb-geolite2
+    ships, found through the interpreter running this code (so run the
+    benchmark with the project's venv).  geodns uses the same file
+    (``geoip: {database: null}`` in geodns-bench.yaml).
+    """
+    if path is None:
+        try:
+            from _maxminddb_geolite2 import geolite2_database  # type: ignore[import-not-found]
+        except ImportError as exc:
+            raise ServerError(
+                f"maxminddb-geolite2 is not importable by {sys.executable} ({exc}); run with "
+                ".venv/bin/python or pass the database path (run.py --geoip-db)"
+            ) from None
+        path = geolite2_database()
+    p = Path(path).resolve()
+    if not p.is_file():
+        raise ServerError(f"GeoIP database {p} does not exist")
+    return p
 
 
 def free_port(host: str = HOST) -> int:
@@ -306,6 +336,168 @@ class PowerDNS(Server):
         return ["pdns_server", f"--config-dir={self.dir}"]
 
 
+class PowerDNSGeoIP(PowerDNS):
+    """pdns_server with the geoip backend, for the ``steered`` workload only.
+
+    The geoip backend cannot compute distances, so the PoP is chosen by
+    continent (``%cn``): EU and AF -> fra, NA -> iad, AS and OC -> sin,
+    SA -> gru, anything else (AN, no location) -> fra.  The zone holds only
+    SOA, NS with glue and ``geo``: this server runs no other workload.
+    ``edns-subnet-processing=yes`` makes it use the ECS address (it is off by
+    default).  Threads and caches as in :class:`PowerDNS`.
+    """
+
+    name = "pdns-geoip"
+    CONTINENT_POP: ClassVar[dict[str, str]] = {
+        "eu": "fra",
+        "af": "fra",
+        "na": "iad",
+        "as": "sin",
+        "oc": "sin",
+        "sa": "gru",
+    }
+    DEFAULT_POP = "fra"
+
+    def __init__(
+        self, cpus: str | None = None, port: int | None = None, geoip_db: Path | None = None
+    ) -> None:
+        super().__init__(cpus=cpus, port=port)
+        self.geoip_db = geoip_db
+
+    def zones_yaml(self) -> str:
+        origin = ZONE_ORIGIN.rstrip(".")
+        geo = f"{GEO_OWNER}.{origin}"
+        lines = [
+            "domains:",
+            f"- domain: {origin}",
+            "  ttl: 3600",
+            "  records:",
+            f"    {origin}:",
+            f"      - soa: ns1.{origin} hostmaster.{origin} 2026112201 7200 3600 1209600 300",
+            f"      - ns: ns1.{origin}",
+            f"      - ns: ns2.{origin}",
+            f"    ns1.{origin}:",
+            "      - a: 192.0.2.1",
+            "      - aaaa: 2001:db8::1",
+            f"    ns2.{origin}:",
+            "      - a: 192.0.2.2",
+            "      - aaaa: 2001:db8::2",
+        ]
+        targets = {**self.CONTINENT_POP, "default": self.DEFAULT_POP}
+        for label, pop in targets.items():
+            lines += [
+                f"    {label}.{geo}:",
+                f"      - a: {{content: {POPS[pop][2]}, ttl: {GEO_TTL}}}",
+            ]
+        lines += [
+            "  services:",
+            # The first name that exists in records is answered directly
+            # (under the service name); default.geo catches unknown continents.
+            f"    {geo}: ['%cn.{geo}', 'default.{geo}']",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def prepare(self) -> None:
+        d = self.dir
+        db = geoip_database(self.geoip_db)
+        (d / "zones.yaml").write_text(self.zones_yaml())
+        (d / "pdns.conf").write_text(
+            "\n".join(
+                [
+                    "launch=geoip",
+                    f"geoip-database-files=mmdb:{db}",
+                    f"geoip-zones-file={d}/zones.yaml",
+                    "edns-subnet-processing=yes",
+                    f"local-address={HOST}:{self.port}",
+                    "receiver-threads=1",
+                    "distributor-threads=1",
+                    "security-poll-suffix=",
+                    "guardian=no",
+                    "daemon=no",
+                    "disable-syslog=yes",
+                    "write-pid=no",
+                    "webserver=no",
+                    "api=no",
+                    "loglevel=4",
+                    f"socket-dir={d}",
+                ]
+            )
+            + "\n"
+        )
+
+
+class Gdnsd(Server):
+    """gdnsd 3 with plugin_geoip in city-auto mode, one UDP and one TCP thread.
+
+    Config directory ``DIR`` (``gdnsd -c DIR start``, foreground, logs to
+    stderr) with ``config``, ``zones/bench.test`` (the BIND zone plus
+    ``geo 30 DYNA geoip!geo``) and ``geoip/`` (empty: the database is given
+    by absolute path).  ``run_dir`` and ``state_dir`` are in DIR too, so it
+    needs neither root nor /run/gdnsd.  ECS is honoured by default
+    (``edns_client_subnet`` true, map ``ignore_ecs`` false).
+    """
+
+    name = "gdnsd"
+
+    def __init__(
+        self, cpus: str | None = None, port: int | None = None, geoip_db: Path | None = None
+    ) -> None:
+        super().__init__(cpus=cpus, port=port)
+        self.geoip_db = geoip_db
+
+    def config_text(self, db: Path) -> str:
+        d = self.dir
+        coords = "\n".join(
+            f"          {name} => [ {lat}, {lon} ]" for name, (lat, lon, _a) in POPS.items()
+        )
+        dcmap = ", ".join(f"{name} => {addr}" for name, (_la, _lo, addr) in POPS.items())
+        return f"""\
+# Generated by bench/peers.py for the geodns benchmark.
+options => {{
+  listen => [ {HOST}:{self.port} ]
+  udp_threads => 1          # one UDP worker, like the other servers
+  tcp_threads => 1          # the minimum; TCP is not measured
+  run_dir => {d}/run        # control socket + lock, instead of /run/gdnsd
+  state_dir => {d}/state    # admin_state, instead of /var/lib/gdnsd
+  # edns_client_subnet => true is the default: ECS is used
+}}
+plugins => {{
+  geoip => {{
+    maps => {{
+      bench => {{
+        geoip2_db => {db}
+        datacenters => [ {", ".join(POPS)} ]
+        auto_dc_coords => {{
+{coords}
+        }}
+      }}
+    }}
+    resources => {{
+      geo => {{
+        map => bench
+        dcmap => {{ {dcmap} }}
+      }}
+    }}
+  }}
+}}
+"""
+
+    def prepare(self) -> None:
+        d = self.dir
+        for sub in ("zones", "geoip", "run", "state"):
+            (d / sub).mkdir(exist_ok=True)
+        db = geoip_database(self.geoip_db)
+        (d / "config").write_text(self.config_text(db))
+        zone = BIND_ZONE.read_text()
+        zone += (
+            f"; steered name, added by bench/peers.py\n{GEO_OWNER}\t{GEO_TTL}\tDYNA\tgeoip!geo\n"
+        )
+        (d / "zones" / ZONE_ORIGIN.rstrip(".")).write_text(zone)
+
+    def command(self) -> list[str]:
+        return ["gdnsd", "-c", str(self.dir), "start"]
+
+
 def default_geodns_cmd(port: int, python: str | None = None) -> list[str]:
     return [
         python or sys.executable,
@@ -363,11 +555,16 @@ def make_server(
     cpus: str | None = None,
     geodns_cmd: Sequence[str] | None = None,
     python: str | None = None,
+    geoip_db: Path | None = None,
 ) -> Server:
     if name == "knot":
         return Knot(cpus=cpus)
     if name == "pdns":
         return PowerDNS(cpus=cpus)
+    if name == "gdnsd":
+        return Gdnsd(cpus=cpus, geoip_db=geoip_db)
+    if name == "pdns-geoip":
+        return PowerDNSGeoIP(cpus=cpus, geoip_db=geoip_db)
     if name == "geodns":
         return GeoDNS(geodns_cmd, python=python, cpus=cpus)
     raise ValueError(f"unknown server {name!r}")
@@ -388,7 +585,7 @@ def main() -> int:
     sigterm_as_interrupt()
 
     ap = argparse.ArgumentParser(description="Run one benchmark peer until Ctrl-C.")
-    ap.add_argument("server", choices=["knot", "pdns", "geodns"])
+    ap.add_argument("server", choices=["knot", "pdns", "geodns", "gdnsd", "pdns-geoip"])
     ap.add_argument("--cpus", help="taskset CPU list for the server")
     args = ap.parse_args()
     srv = make_server(args.server, cpus=args.cpus)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Throughput benchmark: geodns vs Knot vs PowerDNS, measured with dnsperf.
+"""Throughput benchmark: geodns vs Knot, PowerDNS and gdnsd, measured with dnsperf.
 
 Run from anywhere (paths are relative to this file), preferably with the
 project's virtualenv so ``python -m geodns`` and dnspython are importable::
@@ -7,6 +7,7 @@ project's virtualenv so ``python -m geodns`` and dnspython are importable::
     .venv/bin/python bench/run.py
     .venv/bin/python bench/run.py --duration 8 --runs 3 --workloads static,nxdomain,mix \\
         --servers geodns,knot,pdns --json /tmp/bench.json
+    .venv/bin/python bench/run.py --workloads steered --servers gdnsd,pdns-geoip
 
 See bench/README.md for what is measured and how to read the table.
 """
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import re
 import resource
 import shlex
@@ -33,8 +35,21 @@ sys.path.insert(0, str(HERE))
 
 import peers  # noqa: E402
 
-WORKLOADS = ("static", "nxdomain", "mix")
-SERVERS = ("geodns", "knot", "pdns")
+WORKLOADS = ("static", "nxdomain", "mix", "steered")
+SERVERS = ("geodns", "knot", "pdns", "gdnsd", "pdns-geoip")
+# What a plain `run.py` runs.  `steered` and gdnsd join these once geodns
+# serves the steered zone (bench/zone/yaml has the steer: record for it).
+DEFAULT_WORKLOADS = ("static", "nxdomain", "mix")
+DEFAULT_SERVERS = ("geodns", "knot", "pdns")
+# Which workloads each server can answer.  Knot and PowerDNS's bind backend
+# cannot steer; the pdns-geoip zone holds only the steered name (peers.py).
+SERVES = {
+    "geodns": {"static", "nxdomain", "mix", "steered"},
+    "knot": {"static", "nxdomain", "mix"},
+    "pdns": {"static", "nxdomain", "mix"},
+    "gdnsd": {"static", "nxdomain", "mix", "steered"},
+    "pdns-geoip": {"steered"},
+}
 QUERY_DIR = HERE / "queries"
 
 # Expected share of each RCODE per workload (sanity check of the answers, not
@@ -44,8 +59,10 @@ EXPECTED_RCODES = {
     "static": {"NOERROR": 1.0},
     "nxdomain": {"NXDOMAIN": 1.0},
     "mix": {"NOERROR": 0.85, "NXDOMAIN": 0.15},
+    "steered": {"NOERROR": 1.0},
 }
 RCODE_TOLERANCE = 0.02
+STEERED_SAMPLE = 20  # ECS queries checked one by one with dnspython per server
 
 
 @dataclass
@@ -248,6 +265,124 @@ def ensure_queries(workloads: list[str], seed: int, regenerate: bool) -> None:
     )
 
 
+# --- steered answers ----------------------------------------------------------------
+
+
+def _nearest_pops(addrs: list[str], db: Path | None) -> dict[str, str | None]:
+    """The PoP nearest to each address's GeoIP location (great circle), or None
+    when the database has no coordinates for it.  Empty if maxminddb is missing."""
+    import math
+
+    try:
+        import maxminddb
+    except ImportError:
+        return {}
+    out: dict[str, str | None] = {}
+    with maxminddb.open_database(str(db)) as reader:
+        for a in addrs:
+            rec = reader.get(a)
+            loc = rec.get("location") if isinstance(rec, dict) else None
+            if not isinstance(loc, dict) or "latitude" not in loc:
+                out[a] = None
+                continue
+            la1, lo1 = math.radians(loc["latitude"]), math.radians(loc["longitude"])
+
+            def dist(pop: str, la1: float = la1, lo1: float = lo1) -> float:
+                lat, lon, _ = peers.POPS[pop]
+                la2, lo2 = math.radians(lat), math.radians(lon)
+                h = (
+                    math.sin((la2 - la1) / 2) ** 2
+                    + math.cos(la1) * math.cos(la2) * math.sin((lo2 - lo1) / 2) ** 2
+                )
+                return 2 * math.asin(min(1.0, math.sqrt(h)))
+
+            out[a] = min(peers.POPS, key=dist)
+    return out
+
+
+def check_steered(
+    srv: peers.Server, db: Path | None, n: int = STEERED_SAMPLE, seed: int = 1
+) -> tuple[list[str], str]:
+    """Send ``n`` queries from the steered file to ``srv`` one by one with dnspython.
+
+    Every answer must be NOERROR with AA, an A RRset for the steered name
+    whose addresses are PoP addresses, and an ECS option that echoes the
+    query's family, source prefix and address and reports a scope.  Not
+    all answers may name the same PoP and not all scopes may be 0 (either
+    means the server ignored ECS).  Returns (problems, one-line summary).
+    The agreement with the PoP nearest to the GeoIP location (maxminddb)
+    is reported, not required: pdns-geoip picks by continent.
+    """
+    try:
+        import dns.edns
+        import dns.flags
+        import dns.message
+        import dns.query
+        import dns.rcode
+        import dns.rdatatype
+    except ImportError:
+        return [], "not checked (dnspython not importable)"
+    from gen_queries import STEERED_NAME, read_blob
+
+    msgs = read_blob(QUERY_DIR / "steered.bin")
+    sample = random.Random(seed).sample(msgs, min(n, len(msgs)))
+    pop_of = {addr: name for name, (_lat, _lon, addr) in peers.POPS.items()}
+    problems: list[str] = []
+    answered: dict[str, str] = {}  # ECS address -> PoP
+    scopes: list[int] = []
+    for wire in sample:
+        q = dns.message.from_wire(wire)
+        (ecs_q,) = [o for o in q.options if isinstance(o, dns.edns.ECSOption)]
+        where = f"{ecs_q.address}/{ecs_q.srclen}"
+        try:
+            r = dns.query.udp(q, peers.HOST, port=srv.port, timeout=2)
+        except Exception as exc:  # timeout, bad response ...
+            problems.append(f"{where}: {type(exc).__name__} {exc}")
+            continue
+        bad = []
+        if r.rcode() != dns.rcode.NOERROR:
+            bad.append(dns.rcode.to_text(r.rcode()))
+        if not r.flags & dns.flags.AA:
+            bad.append("no AA")
+        addrs = sorted(
+            rd.address
+            for rrset in r.answer
+            if rrset.name.to_text() == STEERED_NAME and rrset.rdtype == dns.rdatatype.A
+            for rd in rrset
+        )
+        pops = {pop_of.get(a) for a in addrs}
+        if not addrs or None in pops or len(pops) != 1:
+            bad.append(f"answer {addrs or 'empty'} is not one PoP's address")
+        else:
+            answered[ecs_q.address] = pops.pop()  # type: ignore[assignment]
+        ecs_r = [o for o in r.options if isinstance(o, dns.edns.ECSOption)]
+        if not ecs_r:
+            bad.append("no ECS option in the answer")
+        else:
+            e = ecs_r[0]
+            if (e.family, e.srclen, e.address) != (ecs_q.family, ecs_q.srclen, ecs_q.address):
+                bad.append(f"ECS echo {e.address}/{e.srclen} family {e.family}")
+            scopes.append(e.scopelen)
+        if bad:
+            problems.append(f"{where}: " + ", ".join(bad))
+    if len(answered) >= 5 and len(set(answered.values())) == 1:
+        problems.append(f"every answer is {next(iter(answered.values()))}: ECS ignored?")
+    if scopes and max(scopes) == 0:
+        problems.append("ECS scope 0 in every answer: ECS ignored?")
+    parts = [f"{len(sample) - len(problems)}/{len(sample)} answers OK"]
+    if answered:
+        by_pop = {p: list(answered.values()).count(p) for p in peers.POPS}
+        parts.append("PoPs " + " ".join(f"{p}:{c}" for p, c in by_pop.items() if c))
+    if scopes:
+        parts.append(f"ECS scope /{min(scopes)}../{max(scopes)}")
+    nearest = _nearest_pops(list(answered), db) if db else {}
+    located = {a: p for a, p in nearest.items() if p is not None}
+    if located:
+        same = sum(answered[a] == p for a, p in located.items())
+        parts.append(f"nearest PoP by GeoIP distance for {same}/{len(located)} located")
+    return problems, ", ".join(parts)
+
+
 # --- report --------------------------------------------------------------------
 
 
@@ -256,10 +391,14 @@ def fmt_qps(v: float) -> str:
 
 
 def summarize(
-    results: list[Measurement], workloads: list[str], servers: list[str]
+    results: list[Measurement],
+    plan: dict[str, list[str]],
+    checks: dict[tuple[str, str], tuple[list[str], str]] | None = None,
 ) -> dict[str, dict[str, dict[str, object]]]:
+    """Per workload and server (only the servers in ``plan[workload]``)."""
+    checks = checks or {}
     summary: dict[str, dict[str, dict[str, object]]] = {}
-    for wl in workloads:
+    for wl, servers in plan.items():
         summary[wl] = {}
         for s in servers:
             ms = [m for m in results if m.workload == wl and m.server == s]
@@ -286,15 +425,16 @@ def summarize(
                 if ok
                 else None,
                 "errors": [m.error for m in ms if m.error],
-                "warnings": sorted({w for m in ms for w in m.warnings}),
+                "warnings": sorted({w for m in ms for w in m.warnings})
+                + checks.get((wl, s), ([], ""))[0],
                 "notes": sorted({n for m in ms for n in m.notes}),
             }
+            if (wl, s) in checks:
+                summary[wl][s]["answer_check"] = checks[(wl, s)][1]
     return summary
 
 
-def print_table(
-    summary: dict[str, dict[str, dict[str, object]]], servers: list[str], outstanding: int
-) -> None:
+def print_table(summary: dict[str, dict[str, dict[str, object]]], outstanding: int) -> None:
     head = [
         "workload",
         "server",
@@ -311,8 +451,7 @@ def print_table(
     notes: list[str] = []
     for wl, per in summary.items():
         g = per.get("geodns", {}).get("median_qps") if "geodns" in per else None
-        for i, s in enumerate(servers):
-            d = per[s]
+        for i, (s, d) in enumerate(per.items()):
             med = d["median_qps"]
             runs = " ".join("FAIL" if v is None else fmt_qps(v) for v in d["runs_qps"])  # type: ignore[attr-defined]
             lost = d["lost"]
@@ -375,13 +514,29 @@ def print_table(
 
 def main() -> int:
     ap = argparse.ArgumentParser(
-        description="Benchmark geodns against Knot and PowerDNS with dnsperf.",
+        description="Benchmark geodns against Knot, PowerDNS and gdnsd with dnsperf.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     ap.add_argument("--duration", type=float, default=8, help="seconds per dnsperf run (-l)")
     ap.add_argument("--runs", type=int, default=3, help="runs per workload and server")
-    ap.add_argument("--workloads", default=",".join(WORKLOADS))
-    ap.add_argument("--servers", default=",".join(SERVERS))
+    ap.add_argument(
+        "--workloads",
+        default=",".join(DEFAULT_WORKLOADS),
+        help=f"comma-separated, from {','.join(WORKLOADS)}",
+    )
+    ap.add_argument(
+        "--servers",
+        default=",".join(DEFAULT_SERVERS),
+        help=f"comma-separated, from {','.join(SERVERS)}; a server runs only the "
+        "workloads it can answer",
+    )
+    ap.add_argument(
+        "--geoip-db",
+        type=Path,
+        default=None,
+        help="GeoIP2 City database for gdnsd and pdns-geoip (default: the GeoLite2-City.mmdb "
+        "of maxminddb-geolite2, found through this interpreter)",
+    )
     ap.add_argument(
         "--geodns-cmd",
         default=None,
@@ -441,16 +596,45 @@ def main() -> int:
             args.server_cpus = args.client_cpus = ""
             break
 
-    ensure_queries(workloads, args.seed, args.regenerate)
+    # Which servers run which workload; a server that can answer none of the
+    # chosen workloads is not started at all.
+    plan = {wl: [s for s in servers if wl in SERVES[s]] for wl in workloads}
+    for wl in workloads:
+        skipped = [s for s in servers if wl not in SERVES[s]]
+        if skipped:
+            print(f"note: {wl}: skipping {', '.join(skipped)} (cannot answer this workload)")
+    needed = [s for s in servers if any(s in plan[wl] for wl in workloads)]
+    for s in servers:
+        if s not in needed:
+            print(f"note: not starting {s}: it answers none of {','.join(workloads)}")
+    plan = {wl: ss for wl, ss in plan.items() if ss}
+    if not plan:
+        ap.error("no chosen server answers any chosen workload")
+
+    ensure_queries(list(plan), args.seed, args.regenerate)
 
     geodns_cmd = shlex.split(args.geodns_cmd) if args.geodns_cmd else None
     srvs: dict[str, peers.Server] = {}
     results: list[Measurement] = []
+    checks: dict[tuple[str, str], tuple[list[str], str]] = {}
+    geoip_db: Path | None = None
     started = time.time()
     try:
-        for s in servers:
+        if any(s in ("gdnsd", "pdns-geoip") for s in needed) or "steered" in plan:
+            try:
+                geoip_db = peers.geoip_database(args.geoip_db)
+                print(f"GeoIP database: {geoip_db}")
+            except peers.ServerError as exc:
+                if any(s in ("gdnsd", "pdns-geoip") for s in needed):
+                    print(exc, file=sys.stderr)
+                    return 2
+        for s in needed:
             srv = peers.make_server(
-                s, cpus=args.server_cpus or None, geodns_cmd=geodns_cmd, python=args.geodns_python
+                s,
+                cpus=args.server_cpus or None,
+                geodns_cmd=geodns_cmd,
+                python=args.geodns_python,
+                geoip_db=geoip_db,
             )
             print(f"starting {s} ...", end=" ", flush=True)
             try:
@@ -470,13 +654,22 @@ def main() -> int:
             f"{args.runs} runs x {args.duration:g}s per workload and server"
         )
 
-        for wl in workloads:
-            for s in servers:  # warm-up: fill caches, let Python settle, unmeasured
+        for s in plan.get("steered", []):
+            problems, text = check_steered(srvs[s], geoip_db)
+            checks[("steered", s)] = (problems, text)
+            print(f"steered answers of {s}: {text}", flush=True)
+            for problem in problems:
+                print(f"  answers look wrong: {problem}", flush=True)
+
+        sw = max(7, *(len(s) + 1 for s in needed))  # name column of the progress lines
+        for wl, wl_servers in plan.items():
+            for s in wl_servers:  # warm-up: fill caches, let Python settle, unmeasured
                 if args.warmup > 0:
                     measure(args, srvs[s], wl, -1, duration=args.warmup)
             for run in range(args.runs):
                 # Rotate the order each run so drift and noise spread evenly.
-                order = servers[run % len(servers) :] + servers[: run % len(servers)]
+                k = run % len(wl_servers)
+                order = wl_servers[k:] + wl_servers[:k]
                 for s in order:
                     srv = srvs[s]
                     if not srv.alive():
@@ -491,7 +684,7 @@ def main() -> int:
                         + "/".join(f"{b:.0%}" for b in m.cpu_busy)
                     )
                     print(
-                        f"  {wl:<9} run {run + 1}/{args.runs} {s:<7} {status}"
+                        f"  {wl:<9} run {run + 1}/{args.runs} {s:<{sw}} {status}"
                         + (f"  [{'; '.join(m.warnings)}]" if m.warnings else ""),
                         flush=True,
                     )
@@ -501,8 +694,8 @@ def main() -> int:
         for srv in srvs.values():
             srv.cleanup()
 
-    summary = summarize(results, workloads, servers)
-    print_table(summary, servers, args.outstanding)
+    summary = summarize(results, plan, checks)
+    print_table(summary, args.outstanding)
     print(f"\ntotal time {time.time() - started:.0f}s")
     if args.json:
         doc = {
@@ -510,6 +703,8 @@ def main() -> int:
             "host": {"cpus": os.cpu_count(), "platform": platform.platform()},
             "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "dnsperf_cmd": dp,
+            "plan": plan,
+            "geoip_database": str(geoip_db) if geoip_db else None,
             "summary": summary,
             "runs": [asdict(m) for m in results],
         }
