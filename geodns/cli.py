@@ -1,4 +1,4 @@
-"""``geodns`` command line: serve, check, import-zone."""
+"""``geodns`` command line: serve, check, explain, import-zone."""
 
 from __future__ import annotations
 
@@ -123,6 +123,38 @@ def cmd_import_zone(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    import json
+
+    from geodns.explain import ExplainError, explain, render
+    from geodns.server.app import store_for
+    from geodns.steering import StaticHealth
+
+    problems = Problems()
+    cfg = _config_from_args(args, problems)
+    check_zones_dir(cfg, problems)
+    if problems:
+        for p in problems:
+            print(p, file=sys.stderr)
+        return 2
+    _setup_logging("error")
+    store = store_for(cfg, StaticHealth(dict(cfg.pop_states)))
+    snap = store.refresh(force=True)
+    assert snap is not None
+    for p in store.errors():
+        print(f"warning: {p}", file=sys.stderr)
+    try:
+        result = explain(snap.responder, args.name, args.type, args.client, args.ecs)
+    except ExplainError as exc:
+        print(f"geodns explain: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(render(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="geodns", description=__doc__)
     parser.add_argument("--version", action="version", version=f"geodns {__version__}")
@@ -144,6 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate the configuration and every zone")
     server_args(p)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("explain", help="show how a client's answer is chosen")
+    server_args(p)
+    p.add_argument("name")
+    p.add_argument("type", nargs="?", default="A")
+    p.add_argument("--client", required=True, help="the address the query comes from")
+    p.add_argument("--ecs", metavar="SUBNET", help="an EDNS Client Subnet, e.g. 200.160.0.0/24")
+    p.add_argument("--json", action="store_true", help="the same as JSON")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("import-zone", help="convert a BIND zone file to geodns YAML (stdout)")
     p.add_argument("file")
