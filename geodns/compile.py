@@ -193,7 +193,7 @@ class Steered:
         self.zone = zone
         self.nodata = nodata
         self.payload = payload
-        self.variants: dict[tuple[str, ...], Answer] = {}
+        self.variants: dict[tuple[object, ...], Answer] = {}
 
     def answer(self, decision: Decision) -> Answer:
         key = decision.key
@@ -204,7 +204,7 @@ class Steered:
         return ans
 
     def _build(self, decision: Decision) -> Answer:
-        spec = self.spec
+        spec = decision.spec or self.spec  # all_down: use answers with the other record
         if decision.outcome == STEER_NODATA:
             return self.nodata
         if decision.outcome == STEER_SERVFAIL:
@@ -217,7 +217,7 @@ class Steered:
                 for rd in spec.values[pop]:
                     if rd not in rds:
                         rds.append(rd)
-        records = [Record(QNAME, spec.rtype, spec.ttl, rd) for rd in rds]
+        records = [Record(QNAME, spec.rtype, self.spec.ttl, rd) for rd in rds]
         return encode(Resolution(NOERROR, answer=records, kind="steered"), None, self.zone,
                       self.payload)
 
@@ -235,13 +235,13 @@ class Node:
         self.payload = payload
         self.by_type: dict[int, Answer] = {}
         self.memo: dict[int, Answer] = {}
-        self.nodata: Answer | None = None
+        self.nodata: Answer | Steered | None = None
         self.referral: Answer | None = None  # set when the name is at or below a cut
-        self.wild: dict[int, Answer] | None = None
-        self.nodata_wild: Answer | None = None  # wildcard without CNAME: other types
+        self.wild: dict[int, Answer | Steered] | None = None
+        self.nodata_wild: Answer | Steered | None = None  # wildcard without CNAME: other types
         self.below_answer: Answer | None = None  # NXDOMAIN or referral for names below
 
-    def answer(self, qtype: int) -> Answer:
+    def answer(self, qtype: int) -> Answer | Steered:
         """Answer for a question naming this node exactly."""
         ans = self.by_type.get(qtype)
         if ans is not None:
@@ -258,7 +258,7 @@ class Node:
                 self.memo[qtype] = ans
         return ans
 
-    def below(self, qtype: int) -> Answer:
+    def below(self, qtype: int) -> Answer | Steered:
         """Answer for a name below this node that does not exist itself,
         this node being its closest encloser."""
         if self.wild is not None:
@@ -312,10 +312,7 @@ def compile_zones(zones: Iterable[Zone], payload: int = DEFAULT_UDP_PAYLOAD,
             for rtype, spec in sorted(types.items()):
                 st = Steered(spec, len(steered), zone.name, nodata, payload)
                 steered.append(st)
-                exact[owner + struct.pack("!H", rtype) + _QTC_IN] = st
-                any_key = owner + struct.pack("!H", ANY) + _QTC_IN
-                if not zone.nodes.get(owner) and not isinstance(exact.get(any_key), Steered):
-                    exact[any_key] = st  # only steered data here: ANY gets the first type
+                _place_steered(st, owner, rtype, zone, nodes, exact)
     refused = Answer(REFUSED, False, (0, 0, 0), b"", "refused", "", payload,
                      options=EDE_NOT_AUTHORITATIVE)
     notimp = Answer(NOTIMP, False, (0, 0, 0), b"", "notimp", "", payload)
@@ -335,6 +332,33 @@ def _chaos_answer(text: str, payload: int) -> Answer:
     rd = rdata.txt([text.encode("utf-8")]).wire
     body = b"\xc0\x0c" + struct.pack("!HHIH", TXT, 3, 0, len(rd)) + rd
     return Answer(NOERROR, False, (1, 0, 0), body, "chaos", "", payload)
+
+
+def _place_steered(st: Steered, owner: bytes, rtype: int, zone: Zone, nodes: dict[bytes, Node],
+                   exact: dict[bytes, Answer | Steered]) -> None:
+    """Make a steered record set reachable: by exact name and type, for every
+    type when it is a CNAME, and through its closest encloser when the owner
+    is a wildcard."""
+    only_steered = not zone.nodes.get(owner)
+    if owner.startswith(b"\x01*"):
+        encloser = nodes.get(owner[2:])
+        if encloser is None or encloser.wild is None:  # pragma: no cover - built above
+            return
+        encloser.wild[rtype] = st
+        if rtype == CNAME:
+            encloser.nodata_wild = st  # a CNAME answers every type
+        elif only_steered and not isinstance(encloser.wild.get(ANY), Steered):
+            encloser.wild[ANY] = st  # only steered data here: ANY gets the first type
+        return
+    types = [rtype]
+    if rtype == CNAME:
+        types = sorted(SERVED_TYPES - {CNAME}) + [CNAME, ANY]
+        nodes[owner].nodata = st  # every other type too
+    for t in types:
+        exact[owner + struct.pack("!H", t) + _QTC_IN] = st
+    any_key = owner + struct.pack("!H", ANY) + _QTC_IN
+    if only_steered and not isinstance(exact.get(any_key), Steered):
+        exact[any_key] = st  # only steered data here: ANY gets the first type
 
 
 def _drop_below(nodes: dict[bytes, Node], exact: dict[bytes, Answer | Steered],

@@ -152,11 +152,12 @@ class Decision:
     rule: Rule | None = None
     candidates: list[Candidate] = field(default_factory=list)
     via: list[str] = field(default_factory=list)  # names followed by all_down: use
+    spec: SteerSpec | None = None  # the record whose answers are given
 
     @property
-    def key(self) -> tuple[str, ...]:
+    def key(self) -> tuple[object, ...]:
         """What the answer bytes depend on."""
-        return (self.outcome, *self.pops)
+        return (self.outcome, self.spec.owner if self.spec else b"", *self.pops)
 
 
 def great_circle_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -259,13 +260,14 @@ class Steering:
         scope = min(scope, source_prefix)
         if healthy:
             chosen = tuple(c.pop for c in healthy[: spec.answers])
-            return Decision("pops", chosen, reason, scope, place, matched, scored, via)
+            return Decision("pops", chosen, reason, scope, place, matched, scored, via, spec)
         # Every candidate is down or draining.
         if spec.all_down == FAIL_OPEN and ranked:
             chosen = tuple(c.pop for c in ranked[: spec.answers])
-            return Decision("pops", chosen, "fail-open", scope, place, matched, scored, via)
+            return Decision("pops", chosen, "fail-open", scope, place, matched, scored, via,
+                            spec)
         if spec.all_down == ANSWER:
-            return Decision(ANSWER, (), "fallback", scope, place, matched, scored, via)
+            return Decision(ANSWER, (), "fallback", scope, place, matched, scored, via, spec)
         other = self.specs.get((spec.use or b"", spec.rtype))
         if spec.all_down == USE and other is not None and len(via) < 8:
             inner = self._decide(other, client, source_prefix, place, health,
@@ -275,7 +277,7 @@ class Steering:
             inner.candidates = scored + inner.candidates
             return inner
         outcome = NODATA if spec.all_down == NODATA else SERVFAIL
-        return Decision(outcome, (), "fail-closed", scope, place, matched, scored, via)
+        return Decision(outcome, (), "fail-closed", scope, place, matched, scored, via, spec)
 
     def _default_rank(self, pop: str) -> int:
         if pop in self.default_order:

@@ -180,6 +180,8 @@ class Responder:
                     self.decisions.clear()
                 self.decisions[(entry.index, key)] = hit
             ans, scope = hit
+            if ecs is not None and not ecs[2]:
+                scope = 0  # source /0: the resolver asked for no tailoring by subnet
         else:
             ans = entry
         if question is None:
