@@ -37,10 +37,10 @@ import peers  # noqa: E402
 
 WORKLOADS = ("static", "nxdomain", "mix", "steered")
 SERVERS = ("geodns", "knot", "pdns", "gdnsd", "pdns-geoip")
-# What a plain `run.py` runs.  `steered` and gdnsd join these once geodns
-# serves the steered zone (bench/zone/yaml has the steer: record for it).
-DEFAULT_WORKLOADS = ("static", "nxdomain", "mix")
-DEFAULT_SERVERS = ("geodns", "knot", "pdns")
+# What a plain `run.py` runs.  pdns-geoip is left out: it answers only
+# `steered`, and by continent rather than by distance.
+DEFAULT_WORKLOADS = ("static", "nxdomain", "mix", "steered")
+DEFAULT_SERVERS = ("geodns", "knot", "pdns", "gdnsd")
 # Which workloads each server can answer.  Knot and PowerDNS's bind backend
 # cannot steer; the pdns-geoip zone holds only the steered name (peers.py).
 SERVES = {

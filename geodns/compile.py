@@ -352,7 +352,7 @@ def _place_steered(st: Steered, owner: bytes, rtype: int, zone: Zone, nodes: dic
         return
     types = [rtype]
     if rtype == CNAME:
-        types = sorted(SERVED_TYPES - {CNAME}) + [CNAME, ANY]
+        types = [*sorted(SERVED_TYPES - {CNAME}), CNAME, ANY]
         nodes[owner].nodata = st  # every other type too
     for t in types:
         exact[owner + struct.pack("!H", t) + _QTC_IN] = st
