@@ -196,12 +196,12 @@ def test_ipv6_clients(setup) -> None:
         ok, _ = oracle.acceptable(address)
         got = chosen(ask(responder, str(address)), by_address)
         assert got in ok, address
-        placed += bool(((reader.get(address) or {}).get("location")))
+        placed += bool((reader.get(address) or {}).get("location"))
     assert placed > 80  # the sample did reach placed networks
 
 
 def test_over_real_udp(tmp_path: Path, setup) -> None:
-    cfg, _, _, by_address, oracle = setup
+    _cfg, _, _, by_address, oracle = setup
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
