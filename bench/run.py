@@ -365,11 +365,12 @@ def check_steered(
             scopes.append(e.scopelen)
         if bad:
             problems.append(f"{where}: " + ", ".join(bad))
+    failed = len(problems)  # queries with a bad answer
     if len(answered) >= 5 and len(set(answered.values())) == 1:
         problems.append(f"every answer is {next(iter(answered.values()))}: ECS ignored?")
     if scopes and max(scopes) == 0:
         problems.append("ECS scope 0 in every answer: ECS ignored?")
-    parts = [f"{len(sample) - len(problems)}/{len(sample)} answers OK"]
+    parts = [f"{len(sample) - failed}/{len(sample)} answers OK"]
     if answered:
         by_pop = {p: list(answered.values()).count(p) for p in peers.POPS}
         parts.append("PoPs " + " ".join(f"{p}:{c}" for p, c in by_pop.items() if c))
