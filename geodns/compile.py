@@ -184,7 +184,7 @@ class Steered:
     """
 
     steered = True
-    __slots__ = ("index", "nodata", "payload", "spec", "variants", "zone")
+    __slots__ = ("by_location", "index", "nodata", "payload", "spec", "variants", "zone")
 
     def __init__(self, spec: SteerSpec, index: int, zone: str, nodata: Answer,
                  payload: int) -> None:
@@ -194,6 +194,9 @@ class Steered:
         self.nodata = nodata
         self.payload = payload
         self.variants: dict[tuple[object, ...], Answer] = {}
+        # Without network rules (here or in an all_down: use fallback), a
+        # decision depends on the client's location only.
+        self.by_location = not any(r.networks for r in spec.rules) and spec.all_down != "use"
 
     def answer(self, decision: Decision) -> Answer:
         key = decision.key

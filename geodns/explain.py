@@ -77,7 +77,7 @@ def explain(responder: Responder, qname: str, qtype_text: str, client: str,
         else:
             address, source = client_ip.packed, client_ip.max_prefixlen
             basis = f"source address {client_ip}"
-        decision = responder.decision(entry, address, source)
+        decision = responder.decision(entry, address, source, explain=True)
         result["steering"] = _decision_json(decision, entry, basis, responder)
     else:
         result["steering"] = None

@@ -23,7 +23,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 @dataclass(frozen=True, slots=True)
 class Place:
-    network: IPNetwork  # the database network holding the address
+    address: IPAddress  # the address looked up
+    prefixlen: int  # of the database network holding it
     latitude: float | None = None
     longitude: float | None = None
     continent: str | None = None  # "EU"
@@ -31,6 +32,12 @@ class Place:
     subdivision: str | None = None  # "BE" (first level), matched as "EU-DE-BE"
     city: str | None = None
     accuracy_km: int | None = None
+
+    @property
+    def network(self) -> IPNetwork:
+        """The database network holding the address (built on demand: the
+        query path only needs its prefix length)."""
+        return ipaddress.ip_network((self.address, self.prefixlen), strict=False)
 
     @property
     def placed(self) -> bool:
@@ -96,25 +103,25 @@ class MaxMindLocator:
 
     def locate(self, address: IPAddress) -> Place:
         if address.version == 6 and self.ip_version == 4:
-            return Place(ipaddress.ip_network(f"{address}/0", strict=False))
+            return Place(address, 0)
         record, prefix = self.reader.get_with_prefix_len(address)
-        network = ipaddress.ip_network((address, prefix), strict=False)
         if not isinstance(record, dict):
-            return Place(network)
-        return _place_from_record(network, record)
+            return Place(address, prefix)
+        return _place_from_record(address, prefix, record)
 
     def close(self) -> None:
         self.reader.close()
 
 
-def _place_from_record(network: IPNetwork, record: dict[str, Any]) -> Place:
+def _place_from_record(address: IPAddress, prefix: int, record: dict[str, Any]) -> Place:
     loc = record.get("location") or {}
     country = (record.get("country") or record.get("registered_country") or {}).get("iso_code")
     continent = (record.get("continent") or {}).get("code")
     subs = record.get("subdivisions") or []
     city = ((record.get("city") or {}).get("names") or {}).get("en")
     return Place(
-        network=network,
+        address=address,
+        prefixlen=prefix,
         latitude=loc.get("latitude"),
         longitude=loc.get("longitude"),
         continent=continent,
@@ -140,12 +147,12 @@ class StaticLocator:
     def locate(self, address: IPAddress) -> Place:
         for net, fields in self.entries:
             if address.version == net.version and address in net:
-                return Place(network=net, **fields)
+                return Place(address, net.prefixlen, **fields)
         # The widest network around the address that contains no entry.
         bits = 32 if address.version == 4 else 128
         for plen in range(0, bits + 1):
             candidate = ipaddress.ip_network((address, plen), strict=False)
             if not any(n.version == address.version and n.overlaps(candidate)
                        for n, _ in self.entries):
-                return Place(candidate)
-        return Place(ipaddress.ip_network((address, bits), strict=False))  # pragma: no cover
+                return Place(address, plen)
+        return Place(address, bits)  # pragma: no cover

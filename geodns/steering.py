@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -198,17 +198,28 @@ class Steering:
     latency: tuple[LatencyEntry, ...] = ()
     specs: Mapping[tuple[bytes, int], SteerSpec] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Per PoP, what the distance formula needs, computed once.
+        self._trig = {p.id: (math.radians(p.latitude), math.radians(p.longitude),
+                             math.cos(math.radians(p.latitude))) for p in self.pops.values()}
+        # Whether any decision can depend on more than the client's location.
+        self.has_networks = any(e.network is not None for e in self.latency)
+        rank = {p: i for i, p in enumerate(self.default_order)}
+        self._rank = {p: rank.get(p, len(rank) + pop.order) for p, pop in self.pops.items()}
+
     def decide(self, spec: SteerSpec, client: IPAddress, source_prefix: int, place: Place,
-               health: HealthView) -> Decision:
-        return self._decide(spec, client, source_prefix, place, health, [])
+               health: HealthView, explain: bool = False) -> Decision:
+        """Choose the PoPs for a client.  With ``explain`` the decision also
+        lists every candidate's figures; the choice is the same either way."""
+        return self._decide(spec, client, source_prefix, place, health, [], explain)
 
     def _decide(self, spec: SteerSpec, client: IPAddress, source_prefix: int, place: Place,
-                health: HealthView, via: list[str]) -> Decision:
-        scope = place.network.prefixlen
-        candidates = [p for p in spec.values if p in self.pops]
+                health: HealthView, via: list[str], explain: bool) -> Decision:
+        pops = self.pops
+        scope = place.prefixlen
+        candidates: Iterable[str] = spec.values
         reason = "proximity"
         matched: Rule | None = None
-        codes = place.codes()
         for rule in spec.rules:
             hit = True
             if rule.networks:
@@ -217,29 +228,39 @@ class Steering:
                 hit = any(net.version == client.version and client in net
                           for net in rule.networks)
             if hit and rule.places:
-                hit = bool(codes & rule.places)
+                hit = bool(place.codes() & rule.places)
             if hit:
                 matched = rule
-                candidates = [p for p in rule.pops if p in spec.values and p in self.pops]
+                candidates = rule.pops
                 reason = "rule"
                 break
 
-        table = self._latency_for(client, place)
-        for entry in self.latency:
-            if entry.network is not None:
-                scope = _narrow(scope, client, entry.network)
+        table = None
+        if self.latency:
+            table = self._latency_for(client, place)
+            for entry in self.latency:
+                if entry.network is not None:
+                    scope = _narrow(scope, client, entry.network)
 
-        scored: list[Candidate] = []
-        unplaced = not place.placed and table is None
+        lat = place.latitude
+        lon = place.longitude
+        unplaced = (lat is None or lon is None) and table is None
+        if lat is not None and lon is not None:
+            p1, l1 = math.radians(lat), math.radians(lon)
+            c1 = math.cos(p1)
+        # rows: (score, tie-break, pop, state, eligible, distance, latency, source, penalty)
+        rows = []
         for p in candidates:
-            pop = self.pops[p]
+            pop = pops.get(p)
+            if pop is None:
+                continue
             state = health.state(p)
             penalty = health.penalty_ms(p)
             distance = None
-            if place.placed:
-                assert place.latitude is not None and place.longitude is not None
-                distance = great_circle_km(place.latitude, place.longitude, pop.latitude,
-                                           pop.longitude)
+            if lat is not None and lon is not None:
+                p2, l2, c2 = self._trig[p]
+                a = math.sin((p2 - p1) / 2) ** 2 + c1 * c2 * math.sin((l2 - l1) / 2) ** 2
+                distance = 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
             if table is not None and p in table.latencies:
                 latency, source = table.latencies[p], "table"
             elif distance is not None:
@@ -247,42 +268,37 @@ class Steering:
             else:
                 latency, source = None, "default order"
             if unplaced:
-                order = self._default_rank(p)
-                score = float(order) + penalty / 1e6
+                score = self._rank[p] + penalty / 1e6
             else:
                 score = (latency or 0.0) * (1.0 - pop.bias / 100.0) + penalty
-            scored.append(Candidate(p, distance, latency, source, pop.bias, state, penalty,
-                                    score, state in (UP, UNKNOWN)))
+            rows.append((score, pop.order, p, state, state in (UP, UNKNOWN),
+                         distance, latency, source, penalty))
         if unplaced and reason == "proximity":
             reason = "default-order"
-        ranked = sorted(scored, key=lambda c: (c.score, self.pops[c.pop].order))
-        healthy = [c for c in ranked if c.eligible]
+        rows.sort()
         scope = min(scope, source_prefix)
+        scored = [Candidate(r[2], r[5], r[6], r[7], pops[r[2]].bias, r[3], r[8], r[0], r[4])
+                  for r in rows] if explain else []
+        healthy = [r[2] for r in rows if r[4]]
         if healthy:
-            chosen = tuple(c.pop for c in healthy[: spec.answers])
-            return Decision("pops", chosen, reason, scope, place, matched, scored, via, spec)
+            return Decision("pops", tuple(healthy[: spec.answers]), reason, scope, place,
+                            matched, scored, via, spec)
         # Every candidate is down or draining.
-        if spec.all_down == FAIL_OPEN and ranked:
-            chosen = tuple(c.pop for c in ranked[: spec.answers])
-            return Decision("pops", chosen, "fail-open", scope, place, matched, scored, via,
-                            spec)
+        if spec.all_down == FAIL_OPEN and rows:
+            return Decision("pops", tuple(r[2] for r in rows[: spec.answers]), "fail-open",
+                            scope, place, matched, scored, via, spec)
         if spec.all_down == ANSWER:
             return Decision(ANSWER, (), "fallback", scope, place, matched, scored, via, spec)
         other = self.specs.get((spec.use or b"", spec.rtype))
         if spec.all_down == USE and other is not None and len(via) < 8:
             inner = self._decide(other, client, source_prefix, place, health,
-                                 [*via, names.to_text(other.owner)])
+                                 [*via, names.to_text(other.owner)], explain)
             inner.scope = min(inner.scope, scope)
             inner.reason = "fallback"
             inner.candidates = scored + inner.candidates
             return inner
         outcome = NODATA if spec.all_down == NODATA else SERVFAIL
         return Decision(outcome, (), "fail-closed", scope, place, matched, scored, via, spec)
-
-    def _default_rank(self, pop: str) -> int:
-        if pop in self.default_order:
-            return self.default_order.index(pop)
-        return len(self.default_order) + self.pops[pop].order
 
     def _latency_for(self, client: IPAddress, place: Place) -> LatencyEntry | None:
         best: LatencyEntry | None = None

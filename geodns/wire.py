@@ -59,8 +59,8 @@ class FormErr(Exception):
 class Responder:
     """Answers queries from one compiled snapshot of the zones."""
 
-    __slots__ = ("decisions", "exact", "health", "locator", "nodes", "notauth", "notimp",
-                 "payload", "places", "refused", "steering", "tables")
+    __slots__ = ("by_location", "decisions", "exact", "health", "locator", "nodes", "notauth",
+                 "notimp", "payload", "places", "refused", "steering", "tables")
 
     def __init__(self, tables: Tables, steering: Steering | None = None,
                  locator: Locator | None = None, health: HealthView | None = None) -> None:
@@ -70,8 +70,9 @@ class Responder:
         self.health = health
         # (steered index, client key) -> (answer, ECS scope).  Cleared when
         # health changes; a new snapshot starts empty.
-        self.decisions: dict[tuple[int, bytes], tuple[Answer, int]] = {}
+        self.decisions: dict[tuple[int, bytes], tuple[Answer, tuple[bytes, bytes, bytes]]] = {}
         self.places: dict[bytes, Place] = {}
+        self.by_location: dict[tuple[object, ...], Answer] = {}
         self.exact = tables.exact
         self.nodes = tables.nodes
         self.refused = tables.refused
@@ -159,41 +160,54 @@ class Responder:
     def _tailored(self, data: bytes, p: int, entry: Answer | Steered, edns: int, tail_i: int,
                   ecs: bytes | None, peer: Peer, udp: bool, question: bytes | None = None,
                   limit: int | None = None) -> bytes | None:
-        """A steered answer, or any answer to a query with Client Subnet."""
-        scope = 0
-        if ecs is not None:
-            try:
-                client, source = ecs_client(ecs)
-            except FormErr as exc:
-                log.debug("FORMERR: %r", exc)
-                return self._careful_formerr(data)
+        """A steered answer, or any answer to a query with Client Subnet.
+
+        A cached decision holds the finished tails (the answer, then our OPT
+        echoing the client's subnet with the decision's scope), so a repeat
+        query costs one look-up; only a miss validates and decides."""
         if isinstance(entry, Steered):
-            if ecs is not None and source:
-                key = ecs
+            if ecs is not None and len(ecs) > 2 and ecs[2]:
+                key = (entry.index, ecs)
+                hit = self.decisions.get(key)
+                if hit is None:
+                    try:
+                        client, source = ecs_client(ecs)
+                    except FormErr as exc:
+                        log.debug("FORMERR: %r", exc)
+                        return self._careful(data, udp)
+                    hit = self._decide(entry, client, source, ecs)
             else:
+                if ecs is not None:
+                    try:
+                        ecs_client(ecs)  # a valid source /0: steer by the resolver's address
+                    except FormErr as exc:
+                        log.debug("FORMERR: %r", exc)
+                        return self._careful(data, udp)
                 client, source = peer_address(peer)
-                key = client
-            hit = self.decisions.get((entry.index, key))
-            if hit is None:
-                hit = self._decide(entry, client, source)
-                if len(self.decisions) >= MAX_DECISIONS:
-                    self.decisions.clear()
-                self.decisions[(entry.index, key)] = hit
-            ans, scope = hit
-            if ecs is not None and not ecs[2]:
-                scope = 0  # source /0: the resolver asked for no tailoring by subnet
+                key = (entry.index, client)
+                hit = self.decisions.get(key)
+                if hit is None:
+                    hit = self._decide(entry, client, source, None)
+                if ecs is not None:  # scope 0 for /0
+                    ans = hit[0]
+                    hit = (ans, self._ecs_tails(ans, ecs, 0))
+            if len(self.decisions) >= MAX_DECISIONS:
+                self.decisions.clear()
+            self.decisions[key] = hit
+            ans, tails = hit
         else:
             ans = entry
+            assert ecs is not None
+            try:
+                ecs_client(ecs)
+            except FormErr as exc:
+                log.debug("FORMERR: %r", exc)
+                return self._careful(data, udp)
+            tails = self._ecs_tails(ans, ecs, 0)  # not steered: valid for everyone
         if question is None:
             question = data[12:p]
-        idx = (edns << 1) | (data[2] & 1)
-        if ecs is not None:
-            echo = struct.pack("!HHHBB", 8, len(ecs), (ecs[0] << 8) | ecs[1], ecs[2],
-                               scope) + ecs[4:]
-            tail = ans.tails[0] + opt_record(self.payload, tail_i == 2, options=echo)
-        else:
-            tail = ans.tails[tail_i]
-        resp = b"".join((data[:2], ans.heads[idx], question, tail))
+        resp = b"".join((data[:2], ans.heads[(edns << 1) | (data[2] & 1)], question,
+                         tails[tail_i]))
         if udp and len(resp) > _MIN_UDP:
             if limit is None:
                 limit = _MIN_UDP
@@ -203,34 +217,74 @@ class Responder:
                 return self._fit(data, question, ans, edns, tail_i, limit)
         return resp
 
-    def _decide(self, st: Steered, client: bytes, source: int) -> tuple[Answer, int]:
-        decision = self.decision(st, client, source)
-        return st.answer(decision), decision.scope
+    def _ecs_tails(self, ans: Answer, ecs: bytes, scope: int) -> tuple[bytes, bytes, bytes]:
+        """Tails for a query with Client Subnet: the option comes back with
+        our scope (RFC 7871 section 7.2)."""
+        echo = struct.pack("!HHHBB", 8, len(ecs), (ecs[0] << 8) | ecs[1], ecs[2],
+                           scope) + ecs[4:]
+        body = ans.tails[0]
+        return (body, body + opt_record(self.payload, False, options=echo),
+                body + opt_record(self.payload, True, options=echo))
 
-    def decision(self, st: Steered, client: bytes, source: int) -> Decision:
+    def _decide(self, st: Steered, client: bytes, source: int,
+                ecs: bytes | None) -> tuple[Answer, tuple[bytes, bytes, bytes]]:
+        """A decision for the query path.  Records without network rules (and
+        a latency table without networks) depend only on where the client
+        is, so their decisions are also cached by location: many database
+        networks share one."""
+        if st.by_location and self.steering is not None and not self.steering.has_networks:
+            place = self._place(client, source)
+            lkey = (st.index, place.latitude, place.longitude, place.continent,
+                    place.country, place.subdivision)
+            ans = self.by_location.get(lkey)
+            if ans is None:
+                ans = st.answer(self.decision(st, client, source))
+                if len(self.by_location) >= MAX_DECISIONS:
+                    self.by_location.clear()
+                self.by_location[lkey] = ans
+            scope = min(place.prefixlen, source)
+        else:
+            decision = self.decision(st, client, source)
+            ans, scope = st.answer(decision), decision.scope
+        if ecs is None:
+            return ans, ans.tails
+        return ans, self._ecs_tails(ans, ecs, scope)
+
+    def _place(self, client: bytes, source: int) -> Place:
+        key = client + bytes((source,))
+        place = self.places.get(key)
+        if place is None:
+            place = self._locate(ipaddress.ip_address(client), source)
+            if len(self.places) >= MAX_DECISIONS:
+                self.places.clear()
+            self.places[key] = place
+        return place
+
+    def forget_decisions(self) -> None:
+        """Health changed: every cached decision may be wrong now."""
+        self.decisions.clear()
+        self.by_location.clear()
+
+    def decision(self, st: Steered, client: bytes, source: int,
+                 explain: bool = False) -> Decision:
         """The steering decision for a client network (``client`` packed, its
         first ``source`` bits significant).  Queries and ``explain`` both
         come here."""
         address = ipaddress.ip_address(client)
-        place = self.places.get(client + bytes((source,)))
-        if place is None:
-            place = self._locate(address, source)
-            if len(self.places) >= MAX_DECISIONS:
-                self.places.clear()
-            self.places[client + bytes((source,))] = place
+        place = self._place(client, source)
         if self.steering is None or self.health is None:
             raise RuntimeError("a steered record without steering configured")
-        return self.steering.decide(st.spec, address, source, place, self.health)
+        return self.steering.decide(st.spec, address, source, place, self.health, explain)
 
     def _locate(self, address: IPAddress, source: int) -> Place:
         bits = 32 if address.version == 4 else 128
         if self.locator is None:
-            return Place(ipaddress.ip_network((address, 0), strict=False))
+            return Place(address, 0)
         try:
             place = self.locator.locate(address)
         except Exception:
             log.exception("GeoIP look-up failed for %s; treating it as unplaced", address)
-            return Place(ipaddress.ip_network((address, min(source, bits)), strict=False))
+            return Place(address, min(source, bits))
         return place
 
     def _careful_formerr(self, data: bytes) -> bytes | None:

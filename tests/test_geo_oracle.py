@@ -168,7 +168,7 @@ def test_a_down_pop_is_never_chosen(setup) -> None:
     try:
         for down in ("fra", "iad", "sin", "gru"):
             health.set(down, DOWN)
-            responder.decisions.clear()
+            responder.forget_decisions()
             for address in addresses:
                 got = chosen(ask(responder, str(address)), by_address)
                 assert got != down
@@ -179,7 +179,7 @@ def test_a_down_pop_is_never_chosen(setup) -> None:
     finally:
         for pop in ("fra", "iad", "sin", "gru"):
             health.set(pop, "unknown")
-        responder.decisions.clear()
+        responder.forget_decisions()
 
 
 def test_ipv6_clients(setup) -> None:

@@ -153,7 +153,7 @@ def test_network_rule_pins_even_when_farther() -> None:
     # 203.0.113.0/24 is in the Tokyo entry: sin is also nearest, so check the
     # pin with sin's answer forced by the rule and gru/iad excluded.
     d = r.decision(r.exact[b"\x05ruled\x05steer\x07example\x00\x00\x01\x00\x01"],
-                   ipaddress.ip_address("203.0.113.7").packed, 32)
+                   ipaddress.ip_address("203.0.113.7").packed, 32, explain=True)
     assert d.reason == "rule" and d.pops == ("sin",) and [c.pop for c in d.candidates] == ["sin"]
 
 
@@ -169,10 +169,10 @@ def test_health_change_with_cache_cleared() -> None:
     r = make(health)
     assert addresses(ask(r, "www.steer.example.", ecs="10.1.0.0/24")) == ["192.0.2.1"]
     health.set("fra", DOWN)
-    r.decisions.clear()
+    r.forget_decisions()
     assert addresses(ask(r, "www.steer.example.", ecs="10.1.0.0/24")) == ["192.0.2.2"]
     health.set("fra", UP)
-    r.decisions.clear()
+    r.forget_decisions()
     assert addresses(ask(r, "www.steer.example.", ecs="10.1.0.0/24")) == ["192.0.2.1"]
 
 
@@ -227,7 +227,7 @@ def test_raw_sockaddr_peer() -> None:
 def test_bias_grows_a_catchment() -> None:
     pops = {"a": Pop("a", 0.0, 0.0, order=0), "b": Pop("b", 0.0, 20.0, bias=50, order=1)}
     spec = SteerSpec(b"\x01x\x00", 1, 30, {"a": (), "b": ()})
-    place = Place(ipaddress.ip_network("10.0.0.0/8"), 0.0, 8.0)  # 8 deg from a, 12 from b
+    place = Place(ipaddress.ip_address("10.0.0.1"), 8, 0.0, 8.0)  # 8 deg from a, 12 from b
     unbiased = Steering({**pops, "b": Pop("b", 0.0, 20.0, order=1)})
     assert unbiased.decide(spec, ipaddress.ip_address("10.0.0.1"), 32, place,
                            StaticHealth()).pops == ("a",)
@@ -239,7 +239,7 @@ def test_bias_grows_a_catchment() -> None:
 def test_ties_are_broken_by_configuration_order() -> None:
     pops = {"b": Pop("b", 0.0, -10.0, order=0), "a": Pop("a", 0.0, 10.0, order=1)}
     spec = SteerSpec(b"\x01x\x00", 1, 30, {"a": (), "b": ()})
-    place = Place(ipaddress.ip_network("10.0.0.0/8"), 0.0, 0.0)
+    place = Place(ipaddress.ip_address("10.0.0.1"), 8, 0.0, 0.0)
     d = Steering(pops).decide(spec, ipaddress.ip_address("10.0.0.1"), 32, place,
                               StaticHealth())
     assert d.pops == ("b",)
@@ -249,10 +249,10 @@ def test_latency_table_overrides_distance() -> None:
     from geodns.steering import LatencyEntry
 
     spec = SteerSpec(b"\x01x\x00", 1, 30, {"fra": (), "iad": ()})
-    place = Place(ipaddress.ip_network("10.1.0.0/16"), 48.85, 2.35, "EU", "FR")
+    place = Place(ipaddress.ip_address("10.1.9.1"), 16, 48.85, 2.35, "EU", "FR")
     table = (LatencyEntry({"fra": 80.0, "iad": 20.0}, country="FR"),)
     d = Steering(POPS, latency=table).decide(spec, ipaddress.ip_address("10.1.0.1"), 32,
-                                             place, StaticHealth())
+                                             place, StaticHealth(), explain=True)
     assert d.pops == ("iad",) and {c.latency_source for c in d.candidates} == {"table"}
     narrow = (LatencyEntry({"fra": 80.0, "iad": 20.0},
                            network=ipaddress.ip_network("10.1.2.0/24")),)

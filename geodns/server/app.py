@@ -115,7 +115,7 @@ class Server:
         """Set a PoP's health (until the health checks feed it) and forget
         the decisions that depended on it."""
         self.health.set(pop, state)
-        self.responder.decisions.clear()
+        self.responder.forget_decisions()
         log.info("PoP %s is now %s", pop, state)
 
     async def _forced_reload(self) -> None:
