@@ -8,7 +8,9 @@ Theory of operation, in the order :func:`decide` applies it:
    restricts the candidates to its PoPs, in the order the rule gives.
 3. Each candidate gets an *estimated latency*: a measured figure from the
    operator's latency table when one covers this client, else the
-   great-circle distance at fibre speed (RTT ms = km / 100).  The *score* is
+   great-circle distance at fibre speed (RTT ms = km / 100).  A client with
+   a country but no coordinates (a Country database) prefers PoPs in its
+   country, then its continent, then the default order.  The *score* is
    that latency scaled by the PoP's *bias* (Route 53 style: +50 makes the PoP
    look half as far, -50 half again as far) plus the health view's penalty
    for a slow PoP.  Lowest score wins; ties go to the PoP listed first in the
@@ -268,13 +270,17 @@ class Steering:
             else:
                 latency, source = None, "default order"
             if unplaced:
-                score = self._rank[p] + penalty / 1e6
+                # No coordinates (a Country database, or an unknown network):
+                # same country first, then same continent, then default order.
+                near = 0 if place.country and pop.country == place.country else (
+                    1 if place.continent and pop.continent == place.continent else 2)
+                score = near * 1000 + self._rank[p] + penalty / 1e6
             else:
                 score = (latency or 0.0) * (1.0 - pop.bias / 100.0) + penalty
             rows.append((score, pop.order, p, state, state in (UP, UNKNOWN),
                          distance, latency, source, penalty))
         if unplaced and reason == "proximity":
-            reason = "default-order"
+            reason = "country" if place.country or place.continent else "default-order"
         rows.sort()
         scope = min(scope, source_prefix)
         scored = [Candidate(r[2], r[5], r[6], r[7], pops[r[2]].bias, r[3], r[8], r[0], r[4])
