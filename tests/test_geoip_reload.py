@@ -21,7 +21,7 @@ from geodns.server.app import Server
 from geodns.steering import Pop
 
 pytest.importorskip("mmdb_writer")
-from tests.geoip.make_mmdb import write  # noqa: E402
+from tests.geoip.make_mmdb import write
 
 ZONE = """\
 origin: geo.example.
@@ -108,7 +108,7 @@ async def test_country_database_gives_coarser_answers(setup) -> None:
 
 
 def test_check_reports_missing_and_unusable_databases(setup, capsys) -> None:
-    tmp, zones, _ = setup
+    tmp, _zones, _ = setup
     cfg = tmp / "geodns.yaml"
     cfg.write_text("zones: zones\ngeoip: {database: nowhere.mmdb}\n"
                    "pops: {fra: {location: [50.1, 8.7]}, sin: {location: [1.3, 104]}, "
