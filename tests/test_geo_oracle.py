@@ -67,10 +67,14 @@ def oracle_km(a: tuple[float, float], b: tuple[float, float]) -> float:
 
 
 class Oracle:
-    def __init__(self, pops: dict[str, tuple[float, float]], default: str) -> None:
+    def __init__(self, pops: dict[str, tuple[float, float]], default: str,
+                 labels: dict[str, tuple[str | None, str | None]],
+                 order: tuple[str, ...]) -> None:
         self.reader = maxminddb.open_database(str(bundled_database()))
         self.pops = pops
         self.default = default
+        self.labels = labels  # pop -> (country, continent)
+        self.order = order  # default order, then the rest in configuration order
 
     def acceptable(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address,
                    down: frozenset[str] = frozenset()) -> tuple[set[str], int]:
@@ -78,7 +82,17 @@ class Oracle:
         record, prefix = self.reader.get_with_prefix_len(address)
         loc = (record or {}).get("location") or {}
         if "latitude" not in loc:
-            return {self.default}, prefix
+            # docs/steering.md: same country, then same continent, then default order.
+            country = ((record or {}).get("country") or
+                       (record or {}).get("registered_country") or {}).get("iso_code")
+            continent = ((record or {}).get("continent") or {}).get("code")
+            for want in (lambda p: country and self.labels[p][0] == country,
+                         lambda p: continent and self.labels[p][1] == continent,
+                         lambda p: True):
+                ranked = [p for p in self.order if p not in down and want(p)]
+                if ranked:
+                    return {ranked[0]}, prefix
+            return set(), prefix
         here = (loc["latitude"], loc["longitude"])
         dist = sorted((oracle_km(here, where), pop) for pop, where in self.pops.items()
                       if pop not in down)
@@ -98,7 +112,9 @@ def setup():
     spec = zone.steered[b"\x03www\x07example\x03com\x00"][1]
     by_address = {rds[0].text: pop for pop, rds in spec.values.items()}
     oracle = Oracle({p: (v.latitude, v.longitude) for p, v in cfg.pops.items()},
-                    cfg.default_order[0])
+                    cfg.default_order[0],
+                    {p: (v.country, v.continent) for p, v in cfg.pops.items()},
+                    cfg.default_order)
     return cfg, snap.responder, health, by_address, oracle
 
 
