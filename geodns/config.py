@@ -84,6 +84,8 @@ class Config:
     listen: list[Address] = field(default_factory=lambda: [Address("127.0.0.1", DEFAULT_PORT)])
     zones_dir: Path = Path("zones")
     admin: Address | None = None
+    admin_token: str | None = None  # None: admin changes are disabled
+    state_file: Path | None = None  # where admin PoP states are kept
     workers: int = 1
     udp_payload: int = DEFAULT_UDP_PAYLOAD
     tcp: TcpConfig = field(default_factory=TcpConfig)
@@ -147,14 +149,7 @@ def load_config(path: Path, problems: Problems) -> Config:
         if text is not None:
             cfg.zones_dir = (base / text) if not Path(text).is_absolute() else Path(text)
 
-    admin = top.get("admin")
-    if admin is not None:
-        text = as_str(admin, "admin", problems)
-        if text is not None:
-            try:
-                cfg.admin = parse_address(text, 8053)
-            except ValueError as exc:
-                problems.add(admin.where, f"admin: {exc}")
+    _admin(top.get("admin"), cfg, base, problems)
 
     workers = top.get("workers")
     if workers is not None:
@@ -316,6 +311,35 @@ def _latency(node: YNode | None, cfg: Config, problems: Problems) -> None:
                 values[k.text] = ms
         entries.append(LatencyEntry(values, network, cc.upper() if cc else None))
     cfg.latency = tuple(entries)
+
+
+def _admin(node: YNode | None, cfg: Config, base: Path, problems: Problems) -> None:
+    """``admin: ADDR:PORT`` or ``admin: {listen, token, state_file}``."""
+    if node is None:
+        return
+    listen: YNode | None = node
+    if isinstance(node, YMap):
+        unknown_keys(node, {"listen", "token", "state_file"}, "admin", problems)
+        listen = node.get("listen")
+        token = node.get("token")
+        if token is not None and not (isinstance(token, YScalar) and token.is_null):
+            text = as_str(token, "admin token", problems)
+            if text is not None and len(text) < 16:
+                problems.add(token.where, "admin token: use at least 16 characters")
+            cfg.admin_token = text
+        sf = node.get("state_file")
+        if sf is not None and not (isinstance(sf, YScalar) and sf.is_null):
+            text = as_str(sf, "admin state_file", problems)
+            if text is not None:
+                cfg.state_file = Path(text) if Path(text).is_absolute() else base / text
+    if listen is None:
+        return
+    text = as_str(listen, "admin listen address", problems)
+    if text is not None:
+        try:
+            cfg.admin = parse_address(text, 8053)
+        except ValueError as exc:
+            problems.add(listen.where, f"admin: {exc}")
 
 
 def _chaos(node: YNode | None, cfg: Config, problems: Problems) -> None:

@@ -74,14 +74,17 @@ class HealthView(Protocol):
 
 @dataclass
 class StaticHealth:
-    """Health set by configuration and admin calls."""
+    """Health in two layers: ``states`` from the configuration (later fed by
+    probes), and ``admin`` overrides set through the admin API (drain),
+    which win while they are set."""
 
     states: dict[str, str] = field(default_factory=dict)
     penalties: dict[str, float] = field(default_factory=dict)
+    admin: dict[str, str] = field(default_factory=dict)
     version: int = 0
 
     def state(self, pop: str) -> str:
-        return self.states.get(pop, UNKNOWN)
+        return self.admin.get(pop) or self.states.get(pop, UNKNOWN)
 
     def penalty_ms(self, pop: str) -> float:
         return self.penalties.get(pop, 0.0)
@@ -92,6 +95,15 @@ class StaticHealth:
         if self.states.get(pop) != state:
             self.states[pop] = state
             self.version += 1
+
+    def set_admin(self, overrides: dict[str, str]) -> bool:
+        """Replace the admin overrides; True if anything changed."""
+        clean = {p: s for p, s in overrides.items() if s in STATES}
+        if clean == self.admin:
+            return False
+        self.admin = clean
+        self.version += 1
+        return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,8 @@ import signal
 import socket
 from collections.abc import Callable
 
+from geodns import state as state_file
+from geodns.admin import Admin
 from geodns.config import Address, Config
 from geodns.geo import bundled_database
 from geodns.server.transport import (
@@ -42,9 +44,13 @@ class Server:
     """
 
     def __init__(self, config: Config, reuse_port: bool = False,
-                 udp_mode: str | None = None) -> None:
+                 udp_mode: str | None = None, admin: bool = True) -> None:
         self.config = config
         self.reuse_port = reuse_port
+        self.admin_enabled = admin and config.admin is not None
+        self.admin: Admin | None = None
+        self.ready = False
+        self._state_signature: tuple[int, int, int] | None = None
         self.udp_mode = udp_mode or UDP_MODE
         if self.udp_mode == "batch" and not HAVE_UDPBATCH:
             log.warning("the batched UDP helper is not built; using recvfrom/sendto")
@@ -63,6 +69,7 @@ class Server:
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
+        self._load_state_file(force=True)
         snap = self.store.refresh(force=True)
         assert snap is not None
         self.responder = snap.responder
@@ -87,6 +94,14 @@ class Server:
             bound = Address(addr.host, udp_sock.getsockname()[1])
             self.bound.append(bound)
             log.info("listening on %s (UDP and TCP)", bound)
+        if self.admin_enabled and self.config.admin is not None:
+            self.admin = Admin(self)
+            try:
+                await self.admin.start(self.config.admin.host, self.config.admin.port)
+            except OSError as exc:
+                log.error("admin API not started on %s: %s", self.config.admin, exc)
+                self.admin = None
+        self.ready = True
         self._tasks.append(asyncio.create_task(self._poll_zones()))
         self._tasks.append(asyncio.create_task(self._sweep_tcp()))
         zones = ", ".join(sorted(z.name for z in snap.zones.values())) or "none"
@@ -118,6 +133,39 @@ class Server:
         self.responder.forget_decisions()
         log.info("PoP %s is now %s", pop, state)
 
+    def set_admin_state(self, pop: str, state: str | None) -> None:
+        """An administrative override (None removes it), kept in the state
+        file so that every worker and the next start see it."""
+        overrides = dict(self.health.admin)
+        if state is None:
+            overrides.pop(pop, None)
+        else:
+            overrides[pop] = state
+        if self.health.set_admin(overrides):
+            self.responder.forget_decisions()
+        if self.config.state_file is not None:
+            try:
+                state_file.save(self.config.state_file, overrides)
+                self._state_signature = self.store._signature(str(self.config.state_file))
+            except OSError as exc:
+                log.error("state file %s not written: %s (the change holds in this "
+                          "process only)", self.config.state_file, exc)
+
+    def _load_state_file(self, force: bool = False) -> bool:
+        path = self.config.state_file
+        if path is None:
+            return False
+        sig = self.store._signature(str(path))
+        if sig == self._state_signature and not force:
+            return False
+        self._state_signature = sig
+        changed = self.health.set_admin(state_file.load(path))
+        if changed:
+            log.info("administrative PoP states: %s",
+                     ", ".join(f"{p} {s}" for p, s in sorted(self.health.admin.items()))
+                     or "none")
+        return changed
+
     async def _forced_reload(self) -> None:
         await self.reload(force=True)
 
@@ -125,6 +173,9 @@ class Server:
         """Stop listening, let written TCP answers drain, close everything."""
         for t in self._tasks:
             t.cancel()
+        if self.admin is not None:
+            await self.admin.stop()
+            self.admin = None
         for server in self._tcp_servers:
             server.close()
         for transport in self._udp_transports:
@@ -168,6 +219,8 @@ class Server:
         while True:
             await asyncio.sleep(self.config.reload_interval)
             try:
+                if self._load_state_file():
+                    self.responder.forget_decisions()
                 await self.reload()
             except asyncio.CancelledError:
                 raise
@@ -198,10 +251,10 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 def run_worker(config: Config, reuse_port: bool, on_ready: Callable[[Server], None] | None
-               = None) -> int:
+               = None, admin: bool = True) -> int:
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
-    server = Server(config, reuse_port=reuse_port)
+    server = Server(config, reuse_port=reuse_port, admin=admin)
     try:
         loop.run_until_complete(server.start())
     except OSError as exc:
@@ -241,7 +294,7 @@ def run(config: Config) -> int:
                 logging.getLogger().handlers[0].setFormatter(
                     logging.Formatter(f"%(asctime)s worker{i} %(levelname)s %(name)s: "
                                       "%(message)s"))
-                code = run_worker(config, reuse_port=True)
+                code = run_worker(config, reuse_port=True, admin=(i == 0))
             finally:
                 os._exit(code)
         children.append(pid)

@@ -1,0 +1,136 @@
+"""The admin HTTP API (aiohttp, in the server's event loop).
+
+Endpoints so far:
+
+* ``GET /healthz``: the process is alive (200).
+* ``GET /readyz``: zones loaded and listeners up (200), else 503.
+* ``GET /explain?name=&type=&client=&ecs=``: ``geodns explain`` as JSON.
+* ``POST /pops/{id}/drain``, ``POST /pops/{id}/undrain`` and
+  ``POST /pops/{id}/state`` with ``{"state": "up|down|draining|unknown"}``:
+  set a PoP's administrative state.  They need ``Authorization: Bearer
+  TOKEN`` with the configured ``admin.token``; with no token configured
+  they are disabled (403); a wrong token gets 401 and a log line.
+
+State changes are written to the state file (``admin.state_file``), which
+every worker reads, so a drain reaches all workers within a reload interval
+and survives a restart.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from geodns.explain import ExplainError, explain
+from geodns.steering import DRAINING, STATES
+
+if TYPE_CHECKING:
+    from geodns.server.app import Server
+
+log = logging.getLogger("geodns.admin")
+
+
+class Admin:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.token = server.config.admin_token
+        self.runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/explain", self.explain)
+        app.router.add_post("/pops/{pop}/drain", self.drain)
+        app.router.add_post("/pops/{pop}/undrain", self.undrain)
+        app.router.add_post("/pops/{pop}/state", self.set_state)
+        return app
+
+    async def start(self, host: str, port: int) -> None:
+        self.runner = web.AppRunner(self.app(), access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host, port, reuse_address=True)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else port
+        log.info("admin API on %s:%s", host, self.port)
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    # -- read-only ---------------------------------------------------------------
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        ready = self.server.ready
+        return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+    async def explain(self, request: web.Request) -> web.Response:
+        q = request.query
+        if "name" not in q or "client" not in q:
+            return web.json_response({"error": "name and client are required"}, status=400)
+        try:
+            result = explain(self.server.responder, q["name"], q.get("type", "A"),
+                             q["client"], q.get("ecs") or None)
+        except ExplainError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(result)
+
+    # -- changes ------------------------------------------------------------------
+    def _authorized(self, request: web.Request) -> web.Response | None:
+        if not self.token:
+            return web.json_response(
+                {"error": "admin changes are disabled: set admin.token in the configuration"},
+                status=403)
+        given = request.headers.get("Authorization", "")
+        expected = f"Bearer {self.token}"
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            log.warning("admin: refused %s %s from %s: %s", request.method, request.path,
+                        request.remote, "no token" if not given else "wrong token")
+            return web.json_response({"error": "unauthorized"}, status=401,
+                                     headers={"WWW-Authenticate": "Bearer"})
+        return None
+
+    async def _change(self, request: web.Request, state: str | None) -> web.Response:
+        denied = self._authorized(request)
+        if denied is not None:
+            return denied
+        pop = request.match_info["pop"]
+        if pop not in self.server.config.pops:
+            return web.json_response({"error": f"unknown PoP {pop!r}"}, status=404)
+        old = self.server.health.state(pop)
+        self.server.set_admin_state(pop, state)
+        new = self.server.health.state(pop)
+        log.info("admin: PoP %s %s -> %s (%s, from %s)", pop, old, new,
+                 f"set {state}" if state else "override removed", request.remote)
+        return web.json_response({"pop": pop, "old": old, "state": new,
+                                  "override": state})
+
+    async def drain(self, request: web.Request) -> web.Response:
+        return await self._change(request, DRAINING)
+
+    async def undrain(self, request: web.Request) -> web.Response:
+        return await self._change(request, None)  # back to what config/probes say
+
+    async def set_state(self, request: web.Request) -> web.Response:
+        try:
+            body: Any = await request.json()
+        except (json.JSONDecodeError, ValueError):
+            body = None
+        state = body.get("state") if isinstance(body, dict) else None
+        if state not in STATES:
+            denied = self._authorized(request)
+            if denied is not None:
+                return denied
+            return web.json_response({"error": f"state must be one of {', '.join(STATES)}"},
+                                     status=400)
+        return await self._change(request, state)
