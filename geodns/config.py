@@ -96,6 +96,7 @@ class Config:
     default_order: tuple[str, ...] = ()
     latency: tuple[LatencyEntry, ...] = ()
     geoip_database: Path | None = None  # None: the bundled GeoLite2 City file
+    geoip_asn_database: Path | None = None  # optional GeoLite2-ASN style database
     # CH-class TXT answers; an empty string refuses the question instead.
     identity: str = field(default_factory=socket.gethostname)
     version: str = f"geodns {__version__}"
@@ -159,20 +160,25 @@ def load_config(path: Path, problems: Problems) -> Config:
     _chaos(top.get("chaos"), cfg, problems)
     _pops(top.get("pops"), cfg, problems)
     _default_order(top.get("default_order"), cfg, problems)
-    _latency(top.get("latency"), cfg, problems)
     geoip = top.get("geoip")
     if geoip is not None:
         m = expect_map(geoip, "geoip", problems)
         if m is not None:
-            unknown_keys(m, {"database"}, "geoip", problems)
-            db = m.get("database")
-            if db is not None and not (isinstance(db, YScalar) and db.is_null):
-                text = as_str(db, "geoip database", problems)
+            unknown_keys(m, {"database", "asn_database"}, "geoip", problems)
+            for key in ("database", "asn_database"):
+                db = m.get(key)
+                if db is None or (isinstance(db, YScalar) and db.is_null):
+                    continue
+                text = as_str(db, f"geoip {key}", problems)
                 if text is not None:
                     path = Path(text) if Path(text).is_absolute() else base / text
                     if not path.is_file():
-                        problems.add(db.where, f"geoip database {path} does not exist")
-                    cfg.geoip_database = path
+                        problems.add(db.where, f"geoip {key} {path} does not exist")
+                    if key == "database":
+                        cfg.geoip_database = path
+                    else:
+                        cfg.geoip_asn_database = path
+    _latency(top.get("latency"), cfg, problems)
     _tcp(top.get("tcp"), cfg, problems)
     reload = top.get("reload")
     if reload is not None:
@@ -282,12 +288,20 @@ def _latency(node: YNode | None, cfg: Config, problems: Problems) -> None:
         m = expect_map(item, "latency entry", problems)
         if m is None:
             continue
-        unknown_keys(m, {"network", "country", "pops"}, "latency entry", problems)
+        unknown_keys(m, {"network", "country", "asn", "pops"}, "latency entry", problems)
         net = m.get("network")
         country = m.get("country")
-        if (net is None) == (country is None):
-            problems.add(m.where, "a latency entry has either 'network' or 'country'")
+        asn_node = m.get("asn")
+        if sum(x is not None for x in (net, country, asn_node)) != 1:
+            problems.add(m.where, "a latency entry has one of 'network', 'asn' or 'country'")
             continue
+        asn = None
+        if asn_node is not None:
+            asn = as_int(asn_node, "latency asn", problems, 1, 2**32 - 1)
+            if asn is None:
+                continue
+            if cfg.geoip_asn_database is None:
+                problems.add(asn_node.where, "latency by 'asn' needs geoip.asn_database")
         network = None
         if net is not None:
             text = as_str(net, "latency network", problems)
@@ -309,7 +323,7 @@ def _latency(node: YNode | None, cfg: Config, problems: Problems) -> None:
             ms = as_float(v, "latency", problems, 0, 100000)
             if ms is not None:
                 values[k.text] = ms
-        entries.append(LatencyEntry(values, network, cc.upper() if cc else None))
+        entries.append(LatencyEntry(values, network, cc.upper() if cc else None, asn))
     cfg.latency = tuple(entries)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,6 +32,7 @@ class Place:
     subdivision: str | None = None  # "BE" (first level), matched as "EU-DE-BE"
     city: str | None = None
     accuracy_km: int | None = None
+    asn: int | None = None  # from an ASN database, when one is configured
 
     @property
     def network(self) -> IPNetwork:
@@ -77,9 +78,11 @@ def bundled_database() -> Path | None:
 
 
 class MaxMindLocator:
-    """A MaxMind City or Country database (``.mmdb``)."""
+    """A MaxMind City or Country database (``.mmdb``), and optionally an ASN
+    database whose networks further narrow the place (for latency tables
+    keyed by ASN)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, asn_path: Path | None = None) -> None:
         import maxminddb
 
         self.path = path
@@ -89,6 +92,11 @@ class MaxMindLocator:
         self.build_epoch: int = meta.build_epoch
         self.ip_version: int = meta.ip_version
         self.description = f"{meta.database_type} ({path}, built {meta.build_epoch})"
+        self.asn_reader = None
+        if asn_path is not None:
+            self.asn_reader = maxminddb.open_database(str(asn_path))
+            ameta = self.asn_reader.metadata()
+            self.description += f" + {ameta.database_type} ({asn_path})"
         self._check_usable()
 
     def _check_usable(self) -> None:
@@ -105,12 +113,22 @@ class MaxMindLocator:
         if address.version == 6 and self.ip_version == 4:
             return Place(address, 0)
         record, prefix = self.reader.get_with_prefix_len(address)
+        asn = None
+        if self.asn_reader is not None:
+            arec, aprefix = self.asn_reader.get_with_prefix_len(address)
+            if isinstance(arec, dict):
+                number = arec.get("autonomous_system_number")
+                asn = number if isinstance(number, int) else None
+            # The place holds on the intersection of both networks.
+            prefix = max(prefix, aprefix)
         if not isinstance(record, dict):
-            return Place(address, prefix)
-        return _place_from_record(address, prefix, record)
+            return Place(address, prefix, asn=asn)
+        return replace(_place_from_record(address, prefix, record), asn=asn)
 
     def close(self) -> None:
         self.reader.close()
+        if self.asn_reader is not None:
+            self.asn_reader.close()
 
 
 def _place_from_record(address: IPAddress, prefix: int, record: dict[str, Any]) -> Place:

@@ -51,14 +51,16 @@ class Snapshot:
 class ZoneStore:
     def __init__(self, directory: Path, payload: int = DEFAULT_UDP_PAYLOAD,
                  chaos: dict[str, str] | None = None, steering: Steering | None = None,
-                 geoip: Path | None = None, health: StaticHealth | None = None) -> None:
+                 geoip: Path | None = None, health: StaticHealth | None = None,
+                 geoip_asn: Path | None = None) -> None:
         self.directory = directory
         self.payload = payload
         self.chaos = chaos or {}
         self.steering = steering or Steering({})
         self.health = health or StaticHealth()
         self.geoip_path = geoip
-        self.geoip_signature: Signature | None = None
+        self.geoip_asn_path = geoip_asn
+        self.geoip_signature: tuple[Signature | None, Signature | None] | None = None
         self.locator: Locator | None = None
         self.geoip_error: str | None = None
         self.files: dict[str, ZoneState] = {}
@@ -97,12 +99,13 @@ class ZoneStore:
         opened is reported and the previous reader stays in use."""
         if self.geoip_path is None or not self.steering.pops:
             return False
-        sig = self._signature(str(self.geoip_path))
+        sig = (self._signature(str(self.geoip_path)),
+               self._signature(str(self.geoip_asn_path)) if self.geoip_asn_path else None)
         if sig == self.geoip_signature and not force:
             return False
         self.geoip_signature = sig
         try:
-            locator = MaxMindLocator(self.geoip_path)
+            locator = MaxMindLocator(self.geoip_path, self.geoip_asn_path)
         except Exception as exc:  # maxminddb raises several kinds
             self.geoip_error = f"{self.geoip_path}: {exc}"
             log.error("GeoIP database not loaded: %s%s", self.geoip_error,

@@ -120,11 +120,13 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class LatencyEntry:
-    """Measured round-trip times (ms) from clients in a network or country."""
+    """Measured round-trip times (ms) from clients in a network, an ASN or a
+    country (in that order of precedence)."""
 
     latencies: Mapping[str, float]
     network: IPNetwork | None = None
     country: str | None = None
+    asn: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +330,10 @@ class Steering:
                 best = entry
         if best is not None:
             return best
+        if place.asn is not None:
+            for entry in self.latency:
+                if entry.asn is not None and entry.asn == place.asn:
+                    return entry
         for entry in self.latency:
             if entry.country is not None and entry.country == place.country:
                 return entry

@@ -235,7 +235,7 @@ class Responder:
         if st.by_location and self.steering is not None and not self.steering.has_networks:
             place = self._place(client, source)
             lkey = (st.index, place.latitude, place.longitude, place.continent,
-                    place.country, place.subdivision)
+                    place.country, place.subdivision, place.asn)
             ans = self.by_location.get(lkey)
             if ans is None:
                 ans = st.answer(self.decision(st, client, source))

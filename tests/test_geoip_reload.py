@@ -122,3 +122,43 @@ def test_check_reports_missing_and_unusable_databases(setup, capsys) -> None:
     (tmp / "nowhere.mmdb").write_bytes(b"junk")
     assert main(["check", "--config", str(cfg)]) == 1
     assert "GeoIP database" in capsys.readouterr().err
+
+
+async def test_latency_table_by_asn(setup, tmp_path: Path) -> None:
+    """An ASN database narrows the place to the ASN's network, and a latency
+    entry for that ASN beats distance."""
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+
+    from geodns.steering import LatencyEntry
+
+    _, zones, db = setup  # 198.18.0.0/15 is in Frankfurt
+    asn_db = tmp_path / "asn.mmdb"
+    w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoLite2-ASN")
+    w.insert_network(IPSet(["198.18.64.0/18"]), {"autonomous_system_number": 64500,
+                                                "autonomous_system_organization": "Test"})
+    w.to_db_file(str(asn_db))
+    cfg = Config(path=None, listen=[Address("127.0.0.1", 0)], zones_dir=zones, pops=POPS,
+                 default_order=("fra",), geoip_database=db, geoip_asn_database=asn_db,
+                 latency=(LatencyEntry({"sin": 5.0, "fra": 90.0}, asn=64500),))
+    srv = Server(cfg)
+    await srv.start()
+    try:
+        q = dns.message.make_query("www.geo.example.", "A", use_edns=0, options=[
+            dns.edns.ECSOption("198.18.70.0", 24, 0)])
+        resp = await dns.asyncquery.udp(q, "127.0.0.1", port=srv.bound[0].port, timeout=2)
+        assert resp.answer[0][0].to_text() == "192.0.2.3"  # AS64500 measured: sin
+        (opt,) = [o for o in resp.options if isinstance(o, dns.edns.ECSOption)]
+        assert opt.scopelen == 18  # the ASN network inside the /15
+        assert await steered(srv, "198.18.4.0/24") == "192.0.2.1"  # other ASN: distance
+    finally:
+        await srv.shutdown()
+
+
+def test_latency_by_asn_needs_an_asn_database(tmp_path: Path, capsys) -> None:
+    (tmp_path / "zones").mkdir()
+    cfg = tmp_path / "geodns.yaml"
+    cfg.write_text("pops: {fra: {location: [50.1, 8.7]}}\n"
+                   "latency: [{asn: 64500, pops: {fra: 10}}]\n")
+    assert main(["check", "--config", str(cfg)]) == 1
+    assert "needs geoip.asn_database" in capsys.readouterr().err

@@ -238,7 +238,7 @@ def store_for(config: Config, health: StaticHealth) -> ZoneStore:
     steering = Steering(config.pops, config.default_order, config.latency)
     geoip = config.geoip_database or bundled_database()
     return ZoneStore(config.zones_dir, config.udp_payload, config.chaos(), steering, geoip,
-                     health)
+                     health, config.geoip_asn_database)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
