@@ -44,6 +44,25 @@ GEODNS_CONFIG = HERE / "geodns-bench.yaml"
 HOST = "127.0.0.1"
 
 
+
+def _pdns_common(d: Path, port: int) -> list[str]:
+    """pdns.conf lines both PowerDNS set-ups share: one worker, no
+    Internet look-ups, no web server, everything in its own directory."""
+    return [
+        f"local-address={HOST}:{port}",
+        "receiver-threads=1",
+        "distributor-threads=1",
+        "security-poll-suffix=",
+        "guardian=no",
+        "daemon=no",
+        "disable-syslog=yes",
+        "write-pid=no",
+        "webserver=no",
+        "api=no",
+        "loglevel=4",
+        f"socket-dir={d}",
+    ]
+
 class ServerError(RuntimeError):
     pass
 
@@ -315,18 +334,7 @@ class PowerDNS(Server):
                 [
                     "launch=bind",
                     f"bind-config={d}/named.conf",
-                    f"local-address={HOST}:{self.port}",
-                    "receiver-threads=1",
-                    "distributor-threads=1",
-                    "security-poll-suffix=",
-                    "guardian=no",
-                    "daemon=no",
-                    "disable-syslog=yes",
-                    "write-pid=no",
-                    "webserver=no",
-                    "api=no",
-                    "loglevel=4",
-                    f"socket-dir={d}",
+                    *_pdns_common(d, self.port),
                 ]
             )
             + "\n"
@@ -408,18 +416,7 @@ class PowerDNSGeoIP(PowerDNS):
                     f"geoip-database-files=mmdb:{db}",
                     f"geoip-zones-file={d}/zones.yaml",
                     "edns-subnet-processing=yes",
-                    f"local-address={HOST}:{self.port}",
-                    "receiver-threads=1",
-                    "distributor-threads=1",
-                    "security-poll-suffix=",
-                    "guardian=no",
-                    "daemon=no",
-                    "disable-syslog=yes",
-                    "write-pid=no",
-                    "webserver=no",
-                    "api=no",
-                    "loglevel=4",
-                    f"socket-dir={d}",
+                    *_pdns_common(d, self.port),
                 ]
             )
             + "\n"
