@@ -10,6 +10,8 @@ from pathlib import Path
 
 from geodns import __version__
 from geodns.compile import DEFAULT_UDP_PAYLOAD
+from geodns.health.checker import HealthSettings
+from geodns.health.probes import CheckSpec
 from geodns.steering import STATES, LatencyEntry, Pop
 from geodns.yamlsrc import (
     Problems,
@@ -18,6 +20,7 @@ from geodns.yamlsrc import (
     YNode,
     YScalar,
     YSeq,
+    as_bool,
     as_float,
     as_int,
     as_str,
@@ -93,6 +96,9 @@ class Config:
     log_level: str = "info"
     pops: dict[str, Pop] = field(default_factory=dict)
     pop_states: dict[str, str] = field(default_factory=dict)  # static health
+    checks: dict[str, list[CheckSpec]] = field(default_factory=dict)  # per PoP
+    require: dict[str, int | str] = field(default_factory=dict)  # all, any, or a quorum
+    health: HealthSettings = field(default_factory=HealthSettings)
     default_order: tuple[str, ...] = ()
     latency: tuple[LatencyEntry, ...] = ()
     geoip_database: Path | None = None  # None: the bundled GeoLite2 City file
@@ -112,7 +118,7 @@ class Config:
 
 
 _TOP_KEYS = {"listen", "zones", "admin", "workers", "edns", "tcp", "reload", "log", "chaos",
-             "pops", "default_order", "latency", "geoip"}
+             "pops", "default_order", "latency", "geoip", "health"}
 
 
 def load_config(path: Path, problems: Problems) -> Config:
@@ -158,7 +164,8 @@ def load_config(path: Path, problems: Problems) -> Config:
 
     _edns(top.get("edns"), cfg, problems)
     _chaos(top.get("chaos"), cfg, problems)
-    _pops(top.get("pops"), cfg, problems)
+    defaults = _health(top.get("health"), cfg, problems)
+    _pops(top.get("pops"), cfg, problems, defaults)
     _default_order(top.get("default_order"), cfg, problems)
     geoip = top.get("geoip")
     if geoip is not None:
@@ -216,7 +223,126 @@ def _edns(node: YNode | None, cfg: Config, problems: Problems) -> None:
 _POP_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
-def _pops(node: YNode | None, cfg: Config, problems: Problems) -> None:
+_CHECK_DEFAULTS = {"interval": 1.0, "timeout": 0.8, "rise": 2, "fall": 2, "jitter": 0.1}
+
+
+def _health(node: YNode | None, cfg: Config, problems: Problems) -> dict[str, float]:
+    """The ``health:`` section: defaults for every check, and settings."""
+    defaults: dict[str, float] = dict(_CHECK_DEFAULTS)
+    m = expect_map(node, "health", problems)
+    if m is None:
+        return defaults
+    unknown_keys(m, {"interval", "timeout", "rise", "fall", "jitter", "grace", "slow_ms",
+                     "concurrency"}, "health", problems)
+    _check_timing(m, defaults, problems, "health")
+    grace, slow, conc = cfg.health.grace, cfg.health.slow_ms, cfg.health.concurrency
+    if m.get("grace") is not None:
+        grace = as_float(m.get("grace"), "health grace", problems, 0, 3600) or 0.0  # type: ignore[arg-type]
+    if m.get("slow_ms") is not None:
+        slow = as_float(m.get("slow_ms"), "health slow_ms", problems, 0, 60000) or slow  # type: ignore[arg-type]
+    if m.get("concurrency") is not None:
+        conc = as_int(m.get("concurrency"), "health concurrency", problems, 1, 10000) or conc  # type: ignore[arg-type]
+    cfg.health = HealthSettings(grace, slow, conc)
+    return defaults
+
+
+def _check_timing(m: YMap, out: dict[str, float], problems: Problems, what: str) -> None:
+    ranges = {"interval": (0.1, 3600.0), "timeout": (0.05, 600.0), "jitter": (0.0, 0.5)}
+    for key, (lo, hi) in ranges.items():
+        v = m.get(key)
+        if v is not None:
+            f = as_float(v, f"{what} {key}", problems, lo, hi)
+            if f is not None:
+                out[key] = f
+    for key in ("rise", "fall"):
+        v = m.get(key)
+        if v is not None:
+            n = as_int(v, f"{what} {key}", problems, 1, 100)
+            if n is not None:
+                out[key] = n
+    if out["timeout"] >= out["interval"] and (m.get("timeout") or m.get("interval")):
+        where = (m.get("timeout") or m.get("interval") or m).where
+        problems.add(where, f"{what}: timeout ({out['timeout']:g} s) must be below the "
+                     f"interval ({out['interval']:g} s)")
+
+
+def _checks(node: YNode, pid: str, defaults: dict[str, float],
+            problems: Problems) -> list[CheckSpec]:
+    items = node.items if isinstance(node, YSeq) else [node]
+    out = []
+    for item in items:
+        m = expect_map(item, f"PoP {pid} check", problems)
+        if m is None:
+            continue
+        kind = as_str(m.get("type") or m, "check type", problems) if m.get("type") else None
+        if kind not in ("http", "https", "tcp", "dns"):
+            problems.add((m.get("type") or m).where,
+                         f"PoP {pid}: check type must be http, https, tcp or dns")
+            continue
+        allowed = {"type", "interval", "timeout", "rise", "fall", "jitter"} | {
+            "http": {"url", "method", "host", "expect", "contains", "verify_tls"},
+            "https": {"url", "method", "host", "expect", "contains", "verify_tls"},
+            "tcp": {"address"},
+            "dns": {"server", "name", "qtype", "rcode", "answer"}}[kind]
+        unknown_keys(m, allowed, f"{kind} check", problems)
+        timing = dict(defaults)
+        _check_timing(m, timing, problems, f"PoP {pid} check")
+        common = dict(interval=timing["interval"], timeout=timing["timeout"],
+                      rise=int(timing["rise"]), fall=int(timing["fall"]),
+                      jitter=timing["jitter"])
+        if kind in ("http", "https"):
+            url = as_str(m.get("url") or m, "check url", problems) if m.get("url") else None
+            if not url or not url.startswith(("http://", "https://")):
+                problems.add(m.where, f"PoP {pid}: an {kind} check needs url: http(s)://...")
+                continue
+            expect: tuple[int, ...] = (200,)
+            en = m.get("expect")
+            if en is not None:
+                codes = [as_int(x, "expected status", problems, 100, 599)
+                         for x in (en.items if isinstance(en, YSeq) else [en])]
+                expect = tuple(c for c in codes if c is not None)
+            verify = True
+            if m.get("verify_tls") is not None:
+                verify = as_bool(m.get("verify_tls"), "verify_tls", problems) is not False  # type: ignore[arg-type]
+            out.append(CheckSpec("http", url, method=(_opt(m, "method", problems) or "GET")
+                                 .upper(), host=_opt(m, "host", problems), expect=expect,
+                                 contains=_opt(m, "contains", problems), verify_tls=verify,
+                                 **common))  # type: ignore[arg-type]
+        elif kind == "tcp":
+            addr = _opt(m, "address", problems)
+            try:
+                a = parse_address(addr or "", 0)
+                if not a.port:
+                    raise ValueError("a port is needed")
+            except ValueError as exc:
+                problems.add(m.where, f"PoP {pid}: tcp check address: {exc}")
+                continue
+            out.append(CheckSpec("tcp", str(a), **common))  # type: ignore[arg-type]
+        else:
+            server = _opt(m, "server", problems)
+            name = _opt(m, "name", problems)
+            try:
+                a = parse_address(server or "", 53)
+            except ValueError as exc:
+                problems.add(m.where, f"PoP {pid}: dns check server: {exc}")
+                continue
+            if not name:
+                problems.add(m.where, f"PoP {pid}: a dns check needs 'name'")
+                continue
+            out.append(CheckSpec("dns", str(a), name=name,
+                                 qtype=(_opt(m, "qtype", problems) or "A").upper(),
+                                 rcode=(_opt(m, "rcode", problems) or "NOERROR").upper(),
+                                 answer=_opt(m, "answer", problems), **common))  # type: ignore[arg-type]
+    return out
+
+
+def _opt(m: YMap, key: str, problems: Problems) -> str | None:
+    v = m.get(key)
+    return None if v is None else as_str(v, key, problems)
+
+
+def _pops(node: YNode | None, cfg: Config, problems: Problems,
+          defaults: dict[str, float] | None = None) -> None:
     m = expect_map(node, "pops", problems)
     if m is None:
         return
@@ -230,7 +356,20 @@ def _pops(node: YNode | None, cfg: Config, problems: Problems) -> None:
         if pm is None:
             continue
         unknown_keys(pm, {"location", "city", "country", "continent", "bias", "weight",
-                          "state"}, f"PoP {pid}", problems)
+                          "state", "checks", "require"}, f"PoP {pid}", problems)
+        if pm.get("checks") is not None:
+            cfg.checks[pid] = _checks(pm.get("checks"), pid,  # type: ignore[arg-type]
+                                      defaults or dict(_CHECK_DEFAULTS), problems)
+        rq = pm.get("require")
+        if rq is not None:
+            req = as_str(rq, "require", problems) or "all"
+            if req in ("all", "any"):
+                cfg.require[pid] = req
+            elif req.isdigit() and 1 <= int(req) <= len(cfg.checks.get(pid, [])):
+                cfg.require[pid] = int(req)
+            else:
+                problems.add(rq.where, f"PoP {pid}: require must be all, any, or a number of "
+                             "checks (a quorum) up to how many it has")
         loc = pm.get("location")
         if not isinstance(loc, YSeq) or len(loc.items) != 2:
             problems.add((loc or pm).where, f"PoP {pid}: location must be [latitude, longitude]")

@@ -14,6 +14,7 @@ from geodns import state as state_file
 from geodns.admin import Admin
 from geodns.config import Address, Config
 from geodns.geo import bundled_database
+from geodns.health.checker import HealthChecker
 from geodns.server.transport import (
     HAVE_UDPBATCH,
     TCPConnection,
@@ -50,6 +51,7 @@ class Server:
         self.admin_enabled = admin and config.admin is not None
         self.admin: Admin | None = None
         self.ready = False
+        self.checker: HealthChecker | None = None
         self._state_signature: tuple[int, int, int] | None = None
         self.udp_mode = udp_mode or UDP_MODE
         if self.udp_mode == "batch" and not HAVE_UDPBATCH:
@@ -101,6 +103,10 @@ class Server:
             except OSError as exc:
                 log.error("admin API not started on %s: %s", self.config.admin, exc)
                 self.admin = None
+        if self.config.checks:
+            self.checker = HealthChecker(self.config.checks, self.config.require, self.health,
+                                         self.config.health, self._health_changed)
+            self.checker.start()
         self.ready = True
         self._tasks.append(asyncio.create_task(self._poll_zones()))
         self._tasks.append(asyncio.create_task(self._sweep_tcp()))
@@ -132,6 +138,9 @@ class Server:
         self.health.set(pop, state)
         self.responder.forget_decisions()
         log.info("PoP %s is now %s", pop, state)
+
+    def _health_changed(self) -> None:
+        self.responder.forget_decisions()
 
     def set_admin_state(self, pop: str, state: str | None) -> None:
         """An administrative override (None removes it), kept in the state
@@ -176,6 +185,9 @@ class Server:
         if self.admin is not None:
             await self.admin.stop()
             self.admin = None
+        if self.checker is not None:
+            await self.checker.stop()
+            self.checker = None
         for server in self._tcp_servers:
             server.close()
         for transport in self._udp_transports:

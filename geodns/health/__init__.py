@@ -1,0 +1,1 @@
+"""Active health checks: a pure state machine, probes, and their scheduler."""

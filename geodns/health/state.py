@@ -1,0 +1,115 @@
+"""Health state, pure: probe results in, state changes out.  No clock, no I/O.
+
+Theory of operation: each *check* keeps two run counters.  ``rise``
+consecutive successes make it up, ``fall`` consecutive failures make it down;
+anything less leaves the state as it was, so one lost probe does not move
+traffic and one lucky probe does not bring a sick site back (hysteresis).
+A check starts *unknown*.
+
+A *PoP* is up when its checks satisfy its policy (``all``, ``any``, or a
+quorum of N), down when they can no longer satisfy it, unknown otherwise.
+Until a PoP's first verdict it counts as up for a grace period after
+start-up (so a restart does not turn every site dark); a PoP still without a
+verdict when the grace period ends counts as down.  A PoP with no checks
+stays unknown, which steering treats as up.
+
+Round-trip times of successful probes feed a moving average per PoP; above
+the ``slow_ms`` threshold the excess becomes a score penalty (in steps of
+``PENALTY_STEP_MS`` so that cached decisions are not thrown away on every
+probe), and a sick-but-alive PoP loses clients gradually.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from geodns.steering import DOWN, UNKNOWN, UP
+
+PENALTY_STEP_MS = 10.0
+EWMA_ALPHA = 0.3
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    ok: bool
+    rtt_ms: float | None
+    detail: str  # "200 in 3.1 ms", "connect refused", "timeout after 0.8 s"
+
+
+@dataclass
+class CheckState:
+    rise: int
+    fall: int
+    state: str = UNKNOWN
+    ok_run: int = 0
+    fail_run: int = 0
+    last: Result | None = None
+
+    def record(self, result: Result) -> bool:
+        """Count one result; True when the check's state changed."""
+        self.last = result
+        if result.ok:
+            self.ok_run += 1
+            self.fail_run = 0
+            if self.state != UP and self.ok_run >= self.rise:
+                self.state = UP
+                return True
+        else:
+            self.fail_run += 1
+            self.ok_run = 0
+            if self.state != DOWN and self.fail_run >= self.fall:
+                self.state = DOWN
+                return True
+        return False
+
+
+@dataclass
+class PopState:
+    """One PoP's checks and what they add up to."""
+
+    checks: list[CheckState]
+    require: int | str = "all"  # "all", "any", or a quorum count
+    state: str = UNKNOWN
+    since: float = 0.0
+    rtt_ms: float | None = None
+    changes: int = 0
+    history: list[tuple[float, str, str, str]] = field(default_factory=list)
+
+    def needed(self) -> int:
+        if self.require == "all":
+            return len(self.checks)
+        if self.require == "any":
+            return 1
+        return int(self.require)
+
+    def verdict(self) -> str:
+        if not self.checks:
+            return UNKNOWN
+        up = sum(c.state == UP for c in self.checks)
+        down = sum(c.state == DOWN for c in self.checks)
+        need = self.needed()
+        if up >= need:
+            return UP
+        if len(self.checks) - down < need:
+            return DOWN
+        return self.state if self.state != UNKNOWN else UNKNOWN
+
+    def observe_rtt(self, rtt_ms: float) -> None:
+        self.rtt_ms = rtt_ms if self.rtt_ms is None else \
+            (1 - EWMA_ALPHA) * self.rtt_ms + EWMA_ALPHA * rtt_ms
+
+
+def penalty_ms(rtt_ms: float | None, slow_ms: float) -> float:
+    """Score penalty for a slow PoP: the average RTT above the threshold,
+    rounded down to whole steps."""
+    if rtt_ms is None or rtt_ms <= slow_ms:
+        return 0.0
+    return (rtt_ms - slow_ms) // PENALTY_STEP_MS * PENALTY_STEP_MS
+
+
+def effective(pop: PopState, now: float, started: float, grace: float) -> str:
+    """The state steering should see: unknown after the grace period is
+    down when the PoP has checks that never gave a verdict."""
+    if pop.state == UNKNOWN and pop.checks and now - started >= grace:
+        return DOWN
+    return pop.state
