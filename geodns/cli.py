@@ -1,4 +1,4 @@
-"""``geodns`` command line: serve, check, explain, import-zone."""
+"""``geodns`` command line: serve, check, explain, drain, undrain, import-zone."""
 
 from __future__ import annotations
 
@@ -155,6 +155,47 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drain(args: argparse.Namespace) -> int:
+    """POST /pops/{id}/drain (or undrain) to the running server's admin API."""
+    import json
+    import os
+    import urllib.error
+    import urllib.request
+
+    problems = Problems()
+    cfg = _config_from_args(args, problems)
+    if problems:
+        for p in problems:
+            print(p, file=sys.stderr)
+        return 2
+    base = args.admin
+    if base is None:
+        if cfg.admin is None:
+            print("geodns: no admin address: set admin.listen in the configuration or give "
+                  "--admin http://HOST:PORT", file=sys.stderr)
+            return 2
+        base = f"http://{cfg.admin}"
+    token = args.token or os.environ.get("GEODNS_ADMIN_TOKEN") or cfg.admin_token
+    action = "drain" if args.command == "drain" else "undrain"
+    req = urllib.request.Request(f"{base.rstrip('/')}/pops/{args.pop}/{action}", method="POST",
+                                 headers={"Authorization": f"Bearer {token or ''}"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            body = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            reason = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            reason = exc.reason
+        print(f"geodns {action}: {exc.code} {reason}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"geodns {action}: cannot reach the admin API at {base}: {exc}", file=sys.stderr)
+        return 1
+    print(f"PoP {body['pop']}: {body['old']} -> {body['state']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="geodns", description=__doc__)
     parser.add_argument("--version", action="version", version=f"geodns {__version__}")
@@ -185,6 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ecs", metavar="SUBNET", help="an EDNS Client Subnet, e.g. 200.160.0.0/24")
     p.add_argument("--json", action="store_true", help="the same as JSON")
     p.set_defaults(func=cmd_explain)
+
+    for name, what in (("drain", "stop sending clients to a PoP (survives restarts)"),
+                       ("undrain", "let a drained PoP take clients again")):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("pop")
+        p.add_argument("--config", "-c", help="server configuration (admin address, token)")
+        p.add_argument("--admin", metavar="URL", help="admin API, e.g. http://127.0.0.1:8053")
+        p.add_argument("--token", help="bearer token (or GEODNS_ADMIN_TOKEN)")
+        p.set_defaults(func=cmd_drain)
 
     p = sub.add_parser("import-zone", help="convert a BIND zone file to geodns YAML (stdout)")
     p.add_argument("file")

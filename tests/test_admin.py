@@ -156,3 +156,23 @@ def test_broken_state_file_is_reported_and_ignored(tmp_path: Path, caplog) -> No
     assert "not read" in caplog.text
     state.save(path, {"fra": "draining", "bad": "nonsense"})
     assert state.load(path) == {"fra": "draining"}
+
+
+async def test_cli_drain_and_undrain(server: Server, capsys) -> None:
+    from geodns.cli import main
+
+    base = url(server, "")
+    loop = asyncio.get_running_loop()
+    code = await loop.run_in_executor(None, main, ["drain", "fra", "--admin", base, "--token",
+                                                   TOKEN])
+    assert code == 0 and "fra: unknown -> draining" in capsys.readouterr().out
+    assert await answer(server) == "192.0.2.2"
+    code = await loop.run_in_executor(None, main, ["undrain", "fra", "--admin", base,
+                                                   "--token", "wrong-token-xxxxxxxx"])
+    assert code == 1 and "401" in capsys.readouterr().err
+    code = await loop.run_in_executor(None, main, ["undrain", "fra", "--admin", base,
+                                                   "--token", TOKEN])
+    assert code == 0 and await answer(server) == "192.0.2.1"
+    code = await loop.run_in_executor(None, main, ["drain", "fra", "--admin",
+                                                   "http://127.0.0.1:9", "--token", TOKEN])
+    assert code == 1 and "cannot reach" in capsys.readouterr().err
