@@ -9,8 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from geodns import __version__
+from geodns.address import DEFAULT_PORT, Address, parse_address
+
+__all__ = ["DEFAULT_PORT", "Address", "Config", "TcpConfig", "check_zones_dir", "load_config",
+           "parse_address"]
 from geodns.compile import DEFAULT_UDP_PAYLOAD
 from geodns.health.checker import HealthSettings
+from geodns.health.parse import CHECK_DEFAULTS, check_timing, parse_checks
 from geodns.health.probes import CheckSpec
 from geodns.steering import STATES, LatencyEntry, Pop
 from geodns.yamlsrc import (
@@ -20,7 +25,6 @@ from geodns.yamlsrc import (
     YNode,
     YScalar,
     YSeq,
-    as_bool,
     as_float,
     as_int,
     as_str,
@@ -28,51 +32,6 @@ from geodns.yamlsrc import (
     load_file,
     unknown_keys,
 )
-
-DEFAULT_PORT = 5300
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    host: str
-    port: int
-
-    @property
-    def family_v6(self) -> bool:
-        return ":" in self.host
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if self.family_v6 else f"{self.host}:{self.port}"
-
-
-def parse_address(text: str, default_port: int = DEFAULT_PORT) -> Address:
-    """``1.2.3.4:53``, ``[::1]:53``, ``::1`` or ``1.2.3.4`` -> Address."""
-    text = text.strip()
-    host, port = text, default_port
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ValueError(f"{text!r}: missing ']' after an IPv6 address")
-        host = text[1:end]
-        rest = text[end + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"{text!r}: expected ':PORT' after ']'")
-            port = _port(rest[1:], text)
-    elif text.count(":") == 1:
-        host, _, p = text.partition(":")
-        port = _port(p, text)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"{host!r} is not an IP address") from None
-    return Address(host, port)
-
-
-def _port(text: str, whole: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise ValueError(f"{whole!r}: port must be a number 0..65535")
-    return int(text)
 
 
 @dataclass
@@ -223,18 +182,15 @@ def _edns(node: YNode | None, cfg: Config, problems: Problems) -> None:
 _POP_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
-_CHECK_DEFAULTS = {"interval": 1.0, "timeout": 0.8, "rise": 2, "fall": 2, "jitter": 0.1}
-
-
 def _health(node: YNode | None, cfg: Config, problems: Problems) -> dict[str, float]:
     """The ``health:`` section: defaults for every check, and settings."""
-    defaults: dict[str, float] = dict(_CHECK_DEFAULTS)
+    defaults: dict[str, float] = dict(CHECK_DEFAULTS)
     m = expect_map(node, "health", problems)
     if m is None:
         return defaults
     unknown_keys(m, {"interval", "timeout", "rise", "fall", "jitter", "grace", "slow_ms",
                      "concurrency"}, "health", problems)
-    _check_timing(m, defaults, problems, "health")
+    check_timing(m, defaults, problems, "health")
     grace, slow, conc = cfg.health.grace, cfg.health.slow_ms, cfg.health.concurrency
     if m.get("grace") is not None:
         grace = as_float(m.get("grace"), "health grace", problems, 0, 3600) or 0.0  # type: ignore[arg-type]
@@ -244,101 +200,6 @@ def _health(node: YNode | None, cfg: Config, problems: Problems) -> dict[str, fl
         conc = as_int(m.get("concurrency"), "health concurrency", problems, 1, 10000) or conc  # type: ignore[arg-type]
     cfg.health = HealthSettings(grace, slow, conc)
     return defaults
-
-
-def _check_timing(m: YMap, out: dict[str, float], problems: Problems, what: str) -> None:
-    ranges = {"interval": (0.1, 3600.0), "timeout": (0.05, 600.0), "jitter": (0.0, 0.5)}
-    for key, (lo, hi) in ranges.items():
-        v = m.get(key)
-        if v is not None:
-            f = as_float(v, f"{what} {key}", problems, lo, hi)
-            if f is not None:
-                out[key] = f
-    for key in ("rise", "fall"):
-        v = m.get(key)
-        if v is not None:
-            n = as_int(v, f"{what} {key}", problems, 1, 100)
-            if n is not None:
-                out[key] = n
-    if out["timeout"] >= out["interval"] and (m.get("timeout") or m.get("interval")):
-        where = (m.get("timeout") or m.get("interval") or m).where
-        problems.add(where, f"{what}: timeout ({out['timeout']:g} s) must be below the "
-                     f"interval ({out['interval']:g} s)")
-
-
-def _checks(node: YNode, pid: str, defaults: dict[str, float],
-            problems: Problems) -> list[CheckSpec]:
-    items = node.items if isinstance(node, YSeq) else [node]
-    out = []
-    for item in items:
-        m = expect_map(item, f"PoP {pid} check", problems)
-        if m is None:
-            continue
-        kind = as_str(m.get("type") or m, "check type", problems) if m.get("type") else None
-        if kind not in ("http", "https", "tcp", "dns"):
-            problems.add((m.get("type") or m).where,
-                         f"PoP {pid}: check type must be http, https, tcp or dns")
-            continue
-        allowed = {"type", "interval", "timeout", "rise", "fall", "jitter"} | {
-            "http": {"url", "method", "host", "expect", "contains", "verify_tls"},
-            "https": {"url", "method", "host", "expect", "contains", "verify_tls"},
-            "tcp": {"address"},
-            "dns": {"server", "name", "qtype", "rcode", "answer"}}[kind]
-        unknown_keys(m, allowed, f"{kind} check", problems)
-        timing = dict(defaults)
-        _check_timing(m, timing, problems, f"PoP {pid} check")
-        common = dict(interval=timing["interval"], timeout=timing["timeout"],
-                      rise=int(timing["rise"]), fall=int(timing["fall"]),
-                      jitter=timing["jitter"])
-        if kind in ("http", "https"):
-            url = as_str(m.get("url") or m, "check url", problems) if m.get("url") else None
-            if not url or not url.startswith(("http://", "https://")):
-                problems.add(m.where, f"PoP {pid}: an {kind} check needs url: http(s)://...")
-                continue
-            expect: tuple[int, ...] = (200,)
-            en = m.get("expect")
-            if en is not None:
-                codes = [as_int(x, "expected status", problems, 100, 599)
-                         for x in (en.items if isinstance(en, YSeq) else [en])]
-                expect = tuple(c for c in codes if c is not None)
-            verify = True
-            if m.get("verify_tls") is not None:
-                verify = as_bool(m.get("verify_tls"), "verify_tls", problems) is not False  # type: ignore[arg-type]
-            out.append(CheckSpec("http", url, method=(_opt(m, "method", problems) or "GET")
-                                 .upper(), host=_opt(m, "host", problems), expect=expect,
-                                 contains=_opt(m, "contains", problems), verify_tls=verify,
-                                 **common))  # type: ignore[arg-type]
-        elif kind == "tcp":
-            addr = _opt(m, "address", problems)
-            try:
-                a = parse_address(addr or "", 0)
-                if not a.port:
-                    raise ValueError("a port is needed")
-            except ValueError as exc:
-                problems.add(m.where, f"PoP {pid}: tcp check address: {exc}")
-                continue
-            out.append(CheckSpec("tcp", str(a), **common))  # type: ignore[arg-type]
-        else:
-            server = _opt(m, "server", problems)
-            name = _opt(m, "name", problems)
-            try:
-                a = parse_address(server or "", 53)
-            except ValueError as exc:
-                problems.add(m.where, f"PoP {pid}: dns check server: {exc}")
-                continue
-            if not name:
-                problems.add(m.where, f"PoP {pid}: a dns check needs 'name'")
-                continue
-            out.append(CheckSpec("dns", str(a), name=name,
-                                 qtype=(_opt(m, "qtype", problems) or "A").upper(),
-                                 rcode=(_opt(m, "rcode", problems) or "NOERROR").upper(),
-                                 answer=_opt(m, "answer", problems), **common))  # type: ignore[arg-type]
-    return out
-
-
-def _opt(m: YMap, key: str, problems: Problems) -> str | None:
-    v = m.get(key)
-    return None if v is None else as_str(v, key, problems)
 
 
 def _pops(node: YNode | None, cfg: Config, problems: Problems,
@@ -358,8 +219,8 @@ def _pops(node: YNode | None, cfg: Config, problems: Problems,
         unknown_keys(pm, {"location", "city", "country", "continent", "bias", "weight",
                           "state", "checks", "require"}, f"PoP {pid}", problems)
         if pm.get("checks") is not None:
-            cfg.checks[pid] = _checks(pm.get("checks"), pid,  # type: ignore[arg-type]
-                                      defaults or dict(_CHECK_DEFAULTS), problems)
+            cfg.checks[pid] = parse_checks(pm.get("checks"), pid,  # type: ignore[arg-type]
+                                      defaults or dict(CHECK_DEFAULTS), problems)
         rq = pm.get("require")
         if rq is not None:
             req = as_str(rq, "require", problems) or "all"
