@@ -65,7 +65,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             if not (path.is_file() and path.name.endswith(ZONE_SUFFIXES)) or \
                     path.name.startswith("."):
                 continue
-            zone = load_zone_file(path, problems, pops=cfg.pops)
+            zone = load_zone_file(path, problems, pops=cfg.pops,
+                                  check_defaults=cfg.check_defaults)
             if zone is None:
                 continue
             count += 1

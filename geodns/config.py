@@ -58,6 +58,7 @@ class Config:
     checks: dict[str, list[CheckSpec]] = field(default_factory=dict)  # per PoP
     require: dict[str, int | str] = field(default_factory=dict)  # all, any, or a quorum
     health: HealthSettings = field(default_factory=HealthSettings)
+    check_defaults: dict[str, float] = field(default_factory=lambda: dict(CHECK_DEFAULTS))
     default_order: tuple[str, ...] = ()
     latency: tuple[LatencyEntry, ...] = ()
     geoip_database: Path | None = None  # None: the bundled GeoLite2 City file
@@ -199,6 +200,7 @@ def _health(node: YNode | None, cfg: Config, problems: Problems) -> dict[str, fl
     if m.get("concurrency") is not None:
         conc = as_int(m.get("concurrency"), "health concurrency", problems, 1, 10000) or conc  # type: ignore[arg-type]
     cfg.health = HealthSettings(grace, slow, conc)
+    cfg.check_defaults = defaults
     return defaults
 
 

@@ -52,7 +52,8 @@ class ZoneStore:
     def __init__(self, directory: Path, payload: int = DEFAULT_UDP_PAYLOAD,
                  chaos: dict[str, str] | None = None, steering: Steering | None = None,
                  geoip: Path | None = None, health: StaticHealth | None = None,
-                 geoip_asn: Path | None = None) -> None:
+                 geoip_asn: Path | None = None,
+                 check_defaults: dict[str, float] | None = None) -> None:
         self.directory = directory
         self.payload = payload
         self.chaos = chaos or {}
@@ -60,6 +61,7 @@ class ZoneStore:
         self.health = health or StaticHealth()
         self.geoip_path = geoip
         self.geoip_asn_path = geoip_asn
+        self.check_defaults = check_defaults
         self.geoip_signature: tuple[Signature | None, Signature | None] | None = None
         self.locator: Locator | None = None
         self.geoip_error: str | None = None
@@ -134,7 +136,8 @@ class ZoneStore:
             if not force and time.time_ns() - sig[0] < SETTLE_NS:
                 continue  # still being written, most likely: look again next time
             problems = Problems()
-            zone = load_zone_file(Path(path), problems, pops=self.steering.pops)
+            zone = load_zone_file(Path(path), problems, pops=self.steering.pops,
+                                  check_defaults=self.check_defaults)
             if self._signature(path) != sig:
                 continue  # changed while we read it: read it again next time
             if zone is not None:

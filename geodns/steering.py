@@ -36,12 +36,15 @@ import ipaddress
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from geodns import names
 from geodns.geo import IPAddress, IPNetwork, Place
 from geodns.rdata import RData
 from geodns.yamlsrc import Where
+
+if TYPE_CHECKING:
+    from geodns.health.probes import CheckSpec
 
 UP, DOWN, DRAINING, UNKNOWN = "up", "down", "draining", "unknown"
 STATES = (UP, DOWN, DRAINING, UNKNOWN)
@@ -71,6 +74,10 @@ class HealthView(Protocol):
 
     def penalty_ms(self, pop: str) -> float: ...
 
+    def record_state(self, record: tuple[bytes, int], pop: str) -> str:
+        """The state of a record's own checks at a PoP (UNKNOWN if none)."""
+        ...
+
 
 @dataclass
 class StaticHealth:
@@ -81,10 +88,14 @@ class StaticHealth:
     states: dict[str, str] = field(default_factory=dict)
     penalties: dict[str, float] = field(default_factory=dict)
     admin: dict[str, str] = field(default_factory=dict)
+    records: dict[tuple[bytes, int], dict[str, str]] = field(default_factory=dict)
     version: int = 0
 
     def state(self, pop: str) -> str:
         return self.admin.get(pop) or self.states.get(pop, UNKNOWN)
+
+    def record_state(self, record: tuple[bytes, int], pop: str) -> str:
+        return self.records.get(record, {}).get(pop, UNKNOWN)
 
     def penalty_ms(self, pop: str) -> float:
         return self.penalties.get(pop, 0.0)
@@ -143,6 +154,12 @@ class SteerSpec:
     fallback: tuple[RData, ...] = ()  # all_down == ANSWER
     use: bytes | None = None  # all_down == USE: another steered name (lower-case wire)
     where: Where | None = None
+    # The record's own checks per PoP (on top of the PoP's): CheckSpec tuples.
+    checks: Mapping[str, tuple[CheckSpec, ...]] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[bytes, int]:
+        return (self.owner.lower(), self.rtype)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +288,9 @@ class Steering:
             if pop is None:
                 continue
             state = health.state(p)
+            if spec.checks and state not in (DOWN, DRAINING) and \
+                    health.record_state(spec.key, p) == DOWN:
+                state = DOWN  # this record's own check fails at this PoP
             penalty = health.penalty_ms(p)
             distance = None
             if lat is not None and lon is not None:

@@ -299,3 +299,79 @@ async def test_500_brings_a_pop_down(tmp_path: Path, endpoint: Endpoint) -> None
         assert "status 500" in (hc.check_states[spec].last.detail)  # type: ignore[union-attr]
     finally:
         await hc.stop()
+
+
+async def test_record_checks_move_only_that_record(tmp_path: Path) -> None:
+    """api's own check fails at p1 while p1's PoP check passes: api moves to p2,
+    www stays on p1.  Removing the check from the zone brings api back."""
+    pop_ep, api_ep = Endpoint(), Endpoint()
+    await pop_ep.start()
+    await api_ep.start()
+    api_ep.mode = "500"
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    zone_with_check = ZONE + f"""\
+  api:
+    A:
+      steer:
+        pops: {{p1: 192.0.2.11, p2: 192.0.2.12}}
+        checks:
+          p1: [{{type: http, url: "{api_ep.url}", interval: 0.2, timeout: 0.15}}]
+"""
+    path = zones / "hc.example.yaml"
+    path.write_text(zone_with_check)
+    fast = dict(interval=0.2, timeout=0.15, rise=2, fall=2, jitter=0.1)
+    cfg = Config(path=None, listen=[Address("127.0.0.1", 0)], zones_dir=zones,
+                 reload_interval=0.2,
+                 pops={"p1": Pop("p1", 50.1, 8.7, order=0), "p2": Pop("p2", 48.9, 2.4, order=1)},
+                 default_order=("p1", "p2"),
+                 checks={"p1": [CheckSpec("http", pop_ep.url, **fast)]},
+                 health=HealthSettings(grace=2.0))
+    srv = Server(cfg)
+    await srv.start()
+
+    async def ask(name: str) -> str:
+        q = dns.message.make_query(f"{name}.hc.example.", "A")
+        resp = await dns.asyncquery.udp(q, "127.0.0.1", port=srv.bound[0].port, timeout=1)
+        return resp.answer[0][0].to_text()
+
+    try:
+        for _ in range(60):
+            if await ask("api") == "192.0.2.12":
+                break
+            await asyncio.sleep(0.05)
+        assert await ask("api") == "192.0.2.12"  # its own check failed at p1
+        for _ in range(60):
+            if srv.health.state("p1") == UP:
+                break
+            await asyncio.sleep(0.05)
+        assert srv.health.state("p1") == UP
+        assert await ask("www") == "192.0.2.1"  # the PoP itself is fine
+        assert await ask("api") == "192.0.2.12"
+        path.write_text(ZONE + "  api:\n    A:\n      steer: {pops: {p1: 192.0.2.11, "
+                        "p2: 192.0.2.12}}\n")
+        for _ in range(60):
+            if await ask("api") == "192.0.2.11":
+                break
+            await asyncio.sleep(0.05)
+        assert await ask("api") == "192.0.2.11"
+        assert srv.checker is not None and not any(
+            not isinstance(u, str) for u in srv.checker.units)
+    finally:
+        await srv.shutdown()
+        await pop_ep.stop()
+        await api_ep.stop()
+
+
+def test_record_check_validation() -> None:
+    from geodns.yamlsrc import Problems
+    from geodns.zones.loader import load_zone_text
+
+    problems = Problems()
+    text = ("origin: v.example.\nsoa: {mname: ns1, rname: h}\nrecords:\n  '@': {NS: [ns1]}\n"
+            "  ns1: {A: 192.0.2.1}\n  w: {A: {steer: {pops: {fra: 192.0.2.1}, checks: "
+            "{iad: [{type: tcp, address: '192.0.2.1:80'}], fra: [{type: smtp}]}}}}\n")
+    load_zone_text(text, "z.yaml", "v.example.", problems, pops={"fra", "iad"})
+    found = [str(p) for p in problems]
+    assert any("checks for PoP 'iad', which has no answer" in p for p in found), found
+    assert any("check type must be http, https, tcp or dns" in p for p in found), found

@@ -34,6 +34,20 @@ class HealthSettings:
     concurrency: int = 64
 
 
+# What a verdict is about: a PoP, or one record's own checks at a PoP.
+Unit = str | tuple[bytes, int, str]
+
+
+def _unit_name(unit: Unit) -> str:
+    if isinstance(unit, str):
+        return f"pop={unit}"
+    owner, rtype, pop = unit
+    from geodns.names import to_text
+    from geodns.rdata import type_name
+
+    return f"pop={pop} record={to_text(owner)}/{type_name(rtype)}"
+
+
 class HealthChecker:
     def __init__(self, checks: dict[str, list[CheckSpec]], require: dict[str, int | str],
                  health: StaticHealth, settings: HealthSettings,
@@ -46,37 +60,76 @@ class HealthChecker:
         self.rng = rng or random.Random()
         self.prober = Prober()
         self.check_states: dict[CheckSpec, CheckState] = {}
-        self.users: dict[CheckSpec, list[str]] = {}
-        self.pops: dict[str, PopState] = {}
-        for pop, specs in checks.items():
-            states = []
-            for spec in specs:
-                if spec not in self.check_states:
-                    self.check_states[spec] = CheckState(spec.rise, spec.fall)
-                    self.users[spec] = []
-                self.users[spec].append(pop)
-                states.append(self.check_states[spec])
-            self.pops[pop] = PopState(states, require.get(pop, "all"))
-        self.started = 0.0
-        self._tasks: list[asyncio.Task[None]] = []
+        self.users: dict[CheckSpec, list[Unit]] = {}
+        self.units: dict[Unit, PopState] = {}
+        self.started: float | None = None
+        self._tasks: dict[CheckSpec, asyncio.Task[None]] = {}
         self._sem = asyncio.Semaphore(settings.concurrency)
+        for pop, specs in checks.items():
+            self._add_unit(pop, specs, require.get(pop, "all"))
+
+    @property
+    def pops(self) -> dict[str, PopState]:
+        return {u: s for u, s in self.units.items() if isinstance(u, str)}
+
+    def _add_unit(self, unit: Unit, specs: list[CheckSpec], require: int | str) -> None:
+        states = []
+        for spec in specs:
+            if spec not in self.check_states:
+                self.check_states[spec] = CheckState(spec.rise, spec.fall)
+                self.users[spec] = []
+                if self.started is not None:
+                    self._spawn(spec)
+            self.users[spec].append(unit)
+            states.append(self.check_states[spec])
+        self.units[unit] = PopState(states, require, since=self.clock())
+
+    def _remove_unit(self, unit: Unit) -> None:
+        self.units.pop(unit, None)
+        for spec in [s for s, users in self.users.items() if unit in users]:
+            self.users[spec].remove(unit)
+            if not self.users[spec]:
+                del self.users[spec]
+                del self.check_states[spec]
+                task = self._tasks.pop(spec, None)
+                if task is not None:
+                    task.cancel()
+        if not isinstance(unit, str):
+            self.health.records.get(unit[:2], {}).pop(unit[2], None)
+
+    def set_record_checks(self, records: dict[tuple[bytes, int],
+                                              dict[str, tuple[CheckSpec, ...]]]) -> None:
+        """The records' own checks after a zone (re)load: start new ones,
+        stop those no longer written."""
+        wanted: dict[Unit, list[CheckSpec]] = {
+            (owner, rtype, pop): list(specs)
+            for (owner, rtype), per_pop in records.items() for pop, specs in per_pop.items()}
+        current: list[Unit] = [u for u in self.units if not isinstance(u, str)]
+        for unit in current:
+            if unit not in wanted or [s for s, users in self.users.items()
+                                      if unit in users] != wanted[unit]:
+                self._remove_unit(unit)
+        for unit, specs in wanted.items():
+            if unit not in self.units:
+                self._add_unit(unit, specs, "all")
 
     def start(self) -> None:
         self.started = self.clock()
-        for pop in self.pops.values():
-            pop.since = self.started
         for spec in self.check_states:
-            self._tasks.append(asyncio.create_task(self._loop(spec)))
-        if self.pops:
-            self._tasks.append(asyncio.create_task(self._grace_timer()))
-            log.info("health checks started: %d check(s) for %d PoP(s); PoPs count as up "
-                     "for %g s until their first verdict", len(self.check_states),
-                     len(self.pops), self.settings.grace)
+            self._spawn(spec)
+        if self.units:
+            log.info("health checks started: %d check(s) for %d PoP(s) and records; PoPs count "
+                     "as up for %g s until their first verdict", len(self.check_states),
+                     len(self.units), self.settings.grace)
+
+    def _spawn(self, spec: CheckSpec) -> None:
+        self._tasks[spec] = asyncio.create_task(self._loop(spec))
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = list(self._tasks.values())
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
@@ -90,64 +143,63 @@ class HealthChecker:
             begun = self.clock()
             async with self._sem:
                 result = await self.prober.run(spec)
-            self.record(spec, result)
+            if spec in self.check_states:
+                self.record(spec, result)
             spread = spec.interval * spec.jitter
             delay = spec.interval + self.rng.uniform(-spread, spread) - (self.clock() - begun)
             await asyncio.sleep(max(0.01, delay))
 
-    async def _grace_timer(self) -> None:
-        await asyncio.sleep(self.settings.grace)
-        self.refresh_all("no verdict within the grace period")
-
     def record(self, spec: CheckSpec, result: Result) -> None:
-        """One probe result (public so tests can drive it without probing)."""
-        cstate = self.check_states[spec]
-        changed = cstate.record(result)
+        """One probe result (public so tests can drive it without probing).
+        Every unit using the check is re-evaluated: that is also how a grace
+        period that ends without a verdict is noticed."""
+        self.check_states[spec].record(result)
         dirty = False
-        for name in self.users[spec]:
-            pop = self.pops[name]
-            if result.ok and result.rtt_ms is not None:
-                pop.observe_rtt(result.rtt_ms)
-                penalty = penalty_ms(pop.rtt_ms, self.settings.slow_ms)
-                if penalty != self.health.penalties.get(name, 0.0):
-                    self.health.penalties[name] = penalty
-                    log.info("PoP %s probes average %.0f ms: score penalty %.0f ms", name,
-                             pop.rtt_ms, penalty)
+        for unit in self.users[spec]:
+            state = self.units[unit]
+            if isinstance(unit, str) and result.ok and result.rtt_ms is not None:
+                state.observe_rtt(result.rtt_ms)
+                penalty = penalty_ms(state.rtt_ms, self.settings.slow_ms)
+                if penalty != self.health.penalties.get(unit, 0.0):
+                    self.health.penalties[unit] = penalty
+                    log.info("PoP %s probes average %.0f ms: score penalty %.0f ms", unit,
+                             state.rtt_ms, penalty)
                     dirty = True
-            if changed:
-                reason = f"{spec.describe()}: {result.detail}"
-                dirty |= self._update(name, pop, reason)
+            dirty |= self._update(unit, state, f"{spec.describe()}: {result.detail}")
         if dirty:
             self.on_change()
 
-    def refresh_all(self, reason: str) -> None:
-        dirty = False
-        for name, pop in self.pops.items():
-            dirty |= self._update(name, pop, reason)
-        if dirty:
-            self.on_change()
-
-    def _update(self, name: str, pop: PopState, reason: str) -> bool:
-        """Bring steering's view of one PoP up to date; True if it changed."""
+    def _update(self, unit: Unit, pop: PopState, reason: str) -> bool:
+        """Bring steering's view of one unit up to date; True if it changed."""
         now = self.clock()
+        born = pop.since if pop.changes == 0 else now
         pop.state = pop.verdict()
-        new = effective(pop, now, self.started, self.settings.grace)
-        old = self.health.states.get(name, UNKNOWN)
+        new = effective(pop, now, born, self.settings.grace)
+        if pop.changes == 0 and new == DOWN and pop.state == UNKNOWN:
+            reason = "no verdict within the grace period"
+        if isinstance(unit, str):
+            old = self.health.states.get(unit, UNKNOWN)
+        else:
+            old = self.health.records.get(unit[:2], {}).get(unit[2], UNKNOWN)
         if new == old:
             return False
         pop.since = now
         pop.changes += 1
         pop.history.append((time.time(), old, new, reason))
         del pop.history[:-50]
-        self.health.set(name, new)
+        if isinstance(unit, str):
+            self.health.set(unit, new)
+        else:
+            self.health.records.setdefault(unit[:2], {})[unit[2]] = new
+            self.health.version += 1
         checks = "; ".join(f"{s.describe()}={c.state}({c.last.detail if c.last else '-'})"
-                           for s, c in self.check_states.items() if name in self.users[s])
-        log.info('state change pop=%s old=%s new=%s reason="%s" checks="%s"', name, old, new,
-                 reason, checks)
+                           for s, c in self.check_states.items() if unit in self.users[s])
+        log.info('state change %s old=%s new=%s reason="%s" checks="%s"', _unit_name(unit),
+                 old, new, reason, checks)
         return True
 
     def status(self) -> dict[str, dict[str, object]]:
-        """Per PoP: state, since, probe results and RTT (for /status)."""
+        """Per PoP: state, probe results and RTT (for /status)."""
         out: dict[str, dict[str, object]] = {}
         for name, pop in self.pops.items():
             out[name] = {

@@ -24,7 +24,7 @@ from geodns.server.transport import (
     UDPServer,
     bind_pair,
 )
-from geodns.snapshot import ZoneStore
+from geodns.snapshot import Snapshot, ZoneStore
 from geodns.steering import StaticHealth, Steering
 from geodns.wire import Responder
 
@@ -103,9 +103,10 @@ class Server:
             except OSError as exc:
                 log.error("admin API not started on %s: %s", self.config.admin, exc)
                 self.admin = None
-        if self.config.checks:
+        if self.config.pops:
             self.checker = HealthChecker(self.config.checks, self.config.require, self.health,
                                          self.config.health, self._health_changed)
+            self._record_checks(snap)
             self.checker.start()
         self.ready = True
         self._tasks.append(asyncio.create_task(self._poll_zones()))
@@ -138,6 +139,15 @@ class Server:
         self.health.set(pop, state)
         self.responder.forget_decisions()
         log.info("PoP %s is now %s", pop, state)
+
+    def _record_checks(self, snap: Snapshot) -> None:
+        """Steered records' own checks, as the zones now say."""
+        if self.checker is None:
+            return
+        records = {spec.key: dict(spec.checks)
+                   for zone in snap.zones.values() for types in zone.steered.values()
+                   for spec in types.values() if spec.checks}
+        self.checker.set_record_checks(records)
 
     def _health_changed(self) -> None:
         self.responder.forget_decisions()
@@ -224,6 +234,7 @@ class Server:
                 return False
             if snap is not None:
                 self.responder = snap.responder
+                self._record_checks(snap)
                 return True
             return False
 
@@ -250,7 +261,7 @@ def store_for(config: Config, health: StaticHealth) -> ZoneStore:
     steering = Steering(config.pops, config.default_order, config.latency)
     geoip = config.geoip_database or bundled_database()
     return ZoneStore(config.zones_dir, config.udp_payload, config.chaos(), steering, geoip,
-                     health, config.geoip_asn_database)
+                     health, config.geoip_asn_database, config.check_defaults)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

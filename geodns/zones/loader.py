@@ -23,6 +23,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 
 from geodns import names, rdata
+from geodns.health.parse import CHECK_DEFAULTS
 from geodns.rdata import AAAA, CNAME, MX, NS, SOA, TXT, A, RData, RDataError
 from geodns.yamlsrc import (
     Problems,
@@ -56,14 +57,16 @@ def origin_from_filename(path: Path) -> str:
 
 
 def load_zone_file(path: Path, problems: Problems, display: str | None = None,
-                   pops: Collection[str] = ()) -> Zone | None:
+                   pops: Collection[str] = (),
+                   check_defaults: dict[str, float] | None = None) -> Zone | None:
     """Load and validate one zone file.  Returns None (with problems added)
     when the zone cannot be served."""
     before = len(problems)
     root = load_file(path, problems, display)
     if root is None:
         return None
-    zone = _build(root, display or str(path), origin_from_filename(path), problems, pops)
+    zone = _build(root, display or str(path), origin_from_filename(path), problems, pops,
+                  check_defaults)
     return zone if len(problems) == before else None
 
 
@@ -97,7 +100,8 @@ def _check_owner_text(text: str) -> str | None:
 
 
 def _build(root: YNode, file: str, default_origin: str, problems: Problems,
-           pops: Collection[str] = ()) -> Zone | None:
+           pops: Collection[str] = (),
+           check_defaults: dict[str, float] | None = None) -> Zone | None:
     top = expect_map(root, "a zone file", problems)
     if top is None:
         return None
@@ -122,7 +126,7 @@ def _build(root: YNode, file: str, default_origin: str, problems: Problems,
         default_ttl = as_int(tnode, "ttl", problems, 0, rdata.MAX_TTL) or default_ttl
 
     zone = Zone(origin=origin, file=file, default_ttl=default_ttl)
-    builder = _ZoneBuilder(zone, problems, pops)
+    builder = _ZoneBuilder(zone, problems, pops, check_defaults)
 
     snode = top.get("soa")
     if snode is None:
@@ -144,10 +148,12 @@ def _build(root: YNode, file: str, default_origin: str, problems: Problems,
 
 
 class _ZoneBuilder:
-    def __init__(self, zone: Zone, problems: Problems, pops: Collection[str] = ()) -> None:
+    def __init__(self, zone: Zone, problems: Problems, pops: Collection[str] = (),
+                 check_defaults: dict[str, float] | None = None) -> None:
         self.zone = zone
         self.problems = problems
         self.pops = set(pops)
+        self.check_defaults = check_defaults or dict(CHECK_DEFAULTS)
 
     # -- SOA --------------------------------------------------------------
     def soa(self, node: YNode) -> None:

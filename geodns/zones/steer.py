@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 from geodns import names, rdata
 from geodns.geo import IPNetwork
+from geodns.health.parse import parse_checks
+from geodns.health.probes import CheckSpec
 from geodns.rdata import AAAA, CNAME, A, RData
 from geodns.steering import ANSWER, FAIL_OPEN, NODATA, SERVFAIL, USE, Rule, SteerSpec
 from geodns.yamlsrc import (
@@ -72,7 +74,7 @@ def steer_spec(b: _ZoneBuilder, owner: bytes, rtype: int, tkey: YScalar,
     sm = expect_map(tval.get("steer"), "steer", p)
     if sm is None:
         return None
-    unknown_keys(sm, {"pops", "answers", "rules", "all_down"}, "steer", p)
+    unknown_keys(sm, {"pops", "answers", "rules", "all_down", "checks"}, "steer", p)
 
     values: dict[str, tuple[RData, ...]] = {}
     pm = expect_map(sm.get("pops"), "steer pops", p)
@@ -111,10 +113,20 @@ def steer_spec(b: _ZoneBuilder, owner: bytes, rtype: int, tkey: YScalar,
     ad = sm.get("all_down")
     if ad is not None:
         all_down, fallback, use = _all_down(ad, rtype, b, p)
+    checks: dict[str, tuple[CheckSpec, ...]] = {}
+    cm = expect_map(sm.get("checks"), "steer checks", p)
+    if cm is not None:
+        for key, val in cm.items:
+            if key.text not in values:
+                p.add(key.where, f"checks for PoP {key.text!r}, which has no answer in 'pops'")
+                continue
+            specs = parse_checks(val, key.text, dict(b.check_defaults), p)
+            if specs:
+                checks[key.text] = tuple(specs)
     if len(p) != before:
         return None
     return SteerSpec(owner, rtype, ttl, values, answers, tuple(rules), all_down, fallback,
-                     use, tkey.where)
+                     use, tkey.where, checks)
 
 
 def _rules(node: YNode | None, values: dict[str, tuple[RData, ...]], b: _ZoneBuilder,
