@@ -190,16 +190,19 @@ def _health(node: YNode | None, cfg: Config, problems: Problems) -> dict[str, fl
     if m is None:
         return defaults
     unknown_keys(m, {"interval", "timeout", "rise", "fall", "jitter", "grace", "slow_ms",
-                     "concurrency"}, "health", problems)
+                     "concurrency", "flap_window"}, "health", problems)
     check_timing(m, defaults, problems, "health")
     grace, slow, conc = cfg.health.grace, cfg.health.slow_ms, cfg.health.concurrency
+    flap = cfg.health.flap_window
+    if m.get("flap_window") is not None:
+        flap = as_float(m.get("flap_window"), "health flap_window", problems, 0, 86400) or 0.0  # type: ignore[arg-type]
     if m.get("grace") is not None:
         grace = as_float(m.get("grace"), "health grace", problems, 0, 3600) or 0.0  # type: ignore[arg-type]
     if m.get("slow_ms") is not None:
         slow = as_float(m.get("slow_ms"), "health slow_ms", problems, 0, 60000) or slow  # type: ignore[arg-type]
     if m.get("concurrency") is not None:
         conc = as_int(m.get("concurrency"), "health concurrency", problems, 1, 10000) or conc  # type: ignore[arg-type]
-    cfg.health = HealthSettings(grace, slow, conc)
+    cfg.health = HealthSettings(grace, slow, conc, flap)
     cfg.check_defaults = defaults
     return defaults
 

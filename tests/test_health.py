@@ -25,7 +25,7 @@ OK, BAD = Result(True, 1.0, "ok"), Result(False, None, "bad")
 # -- the state machine ------------------------------------------------------------------
 
 def test_rise_and_fall_hysteresis() -> None:
-    c = CheckState(rise=2, fall=3)
+    c = CheckState(rise=2, fall=3, flap_window=0)  # plain hysteresis, no damping
     assert not c.record(OK) and c.state == UNKNOWN
     assert c.record(OK) and c.state == UP
     assert not c.record(BAD) and not c.record(BAD) and c.state == UP
@@ -375,3 +375,32 @@ def test_record_check_validation() -> None:
     found = [str(p) for p in problems]
     assert any("checks for PoP 'iad', which has no answer" in p for p in found), found
     assert any("check type must be http, https, tcp or dns" in p for p in found), found
+
+
+def test_flap_damping() -> None:
+    c = CheckState(rise=2, fall=2, flap_window=60)
+    assert c.record(BAD, 0) or c.record(BAD, 1)
+    assert c.state == DOWN and c.changes == []  # the first verdict is not a flap
+    c.record(OK, 2)
+    assert c.record(OK, 3) and c.state == UP  # rise 2: no change yet in the window
+    c.record(BAD, 4)
+    assert c.record(BAD, 5) and c.state == DOWN  # one change in the window
+    assert c.rise_needed(6) == 2 + 3  # two changes: 2^2 - 1 extra
+    for t in range(6, 10):
+        assert not c.record(OK, t)
+    assert c.record(OK, 10) and c.state == UP
+    assert c.rise_needed(200) == 2  # the window has passed
+    undamped = CheckState(rise=2, fall=2, flap_window=0)
+    undamped.changes = [1.0, 2.0, 3.0]
+    assert undamped.rise_needed(4) == 2
+
+
+def test_flaky_target_changes_state_a_few_times_a_minute() -> None:
+    import random
+
+    rnd = random.Random(30)
+    c = CheckState(rise=2, fall=2)
+    changes = 0
+    for t in range(3600):  # an hour of 1-second probes, 30% failing
+        changes += c.record(OK if rnd.random() >= 0.3 else BAD, float(t))
+    assert changes / 60 <= 4, changes / 60

@@ -32,6 +32,7 @@ class HealthSettings:
     grace: float = 5.0
     slow_ms: float = 250.0
     concurrency: int = 64
+    flap_window: float = 60.0
 
 
 # What a verdict is about: a PoP, or one record's own checks at a PoP.
@@ -76,7 +77,8 @@ class HealthChecker:
         states = []
         for spec in specs:
             if spec not in self.check_states:
-                self.check_states[spec] = CheckState(spec.rise, spec.fall)
+                self.check_states[spec] = CheckState(spec.rise, spec.fall,
+                                                     flap_window=self.settings.flap_window)
                 self.users[spec] = []
                 if self.started is not None:
                     self._spawn(spec)
@@ -153,7 +155,7 @@ class HealthChecker:
         """One probe result (public so tests can drive it without probing).
         Every unit using the check is re-evaluated: that is also how a grace
         period that ends without a verdict is noticed."""
-        self.check_states[spec].record(result)
+        self.check_states[spec].record(result, self.clock())
         dirty = False
         for unit in self.users[spec]:
             state = self.units[unit]

@@ -13,6 +13,11 @@ start-up (so a restart does not turn every site dark); a PoP still without a
 verdict when the grace period ends counts as down.  A PoP with no checks
 stays unknown, which steering treats as up.
 
+A check that keeps changing state is damped: every change in the last minute
+doubles the extra successes it needs to come back up (see
+:meth:`CheckState.rise_needed`), so failing over stays fast while a flaky
+target does not flap.
+
 Round-trip times of successful probes feed a moving average per PoP; above
 the ``slow_ms`` threshold the excess becomes a score penalty (in steps of
 ``PENALTY_STEP_MS`` so that cached decisions are not thrown away on every
@@ -44,23 +49,41 @@ class CheckState:
     ok_run: int = 0
     fail_run: int = 0
     last: Result | None = None
+    flap_window: float = 60.0  # seconds; 0 turns flap damping off
+    changes: list[float] = field(default_factory=list)  # times of recent state changes
 
-    def record(self, result: Result) -> bool:
+    def rise_needed(self, now: float) -> int:
+        """Flap damping: each state change in the last ``flap_window`` seconds
+        doubles the extra successes needed to come back up (2^n - 1, at most
+        30), so a flaky target stays down instead of flapping, while a single
+        clean outage costs one extra probe."""
+        if not self.flap_window:
+            return self.rise
+        recent = sum(1 for t in self.changes if now - t < self.flap_window)
+        return self.rise + (min(2**recent - 1, 30) if recent else 0)
+
+    def record(self, result: Result, now: float = 0.0) -> bool:
         """Count one result; True when the check's state changed."""
         self.last = result
         if result.ok:
             self.ok_run += 1
             self.fail_run = 0
-            if self.state != UP and self.ok_run >= self.rise:
-                self.state = UP
-                return True
+            if self.state != UP and self.ok_run >= self.rise_needed(now):
+                return self._change(UP, now)
         else:
             self.fail_run += 1
             self.ok_run = 0
             if self.state != DOWN and self.fail_run >= self.fall:
-                self.state = DOWN
-                return True
+                return self._change(DOWN, now)
         return False
+
+    def _change(self, state: str, now: float) -> bool:
+        first = self.state == UNKNOWN
+        self.state = state
+        if not first:  # the first verdict is not a flap
+            self.changes.append(now)
+            del self.changes[:-32]
+        return True
 
 
 @dataclass
