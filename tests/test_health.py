@@ -379,20 +379,31 @@ def test_record_check_validation() -> None:
 
 def test_flap_damping() -> None:
     c = CheckState(rise=2, fall=2, flap_window=60)
-    assert c.record(BAD, 0) or c.record(BAD, 1)
-    assert c.state == DOWN and c.changes == []  # the first verdict is not a flap
-    c.record(OK, 2)
-    assert c.record(OK, 3) and c.state == UP  # rise 2: no change yet in the window
-    c.record(BAD, 4)
-    assert c.record(BAD, 5) and c.state == DOWN  # one change in the window
-    assert c.rise_needed(6) == 2 + 3  # two changes: 2^2 - 1 extra
-    for t in range(6, 10):
-        assert not c.record(OK, t)
-    assert c.record(OK, 10) and c.state == UP
+    for t, r in enumerate([OK, OK, BAD, OK, BAD, OK, BAD, OK]):  # three isolated failures
+        c.record(r, float(t))
+    assert c.state == UP and c.rise_needed(8) == 2 + 3
+    c.record(BAD, 8)
+    assert c.record(BAD, 9) and c.state == DOWN  # going down is never delayed
+    for t in range(10, 14):
+        assert not c.record(OK, float(t))
+    assert c.record(OK, 14) and c.state == UP  # 5 successes needed
     assert c.rise_needed(200) == 2  # the window has passed
     undamped = CheckState(rise=2, fall=2, flap_window=0)
-    undamped.changes = [1.0, 2.0, 3.0]
+    undamped.short_runs = [1.0, 2.0, 3.0]
     assert undamped.rise_needed(4) == 2
+
+
+def test_clean_outages_back_to_back_are_not_damped() -> None:
+    c = CheckState(rise=2, fall=2)
+    t = 0.0
+    for _ in range(20):  # down 4 s, up 4 s, again and again
+        for _ in range(4):
+            c.record(BAD, t)
+            t += 1
+        assert c.state == DOWN
+        c.record(OK, t)
+        assert c.record(OK, t + 1) and c.state == UP  # back after rise, every time
+        t += 4
 
 
 def test_flaky_target_changes_state_a_few_times_a_minute() -> None:
@@ -403,4 +414,4 @@ def test_flaky_target_changes_state_a_few_times_a_minute() -> None:
     changes = 0
     for t in range(3600):  # an hour of 1-second probes, 30% failing
         changes += c.record(OK if rnd.random() >= 0.3 else BAD, float(t))
-    assert changes / 60 <= 4, changes / 60
+    assert changes / 60 <= 3, changes / 60

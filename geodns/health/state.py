@@ -13,10 +13,12 @@ start-up (so a restart does not turn every site dark); a PoP still without a
 verdict when the grace period ends counts as down.  A PoP with no checks
 stays unknown, which steering treats as up.
 
-A check that keeps changing state is damped: every change in the last minute
-doubles the extra successes it needs to come back up (see
-:meth:`CheckState.rise_needed`), so failing over stays fast while a flaky
-target does not flap.
+A flaky check is damped: every isolated failure (a run of failures too
+short to bring it down) in the last minute adds one success to what it
+needs to come back up (see :meth:`CheckState.rise_needed`).  Failing over
+stays as fast, clean outages come back after ``rise`` successes however
+often they happen, and a target failing at random stays down instead of
+flapping.
 
 Round-trip times of successful probes feed a moving average per PoP; above
 the ``slow_ms`` threshold the excess becomes a score penalty (in steps of
@@ -50,40 +52,38 @@ class CheckState:
     fail_run: int = 0
     last: Result | None = None
     flap_window: float = 60.0  # seconds; 0 turns flap damping off
-    changes: list[float] = field(default_factory=list)  # times of recent state changes
+    short_runs: list[float] = field(default_factory=list)  # times of isolated failures
 
     def rise_needed(self, now: float) -> int:
-        """Flap damping: each state change in the last ``flap_window`` seconds
-        doubles the extra successes needed to come back up (2^n - 1, at most
-        30), so a flaky target stays down instead of flapping, while a single
-        clean outage costs one extra probe."""
+        """Flap damping: each run of failures too short to bring the check
+        down (fewer than ``fall``) in the last ``flap_window`` seconds adds
+        one success to what it needs to come back up (at most 30 more).
+        Such isolated failures are what a flaky target looks like; a clean
+        outage has none, so it comes back after ``rise`` as usual."""
         if not self.flap_window:
             return self.rise
-        recent = sum(1 for t in self.changes if now - t < self.flap_window)
-        return self.rise + (min(2**recent - 1, 30) if recent else 0)
+        recent = sum(1 for t in self.short_runs if now - t < self.flap_window)
+        return self.rise + min(recent, 30)
 
     def record(self, result: Result, now: float = 0.0) -> bool:
         """Count one result; True when the check's state changed."""
         self.last = result
         if result.ok:
+            if 0 < self.fail_run < self.fall:
+                self.short_runs.append(now)
+                del self.short_runs[:-64]
             self.ok_run += 1
             self.fail_run = 0
             if self.state != UP and self.ok_run >= self.rise_needed(now):
-                return self._change(UP, now)
+                self.state = UP
+                return True
         else:
             self.fail_run += 1
             self.ok_run = 0
             if self.state != DOWN and self.fail_run >= self.fall:
-                return self._change(DOWN, now)
+                self.state = DOWN
+                return True
         return False
-
-    def _change(self, state: str, now: float) -> bool:
-        first = self.state == UNKNOWN
-        self.state = state
-        if not first:  # the first verdict is not a flap
-            self.changes.append(now)
-            del self.changes[:-32]
-        return True
 
 
 @dataclass
