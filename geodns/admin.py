@@ -2,6 +2,7 @@
 
 Endpoints so far:
 
+* ``GET /metrics``: Prometheus text format (see :mod:`geodns.metrics`).
 * ``GET /healthz``: the process is alive (200).
 * ``GET /readyz``: zones loaded and listeners up (200), else 503.
 * ``GET /explain?name=&type=&client=&ecs=``: ``geodns explain`` as JSON.
@@ -24,6 +25,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from geodns.explain import ExplainError, explain
 from geodns.steering import DRAINING, STATES
@@ -43,6 +45,7 @@ class Admin:
 
     def app(self) -> web.Application:
         app = web.Application()
+        app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/explain", self.explain)
@@ -67,6 +70,12 @@ class Admin:
             self.runner = None
 
     # -- read-only ---------------------------------------------------------------
+    async def metrics(self, request: web.Request) -> web.Response:
+        if self.server.metrics is None:
+            return web.Response(status=503, text="not started\n")
+        return web.Response(body=self.server.metrics.render(),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 

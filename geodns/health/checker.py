@@ -53,8 +53,10 @@ class HealthChecker:
     def __init__(self, checks: dict[str, list[CheckSpec]], require: dict[str, int | str],
                  health: StaticHealth, settings: HealthSettings,
                  on_change: Callable[[], None], clock: Callable[[], float] = time.monotonic,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 observe: Callable[[str, float], None] | None = None) -> None:
         self.health = health
+        self.observe = observe  # (PoP, probe seconds), for the duration histogram
         self.settings = settings
         self.on_change = on_change
         self.clock = clock
@@ -144,8 +146,14 @@ class HealthChecker:
         while True:
             begun = self.clock()
             async with self._sem:
+                started = time.monotonic()
                 result = await self.prober.run(spec)
+                took = time.monotonic() - started
             if spec in self.check_states:
+                if self.observe is not None:
+                    for unit in self.users[spec]:
+                        if isinstance(unit, str):
+                            self.observe(unit, took)
                 self.record(spec, result)
             spread = spec.interval * spec.jitter
             delay = spec.interval + self.rng.uniform(-spread, spread) - (self.clock() - begun)
@@ -159,6 +167,8 @@ class HealthChecker:
         dirty = False
         for unit in self.users[spec]:
             state = self.units[unit]
+            if not result.ok:
+                state.failures += 1
             if isinstance(unit, str) and result.ok and result.rtt_ms is not None:
                 state.observe_rtt(result.rtt_ms)
                 penalty = penalty_ms(state.rtt_ms, self.settings.slow_ms)

@@ -15,6 +15,7 @@ from geodns.admin import Admin
 from geodns.config import Address, Config
 from geodns.geo import bundled_database
 from geodns.health.checker import HealthChecker
+from geodns.metrics import Metrics
 from geodns.server.transport import (
     HAVE_UDPBATCH,
     TCPConnection,
@@ -52,6 +53,7 @@ class Server:
         self.admin: Admin | None = None
         self.ready = False
         self.checker: HealthChecker | None = None
+        self.metrics: Metrics | None = None
         self._state_signature: tuple[int, int, int] | None = None
         self.udp_mode = udp_mode or UDP_MODE
         if self.udp_mode == "batch" and not HAVE_UDPBATCH:
@@ -103,9 +105,11 @@ class Server:
             except OSError as exc:
                 log.error("admin API not started on %s: %s", self.config.admin, exc)
                 self.admin = None
+        self.metrics = Metrics(self)
         if self.config.pops:
             self.checker = HealthChecker(self.config.checks, self.config.require, self.health,
-                                         self.config.health, self._health_changed)
+                                         self.config.health, self._health_changed,
+                                         observe=self._observe_probe)
             self._record_checks(snap)
             self.checker.start()
         self.ready = True
@@ -148,6 +152,10 @@ class Server:
                    for zone in snap.zones.values() for types in zone.steered.values()
                    for spec in types.values() if spec.checks}
         self.checker.set_record_checks(records)
+
+    def _observe_probe(self, pop: str, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.probe_duration.labels(pop).observe(seconds)
 
     def _health_changed(self) -> None:
         self.responder.forget_decisions()

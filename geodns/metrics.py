@@ -1,0 +1,126 @@
+"""Every metric geodns exports, defined in one place.
+
+Names follow ``geodns_<subsystem>_<name>_<unit>``; labels are bounded (zone,
+PoP, state, reason, result): never a query name or a client address.
+
+Values are read when Prometheus scrapes, from the objects that already hold
+them (the zone store, the health view, the checker, the TCP registry), by a
+custom collector: nothing on the query path takes a lock or calls into
+prometheus-client.  Each worker has its own registry (one process each).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from geodns.steering import STATES
+
+if TYPE_CHECKING:
+    from geodns.server.app import Server
+
+PROBE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    """One worker's registry: the custom collector plus the few metrics that
+    are observed as they happen (probe durations)."""
+
+    def __init__(self, server: Server) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        self.registry.register(_ServerCollector(server))
+        self.probe_duration = Histogram(
+            "geodns_health_probe_duration_seconds", "Duration of health probes, by PoP.",
+            ["pop"], buckets=PROBE_BUCKETS, registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _ServerCollector(Collector):
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        srv = self.server
+        store = srv.store
+
+        reloads = CounterMetricFamily(
+            "geodns_zones_reloads", "Zone file loads, by result.", labels=["result"])
+        reloads.add_metric(["success"], store.reloads_ok)
+        reloads.add_metric(["failure"], store.reloads_failed)
+        yield reloads
+
+        serial = GaugeMetricFamily("geodns_zones_serial", "SOA serial of each zone served.",
+                                   labels=["zone"])
+        loaded = GaugeMetricFamily("geodns_zones_last_load_timestamp_seconds",
+                                   "When each zone's served version was loaded.",
+                                   labels=["zone"])
+        errors = GaugeMetricFamily("geodns_zones_errors",
+                                   "Problems in the zone file version on disk (0: it is served).",
+                                   labels=["zone"])
+        for _, zstate in sorted(store.files.items()):
+            if zstate.zone is None:
+                continue
+            serial.add_metric([zstate.zone.name], zstate.zone.serial)
+            loaded.add_metric([zstate.zone.name], zstate.loaded_at or 0)
+            errors.add_metric([zstate.zone.name], len(zstate.errors))
+        yield serial
+        yield loaded
+        yield errors
+
+        if store.locator is not None and hasattr(store.locator, "build_epoch"):
+            build = GaugeMetricFamily("geodns_geoip_build_timestamp_seconds",
+                                      "Build time of the GeoIP database in use.")
+            build.add_metric([], float(store.locator.build_epoch))
+            yield build
+
+        pops = srv.config.pops
+        if pops:
+            pop_state = GaugeMetricFamily("geodns_pop_state",
+                                      "1 for each PoP's current state, 0 for the others.",
+                                      labels=["pop", "state"])
+            for pop in pops:
+                current = srv.health.state(pop)
+                for s in STATES:
+                    pop_state.add_metric([pop, s], 1.0 if s == current else 0.0)
+            yield pop_state
+            changes = CounterMetricFamily("geodns_pop_state_changes",
+                                          "PoP state changes from health checks.",
+                                          labels=["pop"])
+            rtt = GaugeMetricFamily("geodns_pop_probe_rtt_seconds",
+                                    "Moving average of each PoP's successful probe RTT.",
+                                    labels=["pop"])
+            failures = CounterMetricFamily("geodns_health_probe_failures",
+                                           "Failed health probes, by PoP.", labels=["pop"])
+            checker = srv.checker
+            for pop in pops:
+                unit = checker.units.get(pop) if checker is not None else None
+                changes.add_metric([pop], unit.changes if unit else 0)
+                failures.add_metric([pop], unit.failures if unit else 0)
+                if unit is not None and unit.rtt_ms is not None:
+                    rtt.add_metric([pop], unit.rtt_ms / 1000)
+            yield changes
+            yield rtt
+            yield failures
+
+        tcp = GaugeMetricFamily("geodns_tcp_connections", "Open TCP connections.")
+        tcp.add_metric([], len(srv.tcp.open))
+        yield tcp
+        closed = CounterMetricFamily("geodns_tcp_closed_connections",
+                                     "TCP connections closed by geodns, by reason.",
+                                     labels=["reason"])
+        closed.add_metric(["idle"], srv.tcp.timed_out)
+        closed.add_metric(["evicted"], srv.tcp.evicted)
+        yield closed
+
+        cache = GaugeMetricFamily("geodns_steering_cache_entries",
+                                  "Cached steering decisions in the running snapshot.")
+        cache.add_metric([], len(srv.responder.decisions) + len(srv.responder.by_location))
+        yield cache

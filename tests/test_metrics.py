@@ -1,0 +1,112 @@
+"""/metrics: parsed as Prometheus parses it, checked by promtool, moving as
+reloads, drains and probe failures happen."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from geodns.config import Address, Config
+from geodns.health.checker import HealthSettings
+from geodns.health.probes import CheckSpec
+from geodns.server.app import Server
+from geodns.steering import Pop
+
+ZONE = """\
+origin: m.example.
+soa: {mname: ns1, rname: h, serial: 5}
+records:
+  "@": {NS: [ns1]}
+  ns1: {A: 192.0.2.53}
+  www:
+    A:
+      steer: {pops: {fra: 192.0.2.1, iad: 192.0.2.2}}
+"""
+TOKEN = "metrics-test-token-123"
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+@pytest.fixture
+async def server(tmp_path: Path):
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    (zones / "m.example.yaml").write_text(ZONE)
+    cfg = Config(path=None, listen=[Address("127.0.0.1", 0)], zones_dir=zones,
+                 admin=Address("127.0.0.1", 0), admin_token=TOKEN, reload_interval=0.2,
+                 pops={"fra": Pop("fra", 50.1, 8.7, order=0),
+                       "iad": Pop("iad", 38.9, -77.4, order=1)},
+                 default_order=("fra", "iad"),
+                 checks={"iad": [CheckSpec("tcp", "127.0.0.1:1", interval=0.1, timeout=0.05)]},
+                 health=HealthSettings(grace=5))
+    srv = Server(cfg)
+    await srv.start()
+    yield srv, zones
+    await srv.shutdown()
+
+
+async def scrape(srv: Server) -> str:
+    assert srv.admin is not None
+    async with aiohttp.ClientSession() as s, \
+            s.get(f"http://127.0.0.1:{srv.admin.port}/metrics") as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/plain")
+        return await r.text()
+
+
+async def test_metrics_are_valid_and_move(server, tmp_path: Path) -> None:
+    srv, zones = server
+    first = samples(await scrape(srv))
+    assert first[("geodns_zones_serial", (("zone", "m.example."),))] == 5
+    assert first[("geodns_zones_reloads_total", (("result", "success"),))] == 1
+    assert first[("geodns_pop_state", (("pop", "fra"), ("state", "unknown")))] == 1
+    assert ("process_cpu_seconds_total", ()) in first
+    # A reload with a new serial, then a broken edit.
+    (zones / "m.example.yaml").write_text(ZONE.replace("serial: 5", "serial: 6"))
+    await asyncio.sleep(0.8)
+    (zones / "m.example.yaml").write_text("records: [broken")
+    await asyncio.sleep(0.8)
+    # A drain, and the failing probes of iad.
+    assert srv.admin is not None
+    drain = f"http://127.0.0.1:{srv.admin.port}/pops/fra/drain"
+    async with aiohttp.ClientSession() as s, \
+            s.post(drain, headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+        assert r.status == 200
+    text = await scrape(srv)
+    after = samples(text)
+    assert after[("geodns_zones_serial", (("zone", "m.example."),))] == 6
+    assert after[("geodns_zones_reloads_total", (("result", "failure"),))] >= 1
+    assert after[("geodns_zones_errors", (("zone", "m.example."),))] >= 1
+    assert after[("geodns_pop_state", (("pop", "fra"), ("state", "draining")))] == 1
+    assert after[("geodns_pop_state", (("pop", "iad"), ("state", "down")))] == 1
+    assert after[("geodns_pop_state_changes_total", (("pop", "iad"),))] >= 1
+    assert after[("geodns_health_probe_failures_total", (("pop", "iad"),))] >= 2
+    assert after[("geodns_health_probe_duration_seconds_count", (("pop", "iad"),))] >= 2
+    assert ("geodns_geoip_build_timestamp_seconds", ()) in after
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("GEODNS_REQUIRE_REFERENCE") == "1":
+            pytest.fail("promtool is not installed (apt install prometheus)")
+        pytest.skip("promtool is not installed (apt install prometheus)")
+    out = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_no_query_name_or_address_in_labels() -> None:
+    source = (Path(__file__).parent.parent / "geodns" / "metrics.py").read_text()
+    for forbidden in ('"qname"', '"client"', '"address"', '"name"'):
+        assert forbidden not in source
