@@ -133,7 +133,7 @@ class Answer:
     when the full one does not fit in a UDP response.
     """
 
-    __slots__ = ("aa", "heads", "kind", "rcode", "smaller", "tails", "zone")
+    __slots__ = ("aa", "heads", "kind", "label", "rcode", "smaller", "tails", "zone")
     steered = False  # see Steered
 
     def __init__(self, rcode: int, aa: bool, counts: tuple[int, int, int], body: bytes,
@@ -143,6 +143,7 @@ class Answer:
         self.aa = aa
         self.kind = kind
         self.zone = zone
+        self.label = (zone, rcode)  # what the query counters are keyed on
         self.smaller = smaller
         an, ns, ar = counts
         heads = []

@@ -19,11 +19,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from geodns.rdata import type_name
 from geodns.steering import STATES
+from geodns.wire import COUNTED_QTYPES
 
 if TYPE_CHECKING:
     from geodns.server.app import Server
 
+_QTYPE_LABELS = {int.from_bytes(q, "big") for q in COUNTED_QTYPES}
+_RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
+           9: "NOTAUTH", 16: "BADVERS"}
 PROBE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -119,6 +124,20 @@ class _ServerCollector(Collector):
         closed.add_metric(["idle"], srv.tcp.timed_out)
         closed.add_metric(["evicted"], srv.tcp.evicted)
         yield closed
+
+        queries = CounterMetricFamily(
+            "geodns_dns_queries", "Queries answered, by zone, qtype, rcode and transport "
+            "(zone \"\" for answers outside every zone's tables: errors, malformed).",
+            labels=["zone", "qtype", "rcode", "transport"])
+        totals: dict[tuple[str, str, str, str], int] = {}
+        for ((zone, rcode), qt, udp), n in list(srv.responder.counts.items()):
+            qtype = int.from_bytes(qt, "big") if qt else -1
+            name = type_name(qtype) if qtype in _QTYPE_LABELS else "other"
+            key = (zone, name, _RCODES.get(rcode, str(rcode)), "udp" if udp else "tcp")
+            totals[key] = totals.get(key, 0) + n
+        for key, n in sorted(totals.items()):
+            queries.add_metric(list(key), n)
+        yield queries
 
         cache = GaugeMetricFamily("geodns_steering_cache_entries",
                                   "Cached steering decisions in the running snapshot.")

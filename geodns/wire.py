@@ -36,14 +36,17 @@ from typing import Any
 
 from geodns.compile import Answer, Steered, Tables, opt_record
 from geodns.geo import IPAddress, Locator, Place
-from geodns.rdata import AXFR, IXFR, OPT
+from geodns.rdata import ANY, AXFR, DS, IXFR, OPT, SERVED_TYPES
 from geodns.resolve import BADVERS, FORMERR, NOTIMP, REFUSED, SERVFAIL
 from geodns.steering import Decision, HealthView, Steering
 
 log = logging.getLogger("geodns.wire")
 
 Peer = bytes | tuple[Any, ...] | None
-MAX_DECISIONS = 500_000  # cached decisions (and places) before the cache starts over
+MAX_DECISIONS = 500_000
+# Query types counted by name; the rest are counted together (labels stay bounded).
+COUNTED_QTYPES = frozenset(t.to_bytes(2, "big") for t in (
+    *SERVED_TYPES, ANY, DS, AXFR, IXFR, 64, 65, 99))  # cached decisions (and places) before the cache starts over
 _AF_INET_LE = socket.AF_INET.to_bytes(2, "little")  # sockaddr_in as Linux lays it out
 _AF_INET_BE = socket.AF_INET.to_bytes(2, "big")
 _COUNTS_PLAIN = b"\x00\x01\x00\x00\x00\x00\x00\x00"
@@ -59,8 +62,8 @@ class FormErr(Exception):
 class Responder:
     """Answers queries from one compiled snapshot of the zones."""
 
-    __slots__ = ("by_location", "decisions", "exact", "health", "locator", "nodes", "notauth",
-                 "notimp", "payload", "places", "refused", "steering", "tables")
+    __slots__ = ("by_location", "counts", "decisions", "exact", "health", "locator", "nodes",
+                 "notauth", "notimp", "payload", "places", "refused", "steering", "tables")
 
     def __init__(self, tables: Tables, steering: Steering | None = None,
                  locator: Locator | None = None, health: HealthView | None = None) -> None:
@@ -73,6 +76,9 @@ class Responder:
         self.decisions: dict[tuple[int, bytes], tuple[Answer, tuple[bytes, bytes, bytes]]] = {}
         self.places: dict[bytes, Place] = {}
         self.by_location: dict[tuple[object, ...], Answer] = {}
+        # Queries answered, by ((zone, rcode), qtype bytes, udp).  Shared from
+        # one snapshot to the next by the server, read by the metrics.
+        self.counts: dict[tuple[tuple[str, int], bytes, bool], int] = {}
         self.exact = tables.exact
         self.nodes = tables.nodes
         self.refused = tables.refused
@@ -128,6 +134,9 @@ class Responder:
                 return self._tailored(data, p, ans, edns, tail_i, ecs, peer, udp)
             resp = b"".join((data[:2], ans.heads[(edns << 1) | (b2 & 1)], data[12:p],
                              ans.tails[tail_i]))
+            qt = data[qend:qend + 2]
+            k = (ans.label, qt if qt in COUNTED_QTYPES else b"", udp)
+            self.counts[k] = self.counts.get(k, 0) + 1
             if udp and len(resp) > _MIN_UDP:
                 limit = _MIN_UDP
                 if edns:
@@ -206,6 +215,9 @@ class Responder:
             tails = self._ecs_tails(ans, ecs, 0)  # not steered: valid for everyone
         if question is None:
             question = data[12:p]
+        qt = question[-4:-2]
+        k = (ans.label, qt if qt in COUNTED_QTYPES else b"", udp)
+        self.counts[k] = self.counts.get(k, 0) + 1
         resp = b"".join((data[:2], ans.heads[(edns << 1) | (data[2] & 1)], question,
                          tails[tail_i]))
         if udp and len(resp) > _MIN_UDP:
@@ -423,6 +435,9 @@ class Responder:
             return self._tailored(data, 12 + len(question), ans, edns, tail_i, ecs, peer, udp,
                                   question, limit)
         idx = (edns << 1) | (data[2] & 1)
+        qt = question[-4:-2]
+        k = (ans.label, qt if qt in COUNTED_QTYPES else b"", udp)
+        self.counts[k] = self.counts.get(k, 0) + 1
         resp = b"".join((data[:2], ans.heads[idx], question, ans.tails[tail_i]))
         if len(resp) > limit:
             return self._fit(data, question, ans, edns, tail_i, limit)
@@ -435,6 +450,9 @@ class Responder:
         qid, qflags = struct.unpack("!HH", data[:4])
         flags = 0x8000 | (qflags & 0x7900) | (rcode & 0xF)
         ar = 1 if opt is not None else 0
+        qt = question[-4:-2] if question else b""
+        k = (("", rcode), qt if qt in COUNTED_QTYPES else b"", True)
+        self.counts[k] = self.counts.get(k, 0) + 1
         head = struct.pack("!HHHHHH", qid, flags, 1 if question else 0, 0, 0, ar)
         tail = b""
         if opt is not None:

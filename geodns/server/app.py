@@ -241,6 +241,7 @@ class Server:
                 log.exception("reload failed; the previous zones stay in service")
                 return False
             if snap is not None:
+                snap.responder.counts = self.responder.counts  # counters outlive snapshots
                 self.responder = snap.responder
                 self._record_checks(snap)
                 return True
