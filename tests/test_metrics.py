@@ -110,3 +110,30 @@ def test_no_query_name_or_address_in_labels() -> None:
     source = (Path(__file__).parent.parent / "geodns" / "metrics.py").read_text()
     for forbidden in ('"qname"', '"client"', '"address"', '"name"'):
         assert forbidden not in source
+
+
+async def test_query_counters(server) -> None:
+    import dns.asyncquery
+    import dns.message
+
+    srv, _ = server
+    port = srv.bound[0].port
+    for _ in range(3):
+        await dns.asyncquery.udp(dns.message.make_query("ns1.m.example.", "A"), "127.0.0.1",
+                                 port=port, timeout=2)
+    await dns.asyncquery.tcp(dns.message.make_query("nothere.m.example.", "AAAA"), "127.0.0.1",
+                             port=port, timeout=2)
+    await dns.asyncquery.udp(dns.message.make_query("www.other.example.", "TYPE4242"),
+                             "127.0.0.1", port=port, timeout=2)
+    await dns.asyncquery.udp(dns.message.make_query("www.m.example.", "A"), "127.0.0.1",
+                             port=port, timeout=2)
+    got = samples(await scrape(srv))
+
+    def q(zone: str, qtype: str, rcode: str, transport: str) -> float:
+        return got.get(("geodns_dns_queries_total", (("qtype", qtype), ("rcode", rcode),
+                                                     ("transport", transport),
+                                                     ("zone", zone))), 0)
+
+    assert q("m.example.", "A", "NOERROR", "udp") == 4  # three static, one steered
+    assert q("m.example.", "AAAA", "NXDOMAIN", "tcp") == 1
+    assert q("", "other", "REFUSED", "udp") == 1
