@@ -27,6 +27,7 @@ from geodns.yamlsrc import (
     YSeq,
     as_float,
     as_int,
+    as_list,
     as_str,
     expect_map,
     load_file,
@@ -95,7 +96,7 @@ def load_config(path: Path, problems: Problems) -> Config:
 
     listen = top.get("listen")
     if listen is not None:
-        items = listen.items if isinstance(listen, YSeq) else [listen]
+        items = as_list(listen)
         addrs = []
         for item in items:
             text = as_str(item, "listen address", problems)
@@ -269,7 +270,7 @@ def _default_order(node: YNode | None, cfg: Config, problems: Problems) -> None:
     if node is None:
         cfg.default_order = tuple(cfg.pops)
         return
-    items = node.items if isinstance(node, YSeq) else [node]
+    items = as_list(node)
     order = []
     for item in items:
         pid = as_str(item, "default_order entry", problems)

@@ -166,6 +166,13 @@ def load_file(path: Path, problems: Problems, display: str | None = None) -> YNo
 # --- typed accessors: each returns None after recording a problem -------------
 
 
+def as_list(node: YNode | None) -> list[YNode]:
+    """One value or a list of them, as a list (nothing: an empty list)."""
+    if node is None:
+        return []
+    return node.items if isinstance(node, YSeq) else [node]
+
+
 def expect_map(node: YNode | None, what: str, problems: Problems) -> YMap | None:
     if isinstance(node, YMap):
         return node

@@ -8,10 +8,10 @@ from geodns.yamlsrc import (
     Problems,
     YMap,
     YNode,
-    YSeq,
     as_bool,
     as_float,
     as_int,
+    as_list,
     as_str,
     expect_map,
     unknown_keys,
@@ -42,7 +42,7 @@ def check_timing(m: YMap, out: dict[str, float], problems: Problems, what: str) 
 
 def parse_checks(node: YNode, pid: str, defaults: dict[str, float],
             problems: Problems) -> list[CheckSpec]:
-    items = node.items if isinstance(node, YSeq) else [node]
+    items = as_list(node)
     out = []
     for item in items:
         m = expect_map(item, f"PoP {pid} check", problems)
@@ -73,7 +73,7 @@ def parse_checks(node: YNode, pid: str, defaults: dict[str, float],
             en = m.get("expect")
             if en is not None:
                 codes = [as_int(x, "expected status", problems, 100, 599)
-                         for x in (en.items if isinstance(en, YSeq) else [en])]
+                         for x in as_list(en)]
                 expect = tuple(c for c in codes if c is not None)
             verify = True
             if m.get("verify_tls") is not None:

@@ -33,6 +33,7 @@ from geodns.yamlsrc import (
     YScalar,
     YSeq,
     as_int,
+    as_list,
     as_str,
     expect_map,
     load_file,
@@ -265,7 +266,7 @@ class _ZoneBuilder:
                     p.add(tval.where, f"{tkey.text} record has no 'value' or 'values'")
                     return
         assert values is not None
-        items: list[YNode] = values.items if isinstance(values, YSeq) else [values]
+        items = as_list(values)
         if not items:
             p.add(tval.where, f"{tkey.text} has an empty list of values")
             return

@@ -34,6 +34,7 @@ from geodns.yamlsrc import (
     YScalar,
     YSeq,
     as_int,
+    as_list,
     as_str,
     expect_map,
     unknown_keys,
@@ -47,12 +48,6 @@ STEERABLE = (A, AAAA, CNAME)
 DEFAULT_STEERED_TTL = 30
 CONTINENTS = {"AF", "AN", "AS", "EU", "NA", "OC", "SA"}
 _PLACE = re.compile(r"^[A-Z]{2}(-[A-Z]{2}(-[A-Z0-9]{1,3})?)?$")
-
-
-def _items(node: YNode | None) -> list[YNode]:
-    if node is None:
-        return []
-    return node.items if isinstance(node, YSeq) else [node]
 
 
 def steer_spec(b: _ZoneBuilder, owner: bytes, rtype: int, tkey: YScalar,
@@ -88,7 +83,7 @@ def steer_spec(b: _ZoneBuilder, owner: bytes, rtype: int, tkey: YScalar,
                   f"{', '.join(sorted(b.pops))})")
             continue
         rds = []
-        for item in _items(val):
+        for item in as_list(val):
             rd = b.value(rtype, item)
             if rd is not None:
                 rds.append(rd)
@@ -143,14 +138,14 @@ def _rules(node: YNode | None, values: dict[str, tuple[RData, ...]], b: _ZoneBui
             continue
         unknown_keys(m, {"networks", "places", "pops"}, "rule", p)
         networks: list[IPNetwork] = []
-        for n in _items(m.get("networks")):
+        for n in as_list(m.get("networks")):
             text = as_str(n, "network", p)
             try:
                 networks.append(ipaddress.ip_network(text or "", strict=True))
             except ValueError as exc:
                 p.add(n.where, f"rule network: {exc}")
         places: set[str] = set()
-        for n in _items(m.get("places")):
+        for n in as_list(m.get("places")):
             text = as_str(n, "place", p)
             if text is None:
                 continue
@@ -165,7 +160,7 @@ def _rules(node: YNode | None, values: dict[str, tuple[RData, ...]], b: _ZoneBui
         if pn is None:
             p.add(m.where, "a rule needs 'pops': the PoPs it allows, in order")
             continue
-        for x in _items(pn):
+        for x in as_list(pn):
             pid = as_str(x, "PoP", p)
             if pid is None:
                 continue
@@ -213,7 +208,7 @@ def _all_down(node: YNode, rtype: int, b: _ZoneBuilder,
         return FAIL_OPEN, (), None
     unknown_keys(m, {"answer", "use"}, "all_down", p)
     if m.get("answer") is not None:
-        rds = [b.value(rtype, item) for item in _items(m.get("answer"))]
+        rds = [b.value(rtype, item) for item in as_list(m.get("answer"))]
         return ANSWER, tuple(r for r in rds if r is not None), None
     if m.get("use") is not None:
         text = as_str(m.get("use"), "all_down use", p)  # type: ignore[arg-type]
