@@ -179,39 +179,26 @@ class Responder:
                 key = (entry.index, ecs)
                 hit = self.decisions.get(key)
                 if hit is None:
-                    try:
-                        client, source = ecs_client(ecs)
-                    except FormErr as exc:
-                        log.debug("FORMERR: %r", exc)
+                    parsed = _valid_ecs(ecs)
+                    if parsed is None:
                         return self._careful(data, udp)
-                    hit = self._decide(entry, client, source, ecs)
+                    hit = self._remember(key, self._decide(entry, *parsed, ecs))
+                ans, tails = hit
             else:
-                if ecs is not None:
-                    try:
-                        ecs_client(ecs)  # a valid source /0: steer by the resolver's address
-                    except FormErr as exc:
-                        log.debug("FORMERR: %r", exc)
-                        return self._careful(data, udp)
+                if ecs is not None and _valid_ecs(ecs) is None:
+                    return self._careful(data, udp)
                 client, source = peer_address(peer)
                 key = (entry.index, client)
-                hit = self.decisions.get(key)
-                if hit is None:
-                    hit = self._decide(entry, client, source, None)
-                if ecs is not None:  # scope 0 for /0
-                    ans = hit[0]
-                    hit = (ans, self._ecs_tails(ans, ecs, 0))
-            if len(self.decisions) >= MAX_DECISIONS:
-                self.decisions.clear()
-            self.decisions[key] = hit
-            ans, tails = hit
+                hit = self.decisions.get(key) or self._remember(
+                    key, self._decide(entry, client, source, None))
+                ans, tails = hit
+                if ecs is not None:  # source /0: steered by the resolver's address, scope 0
+                    tails = self._ecs_tails(ans, ecs, 0)
         else:
-            ans = entry
             assert ecs is not None
-            try:
-                ecs_client(ecs)
-            except FormErr as exc:
-                log.debug("FORMERR: %r", exc)
+            if _valid_ecs(ecs) is None:
                 return self._careful(data, udp)
+            ans = entry
             tails = self._ecs_tails(ans, ecs, 0)  # not steered: valid for everyone
         if question is None:
             question = data[12:p]
@@ -228,6 +215,14 @@ class Responder:
             if len(resp) > limit:
                 return self._fit(data, question, ans, edns, tail_i, limit)
         return resp
+
+    def _remember(self, key: tuple[int, bytes],
+                  hit: tuple[Answer, tuple[bytes, bytes, bytes]]
+                  ) -> tuple[Answer, tuple[bytes, bytes, bytes]]:
+        if len(self.decisions) >= MAX_DECISIONS:
+            self.decisions.clear()
+        self.decisions[key] = hit
+        return hit
 
     def _ecs_tails(self, ans: Answer, ecs: bytes, scope: int) -> tuple[bytes, bytes, bytes]:
         """Tails for a query with Client Subnet: the option comes back with
@@ -298,9 +293,6 @@ class Responder:
             log.exception("GeoIP look-up failed for %s; treating it as unplaced", address)
             return Place(address, min(source, bits))
         return place
-
-    def _careful_formerr(self, data: bytes) -> bytes | None:
-        return self._careful(data, True)
 
     # -- look-ups that miss the exact table ----------------------------------
     def _lookup(self, key: bytes, udp: bool) -> Answer | Steered:
@@ -545,6 +537,15 @@ def ecs_client(ecs: bytes) -> tuple[bytes, int]:
     if source % 8 and addr[-1] & (0xFF >> (source % 8)):
         raise FormErr("Client Subnet address has bits set beyond its prefix")
     return addr + bytes(size - len(addr)), source
+
+
+def _valid_ecs(ecs: bytes) -> tuple[bytes, int] | None:
+    """:func:`ecs_client`, or None (logged) for an option that means FORMERR."""
+    try:
+        return ecs_client(ecs)
+    except FormErr as exc:
+        log.debug("FORMERR: %r", exc)
+        return None
 
 
 def peer_address(peer: Peer) -> tuple[bytes, int]:

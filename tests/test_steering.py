@@ -352,3 +352,15 @@ def test_steered_record_at_apex_is_rejected() -> None:
             "  '@': {NS: [ns1], A: {steer: {pops: {fra: 192.0.2.1}}}}\n  ns1: {A: 192.0.2.1}\n")
     load_zone_text(text, "z.yaml", "v.example.", problems, pops=POPS)
     assert any("zone apex" in str(p) for p in problems)
+
+
+def test_ecs_source_zero_does_not_leak_into_plain_answers() -> None:
+    """A /0 subnet and a plain query from the same resolver share one
+    decision; the plain answer must not carry the ECS echo."""
+    r = make()
+    with_ecs = ask(r, "www.steer.example.", ecs="0.0.0.0/0", peer="10.4.0.9")
+    assert scope(with_ecs) == 0
+    plain = ask(r, "www.steer.example.", peer="10.4.0.9")
+    assert addresses(plain) == ["192.0.2.3"] and scope(plain) is None
+    again = ask(r, "www.steer.example.", ecs="0.0.0.0/0", peer="10.4.0.9")
+    assert scope(again) == 0
