@@ -40,7 +40,7 @@ from geodns.resolve import (
     Resolution,
     ZoneIndex,
 )
-from geodns.steering import ANSWER, Decision, SteerSpec
+from geodns.steering import ANSWER, USE, Decision, SteerSpec
 from geodns.steering import NODATA as STEER_NODATA
 from geodns.steering import SERVFAIL as STEER_SERVFAIL
 from geodns.zones.model import Zone
@@ -197,7 +197,7 @@ class Steered:
         self.variants: dict[tuple[object, ...], Answer] = {}
         # Without network rules (here or in an all_down: use fallback), a
         # decision depends on the client's location only.
-        self.by_location = not any(r.networks for r in spec.rules) and spec.all_down != "use"
+        self.by_location = not any(r.networks for r in spec.rules) and spec.all_down != USE
 
     def answer(self, decision: Decision) -> Answer:
         key = decision.key
@@ -310,8 +310,7 @@ def compile_zones(zones: Iterable[Zone], payload: int = DEFAULT_UDP_PAYLOAD,
     for zone in ordered:
         # Names the parent holds at or below a child apex belong to the child.
         _drop_below(nodes, exact, zone.origin)
-        _compile_zone(zone, nodes, exact, payload)
-        nodata = encode(ZoneIndex(zone).nodata(), None, zone.name, payload)
+        nodata = _compile_zone(zone, nodes, exact, payload)
         for owner, types in zone.steered.items():
             for rtype, spec in sorted(types.items()):
                 st = Steered(spec, len(steered), zone.name, nodata, payload)
@@ -376,7 +375,8 @@ def _drop_below(nodes: dict[bytes, Node], exact: dict[bytes, Answer | Steered],
 
 
 def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answer | Steered],
-                  payload: int) -> None:
+                  payload: int) -> Answer:
+    """Fill the tables for one zone; returns its NODATA template."""
     index = ZoneIndex(zone)
     zname = zone.name
     nxdomain = encode(index.nxdomain(), None, zname, payload)
@@ -412,3 +412,4 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
                                                            "wildcard"), None, zname, payload)
         else:
             node.below_answer = nxdomain
+    return nodata_template

@@ -157,6 +157,3 @@ def suffixes(wire: bytes) -> list[bytes]:
             return out
         i += wire[i] + 1
 
-
-def label_count(wire: bytes) -> int:
-    return len(labels(wire))

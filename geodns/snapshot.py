@@ -33,6 +33,16 @@ Signature = tuple[int, int, int]
 SETTLE_NS = 100_000_000
 
 
+def file_signature(path: str) -> Signature | None:
+    """(mtime, size, inode) of a file, or None when it cannot be read: what
+    tells the pollers that a file changed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 @dataclass
 class ZoneState:
     zone: Zone | None  # the version being served (None: never loaded)
@@ -88,21 +98,13 @@ class ZoneStore:
                 found[entry.path] = (st.st_mtime_ns, st.st_size, st.st_ino)
         return found
 
-    @staticmethod
-    def _signature(path: str) -> Signature | None:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
-
     def _refresh_geoip(self, force: bool) -> bool:
         """Open the GeoIP database if its file changed.  A file that cannot be
         opened is reported and the previous reader stays in use."""
         if self.geoip_path is None or not self.steering.pops:
             return False
-        sig = (self._signature(str(self.geoip_path)),
-               self._signature(str(self.geoip_asn_path)) if self.geoip_asn_path else None)
+        sig = (file_signature(str(self.geoip_path)),
+               file_signature(str(self.geoip_asn_path)) if self.geoip_asn_path else None)
         if sig == self.geoip_signature and not force:
             return False
         self.geoip_signature = sig
@@ -138,7 +140,7 @@ class ZoneStore:
             problems = Problems()
             zone = load_zone_file(Path(path), problems, pops=self.steering.pops,
                                   check_defaults=self.check_defaults)
-            if self._signature(path) != sig:
+            if file_signature(path) != sig:
                 continue  # changed while we read it: read it again next time
             if zone is not None:
                 clash = self._origin_clash(path, zone)

@@ -32,7 +32,6 @@ so that an explanation is the decision itself, not a re-enactment.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -359,6 +358,3 @@ class Steering:
                 return entry
         return None
 
-
-def client_network(address: IPAddress, prefix: int) -> IPNetwork:
-    return ipaddress.ip_network((address, prefix), strict=False)

@@ -197,8 +197,6 @@ class HealthChecker:
             return False
         pop.since = now
         pop.changes += 1
-        pop.history.append((time.time(), old, new, reason))
-        del pop.history[:-50]
         if isinstance(unit, str):
             self.health.set(unit, new)
         else:
@@ -210,19 +208,6 @@ class HealthChecker:
                  old, new, reason, checks)
         return True
 
-    def status(self) -> dict[str, dict[str, object]]:
-        """Per PoP: state, probe results and RTT (for /status)."""
-        out: dict[str, dict[str, object]] = {}
-        for name, pop in self.pops.items():
-            out[name] = {
-                "state": self.health.states.get(name, UNKNOWN),
-                "rtt_ms": None if pop.rtt_ms is None else round(pop.rtt_ms, 2),
-                "changes": pop.changes,
-                "checks": [{"check": s.describe(), "state": c.state,
-                            "last": c.last.detail if c.last else None}
-                           for s, c in self.check_states.items() if name in self.users[s]],
-            }
-        return out
 
 
 __all__ = ["DOWN", "HealthChecker", "HealthSettings"]

@@ -97,7 +97,6 @@ class PopState:
     rtt_ms: float | None = None
     changes: int = 0
     failures: int = 0  # failed probes, for metrics
-    history: list[tuple[float, str, str, str]] = field(default_factory=list)
 
     def needed(self) -> int:
         if self.require == "all":

@@ -25,7 +25,7 @@ from geodns.server.transport import (
     UDPServer,
     bind_pair,
 )
-from geodns.snapshot import Snapshot, ZoneStore
+from geodns.snapshot import Snapshot, ZoneStore, file_signature
 from geodns.steering import StaticHealth, Steering
 from geodns.wire import Responder
 
@@ -137,13 +137,6 @@ class Server:
         self._tasks.append(task)
         task.add_done_callback(self._tasks.remove)
 
-    def set_pop_state(self, pop: str, state: str) -> None:
-        """Set a PoP's health (until the health checks feed it) and forget
-        the decisions that depended on it."""
-        self.health.set(pop, state)
-        self.responder.forget_decisions()
-        log.info("PoP %s is now %s", pop, state)
-
     def _record_checks(self, snap: Snapshot) -> None:
         """Steered records' own checks, as the zones now say."""
         if self.checker is None:
@@ -173,7 +166,7 @@ class Server:
         if self.config.state_file is not None:
             try:
                 state_file.save(self.config.state_file, overrides)
-                self._state_signature = self.store._signature(str(self.config.state_file))
+                self._state_signature = file_signature(str(self.config.state_file))
             except OSError as exc:
                 log.error("state file %s not written: %s (the change holds in this "
                           "process only)", self.config.state_file, exc)
@@ -182,7 +175,7 @@ class Server:
         path = self.config.state_file
         if path is None:
             return False
-        sig = self.store._signature(str(path))
+        sig = file_signature(str(path))
         if sig == self._state_signature and not force:
             return False
         self._state_signature = sig
