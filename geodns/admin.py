@@ -1,14 +1,17 @@
 """The admin HTTP API (aiohttp, in the server's event loop).
 
-Endpoints so far:
-
+* ``GET /``: the status page (one self-contained HTML file that polls
+  ``/status``).
 * ``GET /metrics``: Prometheus text format (see :mod:`geodns.metrics`).
 * ``GET /healthz``: the process is alive (200).
 * ``GET /readyz``: zones loaded and listeners up (200), else 503.
+* ``GET /status``: PoPs, records, zones, GeoIP, recent events, answers per
+  PoP over the last minutes (see :mod:`geodns.status`).
 * ``GET /explain?name=&type=&client=&ecs=``: ``geodns explain`` as JSON.
 * ``POST /pops/{id}/drain``, ``POST /pops/{id}/undrain`` and
   ``POST /pops/{id}/state`` with ``{"state": "up|down|draining|unknown"}``:
-  set a PoP's administrative state.  They need ``Authorization: Bearer
+  set a PoP's administrative state; ``POST /reload``: re-read every zone
+  file and the GeoIP database now.  They need ``Authorization: Bearer
   TOKEN`` with the configured ``admin.token``; with no token configured
   they are disabled (403); a wrong token gets 401 and a log line.
 
@@ -22,12 +25,14 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from geodns.explain import ExplainError, explain
+from geodns.status import RELOAD, status
 from geodns.steering import DRAINING, STATES
 
 if TYPE_CHECKING:
@@ -42,16 +47,21 @@ class Admin:
         self.token = server.config.admin_token
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
+        # Change requests by (action, result), for the metrics.
+        self.requests: dict[tuple[str, str], int] = {}
 
     def app(self) -> web.Application:
         app = web.Application()
+        app.router.add_get("/", self.page)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/status", self.status)
         app.router.add_get("/explain", self.explain)
         app.router.add_post("/pops/{pop}/drain", self.drain)
         app.router.add_post("/pops/{pop}/undrain", self.undrain)
         app.router.add_post("/pops/{pop}/state", self.set_state)
+        app.router.add_post("/reload", self.reload)
         return app
 
     async def start(self, host: str, port: int) -> None:
@@ -76,6 +86,14 @@ class Admin:
         return web.Response(body=self.server.metrics.render(),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    async def page(self, request: web.Request) -> web.Response:
+        html = resources.files("geodns").joinpath("static/status.html").read_bytes()
+        return web.Response(body=html, content_type="text/html", charset="utf-8",
+                            headers={"Cache-Control": "no-cache"})
+
+    async def status(self, request: web.Request) -> web.Response:
+        return web.json_response(status(self.server), headers={"Cache-Control": "no-cache"})
+
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
@@ -95,40 +113,56 @@ class Admin:
         return web.json_response(result)
 
     # -- changes ------------------------------------------------------------------
-    def _authorized(self, request: web.Request) -> web.Response | None:
+    def _count(self, action: str, result: str) -> None:
+        key = (action, result)
+        self.requests[key] = self.requests.get(key, 0) + 1
+
+    def _authorized(self, request: web.Request, action: str) -> web.Response | None:
         if not self.token:
+            self._count(action, "disabled")
             return web.json_response(
                 {"error": "admin changes are disabled: set admin.token in the configuration"},
                 status=403)
         given = request.headers.get("Authorization", "")
         expected = f"Bearer {self.token}"
         if not hmac.compare_digest(given.encode(), expected.encode()):
+            why = "no token" if not given else "wrong token"
             log.warning("admin: refused %s %s from %s: %s", request.method, request.path,
-                        request.remote, "no token" if not given else "wrong token")
+                        request.remote, why,
+                        extra={"event": "admin-refused", "action": action,
+                               "remote": request.remote, "reason": why})
+            self._count(action, "unauthorized")
             return web.json_response({"error": "unauthorized"}, status=401,
                                      headers={"WWW-Authenticate": "Bearer"})
         return None
 
-    async def _change(self, request: web.Request, state: str | None) -> web.Response:
-        denied = self._authorized(request)
+    async def _change(self, request: web.Request, action: str, state: str | None
+                      ) -> web.Response:
+        denied = self._authorized(request, action)
         if denied is not None:
             return denied
         pop = request.match_info["pop"]
         if pop not in self.server.config.pops:
+            self._count(action, "invalid")
             return web.json_response({"error": f"unknown PoP {pop!r}"}, status=404)
         old = self.server.health.state(pop)
         self.server.set_admin_state(pop, state)
         new = self.server.health.state(pop)
-        log.info("admin: PoP %s %s -> %s (%s, from %s)", pop, old, new,
-                 f"set {state}" if state else "override removed", request.remote)
+        how = f"set {state}" if state else "override removed"
+        log.info("admin: PoP %s %s -> %s (%s, from %s)", pop, old, new, how, request.remote,
+                 extra={"event": "admin", "action": action, "pop": pop, "old": old,
+                        "new": new, "remote": request.remote})
+        self.server.admin_changed(pop, f"{pop} {old} -> {new} ({action}: {how}, from "
+                                       f"{request.remote})")
+        self._count(action, "ok")
         return web.json_response({"pop": pop, "old": old, "state": new,
                                   "override": state})
 
     async def drain(self, request: web.Request) -> web.Response:
-        return await self._change(request, DRAINING)
+        return await self._change(request, "drain", DRAINING)
 
     async def undrain(self, request: web.Request) -> web.Response:
-        return await self._change(request, None)  # back to what config/probes say
+        return await self._change(request, "undrain", None)  # back to what probes say
 
     async def set_state(self, request: web.Request) -> web.Response:
         try:
@@ -137,9 +171,30 @@ class Admin:
             body = None
         state = body.get("state") if isinstance(body, dict) else None
         if state not in STATES:
-            denied = self._authorized(request)
+            denied = self._authorized(request, "state")
             if denied is not None:
                 return denied
+            self._count("state", "invalid")
             return web.json_response({"error": f"state must be one of {', '.join(STATES)}"},
                                      status=400)
-        return await self._change(request, state)
+        return await self._change(request, "state", state)
+
+    async def reload(self, request: web.Request) -> web.Response:
+        """Re-read every zone file and the GeoIP database now (as SIGHUP).
+        Answers 200 with what is served; files that did not load are listed
+        with their problems, and their previous versions keep serving."""
+        denied = self._authorized(request, "reload")
+        if denied is not None:
+            return denied
+        log.info("admin: reload requested from %s", request.remote,
+                 extra={"event": "admin", "action": "reload", "remote": request.remote})
+        self.server.events.add(RELOAD, f"reload requested from {request.remote}")
+        swapped = await self.server.reload(force=True)
+        store = self.server.store
+        errors = [str(p) for p in store.errors()]
+        self._count("reload", "ok")
+        zones = {path: {"zone": zs.zone.name if zs.zone else None,
+                        "serial": zs.zone.serial if zs.zone else None,
+                        "errors": [str(p) for p in zs.errors]}
+                 for path, zs in sorted(store.files.items())}
+        return web.json_response({"reloaded": swapped, "errors": errors, "zones": zones})

@@ -19,9 +19,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from geodns import __version__
 from geodns.rdata import type_name
+from geodns.status import record_health
 from geodns.steering import STATES
-from geodns.wire import COUNTED_QTYPES
+from geodns.wire import COUNTED_QTYPES, DROPPED, MALFORMED, STEERING_MISS, TRUNCATED
 
 if TYPE_CHECKING:
     from geodns.server.app import Server
@@ -56,11 +58,21 @@ class _ServerCollector(Collector):
         srv = self.server
         store = srv.store
 
+        info = GaugeMetricFamily("geodns_build_info", "Always 1; the version as a label.",
+                                 labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+
         reloads = CounterMetricFamily(
             "geodns_zones_reloads", "Zone file loads, by result.", labels=["result"])
         reloads.add_metric(["success"], store.reloads_ok)
         reloads.add_metric(["failure"], store.reloads_failed)
         yield reloads
+        last_ok = GaugeMetricFamily("geodns_zones_last_reload_success_timestamp_seconds",
+                                    "When a zone file last loaded without problems.")
+        if store.last_success is not None:
+            last_ok.add_metric([], store.last_success)
+        yield last_ok
 
         serial = GaugeMetricFamily("geodns_zones_serial", "SOA serial of each zone served.",
                                    labels=["zone"])
@@ -103,12 +115,14 @@ class _ServerCollector(Collector):
                                     "Moving average of each PoP's successful probe RTT.",
                                     labels=["pop"])
             failures = CounterMetricFamily("geodns_health_probe_failures",
-                                           "Failed health probes, by PoP.", labels=["pop"])
+                                           "Failed health probes, by PoP and reason.",
+                                           labels=["pop", "reason"])
             checker = srv.checker
             for pop in pops:
                 unit = checker.units.get(pop) if checker is not None else None
                 changes.add_metric([pop], unit.changes if unit else 0)
-                failures.add_metric([pop], unit.failures if unit else 0)
+                for reason, n in sorted(unit.failures.items()) if unit else ():
+                    failures.add_metric([pop, reason], n)
                 if unit is not None and unit.rtt_ms is not None:
                     rtt.add_metric([pop], unit.rtt_ms / 1000)
             yield changes
@@ -125,21 +139,76 @@ class _ServerCollector(Collector):
         closed.add_metric(["evicted"], srv.tcp.evicted)
         yield closed
 
+        responder = srv.responder
         queries = CounterMetricFamily(
             "geodns_dns_queries", "Queries answered, by zone, qtype, rcode and transport "
             "(zone \"\" for answers outside every zone's tables: errors, malformed).",
             labels=["zone", "qtype", "rcode", "transport"])
         totals: dict[tuple[str, str, str, str], int] = {}
-        for ((zone, rcode), qt, udp), n in list(srv.responder.counts.items()):
+        steered: dict[tuple[str, str, str], int] = {}
+        for (label, qt, udp), n in list(responder.counts.items()):
+            zone, rcode = label[0], label[1]
             qtype = int.from_bytes(qt, "big") if qt else -1
             name = type_name(qtype) if qtype in _QTYPE_LABELS else "other"
             key = (zone, name, _RCODES.get(rcode, str(rcode)), "udp" if udp else "tcp")
             totals[key] = totals.get(key, 0) + n
+            if len(label) == 4:  # a steered answer: (zone, rcode, PoP, reason)
+                skey = (zone, label[2], label[3])
+                steered[skey] = steered.get(skey, 0) + n
         for key, n in sorted(totals.items()):
             queries.add_metric(list(key), n)
         yield queries
 
+        events = dict(responder.events)
+        for kind, name, help_text, label_name in (
+                (DROPPED, "geodns_dns_dropped_packets",
+                 "Packets not answered at all, by reason (short: under 12 bytes; response: QR "
+                 "set; send-failed: the answer could not be sent).", "reason"),
+                (MALFORMED, "geodns_dns_malformed_queries",
+                 "Queries answered FORMERR, by what was wrong.", "reason"),
+                (TRUNCATED, "geodns_dns_truncated_answers",
+                 "UDP answers cut to fit (tc: TC set, only the question sent; additional: "
+                 "additional section left out).", "kind")):
+            family = CounterMetricFamily(name, help_text, labels=[label_name])
+            for (k, why), n in sorted(events.items()):
+                if k == kind:
+                    family.add_metric([why], n)
+            yield family
+
+        decisions = CounterMetricFamily(
+            "geodns_steering_decisions", "Steered answers, by zone, first PoP and reason "
+            "(proximity, rule, country, default-order, fallback, fail-open, fail-closed); a "
+            "decision served from the cache counts each time.",
+            labels=["zone", "pop", "reason"])
+        for skey, n in sorted(steered.items()):
+            decisions.add_metric(list(skey), n)
+        yield decisions
+        misses = events.get((STEERING_MISS, ""), 0)
+        hits = CounterMetricFamily("geodns_steering_cache_hits",
+                                   "Steered answers given from a cached decision.")
+        hits.add_metric([], max(0, sum(steered.values()) - misses))
+        yield hits
+        miss = CounterMetricFamily("geodns_steering_cache_misses",
+                                   "Steered answers that ran steering (not cached yet).")
+        miss.add_metric([], misses)
+        yield miss
         cache = GaugeMetricFamily("geodns_steering_cache_entries",
                                   "Cached steering decisions in the running snapshot.")
-        cache.add_metric([], len(srv.responder.decisions) + len(srv.responder.by_location))
+        cache.add_metric([], len(responder.decisions) + len(responder.by_location))
         yield cache
+        healthy = GaugeMetricFamily(
+            "geodns_steering_record_healthy_pops",
+            "PoPs a steered record can choose (not down or draining); 0: all its PoPs are "
+            "down and its all_down policy answers.", labels=["zone", "record"])
+        for rec in record_health(srv):
+            healthy.add_metric([rec["zone"], f"{rec['name']}/{rec['type']}"],
+                               rec["healthy_pops"])
+        yield healthy
+
+        admin = CounterMetricFamily("geodns_admin_requests",
+                                    "Admin API change requests, by action and result.",
+                                    labels=["action", "result"])
+        if srv.admin is not None:
+            for (action, result), n in sorted(srv.admin.requests.items()):
+                admin.add_metric([action, result], n)
+        yield admin

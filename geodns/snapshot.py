@@ -20,6 +20,7 @@ from pathlib import Path
 
 from geodns.compile import DEFAULT_UDP_PAYLOAD, compile_zones
 from geodns.geo import Locator, MaxMindLocator
+from geodns.status import RELOAD, RELOAD_ERROR, EventLog
 from geodns.steering import StaticHealth, Steering
 from geodns.wire import Responder
 from geodns.yamlsrc import Problem, Problems, Where
@@ -63,7 +64,8 @@ class ZoneStore:
                  chaos: dict[str, str] | None = None, steering: Steering | None = None,
                  geoip: Path | None = None, health: StaticHealth | None = None,
                  geoip_asn: Path | None = None,
-                 check_defaults: dict[str, float] | None = None) -> None:
+                 check_defaults: dict[str, float] | None = None,
+                 events: EventLog | None = None) -> None:
         self.directory = directory
         self.payload = payload
         self.chaos = chaos or {}
@@ -79,6 +81,8 @@ class ZoneStore:
         self.snapshot: Snapshot | None = None
         self.reloads_ok = 0
         self.reloads_failed = 0
+        self.last_success: float | None = None  # wall clock of the last file loaded
+        self.events = events or EventLog()
 
     def _scan(self) -> dict[str, Signature]:
         found: dict[str, Signature] = {}
@@ -115,11 +119,13 @@ class ZoneStore:
             log.error("GeoIP database not loaded: %s%s", self.geoip_error,
                       "; keeping the previous one" if self.locator else
                       "; clients will get the default PoP order")
+            self.events.add(RELOAD_ERROR, f"GeoIP database not loaded: {self.geoip_error}")
             return False
         old = self.locator
         self.locator = locator
         self.geoip_error = None
         log.info("GeoIP database loaded: %s", locator.description)
+        self.events.add(RELOAD, f"GeoIP database loaded: {locator.description}")
         if isinstance(old, MaxMindLocator):
             old.close()
         return True
@@ -156,21 +162,30 @@ class ZoneStore:
                 self.reloads_failed += 1
                 for p in problems:
                     log.error("zone not loaded: %s", p)
+                kept = ""
                 if state.zone is not None:
                     log.warning("%s: keeping the previous version (serial %d) in service",
                                 path, state.zone.serial)
+                    kept = f"; serial {state.zone.serial} stays in service"
+                first = str(state.errors[0]) if state.errors else path
+                more = f" (and {len(state.errors) - 1} more)" if len(state.errors) > 1 else ""
+                self.events.add(RELOAD_ERROR, f"{first}{more}{kept}")
                 continue
             state.errors = []
             if state.zone is None or state.zone != zone:
                 log.info("loaded zone %s from %s (serial %d)", zone.name, path, zone.serial)
+                self.events.add(RELOAD, f"loaded zone {zone.name} from {path} "
+                                        f"(serial {zone.serial})")
             state.zone = zone
-            state.loaded_at = time.time()
+            state.loaded_at = self.last_success = time.time()
             self.reloads_ok += 1
             changed = True
         for path in [p for p in self.files if p not in found]:
             state = self.files.pop(path)
             if state.zone is not None:
                 log.info("zone file %s removed: no longer serving %s", path, state.zone.name)
+                self.events.add(RELOAD, f"zone file {path} removed: no longer serving "
+                                        f"{state.zone.name}")
                 changed = True
         if not changed and self.snapshot is not None and not force:
             return None

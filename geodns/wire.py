@@ -43,10 +43,18 @@ from geodns.steering import Decision, HealthView, Steering
 log = logging.getLogger("geodns.wire")
 
 Peer = bytes | tuple[Any, ...] | None
-MAX_DECISIONS = 500_000
+MAX_DECISIONS = 500_000  # cached decisions (and places) before the cache starts over
 # Query types counted by name; the rest are counted together (labels stay bounded).
 COUNTED_QTYPES = frozenset(t.to_bytes(2, "big") for t in (
-    *SERVED_TYPES, ANY, DS, AXFR, IXFR, 64, 65, 99))  # cached decisions (and places) before the cache starts over
+    *SERVED_TYPES, ANY, DS, AXFR, IXFR, 64, 65, 99))
+# What a steered answer is counted under: (zone, rcode, first PoP, reason).
+SteerLabel = tuple[str, int, str, str]
+Label = tuple[str, int] | SteerLabel
+# A cached decision: the answer, its tails (see _ecs_tails) and its counter label.
+Hit = tuple[Answer, tuple[bytes, bytes, bytes], Label]
+# Rare events, counted by (kind, reason): dropped packets, FORMERR answers by
+# cause, truncated answers, steering cache misses.  Only slow paths count here.
+DROPPED, MALFORMED, TRUNCATED, STEERING_MISS = "dropped", "malformed", "truncated", "steer-miss"
 _AF_INET_LE = socket.AF_INET.to_bytes(2, "little")  # sockaddr_in as Linux lays it out
 _AF_INET_BE = socket.AF_INET.to_bytes(2, "big")
 _COUNTS_PLAIN = b"\x00\x01\x00\x00\x00\x00\x00\x00"
@@ -56,14 +64,20 @@ TCP_LIMIT = 65535
 
 
 class FormErr(Exception):
-    """The query cannot be parsed; answer FORMERR."""
+    """The query cannot be parsed; answer FORMERR.  ``reason`` is the bounded
+    cause the malformed-query counter is labelled with."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Responder:
     """Answers queries from one compiled snapshot of the zones."""
 
-    __slots__ = ("by_location", "counts", "decisions", "exact", "health", "locator", "nodes",
-                 "notauth", "notimp", "payload", "places", "refused", "steering", "tables")
+    __slots__ = ("by_location", "counts", "decisions", "events", "exact", "health", "locator",
+                 "nodes", "notauth", "notimp", "payload", "places", "refused", "steering",
+                 "tables")
 
     def __init__(self, tables: Tables, steering: Steering | None = None,
                  locator: Locator | None = None, health: HealthView | None = None) -> None:
@@ -71,14 +85,19 @@ class Responder:
         self.steering = steering
         self.locator = locator
         self.health = health
-        # (steered index, client key) -> (answer, ECS scope).  Cleared when
+        # (steered index, client key) -> a finished answer.  Cleared when
         # health changes; a new snapshot starts empty.
-        self.decisions: dict[tuple[int, bytes], tuple[Answer, tuple[bytes, bytes, bytes]]] = {}
+        self.decisions: dict[tuple[int, bytes], Hit] = {}
         self.places: dict[bytes, Place] = {}
-        self.by_location: dict[tuple[object, ...], Answer] = {}
-        # Queries answered, by ((zone, rcode), qtype bytes, udp).  Shared from
-        # one snapshot to the next by the server, read by the metrics.
-        self.counts: dict[tuple[tuple[str, int], bytes, bool], int] = {}
+        self.by_location: dict[tuple[object, ...], tuple[Answer, Label]] = {}
+        # Queries answered, by (label, qtype bytes, udp): the label is the
+        # answer's (zone, rcode), or for a steered answer (zone, rcode, PoP,
+        # reason), so one increment per query feeds both the query and the
+        # steering counters.  ``events`` counts what happens off the fast
+        # path.  Both are handed from one snapshot to the next by the server
+        # (:meth:`adopt_counters`) and read by the metrics.
+        self.counts: dict[tuple[Label, bytes, bool], int] = {}
+        self.events: dict[tuple[str, str], int] = {}
         self.exact = tables.exact
         self.nodes = tables.nodes
         self.refused = tables.refused
@@ -93,6 +112,7 @@ class Responder:
         try:
             n = len(data)
             if n < 12:
+                self._drop("short")
                 return None
             b2 = data[2]
             counts = data[4:12]
@@ -174,6 +194,7 @@ class Responder:
         A cached decision holds the finished tails (the answer, then our OPT
         echoing the client's subnet with the decision's scope), so a repeat
         query costs one look-up; only a miss validates and decides."""
+        label: Label
         if isinstance(entry, Steered):
             if ecs is not None and len(ecs) > 2 and ecs[2]:
                 key = (entry.index, ecs)
@@ -183,7 +204,7 @@ class Responder:
                     if parsed is None:
                         return self._careful(data, udp)
                     hit = self._remember(key, self._decide(entry, *parsed, ecs))
-                ans, tails = hit
+                ans, tails, label = hit
             else:
                 if ecs is not None and _valid_ecs(ecs) is None:
                     return self._careful(data, udp)
@@ -191,7 +212,7 @@ class Responder:
                 key = (entry.index, client)
                 hit = self.decisions.get(key) or self._remember(
                     key, self._decide(entry, client, source, None))
-                ans, tails = hit
+                ans, tails, label = hit
                 if ecs is not None:  # source /0: steered by the resolver's address, scope 0
                     tails = self._ecs_tails(ans, ecs, 0)
         else:
@@ -199,11 +220,12 @@ class Responder:
             if _valid_ecs(ecs) is None:
                 return self._careful(data, udp)
             ans = entry
+            label = ans.label
             tails = self._ecs_tails(ans, ecs, 0)  # not steered: valid for everyone
         if question is None:
             question = data[12:p]
         qt = question[-4:-2]
-        k = (ans.label, qt if qt in COUNTED_QTYPES else b"", udp)
+        k = (label, qt if qt in COUNTED_QTYPES else b"", udp)
         self.counts[k] = self.counts.get(k, 0) + 1
         resp = b"".join((data[:2], ans.heads[(edns << 1) | (data[2] & 1)], question,
                          tails[tail_i]))
@@ -216,9 +238,7 @@ class Responder:
                 return self._fit(data, question, ans, edns, tail_i, limit)
         return resp
 
-    def _remember(self, key: tuple[int, bytes],
-                  hit: tuple[Answer, tuple[bytes, bytes, bytes]]
-                  ) -> tuple[Answer, tuple[bytes, bytes, bytes]]:
+    def _remember(self, key: tuple[int, bytes], hit: Hit) -> Hit:
         if len(self.decisions) >= MAX_DECISIONS:
             self.decisions.clear()
         self.decisions[key] = hit
@@ -233,8 +253,7 @@ class Responder:
         return (body, body + opt_record(self.payload, False, options=echo),
                 body + opt_record(self.payload, True, options=echo))
 
-    def _decide(self, st: Steered, client: bytes, source: int,
-                ecs: bytes | None) -> tuple[Answer, tuple[bytes, bytes, bytes]]:
+    def _decide(self, st: Steered, client: bytes, source: int, ecs: bytes | None) -> Hit:
         """A decision for the query path.  Records without network rules (and
         a latency table without networks) depend only on where the client
         is, so their decisions are also cached by location: many database
@@ -243,19 +262,42 @@ class Responder:
             place = self._place(client, source)
             lkey = (st.index, place.latitude, place.longitude, place.continent,
                     place.country, place.subdivision, place.asn)
-            ans = self.by_location.get(lkey)
-            if ans is None:
-                ans = st.answer(self.decision(st, client, source))
+            found = self.by_location.get(lkey)
+            if found is None:
+                found = self._steer(st, client, source)[:2]
                 if len(self.by_location) >= MAX_DECISIONS:
                     self.by_location.clear()
-                self.by_location[lkey] = ans
+                self.by_location[lkey] = found
+            ans, label = found
             scope = min(place.prefixlen, source)
         else:
-            decision = self.decision(st, client, source)
-            ans, scope = st.answer(decision), decision.scope
+            ans, label, scope = self._steer(st, client, source)
         if ecs is None:
-            return ans, ans.tails
-        return ans, self._ecs_tails(ans, ecs, scope)
+            return ans, ans.tails, label
+        return ans, self._ecs_tails(ans, ecs, scope), label
+
+    def _steer(self, st: Steered, client: bytes, source: int) -> tuple[Answer, Label, int]:
+        """Run steering (a cache miss): the answer, its counter label, its scope."""
+        self.count_event(STEERING_MISS, "")
+        decision = self.decision(st, client, source)
+        ans = st.answer(decision)
+        label = (st.zone, ans.rcode, decision.pops[0] if decision.pops else "", decision.reason)
+        return ans, label, decision.scope
+
+    def count_event(self, kind: str, reason: str, n: int = 1) -> None:
+        """Count something off the fast path (the transports count failed
+        sends here too)."""
+        k = (kind, reason)
+        self.events[k] = self.events.get(k, 0) + n
+
+    def _drop(self, reason: str) -> None:
+        """A packet that gets no answer at all (counted, never logged)."""
+        self.count_event(DROPPED, reason)
+
+    def adopt_counters(self, old: Responder) -> None:
+        """Counters outlive snapshots: carry on from the one being replaced."""
+        self.counts = old.counts
+        self.events = old.events
 
     def _place(self, client: bytes, source: int) -> Place:
         key = client + bytes((source,))
@@ -346,7 +388,9 @@ class Responder:
         if smaller is not None and ans.kind != "referral":
             resp = b"".join((data[:2], smaller.heads[idx], question, smaller.tails[tail_i]))
             if len(resp) <= limit:
+                self.count_event(TRUNCATED, "additional")
                 return resp
+        self.count_event(TRUNCATED, "tc")
         flags = struct.unpack("!H", ans.heads[idx][:2])[0] | 0x0200
         head = struct.pack("!HHHHHH", struct.unpack("!H", data[:2])[0], flags, 1, 0, 0, edns)
         opt = b"" if not edns else opt_record(self.payload, tail_i == 2)
@@ -357,10 +401,12 @@ class Responder:
         """Full parse of anything that is not a plain query."""
         n = len(data)
         if n < 12:
+            self._drop("short")
             return None
         _qid, flags, qd, an, ns, ar = struct.unpack("!HHHHHH", data[:12])
         if flags & 0x8000:
-            return None  # a response: never answer it
+            self._drop("response")  # never answer a response
+            return None
         opcode = (flags >> 11) & 0xF
         question: bytes | None = None
         opt: tuple[int, int, int] | None = None  # payload, version, DO
@@ -370,47 +416,48 @@ class Responder:
             if qd == 1:
                 qend = _skip_name(data, 12, allow_pointer=False)
                 if qend + 4 > n:
-                    raise FormErr("question truncated")
+                    raise FormErr("question truncated", "question")
                 question = data[12 : qend + 4]
                 p = qend + 4
             if opcode != 0:
                 return self._error(data, NOTIMP, question, None)
             if qd > 1:
-                raise FormErr(f"QDCOUNT is {qd}")
+                raise FormErr(f"QDCOUNT is {qd}", "qdcount")
             for _ in range(an + ns):
                 p = _skip_rr(data, p)
             for _ in range(ar):
                 start = p
                 p = _skip_name(data, p, allow_pointer=True)
                 if p + 10 > n:
-                    raise FormErr("additional record truncated")
+                    raise FormErr("additional record truncated", "record")
                 rtype, rclass, ttl, rdlen = struct.unpack("!HHIH", data[p : p + 10])
                 end = p + 10 + rdlen
                 if end > n:
-                    raise FormErr("additional record data truncated")
+                    raise FormErr("additional record data truncated", "record")
                 if rtype == OPT:
                     if opt is not None:
                         opt = None
-                        raise FormErr("more than one OPT record")
+                        raise FormErr("more than one OPT record", "opt")
                     if data[start] != 0:
-                        raise FormErr("OPT owner is not the root")
+                        raise FormErr("OPT owner is not the root", "opt")
                     ecs = _find_ecs(data, p + 10, end)
                     opt = (rclass, (ttl >> 16) & 0xFF, (ttl >> 15) & 1)
                 p = end
         except (FormErr, IndexError) as exc:
             log.debug("FORMERR: %r", exc)
-            return self._error(data, FORMERR, question, None)
+            reason = exc.reason if isinstance(exc, FormErr) else "truncated"
+            return self._error(data, FORMERR, question, None, reason)
         # Bytes after the last counted record are ignored, as NSD does.
         if opt is not None and opt[1] > 0:
             return self._error(data, BADVERS, question, opt)
         if question is None:  # QDCOUNT 0
-            return self._error(data, FORMERR, None, opt)
+            return self._error(data, FORMERR, None, opt, "qdcount")
         if ecs is not None:
             try:
                 ecs_client(ecs)
             except FormErr as exc:
                 log.debug("FORMERR: %r", exc)
-                return self._error(data, FORMERR, question, opt)
+                return self._error(data, FORMERR, question, opt, exc.reason)
         assert question is not None
         edns = 1 if opt is not None else 0
         tail_i = 0 if opt is None else (2 if opt[2] else 1)
@@ -436,9 +483,12 @@ class Responder:
         return resp
 
     def _error(self, data: bytes, rcode: int, question: bytes | None,
-               opt: tuple[int, int, int] | None) -> bytes:
+               opt: tuple[int, int, int] | None, reason: str = "") -> bytes:
         """A response with no records: the header (opcode and RD kept),
-        the question when it could be read, and an OPT when the query had one."""
+        the question when it could be read, and an OPT when the query had one.
+        A FORMERR counts as a malformed query, for ``reason``."""
+        if rcode == FORMERR:
+            self.count_event(MALFORMED, reason or "other")
         qid, qflags = struct.unpack("!HH", data[:4])
         flags = 0x8000 | (qflags & 0x7900) | (rcode & 0xF)
         ar = 1 if opt is not None else 0
@@ -453,6 +503,7 @@ class Responder:
 
     def _servfail(self, data: bytes) -> bytes | None:
         if len(data) < 12 or data[2] & 0x80:
+            self._drop("short" if len(data) < 12 else "response")
             return None
         question = None
         try:
@@ -473,25 +524,25 @@ def _skip_name(data: bytes, p: int, allow_pointer: bool) -> int:
             return p + 1
         if ln & 0xC0 == 0xC0:
             if not allow_pointer:
-                raise FormErr("compression pointer in the question")
+                raise FormErr("compression pointer in the question", "question")
             data[p + 1]
             return p + 2
         if ln > 63:
-            raise FormErr("bad label type")
+            raise FormErr("bad label type", "name")
         total += ln + 1
         if total > 254:
-            raise FormErr("name longer than 255 bytes")
+            raise FormErr("name longer than 255 bytes", "name")
         p += ln + 1
 
 
 def _skip_rr(data: bytes, p: int) -> int:
     p = _skip_name(data, p, allow_pointer=True)
     if p + 10 > len(data):
-        raise FormErr("record truncated")
+        raise FormErr("record truncated", "record")
     rdlen = (data[p + 8] << 8) | data[p + 9]
     end = p + 10 + rdlen
     if end > len(data):
-        raise FormErr("record data truncated")
+        raise FormErr("record data truncated", "record")
     return end
 
 
@@ -501,14 +552,14 @@ def _find_ecs(data: bytes, p: int, end: int) -> bytes | None:
     ecs = None
     while p < end:
         if p + 4 > end:
-            raise FormErr("EDNS option header truncated")
+            raise FormErr("EDNS option header truncated", "opt")
         code = (data[p] << 8) | data[p + 1]
         olen = (data[p + 2] << 8) | data[p + 3]
         if p + 4 + olen > end:
-            raise FormErr("EDNS option data truncated")
+            raise FormErr("EDNS option data truncated", "opt")
         if code == 8:
             if ecs is not None:
-                raise FormErr("two Client Subnet options")
+                raise FormErr("two Client Subnet options", "ecs")
             ecs = data[p + 4 : p + 4 + olen]
         p += 4 + olen
     return ecs
@@ -518,7 +569,7 @@ def ecs_client(ecs: bytes) -> tuple[bytes, int]:
     """Validate a Client Subnet option (RFC 7871 section 6, checked as Knot
     and gdnsd do) and return (address padded to full length, source prefix)."""
     if len(ecs) < 4:
-        raise FormErr("Client Subnet option shorter than 4 bytes")
+        raise FormErr("Client Subnet option shorter than 4 bytes", "ecs")
     family = (ecs[0] << 8) | ecs[1]
     source, scope = ecs[2], ecs[3]
     if family == 1:
@@ -526,16 +577,16 @@ def ecs_client(ecs: bytes) -> tuple[bytes, int]:
     elif family == 2:
         size = 16
     else:
-        raise FormErr(f"Client Subnet family {family}")
+        raise FormErr(f"Client Subnet family {family}", "ecs")
     if source > size * 8:
-        raise FormErr(f"Client Subnet source prefix {source} too long")
+        raise FormErr(f"Client Subnet source prefix {source} too long", "ecs")
     if scope:
-        raise FormErr("Client Subnet scope must be 0 in a query")
+        raise FormErr("Client Subnet scope must be 0 in a query", "ecs")
     addr = ecs[4:]
     if len(addr) != (source + 7) // 8:
-        raise FormErr("Client Subnet address length does not match its prefix")
+        raise FormErr("Client Subnet address length does not match its prefix", "ecs")
     if source % 8 and addr[-1] & (0xFF >> (source % 8)):
-        raise FormErr("Client Subnet address has bits set beyond its prefix")
+        raise FormErr("Client Subnet address has bits set beyond its prefix", "ecs")
     return addr + bytes(size - len(addr)), source
 
 

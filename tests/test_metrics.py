@@ -6,13 +6,19 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
 import aiohttp
+import dns.edns
+import dns.flags
+import dns.message
+import dns.rcode
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from geodns import __version__
 from geodns.config import Address, Config
 from geodns.health.checker import HealthSettings
 from geodns.health.probes import CheckSpec
@@ -28,7 +34,8 @@ records:
   www:
     A:
       steer: {pops: {fra: 192.0.2.1, iad: 192.0.2.2}}
-"""
+  big: {TXT: [BIG]}
+""".replace("BIG", ", ".join(f'"{c * 200}"' for c in "abcd"))
 TOKEN = "metrics-test-token-123"
 
 
@@ -93,7 +100,11 @@ async def test_metrics_are_valid_and_move(server, tmp_path: Path) -> None:
     assert after[("geodns_pop_state", (("pop", "fra"), ("state", "draining")))] == 1
     assert after[("geodns_pop_state", (("pop", "iad"), ("state", "down")))] == 1
     assert after[("geodns_pop_state_changes_total", (("pop", "iad"),))] >= 1
-    assert after[("geodns_health_probe_failures_total", (("pop", "iad"),))] >= 2
+    assert after[("geodns_health_probe_failures_total",
+                  (("pop", "iad"), ("reason", "refused")))] >= 2
+    assert after[("geodns_zones_last_reload_success_timestamp_seconds", ())] > 1.7e9
+    assert after[("geodns_admin_requests_total", (("action", "drain"), ("result", "ok")))] == 1
+    assert after[("geodns_build_info", (("version", __version__),))] == 1
     assert after[("geodns_health_probe_duration_seconds_count", (("pop", "iad"),))] >= 2
     assert ("geodns_geoip_build_timestamp_seconds", ()) in after
     promtool = shutil.which("promtool")
@@ -137,3 +148,85 @@ async def test_query_counters(server) -> None:
     assert q("m.example.", "A", "NOERROR", "udp") == 4  # three static, one steered
     assert q("m.example.", "AAAA", "NXDOMAIN", "tcp") == 1
     assert q("", "other", "REFUSED", "udp") == 1
+
+
+async def udp_exchange(port: int, wire: bytes, timeout: float = 0.5) -> bytes | None:
+    """Send raw bytes over real UDP; the answer, or None if none came."""
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        await loop.sock_sendto(sock, wire, ("127.0.0.1", port))
+        try:
+            return await asyncio.wait_for(loop.sock_recv(sock, 65535), timeout)
+        except TimeoutError:
+            return None
+
+
+def ecs_query(name: str, subnet: str, prefix: int, scope: int = 0) -> bytes:
+    q = dns.message.make_query(name, "A", use_edns=0)
+    q.use_edns(0, options=[dns.edns.ECSOption(subnet, prefix, scope)])
+    return q.to_wire()
+
+
+async def test_drops_malformed_truncated_and_steering(server) -> None:
+    """Every data-plane counter moves, over real UDP, by the reason it names."""
+    srv, _ = server
+    port = srv.bound[0].port
+    good = dns.message.make_query("ns1.m.example.", "A").to_wire()
+    assert await udp_exchange(port, good[:5]) is None  # short
+    response = bytearray(good)
+    response[2] |= 0x80
+    assert await udp_exchange(port, bytes(response)) is None  # QR set
+    two = bytearray(good)
+    two[5] = 2  # QDCOUNT 2
+    r = await udp_exchange(port, bytes(two))
+    assert r is not None and dns.message.from_wire(r, question_only=True).rcode() == \
+        dns.rcode.FORMERR
+    bad_ecs = bytearray(ecs_query("www.m.example.", "77.88.8.0", 24))
+    bad_ecs[-5] = 7  # a non-zero scope in a query
+    r = await udp_exchange(port, bytes(bad_ecs))
+    assert r is not None and dns.message.from_wire(r).rcode() == dns.rcode.FORMERR
+    r = await udp_exchange(port, dns.message.make_query("big.m.example.", "TXT").to_wire())
+    assert r is not None and dns.message.from_wire(r).flags & dns.flags.TC
+    # Steered: Moscow and Sao Paulo, twice each; iad fails its probes, so both get fra.
+    for _ in range(50):
+        if srv.health.state("iad") == "down":
+            break
+        await asyncio.sleep(0.05)
+    for subnet in ("77.88.8.0", "200.160.0.0", "77.88.8.0", "200.160.0.0"):
+        r = await udp_exchange(port, ecs_query("www.m.example.", subnet, 24))
+        assert r is not None
+        assert [rd.to_text() for rd in dns.message.from_wire(r).answer[0]] == ["192.0.2.1"]
+    got = samples(await scrape(srv))
+    assert got[("geodns_dns_dropped_packets_total", (("reason", "short"),))] == 1
+    assert got[("geodns_dns_dropped_packets_total", (("reason", "response"),))] == 1
+    assert got[("geodns_dns_malformed_queries_total", (("reason", "qdcount"),))] == 1
+    assert got[("geodns_dns_malformed_queries_total", (("reason", "ecs"),))] == 1
+    assert got[("geodns_dns_truncated_answers_total", (("kind", "tc"),))] == 1
+    assert got[("geodns_steering_decisions_total",
+                (("pop", "fra"), ("reason", "proximity"), ("zone", "m.example.")))] == 4
+    assert got[("geodns_steering_cache_misses_total", ())] == 2
+    assert got[("geodns_steering_cache_hits_total", ())] == 2
+    assert got[("geodns_steering_record_healthy_pops",
+                (("record", "www.m.example./A"), ("zone", "m.example.")))] == 1
+    # Drain fra as well: no PoP left, so the record fails open (and says so).
+    assert srv.admin is not None
+    async with aiohttp.ClientSession() as s:
+        base = f"http://127.0.0.1:{srv.admin.port}"
+        async with s.post(f"{base}/pops/fra/drain") as resp:
+            assert resp.status == 401
+        async with s.post(f"{base}/pops/fra/drain",
+                          headers={"Authorization": "Bearer wrong-token-1234567"}) as resp:
+            assert resp.status == 401
+        async with s.post(f"{base}/pops/fra/drain",
+                          headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+            assert resp.status == 200
+    r = await udp_exchange(port, ecs_query("www.m.example.", "77.88.8.0", 24))
+    assert r is not None
+    got = samples(await scrape(srv))
+    assert got[("geodns_steering_record_healthy_pops",
+                (("record", "www.m.example./A"), ("zone", "m.example.")))] == 0
+    assert got[("geodns_steering_decisions_total",
+                (("pop", "fra"), ("reason", "fail-open"), ("zone", "m.example.")))] == 1
+    assert got[("geodns_admin_requests_total",
+                (("action", "drain"), ("result", "unauthorized")))] == 2

@@ -54,9 +54,11 @@ class HealthChecker:
                  health: StaticHealth, settings: HealthSettings,
                  on_change: Callable[[], None], clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None,
-                 observe: Callable[[str, float], None] | None = None) -> None:
+                 observe: Callable[[str, float], None] | None = None,
+                 on_state: Callable[[str, str, str, str], None] | None = None) -> None:
         self.health = health
         self.observe = observe  # (PoP, probe seconds), for the duration histogram
+        self.on_state = on_state  # (PoP, what, old, new): a state change, for the event log
         self.settings = settings
         self.on_change = on_change
         self.clock = clock
@@ -168,7 +170,8 @@ class HealthChecker:
         for unit in self.users[spec]:
             state = self.units[unit]
             if not result.ok:
-                state.failures += 1
+                reason = result.reason or "error"
+                state.failures[reason] = state.failures.get(reason, 0) + 1
             if isinstance(unit, str) and result.ok and result.rtt_ms is not None:
                 state.observe_rtt(result.rtt_ms)
                 penalty = penalty_ms(state.rtt_ms, self.settings.slow_ms)
@@ -204,8 +207,14 @@ class HealthChecker:
             self.health.version += 1
         checks = "; ".join(f"{s.describe()}={c.state}({c.last.detail if c.last else '-'})"
                            for s, c in self.check_states.items() if unit in self.users[s])
+        pop_id = unit if isinstance(unit, str) else unit[2]
         log.info('state change %s old=%s new=%s reason="%s" checks="%s"', _unit_name(unit),
-                 old, new, reason, checks)
+                 old, new, reason, checks,
+                 extra={"event": "state-change", "pop": pop_id, "old": old, "new": new,
+                        "reason": reason})
+        if self.on_state is not None:
+            what = pop_id if isinstance(unit, str) else _unit_name(unit)[len("pop="):]
+            self.on_state(pop_id, f"{what} {old} -> {new}: {reason}", old, new)
         return True
 
 

@@ -82,11 +82,11 @@ class Prober:
                 else:
                     detail = await self._dns(spec)
         except TimeoutError:
-            return Result(False, None, f"timeout after {spec.timeout:g} s")
+            return Result(False, None, f"timeout after {spec.timeout:g} s", "timeout")
         except _Failed as exc:
-            return Result(False, None, str(exc))
+            return Result(False, None, str(exc), exc.reason)
         except (OSError, aiohttp.ClientError, dns.exception.DNSException) as exc:
-            return Result(False, None, _describe(exc))
+            return Result(False, None, *_describe(exc))
         rtt = (time.monotonic() - start) * 1000
         return Result(True, rtt, f"{detail} in {rtt:.1f} ms")
 
@@ -102,11 +102,12 @@ class Prober:
                                         allow_redirects=False) as resp:
             if resp.status not in spec.expect:
                 raise _Failed(f"status {resp.status}, expected "
-                              f"{', '.join(map(str, spec.expect))}")
+                              f"{', '.join(map(str, spec.expect))}", "status")
             if spec.contains is not None:
                 body = await resp.content.read(MAX_BODY)
                 if spec.contains.encode() not in body:
-                    raise _Failed(f"status {resp.status} but the body lacks {spec.contains!r}")
+                    raise _Failed(f"status {resp.status} but the body lacks {spec.contains!r}",
+                                  "body")
             return f"status {resp.status}"
 
     async def _tcp(self, spec: CheckSpec) -> str:
@@ -123,26 +124,33 @@ class Prober:
         resp = await dns.asyncquery.udp(q, host, port=port, timeout=spec.timeout)
         rcode = dns.rcode.to_text(resp.rcode())
         if rcode != spec.rcode.upper():
-            raise _Failed(f"rcode {rcode}, expected {spec.rcode.upper()}")
+            raise _Failed(f"rcode {rcode}, expected {spec.rcode.upper()}", "rcode")
         if spec.answer is not None:
             texts = {rd.to_text() for rrset in resp.answer for rd in rrset}
             if spec.answer not in texts:
-                raise _Failed(f"answer lacks {spec.answer}")
+                raise _Failed(f"answer lacks {spec.answer}", "answer")
         return f"rcode {rcode}"
 
 
 class _Failed(Exception):
-    pass
+    """The target answered, but not as the check expects."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException) -> tuple[str, str]:
+    """(detail for people, reason for the failure counter)."""
     if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
+        return "connection refused", "refused"
     if isinstance(exc, aiohttp.ClientConnectorError):
         inner = exc.os_error
         if isinstance(inner, ConnectionRefusedError):
-            return "connection refused"
-        return f"cannot connect: {inner.strerror or inner}"
+            return "connection refused", "refused"
+        return f"cannot connect: {inner.strerror or inner}", "connect"
+    if isinstance(exc, OSError):
+        return f"cannot connect: {exc.strerror or exc}", "connect"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "server disconnected"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return "server disconnected", "error"
+    return (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__), "error"

@@ -41,6 +41,9 @@ class Result:
     ok: bool
     rtt_ms: float | None
     detail: str  # "200 in 3.1 ms", "connect refused", "timeout after 0.8 s"
+    # Why a probe failed, from a short fixed list (a metric label): timeout,
+    # refused, connect, status, body, rcode, answer, error.
+    reason: str = ""
 
 
 @dataclass
@@ -96,7 +99,7 @@ class PopState:
     since: float = 0.0
     rtt_ms: float | None = None
     changes: int = 0
-    failures: int = 0  # failed probes, for metrics
+    failures: dict[str, int] = field(default_factory=dict)  # failed probes by reason
 
     def needed(self) -> int:
         if self.require == "all":

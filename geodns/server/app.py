@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable
 
 from geodns import state as state_file
@@ -26,6 +27,7 @@ from geodns.server.transport import (
     bind_pair,
 )
 from geodns.snapshot import Snapshot, ZoneStore, file_signature
+from geodns.status import ADMIN, START, STATE_CHANGE, AnswerHistory, EventLog, answers_per_pop
 from geodns.steering import StaticHealth, Steering
 from geodns.wire import Responder
 
@@ -60,7 +62,12 @@ class Server:
             log.warning("the batched UDP helper is not built; using recvfrom/sendto")
             self.udp_mode = "reader"
         self.health = StaticHealth(dict(config.pop_states))
-        self.store = store_for(config, self.health)
+        self.events = EventLog()
+        self.history = AnswerHistory()
+        self.started_at: float | None = None
+        self.pop_since: dict[str, float] = {}  # wall clock of each PoP's last state change
+        self._seen_states: dict[str, str] = {}
+        self.store = store_for(config, self.health, self.events)
         self.responder: Responder
         self.tcp = TCPConnections(config.tcp.max_connections, config.tcp.idle_timeout)
         self.bound: list[Address] = []
@@ -73,7 +80,11 @@ class Server:
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
+        self.started_at = time.time()
+        self.events.add(START, f"{self.config.version} starting on "
+                               f"{self.config.identity or 'this node'}")
         self._load_state_file(force=True)
+        self._note_states()
         snap = self.store.refresh(force=True)
         assert snap is not None
         self.responder = snap.responder
@@ -109,12 +120,14 @@ class Server:
         if self.config.pops:
             self.checker = HealthChecker(self.config.checks, self.config.require, self.health,
                                          self.config.health, self._health_changed,
-                                         observe=self._observe_probe)
+                                         observe=self._observe_probe,
+                                         on_state=self._state_changed)
             self._record_checks(snap)
             self.checker.start()
         self.ready = True
         self._tasks.append(asyncio.create_task(self._poll_zones()))
         self._tasks.append(asyncio.create_task(self._sweep_tcp()))
+        self._tasks.append(asyncio.create_task(self._sample_answers()))
         zones = ", ".join(sorted(z.name for z in snap.zones.values())) or "none"
         log.info("serving zones: %s", zones)
 
@@ -153,6 +166,25 @@ class Server:
     def _health_changed(self) -> None:
         self.responder.forget_decisions()
 
+    def _state_changed(self, pop: str, message: str, old: str, new: str) -> None:
+        self._note_states()
+        self.events.add(STATE_CHANGE, message, pop)
+
+    def admin_changed(self, pop: str, message: str) -> None:
+        """An administrative state change, for the event log and ``since``."""
+        self._note_states()
+        self.events.add(ADMIN, message, pop)
+
+    def _note_states(self) -> None:
+        """Remember when each PoP's effective state (what steering sees) last
+        changed."""
+        now = time.time()
+        for pop in self.config.pops:
+            state = self.health.state(pop)
+            if self._seen_states.get(pop) != state:
+                self._seen_states[pop] = state
+                self.pop_since[pop] = now
+
     def set_admin_state(self, pop: str, state: str | None) -> None:
         """An administrative override (None removes it), kept in the state
         file so that every worker and the next start see it."""
@@ -179,11 +211,16 @@ class Server:
         if sig == self._state_signature and not force:
             return False
         self._state_signature = sig
+        before = {p: self.health.state(p) for p in self.config.pops}
         changed = self.health.set_admin(state_file.load(path))
         if changed:
-            log.info("administrative PoP states: %s",
-                     ", ".join(f"{p} {s}" for p, s in sorted(self.health.admin.items()))
-                     or "none")
+            text = ", ".join(f"{p} {s}" for p, s in sorted(self.health.admin.items())) or "none"
+            log.info("administrative PoP states: %s", text,
+                     extra={"event": "admin", "states": dict(self.health.admin)})
+            for pop, old in before.items():
+                new = self.health.state(pop)
+                if new != old:
+                    self.admin_changed(pop, f"{pop} {old} -> {new} (state file {path})")
         return changed
 
     async def _forced_reload(self) -> None:
@@ -234,7 +271,7 @@ class Server:
                 log.exception("reload failed; the previous zones stay in service")
                 return False
             if snap is not None:
-                snap.responder.counts = self.responder.counts  # counters outlive snapshots
+                snap.responder.adopt_counters(self.responder)
                 self.responder = snap.responder
                 self._record_checks(snap)
                 return True
@@ -252,18 +289,25 @@ class Server:
             except Exception:  # pragma: no cover - reload() already logs
                 log.exception("zone poll failed")
 
+    async def _sample_answers(self) -> None:
+        """Steered answers per PoP, every history interval, for the status page."""
+        while True:
+            self.history.sample(answers_per_pop(self.responder.counts), time.time())
+            await asyncio.sleep(self.history.interval)
+
     async def _sweep_tcp(self) -> None:
         while True:
             await asyncio.sleep(min(1.0, self.config.tcp.idle_timeout / 2))
             self.tcp.sweep()
 
 
-def store_for(config: Config, health: StaticHealth) -> ZoneStore:
+def store_for(config: Config, health: StaticHealth, events: EventLog | None = None
+              ) -> ZoneStore:
     """The zone store a configuration describes (also used by explain)."""
     steering = Steering(config.pops, config.default_order, config.latency)
     geoip = config.geoip_database or bundled_database()
     return ZoneStore(config.zones_dir, config.udp_payload, config.chaos(), steering, geoip,
-                     health, config.geoip_asn_database, config.check_defaults)
+                     health, config.geoip_asn_database, config.check_defaults, events)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

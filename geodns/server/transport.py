@@ -19,7 +19,7 @@ from collections import OrderedDict
 from types import ModuleType
 from typing import Protocol
 
-from geodns.wire import Responder
+from geodns.wire import DROPPED, Responder
 
 _udpbatch: ModuleType | None
 try:
@@ -69,7 +69,6 @@ class UDPReader:
     def __init__(self, source: ResponderSource, sock: socket.socket) -> None:
         self.source = source
         self.sock = sock
-        self.send_errors = 0
 
     def on_readable(self) -> None:
         recv = self.sock.recvfrom
@@ -88,7 +87,7 @@ class UDPReader:
                 try:
                     send(resp, addr)
                 except OSError:
-                    self.send_errors += 1
+                    self.source.responder.count_event(DROPPED, "send-failed")
 
 
 class UDPBatchReader:
@@ -102,7 +101,6 @@ class UDPBatchReader:
         self.source = source
         self.sock = sock
         self.fd = sock.fileno()
-        self.send_errors = 0
 
     def on_readable(self) -> None:
         assert _udpbatch is not None
@@ -126,7 +124,7 @@ class UDPBatchReader:
             if out:
                 sent = send_batch(fd, out)
                 if sent != len(out):
-                    self.send_errors += len(out) - sent
+                    self.source.responder.count_event(DROPPED, "send-failed", len(out) - sent)
             if len(packets) < 64:
                 return
 
