@@ -15,12 +15,10 @@ from geodns.zones.loader import ZONE_SUFFIXES, load_zone_file
 log = logging.getLogger("geodns")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    from geodns import logs
+
+    logs.setup(level, fmt)
 
 
 def _config_from_args(args: argparse.Namespace, problems: Problems) -> Config:
@@ -43,14 +41,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     problems = Problems()
     cfg = _config_from_args(args, problems)
     check_zones_dir(cfg, problems)
-    _setup_logging(args.log_level or cfg.log_level)
+    _setup_logging(args.log_level or cfg.log_level, args.log_format or cfg.log_format)
     if problems:
         for p in problems:
             log.error("%s", p)
         return 2
     from geodns.server.app import run
 
-    log.info("geodns %s starting (zones from %s)", __version__, cfg.zones_dir)
+    log.info("geodns %s starting (zones from %s)", __version__, cfg.zones_dir,
+             extra={"event": "start", "version": __version__, "zones": str(cfg.zones_dir),
+                    "workers": cfg.workers})
     return run(cfg)
 
 
@@ -213,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     server_args(p)
     p.add_argument("--workers", type=int, help="worker processes (SO_REUSEPORT)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", choices=["text", "json"],
+                   help="one line of text or one JSON object per event (overrides the config)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("check", help="validate the configuration and every zone")

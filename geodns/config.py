@@ -54,6 +54,8 @@ class Config:
     tcp: TcpConfig = field(default_factory=TcpConfig)
     reload_interval: float = 1.0
     log_level: str = "info"
+    log_format: str = "text"  # or "json"
+    query_sample: float = 0.0  # fraction of queries logged (0: no query log)
     pops: dict[str, Pop] = field(default_factory=dict)
     pop_states: dict[str, str] = field(default_factory=dict)  # static health
     checks: dict[str, list[CheckSpec]] = field(default_factory=dict)  # per PoP
@@ -160,7 +162,7 @@ def load_config(path: Path, problems: Problems) -> Config:
     if log is not None:
         m = expect_map(log, "log", problems)
         if m is not None:
-            unknown_keys(m, {"level"}, "log", problems)
+            unknown_keys(m, {"level", "format", "query_sample"}, "log", problems)
             lv = m.get("level")
             if lv is not None:
                 text = as_str(lv, "log level", problems)
@@ -168,6 +170,16 @@ def load_config(path: Path, problems: Problems) -> Config:
                     problems.add(lv.where, "log level must be debug, info, warning or error")
                 elif text is not None:
                     cfg.log_level = text.lower()
+            fmt = m.get("format")
+            if fmt is not None:
+                text = as_str(fmt, "log format", problems)
+                if text is not None and text not in ("text", "json"):
+                    problems.add(fmt.where, "log format must be text or json")
+                elif text is not None:
+                    cfg.log_format = text
+            qs = m.get("query_sample")
+            if qs is not None:
+                cfg.query_sample = as_float(qs, "log query_sample", problems, 0.0, 1.0) or 0.0
     return cfg
 
 

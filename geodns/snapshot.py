@@ -15,10 +15,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from geodns.compile import DEFAULT_UDP_PAYLOAD, compile_zones
+from geodns.compile import DEFAULT_UDP_PAYLOAD, Tables, compile_zones
 from geodns.geo import Locator, MaxMindLocator
 from geodns.status import RELOAD, RELOAD_ERROR, EventLog
 from geodns.steering import StaticHealth, Steering
@@ -65,7 +66,9 @@ class ZoneStore:
                  geoip: Path | None = None, health: StaticHealth | None = None,
                  geoip_asn: Path | None = None,
                  check_defaults: dict[str, float] | None = None,
-                 events: EventLog | None = None) -> None:
+                 events: EventLog | None = None,
+                 make_responder: Callable[[Tables, Steering, Locator | None, StaticHealth],
+                                          Responder] = Responder) -> None:
         self.directory = directory
         self.payload = payload
         self.chaos = chaos or {}
@@ -83,6 +86,7 @@ class ZoneStore:
         self.reloads_failed = 0
         self.last_success: float | None = None  # wall clock of the last file loaded
         self.events = events or EventLog()
+        self.make_responder = make_responder  # Responder, or one that also logs queries
 
     def _scan(self) -> dict[str, Signature]:
         found: dict[str, Signature] = {}
@@ -124,7 +128,8 @@ class ZoneStore:
         old = self.locator
         self.locator = locator
         self.geoip_error = None
-        log.info("GeoIP database loaded: %s", locator.description)
+        log.info("GeoIP database loaded: %s", locator.description,
+                 extra={"event": "geoip-loaded", "file": str(self.geoip_path)})
         self.events.add(RELOAD, f"GeoIP database loaded: {locator.description}")
         if isinstance(old, MaxMindLocator):
             old.close()
@@ -161,7 +166,10 @@ class ZoneStore:
                 state.errors = list(problems)
                 self.reloads_failed += 1
                 for p in problems:
-                    log.error("zone not loaded: %s", p)
+                    log.error("zone not loaded: %s", p,
+                              extra={"event": "reload-error", "file": p.where.file,
+                                     "line": p.where.line, "column": p.where.column,
+                                     "problem": p.message})
                 kept = ""
                 if state.zone is not None:
                     log.warning("%s: keeping the previous version (serial %d) in service",
@@ -173,7 +181,9 @@ class ZoneStore:
                 continue
             state.errors = []
             if state.zone is None or state.zone != zone:
-                log.info("loaded zone %s from %s (serial %d)", zone.name, path, zone.serial)
+                log.info("loaded zone %s from %s (serial %d)", zone.name, path, zone.serial,
+                         extra={"event": "zone-loaded", "zone": zone.name, "file": path,
+                                "serial": zone.serial})
                 self.events.add(RELOAD, f"loaded zone {zone.name} from {path} "
                                         f"(serial {zone.serial})")
             state.zone = zone
@@ -194,7 +204,7 @@ class ZoneStore:
                  for owner, types in z.steered.items() for rtype, spec in types.items()}
         steering = replace(self.steering, specs=specs)
         tables = compile_zones(zones.values(), self.payload, self.chaos)
-        snap = Snapshot(Responder(tables, steering, self.locator, self.health), zones,
+        snap = Snapshot(self.make_responder(tables, steering, self.locator, self.health), zones,
                         time.time())
         self.snapshot = snap
         return snap

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -11,12 +12,14 @@ import socket
 import time
 from collections.abc import Callable
 
+from geodns import logs
 from geodns import state as state_file
 from geodns.admin import Admin
 from geodns.config import Address, Config
 from geodns.geo import bundled_database
 from geodns.health.checker import HealthChecker
 from geodns.metrics import Metrics
+from geodns.querylog import SampledQueryLog
 from geodns.server.transport import (
     HAVE_UDPBATCH,
     TCPConnection,
@@ -108,7 +111,8 @@ class Server:
             self._tcp_servers.append(server)
             bound = Address(addr.host, udp_sock.getsockname()[1])
             self.bound.append(bound)
-            log.info("listening on %s (UDP and TCP)", bound)
+            log.info("listening on %s (UDP and TCP)", bound,
+                     extra={"event": "listening", "address": str(bound)})
         if self.admin_enabled and self.config.admin is not None:
             self.admin = Admin(self)
             try:
@@ -141,7 +145,8 @@ class Server:
         await self.shutdown()
 
     def request_stop(self) -> None:
-        log.info("stopping")
+        if not self._stopped.is_set():
+            log.info("stopping", extra={"event": "stop"})
         self._stopped.set()
 
     def request_reload(self) -> None:
@@ -306,8 +311,12 @@ def store_for(config: Config, health: StaticHealth, events: EventLog | None = No
     """The zone store a configuration describes (also used by explain)."""
     steering = Steering(config.pops, config.default_order, config.latency)
     geoip = config.geoip_database or bundled_database()
+    make: Callable[..., Responder] = Responder
+    if config.query_sample > 0:
+        every = max(1, round(1 / config.query_sample))
+        make = functools.partial(SampledQueryLog, every=every)
     return ZoneStore(config.zones_dir, config.udp_payload, config.chaos(), steering, geoip,
-                     health, config.geoip_asn_database, config.check_defaults, events)
+                     health, config.geoip_asn_database, config.check_defaults, events, make)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -360,9 +369,7 @@ def run(config: Config) -> int:
         if pid == 0:  # pragma: no cover - exercised in a subprocess test
             code = 1
             try:
-                logging.getLogger().handlers[0].setFormatter(
-                    logging.Formatter(f"%(asctime)s worker{i} %(levelname)s %(name)s: "
-                                      "%(message)s"))
+                logs.set_worker(i, config.log_format)
                 code = run_worker(config, reuse_port=True, admin=(i == 0))
             finally:
                 os._exit(code)
