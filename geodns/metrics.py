@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from geodns import __version__
 from geodns.rdata import type_name
+from geodns.server.shared import node_counters
 from geodns.status import record_health
 from geodns.steering import STATES
 from geodns.wire import COUNTED_QTYPES, DROPPED, MALFORMED, STEERING_MISS, TRUNCATED
@@ -129,24 +130,28 @@ class _ServerCollector(Collector):
             yield rtt
             yield failures
 
+        node, workers = node_counters(srv)
+        reporting = GaugeMetricFamily("geodns_workers",
+                                      "Worker processes whose counters this scrape adds up.")
+        reporting.add_metric([], workers)
+        yield reporting
         tcp = GaugeMetricFamily("geodns_tcp_connections", "Open TCP connections.")
-        tcp.add_metric([], len(srv.tcp.open))
+        tcp.add_metric([], node.tcp_open)
         yield tcp
         closed = CounterMetricFamily("geodns_tcp_closed_connections",
                                      "TCP connections closed by geodns, by reason.",
                                      labels=["reason"])
-        closed.add_metric(["idle"], srv.tcp.timed_out)
-        closed.add_metric(["evicted"], srv.tcp.evicted)
+        closed.add_metric(["idle"], node.tcp_idle)
+        closed.add_metric(["evicted"], node.tcp_evicted)
         yield closed
 
-        responder = srv.responder
         queries = CounterMetricFamily(
             "geodns_dns_queries", "Queries answered, by zone, qtype, rcode and transport "
             "(zone \"\" for answers outside every zone's tables: errors, malformed).",
             labels=["zone", "qtype", "rcode", "transport"])
         totals: dict[tuple[str, str, str, str], int] = {}
         steered: dict[tuple[str, str, str], int] = {}
-        for (label, qt, udp), n in list(responder.counts.items()):
+        for (label, qt, udp), n in node.counts.items():
             zone, rcode = label[0], label[1]
             qtype = int.from_bytes(qt, "big") if qt else -1
             name = type_name(qtype) if qtype in _QTYPE_LABELS else "other"
@@ -159,7 +164,7 @@ class _ServerCollector(Collector):
             queries.add_metric(list(key), n)
         yield queries
 
-        events = dict(responder.events)
+        events = node.events
         for kind, name, help_text, label_name in (
                 (DROPPED, "geodns_dns_dropped_packets",
                  "Packets not answered at all, by reason (short: under 12 bytes; response: QR "
@@ -194,7 +199,7 @@ class _ServerCollector(Collector):
         yield miss
         cache = GaugeMetricFamily("geodns_steering_cache_entries",
                                   "Cached steering decisions in the running snapshot.")
-        cache.add_metric([], len(responder.decisions) + len(responder.by_location))
+        cache.add_metric([], node.cache_entries)
         yield cache
         healthy = GaugeMetricFamily(
             "geodns_steering_record_healthy_pops",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from geodns import __version__, names
 from geodns.rdata import type_name
+from geodns.server.shared import node_counters
 from geodns.steering import DOWN, DRAINING, STATES
 
 if TYPE_CHECKING:
@@ -114,7 +115,8 @@ def status(server: Server) -> dict[str, Any]:
     cfg = server.config
     store = server.store
     checker = server.checker
-    answers = answers_per_pop(server.responder.counts)
+    counters, workers = node_counters(server)
+    answers = answers_per_pop(counters.counts)
     pops = []
     for pop_id, pop in cfg.pops.items():
         unit = checker.units.get(pop_id) if checker is not None else None
@@ -155,7 +157,7 @@ def status(server: Server) -> dict[str, Any]:
         "version": __version__, "node": cfg.identity, "now": now,
         "started_at": server.started_at, "uptime_seconds":
             now - server.started_at if server.started_at else 0.0,
-        "ready": server.ready, "geoip": geoip, "pops": pops,
+        "ready": server.ready, "workers": workers, "geoip": geoip, "pops": pops,
         "records": record_health(server), "zones": zones,
         "reloads": {"success": store.reloads_ok, "failure": store.reloads_failed,
                     "last_success": store.last_success},

@@ -230,3 +230,54 @@ async def test_drops_malformed_truncated_and_steering(server) -> None:
                 (("pop", "fra"), ("reason", "fail-open"), ("zone", "m.example.")))] == 1
     assert got[("geodns_admin_requests_total",
                 (("action", "drain"), ("result", "unauthorized")))] == 2
+
+
+def test_two_workers_count_every_query_in_one_scrape(tmp_path: Path) -> None:
+    """With workers: 2, the first worker's /metrics adds up both workers'
+    counters (the second's reach it within a second)."""
+    import json
+    import signal
+    import sys
+    import time
+
+    import dns.query
+
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    (zones / "m.example.yaml").write_text(ZONE.split("  www:")[0])  # no PoPs here
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    dns_port, admin_port = ports
+    cfg = tmp_path / "geodns.yaml"
+    cfg.write_text(json.dumps({"listen": [f"127.0.0.1:{dns_port}"], "zones": "zones",
+                               "workers": 2, "admin": {"listen": f"127.0.0.1:{admin_port}"}}))
+    proc = subprocess.Popen([sys.executable, "-m", "geodns", "serve", "--config", str(cfg)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        q = dns.message.make_query("ns1.m.example.", "A")
+        answered = 0
+        deadline = time.monotonic() + 15
+        while answered < 60 and time.monotonic() < deadline:
+            try:  # a fresh socket (source port) each time spreads over the workers
+                dns.query.udp(q, "127.0.0.1", port=dns_port, timeout=0.3)
+                answered += 1
+            except dns.exception.Timeout:
+                time.sleep(0.05)
+        assert answered == 60
+        time.sleep(1.5)
+        import urllib.request
+
+        text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics",
+                                      timeout=5).read().decode()
+        got = samples(text)
+        assert got[("geodns_workers", ())] == 2
+        assert got[("geodns_dns_queries_total", (("qtype", "A"), ("rcode", "NOERROR"),
+                                                 ("transport", "udp"),
+                                                 ("zone", "m.example.")))] == 60
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err

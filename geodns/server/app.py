@@ -7,10 +7,13 @@ import contextlib
 import functools
 import logging
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from geodns import logs
 from geodns import state as state_file
@@ -20,6 +23,7 @@ from geodns.geo import bundled_database
 from geodns.health.checker import HealthChecker
 from geodns.metrics import Metrics
 from geodns.querylog import SampledQueryLog
+from geodns.server import shared
 from geodns.server.transport import (
     HAVE_UDPBATCH,
     TCPConnection,
@@ -51,9 +55,14 @@ class Server:
     """
 
     def __init__(self, config: Config, reuse_port: bool = False,
-                 udp_mode: str | None = None, admin: bool = True) -> None:
+                 udp_mode: str | None = None, admin: bool = True, worker_index: int = 0,
+                 runtime_dir: Path | None = None) -> None:
         self.config = config
         self.reuse_port = reuse_port
+        # With several workers: where they leave their counters for the
+        # first one's /metrics (see geodns.server.shared).
+        self.worker_index = worker_index
+        self.runtime_dir = runtime_dir
         self.admin_enabled = admin and config.admin is not None
         self.admin: Admin | None = None
         self.ready = False
@@ -132,6 +141,8 @@ class Server:
         self._tasks.append(asyncio.create_task(self._poll_zones()))
         self._tasks.append(asyncio.create_task(self._sweep_tcp()))
         self._tasks.append(asyncio.create_task(self._sample_answers()))
+        if self.runtime_dir is not None and self.worker_index > 0:
+            self._tasks.append(asyncio.create_task(self._publish_counters()))
         zones = ", ".join(sorted(z.name for z in snap.zones.values())) or "none"
         log.info("serving zones: %s", zones)
 
@@ -235,6 +246,8 @@ class Server:
         """Stop listening, let written TCP answers drain, close everything."""
         for t in self._tasks:
             t.cancel()
+        if self.runtime_dir is not None and self.worker_index > 0:
+            shared.publish(self, self.runtime_dir, self.worker_index)
         if self.admin is not None:
             await self.admin.stop()
             self.admin = None
@@ -297,8 +310,15 @@ class Server:
     async def _sample_answers(self) -> None:
         """Steered answers per PoP, every history interval, for the status page."""
         while True:
-            self.history.sample(answers_per_pop(self.responder.counts), time.time())
+            counts = shared.node_counters(self)[0].counts if self.admin else {}
+            self.history.sample(answers_per_pop(counts), time.time())
             await asyncio.sleep(self.history.interval)
+
+    async def _publish_counters(self) -> None:
+        assert self.runtime_dir is not None
+        while True:
+            await asyncio.sleep(shared.PUBLISH_INTERVAL)
+            shared.publish(self, self.runtime_dir, self.worker_index)
 
     async def _sweep_tcp(self) -> None:
         while True:
@@ -329,10 +349,12 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 def run_worker(config: Config, reuse_port: bool, on_ready: Callable[[Server], None] | None
-               = None, admin: bool = True) -> int:
+               = None, admin: bool = True, index: int = 0,
+               runtime_dir: Path | None = None) -> int:
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
-    server = Server(config, reuse_port=reuse_port, admin=admin)
+    server = Server(config, reuse_port=reuse_port, admin=admin, worker_index=index,
+                    runtime_dir=runtime_dir)
     try:
         loop.run_until_complete(server.start())
     except OSError as exc:
@@ -363,6 +385,7 @@ def run(config: Config) -> int:
         else:
             fixed.append(addr)
     config.listen = fixed
+    runtime_dir = Path(tempfile.mkdtemp(prefix="geodns-workers-"))
     children: list[int] = []
     for i in range(config.workers):
         pid = os.fork()
@@ -370,7 +393,8 @@ def run(config: Config) -> int:
             code = 1
             try:
                 logs.set_worker(i, config.log_format)
-                code = run_worker(config, reuse_port=True, admin=(i == 0))
+                code = run_worker(config, reuse_port=True, admin=(i == 0), index=i,
+                                  runtime_dir=runtime_dir)
             finally:
                 os._exit(code)
         children.append(pid)
@@ -395,6 +419,7 @@ def run(config: Config) -> int:
             except InterruptedError:  # pragma: no cover
                 continue
         status = status or os.waitstatus_to_exitcode(st)
+    shutil.rmtree(runtime_dir, ignore_errors=True)
     return status
 
 
