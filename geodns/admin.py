@@ -4,7 +4,8 @@
   ``/status``).
 * ``GET /metrics``: Prometheus text format (see :mod:`geodns.metrics`).
 * ``GET /healthz``: the process is alive (200).
-* ``GET /readyz``: zones loaded and listeners up (200), else 503.
+* ``GET /readyz``: listeners up, a zone served and (with PoPs) the GeoIP
+  database loaded: 200, else 503 with the reasons.
 * ``GET /status``: PoPs, records, zones, GeoIP, recent events, answers per
   PoP over the last minutes (see :mod:`geodns.status`).
 * ``GET /explain?name=&type=&client=&ecs=``: ``geodns explain`` as JSON.
@@ -98,8 +99,9 @@ class Admin:
         return web.Response(text="ok\n")
 
     async def readyz(self, request: web.Request) -> web.Response:
-        ready = self.server.ready
-        return web.json_response({"ready": ready}, status=200 if ready else 503)
+        problems = self.server.readiness()
+        return web.json_response({"ready": not problems, "problems": problems},
+                                 status=503 if problems else 200)
 
     async def explain(self, request: web.Request) -> web.Response:
         q = request.query

@@ -157,7 +157,7 @@ def status(server: Server) -> dict[str, Any]:
         "version": __version__, "node": cfg.identity, "now": now,
         "started_at": server.started_at, "uptime_seconds":
             now - server.started_at if server.started_at else 0.0,
-        "ready": server.ready, "workers": workers, "geoip": geoip, "pops": pops,
+        "ready": not server.readiness(), "workers": workers, "geoip": geoip, "pops": pops,
         "records": record_health(server), "zones": zones,
         "reloads": {"success": store.reloads_ok, "failure": store.reloads_failed,
                     "last_success": store.last_success},

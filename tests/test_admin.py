@@ -176,3 +176,37 @@ async def test_cli_drain_and_undrain(server: Server, capsys) -> None:
     code = await loop.run_in_executor(None, main, ["drain", "fra", "--admin",
                                                    "http://127.0.0.1:9", "--token", TOKEN])
     assert code == 1 and "cannot reach" in capsys.readouterr().err
+
+
+async def _readyz(srv: Server) -> tuple[int, dict[str, object]]:
+    async with aiohttp.ClientSession() as s, s.get(url(srv, "/readyz")) as r:
+        return r.status, await r.json()
+
+
+@pytest.mark.parametrize("broken", ["zones", "geoip"])
+async def test_not_ready_without_zones_or_geoip(tmp_path: Path, broken: str) -> None:
+    """A node serving no zone, or steering without its GeoIP database, is
+    up (/healthz) but must not get traffic (/readyz 503, with the reason)."""
+    cfg = config(tmp_path)
+    if broken == "zones":
+        (cfg.zones_dir / "adm.example.yaml").write_text("records: [broken")
+    else:
+        cfg.geoip_database = tmp_path / "missing.mmdb"
+    srv = Server(cfg)
+    await srv.start()
+    try:
+        status, body = await _readyz(srv)
+        assert status == 503 and body["ready"] is False
+        (problem,) = body["problems"]  # type: ignore[misc]
+        assert ("no zone is served" if broken == "zones" else "missing.mmdb") in problem
+        async with aiohttp.ClientSession() as s, s.get(url(srv, "/healthz")) as r:
+            assert r.status == 200
+    finally:
+        await srv.shutdown()
+
+
+async def test_not_ready_once_stopping(server: Server) -> None:
+    assert (await _readyz(server))[0] == 200
+    server.request_stop()
+    status, body = await _readyz(server)
+    assert status == 503 and body["problems"] == ["stopping"]

@@ -158,7 +158,19 @@ class Server:
     def request_stop(self) -> None:
         if not self._stopped.is_set():
             log.info("stopping", extra={"event": "stop"})
+        self.ready = False  # /readyz turns 503 at once, so load balancers move away
         self._stopped.set()
+
+    def readiness(self) -> list[str]:
+        """Why this node should not get traffic yet (empty: it is ready)."""
+        if not self.ready:
+            return ["stopping" if self._stopped.is_set() else "starting"]
+        problems = []
+        if not any(s.zone is not None for s in self.store.files.values()):
+            problems.append(f"no zone is served from {self.config.zones_dir}")
+        if self.config.pops and self.store.locator is None:
+            problems.append(f"GeoIP database not loaded: {self.store.geoip_error or 'none'}")
+        return problems
 
     def request_reload(self) -> None:
         log.info("reload requested (SIGHUP)")
