@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from geodns import names, rdata
+from geodns.counters import LABELS
 from geodns.rdata import ANY, CNAME, DS, SERVED_TYPES, TXT, CompressibleName, RData
 from geodns.resolve import (
     NOERROR,
@@ -133,7 +134,7 @@ class Answer:
     when the full one does not fit in a UDP response.
     """
 
-    __slots__ = ("aa", "heads", "kind", "label", "rcode", "smaller", "tails", "zone")
+    __slots__ = ("aa", "cid", "heads", "kind", "rcode", "smaller", "tails", "zone")
     steered = False  # see Steered
 
     def __init__(self, rcode: int, aa: bool, counts: tuple[int, int, int], body: bytes,
@@ -143,7 +144,7 @@ class Answer:
         self.aa = aa
         self.kind = kind
         self.zone = zone
-        self.label = (zone, rcode)  # what the query counters are keyed on
+        self.cid = LABELS.cid((zone, rcode))  # what the query counters are keyed on
         self.smaller = smaller
         an, ns, ar = counts
         heads = []

@@ -20,16 +20,16 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from geodns import __version__
+from geodns.counters import OTHER
 from geodns.rdata import type_name
 from geodns.server.shared import node_counters
 from geodns.status import record_health
 from geodns.steering import STATES
-from geodns.wire import COUNTED_QTYPES, DROPPED, MALFORMED, STEERING_MISS, TRUNCATED
+from geodns.wire import DROPPED, MALFORMED, STEERING_MISS, TRUNCATED
 
 if TYPE_CHECKING:
     from geodns.server.app import Server
 
-_QTYPE_LABELS = {int.from_bytes(q, "big") for q in COUNTED_QTYPES}
 _RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
            9: "NOTAUTH", 16: "BADVERS"}
 PROBE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -151,10 +151,9 @@ class _ServerCollector(Collector):
             labels=["zone", "qtype", "rcode", "transport"])
         totals: dict[tuple[str, str, str, str], int] = {}
         steered: dict[tuple[str, str, str], int] = {}
-        for (label, qt, udp), n in node.counts.items():
+        for (label, qtype, udp), n in node.counts.items():
             zone, rcode = label[0], label[1]
-            qtype = int.from_bytes(qt, "big") if qt else -1
-            name = type_name(qtype) if qtype in _QTYPE_LABELS else "other"
+            name = "other" if qtype == OTHER else type_name(qtype)
             key = (zone, name, _RCODES.get(rcode, str(rcode)), "udp" if udp else "tcp")
             totals[key] = totals.get(key, 0) + n
             if len(label) == 4:  # a steered answer: (zone, rcode, PoP, reason)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from geodns import __version__, names
+from geodns.counters import Decoded
 from geodns.rdata import type_name
 from geodns.server.shared import node_counters
 from geodns.steering import DOWN, DRAINING, STATES
@@ -81,11 +82,11 @@ class AnswerHistory:
         return {"interval_seconds": self.interval, "end": self.end, "pops": series}
 
 
-def answers_per_pop(counts: Mapping[tuple[Any, bytes, bool], int]) -> dict[str, int]:
-    """Steered answers per first PoP, from the responder's query counters
-    (steered answers are counted under (zone, rcode, PoP, reason))."""
+def answers_per_pop(counts: Decoded) -> dict[str, int]:
+    """Steered answers per first PoP, from the query counters (steered
+    answers are counted under (zone, rcode, PoP, reason))."""
     totals: dict[str, int] = {}
-    for (label, _qt, _udp), n in list(counts.items()):
+    for (label, _qt, _udp), n in counts.items():
         if len(label) == 4 and label[2]:
             totals[label[2]] = totals.get(label[2], 0) + n
     return totals

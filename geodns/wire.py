@@ -31,12 +31,15 @@ import ipaddress
 import logging
 import socket
 import struct
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from geodns import counters
 from geodns.compile import Answer, Steered, Tables, opt_record
+from geodns.counters import COUNTED_QTYPES, LABELS, OTHER
 from geodns.geo import IPAddress, Locator, Place
-from geodns.rdata import ANY, AXFR, DS, IXFR, OPT, SERVED_TYPES
+from geodns.rdata import AXFR, IXFR, OPT
 from geodns.resolve import BADVERS, FORMERR, NOTIMP, REFUSED, SERVFAIL
 from geodns.steering import Decision, HealthView, Steering
 
@@ -44,14 +47,9 @@ log = logging.getLogger("geodns.wire")
 
 Peer = bytes | tuple[Any, ...] | None
 MAX_DECISIONS = 500_000  # cached decisions (and places) before the cache starts over
-# Query types counted by name; the rest are counted together (labels stay bounded).
-COUNTED_QTYPES = frozenset(t.to_bytes(2, "big") for t in (
-    *SERVED_TYPES, ANY, DS, AXFR, IXFR, 64, 65, 99))
-# What a steered answer is counted under: (zone, rcode, first PoP, reason).
-SteerLabel = tuple[str, int, str, str]
-Label = tuple[str, int] | SteerLabel
-# A cached decision: the answer, its tails (see _ecs_tails) and its counter label.
-Hit = tuple[Answer, tuple[bytes, bytes, bytes], Label]
+# A cached decision: the answer, its tails (see _ecs_tails) and the number of
+# its counter label (see geodns.counters).
+Hit = tuple[Answer, tuple[bytes, bytes, bytes], int]
 # Rare events, counted by (kind, reason): dropped packets, FORMERR answers by
 # cause, truncated answers, steering cache misses.  Only slow paths count here.
 DROPPED, MALFORMED, TRUNCATED, STEERING_MISS = "dropped", "malformed", "truncated", "steer-miss"
@@ -89,14 +87,15 @@ class Responder:
         # health changes; a new snapshot starts empty.
         self.decisions: dict[tuple[int, bytes], Hit] = {}
         self.places: dict[bytes, Place] = {}
-        self.by_location: dict[tuple[object, ...], tuple[Answer, Label]] = {}
-        # Queries answered, by (label, qtype bytes, udp): the label is the
-        # answer's (zone, rcode), or for a steered answer (zone, rcode, PoP,
-        # reason), so one increment per query feeds both the query and the
-        # steering counters.  ``events`` counts what happens off the fast
-        # path.  Both are handed from one snapshot to the next by the server
-        # (:meth:`adopt_counters`) and read by the metrics.
-        self.counts: dict[tuple[Label, bytes, bool], int] = {}
+        self.by_location: dict[tuple[object, ...], tuple[Answer, int]] = {}
+        # Queries answered, by an int packing label, query type and transport
+        # (geodns.counters).  The label is the answer's (zone, rcode), or for
+        # a steered answer (zone, rcode, PoP, reason), so one increment per
+        # query feeds both the query and the steering counters.  ``events``
+        # counts what happens off the fast path.  Both are handed from one
+        # snapshot to the next by the server (:meth:`adopt_counters`) and
+        # read by the metrics.
+        self.counts: defaultdict[int, int] = defaultdict(int)
         self.events: dict[tuple[str, str], int] = {}
         self.exact = tables.exact
         self.nodes = tables.nodes
@@ -154,9 +153,9 @@ class Responder:
                 return self._tailored(data, p, ans, edns, tail_i, ecs, peer, udp)
             resp = b"".join((data[:2], ans.heads[(edns << 1) | (b2 & 1)], data[12:p],
                              ans.tails[tail_i]))
-            qt = data[qend:qend + 2]
-            k = (ans.label, qt if qt in COUNTED_QTYPES else b"", udp)
-            self.counts[k] = self.counts.get(k, 0) + 1
+            qt = (data[qend] << 8) | data[qend + 1]
+            k = ans.cid | ((qt if qt in COUNTED_QTYPES else OTHER) << 1) | udp
+            self.counts[k] += 1
             if udp and len(resp) > _MIN_UDP:
                 limit = _MIN_UDP
                 if edns:
@@ -180,7 +179,7 @@ class Responder:
         else:
             log.exception("internal error answering a query; answering SERVFAIL")
         try:
-            return self._servfail(data)
+            return self._servfail(data, udp)
         except Exception:  # pragma: no cover - belt and braces
             log.exception("could not even build SERVFAIL; dropping")
             return None
@@ -194,7 +193,7 @@ class Responder:
         A cached decision holds the finished tails (the answer, then our OPT
         echoing the client's subnet with the decision's scope), so a repeat
         query costs one look-up; only a miss validates and decides."""
-        label: Label
+        cid: int
         if isinstance(entry, Steered):
             if ecs is not None and len(ecs) > 2 and ecs[2]:
                 key = (entry.index, ecs)
@@ -204,7 +203,7 @@ class Responder:
                     if parsed is None:
                         return self._careful(data, udp)
                     hit = self._remember(key, self._decide(entry, *parsed, ecs))
-                ans, tails, label = hit
+                ans, tails, cid = hit
             else:
                 if ecs is not None and _valid_ecs(ecs) is None:
                     return self._careful(data, udp)
@@ -212,7 +211,7 @@ class Responder:
                 key = (entry.index, client)
                 hit = self.decisions.get(key) or self._remember(
                     key, self._decide(entry, client, source, None))
-                ans, tails, label = hit
+                ans, tails, cid = hit
                 if ecs is not None:  # source /0: steered by the resolver's address, scope 0
                     tails = self._ecs_tails(ans, ecs, 0)
         else:
@@ -220,13 +219,13 @@ class Responder:
             if _valid_ecs(ecs) is None:
                 return self._careful(data, udp)
             ans = entry
-            label = ans.label
+            cid = ans.cid
             tails = self._ecs_tails(ans, ecs, 0)  # not steered: valid for everyone
         if question is None:
             question = data[12:p]
-        qt = question[-4:-2]
-        k = (label, qt if qt in COUNTED_QTYPES else b"", udp)
-        self.counts[k] = self.counts.get(k, 0) + 1
+        qt = (question[-4] << 8) | question[-3]
+        k = cid | ((qt if qt in COUNTED_QTYPES else OTHER) << 1) | udp
+        self.counts[k] += 1
         resp = b"".join((data[:2], ans.heads[(edns << 1) | (data[2] & 1)], question,
                          tails[tail_i]))
         if udp and len(resp) > _MIN_UDP:
@@ -268,21 +267,23 @@ class Responder:
                 if len(self.by_location) >= MAX_DECISIONS:
                     self.by_location.clear()
                 self.by_location[lkey] = found
-            ans, label = found
+            ans, cid = found
             scope = min(place.prefixlen, source)
         else:
-            ans, label, scope = self._steer(st, client, source)
+            ans, cid, scope = self._steer(st, client, source)
         if ecs is None:
-            return ans, ans.tails, label
-        return ans, self._ecs_tails(ans, ecs, scope), label
+            return ans, ans.tails, cid
+        return ans, self._ecs_tails(ans, ecs, scope), cid
 
-    def _steer(self, st: Steered, client: bytes, source: int) -> tuple[Answer, Label, int]:
-        """Run steering (a cache miss): the answer, its counter label, its scope."""
+    def _steer(self, st: Steered, client: bytes, source: int) -> tuple[Answer, int, int]:
+        """Run steering (a cache miss): the answer, its counter label's
+        number, its scope."""
         self.count_event(STEERING_MISS, "")
         decision = self.decision(st, client, source)
         ans = st.answer(decision)
-        label = (st.zone, ans.rcode, decision.pops[0] if decision.pops else "", decision.reason)
-        return ans, label, decision.scope
+        cid = LABELS.cid((st.zone, ans.rcode, decision.pops[0] if decision.pops else "",
+                          decision.reason))
+        return ans, cid, decision.scope
 
     def count_event(self, kind: str, reason: str, n: int = 1) -> None:
         """Count something off the fast path (the transports count failed
@@ -420,7 +421,7 @@ class Responder:
                 question = data[12 : qend + 4]
                 p = qend + 4
             if opcode != 0:
-                return self._error(data, NOTIMP, question, None)
+                return self._error(data, NOTIMP, question, None, udp=udp)
             if qd > 1:
                 raise FormErr(f"QDCOUNT is {qd}", "qdcount")
             for _ in range(an + ns):
@@ -446,18 +447,18 @@ class Responder:
         except (FormErr, IndexError) as exc:
             log.debug("FORMERR: %r", exc)
             reason = exc.reason if isinstance(exc, FormErr) else "truncated"
-            return self._error(data, FORMERR, question, None, reason)
+            return self._error(data, FORMERR, question, None, reason, udp)
         # Bytes after the last counted record are ignored, as NSD does.
         if opt is not None and opt[1] > 0:
-            return self._error(data, BADVERS, question, opt)
+            return self._error(data, BADVERS, question, opt, udp=udp)
         if question is None:  # QDCOUNT 0
-            return self._error(data, FORMERR, None, opt, "qdcount")
+            return self._error(data, FORMERR, None, opt, "qdcount", udp)
         if ecs is not None:
             try:
                 ecs_client(ecs)
             except FormErr as exc:
                 log.debug("FORMERR: %r", exc)
-                return self._error(data, FORMERR, question, opt, exc.reason)
+                return self._error(data, FORMERR, question, opt, exc.reason, udp)
         assert question is not None
         edns = 1 if opt is not None else 0
         tail_i = 0 if opt is None else (2 if opt[2] else 1)
@@ -474,16 +475,16 @@ class Responder:
             return self._tailored(data, 12 + len(question), ans, edns, tail_i, ecs, peer, udp,
                                   question, limit)
         idx = (edns << 1) | (data[2] & 1)
-        qt = question[-4:-2]
-        k = (ans.label, qt if qt in COUNTED_QTYPES else b"", udp)
-        self.counts[k] = self.counts.get(k, 0) + 1
+        qt = (question[-4] << 8) | question[-3]
+        k = ans.cid | ((qt if qt in COUNTED_QTYPES else OTHER) << 1) | udp
+        self.counts[k] += 1
         resp = b"".join((data[:2], ans.heads[idx], question, ans.tails[tail_i]))
         if len(resp) > limit:
             return self._fit(data, question, ans, edns, tail_i, limit)
         return resp
 
     def _error(self, data: bytes, rcode: int, question: bytes | None,
-               opt: tuple[int, int, int] | None, reason: str = "") -> bytes:
+               opt: tuple[int, int, int] | None, reason: str = "", udp: bool = True) -> bytes:
         """A response with no records: the header (opcode and RD kept),
         the question when it could be read, and an OPT when the query had one.
         A FORMERR counts as a malformed query, for ``reason``."""
@@ -492,16 +493,16 @@ class Responder:
         qid, qflags = struct.unpack("!HH", data[:4])
         flags = 0x8000 | (qflags & 0x7900) | (rcode & 0xF)
         ar = 1 if opt is not None else 0
-        qt = question[-4:-2] if question else b""
-        k = (("", rcode), qt if qt in COUNTED_QTYPES else b"", True)
-        self.counts[k] = self.counts.get(k, 0) + 1
+        k = counters.key(LABELS.cid(("", rcode)), (question[-4] << 8) | question[-3]
+                         if question else OTHER, udp)
+        self.counts[k] += 1
         head = struct.pack("!HHHHHH", qid, flags, 1 if question else 0, 0, 0, ar)
         tail = b""
         if opt is not None:
             tail = opt_record(self.payload, bool(opt[2]), ext_rcode=rcode >> 4)
         return head + (question or b"") + tail
 
-    def _servfail(self, data: bytes) -> bytes | None:
+    def _servfail(self, data: bytes, udp: bool) -> bytes | None:
         if len(data) < 12 or data[2] & 0x80:
             self._drop("short" if len(data) < 12 else "response")
             return None
@@ -512,7 +513,7 @@ class Responder:
                 question = data[12 : qend + 4]
         except (FormErr, IndexError):
             pass
-        return self._error(data, SERVFAIL, question, None)
+        return self._error(data, SERVFAIL, question, None, udp=udp)
 
 
 def _skip_name(data: bytes, p: int, allow_pointer: bool) -> int:

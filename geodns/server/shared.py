@@ -20,14 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from geodns.wire import Label
+from geodns.counters import Decoded, decode
 
 if TYPE_CHECKING:
     from geodns.server.app import Server
 
 log = logging.getLogger("geodns.server")
 
-Counts = dict[tuple[Label, bytes, bool], int]
 Events = dict[tuple[str, str], int]
 PUBLISH_INTERVAL = 1.0
 
@@ -36,7 +35,7 @@ PUBLISH_INTERVAL = 1.0
 class WorkerCounters:
     """What one worker has counted since it started."""
 
-    counts: Counts = field(default_factory=dict)
+    counts: Decoded = field(default_factory=dict)
     events: Events = field(default_factory=dict)
     tcp_open: int = 0
     tcp_idle: int = 0
@@ -46,13 +45,13 @@ class WorkerCounters:
     @classmethod
     def of(cls, server: Server) -> WorkerCounters:
         r = server.responder
-        return cls(dict(r.counts), dict(r.events), len(server.tcp.open), server.tcp.timed_out,
+        return cls(decode(r.counts), dict(r.events), len(server.tcp.open), server.tcp.timed_out,
                    server.tcp.evicted, len(r.decisions) + len(r.by_location))
 
     def to_json(self) -> bytes:
         return json.dumps({
-            "counts": [[list(label), qt.hex(), udp, n]
-                       for (label, qt, udp), n in self.counts.items()],
+            "counts": [[list(label), qtype, udp, n]
+                       for (label, qtype, udp), n in self.counts.items()],
             "events": [[kind, reason, n] for (kind, reason), n in self.events.items()],
             "tcp": [self.tcp_open, self.tcp_idle, self.tcp_evicted],
             "cache_entries": self.cache_entries,
@@ -61,9 +60,9 @@ class WorkerCounters:
     @classmethod
     def from_json(cls, data: bytes) -> WorkerCounters:
         doc: dict[str, Any] = json.loads(data)
-        counts: Counts = {}
-        for label, qt, udp, n in doc["counts"]:
-            counts[(tuple(label), bytes.fromhex(qt), bool(udp))] = int(n)
+        counts: Decoded = {}
+        for label, qtype, udp, n in doc["counts"]:
+            counts[(tuple(label), int(qtype), bool(udp))] = int(n)
         events = {(kind, reason): int(n) for kind, reason, n in doc["events"]}
         tcp_open, tcp_idle, tcp_evicted = doc["tcp"]
         return cls(counts, events, tcp_open, tcp_idle, tcp_evicted, doc["cache_entries"])
