@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 
 _RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
            9: "NOTAUTH", 16: "BADVERS"}
+# Event counters shown at 0 before they first happen, so that rate() and
+# alerts see a series from the start.  Other reasons appear when they occur.
+_KNOWN_EVENTS = [(DROPPED, r) for r in ("short", "response", "send-failed")] + \
+    [(TRUNCATED, k) for k in ("tc", "additional")] + \
+    [(MALFORMED, r) for r in ("question", "label", "qdcount", "record", "opt", "ecs")]
 PROBE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -163,7 +168,7 @@ class _ServerCollector(Collector):
             queries.add_metric(list(key), n)
         yield queries
 
-        events = node.events
+        events = dict.fromkeys(_KNOWN_EVENTS, 0) | node.events  # every series from the start
         for kind, name, help_text, label_name in (
                 (DROPPED, "geodns_dns_dropped_packets",
                  "Packets not answered at all, by reason (short: under 12 bytes; response: QR "

@@ -529,10 +529,10 @@ def _skip_name(data: bytes, p: int, allow_pointer: bool) -> int:
             data[p + 1]
             return p + 2
         if ln > 63:
-            raise FormErr("bad label type", "name")
+            raise FormErr("bad label type", "label")
         total += ln + 1
         if total > 254:
-            raise FormErr("name longer than 255 bytes", "name")
+            raise FormErr("name longer than 255 bytes", "label")
         p += ln + 1
 
 

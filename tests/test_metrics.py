@@ -81,6 +81,9 @@ async def test_metrics_are_valid_and_move(server, tmp_path: Path) -> None:
     assert first[("geodns_zones_reloads_total", (("result", "success"),))] == 1
     assert first[("geodns_pop_state", (("pop", "fra"), ("state", "unknown")))] == 1
     assert ("process_cpu_seconds_total", ()) in first
+    # Event counters exist (at 0) before their first event, for rate() and alerts.
+    assert first[("geodns_dns_dropped_packets_total", (("reason", "short"),))] == 0
+    assert first[("geodns_dns_truncated_answers_total", (("kind", "tc"),))] == 0
     # A reload with a new serial, then a broken edit.
     (zones / "m.example.yaml").write_text(ZONE.replace("serial: 5", "serial: 6"))
     await asyncio.sleep(0.8)
