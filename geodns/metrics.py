@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 from geodns import __version__
 from geodns.counters import OTHER
 from geodns.rdata import type_name
+from geodns.resolve import RCODE_NAMES
 from geodns.server.shared import node_counters
 from geodns.status import record_health
 from geodns.steering import STATES
@@ -30,8 +31,6 @@ from geodns.wire import DROPPED, MALFORMED, STEERING_MISS, TRUNCATED
 if TYPE_CHECKING:
     from geodns.server.app import Server
 
-_RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
-           9: "NOTAUTH", 16: "BADVERS"}
 # Event counters shown at 0 before they first happen, so that rate() and
 # alerts see a series from the start.  Other reasons appear when they occur.
 _KNOWN_EVENTS = [(DROPPED, r) for r in ("short", "response", "send-failed")] + \
@@ -159,7 +158,7 @@ class _ServerCollector(Collector):
         for (label, qtype, udp), n in node.counts.items():
             zone, rcode = label[0], label[1]
             name = "other" if qtype == OTHER else type_name(qtype)
-            key = (zone, name, _RCODES.get(rcode, str(rcode)), "udp" if udp else "tcp")
+            key = (zone, name, RCODE_NAMES.get(rcode, str(rcode)), "udp" if udp else "tcp")
             totals[key] = totals.get(key, 0) + n
             if len(label) == 4:  # a steered answer: (zone, rcode, PoP, reason)
                 skey = (zone, label[2], label[3])

@@ -21,13 +21,11 @@ from geodns import names
 from geodns.compile import Tables
 from geodns.geo import Locator
 from geodns.rdata import type_name
-from geodns.resolve import FORMERR
+from geodns.resolve import FORMERR, RCODE_NAMES
 from geodns.steering import HealthView, Steering
 from geodns.wire import FormErr, Peer, Responder, _find_ecs, _skip_name, peer_address
 
 log = logging.getLogger("geodns.query")
-_RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
-           9: "NOTAUTH"}
 
 
 class SampledQueryLog(Responder):
@@ -80,7 +78,7 @@ def log_query(data: bytes, resp: bytes | None, udp: bool, peer: Peer) -> None:
         fields["rcode"] = "dropped"
     else:
         rcode = resp[3] & 0xF if len(resp) > 3 else FORMERR
-        fields["rcode"] = _RCODES.get(rcode, str(rcode))
+        fields["rcode"] = RCODE_NAMES.get(rcode, str(rcode))
         fields["size"] = len(resp)
     text = " ".join(f"{k}={v}" for k, v in fields.items() if k != "event")
     log.info("query %s", text, extra=fields)

@@ -33,6 +33,9 @@ from geodns.zones.model import RRset, Zone
 
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED, NOTAUTH = 0, 1, 2, 3, 4, 5, 9
 BADVERS = 16
+RCODE_NAMES = {NOERROR: "NOERROR", FORMERR: "FORMERR", SERVFAIL: "SERVFAIL",
+               NXDOMAIN: "NXDOMAIN", NOTIMP: "NOTIMP", REFUSED: "REFUSED", NOTAUTH: "NOTAUTH",
+               BADVERS: "BADVERS"}
 
 QNAME: Final = b""  # owner placeholder: "the question's name" (never a valid wire name)
 MAX_CNAME_CHAIN = 12
