@@ -140,7 +140,8 @@ class Server:
         self.ready = True
         self._tasks.append(asyncio.create_task(self._poll_zones()))
         self._tasks.append(asyncio.create_task(self._sweep_tcp()))
-        self._tasks.append(asyncio.create_task(self._sample_answers()))
+        if self.admin is not None:  # the status page is served here
+            self._tasks.append(asyncio.create_task(self._sample_answers()))
         if self.runtime_dir is not None and self.worker_index > 0:
             self._tasks.append(asyncio.create_task(self._publish_counters()))
         zones = ", ".join(sorted(z.name for z in snap.zones.values())) or "none"
@@ -194,7 +195,7 @@ class Server:
     def _health_changed(self) -> None:
         self.responder.forget_decisions()
 
-    def _state_changed(self, pop: str, message: str, old: str, new: str) -> None:
+    def _state_changed(self, pop: str, message: str, _old: str, _new: str) -> None:
         self._note_states()
         self.events.add(STATE_CHANGE, message, pop)
 
@@ -322,7 +323,7 @@ class Server:
     async def _sample_answers(self) -> None:
         """Steered answers per PoP, every history interval, for the status page."""
         while True:
-            counts = shared.node_counters(self)[0].counts if self.admin else {}
+            counts = shared.node_counters(self)[0].counts
             self.history.sample(answers_per_pop(counts), time.time())
             await asyncio.sleep(self.history.interval)
 
