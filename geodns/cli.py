@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from geodns import __version__
+from geodns import __version__, logs
 from geodns.config import Config, check_zones_dir, load_config, parse_address
 from geodns.yamlsrc import Problems, Where
 from geodns.zones.loader import ZONE_SUFFIXES, load_zone_file
@@ -16,8 +16,6 @@ log = logging.getLogger("geodns")
 
 
 def _setup_logging(level: str, fmt: str = "text") -> None:
-    from geodns import logs
-
     logs.setup(level, fmt)
 
 
@@ -213,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     server_args(p)
     p.add_argument("--workers", type=int, help="worker processes (SO_REUSEPORT)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--log-format", choices=["text", "json"],
+    p.add_argument("--log-format", choices=logs.FORMATS,
                    help="one line of text or one JSON object per event (overrides the config)")
     p.set_defaults(func=cmd_serve)
 

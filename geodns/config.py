@@ -8,7 +8,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from geodns import __version__
+from geodns import __version__, logs
 from geodns.address import DEFAULT_PORT, Address, parse_address
 
 __all__ = ["DEFAULT_PORT", "Address", "Config", "TcpConfig", "check_zones_dir", "load_config",
@@ -173,7 +173,7 @@ def load_config(path: Path, problems: Problems) -> Config:
             fmt = m.get("format")
             if fmt is not None:
                 text = as_str(fmt, "log format", problems)
-                if text is not None and text not in ("text", "json"):
+                if text is not None and text not in logs.FORMATS:
                     problems.add(fmt.where, "log format must be text or json")
                 elif text is not None:
                     cfg.log_format = text

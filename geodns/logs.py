@@ -18,7 +18,6 @@ import time
 from typing import Any, TextIO
 
 FORMATS = ("text", "json")
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # What every LogRecord has; anything else on a record came from ``extra``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -53,8 +52,8 @@ class JsonFormatter(logging.Formatter):
 def formatter(fmt: str, worker: str | None = None) -> logging.Formatter:
     if fmt == "json":
         return JsonFormatter(worker)
-    prefix = f"%(asctime)s {worker} " if worker else "%(asctime)s "
-    return logging.Formatter(prefix + "%(levelname)s %(name)s: %(message)s")
+    tag = f" {worker}" if worker else ""
+    return logging.Formatter(f"%(asctime)s{tag} %(levelname)s %(name)s: %(message)s")
 
 
 def setup(level: str, fmt: str = "text", stream: TextIO | None = None) -> None:

@@ -19,7 +19,7 @@ from geodns import __version__, names
 from geodns.counters import Decoded
 from geodns.rdata import type_name
 from geodns.server.shared import node_counters
-from geodns.steering import DOWN, DRAINING, STATES
+from geodns.steering import DOWN, DRAINING
 
 if TYPE_CHECKING:
     from geodns.server.app import Server
@@ -164,5 +164,4 @@ def status(server: Server) -> dict[str, Any]:
                     "last_success": store.last_success},
         "answers_history": server.history.as_json(cfg.pops),
         "events": [e.as_json() for e in server.events.newest_first()],
-        "states": list(STATES),
     }

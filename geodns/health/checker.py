@@ -55,10 +55,10 @@ class HealthChecker:
                  on_change: Callable[[], None], clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None,
                  observe: Callable[[str, float], None] | None = None,
-                 on_state: Callable[[str, str, str, str], None] | None = None) -> None:
+                 on_state: Callable[[str, str], None] | None = None) -> None:
         self.health = health
         self.observe = observe  # (PoP, probe seconds), for the duration histogram
-        self.on_state = on_state  # (PoP, what, old, new): a state change, for the event log
+        self.on_state = on_state  # (PoP, what changed): a state change, for the event log
         self.settings = settings
         self.on_change = on_change
         self.clock = clock
@@ -214,7 +214,7 @@ class HealthChecker:
                         "reason": reason})
         if self.on_state is not None:
             what = pop_id if isinstance(unit, str) else _unit_name(unit)[len("pop="):]
-            self.on_state(pop_id, f"{what} {old} -> {new}: {reason}", old, new)
+            self.on_state(pop_id, f"{what} {old} -> {new}: {reason}")
         return True
 
 

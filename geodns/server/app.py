@@ -195,7 +195,7 @@ class Server:
     def _health_changed(self) -> None:
         self.responder.forget_decisions()
 
-    def _state_changed(self, pop: str, message: str, _old: str, _new: str) -> None:
+    def _state_changed(self, pop: str, message: str) -> None:
         self._note_states()
         self.events.add(STATE_CHANGE, message, pop)
 
