@@ -27,25 +27,27 @@ import hmac
 import json
 import logging
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from geodns.explain import ExplainError, explain
+from geodns.health.states import DRAINING, STATES, State, parse_state
+from geodns.metrics import Metrics
+from geodns.node import NodeControl
 from geodns.status import RELOAD, status
-from geodns.steering import DRAINING, STATES
-
-if TYPE_CHECKING:
-    from geodns.server.app import Server
 
 log = logging.getLogger("geodns.admin")
 
 
 class Admin:
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.token = server.config.admin_token
+    """The admin API of one node.  It reads the node's read-only view and
+    asks for changes through :class:`~geodns.node.NodeControl`."""
+
+    def __init__(self, node: NodeControl, metrics: Metrics) -> None:
+        self.node = node
+        self.metrics_registry = metrics
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
         # Change requests by (action, result), for the metrics.
@@ -82,9 +84,7 @@ class Admin:
 
     # -- read-only ---------------------------------------------------------------
     async def metrics(self, request: web.Request) -> web.Response:
-        if self.server.metrics is None:
-            return web.Response(status=503, text="not started\n")
-        return web.Response(body=self.server.metrics.render(),
+        return web.Response(body=self.metrics_registry.render(),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def page(self, request: web.Request) -> web.Response:
@@ -93,13 +93,14 @@ class Admin:
                             headers={"Cache-Control": "no-cache"})
 
     async def status(self, request: web.Request) -> web.Response:
-        return web.json_response(status(self.server), headers={"Cache-Control": "no-cache"})
+        return web.json_response(status(self.node.view()),
+                                 headers={"Cache-Control": "no-cache"})
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
     async def readyz(self, request: web.Request) -> web.Response:
-        problems = self.server.readiness()
+        problems = list(self.node.view().readiness)
         return web.json_response({"ready": not problems, "problems": problems},
                                  status=503 if problems else 200)
 
@@ -108,8 +109,8 @@ class Admin:
         if "name" not in q or "client" not in q:
             return web.json_response({"error": "name and client are required"}, status=400)
         try:
-            result = explain(self.server.responder, q["name"], q.get("type", "A"),
-                             q["client"], q.get("ecs") or None)
+            result = explain(self.node.view().snapshot.responder, q["name"],
+                             q.get("type", "A"), q["client"], q.get("ecs") or None)
         except ExplainError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(result)
@@ -120,13 +121,16 @@ class Admin:
         self.requests[key] = self.requests.get(key, 0) + 1
 
     def _authorized(self, request: web.Request, action: str) -> web.Response | None:
-        if not self.token:
+        # The token is read from the configuration being served, so a reload
+        # can change it.
+        token = self.node.view().snapshot.config.admin_token
+        if not token:
             self._count(action, "disabled")
             return web.json_response(
                 {"error": "admin changes are disabled: set admin.token in the configuration"},
                 status=403)
         given = request.headers.get("Authorization", "")
-        expected = f"Bearer {self.token}"
+        expected = f"Bearer {token}"
         if not hmac.compare_digest(given.encode(), expected.encode()):
             why = "no token" if not given else "wrong token"
             log.warning("admin: refused %s %s from %s: %s", request.method, request.path,
@@ -138,24 +142,22 @@ class Admin:
                                      headers={"WWW-Authenticate": "Bearer"})
         return None
 
-    async def _change(self, request: web.Request, action: str, state: str | None
+    async def _change(self, request: web.Request, action: str, state: State | None
                       ) -> web.Response:
         denied = self._authorized(request, action)
         if denied is not None:
             return denied
         pop = request.match_info["pop"]
-        if pop not in self.server.config.pops:
+        if pop not in self.node.view().snapshot.config.pops:
             self._count(action, "invalid")
             return web.json_response({"error": f"unknown PoP {pop!r}"}, status=404)
-        old = self.server.health.state(pop)
-        self.server.set_admin_state(pop, state)
-        new = self.server.health.state(pop)
+        old = self.node.view().health.state(pop)
         how = f"set {state}" if state else "override removed"
+        self.node.set_admin_state(pop, state, f"{action}: {how}, from {request.remote}")
+        new = self.node.view().health.state(pop)
         log.info("admin: PoP %s %s -> %s (%s, from %s)", pop, old, new, how, request.remote,
                  extra={"event": "admin", "action": action, "pop": pop, "old": old,
                         "new": new, "remote": request.remote})
-        self.server.admin_changed(pop, f"{pop} {old} -> {new} ({action}: {how}, from "
-                                       f"{request.remote})")
         self._count(action, "ok")
         return web.json_response({"pop": pop, "old": old, "state": new,
                                   "override": state})
@@ -171,8 +173,8 @@ class Admin:
             body: Any = await request.json()
         except (json.JSONDecodeError, ValueError):
             body = None
-        state = body.get("state") if isinstance(body, dict) else None
-        if state not in STATES:
+        state = parse_state(body.get("state")) if isinstance(body, dict) else None
+        if state is None:
             denied = self._authorized(request, "state")
             if denied is not None:
                 return denied
@@ -182,21 +184,25 @@ class Admin:
         return await self._change(request, "state", state)
 
     async def reload(self, request: web.Request) -> web.Response:
-        """Re-read every zone file and the GeoIP database now (as SIGHUP).
-        Answers 200 with what is served; files that did not load are listed
-        with their problems, and their previous versions keep serving."""
+        """Re-read the configuration, every zone file and the GeoIP database
+        now (as SIGHUP).  Answers 200 with what is served; documents that did
+        not load are listed with their problems, and their previous versions
+        keep serving."""
         denied = self._authorized(request, "reload")
         if denied is not None:
             return denied
         log.info("admin: reload requested from %s", request.remote,
                  extra={"event": "admin", "action": "reload", "remote": request.remote})
-        self.server.events.add(RELOAD, f"reload requested from {request.remote}")
-        swapped = await self.server.reload(force=True)
-        store = self.server.store
-        errors = [str(p) for p in store.errors()]
+        self.node.add_event(RELOAD, f"reload requested from {request.remote}")
+        swapped = await self.node.reload(force=True)
+        snap = self.node.view().snapshot
         self._count("reload", "ok")
-        zones = {path: {"zone": zs.zone.name if zs.zone else None,
-                        "serial": zs.zone.serial if zs.zone else None,
-                        "errors": [str(p) for p in zs.errors]}
-                 for path, zs in sorted(store.files.items())}
-        return web.json_response({"reloaded": swapped, "errors": errors, "zones": zones})
+        zones = {name: {"zone": e.zone.name if e.zone else None,
+                        "serial": e.zone.serial if e.zone else None,
+                        "errors": [str(p) for p in e.errors]}
+                 for name, e in sorted(snap.zones.items())}
+        return web.json_response({"reloaded": swapped, "revision": snap.version.revision,
+                                  "errors": [str(p) for p in snap.errors()],
+                                  "configuration_errors": [str(p) for p in snap.config_errors],
+                                  "restart_needed": list(snap.restart_needed),
+                                  "zones": zones})

@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from geodns import __version__, logs
 from geodns.config import Config, check_zones_dir, load_config, parse_address
-from geodns.yamlsrc import Problems, Where
+from geodns.problems import Problem, Problems, Where
 from geodns.zones.loader import ZONE_SUFFIXES, load_zone_file
 
 log = logging.getLogger("geodns")
+DEFAULT_CONFIG = "geodns.yaml"
 
 
 def _setup_logging(level: str, fmt: str = "text") -> None:
@@ -28,33 +31,29 @@ def _config_from_args(args: argparse.Namespace, problems: Problems) -> Config:
                 cfg.listen.append(parse_address(text))
             except ValueError as exc:
                 problems.add(Where("--listen", 1, 1), str(exc))
+        cfg.overrides["listen"] = list(cfg.listen)
     if getattr(args, "zones", None):
-        cfg.zones_dir = Path(args.zones)
+        cfg.zones_dir = cfg.overrides["zones_dir"] = Path(args.zones)
     if getattr(args, "workers", None):
-        cfg.workers = args.workers
+        cfg.workers = cfg.overrides["workers"] = args.workers
     return cfg
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    problems = Problems()
-    cfg = _config_from_args(args, problems)
-    check_zones_dir(cfg, problems)
-    _setup_logging(args.log_level or cfg.log_level, args.log_format or cfg.log_format)
-    if problems:
-        for p in problems:
-            log.error("%s", p)
-        return 2
-    from geodns.server.app import run
-
-    log.info("geodns %s starting (zones from %s)", __version__, cfg.zones_dir,
-             extra={"event": "start", "version": __version__, "zones": str(cfg.zones_dir),
-                    "workers": cfg.workers})
-    return run(cfg)
+def _default_config(args: argparse.Namespace) -> str | None:
+    """``--config``; else ``./geodns.yaml`` when it exists, unless ``--zones``
+    says the command line is the whole configuration."""
+    if args.config is not None:
+        return str(args.config)
+    if getattr(args, "zones", None):
+        return None
+    return DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    problems = Problems()
-    cfg = _config_from_args(args, problems)
+def validate(cfg: Config, problems: Problems) -> int:
+    """Everything ``geodns check`` checks, which is also what ``geodns serve``
+    refuses to start with: the zones directory, every zone file (against the
+    configuration's PoPs), one file per zone, and the GeoIP database when
+    PoPs are configured.  Returns how many zones load."""
     check_zones_dir(cfg, problems)
     origins: dict[bytes, str] = {}
     count = 0
@@ -73,29 +72,59 @@ def cmd_check(args: argparse.Namespace) -> int:
                              f"zone {zone.name} is also defined in {origins[zone.origin]}")
             origins[zone.origin] = str(path)
     if cfg.pops:
-        _check_geoip(cfg, problems)
-    for p in sorted(problems, key=lambda p: (p.where.file, p.where.line, p.where.column)):
+        from geodns.snapshot import open_geoip
+
+        locator, error = open_geoip(cfg)
+        if locator is None:
+            where = Where(str(cfg.path) if cfg.path else "<command line>", 1, 1)
+            problems.add(where, f"GeoIP database: {error}")
+    return count
+
+
+def _sorted(problems: Problems) -> list[Problem]:
+    return sorted(problems, key=lambda p: (p.where.file, p.where.line, p.where.column))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from geodns.server.supervisor import install_early_signals
+
+    install_early_signals()  # a SIGHUP while starting must not kill the process
+    problems = Problems()
+    args.config = _default_config(args)
+    if args.config is None and not args.zones:
+        logs.setup(args.log_level or "info", args.log_format or "text")
+        log.error("no configuration: give --config FILE (or run where %s is), or at least "
+                  "--zones DIR", DEFAULT_CONFIG)
+        return 2
+    cfg = _config_from_args(args, problems)
+    logs.setup(args.log_level or cfg.log_level, args.log_format or cfg.log_format)
+    if not problems:
+        validate(cfg, problems)
+    if problems:
+        for p in _sorted(problems):
+            log.error("%s", p, extra={"event": "config-error"})
+        log.error("not starting: %d problem(s) (geodns check lists the same)", len(problems))
+        return 2
+    from geodns.server.supervisor import run
+
+    log.info("geodns %s starting (zones from %s)", __version__, cfg.zones_dir,
+             extra={"event": "start", "version": __version__, "zones": str(cfg.zones_dir),
+                    "workers": cfg.workers})
+    return run(cfg)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    problems = Problems()
+    args.config = _default_config(args)
+    cfg = _config_from_args(args, problems)
+    count = validate(cfg, problems)
+    for p in _sorted(problems):
         print(p, file=sys.stderr)
     if problems:
         print(f"{len(problems)} problem(s) found", file=sys.stderr)
         return 1
     print(f"configuration OK: {count} zone(s) in {cfg.zones_dir}")
     return 0
-
-
-def _check_geoip(cfg: Config, problems: Problems) -> None:
-    from geodns.geo import MaxMindLocator, bundled_database
-
-    path = cfg.geoip_database or bundled_database()
-    where = Where(str(cfg.path) if cfg.path else "<command line>", 1, 1)
-    if path is None:
-        problems.add(where, "PoPs are configured but there is no GeoIP database: set "
-                     "geoip.database or install maxminddb-geolite2")
-        return
-    try:
-        MaxMindLocator(path).close()
-    except Exception as exc:
-        problems.add(where, f"GeoIP database {path}: {exc}")
 
 
 def cmd_import_zone(args: argparse.Namespace) -> int:
@@ -123,35 +152,99 @@ def cmd_import_zone(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    """Ask the running node (its admin API) how it answers now; when it cannot
+    be reached, work it out from the configuration and the drains in the
+    state file, and say plainly that live health is not included."""
     import json
 
     from geodns.explain import ExplainError, explain, render
-    from geodns.server.app import store_for
-    from geodns.steering import StaticHealth
 
     problems = Problems()
+    args.config = _default_config(args)
     cfg = _config_from_args(args, problems)
     check_zones_dir(cfg, problems)
     if problems:
         for p in problems:
             print(p, file=sys.stderr)
         return 2
+    base = args.admin or (f"http://{cfg.admin}" if cfg.admin is not None else None)
+    note = None
+    if base is not None and not args.offline:
+        result, reason = _explain_live(base, args)
+        if result is not None:
+            result["live"] = True
+            result["node"] = base
+            _print_explanation(result, args.json, render, json,
+                               f"as served now by the node at {base} (live health and "
+                               "drains)")
+            return 0
+        if reason.startswith("error:"):
+            print(f"geodns explain: {reason[6:]}", file=sys.stderr)
+            return 2
+        note = (f"the node at {base} did not answer ({reason}): showing what this "
+                "configuration would serve, with the drains in the state file but WITHOUT "
+                "live health")
+    else:
+        note = ("showing what this configuration would serve, with the drains in the state "
+                "file but WITHOUT live health" + (" (no admin address configured)"
+                                                  if base is None else ""))
     _setup_logging("error")
-    store = store_for(cfg, StaticHealth(dict(cfg.pop_states)))
-    snap = store.refresh(force=True)
-    assert snap is not None
-    for p in store.errors():
+    from geodns import state as state_file
+    from geodns.health.states import State
+    from geodns.health.view import HealthView
+    from geodns.server.app import offline_snapshot
+
+    drains = {p: State(s) for p, s in state_file.load(cfg.state_file).items()} \
+        if cfg.state_file is not None else {}
+    snap = offline_snapshot(cfg, HealthView(admin=drains))
+    for p in snap.errors():
         print(f"warning: {p}", file=sys.stderr)
     try:
         result = explain(snap.responder, args.name, args.type, args.client, args.ecs)
     except ExplainError as exc:
         print(f"geodns explain: {exc}", file=sys.stderr)
         return 2
-    if args.json:
+    result["live"] = False
+    result["note"] = note
+    _print_explanation(result, args.json, render, json, note)
+    return 0
+
+
+def _print_explanation(result: dict[str, Any], as_json: bool,
+                       render: Callable[[dict[str, Any]], str], json: Any, note: str) -> None:
+    if as_json:
         print(json.dumps(result, indent=2))
     else:
+        print(f"({note})")
         print(render(result))
-    return 0
+
+
+def _explain_live(base: str, args: argparse.Namespace) -> tuple[dict[str, Any] | None, str]:
+    """GET /explain from the node: (result, "") or (None, why not); a "why
+    not" starting with "error:" is the node refusing the question."""
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    query = {"name": args.name, "type": args.type, "client": args.client}
+    if args.ecs:
+        query["ecs"] = args.ecs
+    url = f"{base.rstrip('/')}/explain?{urllib.parse.urlencode(query)}"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as resp:
+            doc: dict[str, Any] = json.loads(resp.read())
+            return doc, ""
+    except urllib.error.HTTPError as exc:
+        if exc.code == 400:
+            try:
+                return None, "error:" + str(json.loads(exc.read()).get("error", exc.reason))
+            except ValueError:
+                return None, f"error:{exc.reason}"
+        return None, f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return None, str(reason)
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
@@ -219,8 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     server_args(p)
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("explain", help="show how a client's answer is chosen")
+    p = sub.add_parser("explain", help="show how a client's answer is chosen (asks the "
+                                        "running node when it can)")
     server_args(p)
+    p.add_argument("--admin", metavar="URL", help="the node's admin API (default: the "
+                   "configuration's admin.listen)")
+    p.add_argument("--offline", action="store_true",
+                   help="do not ask the node: use the configuration and the state file")
     p.add_argument("name")
     p.add_argument("type", nargs="?", default="A")
     p.add_argument("--client", required=True, help="the address the query comes from")

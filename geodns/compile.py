@@ -41,9 +41,7 @@ from geodns.resolve import (
     Resolution,
     ZoneIndex,
 )
-from geodns.steering import ANSWER, USE, Decision, SteerSpec
-from geodns.steering import NODATA as STEER_NODATA
-from geodns.steering import SERVFAIL as STEER_SERVFAIL
+from geodns.steering import USE, Decision, Outcome, SteerSpec
 from geodns.zones.model import Zone
 
 CLASS_IN = 1
@@ -210,11 +208,11 @@ class Steered:
 
     def _build(self, decision: Decision) -> Answer:
         spec = decision.spec or self.spec  # all_down: use answers with the other record
-        if decision.outcome == STEER_NODATA:
+        if decision.outcome == Outcome.NODATA:
             return self.nodata
-        if decision.outcome == STEER_SERVFAIL:
+        if decision.outcome == Outcome.SERVFAIL:
             return Answer(SERVFAIL, False, (0, 0, 0), b"", "steered", self.zone, self.payload)
-        if decision.outcome == ANSWER:
+        if decision.outcome == Outcome.ANSWER:
             rds: list[RData] = list(spec.fallback)
         else:
             rds = []

@@ -7,6 +7,7 @@ import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from geodns import __version__, logs
 from geodns.address import DEFAULT_PORT, Address, parse_address
@@ -31,6 +32,7 @@ from geodns.yamlsrc import (
     as_str,
     expect_map,
     load_file,
+    load_text,
     unknown_keys,
 )
 
@@ -69,6 +71,9 @@ class Config:
     # CH-class TXT answers; an empty string refuses the question instead.
     identity: str = field(default_factory=socket.gethostname)
     version: str = f"geodns {__version__}"
+    # Settings given on the command line, which win over the file's on every
+    # reload too (attribute name -> value).
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     def chaos(self) -> dict[str, str]:
         """The CH TXT names answered, as Knot and NSD answer them."""
@@ -87,9 +92,18 @@ _TOP_KEYS = {"listen", "zones", "admin", "workers", "edns", "tcp", "reload", "lo
 def load_config(path: Path, problems: Problems) -> Config:
     """Read a configuration file.  Problems are collected; the returned
     config holds defaults wherever a value was wrong."""
-    cfg = Config(path=path)
-    base = path.parent
     root = load_file(path, problems)
+    return _from_root(root, path, path.parent, problems)
+
+
+def load_config_text(text: str, file: str, base: Path, problems: Problems) -> Config:
+    """A configuration document (relative paths in it are relative to
+    ``base``)."""
+    return _from_root(load_text(text, file, problems), Path(file), base, problems)
+
+
+def _from_root(root: YNode | None, path: Path, base: Path, problems: Problems) -> Config:
+    cfg = Config(path=path)
     top = expect_map(root, "the configuration", problems) if root is not None else None
     cfg.zones_dir = base / "zones"
     if top is None:

@@ -11,8 +11,7 @@ prometheus-client.  Each worker has its own registry (one process each).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -21,21 +20,19 @@ from prometheus_client.registry import Collector
 
 from geodns import __version__
 from geodns.counters import OTHER
+from geodns.health.states import STATES
+from geodns.node import NodeView
 from geodns.rdata import type_name
 from geodns.resolve import RCODE_NAMES
-from geodns.server.shared import node_counters
 from geodns.status import record_health
-from geodns.steering import STATES
 from geodns.wire import DROPPED, MALFORMED, STEERING_MISS, TRUNCATED
-
-if TYPE_CHECKING:
-    from geodns.server.app import Server
 
 # Event counters shown at 0 before they first happen, so that rate() and
 # alerts see a series from the start.  Other reasons appear when they occur.
 _KNOWN_EVENTS = [(DROPPED, r) for r in ("short", "response", "send-failed")] + \
     [(TRUNCATED, k) for k in ("tc", "additional")] + \
-    [(MALFORMED, r) for r in ("question", "label", "qdcount", "record", "opt", "ecs")]
+    [(MALFORMED, r) for r in ("question", "label", "qdcount", "record", "opt", "ecs",
+                             "truncated")]
 PROBE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -43,10 +40,10 @@ class Metrics:
     """One worker's registry: the custom collector plus the few metrics that
     are observed as they happen (probe durations)."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, view: Callable[[], NodeView]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)
-        self.registry.register(_ServerCollector(server))
+        self.registry.register(_NodeCollector(view))
         self.probe_duration = Histogram(
             "geodns_health_probe_duration_seconds", "Duration of health probes, by PoP.",
             ["pop"], buckets=PROBE_BUCKETS, registry=self.registry)
@@ -55,28 +52,48 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class _ServerCollector(Collector):
-    def __init__(self, server: Server) -> None:
-        self.server = server
+class _NodeCollector(Collector):
+    def __init__(self, view: Callable[[], NodeView]) -> None:
+        self.view = view
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        srv = self.server
-        store = srv.store
+        view = self.view()
+        snap = view.snapshot
 
         info = GaugeMetricFamily("geodns_build_info", "Always 1; the version as a label.",
                                  labels=["version"])
         info.add_metric([__version__], 1)
         yield info
+        serving = GaugeMetricFamily(
+            "geodns_snapshot_info", "Always 1; the revision of configuration and zones "
+            "served (files:HASH, later the fleet store's revision) as a label.",
+            labels=["revision"])
+        serving.add_metric([snap.version.revision], 1)
+        yield serving
+        built = GaugeMetricFamily("geodns_snapshot_built_timestamp_seconds",
+                                  "When the snapshot being served was built.")
+        built.add_metric([], snap.built_at)
+        yield built
+        config_errors = GaugeMetricFamily(
+            "geodns_config_errors", "Problems in the configuration file on disk (0: it is "
+            "served; otherwise the previous configuration is).")
+        config_errors.add_metric([], len(snap.config_errors))
+        yield config_errors
+        restart = GaugeMetricFamily(
+            "geodns_config_restart_needed", "Settings changed on disk that take effect only "
+            "after a restart (listen, workers, admin address, zones directory, ...).")
+        restart.add_metric([], len(snap.restart_needed))
+        yield restart
 
         reloads = CounterMetricFamily(
             "geodns_zones_reloads", "Zone file loads, by result.", labels=["result"])
-        reloads.add_metric(["success"], store.reloads_ok)
-        reloads.add_metric(["failure"], store.reloads_failed)
+        reloads.add_metric(["success"], snap.reloads_ok)
+        reloads.add_metric(["failure"], snap.reloads_failed)
         yield reloads
         last_ok = GaugeMetricFamily("geodns_zones_last_reload_success_timestamp_seconds",
                                     "When a zone file last loaded without problems.")
-        if store.last_success is not None:
-            last_ok.add_metric([], store.last_success)
+        if snap.last_success is not None:
+            last_ok.add_metric([], snap.last_success)
         yield last_ok
 
         serial = GaugeMetricFamily("geodns_zones_serial", "SOA serial of each zone served.",
@@ -87,29 +104,29 @@ class _ServerCollector(Collector):
         errors = GaugeMetricFamily("geodns_zones_errors",
                                    "Problems in the zone file version on disk (0: it is served).",
                                    labels=["zone"])
-        for _, zstate in sorted(store.files.items()):
-            if zstate.zone is None:
+        for _, entry in sorted(snap.zones.items()):
+            if entry.zone is None:
                 continue
-            serial.add_metric([zstate.zone.name], zstate.zone.serial)
-            loaded.add_metric([zstate.zone.name], zstate.loaded_at or 0)
-            errors.add_metric([zstate.zone.name], len(zstate.errors))
+            serial.add_metric([entry.zone.name], entry.zone.serial)
+            loaded.add_metric([entry.zone.name], entry.loaded_at or 0)
+            errors.add_metric([entry.zone.name], len(entry.errors))
         yield serial
         yield loaded
         yield errors
 
-        if store.locator is not None and hasattr(store.locator, "build_epoch"):
+        if snap.geoip.build_epoch is not None:
             build = GaugeMetricFamily("geodns_geoip_build_timestamp_seconds",
                                       "Build time of the GeoIP database in use.")
-            build.add_metric([], float(store.locator.build_epoch))
+            build.add_metric([], float(snap.geoip.build_epoch))
             yield build
 
-        pops = srv.config.pops
+        pops = snap.config.pops
         if pops:
             pop_state = GaugeMetricFamily("geodns_pop_state",
                                       "1 for each PoP's current state, 0 for the others.",
                                       labels=["pop", "state"])
             for pop in pops:
-                current = srv.health.state(pop)
+                current = view.health.state(pop)
                 for s in STATES:
                     pop_state.add_metric([pop, s], 1.0 if s == current else 0.0)
             yield pop_state
@@ -122,9 +139,8 @@ class _ServerCollector(Collector):
             failures = CounterMetricFamily("geodns_health_probe_failures",
                                            "Failed health probes, by PoP and reason.",
                                            labels=["pop", "reason"])
-            checker = srv.checker
             for pop in pops:
-                unit = checker.units.get(pop) if checker is not None else None
+                unit = view.probes.get(pop)
                 changes.add_metric([pop], unit.changes if unit else 0)
                 for reason, n in sorted(unit.failures.items()) if unit else ():
                     failures.add_metric([pop, reason], n)
@@ -134,10 +150,10 @@ class _ServerCollector(Collector):
             yield rtt
             yield failures
 
-        node, workers = node_counters(srv)
+        node = view.counters
         reporting = GaugeMetricFamily("geodns_workers",
                                       "Worker processes whose counters this scrape adds up.")
-        reporting.add_metric([], workers)
+        reporting.add_metric([], node.workers)
         yield reporting
         tcp = GaugeMetricFamily("geodns_tcp_connections", "Open TCP connections.")
         tcp.add_metric([], node.tcp_open)
@@ -167,7 +183,7 @@ class _ServerCollector(Collector):
             queries.add_metric(list(key), n)
         yield queries
 
-        events = dict.fromkeys(_KNOWN_EVENTS, 0) | node.events  # every series from the start
+        events = dict.fromkeys(_KNOWN_EVENTS, 0) | dict(node.events)  # every series from the start
         for kind, name, help_text, label_name in (
                 (DROPPED, "geodns_dns_dropped_packets",
                  "Packets not answered at all, by reason (short: under 12 bytes; response: QR "
@@ -208,7 +224,7 @@ class _ServerCollector(Collector):
             "geodns_steering_record_healthy_pops",
             "PoPs a steered record can choose (not down or draining); 0: all its PoPs are "
             "down and its all_down policy answers.", labels=["zone", "record"])
-        for rec in record_health(srv):
+        for rec in record_health(view):
             healthy.add_metric([rec["zone"], f"{rec['name']}/{rec['type']}"],
                                rec["healthy_pops"])
         yield healthy
@@ -216,7 +232,6 @@ class _ServerCollector(Collector):
         admin = CounterMetricFamily("geodns_admin_requests",
                                     "Admin API change requests, by action and result.",
                                     labels=["action", "result"])
-        if srv.admin is not None:
-            for (action, result), n in sorted(srv.admin.requests.items()):
-                admin.add_metric([action, result], n)
+        for (action, result), n in sorted(view.admin_requests.items()):
+            admin.add_metric([action, result], n)
         yield admin

@@ -1,38 +1,76 @@
-"""The zone store: the last good version of every zone file, and the
-snapshot (compiled tables + responder) built from them.
+"""Snapshots: everything a query needs, built whole and swapped in one step.
 
-Theory of operation: :meth:`ZoneStore.refresh` looks at the zone directory,
-loads every file whose (mtime, size, inode) changed, and keeps, per file,
-the last version that validated.  A file with problems is reported and its
-previous version keeps serving; a new file with problems is simply not
-served yet.  When anything changed, a complete new :class:`Snapshot` is
-compiled and returned; the server swaps it in with one assignment, so a
-query sees either the old snapshot or the new one, never a mix.
+Theory of operation.  A *source* hands over documents: the server
+configuration and the zone files, as bytes, with a revision that names that
+set of documents (:class:`FileSource` reads them from disk today; a watched
+key-value store can hand over the same thing).  :func:`build` turns documents
+into a :class:`Snapshot` (the configuration, the zones, the compiled tables,
+the GeoIP locator, the responder that serves them, and a :class:`Version`:
+the source's revision and every zone's serial).  :func:`build` does no I/O
+and keeps nothing: whatever it needs from before comes from the previous
+snapshot, which it never changes.  The server swaps the new snapshot in with
+one assignment, so a query, a scrape or an admin call sees either the old
+snapshot or the new one, never a mix; and it retires what only the old one
+used (a GeoIP reader) after the swap, never before.
+
+The last good version of everything keeps serving:
+
+* a zone document with problems is reported with file and line, and the
+  zone's previous version stays in service (a new zone with problems is not
+  served yet);
+* a configuration document with problems is reported and the previous
+  configuration stays in service, whole; so does one that would make a
+  served zone invalid (a PoP a zone still uses, say);
+* a GeoIP database that cannot be opened is reported and the previous
+  reader stays in use.
+
+Settings that cannot change in a running process (listen addresses, workers,
+the admin address, the zones directory) are reported as needing a restart;
+the running values stay.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
-from geodns.compile import DEFAULT_UDP_PAYLOAD, Tables, compile_zones
-from geodns.geo import Locator, MaxMindLocator
-from geodns.status import RELOAD, RELOAD_ERROR, EventLog
-from geodns.steering import StaticHealth, Steering
+from geodns.compile import Tables, compile_zones
+from geodns.config import Config, load_config_text
+from geodns.geo import Locator, MaxMindLocator, bundled_database
+from geodns.health.view import HealthView
+from geodns.problems import Problem, Problems, Where
+from geodns.querylog import SampledQueryLog
+from geodns.steering import Steering
 from geodns.wire import Responder
-from geodns.yamlsrc import Problem, Problems, Where
-from geodns.zones.loader import ZONE_SUFFIXES, load_zone_file
+from geodns.zones.loader import ZONE_SUFFIXES, load_zone_text, origin_from_filename
 from geodns.zones.model import Zone
 
 log = logging.getLogger("geodns.zones")
 
 Signature = tuple[int, int, int]
-# A file modified less than this long ago is left for the next look.
+# A file modified less than this long ago may still be being written: it is
+# left for the next look (unless a reload is forced), and a version read that
+# young is read again once it has settled, so that two rewrites within one
+# timestamp tick cannot hide the second.
 SETTLE_NS = 100_000_000
+# Builds the serving responder: (config, tables, steering, locator, health).
+MakeResponder = Callable[[Config, Tables, Steering, Locator | None, HealthView], Responder]
+
+
+def new_responder(config: Config, tables: Tables, steering: Steering, locator: Locator | None,
+                  health: HealthView) -> Responder:
+    """The responder a configuration asks for: with the sampled query log
+    when ``log.query_sample`` is set (so that without it nothing is paid)."""
+    if config.query_sample > 0:
+        return SampledQueryLog(tables, steering, locator, health,
+                               every=max(1, round(1 / config.query_sample)))
+    return Responder(tables, steering, locator, health)
 
 
 def file_signature(path: str) -> Signature | None:
@@ -45,175 +83,441 @@ def file_signature(path: str) -> Signature | None:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-@dataclass
-class ZoneState:
-    zone: Zone | None  # the version being served (None: never loaded)
-    signature: Signature | None  # of the file version last *read*
-    loaded_at: float | None = None
-    errors: list[Problem] = field(default_factory=list)
+def _digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
 
 
-@dataclass
-class Snapshot:
-    responder: Responder
-    zones: dict[str, Zone]  # file -> zone served
-    built_at: float
+# -- sources -----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Document:
+    name: str  # a file path, or a key
+    text: bytes
+
+    @property
+    def digest(self) -> bytes:
+        return _digest(self.text)
 
 
-class ZoneStore:
-    def __init__(self, directory: Path, payload: int = DEFAULT_UDP_PAYLOAD,
-                 chaos: dict[str, str] | None = None, steering: Steering | None = None,
-                 geoip: Path | None = None, health: StaticHealth | None = None,
-                 geoip_asn: Path | None = None,
-                 check_defaults: dict[str, float] | None = None,
-                 events: EventLog | None = None,
-                 make_responder: Callable[[Tables, Steering, Locator | None, StaticHealth],
-                                          Responder] = Responder) -> None:
-        self.directory = directory
-        self.payload = payload
-        self.chaos = chaos or {}
-        self.steering = steering or Steering({})
-        self.health = health or StaticHealth()
-        self.geoip_path = geoip
-        self.geoip_asn_path = geoip_asn
-        self.check_defaults = check_defaults
-        self.geoip_signature: tuple[Signature | None, Signature | None] | None = None
-        self.locator: Locator | None = None
-        self.geoip_error: str | None = None
-        self.files: dict[str, ZoneState] = {}
-        self.snapshot: Snapshot | None = None
-        self.reloads_ok = 0
-        self.reloads_failed = 0
-        self.last_success: float | None = None  # wall clock of the last file loaded
-        self.events = events or EventLog()
-        self.make_responder = make_responder  # Responder, or one that also logs queries
+@dataclass(frozen=True, slots=True)
+class Documents:
+    """One consistent set of documents from a source."""
 
-    def _scan(self) -> dict[str, Signature]:
+    revision: str
+    config: Document | None  # None: the configuration given at start stays
+    zones: Mapping[str, Document]
+    problems: tuple[Problem, ...] = ()  # documents that could not be read at all
+
+
+class Source(Protocol):
+    """Where configuration and zones come from."""
+
+    def poll(self, force: bool = False) -> Documents | None:
+        """The documents, or None when nothing changed since the last poll.
+        With ``force`` every document is read again now."""
+        ...
+
+
+class FileSource:
+    """The configuration file and the zone files of one directory."""
+
+    def __init__(self, config_path: Path | None, zones_dir: Path) -> None:
+        self.config_path = config_path
+        self.zones_dir = zones_dir
+        # Per file: the signature of the version read (None: read it again),
+        # and that version.
+        self._read: dict[str, tuple[Signature | None, Document]] = {}
+        self._last: Documents | None = None
+
+    def _scan(self) -> dict[str, Signature] | None:
         found: dict[str, Signature] = {}
         try:
-            entries = list(os.scandir(self.directory))
+            entries = list(os.scandir(self.zones_dir))
         except OSError as exc:
-            log.error("cannot read zones directory %s: %s", self.directory, exc)
-            return {k: v.signature for k, v in self.files.items() if v.signature}
+            log.error("cannot read zones directory %s: %s", self.zones_dir, exc)
+            return None
         for entry in entries:
             if entry.name.startswith(".") or not entry.name.endswith(ZONE_SUFFIXES):
                 continue
             try:
+                if not entry.is_file():
+                    continue
                 st = entry.stat()
             except OSError:
                 continue
-            if entry.is_file():
-                found[entry.path] = (st.st_mtime_ns, st.st_size, st.st_ino)
+            found[entry.path] = (st.st_mtime_ns, st.st_size, st.st_ino)
         return found
 
-    def _refresh_geoip(self, force: bool) -> bool:
-        """Open the GeoIP database if its file changed.  A file that cannot be
-        opened is reported and the previous reader stays in use."""
-        if self.geoip_path is None or not self.steering.pops:
-            return False
-        sig = (file_signature(str(self.geoip_path)),
-               file_signature(str(self.geoip_asn_path)) if self.geoip_asn_path else None)
-        if sig == self.geoip_signature and not force:
-            return False
-        self.geoip_signature = sig
+    def _read_file(self, path: str, sig: Signature | None, force: bool,
+                   problems: list[Problem]) -> Document | None:
+        """The file's current version, or the one read before when it has
+        not changed, is still settling, or cannot be read now."""
+        known = self._read.get(path)
+        if known is not None and known[0] is not None and known[0] == sig and not force:
+            return known[1]
+        now = time.time_ns()
+        if sig is not None and not force and now - sig[0] < SETTLE_NS:
+            return known[1] if known else None  # still being written, most likely
         try:
-            locator = MaxMindLocator(self.geoip_path, self.geoip_asn_path)
-        except Exception as exc:  # maxminddb raises several kinds
-            self.geoip_error = f"{self.geoip_path}: {exc}"
-            log.error("GeoIP database not loaded: %s%s", self.geoip_error,
-                      "; keeping the previous one" if self.locator else
-                      "; clients will get the default PoP order")
-            self.events.add(RELOAD_ERROR, f"GeoIP database not loaded: {self.geoip_error}")
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            problems.append(Problem(Where(path, 1, 1), f"cannot read: {exc}"))
+            return known[1] if known else None
+        after = file_signature(path)
+        if after != sig and not force:
+            return known[1] if known else None  # changed while we read it
+        doc = Document(path, data)
+        # A version read while young may be followed by a rewrite within the
+        # same timestamp tick: read it again next time.
+        settled = after is not None and now - after[0] >= SETTLE_NS
+        self._read[path] = (after if settled else None, doc)
+        return doc
+
+    def poll(self, force: bool = False) -> Documents | None:
+        problems: list[Problem] = []
+        found = self._scan()
+        zones: dict[str, Document] = {}
+        if found is None:  # the directory cannot be read: keep what was read
+            zones = dict(self._last.zones) if self._last else {}
+        else:
+            for path in sorted(found):
+                doc = self._read_file(path, found[path], force, problems)
+                if doc is not None:
+                    zones[path] = doc
+            for path in [p for p in self._read if p not in found and p != str(self.config_path)]:
+                del self._read[path]
+        config = None
+        if self.config_path is not None:
+            path = str(self.config_path)
+            config = self._read_file(path, file_signature(path), force, problems)
+        revision = _revision(config, zones)
+        docs = Documents(revision, config, zones, tuple(problems))
+        if not force and self._last is not None and self._last.revision == revision:
+            return None
+        self._last = docs
+        return docs
+
+
+def _revision(config: Document | None, zones: Mapping[str, Document]) -> str:
+    h = hashlib.sha256()
+    for doc in ([config] if config else []) + [zones[k] for k in sorted(zones)]:
+        h.update(doc.name.encode() + b"\0" + doc.digest)
+    return "files:" + h.hexdigest()[:12]
+
+
+# -- GeoIP --------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class GeoipStatus:
+    path: str | None = None
+    description: str | None = None
+    database_type: str | None = None
+    build_epoch: int | None = None
+    error: str | None = None
+
+
+class GeoipSource:
+    """Opens the GeoIP database when its file (or the configured path)
+    changes.  Never closes a reader: the server retires the old one after
+    the snapshot that used it has been swapped out."""
+
+    def __init__(self) -> None:
+        self.locator: Locator | None = None
+        self.status = GeoipStatus()
+        self._key: tuple[object, ...] | None = None
+
+    def poll(self, config: Config, force: bool = False) -> bool:
+        """Open the database ``config`` names if it changed; True when that
+        changed what a snapshot shows (a new reader, or a new error).  A
+        database that cannot be opened is reported in :attr:`status` and
+        the previous reader stays."""
+        if not config.pops:
             return False
-        old = self.locator
+        path = config.geoip_database or bundled_database()
+        asn = config.geoip_asn_database
+        key = (path, asn, file_signature(str(path)) if path else None,
+               file_signature(str(asn)) if asn else None)
+        if key == self._key and not force:
+            return False
+        self._key = key
+        before = self.status
+        if path is None:
+            self.status = replace(self.status, error="no GeoIP database: set geoip.database "
+                                  "or install maxminddb-geolite2")
+            return self.status != before
+        try:
+            locator = MaxMindLocator(path, asn)
+        except Exception as exc:  # maxminddb raises several kinds
+            self.status = replace(self.status, error=f"{path}: {exc}")
+            return self.status != before
         self.locator = locator
-        self.geoip_error = None
-        log.info("GeoIP database loaded: %s", locator.description,
-                 extra={"event": "geoip-loaded", "file": str(self.geoip_path)})
-        self.events.add(RELOAD, f"GeoIP database loaded: {locator.description}")
-        if isinstance(old, MaxMindLocator):
-            old.close()
+        self.status = GeoipStatus(str(path), locator.description, locator.database_type,
+                                  locator.build_epoch, None)
         return True
 
-    def refresh(self, force: bool = False) -> Snapshot | None:
-        """Re-read changed zone files (and the GeoIP database).  Returns a new
-        snapshot when what is served changed, else None.  Never raises for
-        bad zone content."""
-        found = self._scan()
-        changed = self._refresh_geoip(force)
-        for path in sorted(found):
-            sig = found[path]
-            state = self.files.get(path)
-            if state is not None and state.signature == sig and not force:
-                continue
-            if not force and time.time_ns() - sig[0] < SETTLE_NS:
-                continue  # still being written, most likely: look again next time
-            problems = Problems()
-            zone = load_zone_file(Path(path), problems, pops=self.steering.pops,
-                                  check_defaults=self.check_defaults)
-            if file_signature(path) != sig:
-                continue  # changed while we read it: read it again next time
-            if zone is not None:
-                clash = self._origin_clash(path, zone)
-                if clash:
-                    problems.add(Where(path, 1, 1), f"zone {zone.name} is already served from "
-                                 f"{clash}; one file per zone")
-                    zone = None
-            if state is None:
-                state = self.files[path] = ZoneState(None, None)
-            state.signature = sig
-            if zone is None:
-                state.errors = list(problems)
-                self.reloads_failed += 1
-                for p in problems:
-                    log.error("zone not loaded: %s", p,
-                              extra={"event": "reload-error", "file": p.where.file,
-                                     "line": p.where.line, "column": p.where.column,
-                                     "problem": p.message})
-                kept = ""
-                if state.zone is not None:
-                    log.warning("%s: keeping the previous version (serial %d) in service",
-                                path, state.zone.serial)
-                    kept = f"; serial {state.zone.serial} stays in service"
-                first = str(state.errors[0]) if state.errors else path
-                more = f" (and {len(state.errors) - 1} more)" if len(state.errors) > 1 else ""
-                self.events.add(RELOAD_ERROR, f"{first}{more}{kept}")
-                continue
-            state.errors = []
-            if state.zone is None or state.zone != zone:
-                log.info("loaded zone %s from %s (serial %d)", zone.name, path, zone.serial,
-                         extra={"event": "zone-loaded", "zone": zone.name, "file": path,
-                                "serial": zone.serial})
-                self.events.add(RELOAD, f"loaded zone {zone.name} from {path} "
-                                        f"(serial {zone.serial})")
-            state.zone = zone
-            state.loaded_at = self.last_success = time.time()
-            self.reloads_ok += 1
-            changed = True
-        for path in [p for p in self.files if p not in found]:
-            state = self.files.pop(path)
-            if state.zone is not None:
-                log.info("zone file %s removed: no longer serving %s", path, state.zone.name)
-                self.events.add(RELOAD, f"zone file {path} removed: no longer serving "
-                                        f"{state.zone.name}")
-                changed = True
-        if not changed and self.snapshot is not None and not force:
-            return None
-        zones = {p: s.zone for p, s in self.files.items() if s.zone is not None}
-        specs = {(owner, rtype): spec for z in zones.values()
-                 for owner, types in z.steered.items() for rtype, spec in types.items()}
-        steering = replace(self.steering, specs=specs)
-        tables = compile_zones(zones.values(), self.payload, self.chaos)
-        snap = Snapshot(self.make_responder(tables, steering, self.locator, self.health), zones,
-                        time.time())
-        self.snapshot = snap
-        return snap
 
-    def _origin_clash(self, path: str, zone: Zone) -> str | None:
-        for other, state in self.files.items():
-            if other != path and state.zone is not None and state.zone.origin == zone.origin:
-                return other
-        return None
+def open_geoip(config: Config) -> tuple[Locator | None, str | None]:
+    """The database a configuration names, opened, or why it cannot be
+    (``geodns check`` and start-up use this same test)."""
+    source = GeoipSource()
+    source.poll(config)
+    return source.locator, source.status.error
+
+
+# -- snapshots ----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ZoneEntry:
+    """One zone document and the version of it that is served."""
+
+    name: str  # the document (file) name
+    zone: Zone | None  # the version served (None: never loaded)
+    digest: bytes | None  # of the document last read, served or not
+    loaded_at: float | None = None
+    errors: tuple[Problem, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """What a snapshot serves: the source's revision and each zone's serial."""
+
+    revision: str
+    serials: Mapping[str, int] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        zones = ", ".join(f"{z} {s}" for z, s in sorted(self.serials.items()))
+        return f"{self.revision} ({zones or 'no zones'})"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: Version
+    config: Config  # never changed once built: a reload builds a new one
+    config_digest: bytes | None
+    config_errors: tuple[Problem, ...]  # the configuration document's, when not served
+    restart_needed: tuple[str, ...]  # settings changed on disk that need a restart
+    zones: Mapping[str, ZoneEntry]
+    steering: Steering
+    tables: Tables
+    locator: Locator | None
+    geoip: GeoipStatus
+    responder: Responder
+    built_at: float
+    reloads_ok: int = 0  # zone documents loaded, since start
+    reloads_failed: int = 0
+    last_success: float | None = None  # wall clock of the last zone document loaded
+
+    def served(self) -> list[Zone]:
+        return [e.zone for e in self.zones.values() if e.zone is not None]
 
     def errors(self) -> list[Problem]:
-        return [p for s in self.files.values() for p in s.errors]
+        return list(self.config_errors) + [p for e in self.zones.values() for p in e.errors]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Something a build did, for the log and the event log."""
+
+    kind: str  # "reload" or "reload-error" (the status page's event kinds)
+    message: str
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    snapshot: Snapshot
+    changes: tuple[Change, ...]
+
+
+# Settings a running process cannot take in place.
+RESTART_ONLY = {"listen": "listen addresses", "workers": "workers",
+                "admin": "the admin address", "zones_dir": "the zones directory",
+                "state_file": "admin.state_file", "log_format": "log.format"}
+
+
+def parse_config(doc: Document, given: Config) -> tuple[Config, Problems]:
+    """A configuration document, with the command line's overrides (kept in
+    ``given.overrides``) applied as they were at start."""
+    problems = Problems()
+    base = Path(doc.name).parent
+    try:
+        text = doc.text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        problems.add(Where(doc.name, 1, 1), f"cannot read: {exc}")
+        return given, problems
+    cfg = load_config_text(text, doc.name, base, problems)
+    cfg.path = given.path
+    for key, value in given.overrides.items():
+        setattr(cfg, key, value)
+    cfg.overrides = dict(given.overrides)
+    return cfg, problems
+
+
+def restart_needed(running: Config, new: Config) -> tuple[str, ...]:
+    return tuple(f"{what} changed in the configuration: needs a restart "
+                 f"(still {_show(getattr(running, key))})"
+                 for key, what in RESTART_ONLY.items()
+                 if getattr(running, key) != getattr(new, key))
+
+
+def _show(value: object) -> str:
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "none"
+    return str(value)
+
+
+def build(docs: Documents, given: Config, previous: Snapshot | None,
+          geoip: tuple[Locator | None, GeoipStatus], health: HealthView,
+          make_responder: MakeResponder, now: float,
+          running: Config | None = None) -> Built:
+    """A new snapshot from documents.  ``given`` is the configuration the
+    process started with (used when there is no configuration document, or
+    none has been good yet); ``running`` the one whose restart-only settings
+    are in effect.  Pure: no I/O, nothing outside the result is changed."""
+    changes: list[Change] = []
+    running = running or given
+    old_config = previous.config if previous is not None else given
+    old_digest = previous.config_digest if previous is not None else None
+
+    # The configuration: the document's if it changed and is good.
+    config, digest, config_errors = old_config, old_digest, (
+        previous.config_errors if previous is not None else ())
+    candidate: Config | None = None
+    if docs.config is not None and docs.config.digest != old_digest:
+        parsed, problems = parse_config(docs.config, given)
+        if problems:
+            config_errors = tuple(problems)
+            digest = docs.config.digest
+            _report(changes, config_errors, "configuration not applied",
+                    "the previous configuration stays in service" if previous else "")
+        else:
+            candidate = parsed
+    for problem in docs.problems:
+        changes.append(Change("reload-error", str(problem)))
+
+    zones, counts = _zones(docs, candidate or config, previous, now,
+                           rebuild_all=candidate is not None)
+    if candidate is not None:
+        # A configuration change must leave every served zone valid.
+        broken = [p for name, entry in zones.items() if entry.zone is None
+                  and previous is not None and name in previous.zones
+                  and previous.zones[name].zone is not None
+                  and previous.zones[name].digest == entry.digest
+                  for p in entry.errors]
+        if broken:
+            config_errors = tuple(broken)
+            digest = docs.config.digest if docs.config else None
+            _report(changes, config_errors, "configuration not applied: it would stop a "
+                    "served zone", "the previous configuration stays in service")
+            zones, counts = _zones(docs, config, previous, now, rebuild_all=True)
+        else:
+            config, digest, config_errors = candidate, docs.config.digest if docs.config \
+                else None, ()
+            changes.append(Change("reload", f"configuration loaded from "
+                                  f"{docs.config.name if docs.config else '?'}",
+                                  {"event": "config-loaded"}))
+    for entry in zones.values():
+        if entry.errors and (previous is None or entry.errors
+                             != previous.zones.get(entry.name, _NO_ENTRY).errors
+                             or entry.digest != previous.zones[entry.name].digest):
+            kept = "" if entry.zone is None else f"serial {entry.zone.serial} stays in service"
+            _report(changes, entry.errors, "zone not loaded", kept)
+    _zone_changes(changes, previous, zones)
+
+    served = [e.zone for e in zones.values() if e.zone is not None]
+    specs = {(owner, rtype): spec for z in served
+             for owner, types in z.steered.items() for rtype, spec in types.items()}
+    steering = Steering(config.pops, config.default_order, config.latency, specs)
+    tables = compile_zones(served, config.udp_payload, config.chaos())
+    locator, geo_status = geoip
+    responder = make_responder(config, tables, steering, locator, health)
+    serials = {z.name: z.serial for z in served}
+    ok, failed = counts
+    snap = Snapshot(
+        version=Version(docs.revision, serials), config=config, config_digest=digest,
+        config_errors=config_errors, restart_needed=restart_needed(running, config),
+        zones=zones, steering=steering, tables=tables, locator=locator, geoip=geo_status,
+        responder=responder, built_at=now,
+        reloads_ok=(previous.reloads_ok if previous else 0) + ok,
+        reloads_failed=(previous.reloads_failed if previous else 0) + failed,
+        last_success=now if ok else (previous.last_success if previous else None))
+    return Built(snap, tuple(changes))
+
+
+_NO_ENTRY = ZoneEntry("", None, None)
+
+
+def _zones(docs: Documents, config: Config, previous: Snapshot | None, now: float,
+           rebuild_all: bool) -> tuple[dict[str, ZoneEntry], tuple[int, int]]:
+    """Every zone document checked against ``config``: a document read
+    before and unchanged keeps its entry, unless the configuration it is
+    checked against changed (``rebuild_all``)."""
+    out: dict[str, ZoneEntry] = {}
+    ok = failed = 0
+    origins: dict[bytes, str] = {}
+    for name in sorted(docs.zones):
+        doc = docs.zones[name]
+        old = previous.zones.get(name) if previous is not None else None
+        if old is not None and old.digest == doc.digest and not rebuild_all:
+            entry = old
+        else:
+            problems = Problems()
+            zone = _load_zone(doc, config, problems)
+            if zone is None:
+                failed += 1
+                entry = ZoneEntry(name, old.zone if old else None, doc.digest,
+                                  old.loaded_at if old else None, tuple(problems))
+            else:
+                ok += 1
+                kept = old.zone if old is not None and old.zone == zone else zone
+                entry = ZoneEntry(name, kept, doc.digest,
+                                  old.loaded_at if old is not None and old.zone == zone
+                                  else now)
+        served = entry.zone
+        if served is not None:
+            clash = origins.get(served.origin)
+            if clash is not None:
+                problem = Problem(Where(name, 1, 1), f"zone {served.name} is already "
+                                  f"served from {clash}; one file per zone")
+                entry = replace(entry, zone=None, errors=(*entry.errors, problem))
+            else:
+                origins[served.origin] = name
+        out[name] = entry
+    return out, (ok, failed)
+
+
+def _load_zone(doc: Document, config: Config, problems: Problems) -> Zone | None:
+    try:
+        text = doc.text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        problems.add(Where(doc.name, 1, 1), f"cannot read: {exc}")
+        return None
+    return load_zone_text(text, doc.name, origin_from_filename(Path(doc.name)), problems,
+                          pops=config.pops, check_defaults=config.check_defaults)
+
+
+def _report(changes: list[Change], problems: tuple[Problem, ...], what: str, kept: str) -> None:
+    first = str(problems[0]) if problems else what
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    changes.append(Change("reload-error", f"{what}: {first}{more}" + (f"; {kept}" if kept
+                                                                        else ""),
+                          {"event": "reload-error", "problems": [str(p) for p in problems]}))
+
+
+def _zone_changes(changes: list[Change], previous: Snapshot | None,
+                  zones: Mapping[str, ZoneEntry]) -> None:
+    before = previous.zones if previous is not None else {}
+    for name, entry in zones.items():
+        old = before.get(name)
+        if entry.zone is not None and (old is None or old.zone is not entry.zone):
+            changes.append(Change("reload", f"loaded zone {entry.zone.name} from {name} "
+                                  f"(serial {entry.zone.serial})",
+                                  {"event": "zone-loaded", "zone": entry.zone.name,
+                                   "file": name, "serial": entry.zone.serial}))
+    for name, old in before.items():
+        if name not in zones and old.zone is not None:
+            changes.append(Change("reload", f"zone file {name} removed: no longer serving "
+                                  f"{old.zone.name}", {"event": "zone-removed",
+                                                       "zone": old.zone.name, "file": name}))
+
+
+__all__ = ["Built", "Change", "Document", "Documents", "FileSource", "GeoipSource",
+           "GeoipStatus", "Snapshot", "Source", "Version", "ZoneEntry", "build",
+           "file_signature", "new_responder", "open_geoip", "parse_config"]

@@ -12,9 +12,10 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
-from geodns.steering import STATES
+from geodns.health.states import STATES
 
 log = logging.getLogger("geodns.state")
 
@@ -36,7 +37,7 @@ def load(path: Path) -> dict[str, str]:
     return {str(k): v for k, v in pops.items() if isinstance(v, str) and v in STATES}
 
 
-def save(path: Path, pops: dict[str, str]) -> None:
+def save(path: Path, pops: Mapping[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".geodns-state-", dir=path.parent)
     try:

@@ -12,17 +12,13 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from geodns import __version__, names
 from geodns.counters import Decoded
+from geodns.health.states import DOWN
+from geodns.node import Event, NodeView
 from geodns.rdata import type_name
-from geodns.server.shared import node_counters
-from geodns.steering import DOWN, DRAINING
-
-if TYPE_CHECKING:
-    from geodns.server.app import Server
 
 START, STATE_CHANGE, ADMIN, RELOAD, RELOAD_ERROR = (
     "start", "state-change", "admin", "reload", "reload-error")
@@ -31,20 +27,9 @@ HISTORY_INTERVAL = 10.0  # seconds per bucket of the answer history
 HISTORY_BUCKETS = 60  # ten minutes
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    time: float
-    kind: str
-    message: str
-    pop: str | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        return {"time": self.time, "kind": self.kind, "pop": self.pop, "message": self.message}
-
-
 class EventLog:
-    """The last :data:`MAX_EVENTS` events, newest last.  ``add`` may be
-    called from the reload thread: a deque append is atomic."""
+    """The last :data:`MAX_EVENTS` events, newest last (added from the
+    event loop's thread only)."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
@@ -53,8 +38,8 @@ class EventLog:
     def add(self, kind: str, message: str, pop: str | None = None) -> None:
         self.events.append(Event(self.clock(), kind, message, pop))
 
-    def newest_first(self) -> list[Event]:
-        return list(reversed(self.events))
+    def newest_first(self) -> tuple[Event, ...]:
+        return tuple(reversed(self.events))
 
 
 class AnswerHistory:
@@ -92,16 +77,16 @@ def answers_per_pop(counts: Decoded) -> dict[str, int]:
     return totals
 
 
-def record_health(server: Server) -> list[dict[str, Any]]:
+def record_health(view: NodeView) -> list[dict[str, Any]]:
     """Every steered record: its PoPs and how many of them can be chosen."""
-    health = server.health
+    health = view.health
     out = []
-    for st in server.responder.tables.steered:
+    for st in view.snapshot.tables.steered:
         spec = st.spec
         healthy = 0
         for pop in spec.values:
             state = health.state(pop)
-            if state in (DOWN, DRAINING) or health.record_state(spec.key, pop) == DOWN:
+            if not state.eligible or health.record_state(spec.key, pop) == DOWN:
                 continue
             healthy += 1
         out.append({"zone": st.zone, "name": names.to_text(spec.owner),
@@ -110,58 +95,51 @@ def record_health(server: Server) -> list[dict[str, Any]]:
     return out
 
 
-def status(server: Server) -> dict[str, Any]:
+def status(view: NodeView) -> dict[str, Any]:
     """The ``GET /status`` document."""
-    now = time.time()
-    cfg = server.config
-    store = server.store
-    checker = server.checker
-    counters, workers = node_counters(server)
-    answers = answers_per_pop(counters.counts)
+    snap = view.snapshot
+    cfg = snap.config
+    answers = answers_per_pop(view.counters.counts)
     pops = []
     for pop_id, pop in cfg.pops.items():
-        unit = checker.units.get(pop_id) if checker is not None else None
-        checks = []
-        if checker is not None:
-            for spec, users in checker.users.items():
-                if pop_id not in users:
-                    continue
-                cs = checker.check_states[spec]
-                checks.append({"check": spec.describe(), "state": cs.state,
-                               "ok": cs.last.ok if cs.last else None,
-                               "detail": cs.last.detail if cs.last else None})
+        probes = view.probes.get(pop_id)
         pops.append({
             "id": pop_id, "latitude": pop.latitude, "longitude": pop.longitude,
             "city": pop.city, "country": pop.country, "continent": pop.continent,
-            "bias": pop.bias, "state": server.health.state(pop_id),
-            "admin_state": server.health.admin.get(pop_id),
-            "since": server.pop_since.get(pop_id),
-            "rtt_ms": unit.rtt_ms if unit is not None else None,
-            "penalty_ms": server.health.penalty_ms(pop_id),
-            "probe_failures": sum(unit.failures.values()) if unit is not None else 0,
-            "state_changes": unit.changes if unit is not None else 0,
+            "bias": pop.bias, "state": view.health.state(pop_id),
+            "admin_state": view.health.admin.get(pop_id),
+            "since": view.pop_since.get(pop_id),
+            "rtt_ms": probes.rtt_ms if probes is not None else None,
+            "penalty_ms": view.health.penalty_ms(pop_id),
+            "probe_failures": sum(probes.failures.values()) if probes is not None else 0,
+            "state_changes": probes.changes if probes is not None else 0,
             "answers": answers.get(pop_id, 0),
-            "checks": checks,
+            "checks": [{"check": c.check, "state": c.state, "ok": c.ok, "detail": c.detail}
+                       for c in (probes.checks if probes is not None else ())],
         })
     zones = []
-    for path, zs in sorted(store.files.items()):
-        zones.append({"zone": zs.zone.name if zs.zone is not None else None, "file": path,
-                      "serial": zs.zone.serial if zs.zone is not None else None,
-                      "loaded_at": zs.loaded_at, "errors": [str(p) for p in zs.errors]})
-    locator = store.locator
-    geoip = {"path": str(store.geoip_path) if store.geoip_path else None,
-             "type": getattr(locator, "database_type", None),
-             "build_epoch": getattr(locator, "build_epoch", None),
-             "description": locator.description if locator is not None else None,
-             "error": store.geoip_error}
+    for name, entry in sorted(snap.zones.items()):
+        zones.append({"zone": entry.zone.name if entry.zone is not None else None,
+                      "file": name,
+                      "serial": entry.zone.serial if entry.zone is not None else None,
+                      "loaded_at": entry.loaded_at, "errors": [str(p) for p in entry.errors]})
+    geo = snap.geoip
+    geoip = {"path": geo.path, "type": geo.database_type, "build_epoch": geo.build_epoch,
+             "description": geo.description, "error": geo.error}
     return {
-        "version": __version__, "node": cfg.identity, "now": now,
-        "started_at": server.started_at, "uptime_seconds":
-            now - server.started_at if server.started_at else 0.0,
-        "ready": not server.readiness(), "workers": workers, "geoip": geoip, "pops": pops,
-        "records": record_health(server), "zones": zones,
-        "reloads": {"success": store.reloads_ok, "failure": store.reloads_failed,
-                    "last_success": store.last_success},
-        "answers_history": server.history.as_json(cfg.pops),
-        "events": [e.as_json() for e in server.events.newest_first()],
+        "version": __version__, "node": cfg.identity, "now": view.now,
+        "serving": {"revision": snap.version.revision, "serials": dict(snap.version.serials),
+                    "built_at": snap.built_at},
+        "started_at": view.started_at, "uptime_seconds":
+            view.now - view.started_at if view.started_at else 0.0,
+        "ready": not view.readiness, "not_ready_because": list(view.readiness),
+        "workers": view.counters.workers, "geoip": geoip, "pops": pops,
+        "records": record_health(view), "zones": zones,
+        "configuration": {"file": str(cfg.path) if cfg.path else None,
+                          "errors": [str(p) for p in snap.config_errors],
+                          "restart_needed": list(snap.restart_needed)},
+        "reloads": {"success": snap.reloads_ok, "failure": snap.reloads_failed,
+                    "last_success": snap.last_success},
+        "answers_history": dict(view.history),
+        "events": [e.as_json() for e in view.events],
     }

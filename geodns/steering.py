@@ -35,19 +35,54 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from enum import StrEnum
 
 from geodns import names
 from geodns.geo import IPAddress, IPNetwork, Place
+from geodns.health.spec import CheckSpec
+from geodns.health.states import DOWN, DRAINING, STATES, UNKNOWN, UP, State
+from geodns.health.view import HealthView
+from geodns.problems import Where
 from geodns.rdata import RData
-from geodns.yamlsrc import Where
 
-if TYPE_CHECKING:
-    from geodns.health.probes import CheckSpec
+__all__ = ["DOWN", "DRAINING", "STATES", "UNKNOWN", "UP", "AllDown", "CheckSpec", "Decision",
+           "HealthView", "LatencyEntry", "Outcome", "Pop", "Reason", "Rule", "State",
+           "SteerSpec", "Steering"]
 
-UP, DOWN, DRAINING, UNKNOWN = "up", "down", "draining", "unknown"
-STATES = (UP, DOWN, DRAINING, UNKNOWN)
-FAIL_OPEN, SERVFAIL, NODATA, ANSWER, USE = "fail-open", "servfail", "nodata", "answer", "use"
+
+class AllDown(StrEnum):
+    """What a steered record answers when every candidate PoP is down."""
+
+    FAIL_OPEN = "fail-open"  # choose as if all were healthy
+    SERVFAIL = "servfail"
+    NODATA = "nodata"
+    ANSWER = "answer"  # a static fallback answer
+    USE = "use"  # another steered record
+
+
+class Outcome(StrEnum):
+    """What a decision answers with."""
+
+    POPS = "pops"  # the chosen PoPs' values
+    SERVFAIL = "servfail"
+    NODATA = "nodata"
+    ANSWER = "answer"  # the record's fallback answer
+
+
+class Reason(StrEnum):
+    """Why a decision came out as it did (a metrics label value)."""
+
+    PROXIMITY = "proximity"
+    RULE = "rule"
+    COUNTRY = "country"
+    DEFAULT_ORDER = "default-order"
+    FALLBACK = "fallback"
+    FAIL_OPEN = "fail-open"
+    FAIL_CLOSED = "fail-closed"
+
+
+FAIL_OPEN, SERVFAIL, NODATA, ANSWER, USE = (AllDown.FAIL_OPEN, AllDown.SERVFAIL, AllDown.NODATA,
+                                            AllDown.ANSWER, AllDown.USE)
 EARTH_RADIUS_KM = 6371.0
 KM_PER_MS_RTT = 100.0  # light in fibre: ~200 km per ms one way
 
@@ -63,57 +98,6 @@ class Pop:
     bias: float = 0.0  # -99..99
     weight: float = 1.0
     order: int = 0  # position in the configuration: the tie-breaker
-
-
-class HealthView(Protocol):
-    """What steering needs to know about PoP health (the health-check issue
-    feeds it from probes; until then it is set statically)."""
-
-    def state(self, pop: str) -> str: ...
-
-    def penalty_ms(self, pop: str) -> float: ...
-
-    def record_state(self, record: tuple[bytes, int], pop: str) -> str:
-        """The state of a record's own checks at a PoP (UNKNOWN if none)."""
-        ...
-
-
-@dataclass
-class StaticHealth:
-    """Health in two layers: ``states`` from the configuration (later fed by
-    probes), and ``admin`` overrides set through the admin API (drain),
-    which win while they are set."""
-
-    states: dict[str, str] = field(default_factory=dict)
-    penalties: dict[str, float] = field(default_factory=dict)
-    admin: dict[str, str] = field(default_factory=dict)
-    records: dict[tuple[bytes, int], dict[str, str]] = field(default_factory=dict)
-    version: int = 0
-
-    def state(self, pop: str) -> str:
-        return self.admin.get(pop) or self.states.get(pop, UNKNOWN)
-
-    def record_state(self, record: tuple[bytes, int], pop: str) -> str:
-        return self.records.get(record, {}).get(pop, UNKNOWN)
-
-    def penalty_ms(self, pop: str) -> float:
-        return self.penalties.get(pop, 0.0)
-
-    def set(self, pop: str, state: str) -> None:
-        if state not in STATES:
-            raise ValueError(f"unknown state {state!r}")
-        if self.states.get(pop) != state:
-            self.states[pop] = state
-            self.version += 1
-
-    def set_admin(self, overrides: dict[str, str]) -> bool:
-        """Replace the admin overrides; True if anything changed."""
-        clean = {p: s for p, s in overrides.items() if s in STATES}
-        if clean == self.admin:
-            return False
-        self.admin = clean
-        self.version += 1
-        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +133,7 @@ class SteerSpec:
     values: Mapping[str, tuple[RData, ...]]  # pop id -> its answer records
     answers: int = 1
     rules: tuple[Rule, ...] = ()
-    all_down: str = FAIL_OPEN
+    all_down: AllDown = AllDown.FAIL_OPEN
     fallback: tuple[RData, ...] = ()  # all_down == ANSWER
     use: bytes | None = None  # all_down == USE: another steered name (lower-case wire)
     where: Where | None = None
@@ -168,7 +152,7 @@ class Candidate:
     latency_ms: float | None
     latency_source: str  # "distance", "table" or "default order"
     bias: float
-    health: str
+    health: State
     penalty_ms: float
     score: float
     eligible: bool
@@ -176,9 +160,9 @@ class Candidate:
 
 @dataclass
 class Decision:
-    outcome: str  # "pops", SERVFAIL, NODATA, ANSWER
+    outcome: Outcome
     pops: tuple[str, ...]
-    reason: str  # proximity, rule, default-order, fail-open, fail-closed, fallback
+    reason: Reason
     scope: int
     place: Place | None = None
     rule: Rule | None = None
@@ -250,7 +234,7 @@ class Steering:
         pops = self.pops
         scope = place.prefixlen
         candidates: Iterable[str] = spec.values
-        reason = "proximity"
+        reason = Reason.PROXIMITY
         matched: Rule | None = None
         for rule in spec.rules:
             hit = True
@@ -264,7 +248,7 @@ class Steering:
             if hit:
                 matched = rule
                 candidates = rule.pops
-                reason = "rule"
+                reason = Reason.RULE
                 break
 
         table = None
@@ -312,32 +296,34 @@ class Steering:
                 score = (latency or 0.0) * (1.0 - pop.bias / 100.0) + penalty
             rows.append((score, pop.order, p, state, state in (UP, UNKNOWN),
                          distance, latency, source, penalty))
-        if unplaced and reason == "proximity":
-            reason = "country" if place.country or place.continent else "default-order"
+        if unplaced and reason == Reason.PROXIMITY:
+            reason = Reason.COUNTRY if place.country or place.continent \
+                else Reason.DEFAULT_ORDER
         rows.sort()
         scope = min(scope, source_prefix)
         scored = [Candidate(r[2], r[5], r[6], r[7], pops[r[2]].bias, r[3], r[8], r[0], r[4])
                   for r in rows] if explain else []
         healthy = [r[2] for r in rows if r[4]]
         if healthy:
-            return Decision("pops", tuple(healthy[: spec.answers]), reason, scope, place,
+            return Decision(Outcome.POPS, tuple(healthy[: spec.answers]), reason, scope, place,
                             matched, scored, via, spec)
         # Every candidate is down or draining.
         if spec.all_down == FAIL_OPEN and rows:
-            return Decision("pops", tuple(r[2] for r in rows[: spec.answers]), "fail-open",
+            return Decision(Outcome.POPS, tuple(r[2] for r in rows[: spec.answers]),
+                            Reason.FAIL_OPEN,
                             scope, place, matched, scored, via, spec)
         if spec.all_down == ANSWER:
-            return Decision(ANSWER, (), "fallback", scope, place, matched, scored, via, spec)
+            return Decision(Outcome.ANSWER, (), Reason.FALLBACK, scope, place, matched, scored, via, spec)
         other = self.specs.get((spec.use or b"", spec.rtype))
         if spec.all_down == USE and other is not None and len(via) < 8:
             inner = self._decide(other, client, source_prefix, place, health,
                                  [*via, names.to_text(other.owner)], explain)
             inner.scope = min(inner.scope, scope)
-            inner.reason = "fallback"
+            inner.reason = Reason.FALLBACK
             inner.candidates = scored + inner.candidates
             return inner
-        outcome = NODATA if spec.all_down == NODATA else SERVFAIL
-        return Decision(outcome, (), "fail-closed", scope, place, matched, scored, via, spec)
+        outcome = Outcome.NODATA if spec.all_down == NODATA else Outcome.SERVFAIL
+        return Decision(outcome, (), Reason.FAIL_CLOSED, scope, place, matched, scored, via, spec)
 
     def _latency_for(self, client: IPAddress, place: Place) -> LatencyEntry | None:
         best: LatencyEntry | None = None

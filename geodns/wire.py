@@ -315,6 +315,14 @@ class Responder:
         self.decisions.clear()
         self.by_location.clear()
 
+    def use_health(self, health: HealthView) -> None:
+        """Decide with a new health view from now on (cached decisions go)."""
+        self.health = health
+        self.forget_decisions()
+
+    def cache_entries(self) -> int:
+        return len(self.decisions) + len(self.by_location)
+
     def decision(self, st: Steered, client: bytes, source: int,
                  explain: bool = False) -> Decision:
         """The steering decision for a client network (``client`` packed, its

@@ -11,50 +11,13 @@ them all as ``file:line:column: message``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from geodns.problems import Problem, Problems, Where
 
-@dataclass(frozen=True, slots=True)
-class Where:
-    file: str
-    line: int  # 1-based
-    column: int  # 1-based
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}"
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    where: Where
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.message}"
-
-
-@dataclass
-class Problems:
-    items: list[Problem] = field(default_factory=list)
-
-    def add(self, where: Where, message: str) -> None:
-        self.items.append(Problem(where, message))
-
-    def extend(self, other: Problems) -> None:
-        self.items.extend(other.items)
-
-    def __bool__(self) -> bool:
-        return bool(self.items)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __iter__(self) -> Iterator[Problem]:
-        return iter(self.items)
+__all__ = ["Problem", "Problems", "Where"]  # re-exported: they began here
 
 
 class YNode:

@@ -14,6 +14,7 @@ import dns.message
 import pytest
 
 from geodns.config import Address, Config
+from geodns.errors import StartupError
 from geodns.server.app import Server
 from geodns.steering import Pop
 
@@ -131,7 +132,7 @@ async def test_drain_survives_a_restart_and_reaches_other_workers(tmp_path: Path
     await restarted.start()
     try:
         assert await answer(restarted) == "192.0.2.2"
-        assert restarted.health.state("fra") == "draining"
+        assert restarted.store.view().state("fra") == "draining"
     finally:
         await restarted.shutdown()
 
@@ -183,26 +184,34 @@ async def _readyz(srv: Server) -> tuple[int, dict[str, object]]:
         return r.status, await r.json()
 
 
-@pytest.mark.parametrize("broken", ["zones", "geoip"])
-async def test_not_ready_without_zones_or_geoip(tmp_path: Path, broken: str) -> None:
-    """A node serving no zone, or steering without its GeoIP database, is
-    up (/healthz) but must not get traffic (/readyz 503, with the reason)."""
+async def test_not_ready_without_zones(tmp_path: Path) -> None:
+    """A node serving no zone is up (/healthz) but must not get traffic
+    (/readyz 503, with the reason)."""
     cfg = config(tmp_path)
-    if broken == "zones":
-        (cfg.zones_dir / "adm.example.yaml").write_text("records: [broken")
-    else:
-        cfg.geoip_database = tmp_path / "missing.mmdb"
+    (cfg.zones_dir / "adm.example.yaml").write_text("records: [broken")
     srv = Server(cfg)
     await srv.start()
     try:
         status, body = await _readyz(srv)
         assert status == 503 and body["ready"] is False
         (problem,) = body["problems"]  # type: ignore[misc]
-        assert ("no zone is served" if broken == "zones" else "missing.mmdb") in problem
+        assert "no zone is served" in problem
         async with aiohttp.ClientSession() as s, s.get(url(srv, "/healthz")) as r:
             assert r.status == 200
     finally:
         await srv.shutdown()
+
+
+async def test_steering_without_its_geoip_database_does_not_start(tmp_path: Path) -> None:
+    """PoPs without a usable GeoIP database would steer nobody right: the
+    node refuses to start, naming the file (and listens on nothing)."""
+    cfg = config(tmp_path)
+    cfg.geoip_database = tmp_path / "missing.mmdb"
+    srv = Server(cfg)
+    with pytest.raises(StartupError, match=r"missing\.mmdb"):
+        await srv.start()
+    await srv.shutdown()
+    assert srv.bound == []
 
 
 async def test_not_ready_once_stopping(server: Server) -> None:

@@ -29,8 +29,9 @@ import pytest
 from geodns.config import load_config
 from geodns.explain import explain
 from geodns.geo import bundled_database
-from geodns.server.app import store_for
-from geodns.steering import DOWN, StaticHealth
+from geodns.health.view import HealthView
+from geodns.server.app import offline_snapshot
+from geodns.steering import DOWN
 from geodns.yamlsrc import Problems
 
 ROOT = Path(__file__).parent.parent
@@ -104,18 +105,16 @@ def setup():
     problems = Problems()
     cfg = load_config(CONFIG, problems)
     assert not problems, list(map(str, problems))
-    health = StaticHealth()
-    store = store_for(cfg, health)
-    snap = store.refresh(force=True)
-    assert snap is not None and not store.errors()
-    zone = next(z for z in snap.zones.values() if z.name == "example.com.")
+    snap = offline_snapshot(cfg)
+    assert not snap.errors()
+    zone = next(z for z in snap.served() if z.name == "example.com.")
     spec = zone.steered[b"\x03www\x07example\x03com\x00"][1]
     by_address = {rds[0].text: pop for pop, rds in spec.values.items()}
     oracle = Oracle({p: (v.latitude, v.longitude) for p, v in cfg.pops.items()},
                     cfg.default_order[0],
                     {p: (v.country, v.continent) for p, v in cfg.pops.items()},
                     cfg.default_order)
-    return cfg, snap.responder, health, by_address, oracle
+    return cfg, snap.responder, None, by_address, oracle
 
 
 def ask(responder, address: str, ecs: str | None = None) -> dns.message.Message:
@@ -178,24 +177,20 @@ def test_explain_agrees_with_every_served_answer(setup) -> None:
 
 
 def test_a_down_pop_is_never_chosen(setup) -> None:
-    _, responder, health, by_address, oracle = setup
+    _, responder, _, by_address, oracle = setup
     rnd = random.Random(11)
     addresses = public_addresses(rnd, 600)
     try:
         for down in ("fra", "iad", "sin", "gru"):
-            health.set(down, DOWN)
-            responder.forget_decisions()
+            responder.use_health(HealthView({down: DOWN}))
             for address in addresses:
                 got = chosen(ask(responder, str(address)), by_address)
                 assert got != down
                 ok, _ = oracle.acceptable(address, frozenset({down}))
                 if len(ok) == 1 and oracle.default not in ok | {down}:
                     assert got in ok, (address, down)
-            health.set(down, "up")
     finally:
-        for pop in ("fra", "iad", "sin", "gru"):
-            health.set(pop, "unknown")
-        responder.forget_decisions()
+        responder.use_health(HealthView())
 
 
 def test_ipv6_clients(setup) -> None:

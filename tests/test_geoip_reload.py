@@ -78,7 +78,7 @@ async def test_replaced_database_is_used_without_restart(setup, caplog) -> None:
         await asyncio.sleep(1.0)
         assert await steered(srv) == "192.0.2.3"
         assert "GeoIP database not loaded" in caplog.text
-        assert srv.store.geoip_error is not None
+        assert srv.snapshot.geoip.error is not None
     finally:
         await srv.shutdown()
 

@@ -16,8 +16,9 @@ from geodns.config import Address, Config
 from geodns.health.checker import HealthChecker, HealthSettings
 from geodns.health.probes import CheckSpec, Prober
 from geodns.health.state import CheckState, PopState, Result, effective, penalty_ms
+from geodns.health.store import LocalHealthStore
 from geodns.server.app import Server
-from geodns.steering import DOWN, UNKNOWN, UP, Pop, StaticHealth
+from geodns.steering import DOWN, UNKNOWN, UP, Pop
 
 OK, BAD = Result(True, 1.0, "ok"), Result(False, None, "bad")
 
@@ -56,10 +57,11 @@ def test_grace_period_and_penalty() -> None:
 def test_checker_logs_one_line_per_state_change(caplog) -> None:
     caplog.set_level("INFO")
     spec = CheckSpec("tcp", "127.0.0.1:1", rise=2, fall=2)
-    health = StaticHealth()
+    health = LocalHealthStore()
     changes = []
+    health.subscribe(lambda view: changes.append(1))
     hc = HealthChecker({"fra": [spec], "iad": [spec]}, {}, health, HealthSettings(grace=5),
-                       lambda: changes.append(1), clock=lambda: 0.0)
+                       clock=lambda: 0.0)
     hc.record(spec, BAD)
     hc.record(spec, BAD)
     assert health.state("fra") == DOWN and health.state("iad") == DOWN
@@ -74,9 +76,8 @@ def test_checker_logs_one_line_per_state_change(caplog) -> None:
 
 def test_slow_probes_add_a_penalty() -> None:
     spec = CheckSpec("tcp", "127.0.0.1:1", rise=1, fall=1)
-    health = StaticHealth()
-    hc = HealthChecker({"fra": [spec]}, {}, health, HealthSettings(slow_ms=100),
-                       lambda: None)
+    health = LocalHealthStore()
+    hc = HealthChecker({"fra": [spec]}, {}, health, HealthSettings(slow_ms=100))
     for _ in range(10):
         hc.record(spec, Result(True, 400.0, "slow"))
     assert health.penalty_ms("fra") >= 250
@@ -243,10 +244,10 @@ async def test_failover_and_recovery(tmp_path: Path) -> None:
     try:
         assert (await _answer(srv))[0] == "192.0.2.1"  # grace: unknown counts as up
         for _ in range(50):
-            if srv.health.state("p1") == UP:
+            if srv.store.view().state("p1") == UP:
                 break
             await asyncio.sleep(0.05)
-        assert srv.health.state("p1") == UP
+        assert srv.store.view().state("p1") == UP
         # The endpoint hangs: DNS answers stay fast while probes time out.
         p1.mode = "hang"
         t0 = time.monotonic()
@@ -287,8 +288,8 @@ async def test_failover_and_recovery(tmp_path: Path) -> None:
 async def test_500_brings_a_pop_down(tmp_path: Path, endpoint: Endpoint) -> None:
     endpoint.mode = "500"
     spec = CheckSpec("http", endpoint.url, interval=0.1, timeout=0.08)
-    health = StaticHealth()
-    hc = HealthChecker({"p1": [spec]}, {}, health, HealthSettings(grace=5), lambda: None)
+    health = LocalHealthStore()
+    hc = HealthChecker({"p1": [spec]}, {}, health, HealthSettings(grace=5))
     hc.start()
     try:
         for _ in range(40):
@@ -342,10 +343,10 @@ async def test_record_checks_move_only_that_record(tmp_path: Path) -> None:
             await asyncio.sleep(0.05)
         assert await ask("api") == "192.0.2.12"  # its own check failed at p1
         for _ in range(60):
-            if srv.health.state("p1") == UP:
+            if srv.store.view().state("p1") == UP:
                 break
             await asyncio.sleep(0.05)
-        assert srv.health.state("p1") == UP
+        assert srv.store.view().state("p1") == UP
         assert await ask("www") == "192.0.2.1"  # the PoP itself is fine
         assert await ask("api") == "192.0.2.12"
         path.write_text(ZONE + "  api:\n    A:\n      steer: {pops: {p1: 192.0.2.11, "

@@ -193,7 +193,7 @@ async def test_drops_malformed_truncated_and_steering(server) -> None:
     assert r is not None and dns.message.from_wire(r).flags & dns.flags.TC
     # Steered: Moscow and Sao Paulo, twice each; iad fails its probes, so both get fra.
     for _ in range(50):
-        if srv.health.state("iad") == "down":
+        if srv.store.view().state("iad") == "down":
             break
         await asyncio.sleep(0.05)
     for subnet in ("77.88.8.0", "200.160.0.0", "77.88.8.0", "200.160.0.0"):

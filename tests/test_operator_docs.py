@@ -323,8 +323,8 @@ async def _busy_server_metrics(zones: Path) -> str:
     srv = Server(cfg)
     await srv.start()
     try:
-        await _wait_for(lambda: srv.health.state("fra") == "up"
-                        and srv.health.state("iad") == "down", "fra up and iad down")
+        await _wait_for(lambda: srv.store.view().state("fra") == "up"
+                        and srv.store.view().state("iad") == "down", "fra up and iad down")
         port = srv.bound[0].port
 
         async def ask(name: str, qtype: str = "A") -> dns.message.Message:

@@ -194,13 +194,13 @@ async def test_broken_edit_keeps_previous_version(server: Server, zones_dir: Pat
     await asyncio.sleep(0.8)
     resp = await query(server, "www.reload.example.")
     assert section(resp.answer) == ["www.reload.example. 3600 A 192.0.2.1"]
-    errors = server.store.errors()
+    errors = server.snapshot.errors()
     assert len(errors) == 1 and "reload.example.yaml:6:" in str(errors[0])
     assert "is not an IPv4 address" in caplog.text
     # Fixing the file brings the new version in.
     write_zone(path, "192.0.2.3", 3)
     await _wait_for_answer(server, "192.0.2.3")
-    assert server.store.errors() == []
+    assert server.snapshot.errors() == []
 
 
 async def test_new_zone_file_and_removed_zone_file(server: Server, zones_dir: Path) -> None:

@@ -83,7 +83,7 @@ async def wait_for(predicate: Any, seconds: float = 3.0) -> None:
 
 async def test_status_document(server) -> None:
     srv, _ = server
-    await wait_for(lambda: srv.health.state("iad") == "down")
+    await wait_for(lambda: srv.store.view().state("iad") == "down")
     # Three steered answers from Moscow: fra.
     q = dns.message.make_query("www.st.example.", "A")
     q.use_edns(0, options=[dns.edns.ECSOption("77.88.8.0", 24)])

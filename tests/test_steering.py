@@ -18,8 +18,8 @@ from geodns.steering import (
     DOWN,
     DRAINING,
     UP,
+    HealthView,
     Pop,
-    StaticHealth,
     Steering,
     SteerSpec,
     great_circle_km,
@@ -47,14 +47,14 @@ LOCATIONS = {
 }
 
 
-def make(health: StaticHealth | None = None) -> Responder:
+def make(health: HealthView | None = None) -> Responder:
     problems = Problems()
     zone = load_zone_file(HERE / "zones" / "steer.example.yaml", problems, pops=POPS)
     assert zone is not None, list(map(str, problems))
     specs = {(o, t): s for o, types in zone.steered.items() for t, s in types.items()}
     steering = Steering(POPS, ("iad", "fra"), (), specs)
     return Responder(compile_zones([zone]), steering, StaticLocator(LOCATIONS),
-                     health or StaticHealth())
+                     health or HealthView())
 
 
 def ask(r: Responder, name: str, rtype: str = "A", *, ecs: str | None = None,
@@ -115,7 +115,7 @@ def test_ipv6_client_subnet() -> None:
 def test_unplaced_client_follows_default_order() -> None:
     r = make()
     assert addresses(ask(r, "www.steer.example.", peer="192.168.1.1")) == ["192.0.2.2"]
-    health = StaticHealth({"iad": DOWN})
+    health = HealthView({"iad": DOWN})
     assert addresses(ask(make(health), "www.steer.example.", peer="192.168.1.1")) == \
         ["192.0.2.1"]
 
@@ -148,7 +148,7 @@ def test_rules(ecs: str, expected: str, expected_scope: int) -> None:
 
 
 def test_network_rule_pins_even_when_farther() -> None:
-    health = StaticHealth({"sin": UP})
+    health = HealthView({"sin": UP})
     r = make(health)
     # 203.0.113.0/24 is in the Tokyo entry: sin is also nearest, so check the
     # pin with sin's answer forced by the rule and gru/iad excluded.
@@ -159,25 +159,22 @@ def test_network_rule_pins_even_when_farther() -> None:
 
 @pytest.mark.parametrize("state", [DOWN, DRAINING])
 def test_down_or_draining_pop_is_never_chosen(state: str) -> None:
-    health = StaticHealth({"fra": state})
+    health = HealthView({"fra": state})
     msg = ask(make(health), "www.steer.example.", ecs="10.1.0.0/24")
     assert addresses(msg) == ["192.0.2.2"]  # Paris -> iad when fra is out
 
 
 def test_health_change_with_cache_cleared() -> None:
-    health = StaticHealth()
-    r = make(health)
+    r = make()
     assert addresses(ask(r, "www.steer.example.", ecs="10.1.0.0/24")) == ["192.0.2.1"]
-    health.set("fra", DOWN)
-    r.forget_decisions()
+    r.use_health(HealthView({"fra": DOWN}))
     assert addresses(ask(r, "www.steer.example.", ecs="10.1.0.0/24")) == ["192.0.2.2"]
-    health.set("fra", UP)
-    r.forget_decisions()
+    r.use_health(HealthView({"fra": UP}))
     assert addresses(ask(r, "www.steer.example.", ecs="10.1.0.0/24")) == ["192.0.2.1"]
 
 
 def test_all_down_policies() -> None:
-    health = StaticHealth({p: DOWN for p in POPS})
+    health = HealthView({p: DOWN for p in POPS})
     r = make(health)
     assert ask(r, "closed.steer.example.", ecs="10.1.0.0/24").rcode() == dns.rcode.SERVFAIL
     nodata = ask(r, "empty.steer.example.", ecs="10.1.0.0/24")
@@ -190,7 +187,7 @@ def test_all_down_policies() -> None:
 
 
 def test_fallback_to_another_record_follows_its_health() -> None:
-    r = make(StaticHealth({"fra": DOWN, "gru": DOWN}))
+    r = make(HealthView({"fra": DOWN, "gru": DOWN}))
     assert addresses(ask(r, "chained.steer.example.", ecs="10.3.0.0/24")) == ["192.0.2.3"]
 
 
@@ -230,10 +227,10 @@ def test_bias_grows_a_catchment() -> None:
     place = Place(ipaddress.ip_address("10.0.0.1"), 8, 0.0, 8.0)  # 8 deg from a, 12 from b
     unbiased = Steering({**pops, "b": Pop("b", 0.0, 20.0, order=1)})
     assert unbiased.decide(spec, ipaddress.ip_address("10.0.0.1"), 32, place,
-                           StaticHealth()).pops == ("a",)
+                           HealthView()).pops == ("a",)
     # +50: b's distance counts half: 12 * 0.5 = 6 < 8
     assert Steering(pops).decide(spec, ipaddress.ip_address("10.0.0.1"), 32, place,
-                                 StaticHealth()).pops == ("b",)
+                                 HealthView()).pops == ("b",)
 
 
 def test_ties_are_broken_by_configuration_order() -> None:
@@ -241,7 +238,7 @@ def test_ties_are_broken_by_configuration_order() -> None:
     spec = SteerSpec(b"\x01x\x00", 1, 30, {"a": (), "b": ()})
     place = Place(ipaddress.ip_address("10.0.0.1"), 8, 0.0, 0.0)
     d = Steering(pops).decide(spec, ipaddress.ip_address("10.0.0.1"), 32, place,
-                              StaticHealth())
+                              HealthView())
     assert d.pops == ("b",)
 
 
@@ -252,12 +249,12 @@ def test_latency_table_overrides_distance() -> None:
     place = Place(ipaddress.ip_address("10.1.9.1"), 16, 48.85, 2.35, "EU", "FR")
     table = (LatencyEntry({"fra": 80.0, "iad": 20.0}, country="FR"),)
     d = Steering(POPS, latency=table).decide(spec, ipaddress.ip_address("10.1.0.1"), 32,
-                                             place, StaticHealth(), explain=True)
+                                             place, HealthView(), explain=True)
     assert d.pops == ("iad",) and {c.latency_source for c in d.candidates} == {"table"}
     narrow = (LatencyEntry({"fra": 80.0, "iad": 20.0},
                            network=ipaddress.ip_network("10.1.2.0/24")),)
     d = Steering(POPS, latency=narrow).decide(spec, ipaddress.ip_address("10.1.9.1"), 24,
-                                              place, StaticHealth())
+                                              place, HealthView())
     assert d.pops == ("fra",) and d.scope == 21  # 10.1.8.0/21 stops short of 10.1.2.0/24
 
 

@@ -20,9 +20,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from geodns.health.probes import CheckSpec, Prober
+from geodns.health.probes import Prober
+from geodns.health.spec import CheckSpec
 from geodns.health.state import CheckState, PopState, Result, effective, penalty_ms
-from geodns.steering import DOWN, UNKNOWN, StaticHealth
+from geodns.health.states import DOWN, UNKNOWN, State
+from geodns.health.store import LocalHealthStore
+from geodns.names import to_text
+from geodns.rdata import type_name
 
 log = logging.getLogger("geodns.health")
 
@@ -43,24 +47,24 @@ def _unit_name(unit: Unit) -> str:
     if isinstance(unit, str):
         return f"pop={unit}"
     owner, rtype, pop = unit
-    from geodns.names import to_text
-    from geodns.rdata import type_name
-
     return f"pop={pop} record={to_text(owner)}/{type_name(rtype)}"
 
 
 class HealthChecker:
+    """Runs every check once, however many PoPs and records use it, and
+    writes the verdicts to the health store (publishing once per probe
+    result that changed anything)."""
+
     def __init__(self, checks: dict[str, list[CheckSpec]], require: dict[str, int | str],
-                 health: StaticHealth, settings: HealthSettings,
-                 on_change: Callable[[], None], clock: Callable[[], float] = time.monotonic,
+                 store: LocalHealthStore, settings: HealthSettings,
+                 clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None,
                  observe: Callable[[str, float], None] | None = None,
                  on_state: Callable[[str, str], None] | None = None) -> None:
-        self.health = health
+        self.store = store
         self.observe = observe  # (PoP, probe seconds), for the duration histogram
         self.on_state = on_state  # (PoP, what changed): a state change, for the event log
         self.settings = settings
-        self.on_change = on_change
         self.clock = clock
         self.rng = rng or random.Random()
         self.prober = Prober()
@@ -88,7 +92,12 @@ class HealthChecker:
                     self._spawn(spec)
             self.users[spec].append(unit)
             states.append(self.check_states[spec])
-        self.units[unit] = PopState(states, require, since=self.clock())
+        # A verdict the store already holds (handed over by the process this
+        # one replaces, or kept across a reconfiguration) stands until the
+        # checks reach their own.
+        held = self.store.probed(unit) if isinstance(unit, str) else \
+            self.store.record_state(unit[:2], unit[2])
+        self.units[unit] = PopState(states, require, state=held, since=self.clock())
 
     def _remove_unit(self, unit: Unit) -> None:
         self.units.pop(unit, None)
@@ -100,8 +109,10 @@ class HealthChecker:
                 task = self._tasks.pop(spec, None)
                 if task is not None:
                     task.cancel()
-        if not isinstance(unit, str):
-            self.health.records.get(unit[:2], {}).pop(unit[2], None)
+        if isinstance(unit, str):
+            self.store.clear_state(unit)
+        else:
+            self.store.drop_record(unit[:2], unit[2])
 
     def set_record_checks(self, records: dict[tuple[bytes, int],
                                               dict[str, tuple[CheckSpec, ...]]]) -> None:
@@ -118,6 +129,23 @@ class HealthChecker:
         for unit, specs in wanted.items():
             if unit not in self.units:
                 self._add_unit(unit, specs, "all")
+        self.store.publish()
+
+    def set_pop_checks(self, checks: dict[str, list[CheckSpec]],
+                       require: dict[str, int | str], settings: HealthSettings) -> None:
+        """The PoPs' checks after a configuration reload: checks that stay
+        the same keep their state and their schedule; the rest start or stop."""
+        self.settings = settings
+        current = [u for u in self.units if isinstance(u, str)]
+        for pop in current:
+            specs = [s for s, users in self.users.items() if pop in users]
+            if pop not in checks or specs != checks[pop] or \
+                    self.units[pop].require != require.get(pop, "all"):
+                self._remove_unit(pop)
+        for pop, specs in checks.items():
+            if pop not in self.units:
+                self._add_unit(pop, specs, require.get(pop, "all"))
+        self.store.publish()
 
     def start(self) -> None:
         self.started = self.clock()
@@ -175,14 +203,14 @@ class HealthChecker:
             if isinstance(unit, str) and result.ok and result.rtt_ms is not None:
                 state.observe_rtt(result.rtt_ms)
                 penalty = penalty_ms(state.rtt_ms, self.settings.slow_ms)
-                if penalty != self.health.penalties.get(unit, 0.0):
-                    self.health.penalties[unit] = penalty
+                if penalty != self.store.penalty_ms(unit):
+                    self.store.set_penalty(unit, penalty)
                     log.info("PoP %s probes average %.0f ms: score penalty %.0f ms", unit,
                              state.rtt_ms, penalty)
                     dirty = True
             dirty |= self._update(unit, state, f"{spec.describe()}: {result.detail}")
         if dirty:
-            self.on_change()
+            self.store.publish()
 
     def _update(self, unit: Unit, pop: PopState, reason: str) -> bool:
         """Bring steering's view of one unit up to date; True if it changed."""
@@ -193,18 +221,17 @@ class HealthChecker:
         if pop.changes == 0 and new == DOWN and pop.state == UNKNOWN:
             reason = "no verdict within the grace period"
         if isinstance(unit, str):
-            old = self.health.states.get(unit, UNKNOWN)
+            old = self.store.probed(unit)
         else:
-            old = self.health.records.get(unit[:2], {}).get(unit[2], UNKNOWN)
+            old = self.store.record_state(unit[:2], unit[2])
         if new == old:
             return False
         pop.since = now
         pop.changes += 1
         if isinstance(unit, str):
-            self.health.set(unit, new)
+            self.store.set_state(unit, State(new))
         else:
-            self.health.records.setdefault(unit[:2], {})[unit[2]] = new
-            self.health.version += 1
+            self.store.set_record_state(unit[:2], unit[2], State(new))
         checks = "; ".join(f"{s.describe()}={c.state}({c.last.detail if c.last else '-'})"
                            for s, c in self.check_states.items() if unit in self.users[s])
         pop_id = unit if isinstance(unit, str) else unit[2]

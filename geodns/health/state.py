@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from geodns.steering import DOWN, UNKNOWN, UP
+from geodns.health.states import DOWN, UNKNOWN, UP, State
 
 PENALTY_STEP_MS = 10.0
 EWMA_ALPHA = 0.3
@@ -50,7 +50,7 @@ class Result:
 class CheckState:
     rise: int
     fall: int
-    state: str = UNKNOWN
+    state: State = UNKNOWN
     ok_run: int = 0
     fail_run: int = 0
     last: Result | None = None
@@ -95,7 +95,7 @@ class PopState:
 
     checks: list[CheckState]
     require: int | str = "all"  # "all", "any", or a quorum count
-    state: str = UNKNOWN
+    state: State = UNKNOWN
     since: float = 0.0
     rtt_ms: float | None = None
     changes: int = 0
@@ -108,7 +108,7 @@ class PopState:
             return 1
         return int(self.require)
 
-    def verdict(self) -> str:
+    def verdict(self) -> State:
         if not self.checks:
             return UNKNOWN
         up = sum(c.state == UP for c in self.checks)
@@ -133,7 +133,7 @@ def penalty_ms(rtt_ms: float | None, slow_ms: float) -> float:
     return (rtt_ms - slow_ms) // PENALTY_STEP_MS * PENALTY_STEP_MS
 
 
-def effective(pop: PopState, now: float, started: float, grace: float) -> str:
+def effective(pop: PopState, now: float, started: float, grace: float) -> State:
     """The state steering should see: unknown after the grace period is
     down when the PoP has checks that never gave a verdict."""
     if pop.state == UNKNOWN and pop.checks and now - started >= grace:

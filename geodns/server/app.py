@@ -1,41 +1,71 @@
-"""The running server: sockets, the current snapshot, reloads and shutdown."""
+"""One serving process: its listeners, the snapshot it serves, reloads,
+health, and an orderly stop.
+
+Theory of operation (the control plane of one process):
+
+* **Snapshots.**  ``self.snapshot`` is everything a query needs; the data
+  plane reads only ``self.responder`` (the snapshot's).  A reload (every
+  ``reload.interval``, on SIGHUP, on ``POST /reload``) asks the source for
+  documents and the GeoIP source for a reader in a worker thread, builds a
+  new snapshot there with :func:`geodns.snapshot.build`, and swaps it in here,
+  on the event loop's thread, in one step.  What only the old snapshot used
+  (a GeoIP reader) is retired after the swap.
+* **Health.**  Probes (:class:`~geodns.health.checker.HealthChecker`) and
+  drains (:class:`~geodns.server.overrides.AdminOverrides`) write the health
+  store; each view it publishes is handed to the serving responder (which
+  forgets its cached decisions) and, with several workers, to the others
+  (:mod:`geodns.server.link`).  Only worker 0 probes; the others apply views.
+* **Observers** (admin API, metrics, status) read :meth:`view`, an immutable
+  :class:`~geodns.node.NodeView`, and change things through the few methods
+  of :class:`~geodns.node.NodeControl`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
 import os
-import shutil
-import signal
 import socket
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from geodns import logs
-from geodns import state as state_file
+from geodns.address import Address
 from geodns.admin import Admin
-from geodns.config import Address, Config
-from geodns.geo import bundled_database
+from geodns.config import Config
+from geodns.errors import StartupError
+from geodns.geo import MaxMindLocator
 from geodns.health.checker import HealthChecker
+from geodns.health.states import State
+from geodns.health.store import LocalHealthStore
+from geodns.health.view import HealthView
 from geodns.metrics import Metrics
-from geodns.querylog import SampledQueryLog
+from geodns.node import CheckStatus, NodeView, ProbeStatus
 from geodns.server import shared
-from geodns.server.transport import (
-    HAVE_UDPBATCH,
-    TCPConnection,
-    TCPConnections,
-    UDPBatchReader,
-    UDPReader,
-    UDPServer,
-    bind_pair,
+from geodns.server.link import WorkerLink
+from geodns.server.listeners import Listeners
+from geodns.server.overrides import AdminOverrides
+from geodns.server.transport import HAVE_UDPBATCH, TCPConnections
+from geodns.snapshot import (
+    Built,
+    FileSource,
+    GeoipSource,
+    Snapshot,
+    Source,
+    build,
+    new_responder,
+    parse_config,
 )
-from geodns.snapshot import Snapshot, ZoneStore, file_signature
-from geodns.status import ADMIN, START, STATE_CHANGE, AnswerHistory, EventLog, answers_per_pop
-from geodns.steering import StaticHealth, Steering
+from geodns.status import (
+    ADMIN,
+    RELOAD,
+    RELOAD_ERROR,
+    START,
+    STATE_CHANGE,
+    AnswerHistory,
+    EventLog,
+    answers_per_pop,
+)
 from geodns.wire import Responder
 
 log = logging.getLogger("geodns.server")
@@ -48,209 +78,143 @@ UDP_MODE = os.environ.get("GEODNS_UDP_MODE", "batch" if HAVE_UDPBATCH else "read
 
 
 class Server:
-    """One worker: listens, answers from ``self.responder``, reloads zones.
-
-    ``responder`` is the only thing the data plane reads; a reload replaces
-    it with one assignment.
-    """
+    """One process serving DNS (a worker, when there are several)."""
 
     def __init__(self, config: Config, reuse_port: bool = False,
                  udp_mode: str | None = None, admin: bool = True, worker_index: int = 0,
-                 runtime_dir: Path | None = None) -> None:
-        self.config = config
+                 runtime_dir: Path | None = None, source: Source | None = None,
+                 link: socket.socket | None = None,
+                 handover: HealthView | None = None) -> None:
+        self.given = config  # as started: its restart-only settings stay in force
         self.reuse_port = reuse_port
-        # With several workers: where they leave their counters for the
-        # first one's /metrics (see geodns.server.shared).
         self.worker_index = worker_index
-        self.runtime_dir = runtime_dir
+        self.runtime_dir = runtime_dir  # where workers leave counters (geodns.server.shared)
         self.admin_enabled = admin and config.admin is not None
-        self.admin: Admin | None = None
-        self.ready = False
-        self.checker: HealthChecker | None = None
-        self.metrics: Metrics | None = None
-        self._state_signature: tuple[int, int, int] | None = None
+        self.probing = worker_index == 0  # one node, one set of probes
         self.udp_mode = udp_mode or UDP_MODE
         if self.udp_mode == "batch" and not HAVE_UDPBATCH:
             log.warning("the batched UDP helper is not built; using recvfrom/sendto")
             self.udp_mode = "reader"
-        self.health = StaticHealth(dict(config.pop_states))
+        config_path = config.path if config.path is not None and config.path.is_file() \
+            else None
+        self.source: Source = source or FileSource(config_path, config.zones_dir)
+        self.geoip = GeoipSource()
         self.events = EventLog()
         self.history = AnswerHistory()
-        self.started_at: float | None = None
-        self.pop_since: dict[str, float] = {}  # wall clock of each PoP's last state change
-        self._seen_states: dict[str, str] = {}
-        self.store = store_for(config, self.health, self.events)
-        self.responder: Responder
+        self.store = LocalHealthStore(handover)
+        self.overrides = AdminOverrides(self.store, config.state_file, self._admin_changed)
+        self.store.subscribe(self._health_published)
+        self.link = WorkerLink(link, self._view_received) if link is not None else None
         self.tcp = TCPConnections(config.tcp.max_connections, config.tcp.idle_timeout)
-        self.bound: list[Address] = []
-        self._udp_transports: list[asyncio.BaseTransport] = []
-        self._udp_readers: list[socket.socket] = []
-        self._tcp_servers: list[asyncio.base_events.Server] = []
-        self._tasks: list[asyncio.Task[None]] = []
+        self.listeners = Listeners(self, self.tcp, self.udp_mode, reuse_port)
+        self.snapshot: Snapshot
+        self.responder: Responder  # the data plane reads only this
+        self.admin: Admin | None = None
+        self.checker: HealthChecker | None = None
+        self.metrics: Metrics | None = None  # made once there is something to view
+        self.started_at: float | None = None
+        self.pop_since: dict[str, float] = {}
+        self._seen_states: dict[str, State] = {}
+        self._restart_noted: tuple[str, ...] = ()
+        self._geoip_error: str | None = None
+        self.ready = False
+        self._stopping = False
         self._stopped = asyncio.Event()
         self._reload_lock = asyncio.Lock()
+        self._reload_pending = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def config(self) -> Config:
+        """The configuration being served."""
+        return self.snapshot.config
+
+    @property
+    def bound(self) -> list[Address]:
+        return self.listeners.bound
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
+        """Load everything, then listen.  Raises :class:`StartupError`
+        (naming the file or address) when the node cannot serve as
+        configured; nothing is left listening then."""
         self.started_at = time.time()
-        self.events.add(START, f"{self.config.version} starting on "
-                               f"{self.config.identity or 'this node'}")
-        self._load_state_file(force=True)
-        self._note_states()
-        snap = self.store.refresh(force=True)
-        assert snap is not None
-        self.responder = snap.responder
+        self.events.add(START, f"{self.given.version} starting on "
+                               f"{self.given.identity or 'this node'}")
+        self.overrides.load(self.given.pops, force=True)
         loop = asyncio.get_running_loop()
-        for addr in self.config.listen:
-            udp_sock, tcp_sock = bind_pair(addr.host, addr.port, self.reuse_port)
-            if self.udp_mode in ("batch", "reader"):
-                reader: UDPBatchReader | UDPReader
-                if self.udp_mode == "batch":
-                    reader = UDPBatchReader(self, udp_sock)
-                else:
-                    reader = UDPReader(self, udp_sock)
-                loop.add_reader(udp_sock.fileno(), reader.on_readable)
-                self._udp_readers.append(udp_sock)
-            else:
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda: UDPServer(self), sock=udp_sock)
-                self._udp_transports.append(transport)
-            server = await loop.create_server(
-                lambda: TCPConnection(self, self.tcp), sock=tcp_sock)
-            self._tcp_servers.append(server)
-            bound = Address(addr.host, udp_sock.getsockname()[1])
-            self.bound.append(bound)
-            log.info("listening on %s (UDP and TCP)", bound,
-                     extra={"event": "listening", "address": str(bound)})
-        if self.admin_enabled and self.config.admin is not None:
-            self.admin = Admin(self)
+        built = await loop.run_in_executor(None, self._prepare, True, None)
+        assert built is not None
+        snap = built.snapshot
+        if snap.config_errors and snap.config_digest is not None and \
+                snap.config is self.given:
+            raise StartupError("; ".join(str(p) for p in snap.config_errors))
+        if snap.config.pops and snap.locator is None:
+            raise StartupError(f"PoPs are configured but the GeoIP database cannot be used: "
+                               f"{snap.geoip.error}")
+        self._swap(built, first=True)
+        self._note_states(self.store.view())
+        self.metrics = Metrics(self.view)
+        if self.link is not None:
+            await self.link.start()
+        await self.listeners.open(self.given.listen)
+        if self.admin_enabled and self.given.admin is not None:
+            self.admin = Admin(self, self.metrics)
             try:
-                await self.admin.start(self.config.admin.host, self.config.admin.port)
+                await self.admin.start(self.given.admin.host, self.given.admin.port)
             except OSError as exc:
-                log.error("admin API not started on %s: %s", self.config.admin, exc)
-                self.admin = None
-        self.metrics = Metrics(self)
-        if self.config.pops:
-            self.checker = HealthChecker(self.config.checks, self.config.require, self.health,
-                                         self.config.health, self._health_changed,
+                self.listeners.close_sockets()
+                await self.listeners.wait_closed()
+                raise StartupError(f"cannot serve the admin API on {self.given.admin}: "
+                                   f"{exc.strerror or exc}") from None
+        if self.probing and snap.config.pops:
+            cfg = snap.config
+            self.checker = HealthChecker(cfg.checks, cfg.require, self.store, cfg.health,
                                          observe=self._observe_probe,
                                          on_state=self._state_changed)
             self._record_checks(snap)
             self.checker.start()
         self.ready = True
-        self._tasks.append(asyncio.create_task(self._poll_zones()))
+        self._tasks.append(asyncio.create_task(self._poll()))
         self._tasks.append(asyncio.create_task(self._sweep_tcp()))
         if self.admin is not None:  # the status page is served here
             self._tasks.append(asyncio.create_task(self._sample_answers()))
         if self.runtime_dir is not None and self.worker_index > 0:
             self._tasks.append(asyncio.create_task(self._publish_counters()))
-        zones = ", ".join(sorted(z.name for z in snap.zones.values())) or "none"
+        zones = ", ".join(sorted(z.name for z in snap.served())) or "none"
         log.info("serving zones: %s", zones)
+        if self._reload_pending:  # a SIGHUP came while starting
+            self.request_reload()
 
-    async def serve_forever(self, install_signals: bool = True) -> None:
+    def install_signals(self) -> None:
+        """SIGHUP reloads, SIGTERM and SIGINT stop (installed before
+        :meth:`start`, so a signal during start-up is not fatal)."""
+        import signal
+
         loop = asyncio.get_running_loop()
-        if install_signals:
-            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-            loop.add_signal_handler(signal.SIGTERM, self.request_stop)
-            loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+
+    async def serve_forever(self) -> None:
         await self._stopped.wait()
         await self.shutdown()
 
     def request_stop(self) -> None:
-        if not self._stopped.is_set():
+        if not self._stopping:
             log.info("stopping", extra={"event": "stop"})
+        self._stopping = True
         self.ready = False  # /readyz turns 503 at once, so load balancers move away
         self._stopped.set()
 
-    def readiness(self) -> list[str]:
-        """Why this node should not get traffic yet (empty: it is ready)."""
-        if not self.ready:
-            return ["stopping" if self._stopped.is_set() else "starting"]
-        problems = []
-        if not any(s.zone is not None for s in self.store.files.values()):
-            problems.append(f"no zone is served from {self.config.zones_dir}")
-        if self.config.pops and self.store.locator is None:
-            problems.append(f"GeoIP database not loaded: {self.store.geoip_error or 'none'}")
-        return problems
-
     def request_reload(self) -> None:
+        if not self.ready:
+            self._reload_pending = True  # done once start-up has finished
+            return
         log.info("reload requested (SIGHUP)")
         task = asyncio.get_running_loop().create_task(self._forced_reload())
         self._tasks.append(task)
         task.add_done_callback(self._tasks.remove)
-
-    def _record_checks(self, snap: Snapshot) -> None:
-        """Steered records' own checks, as the zones now say."""
-        if self.checker is None:
-            return
-        records = {spec.key: dict(spec.checks)
-                   for zone in snap.zones.values() for types in zone.steered.values()
-                   for spec in types.values() if spec.checks}
-        self.checker.set_record_checks(records)
-
-    def _observe_probe(self, pop: str, seconds: float) -> None:
-        if self.metrics is not None:
-            self.metrics.probe_duration.labels(pop).observe(seconds)
-
-    def _health_changed(self) -> None:
-        self.responder.forget_decisions()
-
-    def _state_changed(self, pop: str, message: str) -> None:
-        self._note_states()
-        self.events.add(STATE_CHANGE, message, pop)
-
-    def admin_changed(self, pop: str, message: str) -> None:
-        """An administrative state change, for the event log and ``since``."""
-        self._note_states()
-        self.events.add(ADMIN, message, pop)
-
-    def _note_states(self) -> None:
-        """Remember when each PoP's effective state (what steering sees) last
-        changed."""
-        now = time.time()
-        for pop in self.config.pops:
-            state = self.health.state(pop)
-            if self._seen_states.get(pop) != state:
-                self._seen_states[pop] = state
-                self.pop_since[pop] = now
-
-    def set_admin_state(self, pop: str, state: str | None) -> None:
-        """An administrative override (None removes it), kept in the state
-        file so that every worker and the next start see it."""
-        overrides = dict(self.health.admin)
-        if state is None:
-            overrides.pop(pop, None)
-        else:
-            overrides[pop] = state
-        if self.health.set_admin(overrides):
-            self.responder.forget_decisions()
-        if self.config.state_file is not None:
-            try:
-                state_file.save(self.config.state_file, overrides)
-                self._state_signature = file_signature(str(self.config.state_file))
-            except OSError as exc:
-                log.error("state file %s not written: %s (the change holds in this "
-                          "process only)", self.config.state_file, exc)
-
-    def _load_state_file(self, force: bool = False) -> bool:
-        path = self.config.state_file
-        if path is None:
-            return False
-        sig = file_signature(str(path))
-        if sig == self._state_signature and not force:
-            return False
-        self._state_signature = sig
-        before = {p: self.health.state(p) for p in self.config.pops}
-        changed = self.health.set_admin(state_file.load(path))
-        if changed:
-            text = ", ".join(f"{p} {s}" for p, s in sorted(self.health.admin.items())) or "none"
-            log.info("administrative PoP states: %s", text,
-                     extra={"event": "admin", "states": dict(self.health.admin)})
-            for pop, old in before.items():
-                new = self.health.state(pop)
-                if new != old:
-                    self.admin_changed(pop, f"{pop} {old} -> {new} (state file {path})")
-        return changed
 
     async def _forced_reload(self) -> None:
         await self.reload(force=True)
@@ -260,22 +224,16 @@ class Server:
         for t in self._tasks:
             t.cancel()
         if self.runtime_dir is not None and self.worker_index > 0:
-            shared.publish(self, self.runtime_dir, self.worker_index)
+            shared.publish(self._own_counters(), self.runtime_dir, self.worker_index)
         if self.admin is not None:
             await self.admin.stop()
             self.admin = None
         if self.checker is not None:
             await self.checker.stop()
             self.checker = None
-        for server in self._tcp_servers:
-            server.close()
-        for transport in self._udp_transports:
-            transport.close()
-        for sock in self._udp_readers:
-            asyncio.get_running_loop().remove_reader(sock.fileno())
-            sock.close()
-        self._udp_readers.clear()
-        self._udp_transports.clear()
+        if self.link is not None:
+            await self.link.close()
+        self.listeners.close_sockets()
         # Answers are written as soon as a query is read, so what is in flight
         # is what sits in write buffers: close() sends it, then closes.
         conns = list(self.tcp.open)
@@ -285,45 +243,220 @@ class Server:
         deadline = loop.time() + SHUTDOWN_GRACE
         while not all(c.finished for c in conns) and loop.time() < deadline:
             await asyncio.sleep(0.02)
-        for server in self._tcp_servers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1.0)
+        await self.listeners.wait_closed()
         log.info("stopped")
 
+    # -- the read-only view and the admin's controls ----------------------------
+    def readiness(self) -> tuple[str, ...]:
+        """Why this node should not get traffic yet (empty: it is ready)."""
+        if not self.ready:
+            return ("stopping" if self._stopping else "starting",)
+        snap = self.snapshot
+        problems = []
+        if not snap.served():
+            problems.append(f"no zone is served from {self.given.zones_dir}")
+        if snap.config.pops and snap.locator is None:
+            problems.append(f"GeoIP database not loaded: {snap.geoip.error or 'none'}")
+        return tuple(problems)
+
+    def view(self) -> NodeView:
+        probes: dict[str, ProbeStatus] = {}
+        checker = self.checker
+        if checker is not None:
+            for pop, unit in checker.pops.items():
+                checks = tuple(
+                    CheckStatus(spec.describe(), cs.state, cs.last.ok if cs.last else None,
+                                cs.last.detail if cs.last else None)
+                    for spec, cs in checker.check_states.items() if pop in checker.users[spec])
+                probes[pop] = ProbeStatus(checks, unit.rtt_ms, dict(unit.failures),
+                                          unit.changes)
+        counters = shared.node_counters(self._own_counters(), self.runtime_dir,
+                                        self.worker_index)
+        return NodeView(
+            now=time.time(), started_at=self.started_at, snapshot=self.snapshot,
+            health=self.store.view(), probes=probes, pop_since=dict(self.pop_since),
+            events=self.events.newest_first(),
+            history=self.history.as_json(self.snapshot.config.pops), counters=counters,
+            readiness=self.readiness(),
+            admin_requests=dict(self.admin.requests) if self.admin is not None else {})
+
+    def _own_counters(self) -> shared.WorkerCounters:
+        return shared.WorkerCounters.of(self.responder, self.tcp)
+
+    def set_admin_state(self, pop: str, state: State | None, why: str) -> None:
+        self.overrides.set(pop, state, self.snapshot.config.pops, why)
+
+    def add_event(self, kind: str, message: str, pop: str | None = None) -> None:
+        self.events.add(kind, message, pop)
+
+    # -- health ------------------------------------------------------------------
+    def _health_published(self, view: HealthView) -> None:
+        if hasattr(self, "responder"):
+            self.responder.use_health(view)
+        self._note_states(view)
+        if self.link is not None and self.probing:
+            self.link.send_view(view)
+
+    def _view_received(self, view: HealthView) -> None:
+        """A view from worker 0 (or, at start, the node's last one)."""
+        if not self.probing:
+            self.store.replace(view)
+
+    def _admin_changed(self, pop: str, message: str) -> None:
+        self.events.add(ADMIN, message, pop)
+
+    def _state_changed(self, pop: str, message: str) -> None:
+        self.events.add(STATE_CHANGE, message, pop)
+
+    def _note_states(self, view: HealthView) -> None:
+        """Remember when each PoP's effective state last changed."""
+        now = time.time()
+        pops = self.snapshot.config.pops if hasattr(self, "snapshot") else self.given.pops
+        for pop in pops:
+            state = view.state(pop)
+            if self._seen_states.get(pop) != state:
+                self._seen_states[pop] = state
+                self.pop_since[pop] = now
+
+    def _observe_probe(self, pop: str, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.probe_duration.labels(pop).observe(seconds)
+
+    def _record_checks(self, snap: Snapshot) -> None:
+        """Steered records' own checks, as the zones now say."""
+        if self.checker is None:
+            return
+        records = {spec.key: dict(spec.checks)
+                   for zone in snap.served() for types in zone.steered.values()
+                   for spec in types.values() if spec.checks}
+        self.checker.set_record_checks(records)
+
     # -- reloads ---------------------------------------------------------------
+    def _prepare(self, force: bool, previous: Snapshot | None) -> Built | None:
+        """Read the sources and build a snapshot (in a worker thread); None
+        when nothing changed."""
+        docs = self.source.poll(force)
+        base = previous.config if previous is not None else self.given
+        if docs is not None and docs.config is not None and (
+                previous is None or docs.config.digest != previous.config_digest):
+            parsed, problems = parse_config(docs.config, self.given)
+            if not problems:
+                base = parsed
+        geo_changed = self.geoip.poll(base, force)
+        if docs is None:
+            if not geo_changed:
+                return None
+            docs = self.source.poll(True)
+            assert docs is not None
+        return build(docs, self.given, previous, (self.geoip.locator, self.geoip.status),
+                     self.store.view(), new_responder, time.time(), running=self.given)
+
     async def reload(self, force: bool = False) -> bool:
-        """Re-read the zone directory; swap in a new snapshot if anything
-        changed.  Compiling runs in a thread so the loop keeps answering."""
+        """Read configuration, zones and GeoIP again; swap in a new snapshot if
+        anything changed.  The build runs in a thread so the loop keeps
+        answering."""
         async with self._reload_lock:
             loop = asyncio.get_running_loop()
             try:
-                snap = await loop.run_in_executor(None, self.store.refresh, force)
+                built = await loop.run_in_executor(None, self._prepare, force, self.snapshot)
             except Exception:
-                log.exception("reload failed; the previous zones stay in service")
+                log.exception("reload failed; the previous snapshot stays in service")
+                self.events.add(RELOAD_ERROR, "reload failed (see the log); the previous "
+                                              "snapshot stays in service")
                 return False
-            if snap is not None:
-                snap.responder.adopt_counters(self.responder)
-                self.responder = snap.responder
-                self._record_checks(snap)
-                return True
-            return False
+            if built is None:
+                self._note_geoip()
+                return False
+            self._swap(built)
+            return True
 
-    async def _poll_zones(self) -> None:
+    def _swap(self, built: Built, first: bool = False) -> None:
+        new = built.snapshot
+        old = getattr(self, "snapshot", None)
+        if old is not None:
+            new.responder.adopt_counters(old.responder)
+        new.responder.use_health(self.store.view())  # the newest, not the build's
+        self.snapshot = new
+        self.responder = new.responder
+        for change in built.changes:
+            level = logging.ERROR if change.kind == RELOAD_ERROR else logging.INFO
+            log.log(level, "%s", change.message, extra=dict(change.extra))
+            self.events.add(change.kind, change.message)
+        self._note_geoip()
+        if new.restart_needed != self._restart_noted:
+            for message in new.restart_needed:
+                log.warning("%s", message, extra={"event": "restart-needed"})
+                self.events.add(RELOAD_ERROR, message)
+            self._restart_noted = new.restart_needed
+        if old is not None:
+            self._apply_settings(old, new)
+            if old.locator is not None and old.locator is not new.locator and \
+                    isinstance(old.locator, MaxMindLocator):
+                old.locator.close()  # retired: nothing serves from it now
+        log.info("serving %s", new.version,
+                 extra={"event": "serving", "revision": new.version.revision})
+
+    def _note_geoip(self) -> None:
+        status = self.geoip.status
+        if status.error != self._geoip_error:
+            self._geoip_error = status.error
+            if status.error is not None:
+                kept = "; keeping the previous one" if self.geoip.locator else ""
+                log.error("GeoIP database not loaded: %s%s", status.error, kept,
+                          extra={"event": "geoip-error"})
+                self.events.add(RELOAD_ERROR, f"GeoIP database not loaded: {status.error}")
+            else:
+                self._geoip_loaded()
+        elif status.error is None and self.geoip.locator is not None and \
+                getattr(self, "_geoip_described", None) != status.description:
+            self._geoip_loaded()
+
+    def _geoip_loaded(self) -> None:
+        status = self.geoip.status
+        self._geoip_described = status.description
+        log.info("GeoIP database loaded: %s", status.description,
+                 extra={"event": "geoip-loaded", "file": status.path})
+        self.events.add(RELOAD, f"GeoIP database loaded: {status.description}")
+
+    def _apply_settings(self, old: Snapshot, new: Snapshot) -> None:
+        """What a new configuration changes in a running process."""
+        cfg = new.config
+        if old.config is cfg:
+            if self.checker is not None:
+                self._record_checks(new)
+            return
+        self.tcp.max_connections = cfg.tcp.max_connections
+        self.tcp.idle_timeout = cfg.tcp.idle_timeout
+        logging.getLogger("geodns").setLevel(cfg.log_level.upper())
+        self.store.keep_pops(cfg.pops)
+        if self.checker is not None:
+            self.checker.set_pop_checks(cfg.checks, cfg.require, cfg.health)
+            self._record_checks(new)
+        elif self.probing and cfg.pops and self.ready:
+            self.checker = HealthChecker(cfg.checks, cfg.require, self.store, cfg.health,
+                                         observe=self._observe_probe,
+                                         on_state=self._state_changed)
+            self._record_checks(new)
+            self.checker.start()
+        self.store.publish()
+
+    async def _poll(self) -> None:
         while True:
-            await asyncio.sleep(self.config.reload_interval)
+            await asyncio.sleep(self.snapshot.config.reload_interval)
             try:
-                if self._load_state_file():
-                    self.responder.forget_decisions()
+                if self.probing:
+                    self.overrides.load(self.snapshot.config.pops)
                 await self.reload()
             except asyncio.CancelledError:
                 raise
             except Exception:  # pragma: no cover - reload() already logs
-                log.exception("zone poll failed")
+                log.exception("poll failed")
 
     async def _sample_answers(self) -> None:
         """Steered answers per PoP, every history interval, for the status page."""
         while True:
-            counts = shared.node_counters(self)[0].counts
+            counts = shared.node_counters(self._own_counters(), self.runtime_dir,
+                                          self.worker_index).counts
             self.history.sample(answers_per_pop(counts), time.time())
             await asyncio.sleep(self.history.interval)
 
@@ -331,109 +464,26 @@ class Server:
         assert self.runtime_dir is not None
         while True:
             await asyncio.sleep(shared.PUBLISH_INTERVAL)
-            shared.publish(self, self.runtime_dir, self.worker_index)
+            shared.publish(self._own_counters(), self.runtime_dir, self.worker_index)
 
     async def _sweep_tcp(self) -> None:
         while True:
-            await asyncio.sleep(min(1.0, self.config.tcp.idle_timeout / 2))
+            await asyncio.sleep(min(1.0, self.tcp.idle_timeout / 2))
             self.tcp.sweep()
 
 
-def store_for(config: Config, health: StaticHealth, events: EventLog | None = None
-              ) -> ZoneStore:
-    """The zone store a configuration describes (also used by explain)."""
-    steering = Steering(config.pops, config.default_order, config.latency)
-    geoip = config.geoip_database or bundled_database()
-    make: Callable[..., Responder] = Responder
-    if config.query_sample > 0:
-        every = max(1, round(1 / config.query_sample))
-        make = functools.partial(SampledQueryLog, every=every)
-    return ZoneStore(config.zones_dir, config.udp_payload, config.chaos(), steering, geoip,
-                     health, config.geoip_asn_database, config.check_defaults, events, make)
+def offline_snapshot(config: Config, health: HealthView | None = None,
+                     make: Callable[..., Responder] | None = None) -> Snapshot:
+    """What a node with this configuration would serve, built without
+    serving (``geodns explain`` without a running node, tests)."""
+    source = FileSource(None, config.zones_dir)
+    geoip = GeoipSource()
+    geoip.poll(config)
+    docs = source.poll(True)
+    assert docs is not None
+    built = build(docs, config, None, (geoip.locator, geoip.status), health or HealthView(),
+                  make or new_responder, time.time())
+    return built.snapshot
 
 
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.new_event_loop()
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    return loop
-
-
-def run_worker(config: Config, reuse_port: bool, on_ready: Callable[[Server], None] | None
-               = None, admin: bool = True, index: int = 0,
-               runtime_dir: Path | None = None) -> int:
-    loop = new_event_loop()
-    asyncio.set_event_loop(loop)
-    server = Server(config, reuse_port=reuse_port, admin=admin, worker_index=index,
-                    runtime_dir=runtime_dir)
-    try:
-        loop.run_until_complete(server.start())
-    except OSError as exc:
-        log.error("cannot listen: %s", exc)
-        return 1
-    if on_ready is not None:
-        on_ready(server)
-    try:
-        loop.run_until_complete(server.serve_forever())
-    finally:
-        loop.close()
-    return 0
-
-
-def run(config: Config) -> int:
-    """Run the server in the foreground; with ``workers > 1``, as that many
-    processes sharing the listen addresses through SO_REUSEPORT."""
-    if config.workers <= 1:
-        return run_worker(config, reuse_port=False)
-    # Resolve port 0 once so that every worker binds the same ports.
-    fixed = []
-    for addr in config.listen:
-        if addr.port == 0:
-            udp, tcp = bind_pair(addr.host, 0, reuse_port=True)
-            fixed.append(Address(addr.host, udp.getsockname()[1]))
-            udp.close()
-            tcp.close()
-        else:
-            fixed.append(addr)
-    config.listen = fixed
-    runtime_dir = Path(tempfile.mkdtemp(prefix="geodns-workers-"))
-    children: list[int] = []
-    for i in range(config.workers):
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - exercised in a subprocess test
-            code = 1
-            try:
-                logs.set_worker(i, config.log_format)
-                code = run_worker(config, reuse_port=True, admin=(i == 0), index=i,
-                                  runtime_dir=runtime_dir)
-            finally:
-                os._exit(code)
-        children.append(pid)
-    log.info("started %d workers: %s", len(children), " ".join(map(str, children)))
-
-    def forward(signum: int, _frame: object) -> None:
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-
-    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, forward)
-    status = 0
-    for pid in children:
-        while True:
-            try:
-                _, st = os.waitpid(pid, 0)
-                break
-            except ChildProcessError:
-                st = 0
-                break
-            except InterruptedError:  # pragma: no cover
-                continue
-        status = status or os.waitstatus_to_exitcode(st)
-    shutil.rmtree(runtime_dir, ignore_errors=True)
-    return status
-
-
-__all__ = ["Server", "run"]
+__all__ = ["Server", "offline_snapshot"]

@@ -18,12 +18,12 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from geodns.counters import Decoded, decode
-
-if TYPE_CHECKING:
-    from geodns.server.app import Server
+from geodns.node import Counters
+from geodns.server.transport import TCPConnections
+from geodns.wire import Responder
 
 log = logging.getLogger("geodns.server")
 
@@ -43,10 +43,9 @@ class WorkerCounters:
     cache_entries: int = 0
 
     @classmethod
-    def of(cls, server: Server) -> WorkerCounters:
-        r = server.responder
-        return cls(decode(r.counts), dict(r.events), len(server.tcp.open), server.tcp.timed_out,
-                   server.tcp.evicted, len(r.decisions) + len(r.by_location))
+    def of(cls, responder: Responder, tcp: TCPConnections) -> WorkerCounters:
+        return cls(decode(responder.counts), dict(responder.events), len(tcp.open),
+                   tcp.timed_out, tcp.evicted, responder.cache_entries())
 
     def to_json(self) -> bytes:
         return json.dumps({
@@ -78,12 +77,12 @@ class WorkerCounters:
         self.cache_entries += other.cache_entries
 
 
-def publish(server: Server, directory: Path, index: int) -> None:
+def publish(counters: WorkerCounters, directory: Path, index: int) -> None:
     """Write this worker's counters (atomically: readers never see half a file)."""
     path = directory / f"worker-{index}.json"
     tmp = directory / f".worker-{index}.tmp"
     try:
-        tmp.write_bytes(WorkerCounters.of(server).to_json())
+        tmp.write_bytes(counters.to_json())
         os.replace(tmp, path)
     except OSError as exc:
         log.warning("worker %d: counters not written to %s: %s", index, path, exc)
@@ -105,12 +104,15 @@ def others(directory: Path, own: int) -> Iterable[WorkerCounters]:
             log.debug("counters in %s not read: %s", path, exc)
 
 
-def node_counters(server: Server) -> tuple[WorkerCounters, int]:
-    """Every worker's counters added up, and how many workers that is."""
-    total = WorkerCounters.of(server)
+def node_counters(own: WorkerCounters, directory: Path | None, index: int) -> Counters:
+    """Every worker's counters added up (this one's and what the others last
+    wrote to ``directory``)."""
+    total = WorkerCounters(dict(own.counts), dict(own.events), own.tcp_open, own.tcp_idle,
+                           own.tcp_evicted, own.cache_entries)
     workers = 1
-    if server.runtime_dir is not None:
-        for other in others(server.runtime_dir, server.worker_index):
+    if directory is not None:
+        for other in others(directory, index):
             total.add(other)
             workers += 1
-    return total, workers
+    return Counters(total.counts, total.events, total.tcp_open, total.tcp_idle,
+                    total.tcp_evicted, total.cache_entries, workers)

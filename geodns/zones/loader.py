@@ -72,12 +72,13 @@ def load_zone_file(path: Path, problems: Problems, display: str | None = None,
 
 
 def load_zone_text(text: str, file: str, default_origin: str, problems: Problems,
-                   pops: Collection[str] = ()) -> Zone | None:
+                   pops: Collection[str] = (),
+                   check_defaults: dict[str, float] | None = None) -> Zone | None:
     before = len(problems)
     root = load_text(text, file, problems)
     if root is None:
         return None
-    zone = _build(root, file, default_origin, problems, pops)
+    zone = _build(root, file, default_origin, problems, pops, check_defaults)
     return zone if len(problems) == before else None
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from geodns import names
+from geodns.problems import Where
 from geodns.rdata import NS, SOA, RData
 from geodns.steering import SteerSpec
-from geodns.yamlsrc import Where
 
 
 @dataclass(frozen=True, slots=True)

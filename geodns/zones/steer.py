@@ -25,7 +25,7 @@ from geodns.geo import IPNetwork
 from geodns.health.parse import parse_checks
 from geodns.health.probes import CheckSpec
 from geodns.rdata import AAAA, CNAME, A, RData
-from geodns.steering import ANSWER, FAIL_OPEN, NODATA, SERVFAIL, USE, Rule, SteerSpec
+from geodns.steering import ANSWER, FAIL_OPEN, NODATA, SERVFAIL, USE, AllDown, Rule, SteerSpec
 from geodns.yamlsrc import (
     Problems,
     Where,
@@ -120,7 +120,7 @@ def steer_spec(b: _ZoneBuilder, owner: bytes, rtype: int, tkey: YScalar,
                 checks[key.text] = tuple(specs)
     if len(p) != before:
         return None
-    return SteerSpec(owner, rtype, ttl, values, answers, tuple(rules), all_down, fallback,
+    return SteerSpec(owner, rtype, ttl, values, answers, tuple(rules), AllDown(all_down), fallback,
                      use, tkey.where, checks)
 
 

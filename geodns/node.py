@@ -1,0 +1,101 @@
+"""One read-only view of a running node, for everyone who watches it.
+
+The admin API, the metrics and the status document read a :class:`NodeView`,
+never the running server: the view is made on the event loop's thread from
+immutable parts (the snapshot being served, the health view, copies of the
+probe states, counters and events), so a reader cannot race a reload, and
+the observers depend on this module rather than on the server.
+
+:class:`NodeControl` is what the admin API may ask a node to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from geodns.counters import Decoded
+from geodns.health.states import State
+from geodns.health.view import HealthView
+from geodns.snapshot import Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    time: float
+    kind: str
+    message: str
+    pop: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"time": self.time, "kind": self.kind, "pop": self.pop, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class CheckStatus:
+    check: str  # what it probes, as an operator reads it
+    state: State
+    ok: bool | None  # the last probe's result (None: not probed yet)
+    detail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeStatus:
+    """What this node's probes say about one PoP."""
+
+    checks: tuple[CheckStatus, ...] = ()
+    rtt_ms: float | None = None
+    failures: Mapping[str, int] = field(default_factory=dict)  # failed probes by reason
+    changes: int = 0  # state changes
+
+
+Events = Mapping[tuple[str, str], int]
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """What every worker of the node has counted since it started."""
+
+    counts: Decoded = field(default_factory=dict)
+    events: Events = field(default_factory=dict)
+    tcp_open: int = 0
+    tcp_idle: int = 0
+    tcp_evicted: int = 0
+    cache_entries: int = 0
+    workers: int = 1  # how many workers these add up
+
+
+@dataclass(frozen=True)
+class NodeView:
+    now: float
+    started_at: float | None
+    snapshot: Snapshot  # what is served: configuration, zones, GeoIP, version
+    health: HealthView
+    probes: Mapping[str, ProbeStatus]  # by PoP; empty where this process does not probe
+    pop_since: Mapping[str, float]  # wall clock of each PoP's last state change
+    events: tuple[Event, ...]  # newest first
+    history: Mapping[str, Any]  # answers per PoP over the last minutes (status page)
+    counters: Counters
+    readiness: tuple[str, ...]  # why this node should not get traffic (empty: ready)
+    admin_requests: Mapping[tuple[str, str], int]  # admin change requests by (action, result)
+
+
+class NodeControl(Protocol):
+    """What the admin API reads and changes."""
+
+    def view(self) -> NodeView: ...
+
+    def set_admin_state(self, pop: str, state: State | None, why: str) -> None:
+        """Set (None: remove) a PoP's administrative state."""
+        ...
+
+    async def reload(self, force: bool = False) -> bool:
+        """Read configuration, zones and GeoIP again; True if a new snapshot
+        is served."""
+        ...
+
+    def add_event(self, kind: str, message: str, pop: str | None = None) -> None: ...
+
+
+__all__ = ["CheckStatus", "Counters", "Event", "NodeControl", "NodeView", "ProbeStatus"]

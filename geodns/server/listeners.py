@@ -1,0 +1,89 @@
+"""The DNS listeners: a UDP and a TCP socket per listen address, and the
+readers that feed them to the responder."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+
+from geodns.address import Address
+from geodns.errors import StartupError
+from geodns.server.transport import (
+    ResponderSource,
+    TCPConnection,
+    TCPConnections,
+    UDPBatchReader,
+    UDPReader,
+    UDPServer,
+    bind_pair,
+)
+
+log = logging.getLogger("geodns.server")
+
+
+class Listeners:
+    def __init__(self, source: ResponderSource, tcp: TCPConnections, udp_mode: str,
+                 reuse_port: bool) -> None:
+        self.source = source
+        self.tcp = tcp
+        self.udp_mode = udp_mode
+        self.reuse_port = reuse_port
+        self.bound: list[Address] = []
+        self._udp_transports: list[asyncio.BaseTransport] = []
+        self._udp_readers: list[socket.socket] = []
+        self._tcp_servers: list[asyncio.base_events.Server] = []
+
+    async def open(self, addresses: list[Address]) -> None:
+        """Bind every address (UDP and TCP) and start reading; a failure
+        names the address and closes what was already opened."""
+        loop = asyncio.get_running_loop()
+        for addr in addresses:
+            try:
+                udp_sock, tcp_sock = bind_pair(addr.host, addr.port, self.reuse_port)
+            except OSError as exc:
+                self.close_sockets()
+                raise StartupError(f"cannot listen on {addr} (UDP and TCP): "
+                                   f"{exc.strerror or exc}") from None
+            if self.udp_mode in ("batch", "reader"):
+                reader: UDPBatchReader | UDPReader
+                if self.udp_mode == "batch":
+                    reader = UDPBatchReader(self.source, udp_sock)
+                else:
+                    reader = UDPReader(self.source, udp_sock)
+                loop.add_reader(udp_sock.fileno(), reader.on_readable)
+                self._udp_readers.append(udp_sock)
+            else:
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: UDPServer(self.source), sock=udp_sock)
+                self._udp_transports.append(transport)
+            server = await loop.create_server(
+                lambda: TCPConnection(self.source, self.tcp), sock=tcp_sock)
+            self._tcp_servers.append(server)
+            bound = Address(addr.host, udp_sock.getsockname()[1])
+            self.bound.append(bound)
+            log.info("listening on %s (UDP and TCP)", bound,
+                     extra={"event": "listening", "address": str(bound)})
+
+    def close_sockets(self) -> None:
+        """Stop taking new queries and connections (open connections stay)."""
+        for server in self._tcp_servers:
+            server.close()
+        for transport in self._udp_transports:
+            transport.close()
+        loop = asyncio.get_running_loop()
+        for sock in self._udp_readers:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+        self._udp_readers.clear()
+        self._udp_transports.clear()
+
+    async def wait_closed(self) -> None:
+        for server in self._tcp_servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        self._tcp_servers.clear()
+
+
+__all__ = ["Listeners"]

@@ -1,0 +1,266 @@
+"""Process supervision: one serving process in the foreground, or N workers
+sharing the listen addresses (SO_REUSEPORT) under a supervising process.
+
+The supervisor does no DNS.  It forks the workers, relays health views
+between them (:mod:`geodns.server.link`), forwards SIGHUP, SIGTERM and SIGINT
+to them, and starts a worker again when one dies unexpectedly (handing it
+the node's current health view, so it does not start from "unknown").  If a
+worker fails while the node is starting, the node does not start: every
+worker is stopped and the exit status says so.  A worker that keeps dying
+soon after it starts stops the node too, rather than looping forever.
+
+Signals cannot kill a process that is still starting: a SIGHUP that arrives
+before the event loop's handlers exist is remembered and acted on once the
+start is done (:func:`install_early_signals`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import selectors
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from geodns import logs
+from geodns.config import Address, Config
+from geodns.errors import StartupError
+from geodns.health.view import HealthView
+from geodns.server.app import Server
+from geodns.server.link import Relay
+from geodns.server.transport import bind_pair
+
+log = logging.getLogger("geodns.server")
+
+# A worker that dies this soon after starting, this many times in a row,
+# stops the node.
+CRASH_WINDOW = 10.0
+CRASH_LIMIT = 3
+_early_hup = False
+
+
+def _note_hup(_signum: int, _frame: FrameType | None) -> None:
+    global _early_hup
+    _early_hup = True
+
+
+def install_early_signals() -> None:
+    """Until a process's event loop takes over, SIGHUP (which would kill it)
+    only asks for a reload once the process has started."""
+    signal.signal(signal.SIGHUP, _note_hup)
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+def run_worker(config: Config, reuse_port: bool,
+               on_ready: Callable[[Server], None] | None = None, admin: bool = True,
+               index: int = 0, runtime_dir: Path | None = None,
+               link: socket.socket | None = None,
+               handover: HealthView | None = None) -> int:
+    """Run one serving process until it is told to stop.  Exit status 1 when
+    it cannot start (the reason is logged, naming the file or address)."""
+    install_early_signals()
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    server = Server(config, reuse_port=reuse_port, admin=admin, worker_index=index,
+                    runtime_dir=runtime_dir, link=link, handover=handover)
+
+    async def install() -> None:
+        server.install_signals()
+
+    try:
+        loop.run_until_complete(install())
+        if _early_hup:
+            server.request_reload()  # remembered until the start is done
+        try:
+            loop.run_until_complete(server.start())
+        except StartupError as exc:
+            log.error("cannot start: %s", exc, extra={"event": "start-failed"})
+            loop.run_until_complete(server.shutdown())
+            return exc.exit_status
+        if on_ready is not None:
+            on_ready(server)
+        if server.link is not None:
+            server.link.send({"ready": index})  # the supervisor may now restart it
+        loop.run_until_complete(server.serve_forever())
+    finally:
+        loop.close()
+    return 0
+
+
+def run(config: Config) -> int:
+    """Run the server in the foreground; with ``workers > 1``, as that many
+    processes under a supervising one."""
+    if config.workers <= 1:
+        return run_worker(config, reuse_port=False)
+    # Resolve port 0 once so that every worker binds the same ports.
+    fixed = []
+    for addr in config.listen:
+        if addr.port == 0:
+            udp, tcp = bind_pair(addr.host, 0, reuse_port=True)
+            fixed.append(Address(addr.host, udp.getsockname()[1]))
+            udp.close()
+            tcp.close()
+        else:
+            fixed.append(addr)
+    config.listen = fixed
+    runtime_dir = Path(tempfile.mkdtemp(prefix="geodns-workers-"))
+    try:
+        return Supervisor(config, runtime_dir).run()
+    finally:
+        shutil.rmtree(runtime_dir, ignore_errors=True)
+
+
+class Supervisor:
+    def __init__(self, config: Config, runtime_dir: Path) -> None:
+        self.config = config
+        self.runtime_dir = runtime_dir
+        self.relay = Relay()
+        self.selector = selectors.DefaultSelector()
+        self.children: dict[int, int] = {}  # pid -> worker index
+        self.started: dict[int, float] = {}  # worker index -> when it was (re)started
+        self.crashes: dict[int, int] = {}  # worker index -> quick deaths in a row
+        self.ready: set[int] = set()  # workers that have started serving
+        self.pending: list[int] = []  # signals caught, to act on in the loop
+        self.stopping = False
+        self.status = 0
+        self._wake_r, self._wake_w = os.pipe()
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.pending.append(signum)
+
+    def run(self) -> int:
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        signal.set_wakeup_fd(self._wake_w)
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(sig, self._on_signal)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        for i in range(self.config.workers):
+            self.spawn(i)
+        log.info("started %d workers: %s", len(self.children),
+                 " ".join(map(str, self.children)))
+        while self.children:
+            timeout = 0.05 if self.relay.flush() else 1.0
+            for key, _ in self.selector.select(timeout):
+                if key.data is None:
+                    with contextlib.suppress(OSError):
+                        while os.read(self._wake_r, 4096):
+                            pass
+                else:
+                    for message in self.relay.readable(key.data):
+                        if "ready" in message:
+                            self.ready.add(key.data)
+            self._signals()
+            self._reap()
+        signal.set_wakeup_fd(-1)
+        return self.status
+
+    def spawn(self, index: int) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        handover = None
+        if self.relay.latest is not None:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                handover = HealthView.from_json(json.loads(self.relay.latest[4:])["health"])
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 1
+            try:
+                signal.set_wakeup_fd(-1)
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+                    signal.signal(sig, signal.SIG_DFL)
+                install_early_signals()
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                parent.close()
+                for peer in self.relay.peers.values():
+                    peer.sock.close()
+                logs.set_worker(index, self.config.log_format)
+                code = run_worker(self.config, reuse_port=True, admin=(index == 0),
+                                  index=index, runtime_dir=self.runtime_dir, link=child,
+                                  handover=handover)
+            finally:
+                os._exit(code)
+        child.close()
+        self.relay.add(index, parent)
+        self.selector.register(parent, selectors.EVENT_READ, index)
+        self.children[pid] = index
+        self.started[index] = time.monotonic()
+
+    def _signals(self) -> None:
+        while self.pending:
+            signum = self.pending.pop(0)
+            if signum == signal.SIGCHLD:
+                continue  # reaped below
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                self.stopping = True
+            for pid in self.children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signum)
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, st = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            index = self.children.pop(pid, None)
+            if index is None:
+                continue
+            code = os.waitstatus_to_exitcode(st)
+            peer = self.relay.peers.get(index)
+            if peer is not None:
+                self.selector.unregister(peer.sock)
+            self.relay.remove(index)
+            if self.stopping:
+                self.status = self.status or (code if code > 0 else 0)
+                continue
+            how = f"exit status {code}" if code >= 0 else f"signal {-code}"
+            if index not in self.ready:
+                log.error("worker %d (pid %d) failed while starting (%s); stopping the node",
+                          index, pid, how)
+                self.status = code if code > 0 else 1
+                self._stop_all()
+                continue
+            quick = time.monotonic() - self.started.get(index, 0.0) < CRASH_WINDOW
+            self.crashes[index] = self.crashes.get(index, 0) + 1 if quick else 1
+            if self.crashes[index] >= CRASH_LIMIT:
+                log.error("worker %d (pid %d) died %d times within %g s of starting (%s); "
+                          "stopping the node", index, pid, self.crashes[index], CRASH_WINDOW,
+                          how)
+                self.status = 1
+                self._stop_all()
+                continue
+            log.error("worker %d (pid %d) died (%s); starting it again", index, pid, how,
+                      extra={"event": "worker-restart", "worker": index})
+            self.ready.discard(index)
+            self.spawn(index)
+            self.ready.add(index)  # it served before: a failed restart counts as a crash
+
+    def _stop_all(self) -> None:
+        self.stopping = True
+        for pid in self.children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+
+__all__ = ["install_early_signals", "new_event_loop", "run", "run_worker"]
