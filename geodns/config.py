@@ -7,13 +7,10 @@ import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from geodns import __version__, logs
-from geodns.address import DEFAULT_PORT, Address, parse_address
-
-__all__ = ["DEFAULT_PORT", "Address", "Config", "TcpConfig", "check_zones_dir", "load_config",
-           "parse_address"]
+from geodns.address import DNS_PORT, Address, MissingPort, parse_address
 from geodns.compile import DEFAULT_UDP_PAYLOAD
 from geodns.health.checker import HealthSettings
 from geodns.health.parse import CHECK_DEFAULTS, check_timing, parse_checks
@@ -31,10 +28,17 @@ from geodns.yamlsrc import (
     as_list,
     as_str,
     expect_map,
-    load_file,
     load_text,
     unknown_keys,
 )
+
+__all__ = ["DEFAULT_LISTEN", "DNS_PORT", "Address", "Config", "TcpConfig", "check_zones_dir",
+           "load_config", "load_config_text", "parse_address"]
+
+# Without a ``listen`` key: loopback on an unprivileged port, so that trying
+# geodns needs no privileges.  An address written without a port means 53.
+DEFAULT_LISTEN = Address("127.0.0.1", 5300)
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -46,7 +50,7 @@ class TcpConfig:
 @dataclass
 class Config:
     path: Path | None
-    listen: list[Address] = field(default_factory=lambda: [Address("127.0.0.1", DEFAULT_PORT)])
+    listen: list[Address] = field(default_factory=lambda: [DEFAULT_LISTEN])
     zones_dir: Path = Path("zones")
     admin: Address | None = None
     admin_token: str | None = None  # None: admin changes are disabled
@@ -90,22 +94,31 @@ _TOP_KEYS = {"listen", "zones", "admin", "workers", "edns", "tcp", "reload", "lo
 
 
 def load_config(path: Path, problems: Problems) -> Config:
-    """Read a configuration file.  Problems are collected; the returned
-    config holds defaults wherever a value was wrong."""
-    root = load_file(path, problems)
-    return _from_root(root, path, path.parent, problems)
+    """Read a configuration file: :func:`load_config_text` on its contents,
+    with relative paths taken from the file's directory."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.add(Where(str(path), 1, 1), f"cannot read: {exc}")
+        cfg = Config(path=path)
+        cfg.zones_dir = path.parent / "zones"
+        return cfg
+    cfg = load_config_text(text, str(path), path.parent, problems)
+    cfg.path = path
+    return cfg
 
 
 def load_config_text(text: str, file: str, base: Path, problems: Problems) -> Config:
-    """A configuration document (relative paths in it are relative to
-    ``base``)."""
-    return _from_root(load_text(text, file, problems), Path(file), base, problems)
-
-
-def _from_root(root: YNode | None, path: Path, base: Path, problems: Problems) -> Config:
-    cfg = Config(path=path)
-    top = expect_map(root, "the configuration", problems) if root is not None else None
+    """Validate a configuration given as YAML text.  ``file`` names it in
+    problems (``file:line:column: message``); relative paths in it are taken
+    from ``base``.  Every problem is collected; the returned config holds the
+    defaults wherever a value was wrong, and is only usable when none was
+    found.  ``Config.path`` is left None: set it when the text came from a
+    file."""
+    cfg = Config(path=None)
     cfg.zones_dir = base / "zones"
+    root = load_text(text, file, problems)
+    top = expect_map(root, "the configuration", problems) if root is not None else None
     if top is None:
         return cfg
     unknown_keys(top, _TOP_KEYS, "the configuration", problems)
@@ -115,86 +128,119 @@ def _from_root(root: YNode | None, path: Path, base: Path, problems: Problems) -
         items = as_list(listen)
         addrs = []
         for item in items:
-            text = as_str(item, "listen address", problems)
-            if text is None:
+            addr = as_str(item, "listen address", problems)
+            if addr is None:
                 continue
             try:
-                addrs.append(parse_address(text))
+                addrs.append(parse_address(addr, DNS_PORT))
             except ValueError as exc:
                 problems.add(item.where, f"listen: {exc}")
-        if not addrs and not problems:
+        if not items:
             problems.add(listen.where, "listen: give at least one address")
         if addrs:
             cfg.listen = addrs
 
     zones = top.get("zones")
     if zones is not None:
-        text = as_str(zones, "zones", problems)
-        if text is not None:
-            cfg.zones_dir = (base / text) if not Path(text).is_absolute() else Path(text)
+        zones_dir = _path(zones, "zones", base, problems)
+        if zones_dir is not None:
+            cfg.zones_dir = zones_dir
 
     _admin(top.get("admin"), cfg, base, problems)
 
     workers = top.get("workers")
     if workers is not None:
-        cfg.workers = as_int(workers, "workers", problems, 1, 256) or 1
+        n = as_int(workers, "workers", problems, 1, 256)
+        if n is not None:
+            cfg.workers = n
 
     _edns(top.get("edns"), cfg, problems)
     _chaos(top.get("chaos"), cfg, problems)
     defaults = _health(top.get("health"), cfg, problems)
     _pops(top.get("pops"), cfg, problems, defaults)
     _default_order(top.get("default_order"), cfg, problems)
-    geoip = top.get("geoip")
-    if geoip is not None:
-        m = expect_map(geoip, "geoip", problems)
-        if m is not None:
-            unknown_keys(m, {"database", "asn_database"}, "geoip", problems)
-            for key in ("database", "asn_database"):
-                db = m.get(key)
-                if db is None or (isinstance(db, YScalar) and db.is_null):
-                    continue
-                text = as_str(db, f"geoip {key}", problems)
-                if text is not None:
-                    path = Path(text) if Path(text).is_absolute() else base / text
-                    if not path.is_file():
-                        problems.add(db.where, f"geoip {key} {path} does not exist")
-                    if key == "database":
-                        cfg.geoip_database = path
-                    else:
-                        cfg.geoip_asn_database = path
+    _geoip(top.get("geoip"), cfg, base, problems)
     _latency(top.get("latency"), cfg, problems)
     _tcp(top.get("tcp"), cfg, problems)
-    reload = top.get("reload")
-    if reload is not None:
-        m = expect_map(reload, "reload", problems)
-        if m is not None:
-            unknown_keys(m, {"interval"}, "reload", problems)
-            iv = m.get("interval")
-            if iv is not None:
-                cfg.reload_interval = as_float(iv, "reload interval", problems, 0.1, 60) or 1.0
-    log = top.get("log")
-    if log is not None:
-        m = expect_map(log, "log", problems)
-        if m is not None:
-            unknown_keys(m, {"level", "format", "query_sample"}, "log", problems)
-            lv = m.get("level")
-            if lv is not None:
-                text = as_str(lv, "log level", problems)
-                if text is not None and text.lower() not in ("debug", "info", "warning", "error"):
-                    problems.add(lv.where, "log level must be debug, info, warning or error")
-                elif text is not None:
-                    cfg.log_level = text.lower()
-            fmt = m.get("format")
-            if fmt is not None:
-                text = as_str(fmt, "log format", problems)
-                if text is not None and text not in logs.FORMATS:
-                    problems.add(fmt.where, "log format must be text or json")
-                elif text is not None:
-                    cfg.log_format = text
-            qs = m.get("query_sample")
-            if qs is not None:
-                cfg.query_sample = as_float(qs, "log query_sample", problems, 0.0, 1.0) or 0.0
+    _reload(top.get("reload"), cfg, problems)
+    _log(top.get("log"), cfg, problems)
     return cfg
+
+
+def _path(node: YNode, what: str, base: Path, problems: Problems) -> Path | None:
+    """A file or directory name, relative to ``base`` unless absolute."""
+    text = as_str(node, what, problems)
+    if text is None:
+        return None
+    if not text.strip():
+        problems.add(node.where, f"{what} is empty (write '.' for the configuration's "
+                     "own directory)")
+        return None
+    return Path(text) if Path(text).is_absolute() else base / text
+
+
+def _geoip(node: YNode | None, cfg: Config, base: Path, problems: Problems) -> None:
+    m = expect_map(node, "geoip", problems)
+    if m is None:
+        return
+    unknown_keys(m, {"database", "asn_database"}, "geoip", problems)
+    for key in ("database", "asn_database"):
+        db = m.get(key)
+        if db is None or (isinstance(db, YScalar) and db.is_null):
+            continue
+        path = _path(db, f"geoip {key}", base, problems)
+        if path is None:
+            continue
+        if not path.is_file():
+            problems.add(db.where, f"geoip {key} {path} does not exist")
+        if key == "database":
+            cfg.geoip_database = path
+        else:
+            cfg.geoip_asn_database = path
+
+
+def _reload(node: YNode | None, cfg: Config, problems: Problems) -> None:
+    m = expect_map(node, "reload", problems)
+    if m is None:
+        return
+    unknown_keys(m, {"interval"}, "reload", problems)
+    iv = m.get("interval")
+    if iv is not None:
+        f = as_float(iv, "reload interval", problems, 0.1, 60)
+        if f is not None:
+            cfg.reload_interval = f
+
+
+def _log(node: YNode | None, cfg: Config, problems: Problems) -> None:
+    m = expect_map(node, "log", problems)
+    if m is None:
+        return
+    unknown_keys(m, {"level", "format", "query_sample"}, "log", problems)
+    lv = m.get("level")
+    if lv is not None:
+        text = as_str(lv, "log level", problems)
+        if text is not None and text.lower() not in ("debug", "info", "warning", "error"):
+            problems.add(lv.where, "log level must be debug, info, warning or error")
+        elif text is not None:
+            cfg.log_level = text.lower()
+    fmt = m.get("format")
+    if fmt is not None:
+        text = as_str(fmt, "log format", problems)
+        if text is not None and text not in logs.FORMATS:
+            problems.add(fmt.where, "log format must be text or json")
+        elif text is not None:
+            cfg.log_format = text
+    qs = m.get("query_sample")
+    if qs is not None:
+        f = as_float(qs, "log query_sample", problems, 0.0, 1.0)
+        if f is not None:
+            cfg.query_sample = f
+
+
+def _or_keep(value: _T | None, default: _T) -> _T:
+    """The value written, or the default when the accessor found it invalid
+    (it has recorded a problem then, so the config is rejected anyway)."""
+    return default if value is None else value
 
 
 def _edns(node: YNode | None, cfg: Config, problems: Problems) -> None:
@@ -204,10 +250,14 @@ def _edns(node: YNode | None, cfg: Config, problems: Problems) -> None:
     unknown_keys(m, {"udp_payload"}, "edns", problems)
     v = m.get("udp_payload")
     if v is not None:
-        cfg.udp_payload = as_int(v, "edns udp_payload", problems, 512, 4096) or cfg.udp_payload
+        n = as_int(v, "edns udp_payload", problems, 512, 4096)
+        if n is not None:
+            cfg.udp_payload = n
 
 
 _POP_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_POP_KEYS = {"location", "city", "country", "continent", "bias", "state", "checks", "require"}
+_COUNTRY = re.compile(r"^[A-Za-z]{2}$")
 
 
 def _health(node: YNode | None, cfg: Config, problems: Problems) -> dict[str, float]:
@@ -219,23 +269,28 @@ def _health(node: YNode | None, cfg: Config, problems: Problems) -> dict[str, fl
     unknown_keys(m, {"interval", "timeout", "rise", "fall", "jitter", "grace", "slow_ms",
                      "concurrency", "flap_window"}, "health", problems)
     check_timing(m, defaults, problems, "health")
-    grace, slow, conc = cfg.health.grace, cfg.health.slow_ms, cfg.health.concurrency
-    flap = cfg.health.flap_window
-    if m.get("flap_window") is not None:
-        flap = as_float(m.get("flap_window"), "health flap_window", problems, 0, 86400) or 0.0  # type: ignore[arg-type]
-    if m.get("grace") is not None:
-        grace = as_float(m.get("grace"), "health grace", problems, 0, 3600) or 0.0  # type: ignore[arg-type]
-    if m.get("slow_ms") is not None:
-        slow = as_float(m.get("slow_ms"), "health slow_ms", problems, 0, 60000) or slow  # type: ignore[arg-type]
-    if m.get("concurrency") is not None:
-        conc = as_int(m.get("concurrency"), "health concurrency", problems, 1, 10000) or conc  # type: ignore[arg-type]
+    settings = cfg.health
+    grace, slow, flap = settings.grace, settings.slow_ms, settings.flap_window
+    conc = settings.concurrency
+    node = m.get("flap_window")
+    if node is not None:
+        flap = _or_keep(as_float(node, "health flap_window", problems, 0, 86400), flap)
+    node = m.get("grace")
+    if node is not None:
+        grace = _or_keep(as_float(node, "health grace", problems, 0, 3600), grace)
+    node = m.get("slow_ms")
+    if node is not None:
+        slow = _or_keep(as_float(node, "health slow_ms", problems, 0, 60000), slow)
+    node = m.get("concurrency")
+    if node is not None:
+        conc = _or_keep(as_int(node, "health concurrency", problems, 1, 10000), conc)
     cfg.health = HealthSettings(grace, slow, conc, flap)
     cfg.check_defaults = defaults
     return defaults
 
 
 def _pops(node: YNode | None, cfg: Config, problems: Problems,
-          defaults: dict[str, float] | None = None) -> None:
+          defaults: dict[str, float]) -> None:
     m = expect_map(node, "pops", problems)
     if m is None:
         return
@@ -248,19 +303,25 @@ def _pops(node: YNode | None, cfg: Config, problems: Problems,
         pm = expect_map(value, f"PoP {pid}", problems)
         if pm is None:
             continue
-        unknown_keys(pm, {"location", "city", "country", "continent", "bias", "weight",
-                          "state", "checks", "require"}, f"PoP {pid}", problems)
-        if pm.get("checks") is not None:
-            cfg.checks[pid] = parse_checks(pm.get("checks"), pid,  # type: ignore[arg-type]
-                                      defaults or dict(CHECK_DEFAULTS), problems)
+        for pkey, _ in pm.items:
+            if pkey.text == "weight":
+                problems.add(pkey.where, f"PoP {pid}: weight is not supported (steering does not "
+                             "use PoP weights); remove it, or use bias to grow or shrink the "
+                             "PoP's catchment")
+        unknown_keys(YMap([(k, v) for k, v in pm.items if k.text != "weight"], pm.where),
+                     _POP_KEYS, f"PoP {pid}", problems)
+        checks = pm.get("checks")
+        if checks is not None:
+            cfg.checks[pid] = parse_checks(checks, pid, defaults, problems)
         rq = pm.get("require")
         if rq is not None:
-            req = as_str(rq, "require", problems) or "all"
+            req = as_str(rq, "require", problems)
             if req in ("all", "any"):
                 cfg.require[pid] = req
-            elif req.isdigit() and 1 <= int(req) <= len(cfg.checks.get(pid, [])):
+            elif req is not None and req.isascii() and req.isdigit() \
+                    and 1 <= int(req) <= len(cfg.checks.get(pid, [])):
                 cfg.require[pid] = int(req)
-            else:
+            elif req is not None:
                 problems.add(rq.where, f"PoP {pid}: require must be all, any, or a number of "
                              "checks (a quorum) up to how many it has")
         loc = pm.get("location")
@@ -273,12 +334,10 @@ def _pops(node: YNode | None, cfg: Config, problems: Problems,
         for k in ("city", "country", "continent"):
             v = pm.get(k)
             labels[k] = as_str(v, f"PoP {pid} {k}", problems) if v is not None else None
-        bias, weight = 0.0, 1.0
-        bn, wn = pm.get("bias"), pm.get("weight")
+        bias = 0.0
+        bn = pm.get("bias")
         if bn is not None:
-            bias = as_float(bn, f"PoP {pid} bias", problems, -99, 99) or 0.0
-        if wn is not None:
-            weight = as_float(wn, f"PoP {pid} weight", problems, 0, 1e6) or 1.0
+            bias = _or_keep(as_float(bn, f"PoP {pid} bias", problems, -99, 99), bias)
         st = pm.get("state")
         if st is not None:
             text = as_str(st, f"PoP {pid} state", problems)
@@ -289,7 +348,7 @@ def _pops(node: YNode | None, cfg: Config, problems: Problems,
         if lat is None or lon is None:
             continue
         cfg.pops[pid] = Pop(pid, lat, lon, labels["city"], labels["country"],
-                            labels["continent"], bias, weight, order)
+                            labels["continent"], bias, order)
 
 
 def _default_order(node: YNode | None, cfg: Config, problems: Problems) -> None:
@@ -337,12 +396,22 @@ def _latency(node: YNode | None, cfg: Config, problems: Problems) -> None:
         network = None
         if net is not None:
             text = as_str(net, "latency network", problems)
+            if text is None:
+                continue
             try:
-                network = ipaddress.ip_network(text or "", strict=True)
+                network = ipaddress.ip_network(text, strict=True)
             except ValueError as exc:
                 problems.add(net.where, f"latency network: {exc}")
                 continue
-        cc = as_str(country, "latency country", problems) if country is not None else None
+        cc = None
+        if country is not None:
+            cc = as_str(country, "latency country", problems)
+            if cc is None:
+                continue
+            if not _COUNTRY.match(cc):
+                problems.add(country.where, f"latency country {cc!r} must be a two-letter "
+                             "country code (ISO 3166-1, as the GeoIP database gives it)")
+                continue
         pm = expect_map(m.get("pops"), "latency pops", problems)
         if pm is None:
             problems.add(m.where, "a latency entry needs 'pops: {pop: milliseconds}'")
@@ -375,15 +444,16 @@ def _admin(node: YNode | None, cfg: Config, base: Path, problems: Problems) -> N
             cfg.admin_token = text
         sf = node.get("state_file")
         if sf is not None and not (isinstance(sf, YScalar) and sf.is_null):
-            text = as_str(sf, "admin state_file", problems)
-            if text is not None:
-                cfg.state_file = Path(text) if Path(text).is_absolute() else base / text
+            cfg.state_file = _path(sf, "admin state_file", base, problems)
     if listen is None:
         return
     text = as_str(listen, "admin listen address", problems)
     if text is not None:
         try:
-            cfg.admin = parse_address(text, 8053)
+            cfg.admin = parse_address(text, None)
+        except MissingPort:
+            problems.add(listen.where, f"admin: {text!r} needs a port: there is no standard "
+                         "admin port (for example 127.0.0.1:8053)")
         except ValueError as exc:
             problems.add(listen.where, f"admin: {exc}")
 
@@ -415,10 +485,12 @@ def _tcp(node: YNode | None, cfg: Config, problems: Problems) -> None:
     unknown_keys(m, {"idle_timeout", "max_connections"}, "tcp", problems)
     v = m.get("idle_timeout")
     if v is not None:
-        cfg.tcp.idle_timeout = as_float(v, "tcp idle_timeout", problems, 0.5, 3600) or 10.0
+        cfg.tcp.idle_timeout = _or_keep(as_float(v, "tcp idle_timeout", problems, 0.5, 3600),
+                                        cfg.tcp.idle_timeout)
     v = m.get("max_connections")
     if v is not None:
-        cfg.tcp.max_connections = as_int(v, "tcp max_connections", problems, 1, 1_000_000) or 1000
+        cfg.tcp.max_connections = _or_keep(
+            as_int(v, "tcp max_connections", problems, 1, 1_000_000), cfg.tcp.max_connections)
 
 
 def check_zones_dir(cfg: Config, problems: Problems) -> None:

@@ -96,7 +96,6 @@ class Pop:
     country: str | None = None
     continent: str | None = None
     bias: float = 0.0  # -99..99
-    weight: float = 1.0
     order: int = 0  # position in the configuration: the tie-breaker
 
 

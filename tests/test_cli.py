@@ -124,3 +124,17 @@ def test_serve_with_two_workers(tmp_path: Path) -> None:
                                   ["serve", "--zones", "/nonexistent/zones"]])
 def test_serve_refuses_bad_arguments(argv: list[str]) -> None:
     assert main(argv) == 2
+
+
+@pytest.mark.parametrize("listen,message", [
+    ("::1:5300", "'::1:5300': IPv6 addresses go in brackets: [::1] or [::1]:5300"),
+    ("::1", "'::1': IPv6 addresses go in brackets"),
+])
+def test_check_rejects_unbracketed_ipv6_listen_argument(tmp_path: Path, capsys, listen: str,
+                                                        message: str) -> None:
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    shutil.copy(TEST_ZONE, zones)
+    assert main(["check", "--listen", listen, "--zones", str(zones)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert any(line.startswith("--listen:1:1: ") and message in line for line in err), err

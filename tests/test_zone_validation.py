@@ -99,3 +99,43 @@ def test_origin_defaults_to_file_name(tmp_path) -> None:
     problems = Problems()
     zone = load_zone_file(path, problems)
     assert zone is not None and zone.name == "named.example."
+
+
+@pytest.mark.parametrize("head,line,col,fragment", [
+    ("origin: ''\nsoa: {mname: ns1, rname: h}\n", 1, 9, "origin is empty"),
+    ("origin: v.example.\nsoa: {mname: ns1, rname: 'h@'}\n", 2, 26, "LOCAL@DOMAIN"),
+    ("origin: v.example.\nsoa: {mname: ns1, rname: 'a@b@example.com'}\n", 2, 26,
+     "LOCAL@DOMAIN"),
+])
+def test_problem_in_the_zone_head_is_located_and_the_rest_still_checked(
+        head: str, line: int, col: int, fragment: str) -> None:
+    body = 'records:\n  "@": {NS: [ns1]}\n  ns1: {A: 192.0.2.1}\n  www: {A: 192.0.2.300}\n'
+    found = problems_for(body, head=head)
+    assert any(p.startswith(f"z.yaml:{line}:{col}: ") and fragment in p for p in found), found
+    assert any(p.startswith("z.yaml:6:12: ") and "not an IPv4 address" in p for p in found), found
+
+
+@pytest.mark.parametrize("rname,served", [
+    ("hostmaster", "hostmaster.v.example."),
+    ("hostmaster.example.net.", "hostmaster.example.net."),
+    ("hostmaster@example.net", "hostmaster.example.net."),
+    ("hostmaster@example.net.", "hostmaster.example.net."),
+    ("john.doe@example.net", "john\\.doe.example.net."),
+])
+def test_soa_rname_forms(rname: str, served: str) -> None:
+    import dns.message
+    import dns.rdatatype
+
+    from geodns.compile import compile_zones
+    from geodns.wire import Responder
+
+    problems = Problems()
+    zone = load_zone_text(HEAD.replace("rname: hostmaster", f"rname: '{rname}'"), "z.yaml",
+                          "v.example.", problems)
+    assert zone is not None, list(map(str, problems))
+    wire = Responder(compile_zones([zone])).respond(
+        dns.message.make_query("v.example.", "SOA").to_wire(), True)
+    assert wire is not None
+    (rrset,) = dns.message.from_wire(wire).answer
+    assert rrset.rdtype == dns.rdatatype.SOA
+    assert rrset[0].rname.to_text() == served

@@ -12,26 +12,28 @@ The format is documented in ``docs/zones.md``.  In short::
 A record type maps to one value, a list of values, or a mapping with
 ``ttl`` and ``value``/``values``.  The mapping form is where a record's
 own options live, which is also where a steered record's options go.
+
+This module builds the zone; one value becomes RDATA in
+:mod:`geodns.zones.values`, steered record sets are read by
+:mod:`geodns.zones.steer`, and :mod:`geodns.zones.checks` checks the zone
+as a whole.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from pathlib import Path
 
 from geodns import names, rdata
 from geodns.health.parse import CHECK_DEFAULTS
-from geodns.rdata import AAAA, CNAME, MX, NS, SOA, TXT, A, RData, RDataError
+from geodns.rdata import CNAME, MX, NS, SOA, RData, RDataError
 from geodns.yamlsrc import (
     Problems,
     Where,
     YMap,
     YNode,
     YScalar,
-    YSeq,
     as_int,
     as_list,
     as_str,
@@ -40,8 +42,10 @@ from geodns.yamlsrc import (
     load_text,
     unknown_keys,
 )
+from geodns.zones.checks import check_zone
 from geodns.zones.model import RRset, Zone
-from geodns.zones.steer import check_steering, steer_spec
+from geodns.zones.steer import steer_spec
+from geodns.zones.values import is_structured, parse_value
 
 ZONE_SUFFIXES = (".yaml", ".yml")
 _LABEL_OK = re.compile(r"^(\*|[A-Za-z0-9_\-]([A-Za-z0-9_\-/\\]*))$")
@@ -112,10 +116,16 @@ def _build(root: YNode, file: str, default_origin: str, problems: Problems,
     origin_text = default_origin
     onode = top.get("origin")
     if onode is not None:
-        origin_text = as_str(onode, "origin", problems) or default_origin
-        if not origin_text.endswith("."):
-            problems.add(onode.where, f"origin {origin_text!r} must be absolute (end with '.')")
-            origin_text += "."
+        written = as_str(onode, "origin", problems)
+        if written is not None and not written.strip():
+            problems.add(onode.where, "origin is empty (leave it out and the file name "
+                         "gives it)")
+        elif written is not None:
+            origin_text = written
+            if not origin_text.endswith("."):
+                problems.add(onode.where,
+                             f"origin {origin_text!r} must be absolute (end with '.')")
+                origin_text += "."
     try:
         origin = names.from_text(origin_text).lower()
     except names.NameError_ as exc:
@@ -125,7 +135,9 @@ def _build(root: YNode, file: str, default_origin: str, problems: Problems,
     default_ttl = DEFAULT_TTL
     tnode = top.get("ttl")
     if tnode is not None:
-        default_ttl = as_int(tnode, "ttl", problems, 0, rdata.MAX_TTL) or default_ttl
+        ttl = as_int(tnode, "ttl", problems, 0, rdata.MAX_TTL)
+        if ttl is not None:  # else the zone is rejected for it
+            default_ttl = ttl
 
     zone = Zone(origin=origin, file=file, default_ttl=default_ttl)
     builder = _ZoneBuilder(zone, problems, pops, check_defaults)
@@ -145,7 +157,7 @@ def _build(root: YNode, file: str, default_origin: str, problems: Problems,
             for key, value in records.items:
                 builder.owner(key, value)
 
-    builder.check_zone(top.where)
+    check_zone(zone, problems, top.where)
     return zone
 
 
@@ -155,7 +167,7 @@ class _ZoneBuilder:
         self.zone = zone
         self.problems = problems
         self.pops = set(pops)
-        self.check_defaults = check_defaults or dict(CHECK_DEFAULTS)
+        self.check_defaults = dict(CHECK_DEFAULTS) if check_defaults is None else check_defaults
 
     # -- SOA --------------------------------------------------------------
     def soa(self, node: YNode) -> None:
@@ -175,8 +187,11 @@ class _ZoneBuilder:
             if s is None:
                 return
             if key == "rname" and "@" in s:
-                local, _, domain = s.partition("@")
-                s = local.replace(".", "\\.") + "." + domain
+                s = _mailbox_name(s)
+                if s is None:
+                    p.add(v.where, "soa rname: an e-mail address is LOCAL@DOMAIN, "
+                          "with one '@' and something on each side of it")
+                    return
             text[key] = s
         nums: dict[str, int] = {}
         for key in ("serial", "refresh", "retry", "expire", "minimum"):
@@ -191,7 +206,9 @@ class _ZoneBuilder:
         ttl = self.zone.default_ttl
         tn = m.get("ttl")
         if tn is not None:
-            ttl = as_int(tn, "soa ttl", p, 0, rdata.MAX_TTL) or 0
+            written = as_int(tn, "soa ttl", p, 0, rdata.MAX_TTL)
+            if written is not None:  # else the zone is rejected for it
+                ttl = written
         try:
             rd = rdata.soa(text["mname"], text["rname"], nums["serial"], nums["refresh"],
                            nums["retry"], nums["expire"], nums["minimum"], self.zone.origin)
@@ -244,13 +261,14 @@ class _ZoneBuilder:
         ttl = self.zone.default_ttl
         values: YNode | None = tval
         if isinstance(tval, YMap) and tval.get("steer") is not None:
-            spec = steer_spec(self, owner, rtype, tkey, tval)
+            spec = steer_spec(owner, rtype, tkey, tval, origin=self.zone.origin, pops=self.pops,
+                              check_defaults=self.check_defaults, p=p)
             if spec is not None:
                 self.zone.steered.setdefault(owner.lower(), {})[rtype] = spec
                 self.zone.nodes.setdefault(owner.lower(), {})
             return
         if isinstance(tval, YMap):
-            if rtype in _STRUCTURED and _STRUCTURED_KEYS[rtype] & set(tval.keys()):
+            if is_structured(rtype, tval):
                 values = tval  # a single structured value such as {preference: 10, ...}
             else:
                 unknown_keys(tval, {"ttl", "value", "values"}, f"{tkey.text} record", p)
@@ -274,7 +292,7 @@ class _ZoneBuilder:
         parsed: list[RData] = []
         seen: dict[bytes, Where] = {}
         for item in items:
-            rd = self.value(rtype, item)
+            rd = parse_value(rtype, item, self.zone.origin, p)
             if rd is None:
                 continue
             key = rd.wire.lower() if rtype in (NS, CNAME, rdata.PTR, MX) else rd.wire
@@ -293,170 +311,16 @@ class _ZoneBuilder:
         self.zone.nodes.setdefault(low, {})[rtype] = RRset(owner, rtype, ttl, tuple(parsed),
                                                            tkey.where)
 
-    def value(self, rtype: int, node: YNode) -> RData | None:
-        p = self.problems
-        origin = self.zone.origin
-        what = rdata.type_name(rtype)
-        try:
-            if isinstance(node, YMap):
-                if rtype not in _STRUCTURED:
-                    p.add(node.where, f"a {what} value is a plain string, not a mapping")
-                    return None
-                return _STRUCTURED[rtype](node, origin, p)
-            if isinstance(node, YSeq):
-                if rtype != TXT:
-                    p.add(node.where, f"a {what} value must be a string")
-                    return None
-                parts = []
-                for s in node.items:
-                    raw = _txt_bytes(s, p)
-                    if raw is None:
-                        return None
-                    parts.append(raw)
-                return rdata.txt(parts)
-            assert isinstance(node, YScalar)
-            if node.is_null:
-                p.add(node.where, f"empty {what} value")
-                return None
-            text = node.text
-            if rtype == A:
-                return rdata.a(text)
-            if rtype == AAAA:
-                return rdata.aaaa(text)
-            if rtype in (NS, CNAME, rdata.PTR):
-                return rdata.name_rdata(text, origin)
-            if rtype == TXT:
-                raw = _txt_bytes(node, p)
-                return None if raw is None else rdata.txt([raw])
-            if rtype == MX:
-                pref, exch = rdata.split_fields(text, 2)
-                return rdata.mx(rdata.parse_int(pref, "MX preference", 65535), exch, origin)
-            if rtype == rdata.SRV:
-                pr, w, port, target = rdata.split_fields(text, 4)
-                return rdata.srv(rdata.parse_int(pr, "SRV priority", 65535),
-                                 rdata.parse_int(w, "SRV weight", 65535),
-                                 rdata.parse_int(port, "SRV port", 65535), target, origin)
-            if rtype == rdata.CAA:
-                flags, tag, val = rdata.split_fields(text, 3)
-                return rdata.caa(rdata.parse_int(flags, "CAA flags", 255), tag,
-                                 val.encode("utf-8"))
-        except RDataError as exc:
-            p.add(node.where, f"{what}: {exc}")
-            return None
-        p.add(node.where, f"{what} values are not supported")  # pragma: no cover
+
+def _mailbox_name(address: str) -> str | None:
+    """``hostmaster@example.com`` as an SOA RNAME (RFC 1035 section 8):
+    dots in the local part escaped, the domain always absolute.  None if it
+    is not LOCAL@DOMAIN."""
+    local, _, domain = address.partition("@")
+    domain = domain.rstrip(".")
+    if not local or not domain or "@" in domain:
         return None
-
-    # -- whole-zone checks --------------------------------------------------
-    def check_zone(self, where: Where) -> None:
-        p = self.problems
-        zone = self.zone
-        apex = zone.nodes.get(zone.origin, {})
-        if NS not in apex:
-            p.add(where, f"the zone apex {zone.name} has no NS records")
-        if CNAME in apex:
-            p.add(apex[CNAME].where or where, "a CNAME is not allowed at the zone apex")
-        cuts = zone.delegations()
-        for owner, types in zone.nodes.items():
-            steered = zone.steered.get(owner, {})
-            all_types = set(types) | set(steered)
-            if CNAME in all_types and len(all_types) > 1:
-                others = ", ".join(rdata.type_name(t) for t in sorted(all_types) if t != CNAME)
-                at = types[CNAME].where if CNAME in types else steered[CNAME].where
-                p.add(at or where,
-                      f"{names.to_text(owner)} has a CNAME beside other data ({others})")
-            if steered and (owner == zone.origin or any(
-                    names.is_subdomain(owner, c) for c in cuts)):
-                spec = next(iter(steered.values()))
-                p.add(spec.where or where, f"{names.to_text(owner)}: a steered record cannot "
-                      "be at the zone apex or at or below a delegation")
-            if owner in cuts and owner[0] == 1 and owner[1:2] == b"*":
-                p.add(types[NS].where or where, "a wildcard cannot be a delegation point")
-        check_steering(zone, p, where)
-        # Delegations: in-bailiwick NS targets need glue addresses.
-        for cut in cuts:
-            for rd in zone.nodes[cut][NS].rdatas:
-                target = rd.target
-                if target is None or not names.is_subdomain(target, cut):
-                    continue
-                target_types = zone.nodes.get(target, {})
-                if A not in target_types and AAAA not in target_types:
-                    p.add(zone.nodes[cut][NS].where or where,
-                          f"delegation {names.to_text(cut)}: name server "
-                          f"{names.to_text(target)} is inside the delegated zone and needs "
-                          "glue (an A or AAAA record for it in this zone)")
-
-
-def _txt_bytes(node: YNode, p: Problems) -> bytes | None:
-    """A TXT string: text (UTF-8), or ``!!binary`` base64 for other bytes."""
-    if not isinstance(node, YScalar) or node.is_null:
-        p.add(node.where, "TXT strings must be plain text")
-        return None
-    if node.tag == "tag:yaml.org,2002:binary":
-        try:
-            return base64.b64decode("".join(node.text.split()), validate=True)
-        except (binascii.Error, ValueError):
-            p.add(node.where, "!!binary TXT string is not valid base64")
-            return None
-    return node.text.encode("utf-8")
-
-
-def _map_fields(node: YMap, fields: list[str], what: str, p: Problems) -> dict[str, YNode] | None:
-    unknown_keys(node, set(fields), what, p)
-    out = {}
-    for f in fields:
-        v = node.get(f)
-        if v is None:
-            p.add(node.where, f"{what}: missing {f!r}")
-            return None
-        out[f] = v
-    return out
-
-
-def _mx_map(node: YMap, origin: bytes, p: Problems) -> RData | None:
-    f = _map_fields(node, ["preference", "exchange"], "MX", p)
-    if f is None:
-        return None
-    pref = as_int(f["preference"], "MX preference", p, 0, 65535)
-    exch = as_str(f["exchange"], "MX exchange", p)
-    if pref is None or exch is None:
-        return None
-    return rdata.mx(pref, exch, origin)
-
-
-def _srv_map(node: YMap, origin: bytes, p: Problems) -> RData | None:
-    f = _map_fields(node, ["priority", "weight", "port", "target"], "SRV", p)
-    if f is None:
-        return None
-    nums = [as_int(f[k], f"SRV {k}", p, 0, 65535) for k in ("priority", "weight", "port")]
-    target = as_str(f["target"], "SRV target", p)
-    if None in nums or target is None:
-        return None
-    return rdata.srv(nums[0] or 0, nums[1] or 0, nums[2] or 0, target, origin)
-
-
-def _caa_map(node: YMap, origin: bytes, p: Problems) -> RData | None:
-    f = _map_fields(node, ["flags", "tag", "value"], "CAA", p)
-    if f is None:
-        return None
-    flags = as_int(f["flags"], "CAA flags", p, 0, 255)
-    tag = as_str(f["tag"], "CAA tag", p)
-    value = f["value"]
-    text = value.text if isinstance(value, YScalar) else None
-    if text is None:
-        p.add(value.where, "CAA value must be a string")
-    if flags is None or tag is None or text is None:
-        return None
-    return rdata.caa(flags, tag, text.encode("utf-8"))
-
-
-_STRUCTURED_KEYS = {
-    MX: {"preference", "exchange"},
-    rdata.SRV: {"priority", "weight", "port", "target"},
-    rdata.CAA: {"flags", "tag"},
-}
-_STRUCTURED: dict[int, Callable[[YMap, bytes, Problems], RData | None]] = {
-    MX: _mx_map, rdata.SRV: _srv_map, rdata.CAA: _caa_map,
-}
+    return local.replace(".", "\\.") + "." + domain + "."
 
 
 def load_zone_dir(directory: Path, problems: Problems) -> dict[str, Zone]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Collection
 
 from geodns import names, rdata
 from geodns.geo import IPNetwork
@@ -28,7 +28,6 @@ from geodns.rdata import AAAA, CNAME, A, RData
 from geodns.steering import ANSWER, FAIL_OPEN, NODATA, SERVFAIL, USE, AllDown, Rule, SteerSpec
 from geodns.yamlsrc import (
     Problems,
-    Where,
     YMap,
     YNode,
     YScalar,
@@ -39,10 +38,7 @@ from geodns.yamlsrc import (
     expect_map,
     unknown_keys,
 )
-from geodns.zones.model import Zone
-
-if TYPE_CHECKING:
-    from geodns.zones.loader import _ZoneBuilder
+from geodns.zones.values import parse_value
 
 STEERABLE = (A, AAAA, CNAME)
 DEFAULT_STEERED_TTL = 30
@@ -50,22 +46,28 @@ CONTINENTS = {"AF", "AN", "AS", "EU", "NA", "OC", "SA"}
 _PLACE = re.compile(r"^[A-Z]{2}(-[A-Z]{2}(-[A-Z0-9]{1,3})?)?$")
 
 
-def steer_spec(b: _ZoneBuilder, owner: bytes, rtype: int, tkey: YScalar,
-               tval: YMap) -> SteerSpec | None:
-    p = b.problems
+def steer_spec(owner: bytes, rtype: int, tkey: YScalar, tval: YMap, *, origin: bytes,
+               pops: Collection[str], check_defaults: dict[str, float],
+               p: Problems) -> SteerSpec | None:
+    """The steered record set ``tkey: tval`` at ``owner`` (names relative to
+    ``origin``), or None with its problems recorded.  ``pops`` are the PoPs
+    the server configuration defines."""
     before = len(p)
     what = f"steered {tkey.text}"
     unknown_keys(tval, {"ttl", "steer"}, what, p)
     if rtype not in STEERABLE:
         p.add(tkey.where, f"only A, AAAA and CNAME records can be steered, not {tkey.text}")
         return None
-    if not b.pops:
+    if not pops:
         p.add(tval.where, "steered record, but the server configuration defines no PoPs "
               "('pops:')")
         return None
     ttl = DEFAULT_STEERED_TTL
-    if tval.get("ttl") is not None:
-        ttl = as_int(tval.get("ttl"), "ttl", p, 0, rdata.MAX_TTL) or 0  # type: ignore[arg-type]
+    tn = tval.get("ttl")
+    if tn is not None:
+        written = as_int(tn, "ttl", p, 0, rdata.MAX_TTL)
+        if written is not None:  # else a problem is recorded and no spec returned
+            ttl = written
     sm = expect_map(tval.get("steer"), "steer", p)
     if sm is None:
         return None
@@ -78,13 +80,13 @@ def steer_spec(b: _ZoneBuilder, owner: bytes, rtype: int, tkey: YScalar,
             p.add(sm.where, "steer needs 'pops': the answer at each PoP")
         return None
     for key, val in pm.items:
-        if key.text not in b.pops:
+        if key.text not in pops:
             p.add(key.where, f"unknown PoP {key.text!r} (configured: "
-                  f"{', '.join(sorted(b.pops))})")
+                  f"{', '.join(sorted(pops))})")
             continue
         rds = []
         for item in as_list(val):
-            rd = b.value(rtype, item)
+            rd = parse_value(rtype, item, origin, p)
             if rd is not None:
                 rds.append(rd)
         if rtype == CNAME and len(rds) > 1:
@@ -93,21 +95,23 @@ def steer_spec(b: _ZoneBuilder, owner: bytes, rtype: int, tkey: YScalar,
             values[key.text] = tuple(rds)
 
     answers = 1
-    if sm.get("answers") is not None:
-        answers = as_int(sm.get("answers"), "answers", p, 1, 64) or 1  # type: ignore[arg-type]
+    an = sm.get("answers")
+    if an is not None:
+        written = as_int(an, "answers", p, 1, 64)
+        if written is not None:
+            answers = written
         if rtype == CNAME and answers != 1:
-            p.add(sm.get("answers").where, "a steered CNAME answers with one PoP")  # type: ignore[union-attr]
+            p.add(an.where, "a steered CNAME answers with one PoP")
         elif values and answers > len(values):
-            p.add(sm.get("answers").where,  # type: ignore[union-attr]
-                  f"answers: {answers} is more than the {len(values)} PoPs listed")
+            p.add(an.where, f"answers: {answers} is more than the {len(values)} PoPs listed")
 
-    rules = _rules(sm.get("rules"), values, b, p)
+    rules = _rules(sm.get("rules"), values, pops, p)
     all_down: str = FAIL_OPEN
     fallback: tuple[RData, ...] = ()
     use: bytes | None = None
     ad = sm.get("all_down")
     if ad is not None:
-        all_down, fallback, use = _all_down(ad, rtype, b, p)
+        all_down, fallback, use = _all_down(ad, rtype, origin, p)
     checks: dict[str, tuple[CheckSpec, ...]] = {}
     cm = expect_map(sm.get("checks"), "steer checks", p)
     if cm is not None:
@@ -115,7 +119,7 @@ def steer_spec(b: _ZoneBuilder, owner: bytes, rtype: int, tkey: YScalar,
             if key.text not in values:
                 p.add(key.where, f"checks for PoP {key.text!r}, which has no answer in 'pops'")
                 continue
-            specs = parse_checks(val, key.text, dict(b.check_defaults), p)
+            specs = parse_checks(val, key.text, dict(check_defaults), p)
             if specs:
                 checks[key.text] = tuple(specs)
     if len(p) != before:
@@ -124,7 +128,7 @@ def steer_spec(b: _ZoneBuilder, owner: bytes, rtype: int, tkey: YScalar,
                      use, tkey.where, checks)
 
 
-def _rules(node: YNode | None, values: dict[str, tuple[RData, ...]], b: _ZoneBuilder,
+def _rules(node: YNode | None, values: dict[str, tuple[RData, ...]], all_pops: Collection[str],
            p: Problems) -> list[Rule]:
     if node is None:
         return []
@@ -140,8 +144,10 @@ def _rules(node: YNode | None, values: dict[str, tuple[RData, ...]], b: _ZoneBui
         networks: list[IPNetwork] = []
         for n in as_list(m.get("networks")):
             text = as_str(n, "network", p)
+            if text is None:
+                continue
             try:
-                networks.append(ipaddress.ip_network(text or "", strict=True))
+                networks.append(ipaddress.ip_network(text, strict=True))
             except ValueError as exc:
                 p.add(n.where, f"rule network: {exc}")
         places: set[str] = set()
@@ -164,7 +170,7 @@ def _rules(node: YNode | None, values: dict[str, tuple[RData, ...]], b: _ZoneBui
             pid = as_str(x, "PoP", p)
             if pid is None:
                 continue
-            if pid not in b.pops:
+            if pid not in all_pops:
                 p.add(x.where, f"unknown PoP {pid!r}")
             elif pid not in values:
                 p.add(x.where, f"PoP {pid!r} has no answer in this record's 'pops'")
@@ -185,8 +191,7 @@ def _never_matches(rule: Rule, earlier: list[Rule]) -> str | None:
             return f"the rule at {where} matches every client"
         # Earlier rule matches a superset of what this one matches.
         nets_covered = not prev.networks or (bool(rule.networks) and all(
-            any(n.version == q.version and n.subnet_of(q) for q in prev.networks)  # type: ignore[arg-type]
-            for n in rule.networks))
+            any(_within(n, q) for q in prev.networks) for n in rule.networks))
         places_covered = not prev.places or (bool(rule.places) and all(
             any(code == q or code.startswith(q + "-") for q in prev.places)
             for code in rule.places))
@@ -195,7 +200,15 @@ def _never_matches(rule: Rule, earlier: list[Rule]) -> str | None:
     return None
 
 
-def _all_down(node: YNode, rtype: int, b: _ZoneBuilder,
+def _within(inner: IPNetwork, outer: IPNetwork) -> bool:
+    if isinstance(inner, ipaddress.IPv4Network) and isinstance(outer, ipaddress.IPv4Network):
+        return inner.subnet_of(outer)
+    if isinstance(inner, ipaddress.IPv6Network) and isinstance(outer, ipaddress.IPv6Network):
+        return inner.subnet_of(outer)
+    return False
+
+
+def _all_down(node: YNode, rtype: int, origin: bytes,
               p: Problems) -> tuple[str, tuple[RData, ...], bytes | None]:
     if isinstance(node, YScalar):
         if node.text in (FAIL_OPEN, SERVFAIL, NODATA):
@@ -207,38 +220,20 @@ def _all_down(node: YNode, rtype: int, b: _ZoneBuilder,
     if m is None:
         return FAIL_OPEN, (), None
     unknown_keys(m, {"answer", "use"}, "all_down", p)
-    if m.get("answer") is not None:
-        rds = [b.value(rtype, item) for item in as_list(m.get("answer"))]
+    answer, use = m.get("answer"), m.get("use")
+    if answer is not None:
+        if not as_list(answer):
+            p.add(answer.where, "all_down answer needs at least one value")
+        rds = [parse_value(rtype, item, origin, p) for item in as_list(answer)]
         return ANSWER, tuple(r for r in rds if r is not None), None
-    if m.get("use") is not None:
-        text = as_str(m.get("use"), "all_down use", p)  # type: ignore[arg-type]
+    if use is not None:
+        text = as_str(use, "all_down use", p)
+        if text is None:
+            return FAIL_OPEN, (), None
         try:
-            return USE, (), names.from_text(text or "", b.zone.origin).lower()
+            return USE, (), names.from_text(text, origin).lower()
         except names.NameError_ as exc:
-            p.add(m.where, f"all_down use: {exc}")
+            p.add(use.where, f"all_down use: {exc}")
     else:
         p.add(m.where, "all_down needs 'answer' or 'use'")
     return FAIL_OPEN, (), None
-
-
-def check_steering(zone: Zone, p: Problems, where: Where) -> None:
-    """Cross-record checks: ``all_down: use`` must name a steered record of
-    the same type in this zone, and such fallbacks must not loop."""
-    for owner, types in zone.steered.items():
-        for rtype, spec in types.items():
-            if spec.all_down != USE or spec.use is None:
-                continue
-            seen = [owner]
-            cur = spec
-            while cur.all_down == USE and cur.use is not None:
-                target = zone.steered.get(cur.use, {}).get(rtype)
-                if target is None:
-                    p.add(cur.where or where, f"all_down use: {names.to_text(cur.use)} has no "
-                          f"steered {rdata.type_name(rtype)} record in this zone")
-                    break
-                if cur.use in seen:
-                    chain = " -> ".join(names.to_text(n) for n in [*seen, cur.use])
-                    p.add(spec.where or where, f"fallback loop: {chain}")
-                    break
-                seen.append(cur.use)
-                cur = target
