@@ -97,9 +97,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
                   "--zones DIR", DEFAULT_CONFIG)
         return 2
     cfg = _config_from_args(args, problems)
-    logs.setup(args.log_level or cfg.log_level, args.log_format or cfg.log_format)
-    if not problems:
-        validate(cfg, problems)
+    # The command line's log settings hold in every worker and across reloads.
+    if args.log_level:
+        cfg.log_level = cfg.overrides["log_level"] = args.log_level
+    if args.log_format:
+        cfg.log_format = cfg.overrides["log_format"] = args.log_format
+    logs.setup(cfg.log_level, cfg.log_format)
+    validate(cfg, problems)  # every problem, as geodns check lists them
     if problems:
         for p in _sorted(problems):
             log.error("%s", p, extra={"event": "config-error"})

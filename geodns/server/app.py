@@ -157,16 +157,16 @@ class Server:
         self.metrics = Metrics(self.view)
         if self.link is not None:
             await self.link.start()
-        await self.listeners.open(self.given.listen)
+        # The admin API before DNS: a node that cannot serve it must not
+        # have answered a query.  (A failure stops both: run_worker's shutdown.)
         if self.admin_enabled and self.given.admin is not None:
             self.admin = Admin(self, self.metrics)
             try:
                 await self.admin.start(self.given.admin.host, self.given.admin.port)
             except OSError as exc:
-                self.listeners.close_sockets()
-                await self.listeners.wait_closed()
                 raise StartupError(f"cannot serve the admin API on {self.given.admin}: "
                                    f"{exc.strerror or exc}") from None
+        await self.listeners.open(self.given.listen)
         if self.probing and snap.config.pops:
             cfg = snap.config
             self.checker = HealthChecker(cfg.checks, cfg.require, self.store, cfg.health,

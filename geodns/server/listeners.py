@@ -36,16 +36,22 @@ class Listeners:
         self._tcp_servers: list[asyncio.base_events.Server] = []
 
     async def open(self, addresses: list[Address]) -> None:
-        """Bind every address (UDP and TCP) and start reading; a failure
-        names the address and closes what was already opened."""
+        """Bind every address (UDP and TCP), then start reading: a failure
+        names the address, and closes what was bound before any query was
+        read from it."""
         loop = asyncio.get_running_loop()
+        pairs: list[tuple[Address, socket.socket, socket.socket]] = []
         for addr in addresses:
             try:
                 udp_sock, tcp_sock = bind_pair(addr.host, addr.port, self.reuse_port)
             except OSError as exc:
-                self.close_sockets()
+                for _, udp, tcp in pairs:
+                    udp.close()
+                    tcp.close()
                 raise StartupError(f"cannot listen on {addr} (UDP and TCP): "
                                    f"{exc.strerror or exc}") from None
+            pairs.append((addr, udp_sock, tcp_sock))
+        for addr, udp_sock, tcp_sock in pairs:
             if self.udp_mode in ("batch", "reader"):
                 reader: UDPBatchReader | UDPReader
                 if self.udp_mode == "batch":
