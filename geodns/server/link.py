@@ -168,12 +168,14 @@ class Relay:
                 return index
         return None
 
-    def readable(self, index: int) -> list[dict[str, Any]]:
+    def readable(self, index: int) -> list[dict[str, Any]] | None:
         """Read what worker ``index`` sent: health views are relayed to the
-        other workers; every message is returned for the supervisor."""
+        other workers; every message is returned for the supervisor.  None
+        when the worker has closed its end (stop watching it: its exit is
+        handled by the supervisor)."""
         peer = self.peers.get(index)
         if peer is None:
-            return []
+            return None
         try:
             data = peer.sock.recv(1 << 16)
         except (BlockingIOError, InterruptedError):
@@ -181,7 +183,7 @@ class Relay:
         except OSError:
             data = b""
         if not data:
-            return []  # the worker is gone; its exit is handled by the supervisor
+            return None
         try:
             messages = peer.frames.feed(data)
         except ValueError as exc:

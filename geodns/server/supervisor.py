@@ -109,17 +109,19 @@ def run(config: Config) -> int:
     processes under a supervising one."""
     if config.workers <= 1:
         return run_worker(config, reuse_port=False)
-    # Resolve port 0 once so that every worker binds the same ports.
-    fixed = []
-    for addr in config.listen:
-        if addr.port == 0:
-            udp, tcp = bind_pair(addr.host, 0, reuse_port=True)
-            fixed.append(Address(addr.host, udp.getsockname()[1]))
-            udp.close()
-            tcp.close()
-        else:
-            fixed.append(addr)
-    config.listen = fixed
+    # Resolve port 0 once so that every worker binds the same ports (and
+    # keeps them: the file's "port 0" is not a change that needs a restart).
+    if any(addr.port == 0 for addr in config.listen):
+        fixed = []
+        for addr in config.listen:
+            if addr.port == 0:
+                udp, tcp = bind_pair(addr.host, 0, reuse_port=True)
+                fixed.append(Address(addr.host, udp.getsockname()[1]))
+                udp.close()
+                tcp.close()
+            else:
+                fixed.append(addr)
+        config.listen = config.overrides["listen"] = fixed
     runtime_dir = Path(tempfile.mkdtemp(prefix="geodns-workers-"))
     try:
         return Supervisor(config, runtime_dir).run()
@@ -152,10 +154,10 @@ class Supervisor:
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(sig, self._on_signal)
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
-        for i in range(self.config.workers):
-            self.spawn(i)
-        log.info("started %d workers: %s", len(self.children),
-                 " ".join(map(str, self.children)))
+        # Worker 0 (the admin API, the probes) starts alone; the others once
+        # it serves.  A node that cannot start then fails before any worker
+        # has answered a query, and every worker starts from its health view.
+        self.spawn(0)
         while self.children:
             timeout = 0.05 if self.relay.flush() else 1.0
             for key, _ in self.selector.select(timeout):
@@ -163,14 +165,27 @@ class Supervisor:
                     with contextlib.suppress(OSError):
                         while os.read(self._wake_r, 4096):
                             pass
-                else:
-                    for message in self.relay.readable(key.data):
-                        if "ready" in message:
-                            self.ready.add(key.data)
+                    continue
+                messages = self.relay.readable(key.data)
+                if messages is None:  # the worker closed its end: it is exiting
+                    self.selector.unregister(key.fileobj)
+                    continue
+                for message in messages:
+                    if "ready" in message:
+                        self.ready.add(key.data)
+                        if key.data == 0 and not self.stopping and \
+                                len(self.started) < self.config.workers:
+                            self._spawn_the_rest()
             self._signals()
             self._reap()
         signal.set_wakeup_fd(-1)
         return self.status
+
+    def _spawn_the_rest(self) -> None:
+        for i in range(1, self.config.workers):
+            self.spawn(i)
+        log.info("started %d workers: %s", len(self.children),
+                 " ".join(map(str, self.children)))
 
     def spawn(self, index: int) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -229,7 +244,8 @@ class Supervisor:
             code = os.waitstatus_to_exitcode(st)
             peer = self.relay.peers.get(index)
             if peer is not None:
-                self.selector.unregister(peer.sock)
+                with contextlib.suppress(KeyError):
+                    self.selector.unregister(peer.sock)
             self.relay.remove(index)
             if self.stopping:
                 self.status = self.status or (code if code > 0 else 0)
