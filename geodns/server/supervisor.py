@@ -1,17 +1,23 @@
 """Process supervision: one serving process in the foreground, or N workers
 sharing the listen addresses (SO_REUSEPORT) under a supervising process.
 
-The supervisor does no DNS.  It forks the workers, relays health views
-between them (:mod:`geodns.server.link`), forwards SIGHUP, SIGTERM and SIGINT
-to them, and starts a worker again when one dies unexpectedly (handing it
-the node's current health view, so it does not start from "unknown").  If a
-worker fails while the node is starting, the node does not start: every
-worker is stopped and the exit status says so.  A worker that keeps dying
-soon after it starts stops the node too, rather than looping forever.
+The supervisor does no DNS.  It forks the workers (worker 0, which serves
+the admin API and runs the probes, first and alone; the others once it
+serves, so that a node that cannot start fails before any worker answered a
+query), relays health views between them (:mod:`geodns.server.link`),
+forwards SIGHUP, SIGTERM and SIGINT to them, and starts a worker again when
+one dies unexpectedly (handing it the node's current health view, so it does
+not start from "unknown"; on the same ports, port 0 having been resolved
+once).  If a worker fails while the node is starting, the node does not
+start: every worker is stopped and the exit status says so.  A worker that
+keeps dying soon after it starts stops the node too, rather than looping
+forever.
 
 Signals cannot kill a process that is still starting: a SIGHUP that arrives
 before the event loop's handlers exist is remembered and acted on once the
-start is done (:func:`install_early_signals`).
+start is done (:mod:`geodns.server.early`, installed first thing by
+``python -m geodns serve``), and a worker's event loop runs once from start
+to stop, so that no signal falls between two runs.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from geodns import logs
 from geodns.config import Address, Config
 from geodns.errors import StartupError
 from geodns.health.view import HealthView
+from geodns.server import early
 from geodns.server.app import Server
 from geodns.server.link import Relay
 from geodns.server.transport import bind_pair
@@ -45,18 +52,8 @@ log = logging.getLogger("geodns.server")
 # stops the node.
 CRASH_WINDOW = 10.0
 CRASH_LIMIT = 3
-_early_hup = False
 
-
-def _note_hup(_signum: int, _frame: FrameType | None) -> None:
-    global _early_hup
-    _early_hup = True
-
-
-def install_early_signals() -> None:
-    """Until a process's event loop takes over, SIGHUP (which would kill it)
-    only asks for a reload once the process has started."""
-    signal.signal(signal.SIGHUP, _note_hup)
+install_early_signals = early.install
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -81,27 +78,31 @@ def run_worker(config: Config, reuse_port: bool,
     server = Server(config, reuse_port=reuse_port, admin=admin, worker_index=index,
                     runtime_dir=runtime_dir, link=link, handover=handover)
 
-    async def install() -> None:
+    async def lifetime() -> int:
+        # One run of the loop from start to stop: uvloop keeps a signal that
+        # arrives between two runs until the next signal comes, so a SIGTERM
+        # just after the start would be lost.
         server.install_signals()
-
-    try:
-        loop.run_until_complete(install())
-        if _early_hup:
+        if early.hup_pending:
+            early.hup_pending = False
             server.request_reload()  # remembered until the start is done
         try:
-            loop.run_until_complete(server.start())
+            await server.start()
         except StartupError as exc:
             log.error("cannot start: %s", exc, extra={"event": "start-failed"})
-            loop.run_until_complete(server.shutdown())
+            await server.shutdown()
             return exc.exit_status
         if on_ready is not None:
             on_ready(server)
         if server.link is not None:
             server.link.send({"ready": index})  # the supervisor may now restart it
-        loop.run_until_complete(server.serve_forever())
+        await server.serve_forever()
+        return 0
+
+    try:
+        return loop.run_until_complete(lifetime())
     finally:
         loop.close()
-    return 0
 
 
 def run(config: Config) -> int:
@@ -122,6 +123,13 @@ def run(config: Config) -> int:
             else:
                 fixed.append(addr)
         config.listen = config.overrides["listen"] = fixed
+    # The admin API too: worker 0, started again, must serve it where it was.
+    if config.admin is not None and config.admin.port == 0:
+        family = socket.AF_INET6 if ":" in config.admin.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((config.admin.host, 0))
+            port = probe.getsockname()[1]
+        config.admin = config.overrides["admin"] = Address(config.admin.host, port)
     runtime_dir = Path(tempfile.mkdtemp(prefix="geodns-workers-"))
     try:
         return Supervisor(config, runtime_dir).run()
@@ -158,6 +166,7 @@ class Supervisor:
         # it serves.  A node that cannot start then fails before any worker
         # has answered a query, and every worker starts from its health view.
         self.spawn(0)
+        early.hup_pending = False  # worker 0 has it; workers started later read files anew
         while self.children:
             timeout = 0.05 if self.relay.flush() else 1.0
             for key, _ in self.selector.select(timeout):
@@ -197,10 +206,10 @@ class Supervisor:
         if pid == 0:  # pragma: no cover - runs in the child
             code = 1
             try:
+                install_early_signals()
                 signal.set_wakeup_fd(-1)
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
                     signal.signal(sig, signal.SIG_DFL)
-                install_early_signals()
                 os.close(self._wake_r)
                 os.close(self._wake_w)
                 parent.close()
