@@ -31,7 +31,9 @@ class AdminOverrides:
         self.path = path
         self.notify = notify
         self._signature: Signature | None = None
-        self.current: dict[str, State] = {}
+        # What the store holds already: a worker started again is handed the
+        # node's drains, and a change made here must not drop them.
+        self.current: dict[str, State] = dict(store.view().admin)
 
     def load(self, pops: Collection[str], force: bool = False) -> bool:
         """Read the state file if it changed; True if the overrides changed."""
