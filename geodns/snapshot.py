@@ -396,9 +396,11 @@ def build(docs: Documents, given: Config, previous: Snapshot | None,
                            rebuild_all=candidate is not None)
     if candidate is not None:
         # A configuration change must leave every served zone valid.
-        broken = [p for name, entry in zones.items() if entry.zone is None
+        # (A zone document that validated before and has not changed, but
+        # does not validate against the new configuration.)
+        broken = [p for name, entry in zones.items() if entry.errors
                   and previous is not None and name in previous.zones
-                  and previous.zones[name].zone is not None
+                  and not previous.zones[name].errors
                   and previous.zones[name].digest == entry.digest
                   for p in entry.errors]
         if broken:
