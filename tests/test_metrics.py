@@ -84,6 +84,10 @@ async def test_metrics_are_valid_and_move(server, tmp_path: Path) -> None:
     # Event counters exist (at 0) before their first event, for rate() and alerts.
     assert first[("geodns_dns_dropped_packets_total", (("reason", "short"),))] == 0
     assert first[("geodns_dns_truncated_answers_total", (("kind", "tc"),))] == 0
+    assert first[("geodns_dns_malformed_queries_total", (("reason", "truncated"),))] == 0
+    assert first[("geodns_config_errors", ())] == 0
+    revision = srv.snapshot.version.revision
+    assert first[("geodns_snapshot_info", (("revision", revision),))] == 1
     # A reload with a new serial, then a broken edit.
     (zones / "m.example.yaml").write_text(ZONE.replace("serial: 5", "serial: 6"))
     await asyncio.sleep(0.8)
