@@ -28,24 +28,11 @@ import pytest
 
 from geodns.config import Address, Config
 from geodns.server.app import Server
-from geodns.steering import Pop
 
 pytest.importorskip("mmdb_writer")
 from tests.geoip.make_mmdb import write
-
-POPS = {"fra": Pop("fra", 50.11, 8.68, country="DE", continent="EU", order=0),
-        "sin": Pop("sin", 1.35, 103.99, country="SG", continent="AS", order=1),
-        "gru": Pop("gru", -23.43, -46.47, country="BR", continent="SA", order=2)}
-STEERED = """\
-origin: geo.example.
-soa: {mname: ns1, rname: h}
-records:
-  "@": {NS: [ns1]}
-  ns1: {A: 192.0.2.53}
-  www:
-    A:
-      steer: {pops: {fra: 192.0.2.1, sin: 192.0.2.3, gru: 192.0.2.4}}
-"""
+from tests.test_geoip_reload import POPS
+from tests.test_geoip_reload import ZONE as STEERED
 
 
 def big_zone(path: Path, records: int) -> None:
