@@ -1,5 +1,5 @@
 import sys
 
-from geodns.cli import main
+from geodns.early import main
 
 sys.exit(main())

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from geodns import logs
+from geodns import early, logs
 from geodns.config import Address, Config
 from geodns.errors import StartupError
 from geodns.health.view import HealthView
@@ -45,18 +45,12 @@ log = logging.getLogger("geodns.server")
 # stops the node.
 CRASH_WINDOW = 10.0
 CRASH_LIMIT = 3
-_early_hup = False
-
-
-def _note_hup(_signum: int, _frame: FrameType | None) -> None:
-    global _early_hup
-    _early_hup = True
 
 
 def install_early_signals() -> None:
-    """Until a process's event loop takes over, SIGHUP (which would kill it)
+    """Until a process's event loop takes over, SIGHUP (which would end it)
     only asks for a reload once the process has started."""
-    signal.signal(signal.SIGHUP, _note_hup)
+    early.install()
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -86,7 +80,7 @@ def run_worker(config: Config, reuse_port: bool,
 
     try:
         loop.run_until_complete(install())
-        if _early_hup:
+        if early.reload_requested:
             server.request_reload()  # remembered until the start is done
         try:
             loop.run_until_complete(server.start())
