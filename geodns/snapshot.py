@@ -92,10 +92,10 @@ def _digest(data: bytes) -> bytes:
 class Document:
     name: str  # a file path, or a key
     text: bytes
+    digest: bytes = field(init=False, repr=False, compare=False)  # of the text, once
 
-    @property
-    def digest(self) -> bytes:
-        return _digest(self.text)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "digest", _digest(self.text))
 
 
 @dataclass(frozen=True, slots=True)
