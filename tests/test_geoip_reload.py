@@ -14,14 +14,19 @@ import dns.asyncquery
 import dns.edns
 import dns.message
 import pytest
+from refservers import skip_or_fail
 
 from geodns.cli import main
 from geodns.config import Address, Config
 from geodns.server.app import Server
 from geodns.steering import Pop
 
-pytest.importorskip("mmdb_writer")
-from tests.geoip.make_mmdb import write
+try:
+    from tests.geoip.make_mmdb import write
+except ModuleNotFoundError as exc:
+    if exc.name not in ("mmdb_writer", "netaddr"):
+        raise
+    skip_or_fail(f"{exc.name} is not installed (a test dependency: pip install -e '.[test]')")
 
 ZONE = """\
 origin: geo.example.

@@ -19,6 +19,7 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
+from refservers import skip_or_fail
 
 from geodns.config import Address, Config, TcpConfig
 from geodns.server.app import Server
@@ -54,7 +55,7 @@ def zones_dir(tmp_path: Path) -> Path:
 async def server(zones_dir: Path, request):
     """A server for each way of reading UDP (recvmmsg, recvfrom, asyncio)."""
     if request.param == "batch" and not HAVE_UDPBATCH:
-        pytest.skip("the C helper geodns._udpbatch is not built")
+        skip_or_fail("the C helper geodns._udpbatch is not built (no C compiler at install?)")
     cfg = Config(path=None, listen=[Address("127.0.0.1", 0)], zones_dir=zones_dir,
                  tcp=TcpConfig(idle_timeout=1.0, max_connections=4), reload_interval=0.2)
     srv = Server(cfg, udp_mode=request.param)
@@ -84,13 +85,13 @@ async def test_udp_and_tcp_answer(server: Server) -> None:
 
 async def test_ipv6_listener(zones_dir: Path) -> None:
     if not socket.has_ipv6:
-        pytest.skip("no IPv6 on this machine")
+        skip_or_fail("no IPv6 on this machine")
     cfg = Config(path=None, listen=[Address("::1", 0)], zones_dir=zones_dir)
     srv = Server(cfg)
     try:
         await srv.start()
     except OSError as exc:
-        pytest.skip(f"cannot bind ::1: {exc}")
+        skip_or_fail(f"cannot bind ::1: {exc}")
     try:
         q = dns.message.make_query("www.test.example.", "AAAA")
         for resp in (await dns.asyncquery.udp(q, "::1", port=srv.bound[0].port, timeout=2),

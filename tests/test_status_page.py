@@ -29,6 +29,7 @@ import dns.message
 import pytest
 from cdp import CHROMIUM, Page, chromium
 from PIL import Image
+from refservers import skip_or_fail
 
 from geodns.config import Address, Config
 from geodns.health.checker import HealthSettings
@@ -112,10 +113,7 @@ async def test_page_is_served_and_self_contained(tmp_path: Path) -> None:
 def need_chromium() -> None:
     if os.access(CHROMIUM, os.X_OK):
         return
-    message = f"{CHROMIUM} is not installed (apt install chromium)"
-    if os.environ.get("GEODNS_REQUIRE_REFERENCE") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
+    skip_or_fail(f"{CHROMIUM} is not installed (apt install chromium)")
 
 
 class HealthTarget:
