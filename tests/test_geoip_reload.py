@@ -72,15 +72,17 @@ async def test_replaced_database_is_used_without_restart(setup, caplog) -> None:
         write(new, {"198.18.0.0/15": "singapore"})
         os.replace(new, db)
         t0 = time.monotonic()
-        while await steered(srv) != "192.0.2.3" and time.monotonic() - t0 < 3:
+        while await steered(srv) != "192.0.2.3" and time.monotonic() - t0 < 10:
             await asyncio.sleep(0.1)
         assert await steered(srv) == "192.0.2.3"  # Singapore now
-        assert time.monotonic() - t0 < 2.5
         # A broken file is reported and the last good database stays in use.
         broken = tmp / "broken.mmdb"
         broken.write_bytes(b"this is not a MaxMind database")
         os.replace(broken, db)
-        await asyncio.sleep(1.0)
+        t0 = time.monotonic()
+        while srv.store.geoip_error is None:
+            assert time.monotonic() - t0 < 10, "the broken database was not read in 10 s"
+            await asyncio.sleep(0.05)
         assert await steered(srv) == "192.0.2.3"
         assert "GeoIP database not loaded" in caplog.text
         assert srv.store.geoip_error is not None

@@ -65,7 +65,10 @@ def config(tmp_path: Path, health_url: str | None = None) -> Config:
     zones = tmp_path / "zones"
     zones.mkdir(exist_ok=True)
     (zones / "st.example.yaml").write_text(ZONE)
-    checks = {"fra": [CheckSpec("http", health_url, interval=0.2, timeout=0.15)]} \
+    # The probe runs in the test's event loop, busy with the browser and the
+    # screenshots: a timeout well above what that adds, so that fra does not
+    # flap down while it should be up.
+    checks = {"fra": [CheckSpec("http", health_url, interval=0.2, timeout=0.8)]} \
         if health_url else {}
     return Config(path=None, listen=[Address("127.0.0.1", 0)], zones_dir=zones,
                   admin=Address("127.0.0.1", 0), admin_token=TOKEN,
