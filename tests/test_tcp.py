@@ -87,8 +87,8 @@ class Served:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return False
-            try:
-                dns.query.udp(q, "127.0.0.1", port=self.port, timeout=0.5)
+            try:  # short: most tries reach a port nobody listens on yet
+                dns.query.udp(q, "127.0.0.1", port=self.port, timeout=0.2)
                 self.tcp_answers()
                 return True
             except (dns.exception.Timeout, OSError):
