@@ -1,5 +1,5 @@
 import sys
 
-from geodns.early import main
+from geodns.entry import main
 
 sys.exit(main())

@@ -11,7 +11,6 @@ handler is in place within milliseconds of the interpreter starting.
 from __future__ import annotations
 
 import signal
-import sys
 from types import FrameType
 
 reload_requested = False
@@ -26,13 +25,4 @@ def install() -> None:
     signal.signal(signal.SIGHUP, _note)
 
 
-def main() -> int:
-    """The ``geodns`` command."""
-    if "serve" in sys.argv[1:2]:
-        install()
-    from geodns.cli import main as cli_main
-
-    return cli_main()
-
-
-__all__ = ["install", "main", "reload_requested"]
+__all__ = ["install", "reload_requested"]

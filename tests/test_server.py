@@ -208,7 +208,7 @@ async def test_broken_edit_keeps_previous_version(server: Server, zones_dir: Pat
     path = zones_dir / "reload.example.yaml"
     path.write_text(path.read_text().replace("192.0.2.1", "192.0.2.999"))
     deadline = time.monotonic() + 10
-    while not server.store.errors():
+    while not server.snapshot.errors():
         assert time.monotonic() < deadline, "the broken edit was not read within 10 s"
         await asyncio.sleep(0.05)
     resp = await query(server, "www.reload.example.")
