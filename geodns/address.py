@@ -15,11 +15,13 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from geodns.errors import GeodnsError
+
 DNS_PORT = 53
 _BRACKETS = "IPv6 addresses go in brackets: [::1] or [::1]:5300"
 
 
-class MissingPort(ValueError):
+class MissingPort(GeodnsError, ValueError):
     """The address has no port and the caller has no default for it."""
 
 

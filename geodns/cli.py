@@ -86,9 +86,9 @@ def _sorted(problems: Problems) -> list[Problem]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from geodns.server import early
+    from geodns.server.supervisor import install_early_signals
 
-    early.install()  # a SIGHUP while starting must not kill the process
+    install_early_signals()  # a SIGHUP while starting must not kill the process
     problems = Problems()
     args.config = _default_config(args)
     if args.config is None and not args.zones:

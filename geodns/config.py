@@ -12,9 +12,8 @@ from typing import Any, TypeVar
 from geodns import __version__, logs
 from geodns.address import DNS_PORT, Address, MissingPort, parse_address
 from geodns.compile import DEFAULT_UDP_PAYLOAD
-from geodns.health.checker import HealthSettings
 from geodns.health.parse import CHECK_DEFAULTS, check_timing, parse_checks
-from geodns.health.probes import CheckSpec
+from geodns.health.spec import CheckSpec, HealthSettings
 from geodns.steering import STATES, LatencyEntry, Pop
 from geodns.yamlsrc import (
     Problems,

@@ -21,10 +21,4 @@ class StartupError(GeodnsError):
     exit_status = 1
 
 
-class ConfigError(GeodnsError):
-    """The configuration cannot be used (every problem is listed)."""
-
-    exit_status = 2
-
-
-__all__ = ["ConfigError", "GeodnsError", "StartupError"]
+__all__ = ["GeodnsError", "StartupError"]

@@ -9,12 +9,14 @@ which is what makes the hot path's case folding one C call.
 
 from __future__ import annotations
 
+from geodns.errors import GeodnsError
+
 MAX_LABEL = 63
 MAX_NAME = 255
 ROOT = b"\x00"
 
 
-class NameError_(ValueError):
+class NameError_(GeodnsError, ValueError):
     """A name that is not a valid domain name; the message says why."""
 
 

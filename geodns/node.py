@@ -11,6 +11,7 @@ the observers depend on this module rather than on the server.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -50,20 +51,51 @@ class ProbeStatus:
     changes: int = 0  # state changes
 
 
-Events = Mapping[tuple[str, str], int]
+Events = dict[tuple[str, str], int]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class Counters:
-    """What every worker of the node has counted since it started."""
+    """What one worker, or every worker of the node added up, has counted
+    since it started."""
 
     counts: Decoded = field(default_factory=dict)
-    events: Events = field(default_factory=dict)
+    events: Events = field(default_factory=dict)  # rare events by (kind, reason)
     tcp_open: int = 0
-    tcp_idle: int = 0
-    tcp_evicted: int = 0
+    tcp_idle: int = 0  # connections closed for being idle
+    tcp_evicted: int = 0  # connections closed at the connection cap
     cache_entries: int = 0
-    workers: int = 1  # how many workers these add up
+    workers: int = 0  # how many workers' counters these are
+
+    def add(self, other: Counters) -> None:
+        for k, n in other.counts.items():
+            self.counts[k] = self.counts.get(k, 0) + n
+        for e, n in other.events.items():
+            self.events[e] = self.events.get(e, 0) + n
+        self.tcp_open += other.tcp_open
+        self.tcp_idle += other.tcp_idle
+        self.tcp_evicted += other.tcp_evicted
+        self.cache_entries += other.cache_entries
+        self.workers += other.workers
+
+    def to_json(self) -> bytes:
+        return json.dumps({
+            "counts": [[list(label), qtype, udp, n]
+                       for (label, qtype, udp), n in self.counts.items()],
+            "events": [[kind, reason, n] for (kind, reason), n in self.events.items()],
+            "tcp": [self.tcp_open, self.tcp_idle, self.tcp_evicted],
+            "cache_entries": self.cache_entries,
+        }).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Counters:
+        doc: dict[str, Any] = json.loads(data)
+        counts: Decoded = {}
+        for label, qtype, udp, n in doc["counts"]:
+            counts[(tuple(label), int(qtype), bool(udp))] = int(n)
+        events = {(kind, reason): int(n) for kind, reason, n in doc["events"]}
+        tcp_open, tcp_idle, tcp_evicted = doc["tcp"]
+        return cls(counts, events, tcp_open, tcp_idle, tcp_evicted, doc["cache_entries"], 1)
 
 
 @dataclass(frozen=True)

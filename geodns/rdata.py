@@ -15,6 +15,7 @@ import struct
 from dataclasses import dataclass
 
 from geodns import names
+from geodns.errors import GeodnsError
 
 A, NS, CNAME, SOA, PTR, MX, TXT, AAAA, SRV, OPT, DS, AXFR, IXFR, ANY, CAA = (
     1, 2, 5, 6, 12, 15, 16, 28, 33, 41, 43, 252, 251, 255, 257,
@@ -46,7 +47,7 @@ def type_from_text(text: str) -> int | None:
     return None
 
 
-class RDataError(ValueError):
+class RDataError(GeodnsError, ValueError):
     pass
 
 

@@ -53,7 +53,7 @@ from geodns.zones.model import Zone
 
 log = logging.getLogger("geodns.zones")
 
-Signature = tuple[int, int, int]
+Signature = tuple[int, int, int, int]  # mtime, size, inode, ctime (ns)
 # A file modified less than this long ago may still be being written: it is
 # left for the next look (unless a reload is forced), and a version read that
 # young is read again once it has settled, so that two rewrites within one
@@ -74,13 +74,15 @@ def new_responder(config: Config, tables: Tables, steering: Steering, locator: L
 
 
 def file_signature(path: str) -> Signature | None:
-    """(mtime, size, inode) of a file, or None when it cannot be read: what
-    tells the pollers that a file changed."""
+    """(mtime, size, inode, ctime) of a file, or None when it cannot be read:
+    what tells the pollers that a file changed.  The ctime is there because
+    anyone can set the mtime back (``touch -r``, ``cp -p``, rsync), but not
+    the ctime."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
 
 
 def _digest(data: bytes) -> bytes:
@@ -92,10 +94,10 @@ def _digest(data: bytes) -> bytes:
 class Document:
     name: str  # a file path, or a key
     text: bytes
+    digest: bytes = field(init=False, repr=False, compare=False)  # of the text, once
 
-    @property
-    def digest(self) -> bytes:
-        return _digest(self.text)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "digest", _digest(self.text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +146,7 @@ class FileSource:
                 st = entry.stat()
             except OSError:
                 continue
-            found[entry.path] = (st.st_mtime_ns, st.st_size, st.st_ino)
+            found[entry.path] = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
         return found
 
     def _read_file(self, path: str, sig: Signature | None, force: bool,
@@ -396,9 +398,11 @@ def build(docs: Documents, given: Config, previous: Snapshot | None,
                            rebuild_all=candidate is not None)
     if candidate is not None:
         # A configuration change must leave every served zone valid.
-        broken = [p for name, entry in zones.items() if entry.zone is None
+        # (A zone document that validated before and has not changed, but
+        # does not validate against the new configuration.)
+        broken = [p for name, entry in zones.items() if entry.errors
                   and previous is not None and name in previous.zones
-                  and previous.zones[name].zone is not None
+                  and not previous.zones[name].errors
                   and previous.zones[name].digest == entry.digest
                   for p in entry.errors]
         if broken:

@@ -19,8 +19,11 @@ Both context managers:
 * on exit send SIGTERM, wait, then SIGKILL (the server's own process group,
   which only holds the processes started here).
 
-Only ``require_binary`` knows about pytest: it skips (or, with
-``GEODNS_REQUIRE_REFERENCE=1``, fails) when a server is not installed.
+Only ``skip_or_fail`` (and ``require_binary``, which uses it) knows about
+pytest: it skips when something a test needs is missing here, and fails
+instead with ``GEODNS_REQUIRE_REFERENCE=1`` (set by .ci/run), so that CI cannot
+lose tests silently.  Every test that skips for a missing tool, package or
+helper goes through it.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import NoReturn
 
 import dns.exception
 import dns.flags
@@ -55,6 +59,7 @@ __all__ = [
     "nsd_config",
     "nsd_server",
     "require_binary",
+    "skip_or_fail",
 ]
 
 HOST = "127.0.0.1"
@@ -83,18 +88,24 @@ def find_binary(name: str) -> str | None:
     return shutil.which(name, path=path)
 
 
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip the calling test (or module) because ``reason``: something it needs
+    is missing on this machine.  With GEODNS_REQUIRE_REFERENCE=1 fail instead:
+    there the tool, package or helper must be present."""
+    import pytest
+
+    if os.environ.get("GEODNS_REQUIRE_REFERENCE") == "1":
+        pytest.fail(f"{reason}, and GEODNS_REQUIRE_REFERENCE=1 says it must be there",
+                    pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
 def require_binary(name: str) -> str:
     """Path of ``name``; skip the test if missing (fail with GEODNS_REQUIRE_REFERENCE=1)."""
     found = find_binary(name)
     if found:
         return found
-    import pytest
-
-    reason = f"{name} not installed ({INSTALL_HINT.get(name, 'install it')})"
-    if os.environ.get("GEODNS_REQUIRE_REFERENCE") == "1":
-        pytest.fail(f"{reason}, and GEODNS_REQUIRE_REFERENCE=1", pytrace=False)
-    pytest.skip(reason)
-    raise AssertionError("unreachable")  # pytest.skip raises
+    skip_or_fail(f"{name} not installed ({INSTALL_HINT.get(name, 'install it')})")
 
 
 def free_port(host: str = HOST) -> int:

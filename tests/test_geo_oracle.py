@@ -25,6 +25,7 @@ import dns.message
 import dns.query
 import maxminddb
 import pytest
+from refservers import skip_or_fail
 
 from geodns.config import load_config
 from geodns.explain import explain
@@ -42,8 +43,8 @@ RESERVED = [ipaddress.ip_network(n) for n in (
     "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15",
     "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/3")]
 
-pytestmark = pytest.mark.skipif(bundled_database() is None,
-                                reason="maxminddb-geolite2 is not installed")
+if bundled_database() is None:
+    skip_or_fail("maxminddb-geolite2 (the GeoLite2 City database) is not installed")
 
 
 def public_addresses(rnd: random.Random, count: int) -> list[ipaddress.IPv4Address]:

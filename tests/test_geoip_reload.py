@@ -14,14 +14,19 @@ import dns.asyncquery
 import dns.edns
 import dns.message
 import pytest
+from refservers import skip_or_fail
 
 from geodns.cli import main
 from geodns.config import Address, Config
 from geodns.server.app import Server
 from geodns.steering import Pop
 
-pytest.importorskip("mmdb_writer")
-from tests.geoip.make_mmdb import write
+try:
+    from tests.geoip.make_mmdb import write
+except ModuleNotFoundError as exc:
+    if exc.name not in ("mmdb_writer", "netaddr"):
+        raise
+    skip_or_fail(f"{exc.name} is not installed (a test dependency: pip install -e '.[test]')")
 
 ZONE = """\
 origin: geo.example.
@@ -67,15 +72,17 @@ async def test_replaced_database_is_used_without_restart(setup, caplog) -> None:
         write(new, {"198.18.0.0/15": "singapore"})
         os.replace(new, db)
         t0 = time.monotonic()
-        while await steered(srv) != "192.0.2.3" and time.monotonic() - t0 < 3:
+        while await steered(srv) != "192.0.2.3" and time.monotonic() - t0 < 10:
             await asyncio.sleep(0.1)
         assert await steered(srv) == "192.0.2.3"  # Singapore now
-        assert time.monotonic() - t0 < 2.5
         # A broken file is reported and the last good database stays in use.
         broken = tmp / "broken.mmdb"
         broken.write_bytes(b"this is not a MaxMind database")
         os.replace(broken, db)
-        await asyncio.sleep(1.0)
+        t0 = time.monotonic()
+        while srv.snapshot.geoip.error is None:
+            assert time.monotonic() - t0 < 10, "the broken database was not read in 10 s"
+            await asyncio.sleep(0.05)
         assert await steered(srv) == "192.0.2.3"
         assert "GeoIP database not loaded" in caplog.text
         assert srv.snapshot.geoip.error is not None

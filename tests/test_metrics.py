@@ -4,10 +4,11 @@ reloads, drains and probe failures happen."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import socket
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -17,6 +18,7 @@ import dns.message
 import dns.rcode
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from refservers import skip_or_fail
 
 from geodns import __version__
 from geodns.config import Address, Config
@@ -39,7 +41,10 @@ records:
 TOKEN = "metrics-test-token-123"
 
 
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def samples(text: str) -> Samples:
     out = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
@@ -74,6 +79,18 @@ async def scrape(srv: Server) -> str:
         return await r.text()
 
 
+async def until_scraped(srv: Server, condition: Callable[[Samples], bool], what: str,
+                        limit: float = 10.0) -> Samples:
+    """Scrape /metrics until ``condition`` holds; fail after ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    while True:
+        got = samples(await scrape(srv))
+        if condition(got):
+            return got
+        assert time.monotonic() < deadline, f"{what}: not in /metrics within {limit} s"
+        await asyncio.sleep(0.1)
+
+
 async def test_metrics_are_valid_and_move(server, tmp_path: Path) -> None:
     srv, zones = server
     first = samples(await scrape(srv))
@@ -84,11 +101,21 @@ async def test_metrics_are_valid_and_move(server, tmp_path: Path) -> None:
     # Event counters exist (at 0) before their first event, for rate() and alerts.
     assert first[("geodns_dns_dropped_packets_total", (("reason", "short"),))] == 0
     assert first[("geodns_dns_truncated_answers_total", (("kind", "tc"),))] == 0
+    assert first[("geodns_dns_malformed_queries_total", (("reason", "truncated"),))] == 0
+    assert first[("geodns_config_errors", ())] == 0
+    revision = srv.snapshot.version.revision
+    assert first[("geodns_snapshot_info", (("revision", revision),))] == 1
     # A reload with a new serial, then a broken edit.
     (zones / "m.example.yaml").write_text(ZONE.replace("serial: 5", "serial: 6"))
-    await asyncio.sleep(0.8)
+    await until_scraped(srv, lambda m: m[("geodns_zones_serial", (("zone", "m.example."),))] == 6,
+                        "the new serial")
     (zones / "m.example.yaml").write_text("records: [broken")
-    await asyncio.sleep(0.8)
+    await until_scraped(srv, lambda m: m.get(("geodns_zones_reloads_total",
+                                              (("result", "failure"),)), 0) >= 1,
+                        "the failed reload")
+    await until_scraped(srv, lambda m: m[("geodns_pop_state",
+                                          (("pop", "iad"), ("state", "down")))] == 1,
+                        "iad down")
     # A drain, and the failing probes of iad.
     assert srv.admin is not None
     drain = f"http://127.0.0.1:{srv.admin.port}/pops/fra/drain"
@@ -112,9 +139,7 @@ async def test_metrics_are_valid_and_move(server, tmp_path: Path) -> None:
     assert ("geodns_geoip_build_timestamp_seconds", ()) in after
     promtool = shutil.which("promtool")
     if promtool is None:
-        if os.environ.get("GEODNS_REQUIRE_REFERENCE") == "1":
-            pytest.fail("promtool is not installed (apt install prometheus)")
-        pytest.skip("promtool is not installed (apt install prometheus)")
+        skip_or_fail("promtool is not installed (apt install prometheus)")
     out = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
                          text=True)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -153,8 +178,9 @@ async def test_query_counters(server) -> None:
     assert q("", "other", "REFUSED", "udp") == 1
 
 
-async def udp_exchange(port: int, wire: bytes, timeout: float = 0.5) -> bytes | None:
-    """Send raw bytes over real UDP; the answer, or None if none came."""
+async def udp_exchange(port: int, wire: bytes, timeout: float = 5.0) -> bytes | None:
+    """Send raw bytes over real UDP; the answer, or None if none came in
+    ``timeout`` seconds (pass a short one where no answer is expected)."""
     loop = asyncio.get_running_loop()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)
@@ -176,10 +202,10 @@ async def test_drops_malformed_truncated_and_steering(server) -> None:
     srv, _ = server
     port = srv.bound[0].port
     good = dns.message.make_query("ns1.m.example.", "A").to_wire()
-    assert await udp_exchange(port, good[:5]) is None  # short
+    assert await udp_exchange(port, good[:5], timeout=0.5) is None  # short
     response = bytearray(good)
     response[2] |= 0x80
-    assert await udp_exchange(port, bytes(response)) is None  # QR set
+    assert await udp_exchange(port, bytes(response), timeout=0.5) is None  # QR set
     two = bytearray(good)
     two[5] = 2  # QDCOUNT 2
     r = await udp_exchange(port, bytes(two))
@@ -192,9 +218,9 @@ async def test_drops_malformed_truncated_and_steering(server) -> None:
     r = await udp_exchange(port, dns.message.make_query("big.m.example.", "TXT").to_wire())
     assert r is not None and dns.message.from_wire(r).flags & dns.flags.TC
     # Steered: Moscow and Sao Paulo, twice each; iad fails its probes, so both get fra.
-    for _ in range(50):
-        if srv.store.view().state("iad") == "down":
-            break
+    deadline = time.monotonic() + 10
+    while srv.store.view().state("iad") != "down":
+        assert time.monotonic() < deadline, "iad not down within 10 s"
         await asyncio.sleep(0.05)
     for subnet in ("77.88.8.0", "200.160.0.0", "77.88.8.0", "200.160.0.0"):
         r = await udp_exchange(port, ecs_query("www.m.example.", subnet, 24))
@@ -237,11 +263,11 @@ async def test_drops_malformed_truncated_and_steering(server) -> None:
 
 def test_two_workers_count_every_query_in_one_scrape(tmp_path: Path) -> None:
     """With workers: 2, the first worker's /metrics adds up both workers'
-    counters (the second's reach it within a second)."""
+    counters (the second's reach it within about a second)."""
     import json
     import signal
     import sys
-    import time
+    import urllib.request
 
     import dns.query
 
@@ -257,30 +283,43 @@ def test_two_workers_count_every_query_in_one_scrape(tmp_path: Path) -> None:
     cfg = tmp_path / "geodns.yaml"
     cfg.write_text(json.dumps({"listen": [f"127.0.0.1:{dns_port}"], "zones": "zones",
                                "workers": 2, "admin": {"listen": f"127.0.0.1:{admin_port}"}}))
-    proc = subprocess.Popen([sys.executable, "-m", "geodns", "serve", "--config", str(cfg)],
-                            stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "geodns.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "geodns", "serve", "--config", str(cfg)],
+                                stderr=err, text=True)
     try:
-        q = dns.message.make_query("ns1.m.example.", "A")
-        answered = 0
-        deadline = time.monotonic() + 15
-        while answered < 60 and time.monotonic() < deadline:
-            try:  # a fresh socket (source port) each time spreads over the workers
-                dns.query.udp(q, "127.0.0.1", port=dns_port, timeout=0.3)
-                answered += 1
+        # Wait until both workers listen, asking a question that is counted
+        # apart (SOA) from the one counted below.
+        soa = dns.message.make_query("m.example.", "SOA")
+        deadline = time.monotonic() + 20
+        while log.read_text().count("listening on 127.0.0.1") < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        while True:
+            try:
+                dns.query.udp(soa, "127.0.0.1", port=dns_port, timeout=0.5)
+                break
             except dns.exception.Timeout:
-                time.sleep(0.05)
-        assert answered == 60
-        time.sleep(1.5)
-        import urllib.request
-
-        text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics",
-                                      timeout=5).read().decode()
-        got = samples(text)
+                assert time.monotonic() < deadline, "no answer within 20 s"
+        # Each counted query is sent once, with a timeout no busy machine
+        # reaches: a query that timed out and was sent again could have been
+        # answered (and counted) both times.
+        q = dns.message.make_query("ns1.m.example.", "A")
+        for _ in range(60):  # a fresh socket (source port) each time spreads over the workers
+            dns.query.udp(q, "127.0.0.1", port=dns_port, timeout=10)
+        key = ("geodns_dns_queries_total", (("qtype", "A"), ("rcode", "NOERROR"),
+                                            ("transport", "udp"), ("zone", "m.example.")))
+        deadline = time.monotonic() + 10
+        while True:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics",
+                                          timeout=5).read().decode()
+            got = samples(text)
+            if got.get(key) == 60 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert got[("geodns_workers", ())] == 2
-        assert got[("geodns_dns_queries_total", (("qtype", "A"), ("rcode", "NOERROR"),
-                                                 ("transport", "udp"),
-                                                 ("zone", "m.example.")))] == 60
+        assert got.get(key) == 60
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=15)
-    assert proc.returncode == 0, err
+        proc.wait(timeout=15)
+    assert proc.returncode == 0, log.read_text()

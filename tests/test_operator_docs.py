@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shutil
 import socket
@@ -31,6 +30,7 @@ import dns.rcode
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from refservers import skip_or_fail
 
 from geodns.config import Address, Config
 from geodns.health.checker import HealthSettings
@@ -62,9 +62,7 @@ SAMPLE_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_co
 def promtool() -> str:
     path = shutil.which("promtool")
     if path is None:
-        if os.environ.get("GEODNS_REQUIRE_REFERENCE") == "1":
-            pytest.fail("promtool is not installed (apt install prometheus)")
-        pytest.skip("promtool is not installed (apt install prometheus)")
+        skip_or_fail("promtool is not installed (apt install prometheus)")
     return path
 
 

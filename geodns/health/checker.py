@@ -18,10 +18,9 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from geodns.health.probes import Prober
-from geodns.health.spec import CheckSpec
+from geodns.health.spec import CheckSpec, HealthSettings
 from geodns.health.state import CheckState, PopState, Result, effective, penalty_ms
 from geodns.health.states import DOWN, UNKNOWN, State
 from geodns.health.store import LocalHealthStore
@@ -29,14 +28,6 @@ from geodns.names import to_text
 from geodns.rdata import type_name
 
 log = logging.getLogger("geodns.health")
-
-
-@dataclass(frozen=True)
-class HealthSettings:
-    grace: float = 5.0
-    slow_ms: float = 250.0
-    concurrency: int = 64
-    flap_window: float = 60.0
 
 
 # What a verdict is about: a PoP, or one record's own checks at a PoP.

@@ -15,7 +15,7 @@ import dns.rcode
 import dns.rdatatype
 
 from geodns.address import DNS_PORT, MissingPort, parse_address
-from geodns.health.probes import CheckSpec
+from geodns.health.spec import CheckSpec
 from geodns.yamlsrc import (
     Problems,
     YMap,

@@ -19,6 +19,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 
+from geodns.errors import GeodnsError
 from geodns.health.spec import CheckSpec
 from geodns.health.state import Result
 
@@ -107,7 +108,7 @@ class Prober:
         return f"rcode {rcode}"
 
 
-class _Failed(Exception):
+class _Failed(GeodnsError):
     """The target answered, but not as the check expects."""
 
     def __init__(self, message: str, reason: str) -> None:

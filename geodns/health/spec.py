@@ -32,3 +32,13 @@ class CheckSpec:
         if self.kind == "dns":
             return f"dns {self.name} {self.qtype} @{self.target}"
         return f"{self.kind} {self.target}"
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    """The ``health:`` settings that are not per check."""
+
+    grace: float = 5.0  # seconds a PoP counts as up before its first verdict
+    slow_ms: float = 250.0  # probe RTT above which a PoP's score is penalised
+    concurrency: int = 64  # probes in flight at once
+    flap_window: float = 60.0  # seconds isolated failures are remembered (0: no damping)

@@ -40,7 +40,7 @@ from geodns.health.states import State
 from geodns.health.store import LocalHealthStore
 from geodns.health.view import HealthView
 from geodns.metrics import Metrics
-from geodns.node import CheckStatus, NodeView, ProbeStatus
+from geodns.node import CheckStatus, Counters, NodeView, ProbeStatus
 from geodns.server import shared
 from geodns.server.link import WorkerLink
 from geodns.server.listeners import Listeners
@@ -280,8 +280,8 @@ class Server:
             readiness=self.readiness(),
             admin_requests=dict(self.admin.requests) if self.admin is not None else {})
 
-    def _own_counters(self) -> shared.WorkerCounters:
-        return shared.WorkerCounters.of(self.responder, self.tcp)
+    def _own_counters(self) -> Counters:
+        return shared.worker_counters(self.responder, self.tcp)
 
     def set_admin_state(self, pop: str, state: State | None, why: str) -> None:
         self.overrides.set(pop, state, self.snapshot.config.pops, why)

@@ -12,72 +12,28 @@ is a timer in each worker, reading happens when someone scrapes.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from geodns.counters import Decoded, decode
+from geodns.counters import decode
 from geodns.node import Counters
 from geodns.server.transport import TCPConnections
 from geodns.wire import Responder
 
 log = logging.getLogger("geodns.server")
 
-Events = dict[tuple[str, str], int]
 PUBLISH_INTERVAL = 1.0
 
 
-@dataclass
-class WorkerCounters:
-    """What one worker has counted since it started."""
-
-    counts: Decoded = field(default_factory=dict)
-    events: Events = field(default_factory=dict)
-    tcp_open: int = 0
-    tcp_idle: int = 0
-    tcp_evicted: int = 0
-    cache_entries: int = 0
-
-    @classmethod
-    def of(cls, responder: Responder, tcp: TCPConnections) -> WorkerCounters:
-        return cls(decode(responder.counts), dict(responder.events), len(tcp.open),
-                   tcp.timed_out, tcp.evicted, responder.cache_entries())
-
-    def to_json(self) -> bytes:
-        return json.dumps({
-            "counts": [[list(label), qtype, udp, n]
-                       for (label, qtype, udp), n in self.counts.items()],
-            "events": [[kind, reason, n] for (kind, reason), n in self.events.items()],
-            "tcp": [self.tcp_open, self.tcp_idle, self.tcp_evicted],
-            "cache_entries": self.cache_entries,
-        }).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes) -> WorkerCounters:
-        doc: dict[str, Any] = json.loads(data)
-        counts: Decoded = {}
-        for label, qtype, udp, n in doc["counts"]:
-            counts[(tuple(label), int(qtype), bool(udp))] = int(n)
-        events = {(kind, reason): int(n) for kind, reason, n in doc["events"]}
-        tcp_open, tcp_idle, tcp_evicted = doc["tcp"]
-        return cls(counts, events, tcp_open, tcp_idle, tcp_evicted, doc["cache_entries"])
-
-    def add(self, other: WorkerCounters) -> None:
-        for k, n in other.counts.items():
-            self.counts[k] = self.counts.get(k, 0) + n
-        for e, n in other.events.items():
-            self.events[e] = self.events.get(e, 0) + n
-        self.tcp_open += other.tcp_open
-        self.tcp_idle += other.tcp_idle
-        self.tcp_evicted += other.tcp_evicted
-        self.cache_entries += other.cache_entries
+def worker_counters(responder: Responder, tcp: TCPConnections) -> Counters:
+    """What this worker has counted since it started."""
+    return Counters(decode(responder.counts), dict(responder.events), len(tcp.open),
+                    tcp.timed_out, tcp.evicted, responder.cache_entries(), workers=1)
 
 
-def publish(counters: WorkerCounters, directory: Path, index: int) -> None:
+def publish(counters: Counters, directory: Path, index: int) -> None:
     """Write this worker's counters (atomically: readers never see half a file)."""
     path = directory / f"worker-{index}.json"
     tmp = directory / f".worker-{index}.tmp"
@@ -88,7 +44,7 @@ def publish(counters: WorkerCounters, directory: Path, index: int) -> None:
         log.warning("worker %d: counters not written to %s: %s", index, path, exc)
 
 
-def others(directory: Path, own: int) -> Iterable[WorkerCounters]:
+def others(directory: Path, own: int) -> Iterable[Counters]:
     """The counters the other workers last wrote (a file that cannot be
     read now is skipped: its worker writes it again within a second)."""
     try:
@@ -99,20 +55,17 @@ def others(directory: Path, own: int) -> Iterable[WorkerCounters]:
         if path.name == f"worker-{own}.json":
             continue
         try:
-            yield WorkerCounters.from_json(path.read_bytes())
+            yield Counters.from_json(path.read_bytes())
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.debug("counters in %s not read: %s", path, exc)
 
 
-def node_counters(own: WorkerCounters, directory: Path | None, index: int) -> Counters:
+def node_counters(own: Counters, directory: Path | None, index: int) -> Counters:
     """Every worker's counters added up (this one's and what the others last
     wrote to ``directory``)."""
-    total = WorkerCounters(dict(own.counts), dict(own.events), own.tcp_open, own.tcp_idle,
-                           own.tcp_evicted, own.cache_entries)
-    workers = 1
+    total = Counters()
+    total.add(own)
     if directory is not None:
         for other in others(directory, index):
             total.add(other)
-            workers += 1
-    return Counters(total.counts, total.events, total.tcp_open, total.tcp_idle,
-                    total.tcp_evicted, total.cache_entries, workers)
+    return total

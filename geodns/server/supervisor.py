@@ -15,8 +15,8 @@ forever.
 
 Signals cannot kill a process that is still starting: a SIGHUP that arrives
 before the event loop's handlers exist is remembered and acted on once the
-start is done (:mod:`geodns.server.early`, installed first thing by
-``python -m geodns serve``), and a worker's event loop runs once from start
+start is done (:mod:`geodns.early`, installed first thing by the
+``geodns`` command), and a worker's event loop runs once from start
 to stop, so that no signal falls between two runs.
 """
 
@@ -37,11 +37,10 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from geodns import logs
+from geodns import early, logs
 from geodns.config import Address, Config
 from geodns.errors import StartupError
 from geodns.health.view import HealthView
-from geodns.server import early
 from geodns.server.app import Server
 from geodns.server.link import Relay
 from geodns.server.transport import bind_pair
@@ -53,7 +52,12 @@ log = logging.getLogger("geodns.server")
 CRASH_WINDOW = 10.0
 CRASH_LIMIT = 3
 
-install_early_signals = early.install
+
+
+def install_early_signals() -> None:
+    """Until a process's event loop takes over, SIGHUP (which would end it)
+    only asks for a reload once the process has started."""
+    early.install()
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -83,8 +87,8 @@ def run_worker(config: Config, reuse_port: bool,
         # arrives between two runs until the next signal comes, so a SIGTERM
         # just after the start would be lost.
         server.install_signals()
-        if early.hup_pending:
-            early.hup_pending = False
+        if early.reload_requested:
+            early.reload_requested = False
             server.request_reload()  # remembered until the start is done
         try:
             await server.start()
@@ -166,7 +170,7 @@ class Supervisor:
         # it serves.  A node that cannot start then fails before any worker
         # has answered a query, and every worker starts from its health view.
         self.spawn(0)
-        early.hup_pending = False  # worker 0 has it; workers started later read files anew
+        early.reload_requested = False  # worker 0 has it; workers started later read files anew
         while self.children:
             timeout = 0.05 if self.relay.flush() else 1.0
             for key, _ in self.selector.select(timeout):

@@ -19,11 +19,12 @@ import dns.zone
 import yaml
 
 from geodns import rdata as rd
+from geodns.errors import GeodnsError
 
 SUPPORTED = {dns.rdatatype.from_text(t) for t in rd.TYPE_BY_NAME}
 
 
-class ImportError_(Exception):
+class ImportError_(GeodnsError):
     pass
 
 

@@ -23,7 +23,7 @@ from collections.abc import Collection
 from geodns import names, rdata
 from geodns.geo import IPNetwork
 from geodns.health.parse import parse_checks
-from geodns.health.probes import CheckSpec
+from geodns.health.spec import CheckSpec
 from geodns.rdata import AAAA, CNAME, A, RData
 from geodns.steering import ANSWER, FAIL_OPEN, NODATA, SERVFAIL, USE, AllDown, Rule, SteerSpec
 from geodns.yamlsrc import (
