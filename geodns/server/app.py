@@ -104,7 +104,8 @@ class Server:
         self.store = LocalHealthStore(handover)
         self.overrides = AdminOverrides(self.store, config.state_file, self._admin_changed)
         self.store.subscribe(self._health_published)
-        self.link = WorkerLink(link, self._view_received) if link is not None else None
+        self.link = WorkerLink(link, self._view_received, self.request_stop) \
+            if link is not None else None
         self.tcp = TCPConnections(config.tcp.max_connections, config.tcp.idle_timeout)
         self.listeners = Listeners(self, self.tcp, self.udp_mode, reuse_port)
         self.snapshot: Snapshot

@@ -63,11 +63,15 @@ class Frames:
 
 class WorkerLink:
     """A worker's end: sends this worker's views (worker 0) and applies the
-    views it is sent (every worker)."""
+    views it is sent (every worker).  ``on_lost`` is called when the
+    supervising process is gone (the link closed while the worker runs): a
+    worker on its own would serve a health view nobody updates any more."""
 
-    def __init__(self, sock: socket.socket, on_view: Callable[[HealthView], None]) -> None:
+    def __init__(self, sock: socket.socket, on_view: Callable[[HealthView], None],
+                 on_lost: Callable[[], None] | None = None) -> None:
         self.sock = sock
         self.on_view = on_view
+        self.on_lost = on_lost
         self.writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -85,9 +89,14 @@ class WorkerLink:
     async def _read(self, reader: asyncio.StreamReader) -> None:
         frames = Frames()
         while True:
-            data = await reader.read(1 << 16)
+            try:
+                data = await reader.read(1 << 16)
+            except OSError:
+                data = b""
             if not data:
-                log.warning("the supervising process closed the worker link")
+                log.error("the supervising process is gone (the worker link closed)")
+                if self.on_lost is not None:
+                    self.on_lost()
                 return
             try:
                 messages = frames.feed(data)
