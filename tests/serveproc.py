@@ -115,14 +115,16 @@ class Served:
         return code
 
     def group_alive(self) -> bool:
-        """Is any process of the node's group still there (a worker left behind)?"""
-        try:
-            os.killpg(self.pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # pragma: no cover - the group id was reused
-            return False
-        return True
+        """Is any process of the node's group still running (a worker left
+        behind)?  Zombies do not count: an orphan that exited waits for init."""
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == self.pgid and fields[0] not in ("Z", "X"):
+                return True
+        return False
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL to the whole group if anything is left."""

@@ -435,8 +435,7 @@ def test_sigterm_stops_every_worker_and_exits_0(node: Node) -> None:
     while node.log.group_alive() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not node.log.group_alive(), "a worker was left behind"
-    for pid in pids:
-        assert not Path(f"/proc/{pid}").exists()
+    assert not any(map(running, pids))
     stopped = [x.get("worker") for x in node.log.find(lambda x: x.get("message") == "stopped")]
     assert sorted(stopped) == ["worker0", "worker1"]
 
@@ -463,3 +462,26 @@ def test_a_worker_failing_at_start_stops_the_node(tmp_path: Path, endpoint: Endp
     assert not n.log.group_alive(), "a worker was left behind"
     assert any(f"127.0.0.1:{busy}" in str(x.get("message"))
                for x in n.log.find(lambda x: x.get("level") == "error")), n.log.text()
+
+
+def test_workers_stop_when_the_supervisor_is_gone(node: Node) -> None:
+    """Orphans would go on serving a stale health view, and hold the admin
+    port against the node started in their place."""
+    pids = node.pids()
+    os.kill(node.log.proc.pid, signal.SIGKILL)
+    node.log.proc.wait(5)
+    deadline = time.monotonic() + 10
+    while any(map(running, pids)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [pid for pid in pids if running(pid)]
+    assert not left, f"workers {left} outlived their supervisor:\n{node.log.text()}"
+    assert not node.log.group_alive()
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an exited orphan waits for init to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
