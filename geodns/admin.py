@@ -16,9 +16,10 @@
   TOKEN`` with the configured ``admin.token``; with no token configured
   they are disabled (403); a wrong token gets 401 and a log line.
 
-State changes are written to the state file (``admin.state_file``), which
-every worker reads, so a drain reaches all workers within a reload interval
-and survives a restart.
+A state change is published to the node's health store at once (with
+several workers, the first one relays it to the others within
+milliseconds) and written to the state file (``admin.state_file``), so it
+survives a restart.
 """
 
 from __future__ import annotations

@@ -394,8 +394,9 @@ class Server:
             if old.locator is not None and old.locator is not new.locator and \
                     isinstance(old.locator, MaxMindLocator):
                 old.locator.close()  # retired: nothing serves from it now
-        log.info("serving %s", new.version,
-                 extra={"event": "serving", "revision": new.version.revision})
+        if old is None or new.version != old.version:
+            log.info("serving %s", new.version,
+                     extra={"event": "serving", "revision": new.version.revision})
 
     def _note_geoip(self) -> None:
         status = self.geoip.status
