@@ -5,9 +5,6 @@ from __future__ import annotations
 import shutil
 import signal
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import dns.message
@@ -18,6 +15,7 @@ from geodns.cli import main
 from geodns.yamlsrc import Problems
 from geodns.zones.loader import load_zone_text
 from tests.conftest import TEST_ZONE, section
+from tests.serveproc import Served
 
 ROOT = Path(__file__).parent.parent
 DATA = Path(__file__).parent / "data"
@@ -91,33 +89,25 @@ def test_serve_with_two_workers(tmp_path: Path) -> None:
     zones.mkdir()
     shutil.copy(TEST_ZONE, zones)
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "geodns", "serve", "--listen",
-                             f"127.0.0.1:{port}", "--zones", str(zones), "--workers", "2"],
-                            stderr=subprocess.PIPE, text=True)
+    node = Served(["--listen", f"127.0.0.1:{port}", "--zones", str(zones), "--workers", "2"])
     try:
+        # The first worker starts alone, the second once it serves.
+        for w in (0, 1):
+            node.wait_for(lambda x, w=w: x.get("worker") == f"worker{w}" and
+                          str(x.get("message")).startswith("serving zones"))
         q = dns.message.make_query("www.test.example.", "A")
-        deadline = time.monotonic() + 15
-        answered = 0
-        while time.monotonic() < deadline and answered < 50:
-            try:
-                # A fresh socket (source port) each time spreads over the workers.
-                resp = dns.query.udp(q, "127.0.0.1", port=port, timeout=0.3)
-                assert len(section(resp.answer)) == 2
-                answered += 1
-            except dns.exception.Timeout:
-                time.sleep(0.05)
-        assert answered == 50
-        resp = dns.query.tcp(q, "127.0.0.1", port=port, timeout=2)
+        for _ in range(50):
+            # A fresh socket (source port) each time spreads over the workers.
+            resp = dns.query.udp(q, "127.0.0.1", port=port, timeout=5)
+            assert len(section(resp.answer)) == 2
+        resp = dns.query.tcp(q, "127.0.0.1", port=port, timeout=5)
         assert len(section(resp.answer)) == 2
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=15)
-        assert proc.returncode == 0
-        assert "started 2 workers" in err
-        assert err.count("listening on 127.0.0.1") == 2
+        node.proc.send_signal(signal.SIGTERM)
+        assert node.exit_code(15) == 0
+        assert any("started 2 workers" in m for m in node.messages())
+        assert sum(m.startswith("listening on 127.0.0.1") for m in node.messages()) == 2
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
+        node.stop()
 
 
 @pytest.mark.parametrize("argv", [["serve", "--listen", "nonsense"],
