@@ -37,6 +37,8 @@ from geodns.resolve import (
     QNAME,
     REFUSED,
     SERVFAIL,
+    AnswerKind,
+    Rcode,
     Record,
     Resolution,
     ZoneIndex,
@@ -137,8 +139,8 @@ class Answer:
     __slots__ = ("aa", "cid", "heads", "kind", "rcode", "smaller", "tails", "zone")
     steered = False  # see Steered
 
-    def __init__(self, rcode: int, aa: bool, counts: tuple[int, int, int], body: bytes,
-                 kind: str, zone: str, payload: int, smaller: Answer | None = None,
+    def __init__(self, rcode: Rcode, aa: bool, counts: tuple[int, int, int], body: bytes,
+                 kind: AnswerKind, zone: str, payload: int, smaller: Answer | None = None,
                  options: bytes = b"") -> None:
         self.rcode = rcode
         self.aa = aa
@@ -213,7 +215,8 @@ class Steered:
         if decision.outcome == STEER_NODATA:
             return self.nodata
         if decision.outcome == STEER_SERVFAIL:
-            return Answer(SERVFAIL, False, (0, 0, 0), b"", "steered", self.zone, self.payload)
+            return Answer(SERVFAIL, False, (0, 0, 0), b"", AnswerKind.STEERED, self.zone,
+                          self.payload)
         if decision.outcome == ANSWER:
             rds: list[RData] = list(spec.fallback)
         else:
@@ -223,7 +226,7 @@ class Steered:
                     if rd not in rds:
                         rds.append(rd)
         records = [Record(QNAME, spec.rtype, self.spec.ttl, rd) for rd in rds]
-        return encode(Resolution(NOERROR, answer=records, kind="steered"), None, self.zone,
+        return encode(Resolution(NOERROR, answer=records, kind=AnswerKind.STEERED), None, self.zone,
                       self.payload)
 
 
@@ -273,7 +276,7 @@ class Node:
                     return self.nodata_wild
                 wildname = b"\x01*" + self.name
                 ans = encode(self.index._from_node(self.index.zone.nodes[wildname], qtype,
-                                                   QNAME, 0, set(), "wildcard"),
+                                                   QNAME, 0, set(), AnswerKind.WILDCARD),
                              None, self.index.zone.name, self.payload)
                 if len(self.wild) < MEMO_PER_NODE + 16:
                     self.wild[qtype] = ans
@@ -317,10 +320,10 @@ def compile_zones(zones: Iterable[Zone], payload: int = DEFAULT_UDP_PAYLOAD,
                 st = Steered(spec, len(steered), zone.name, nodata, payload)
                 steered.append(st)
                 _place_steered(st, owner, rtype, zone, nodes, exact)
-    refused = Answer(REFUSED, False, (0, 0, 0), b"", "refused", "", payload,
+    refused = Answer(REFUSED, False, (0, 0, 0), b"", AnswerKind.REFUSED, "", payload,
                      options=EDE_NOT_AUTHORITATIVE)
-    notimp = Answer(NOTIMP, False, (0, 0, 0), b"", "notimp", "", payload)
-    notauth = Answer(NOTAUTH, False, (0, 0, 0), b"", "notauth", "", payload)
+    notimp = Answer(NOTIMP, False, (0, 0, 0), b"", AnswerKind.NOTIMP, "", payload)
+    notauth = Answer(NOTAUTH, False, (0, 0, 0), b"", AnswerKind.NOTAUTH, "", payload)
     for text, value in (chaos or {}).items():
         exact[names.from_text(text).lower() + _CHAOS_TXT] = _chaos_answer(value, payload)
     return Tables(exact, nodes, steered, refused, notimp, notauth, payload)
@@ -335,7 +338,7 @@ def _chaos_answer(text: str, payload: int) -> Answer:
     node answered."""
     rd = rdata.txt([text.encode("utf-8")]).wire
     body = b"\xc0\x0c" + struct.pack("!HHIH", TXT, 3, 0, len(rd)) + rd
-    return Answer(NOERROR, False, (1, 0, 0), body, "chaos", "", payload)
+    return Answer(NOERROR, False, (1, 0, 0), body, AnswerKind.CHAOS, "", payload)
 
 
 def _place_steered(st: Steered, owner: bytes, rtype: int, zone: Zone, nodes: dict[bytes, Node],
@@ -410,7 +413,8 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
                 node.nodata_wild = nodata_template
             for qtype in set(wild) | set(_PREBUILT_EXTRA):
                 node.wild[qtype] = encode(index._from_node(wild, qtype, QNAME, 0, set(),
-                                                           "wildcard"), None, zname, payload)
+                                                           AnswerKind.WILDCARD), None, zname,
+                                                  payload)
         else:
             node.below_answer = nxdomain
     return nodata_template

@@ -14,6 +14,7 @@ bytes, so the client sees the case it asked with.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
 from typing import Final
 
 from geodns import names
@@ -31,11 +32,42 @@ from geodns.rdata import (
 )
 from geodns.zones.model import RRset, Zone
 
-NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED, NOTAUTH = 0, 1, 2, 3, 4, 5, 9
-BADVERS = 16
-RCODE_NAMES = {NOERROR: "NOERROR", FORMERR: "FORMERR", SERVFAIL: "SERVFAIL",
-               NXDOMAIN: "NXDOMAIN", NOTIMP: "NOTIMP", REFUSED: "REFUSED", NOTAUTH: "NOTAUTH",
-               BADVERS: "BADVERS"}
+
+class Rcode(IntEnum):
+    """The response codes geodns answers with (RFC 1035, RFC 2136, RFC 6891)."""
+
+    NOERROR = 0
+    FORMERR = 1
+    SERVFAIL = 2
+    NXDOMAIN = 3
+    NOTIMP = 4
+    REFUSED = 5
+    NOTAUTH = 9
+    BADVERS = 16  # extended: the low four bits go in the header, the rest in the OPT
+
+
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN = Rcode.NOERROR, Rcode.FORMERR, Rcode.SERVFAIL, Rcode.NXDOMAIN
+NOTIMP, REFUSED, NOTAUTH, BADVERS = Rcode.NOTIMP, Rcode.REFUSED, Rcode.NOTAUTH, Rcode.BADVERS
+# Names for the metrics and the query log (keys compare equal to plain ints).
+RCODE_NAMES: dict[int, str] = {r: r.name for r in Rcode}
+
+
+class AnswerKind(StrEnum):
+    """What an answer is, for explain, logs and the truncation rule (a
+    referral keeps its glue)."""
+
+    ANSWER = "answer"
+    NODATA = "nodata"
+    NXDOMAIN = "nxdomain"
+    REFERRAL = "referral"
+    WILDCARD = "wildcard"
+    CNAME = "cname"
+    STEERED = "steered"
+    REFUSED = "refused"
+    NOTIMP = "notimp"
+    NOTAUTH = "notauth"
+    CHAOS = "chaos"
+
 
 QNAME: Final = b""  # owner placeholder: "the question's name" (never a valid wire name)
 MAX_CNAME_CHAIN = 12
@@ -56,14 +88,12 @@ class Record:
 
 @dataclass
 class Resolution:
-    rcode: int = NOERROR
+    rcode: Rcode = NOERROR
     aa: bool = True
     answer: list[Record] = field(default_factory=list)
     authority: list[Record] = field(default_factory=list)
     additional: list[Record] = field(default_factory=list)
-    # Why: a short tag for explain/metrics ("answer", "nodata", "nxdomain",
-    # "referral", "wildcard", "cname").
-    kind: str = "answer"
+    kind: AnswerKind = AnswerKind.ANSWER
 
 
 def rrset_records(rrset: RRset, owner: bytes | None = None, ttl: int | None = None) -> list[Record]:
@@ -132,13 +162,13 @@ class ZoneIndex:
         ns = self.zone.nodes[cut][NS]
         glue = self.addresses_for([rd.target for rd in ns.rdatas if rd.target])
         return Resolution(NOERROR, aa=False, authority=rrset_records(ns), additional=glue,
-                          kind="referral")
+                          kind=AnswerKind.REFERRAL)
 
     def nxdomain(self) -> Resolution:
-        return Resolution(NXDOMAIN, authority=self.soa_authority(), kind="nxdomain")
+        return Resolution(NXDOMAIN, authority=self.soa_authority(), kind=AnswerKind.NXDOMAIN)
 
     def nodata(self) -> Resolution:
-        return Resolution(NOERROR, authority=self.soa_authority(), kind="nodata")
+        return Resolution(NOERROR, authority=self.soa_authority(), kind=AnswerKind.NODATA)
 
     # ---------------------------------------------------------------------
     def resolve(self, qname: bytes, qtype: int) -> Resolution:
@@ -154,15 +184,15 @@ class ZoneIndex:
             return self.referral(cut)
         node = self.zone.nodes.get(qname)
         if node is not None or qname in self.ents:
-            return self._from_node(node or {}, qtype, owner, depth, seen, "answer")
+            return self._from_node(node or {}, qtype, owner, depth, seen, AnswerKind.ANSWER)
         ce = self.closest_encloser(qname)
         wild = self.zone.nodes.get(b"\x01*" + ce)
         if wild is not None:
-            return self._from_node(wild, qtype, owner, depth, seen, "wildcard")
+            return self._from_node(wild, qtype, owner, depth, seen, AnswerKind.WILDCARD)
         return self.nxdomain()
 
     def _from_node(self, node: dict[int, RRset], qtype: int, owner: bytes, depth: int,
-                   seen: set[bytes], kind: str) -> Resolution:
+                   seen: set[bytes], kind: AnswerKind) -> Resolution:
         if qtype == ANY:
             for t in _ANY_PREFERENCE:
                 if t in node:
@@ -179,12 +209,12 @@ class ZoneIndex:
             assert target is not None
             if (depth >= MAX_CNAME_CHAIN or target in seen
                     or not names.is_subdomain(target, self.zone.origin)):
-                return Resolution(NOERROR, answer=first, kind="cname")
+                return Resolution(NOERROR, answer=first, kind=AnswerKind.CNAME)
             seen.add(target)
             rest = self._resolve(target, qtype, owner=self._owner_of(target), depth=depth + 1,
                                  seen=seen)
             rest.answer[:0] = first
-            rest.kind = "cname"
+            rest.kind = AnswerKind.CNAME
             if not rest.aa:
                 # A chain into a delegation: the CNAME itself is authoritative.
                 rest.aa = True
@@ -199,7 +229,7 @@ class ZoneIndex:
             return next(iter(node.values())).owner
         return name
 
-    def _positive(self, rrset: RRset, owner: bytes, kind: str) -> Resolution:
+    def _positive(self, rrset: RRset, owner: bytes, kind: AnswerKind) -> Resolution:
         res = Resolution(NOERROR, answer=rrset_records(rrset, owner=owner), kind=kind)
         if rrset.rtype in _ADDITIONAL_FOR:
             res.additional = self.addresses_for(
