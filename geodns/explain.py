@@ -17,9 +17,10 @@ import dnslib
 
 from geodns import names
 from geodns.compile import Steered
+from geodns.ecs import client_subnet
 from geodns.rdata import type_from_text
 from geodns.steering import Decision
-from geodns.wire import Responder, ecs_client
+from geodns.wire import Responder
 
 
 class ExplainError(ValueError):
@@ -72,7 +73,7 @@ def explain(responder: Responder, qname: str, qtype_text: str, client: str,
     if isinstance(entry, Steered):
         if ecs_parts is not None and ecs_parts[1] > 0:
             data = struct.pack("!HBB", ecs_parts[0], ecs_parts[1], 0) + ecs_parts[2]
-            address, source = ecs_client(data)
+            address, source = client_subnet(data)
             basis = f"client subnet {ecs}"
         else:
             address, source = client_ip.packed, client_ip.max_prefixlen

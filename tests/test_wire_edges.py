@@ -169,7 +169,7 @@ def test_our_own_failure_answers_servfail_and_is_logged(packet: bytes, caplog) -
     class BrokenResponder(Responder):
         __slots__ = ()
 
-        def _careful(self, data: bytes, udp: bool, peer=None) -> bytes | None:
+        def staged(self, data: bytes, udp: bool, peer=None) -> bytes | None:
             raise RuntimeError("also broken")
 
     r = BrokenResponder(compile_zones([load_test_zone()]))

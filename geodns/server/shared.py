@@ -46,7 +46,7 @@ class WorkerCounters:
     def of(cls, server: Server) -> WorkerCounters:
         r = server.responder
         return cls(decode(r.counts), dict(r.events), len(server.tcp.open), server.tcp.timed_out,
-                   server.tcp.evicted, len(r.decisions) + len(r.by_location))
+                   server.tcp.evicted, r.cache_entries())
 
     def to_json(self) -> bytes:
         return json.dumps({
