@@ -1,10 +1,14 @@
 """Why a client got the answer it got.
 
-:func:`explain` uses the responder that serves queries: the decision comes
-from the same :meth:`Responder.decision` a query reaches on a cache miss,
-and the answer shown is the one :meth:`Responder.respond` produces for a
-real query built from the arguments, decoded with dnslib.  So an
-explanation cannot drift from what is served.
+:func:`explain` answers with the code that serves queries, over the same
+snapshot (tables, steering, locator and health): the decision comes from
+the same :meth:`Responder.decision` a query reaches on a cache miss, and the
+answer shown is the one :meth:`Responder.respond` produces for a real query
+built from the arguments, decoded with dnslib.  So an explanation cannot
+drift from what is served.  It runs in a scratch responder
+(:meth:`Responder.scratch`) with its own counters and caches, so that an
+explanation is not counted as a served query and leaves nothing behind in
+the serving caches.
 """
 
 from __future__ import annotations
@@ -49,8 +53,12 @@ def _parse_ecs(text: str) -> tuple[int, int, bytes]:
     return family, source, addr
 
 
-def explain(responder: Responder, qname: str, qtype_text: str, client: str,
+def explain(serving: Responder, qname: str, qtype_text: str, client: str,
             ecs: str | None = None) -> dict[str, Any]:
+    """Explain the answer ``serving`` gives ``client`` (and its Client
+    Subnet ``ecs``, if any) for ``qname``/``qtype_text``, without touching
+    its counters or caches."""
+    responder = serving.scratch()
     qtype = type_from_text(qtype_text)
     if qtype is None:
         raise ExplainError(f"unknown type {qtype_text!r}")
