@@ -32,6 +32,7 @@ from geodns.compile import Answer, Steered
 from geodns.counters import LABELS, Event
 from geodns.ecs import Peer
 from geodns.geo import IPAddress, Locator, Place
+from geodns.resolve import MAX_CNAME_CHAIN, QNAME, SteerPoint
 from geodns.steering import Decision, HealthView, Steering
 
 log = logging.getLogger("geodns.wire")
@@ -149,14 +150,43 @@ class Decisions:
         return ans, ecs.tails(ans.tails[0], option, scope, self.payload), cid
 
     def _steer(self, st: Steered, client: bytes, source: int) -> tuple[Answer, int, int]:
-        """Run steering: the answer, its counter label's number, its scope."""
+        """Run steering: the answer, its counter label's number, its scope.
+        An answer built from several decisions is valid only where all of
+        them are: its scope is the longest of theirs (each is capped at the
+        source prefix already); static records never narrow it.  It is
+        counted under the last decision, the one whose PoP the client ends
+        up at."""
         key = (Event.STEERING_MISS, "")
         self.events[key] = self.events.get(key, 0) + 1
-        decision = self.decision(st, client, source)
-        ans = st.answer(decision)
-        cid = LABELS.cid((st.zone, ans.rcode, decision.pops[0] if decision.pops else "",
-                          decision.reason))
-        return ans, cid, decision.scope
+        decisions = [d for _, d in self.chain(st, client, source)]
+        ans = st.answer(decisions)
+        last = decisions[-1]
+        cid = LABELS.cid((st.zone, ans.rcode, last.pops[0] if last.pops else "", last.reason))
+        return ans, cid, max(d.scope for d in decisions)
+
+    def chain(self, st: Steered, client: bytes, source: int,
+              explain: bool = False) -> list[tuple[SteerPoint, Decision]]:
+        """Every decision an answer needs for one client network, with the
+        steered record set it was made for: the first, then one for each
+        record set that a chosen CNAME target leads to (never the same name
+        twice, at most :data:`MAX_CNAME_CHAIN`)."""
+        if self.steering is None or self.health is None:
+            raise RuntimeError("a steered record without steering configured")
+        address = ipaddress.ip_address(client)
+        place = self._place(client, source)
+        point: SteerPoint | None = st.point
+        seen = {st.qname or QNAME}
+        out: list[tuple[SteerPoint, Decision]] = []
+        while point is not None:
+            decision = self.steering.decide(point.spec, address, source, place, self.health,
+                                            explain)
+            out.append((point, decision))
+            seen.add(point.owner.lower())
+            point = st.follow(point, decision)
+            if point is not None and (point.owner.lower() in seen
+                                      or len(out) >= MAX_CNAME_CHAIN):
+                break
+        return out
 
     def _place(self, client: bytes, source: int) -> Place:
         key = client + bytes((source,))
