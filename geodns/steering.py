@@ -25,9 +25,10 @@ Theory of operation, in the order :func:`decide` applies it:
    network that matched or that lies inside it, never longer than the query's
    source prefix.
 
-The same :func:`decide` serves queries (through a cache keyed by record and
-client network) and ``geodns explain``; it records every candidate's figures
-so that an explanation is the decision itself, not a re-enactment.
+The same :func:`decide` serves queries (through the caches of
+:mod:`geodns.decisions`, keyed by question and client network) and ``geodns
+explain``; it records every candidate's figures so that an explanation is
+the decision itself, not a re-enactment.
 """
 
 from __future__ import annotations
@@ -66,8 +67,9 @@ class Pop:
 
 
 class HealthView(Protocol):
-    """What steering needs to know about PoP health (the health-check issue
-    feeds it from probes; until then it is set statically)."""
+    """What steering needs to know about PoP health: a PoP's state (from
+    its health checks, the configuration and drains), a penalty for a slow
+    PoP, and the state of a record's own checks."""
 
     def state(self, pop: str) -> str: ...
 
@@ -80,9 +82,9 @@ class HealthView(Protocol):
 
 @dataclass
 class StaticHealth:
-    """Health in two layers: ``states`` from the configuration (later fed by
-    probes), and ``admin`` overrides set through the admin API (drain),
-    which win while they are set."""
+    """Health in two layers: ``states`` from the configuration and the
+    health checks, and ``admin`` overrides set through the admin API
+    (drain), which win while they are set."""
 
     states: dict[str, str] = field(default_factory=dict)
     penalties: dict[str, float] = field(default_factory=dict)
