@@ -28,9 +28,10 @@ at most a Client Subnet option.  It walks the question name's labels in
 place, lower-cases the name with one ``bytes.lower()``, looks ``name +
 type + class`` up in the exact table, and joins the query's ID, ten
 pre-built header bytes, the question copied from the query and a
-pre-built tail, all in one function: a Python call costs about 1% of a
-query, so the common shape pays for none it can avoid (one for a steered
-answer: the steer stage).  Anything else goes to :meth:`Responder.staged`.
+pre-built tail, all in one function: a Python method call costs about 750
+instructions (callgrind, Python 3.11), some 4% of a static answer, so the
+common shape pays for none it can avoid (one for a steered answer: the
+steer stage).  Anything else goes to :meth:`Responder.staged`.
 
 The contract: :meth:`Responder.respond` returns the bytes to send, or
 ``None`` when the packet must be dropped.  It never raises: a bug of ours
