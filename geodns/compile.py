@@ -19,13 +19,19 @@ Two kinds of pre-built answer exist:
 
 Rare shapes (a qtype nobody pre-built behind a CNAME) are resolved and
 encoded on first use and memoised per node, within bounds.
+
+An answer that depends on the client is a :class:`Steered` entry instead:
+the static records that lead to a steered record set (a CNAME chain, or
+nothing), that record set, and what follows a steered CNAME's chosen target
+in the zone.  Its bytes are built per combination of decisions, on first
+use, and kept.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 from geodns import names, rdata
 from geodns.counters import LABELS
@@ -34,11 +40,15 @@ from geodns.resolve import (
     NOERROR,
     NOTAUTH,
     NOTIMP,
+    OTHER_TYPES,
     QNAME,
     REFUSED,
     SERVFAIL,
+    AnswerKind,
+    Rcode,
     Record,
     Resolution,
+    SteerPoint,
     ZoneIndex,
 )
 from geodns.steering import USE, Decision, Outcome, SteerSpec
@@ -47,6 +57,7 @@ from geodns.zones.model import Zone
 CLASS_IN = 1
 _QTC_IN = b"\x00\x01"
 MEMO_PER_NODE = 64
+MAX_VARIANTS = 4096  # answers kept per Steered entry (one per combination of outcomes)
 DEFAULT_UDP_PAYLOAD = 1232
 
 
@@ -135,8 +146,8 @@ class Answer:
     __slots__ = ("aa", "cid", "heads", "kind", "rcode", "smaller", "tails", "zone")
     steered = False  # see Steered
 
-    def __init__(self, rcode: int, aa: bool, counts: tuple[int, int, int], body: bytes,
-                 kind: str, zone: str, payload: int, smaller: Answer | None = None,
+    def __init__(self, rcode: Rcode, aa: bool, counts: tuple[int, int, int], body: bytes,
+                 kind: AnswerKind, zone: str, payload: int, smaller: Answer | None = None,
                  options: bytes = b"") -> None:
         self.rcode = rcode
         self.aa = aa
@@ -157,6 +168,8 @@ class Answer:
 
 def encode(res: Resolution, qname: bytes | None, zone: str, payload: int) -> Answer:
     """Encode a resolution for a question name (or a template when None)."""
+    if res.steer is not None:
+        raise ValueError("an answer that depends on the client is a Steered entry")
     enc = _Encoder(qname)
     for rec in res.answer:
         enc.record(rec)
@@ -174,55 +187,131 @@ def encode(res: Resolution, qname: bytes | None, zone: str, payload: int) -> Ans
 
 
 class Steered:
-    """A steered (name, type): the answer depends on the client.
+    """A question whose answer depends on the client.
 
-    The hot path sees ``steered`` and asks the responder's steering for a
-    :class:`~geodns.steering.Decision`; :meth:`answer` turns a decision into
-    pre-encoded bytes, built once per distinct outcome (which PoPs, in
-    which order) and kept.  Owners are the question name, so the same
-    answers serve a wildcard too.
+    ``lead`` holds the static records before the first steered record set
+    (a CNAME chain that leads to it; empty when the question names it), and
+    ``point`` is that record set.  The hot path sees ``steered`` and asks the
+    steer stage (:mod:`geodns.decisions`) for the answer: it makes one
+    :class:`~geodns.steering.Decision` per steered record set along the
+    chain, asking :meth:`follow` where each leads (a steered CNAME's chosen
+    target in the zone may hold another steered record set), and
+    :meth:`answer` turns those decisions into pre-encoded bytes, built once
+    per distinct combination of outcomes and kept.  The question's own
+    records are owned by the question name, so the same answers serve a
+    wildcard too.
     """
 
     steered = True
-    __slots__ = ("by_location", "index", "nodata", "payload", "spec", "variants", "zone")
+    __slots__ = ("by_location", "index", "lead", "payload", "point", "qname", "variants",
+                 "zindex", "zone")
 
-    def __init__(self, spec: SteerSpec, index: int, zone: str, nodata: Answer,
-                 payload: int) -> None:
-        self.spec = spec
-        self.index = index
+    def __init__(self, lead: Sequence[Record], point: SteerPoint, index: int, zone: str,
+                 zindex: ZoneIndex, payload: int, qname: bytes | None = None) -> None:
+        self.lead = tuple(lead)
+        self.point = point
+        self.index = index  # this entry's slot in the decision caches
         self.zone = zone
-        self.nodata = nodata
+        self.zindex = zindex
         self.payload = payload
+        self.qname = qname  # the question name when it is known (not a wildcard)
         self.variants: dict[tuple[object, ...], Answer] = {}
-        # Without network rules (here or in an all_down: use fallback), a
-        # decision depends on the client's location only.
-        self.by_location = not any(r.networks for r in spec.rules) and spec.all_down != USE
+        # Without network rules (in any steered record set the answer can
+        # reach, or in an all_down: use fallback), a decision depends on the
+        # client's location only.
+        self.by_location = all(not any(r.networks for r in spec.rules) and spec.all_down != USE
+                               for spec in self._reachable())
 
-    def answer(self, decision: Decision) -> Answer:
-        key = decision.key
+    @property
+    def spec(self) -> SteerSpec:
+        """The first steered record set the answer depends on."""
+        return self.point.spec
+
+    def follow(self, point: SteerPoint, decision: Decision) -> SteerPoint | None:
+        """The steered record set that the decision at ``point`` leads to (a
+        steered CNAME's chosen target in the zone that holds one), if any."""
+        after = self._after(point, decision)
+        return None if after is None else after.steer
+
+    def answer(self, decisions: Sequence[Decision]) -> Answer:
+        """The answer for the decisions made along the chain, in order (one
+        for each point :meth:`follow` led to)."""
+        key = tuple(d.key for d in decisions)
         ans = self.variants.get(key)
         if ans is None:
-            ans = self._build(decision)
-            self.variants[key] = ans  # bounded: one per ordered choice of PoPs
+            ans = self._build(decisions)
+            if len(self.variants) < MAX_VARIANTS:
+                self.variants[key] = ans
         return ans
 
-    def _build(self, decision: Decision) -> Answer:
-        spec = decision.spec or self.spec  # all_down: use answers with the other record
-        if decision.outcome == Outcome.NODATA:
-            return self.nodata
-        if decision.outcome == Outcome.SERVFAIL:
-            return Answer(SERVFAIL, False, (0, 0, 0), b"", "steered", self.zone, self.payload)
-        if decision.outcome == Outcome.ANSWER:
-            rds: list[RData] = list(spec.fallback)
-        else:
-            rds = []
-            for pop in decision.pops:
-                for rd in spec.values[pop]:
-                    if rd not in rds:
-                        rds.append(rd)
-        records = [Record(QNAME, spec.rtype, self.spec.ttl, rd) for rd in rds]
-        return encode(Resolution(NOERROR, answer=records, kind="steered"), None, self.zone,
-                      self.payload)
+    def _after(self, point: SteerPoint, decision: Decision) -> Resolution | None:
+        if not point.follows or decision.outcome not in (Outcome.POPS, Outcome.ANSWER):
+            return None
+        spec = decision.spec or point.spec  # all_down: use answers with the other record
+        rds = spec.fallback if decision.outcome == Outcome.ANSWER \
+            else spec.values.get(decision.pops[0])
+        if not rds or rds[0].target is None:
+            return None
+        return self.zindex.after(rds[0].target, point.qtype)
+
+    def _build(self, decisions: Sequence[Decision]) -> Answer:
+        records = list(self.lead)
+        point = self.point
+        final = Resolution(NOERROR, kind=AnswerKind.STEERED)
+        for i, decision in enumerate(decisions):
+            spec = decision.spec or point.spec
+            if decision.outcome == Outcome.SERVFAIL:
+                return Answer(SERVFAIL, False, (0, 0, 0), b"", AnswerKind.STEERED, self.zone,
+                              self.payload)
+            if decision.outcome == Outcome.NODATA:
+                final = Resolution(NOERROR, answer=records,
+                                   authority=self.zindex.soa_authority(),
+                                   kind=AnswerKind.NODATA)
+                break
+            if decision.outcome == Outcome.ANSWER:
+                rds: list[RData] = list(spec.fallback)
+            else:
+                rds = []
+                for pop in decision.pops:
+                    for rd in spec.values[pop]:
+                        if rd not in rds:
+                            rds.append(rd)
+            records += [Record(point.owner, spec.rtype, point.spec.ttl, rd) for rd in rds]
+            after = self._after(point, decision)
+            if after is None:
+                kind = AnswerKind.STEERED if len(records) == len(rds) else AnswerKind.CNAME
+                final = Resolution(NOERROR, answer=records, kind=kind)
+                break
+            records += after.answer
+            if after.steer is not None and i + 1 < len(decisions):
+                point = after.steer
+                continue
+            # The end of the chain (RFC 6604: the rcode of the last name).  A
+            # steered record set not followed (a loop) ends it too.
+            final = Resolution(after.rcode, True, records, list(after.authority),
+                               list(after.additional), AnswerKind.CNAME)
+            break
+        return encode(final, self.qname, self.zone, self.payload)
+
+    def _reachable(self) -> list[SteerSpec]:
+        """Every steered record set this answer can depend on."""
+        found: list[SteerSpec] = []
+        todo = [self.point]
+        seen: set[tuple[bytes, int]] = set()
+        while todo:
+            point = todo.pop()
+            if point.spec.key in seen:
+                continue
+            seen.add(point.spec.key)
+            found.append(point.spec)
+            if not point.follows:
+                continue
+            for rds in (*point.spec.values.values(), point.spec.fallback):
+                if rds and rds[0].target is not None:
+                    after = self.zindex.after(rds[0].target, point.qtype)
+                    if after is not None and after.steer is not None:
+                        todo.append(after.steer)
+        return found
 
 
 class Node:
@@ -236,12 +325,14 @@ class Node:
         self.index = index
         self.name = name
         self.payload = payload
-        self.by_type: dict[int, Answer] = {}
+        self.by_type: dict[int, Answer | Steered] = {}
         self.memo: dict[int, Answer] = {}
+        # Any type not pre-built: NODATA, or for a CNAME whose chain reaches
+        # a steered CNAME, that Steered entry (None: resolve on first use).
         self.nodata: Answer | Steered | None = None
         self.referral: Answer | None = None  # set when the name is at or below a cut
         self.wild: dict[int, Answer | Steered] | None = None
-        self.nodata_wild: Answer | Steered | None = None  # wildcard without CNAME: other types
+        self.nodata_wild: Answer | Steered | None = None  # the same, for the wildcard
         self.below_answer: Answer | None = None  # NXDOMAIN or referral for names below
 
     def answer(self, qtype: int) -> Answer | Steered:
@@ -253,13 +344,13 @@ class Node:
             return self.referral
         if self.nodata is not None:
             return self.nodata
-        ans = self.memo.get(qtype)
-        if ans is None:
-            ans = encode(self.index.resolve(self.name, qtype), self.name, self.index.zone.name,
-                         self.payload)
+        memo = self.memo.get(qtype)
+        if memo is None:
+            memo = encode(self.index.resolve(self.name, qtype), self.name,
+                          self.index.zone.name, self.payload)
             if len(self.memo) < MEMO_PER_NODE:
-                self.memo[qtype] = ans
-        return ans
+                self.memo[qtype] = memo
+        return memo
 
     def below(self, qtype: int) -> Answer | Steered:
         """Answer for a name below this node that does not exist itself,
@@ -269,10 +360,8 @@ class Node:
             if ans is None:
                 if self.nodata_wild is not None:
                     return self.nodata_wild
-                wildname = b"\x01*" + self.name
-                ans = encode(self.index._from_node(self.index.zone.nodes[wildname], qtype,
-                                                   QNAME, 0, set(), "wildcard"),
-                             None, self.index.zone.name, self.payload)
+                ans = encode(self.index.wildcard(self.name, qtype), None, self.index.zone.name,
+                             self.payload)
                 if len(self.wild) < MEMO_PER_NODE + 16:
                     self.wild[qtype] = ans
             return ans
@@ -282,7 +371,9 @@ class Node:
 
 @dataclass
 class Tables:
-    """The compiled form of a set of zones: what a snapshot serves."""
+    """The compiled form of a set of zones: what a snapshot serves.
+    ``steered`` lists each steered record set once (the entry that answers
+    its own name and type)."""
 
     exact: dict[bytes, Answer | Steered]
     nodes: dict[bytes, Node]
@@ -295,6 +386,28 @@ class Tables:
 
 # Types pre-built for every name; other types are built on first use.
 _PREBUILT_EXTRA = (ANY,)
+# For a name with a CNAME, also every type it answers by following it.
+_FOLLOWED = SERVED_TYPES | {DS}
+
+
+@dataclass
+class _Build:
+    """What compiling the zones of one snapshot shares: its settings and its
+    Steered entries (their cache slots are their indices)."""
+
+    payload: int
+    entries: list[Steered] = field(default_factory=list)
+    record_sets: list[Steered] = field(default_factory=list)
+
+    def entry(self, res: Resolution, qname: bytes | None, index: ZoneIndex) -> Answer | Steered:
+        """The pre-built answer for a resolution, or a Steered entry when it
+        depends on the client."""
+        if res.steer is None:
+            return encode(res, qname, index.zone.name, self.payload)
+        st = Steered(res.answer, res.steer, len(self.entries), index.zone.name, index,
+                     self.payload, qname)
+        self.entries.append(st)
+        return st
 
 
 def compile_zones(zones: Iterable[Zone], payload: int = DEFAULT_UDP_PAYLOAD,
@@ -305,23 +418,18 @@ def compile_zones(zones: Iterable[Zone], payload: int = DEFAULT_UDP_PAYLOAD,
     ordered = sorted(zones, key=lambda z: len(z.origin))
     exact: dict[bytes, Answer | Steered] = {}
     nodes: dict[bytes, Node] = {}
-    steered: list[Steered] = []
+    build = _Build(payload)
     for zone in ordered:
         # Names the parent holds at or below a child apex belong to the child.
         _drop_below(nodes, exact, zone.origin)
-        nodata = _compile_zone(zone, nodes, exact, payload)
-        for owner, types in zone.steered.items():
-            for rtype, spec in sorted(types.items()):
-                st = Steered(spec, len(steered), zone.name, nodata, payload)
-                steered.append(st)
-                _place_steered(st, owner, rtype, zone, nodes, exact)
-    refused = Answer(REFUSED, False, (0, 0, 0), b"", "refused", "", payload,
+        _compile_zone(zone, nodes, exact, build)
+    refused = Answer(REFUSED, False, (0, 0, 0), b"", AnswerKind.REFUSED, "", payload,
                      options=EDE_NOT_AUTHORITATIVE)
-    notimp = Answer(NOTIMP, False, (0, 0, 0), b"", "notimp", "", payload)
-    notauth = Answer(NOTAUTH, False, (0, 0, 0), b"", "notauth", "", payload)
+    notimp = Answer(NOTIMP, False, (0, 0, 0), b"", AnswerKind.NOTIMP, "", payload)
+    notauth = Answer(NOTAUTH, False, (0, 0, 0), b"", AnswerKind.NOTAUTH, "", payload)
     for text, value in (chaos or {}).items():
         exact[names.from_text(text).lower() + _CHAOS_TXT] = _chaos_answer(value, payload)
-    return Tables(exact, nodes, steered, refused, notimp, notauth, payload)
+    return Tables(exact, nodes, build.record_sets, refused, notimp, notauth, payload)
 
 
 _CHAOS_TXT = struct.pack("!HH", TXT, 3)
@@ -333,34 +441,7 @@ def _chaos_answer(text: str, payload: int) -> Answer:
     node answered."""
     rd = rdata.txt([text.encode("utf-8")]).wire
     body = b"\xc0\x0c" + struct.pack("!HHIH", TXT, 3, 0, len(rd)) + rd
-    return Answer(NOERROR, False, (1, 0, 0), body, "chaos", "", payload)
-
-
-def _place_steered(st: Steered, owner: bytes, rtype: int, zone: Zone, nodes: dict[bytes, Node],
-                   exact: dict[bytes, Answer | Steered]) -> None:
-    """Make a steered record set reachable: by exact name and type, for every
-    type when it is a CNAME, and through its closest encloser when the owner
-    is a wildcard."""
-    only_steered = not zone.nodes.get(owner)
-    if owner.startswith(b"\x01*"):
-        encloser = nodes.get(owner[2:])
-        if encloser is None or encloser.wild is None:  # pragma: no cover - built above
-            return
-        encloser.wild[rtype] = st
-        if rtype == CNAME:
-            encloser.nodata_wild = st  # a CNAME answers every type
-        elif only_steered and not isinstance(encloser.wild.get(ANY), Steered):
-            encloser.wild[ANY] = st  # only steered data here: ANY gets the first type
-        return
-    types = [rtype]
-    if rtype == CNAME:
-        types = [*sorted(SERVED_TYPES - {CNAME}), CNAME, ANY]
-        nodes[owner].nodata = st  # every other type too
-    for t in types:
-        exact[owner + struct.pack("!H", t) + _QTC_IN] = st
-    any_key = owner + struct.pack("!H", ANY) + _QTC_IN
-    if only_steered and not isinstance(exact.get(any_key), Steered):
-        exact[any_key] = st  # only steered data here: ANY gets the first type
+    return Answer(NOERROR, False, (1, 0, 0), body, AnswerKind.CHAOS, "", payload)
 
 
 def _drop_below(nodes: dict[bytes, Node], exact: dict[bytes, Answer | Steered],
@@ -374,10 +455,11 @@ def _drop_below(nodes: dict[bytes, Node], exact: dict[bytes, Answer | Steered],
 
 
 def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answer | Steered],
-                  payload: int) -> Answer:
-    """Fill the tables for one zone; returns its NODATA template."""
+                  build: _Build) -> None:
+    """Fill the tables for one zone."""
     index = ZoneIndex(zone)
     zname = zone.name
+    payload = build.payload
     nxdomain = encode(index.nxdomain(), None, zname, payload)
     nodata_template = encode(index.nodata(), None, zname, payload)
     referrals = {cut: encode(index.referral(cut), None, zname, payload) for cut in index.cuts}
@@ -392,23 +474,45 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
                 node.by_type[DS] = nodata_template
             continue
         data = zone.nodes.get(name, {})
-        if CNAME not in data:
+        steered = zone.steered.get(name, {})
+        types = set(data) | set(steered) | set(_PREBUILT_EXTRA)
+        if CNAME in data or CNAME in steered:
+            types |= _FOLLOWED
+            # Other types: resolved on first use, unless the chain reaches a
+            # steered CNAME (then they all share one Steered entry).
+            other = index.resolve(name, OTHER_TYPES)
+            if other.steer is not None:
+                node.nodata = build.entry(other, name, index)
+        else:
             node.nodata = nodata_template  # any type not pre-built is NODATA
-        types = set(data) | set(_PREBUILT_EXTRA)
-        if CNAME in data:
-            types |= SERVED_TYPES
         for qtype in types:
-            ans = encode(index.resolve(name, qtype), name, zname, payload)
+            ans = build.entry(index.resolve(name, qtype), name, index)
             node.by_type[qtype] = ans
             exact[name + struct.pack("!H", qtype) + _QTC_IN] = ans
-        wild = zone.nodes.get(b"\x01*" + name)
+        wildname = b"\x01*" + name
+        wild = zone.nodes.get(wildname)
         if wild is not None:
             node.wild = {}
-            if CNAME not in wild:
+            wsteered = zone.steered.get(wildname, {})
+            types = set(wild) | set(wsteered) | set(_PREBUILT_EXTRA)
+            if CNAME in wild or CNAME in wsteered:
+                types |= _FOLLOWED
+                other = index.wildcard(name, OTHER_TYPES)
+                if other.steer is not None:
+                    node.nodata_wild = build.entry(other, None, index)
+            else:
                 node.nodata_wild = nodata_template
-            for qtype in set(wild) | set(_PREBUILT_EXTRA):
-                node.wild[qtype] = encode(index._from_node(wild, qtype, QNAME, 0, set(),
-                                                           "wildcard"), None, zname, payload)
+            for qtype in types:
+                node.wild[qtype] = build.entry(index.wildcard(name, qtype), None, index)
         else:
             node.below_answer = nxdomain
-    return nodata_template
+    # Each steered record set once, by the entry for its own name and type.
+    for owner, rtypes in zone.steered.items():
+        for rtype in sorted(rtypes):
+            if owner.startswith(b"\x01*"):
+                wild_types = nodes[owner[2:]].wild
+                entry = wild_types.get(rtype) if wild_types is not None else None
+            else:
+                entry = exact.get(owner + struct.pack("!H", rtype) + _QTC_IN)
+            if isinstance(entry, Steered):
+                build.record_sets.append(entry)

@@ -19,6 +19,7 @@ zones and PoPs can produce, a bounded set.
 from __future__ import annotations
 
 import threading
+from enum import StrEnum
 
 from geodns.rdata import ANY, AXFR, DS, IXFR, SERVED_TYPES
 
@@ -53,6 +54,46 @@ class LabelTable:
 
 
 LABELS = LabelTable()
+
+
+
+# Rare events, counted apart from the answers in ``Responder.events`` by
+# (kind, reason): packets not answered, FORMERR answers by cause, UDP answers
+# cut to fit, steering cache misses.  The values are metric label values.
+class Event(StrEnum):
+    DROPPED = "dropped"
+    MALFORMED = "malformed"
+    TRUNCATED = "truncated"
+    STEERING_MISS = "steer-miss"  # its reason is always ""
+
+
+class Dropped(StrEnum):
+    """Why a packet got no answer at all."""
+
+    SHORT = "short"  # under 12 bytes
+    RESPONSE = "response"  # QR set
+    SEND_FAILED = "send-failed"  # counted by the transports
+
+
+class Malformed(StrEnum):
+    """Why a query was answered FORMERR."""
+
+    QUESTION = "question"
+    LABEL = "label"
+    QDCOUNT = "qdcount"
+    RECORD = "record"
+    OPT = "opt"
+    ECS = "ecs"
+    TRUNCATED = "truncated"  # the packet ends inside a field
+    OTHER = "other"
+
+
+class Truncated(StrEnum):
+    """How a UDP answer was made to fit."""
+
+    TC = "tc"  # TC set, only the question sent
+    ADDITIONAL = "additional"  # the additional section left out
+
 
 # What the hot path's counters decode to: (label, query type or OTHER, udp) -> count.
 Decoded = dict[tuple[Label, int, bool], int]

@@ -2,7 +2,8 @@
 
 Every error geodns raises on purpose derives from :class:`GeodnsError` and
 knows how it ends: a command's exit status, or for a query the rcode it is
-answered with (:class:`geodns.wire.FormErr` answers FORMERR).
+answered with (:class:`geodns.parse.QueryError` and its kinds: FORMERR,
+NOTIMP, BADVERS).
 """
 
 from __future__ import annotations

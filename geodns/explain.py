@@ -1,10 +1,14 @@
 """Why a client got the answer it got.
 
-:func:`explain` uses the responder that serves queries: the decision comes
-from the same :meth:`Responder.decision` a query reaches on a cache miss,
-and the answer shown is the one :meth:`Responder.respond` produces for a
-real query built from the arguments, decoded with dnslib.  So an
-explanation cannot drift from what is served.
+:func:`explain` answers with the code that serves queries, over the same
+snapshot (tables, steering, locator and health): the decision comes from
+the same :meth:`Responder.decision` a query reaches on a cache miss, and the
+answer shown is the one :meth:`Responder.respond` produces for a real query
+built from the arguments, decoded with dnslib.  So an explanation cannot
+drift from what is served.  It runs in a scratch responder
+(:meth:`Responder.scratch`) with its own counters and caches, so that an
+explanation is not counted as a served query and leaves nothing behind in
+the serving caches.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ import dnslib
 
 from geodns import names
 from geodns.compile import Steered
+from geodns.ecs import client_subnet
+from geodns.errors import GeodnsError
 from geodns.rdata import type_from_text
-from geodns.steering import Decision
-from geodns.wire import Responder, ecs_client
+from geodns.steering import Decision, SteerSpec
+from geodns.wire import Responder
 
 
-class ExplainError(ValueError):
+class ExplainError(GeodnsError, ValueError):
     pass
 
 
@@ -48,8 +54,12 @@ def _parse_ecs(text: str) -> tuple[int, int, bytes]:
     return family, source, addr
 
 
-def explain(responder: Responder, qname: str, qtype_text: str, client: str,
+def explain(serving: Responder, qname: str, qtype_text: str, client: str,
             ecs: str | None = None) -> dict[str, Any]:
+    """Explain the answer ``serving`` gives ``client`` (and its Client
+    Subnet ``ecs``, if any) for ``qname``/``qtype_text``, without touching
+    its counters or caches."""
+    responder = serving.scratch()
     qtype = type_from_text(qtype_text)
     if qtype is None:
         raise ExplainError(f"unknown type {qtype_text!r}")
@@ -68,17 +78,22 @@ def explain(responder: Responder, qname: str, qtype_text: str, client: str,
     result: dict[str, Any] = {"query": {"name": qname, "type": qtype_text.upper(),
                                         "client": str(client_ip), "ecs": ecs}}
     key = wire_name.lower() + struct.pack("!HH", qtype, 1)
-    entry = responder.exact.get(key)
+    entry = responder.look_up(key, True)
+    result["chain"] = []
     if isinstance(entry, Steered):
         if ecs_parts is not None and ecs_parts[1] > 0:
             data = struct.pack("!HBB", ecs_parts[0], ecs_parts[1], 0) + ecs_parts[2]
-            address, source = ecs_client(data)
+            address, source = client_subnet(data)
             basis = f"client subnet {ecs}"
         else:
             address, source = client_ip.packed, client_ip.max_prefixlen
             basis = f"source address {client_ip}"
-        decision = responder.decision(entry, address, source, explain=True)
-        result["steering"] = _decision_json(decision, entry, basis, responder)
+        # The first decision, then one per steered record set that a chosen
+        # CNAME target leads to (the answer rests on all of them).
+        (first, decision), *rest = responder.decisions.chain(entry, address, source, True)
+        result["steering"] = _decision_json(decision, first.spec, entry.zone, basis, responder)
+        result["chain"] = [_decision_json(d, point.spec, entry.zone, basis, responder)
+                           for point, d in rest]
     else:
         result["steering"] = None
     wire = responder.respond(query, True, peer)
@@ -86,11 +101,12 @@ def explain(responder: Responder, qname: str, qtype_text: str, client: str,
     return result
 
 
-def _decision_json(d: Decision, st: Steered, basis: str, responder: Responder) -> dict[str, Any]:
+def _decision_json(d: Decision, spec: SteerSpec, zone: str, basis: str,
+                   responder: Responder) -> dict[str, Any]:
     place = d.place
     pops = responder.steering.pops if responder.steering else {}
     return {
-        "record": f"{names.to_text(st.spec.owner)} (zone {st.zone})",
+        "record": f"{names.to_text(spec.owner)} (zone {zone})",
         "located_by": basis,
         "place": None if place is None else {
             "network": str(place.network), "continent": place.continent,
@@ -109,7 +125,7 @@ def _decision_json(d: Decision, st: Steered, basis: str, responder: Responder) -
             "penalty_ms": c.penalty_ms, "score": round(c.score, 3), "eligible": c.eligible,
         } for c in sorted(d.candidates, key=lambda c: c.score)],
         "outcome": d.outcome, "chosen": list(d.pops), "reason": d.reason,
-        "fallback_via": d.via, "ecs_scope": d.scope, "ttl": st.spec.ttl,
+        "fallback_via": d.via, "ecs_scope": d.scope, "ttl": spec.ttl,
     }
 
 
@@ -154,23 +170,11 @@ def render(result: dict[str, Any]) -> str:
                          f"({p['latitude']}, {p['longitude']}; within {p['accuracy_km']} km)")
         if st["database"]:
             lines.append(f"  database: {st['database']}")
-        if st["rule"]:
-            lines.append(f"  rule (line {st['rule']['line']}) matched: {st['rule']['rule']}")
-        else:
-            lines.append("  no rule matched: every PoP of the record is a candidate")
-        lines.append("  candidates, best first:")
-        lines.append("    pop    distance km  latency ms  from           bias  health    "
-                     "score")
-        for c in st["candidates"]:
-            dist = "-" if c["distance_km"] is None else f"{c['distance_km']:.0f}"
-            lat = "-" if c["latency_ms"] is None else f"{c['latency_ms']:.1f}"
-            mark = "" if c["eligible"] else "  (not eligible)"
-            lines.append(f"    {c['pop']:<6} {dist:>11}  {lat:>10}  {c['latency_from']:<13} "
-                         f"{c['bias']:>5}  {c['health']:<8} {c['score']:>8.2f}{mark}")
-        chosen = ", ".join(st["chosen"]) or st["outcome"]
-        lines.append(f"  chosen: {chosen} (reason: {st['reason']}"
-                     + (f", via {' -> '.join(st['fallback_via'])}" if st["fallback_via"] else "")
-                     + f"); TTL {st['ttl']}; ECS scope /{st['ecs_scope']}")
+        _render_decision(st, lines)
+        for then in result.get("chain", []):
+            lines.append(f"then {then['record']}, where the chosen CNAME leads, for the same "
+                         "client")
+            _render_decision(then, lines)
     a = result["answer"]
     if a.get("dropped"):
         lines.append("answer: none (dropped)")
@@ -181,3 +185,23 @@ def render(result: dict[str, Any]) -> str:
             for rr in a[section]:
                 lines.append(f"  {section:<10} {rr}")
     return "\n".join(lines)
+
+
+def _render_decision(st: dict[str, Any], lines: list[str]) -> None:
+    if st["rule"]:
+        lines.append(f"  rule (line {st['rule']['line']}) matched: {st['rule']['rule']}")
+    else:
+        lines.append("  no rule matched: every PoP of the record is a candidate")
+    lines.append("  candidates, best first:")
+    lines.append("    pop    distance km  latency ms  from           bias  health    "
+                 "score")
+    for c in st["candidates"]:
+        dist = "-" if c["distance_km"] is None else f"{c['distance_km']:.0f}"
+        lat = "-" if c["latency_ms"] is None else f"{c['latency_ms']:.1f}"
+        mark = "" if c["eligible"] else "  (not eligible)"
+        lines.append(f"    {c['pop']:<6} {dist:>11}  {lat:>10}  {c['latency_from']:<13} "
+                     f"{c['bias']:>5}  {c['health']:<8} {c['score']:>8.2f}{mark}")
+    chosen = ", ".join(st["chosen"]) or st["outcome"]
+    lines.append(f"  chosen: {chosen} (reason: {st['reason']}"
+                 + (f", via {' -> '.join(st['fallback_via'])}" if st["fallback_via"] else "")
+                 + f"); TTL {st['ttl']}; ECS scope /{st['ecs_scope']}")

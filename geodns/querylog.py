@@ -19,11 +19,13 @@ import logging
 
 from geodns import names
 from geodns.compile import Tables
+from geodns.ecs import Peer, peer_address
 from geodns.geo import Locator
+from geodns.parse import FormErr, find_ecs, skip_name
 from geodns.rdata import type_name
 from geodns.resolve import FORMERR, RCODE_NAMES
 from geodns.steering import HealthView, Steering
-from geodns.wire import FormErr, Peer, Responder, _find_ecs, _skip_name, peer_address
+from geodns.wire import Responder
 
 log = logging.getLogger("geodns.query")
 
@@ -54,13 +56,13 @@ def describe_query(data: bytes) -> dict[str, str]:
     """Name, type and Client Subnet of a query, as far as they can be read."""
     out: dict[str, str] = {}
     try:
-        qend = _skip_name(data, 12, allow_pointer=False)
+        qend = skip_name(data, 12, allow_pointer=False)
         out["qname"] = names.to_text(data[12:qend])
         out["qtype"] = type_name(int.from_bytes(data[qend:qend + 2], "big"))
         p = qend + 4
         if data[11] and len(data) >= p + 11 and data[p] == 0 and data[p + 2] == 41:
             end = p + 11 + int.from_bytes(data[p + 9:p + 11], "big")
-            ecs = _find_ecs(data, p + 11, end)
+            ecs = find_ecs(data, p + 11, end)
             if ecs is not None and len(ecs) >= 4:
                 size = 4 if ecs[1] == 1 else 16
                 addr = ipaddress.ip_address(ecs[4:].ljust(size, b"\0"))

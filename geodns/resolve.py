@@ -9,11 +9,21 @@ Each :class:`Resolution` lists records whose owner is either a wire name
 or :data:`QNAME`, meaning "the name in the question": answers for the
 question's own name (and wildcard synthesis) always use the question's
 bytes, so the client sees the case it asked with.
+
+Steered record sets take part like any other data, but what they hold
+depends on the client, so resolution stops where one is reached: the
+:class:`Resolution` holds the static records so far and, in ``steer``, the
+:class:`SteerPoint` that the rest depends on (the question's own steered
+record set, or one that a CNAME chain leads to).  When a steered CNAME's
+chosen target is in the zone, :meth:`ZoneIndex.after` resolves what
+follows it, which may reach another steered record set: the answer then
+rests on two decisions for the same client.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
 from typing import Final
 
 from geodns import names
@@ -29,16 +39,52 @@ from geodns.rdata import (
     A,
     RData,
 )
+from geodns.steering import SteerSpec
 from geodns.zones.model import RRset, Zone
 
-NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED, NOTAUTH = 0, 1, 2, 3, 4, 5, 9
-BADVERS = 16
-RCODE_NAMES = {NOERROR: "NOERROR", FORMERR: "FORMERR", SERVFAIL: "SERVFAIL",
-               NXDOMAIN: "NXDOMAIN", NOTIMP: "NOTIMP", REFUSED: "REFUSED", NOTAUTH: "NOTAUTH",
-               BADVERS: "BADVERS"}
+
+class Rcode(IntEnum):
+    """The response codes geodns answers with (RFC 1035, RFC 2136, RFC 6891)."""
+
+    NOERROR = 0
+    FORMERR = 1
+    SERVFAIL = 2
+    NXDOMAIN = 3
+    NOTIMP = 4
+    REFUSED = 5
+    NOTAUTH = 9
+    BADVERS = 16  # extended: the low four bits go in the header, the rest in the OPT
+
+
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN = Rcode.NOERROR, Rcode.FORMERR, Rcode.SERVFAIL, Rcode.NXDOMAIN
+NOTIMP, REFUSED, NOTAUTH, BADVERS = Rcode.NOTIMP, Rcode.REFUSED, Rcode.NOTAUTH, Rcode.BADVERS
+# Names for the metrics and the query log (keys compare equal to plain ints).
+RCODE_NAMES: dict[int, str] = {r: r.name for r in Rcode}
+
+
+class AnswerKind(StrEnum):
+    """What an answer is, for explain, logs and the truncation rule (a
+    referral keeps its glue)."""
+
+    ANSWER = "answer"
+    NODATA = "nodata"
+    NXDOMAIN = "nxdomain"
+    REFERRAL = "referral"
+    WILDCARD = "wildcard"
+    CNAME = "cname"
+    STEERED = "steered"
+    REFUSED = "refused"
+    NOTIMP = "notimp"
+    NOTAUTH = "notauth"
+    CHAOS = "chaos"
+
 
 QNAME: Final = b""  # owner placeholder: "the question's name" (never a valid wire name)
 MAX_CNAME_CHAIN = 12
+# Stands for every query type no record set can have (the types geodns does
+# not serve): they all resolve alike.  Type 0 is reserved (RFC 6895).
+OTHER_TYPES: Final = 0
+_MEMO_AFTER = 4096
 
 # Types whose targets get their addresses added to the additional section.
 _ADDITIONAL_FOR = frozenset({NS, MX, SRV})
@@ -54,16 +100,34 @@ class Record:
     rdata: RData
 
 
+@dataclass(frozen=True, slots=True)
+class SteerPoint:
+    """Where an answer continues with a steered record set: its owner
+    (:data:`QNAME` for the question's own name, else as the zone spells
+    it), its spec, and the question's type."""
+
+    owner: bytes
+    spec: SteerSpec
+    qtype: int
+
+    @property
+    def follows(self) -> bool:
+        """A steered CNAME is followed to its chosen target, except for the
+        types that answer with the CNAME itself."""
+        return self.spec.rtype == CNAME and self.qtype not in (CNAME, ANY)
+
+
 @dataclass
 class Resolution:
-    rcode: int = NOERROR
+    rcode: Rcode = NOERROR
     aa: bool = True
     answer: list[Record] = field(default_factory=list)
     authority: list[Record] = field(default_factory=list)
     additional: list[Record] = field(default_factory=list)
-    # Why: a short tag for explain/metrics ("answer", "nodata", "nxdomain",
-    # "referral", "wildcard", "cname").
-    kind: str = "answer"
+    kind: AnswerKind = AnswerKind.ANSWER
+    # Set when the rest of the answer depends on the client: the answer so
+    # far is ``answer``; authority and additional are empty.
+    steer: SteerPoint | None = None
 
 
 def rrset_records(rrset: RRset, owner: bytes | None = None, ttl: int | None = None) -> list[Record]:
@@ -78,7 +142,9 @@ class ZoneIndex:
 
     def __init__(self, zone: Zone) -> None:
         self.zone = zone
+        self.steered = zone.steered
         self.cuts = zone.delegations()
+        self._after: dict[tuple[bytes, int], Resolution] = {}
         ents: set[bytes] = set()
         for owner in zone.nodes:
             anc = names.parent(owner)
@@ -132,18 +198,41 @@ class ZoneIndex:
         ns = self.zone.nodes[cut][NS]
         glue = self.addresses_for([rd.target for rd in ns.rdatas if rd.target])
         return Resolution(NOERROR, aa=False, authority=rrset_records(ns), additional=glue,
-                          kind="referral")
+                          kind=AnswerKind.REFERRAL)
 
     def nxdomain(self) -> Resolution:
-        return Resolution(NXDOMAIN, authority=self.soa_authority(), kind="nxdomain")
+        return Resolution(NXDOMAIN, authority=self.soa_authority(), kind=AnswerKind.NXDOMAIN)
 
     def nodata(self) -> Resolution:
-        return Resolution(NOERROR, authority=self.soa_authority(), kind="nodata")
+        return Resolution(NOERROR, authority=self.soa_authority(), kind=AnswerKind.NODATA)
 
     # ---------------------------------------------------------------------
     def resolve(self, qname: bytes, qtype: int) -> Resolution:
         """Answer ``qname`` (lower-cased wire, inside this zone) for ``qtype``."""
         return self._resolve(qname, qtype, owner=QNAME, depth=0, seen=set())
+
+    def wildcard(self, encloser: bytes, qtype: int) -> Resolution:
+        """Answer a name that the wildcard below ``encloser`` synthesises."""
+        wild = b"\x01*" + encloser
+        return self._from_node(self.zone.nodes[wild], qtype, QNAME, 0, set(),
+                               AnswerKind.WILDCARD, self.steered.get(wild))
+
+    def after(self, target: bytes, qtype: int) -> Resolution | None:
+        """What follows a steered CNAME whose chosen target is ``target``
+        (lower-cased wire): the target's records for ``qtype``, as a static
+        CNAME's are followed; None when the target is outside the zone.
+        Memoised: the targets are the steered records' own, a bounded set.
+        The result is shared: read it, never change it."""
+        if not names.is_subdomain(target, self.zone.origin):
+            return None
+        key = (target, qtype)
+        res = self._after.get(key)
+        if res is None:
+            res = self._resolve(target, qtype, owner=self._owner_of(target), depth=1,
+                                seen={target})
+            if len(self._after) < _MEMO_AFTER:
+                self._after[key] = res
+        return res
 
     def _resolve(self, qname: bytes, qtype: int, owner: bytes, depth: int,
                  seen: set[bytes]) -> Resolution:
@@ -154,24 +243,36 @@ class ZoneIndex:
             return self.referral(cut)
         node = self.zone.nodes.get(qname)
         if node is not None or qname in self.ents:
-            return self._from_node(node or {}, qtype, owner, depth, seen, "answer")
+            return self._from_node(node or {}, qtype, owner, depth, seen, AnswerKind.ANSWER,
+                                   self.steered.get(qname))
         ce = self.closest_encloser(qname)
-        wild = self.zone.nodes.get(b"\x01*" + ce)
+        wildname = b"\x01*" + ce
+        wild = self.zone.nodes.get(wildname)
         if wild is not None:
-            return self._from_node(wild, qtype, owner, depth, seen, "wildcard")
+            return self._from_node(wild, qtype, owner, depth, seen, AnswerKind.WILDCARD,
+                                   self.steered.get(wildname))
         return self.nxdomain()
 
     def _from_node(self, node: dict[int, RRset], qtype: int, owner: bytes, depth: int,
-                   seen: set[bytes], kind: str) -> Resolution:
+                   seen: set[bytes], kind: AnswerKind,
+                   steered: dict[int, SteerSpec] | None = None) -> Resolution:
+        steered = steered or {}
         if qtype == ANY:
             for t in _ANY_PREFERENCE:
                 if t in node:
                     return self._positive(node[t], owner, kind)
             if node:
                 return self._positive(node[min(node)], owner, kind)
+            for t in _ANY_PREFERENCE:  # only steered data here: the first of it
+                if t in steered:
+                    return self._steered(owner, steered[t], qtype)
             return self.nodata()
         if qtype in node:
             return self._positive(node[qtype], owner, kind)
+        if qtype in steered:
+            return self._steered(owner, steered[qtype], qtype)
+        if CNAME in steered:
+            return self._steered(owner, steered[CNAME], qtype)
         if CNAME in node:
             cname = node[CNAME]
             first = rrset_records(cname, owner=owner)
@@ -179,12 +280,12 @@ class ZoneIndex:
             assert target is not None
             if (depth >= MAX_CNAME_CHAIN or target in seen
                     or not names.is_subdomain(target, self.zone.origin)):
-                return Resolution(NOERROR, answer=first, kind="cname")
+                return Resolution(NOERROR, answer=first, kind=AnswerKind.CNAME)
             seen.add(target)
             rest = self._resolve(target, qtype, owner=self._owner_of(target), depth=depth + 1,
                                  seen=seen)
             rest.answer[:0] = first
-            rest.kind = "cname"
+            rest.kind = AnswerKind.CNAME
             if not rest.aa:
                 # A chain into a delegation: the CNAME itself is authoritative.
                 rest.aa = True
@@ -197,9 +298,16 @@ class ZoneIndex:
         node = self.zone.nodes.get(name)
         if node:
             return next(iter(node.values())).owner
+        steered = self.steered.get(name)
+        if steered:
+            return next(iter(steered.values())).owner
         return name
 
-    def _positive(self, rrset: RRset, owner: bytes, kind: str) -> Resolution:
+    @staticmethod
+    def _steered(owner: bytes, spec: SteerSpec, qtype: int) -> Resolution:
+        return Resolution(NOERROR, kind=AnswerKind.STEERED, steer=SteerPoint(owner, spec, qtype))
+
+    def _positive(self, rrset: RRset, owner: bytes, kind: AnswerKind) -> Resolution:
         res = Resolution(NOERROR, answer=rrset_records(rrset, owner=owner), kind=kind)
         if rrset.rtype in _ADDITIONAL_FOR:
             res.additional = self.addresses_for(

@@ -25,9 +25,10 @@ Theory of operation, in the order :func:`decide` applies it:
    network that matched or that lies inside it, never longer than the query's
    source prefix.
 
-The same :func:`decide` serves queries (through a cache keyed by record and
-client network) and ``geodns explain``; it records every candidate's figures
-so that an explanation is the decision itself, not a re-enactment.
+The same :func:`decide` serves queries (through the caches of
+:mod:`geodns.decisions`, keyed by question and client network) and ``geodns
+explain``; it records every candidate's figures so that an explanation is
+the decision itself, not a re-enactment.
 """
 
 from __future__ import annotations

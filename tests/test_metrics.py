@@ -323,3 +323,33 @@ def test_two_workers_count_every_query_in_one_scrape(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
     assert proc.returncode == 0, log.read_text()
+
+
+async def test_explain_is_not_a_served_query(server) -> None:
+    """GET /explain answers with the serving code but counts nothing and
+    leaves nothing in the decision caches (issue #9, defect 6)."""
+    srv, _ = server
+    port = srv.bound[0].port
+    assert await udp_exchange(port, ecs_query("www.m.example.", "77.88.8.0", 24)) is not None
+    assert srv.admin is not None
+    base = f"http://127.0.0.1:{srv.admin.port}"
+
+    def query_path(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {k: v for k, v in samples(text).items()
+                if k[0].startswith(("geodns_dns_", "geodns_steering_"))}
+
+    before = query_path(await scrape(srv))
+    entries = srv.responder.cache_entries()
+    async with aiohttp.ClientSession() as s:
+        for params in ({"name": "www.m.example.", "client": "200.160.0.1"},
+                       {"name": "www.m.example.", "client": "192.0.2.1", "ecs": "1.0.16.0/24"},
+                       {"name": "ns1.m.example.", "client": "192.0.2.1", "type": "AAAA"},
+                       {"name": "nothere.m.example.", "client": "192.0.2.1"}):
+            async with s.get(f"{base}/explain", params=params) as r:
+                assert r.status == 200, await r.text()
+                assert (await r.json())["answer"]["rcode"]
+    assert query_path(await scrape(srv)) == before
+    assert srv.responder.cache_entries() == entries
+    assert await udp_exchange(port, ecs_query("www.m.example.", "77.88.8.0", 24)) is not None
+    after = query_path(await scrape(srv))
+    assert after != before  # the scrape does see real queries

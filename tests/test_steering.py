@@ -361,3 +361,20 @@ def test_ecs_source_zero_does_not_leak_into_plain_answers() -> None:
     assert addresses(plain) == ["192.0.2.3"] and scope(plain) is None
     again = ask(r, "www.steer.example.", ecs="0.0.0.0/0", peer="10.4.0.9")
     assert scope(again) == 0
+
+
+def test_explain_leaves_counters_and_caches_alone() -> None:
+    """explain answers with the serving code in a scratch responder: the
+    serving one counts nothing and caches nothing (issue #9, defect 6)."""
+    from geodns.explain import explain
+
+    r = make()
+    ask(r, "www.steer.example.", ecs="10.1.0.0/24")
+    counts, events, entries = dict(r.counts), dict(r.events), r.cache_entries()
+    places = len(r.decisions.places)
+    result = explain(r, "www.steer.example.", "A", "10.2.0.9", "10.3.0.0/24")
+    assert result["steering"]["chosen"] == ["gru"]
+    assert explain(r, "www.steer.example.", "A", "10.2.0.9")["steering"]["chosen"] == ["iad"]
+    explain(r, "plain.steer.example.", "A", "10.2.0.9", "10.3.0.0/24")
+    assert dict(r.counts) == counts and r.events == events
+    assert r.cache_entries() == entries and len(r.decisions.places) == places

@@ -13,7 +13,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "geodns"
 # The query path: bytes in, bytes out, from compiled tables.
-DATA_PLANE = ("geodns.wire", "geodns.compile", "geodns.resolve", "geodns.steering")
+DATA_PLANE = ("geodns.wire", "geodns.parse", "geodns.ecs", "geodns.decisions", "geodns.compile",
+              "geodns.resolve", "geodns.steering")
 # What the data plane must never reach, directly or through another module.
 CONTROL_PLANE = ("geodns.server", "geodns.admin", "geodns.metrics", "geodns.status",
                  "geodns.snapshot", "geodns.config", "geodns.yamlsrc", "geodns.cli",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 
+import dns.edns
 import dns.message
 import dns.rcode
 import dnscompare as dc
@@ -147,6 +148,12 @@ def test_answer_too_big_without_edns_sets_tc_and_keeps_question(responder) -> No
     # MX: the additional section (59 addresses) is dropped before TC is needed.
     mx = dns.message.from_wire(r.respond(dc.query_wire("big.example", "MX")))
     assert not mx.flags & dns.flags.TC and len(mx.answer[0]) == 1 and mx.additional == []
+    # ... and a query with Client Subnet still gets the option back (scope 0).
+    q = dns.message.make_query("big.example.", "MX", use_edns=0, payload=512,
+                               options=[dns.edns.ECSOption("198.51.100.0", 24, 0)])
+    mx = dns.message.from_wire(r.respond(q.to_wire()))
+    assert not mx.flags & dns.flags.TC and len(mx.answer[0]) == 1 and mx.additional == []
+    assert [(o.address, o.srclen, o.scopelen) for o in mx.options] == [("198.51.100.0", 24, 0)]
 
 
 def test_edns_payload_below_512_counts_as_512(responder) -> None:
@@ -169,7 +176,7 @@ def test_our_own_failure_answers_servfail_and_is_logged(packet: bytes, caplog) -
     class BrokenResponder(Responder):
         __slots__ = ()
 
-        def _careful(self, data: bytes, udp: bool, peer=None) -> bytes | None:
+        def staged(self, data: bytes, udp: bool, peer=None) -> bytes | None:
             raise RuntimeError("also broken")
 
     r = BrokenResponder(compile_zones([load_test_zone()]))

@@ -1,11 +1,25 @@
 """UDP and TCP around the pure responder: thin, bounded, and never fatal.
 
-UDP: one ``datagram_received`` call per packet, answered at once.
-TCP (RFC 7766): each connection may pipeline queries; every complete
-message in the buffer is answered as soon as it is read, in order.  A
-connection idle longer than ``idle_timeout`` is closed, and at
-``max_connections`` the connection idle the longest is closed to make room,
-so a crowd of idle clients cannot lock real ones out.
+Every transport hands its queries to a :class:`DatagramHandler`, the one
+place where received bytes become answers: it asks the responder being
+served *now* (a reload swaps it in one assignment) and leaves out the
+packets that get no answer.  The loops around it differ only in how they
+read and send:
+
+* UDP, read in one of three ways (``GEODNS_UDP_MODE``, see docs/design.md):
+  :class:`UDPBatchReader` (default when the C helper is built) reads up to
+  64 datagrams with one ``recvmmsg`` and sends their answers with one
+  ``sendmmsg``, up to 8 batches per readiness event; :class:`UDPReader`
+  reads up to 64 with ``recvfrom`` and answers each with ``sendto``;
+  :class:`UDPServer` is asyncio's ``DatagramProtocol``, one callback per
+  datagram, kept for comparison.  A full send buffer drops that answer (the
+  client retries), counted as a dropped packet: a UDP server must not queue
+  without bound.
+* TCP (RFC 7766): each connection may pipeline queries; every complete
+  message in the buffer is answered as soon as it is read, in order.  A
+  connection idle longer than ``idle_timeout`` is closed, and at
+  ``max_connections`` the connection idle the longest is closed to make
+  room, so a crowd of idle clients cannot lock real ones out.
 """
 
 from __future__ import annotations
@@ -16,9 +30,12 @@ import logging
 import socket
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from types import ModuleType
-from typing import Protocol
+from typing import Any, Protocol, TypeVar, cast
 
+from geodns.counters import Dropped
+from geodns.ecs import Peer
 from geodns.wire import DROPPED, Responder
 
 _udpbatch: ModuleType | None
@@ -32,62 +49,91 @@ HAVE_UDPBATCH = _udpbatch is not None
 log = logging.getLogger("geodns.server")
 
 MAX_TCP_BUFFER = 2 + 65535 + 65536  # one full message plus a read's worth
+# Where an answer goes: raw sockaddr bytes (recvmmsg) or an address tuple.
+Address = TypeVar("Address", bytes, tuple[Any, ...])
 
 
 class ResponderSource(Protocol):
     responder: Responder
 
 
-class UDPServer(asyncio.DatagramProtocol):
+class DatagramHandler:
+    """Queries in, answers out, for every transport: what each loop around
+    the responder would otherwise repeat."""
+
+    __slots__ = ("source",)
+
     def __init__(self, source: ResponderSource) -> None:
         self.source = source
+
+    def answer(self, data: bytes, peer: Peer, udp: bool) -> bytes | None:
+        """One query (a datagram, or a TCP message): its answer, or None when
+        it gets none."""
+        return self.source.responder.respond(data, udp, peer)
+
+    def answer_all(self, packets: Iterable[tuple[bytes, Address]]
+                   ) -> list[tuple[bytes, Address]]:
+        """UDP queries read together: the answers, each with its address
+        (packets that get no answer have none)."""
+        respond = self.source.responder.respond
+        out = []
+        for data, addr in packets:
+            resp = respond(data, True, addr)
+            if resp is not None:
+                out.append((resp, addr))
+        return out
+
+    def send_failed(self, n: int = 1) -> None:
+        self.source.responder.count_event(DROPPED, Dropped.SEND_FAILED, n)
+
+
+class UDPServer(asyncio.DatagramProtocol):
+    def __init__(self, source: ResponderSource) -> None:
+        self.handler = DatagramHandler(source)
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        resp = self.source.responder.respond(data, True, addr)
-        if resp is not None:
-            self.transport.sendto(resp, addr)  # type: ignore[union-attr]
+        resp = self.handler.answer(data, addr, True)
+        if resp is not None and self.transport is not None:
+            self.transport.sendto(resp, addr)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP socket error: %s", exc)
 
 
 class UDPReader:
-    """UDP without the transport layer: on each readiness event, read and
-    answer up to ``BATCH`` datagrams with plain ``recvfrom``/``sendto``.
-
-    Per datagram this saves the protocol callback and transport bookkeeping;
-    a full send buffer drops that answer (the client retries), as a UDP
-    server must rather than queueing without bound.
-    """
+    """UDP without the transport layer: on each readiness event, read up to
+    ``BATCH`` datagrams with plain ``recvfrom``, then answer them with
+    ``sendto``.  Per datagram this saves the protocol callback and the
+    transport's bookkeeping."""
 
     BATCH = 64
 
     def __init__(self, source: ResponderSource, sock: socket.socket) -> None:
-        self.source = source
+        self.handler = DatagramHandler(source)
         self.sock = sock
 
     def on_readable(self) -> None:
         recv = self.sock.recvfrom
-        send = self.sock.sendto
-        respond = self.source.responder.respond
+        packets: list[tuple[bytes, tuple[Any, ...]]] = []
         for _ in range(self.BATCH):
             try:
-                data, addr = recv(65535)
+                packets.append(recv(65535))
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as exc:  # e.g. ICMP errors reported on the socket
                 log.debug("UDP receive error: %s", exc)
-                continue
-            resp = respond(data, True, addr)
-            if resp is not None:
-                try:
-                    send(resp, addr)
-                except OSError:
-                    self.source.responder.count_event(DROPPED, "send-failed")
+        if not packets:
+            return
+        send = self.sock.sendto
+        for resp, addr in self.handler.answer_all(packets):
+            try:
+                send(resp, addr)
+            except OSError:
+                self.handler.send_failed()
 
 
 class UDPBatchReader:
@@ -98,7 +144,7 @@ class UDPBatchReader:
     ROUNDS = 8
 
     def __init__(self, source: ResponderSource, sock: socket.socket) -> None:
-        self.source = source
+        self.handler = DatagramHandler(source)
         self.sock = sock
         self.fd = sock.fileno()
 
@@ -106,7 +152,7 @@ class UDPBatchReader:
         assert _udpbatch is not None
         recv_batch = _udpbatch.recv_batch
         send_batch = _udpbatch.send_batch
-        respond = self.source.responder.respond
+        answer_all = self.handler.answer_all
         fd = self.fd
         for _ in range(self.ROUNDS):
             try:
@@ -116,15 +162,11 @@ class UDPBatchReader:
                 return
             if not packets:
                 return
-            out = []
-            for data, addr in packets:
-                resp = respond(data, True, addr)
-                if resp is not None:
-                    out.append((resp, addr))
+            out = answer_all(packets)
             if out:
                 sent = send_batch(fd, out)
                 if sent != len(out):
-                    self.source.responder.count_event(DROPPED, "send-failed", len(out) - sent)
+                    self.handler.send_failed(len(out) - sent)
             if len(packets) < 64:
                 return
 
@@ -168,7 +210,7 @@ class TCPConnections:
 
 class TCPConnection(asyncio.Protocol):
     def __init__(self, source: ResponderSource, registry: TCPConnections) -> None:
-        self.source = source
+        self.handler = DatagramHandler(source)
         self.registry = registry
         self.transport: asyncio.Transport | None = None
         self.buf = b""
@@ -177,7 +219,7 @@ class TCPConnection(asyncio.Protocol):
         self.peer: tuple[str, int] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)
         self.peer = transport.get_extra_info("peername")
         self.registry.add(self)
 
@@ -194,7 +236,7 @@ class TCPConnection(asyncio.Protocol):
                 break
             msg = buf[pos + 2 : pos + 2 + size]
             pos += 2 + size
-            resp = self.source.responder.respond(msg, False, self.peer)
+            resp = self.handler.answer(msg, self.peer, False)
             if resp is None:
                 # Not a query (too short, or a response): nothing sensible
                 # can follow on this stream.

@@ -1,0 +1,164 @@
+"""Instructions per query, counted by callgrind: the stable figure on a noisy host.
+
+Rates from ``run.py`` move by 10-30% from run to run on a shared machine; the
+number of instructions the server executes per query does not.  This script
+answers the benchmark's workloads (``gen_queries.py``, the bench zone and
+configuration) with one responder, with no sockets, and runs itself twice
+under ``valgrind --tool=callgrind``: once with N queries and once with 2N.
+The difference divided by N is the cost of one query, start-up excluded.
+
+    .venv/bin/python bench/respond_cost.py                       # this tree
+    .venv/bin/python bench/respond_cost.py --python /work/baseline/.venv/bin/python
+    .venv/bin/python bench/respond_cost.py --workloads static,steered-warm --count 4000
+
+Workloads: ``static``, ``nxdomain``, ``mix`` and ``steered`` as ``run.py``
+sends them; ``steered-warm`` repeats 1,000 client subnets whose decisions are
+cached first; ``steered-cold`` is ``steered`` (every query a new /24: a GeoIP
+look-up and, unless the place was seen, a decision); ``udp-batch`` is
+``static`` through the batched UDP reader over loopback (the client's sends
+and receives are counted too, the same in every tree).
+
+The tree measured is the one whose ``geodns`` package the given Python
+imports (its editable install); the queries come from this tree's bench/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+WORKLOADS = ("static", "nxdomain", "mix", "steered-warm", "steered-cold", "udp-batch")
+
+
+def queries(workload: str, count: int) -> list[bytes]:
+    import gen_queries as gq
+
+    zi = gq.ZoneInfo(gq.ZONE_FILE)
+    rng = random.Random(f"1:{workload}")
+    if workload in ("static", "udp-batch"):
+        qs = gq.gen_static(zi, rng, 1000)
+    elif workload == "nxdomain":
+        qs = gq.gen_nxdomain(zi, rng, count)
+    elif workload == "mix":
+        qs = gq.gen_mix(zi, rng, count)
+    elif workload == "steered-warm":
+        qs = gq.gen_steered(zi, rng, 1000)
+    else:
+        qs = gq.gen_steered(zi, rng, count)
+    return [gq.make_wire(rng, *q) for q in qs]
+
+
+def responder() -> Any:
+    from geodns.compile import compile_zones
+    from geodns.config import load_config
+    from geodns.geo import MaxMindLocator, bundled_database
+    from geodns.steering import StaticHealth, Steering
+    from geodns.wire import Responder
+    from geodns.yamlsrc import Problems
+    from geodns.zones.loader import load_zone_file
+
+    problems = Problems()
+    cfg = load_config(HERE / "geodns-bench.yaml", problems)
+    zone = load_zone_file(HERE / "zone" / "yaml" / "bench.test.yaml", problems, pops=cfg.pops)
+    assert zone is not None and not problems, [str(p) for p in problems]
+    specs = {(o, t): s for o, types in zone.steered.items() for t, s in types.items()}
+    steering = Steering(cfg.pops, cfg.default_order, cfg.latency, specs)
+    db = bundled_database()
+    assert db is not None
+    return Responder(compile_zones([zone], cfg.udp_payload), steering, MaxMindLocator(db),
+                     StaticHealth())
+
+
+def run(workload: str, count: int, pool: Path) -> None:
+    """The measured program: answer ``count`` queries of ``workload`` from
+    the queries in ``pool`` (written beforehand, so that both runs read the
+    same file and generating queries is not measured)."""
+    import gen_queries as gq
+
+    qs = gq.read_blob(pool)
+    r = responder()
+    respond = r.respond
+    peer = ("127.0.0.1", 40000)
+    if workload == "steered-warm":
+        for q in qs:
+            respond(q, True, peer)
+    if workload == "udp-batch":
+        udp_batch(r, qs, count)
+        return
+    n = len(qs)
+    for i in range(count):
+        if respond(qs[i % n], True, peer) is None:
+            raise SystemExit("no answer")
+
+
+def udp_batch(r: Any, qs: list[bytes], count: int) -> None:
+    import socket
+
+    from geodns.server.transport import UDPBatchReader
+
+    class Source:
+        responder = r
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    server.setblocking(False)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    client.connect(server.getsockname())
+    reader = UDPBatchReader(Source(), server)
+    for start in range(0, count, 64):
+        burst = min(64, count - start)
+        for i in range(burst):
+            client.send(qs[(start + i) % len(qs)])
+        reader.on_readable()
+        for _ in range(burst):
+            client.recv(65535)
+
+
+def collected(python: str, workload: str, count: int, pool: Path) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out", python,
+             __file__, "--child", workload, "--count", str(count), "--pool", str(pool)],
+            capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"},
+            cwd=tmp)
+    m = re.search(r"Collected : (\d+)", proc.stderr)
+    if proc.returncode or m is None:
+        raise SystemExit(f"{workload}: valgrind failed:\n{proc.stderr[-2000:]}")
+    return int(m.group(1))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--python", default=sys.executable, help="the tree's Python (its venv)")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--count", type=int, default=10_000, help="N (the second run is 2N)")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--pool", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    sys.path.insert(0, str(HERE))
+    if args.child:
+        run(args.child, args.count, args.pool)
+        return 0
+    for wl in args.workloads.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            pool = Path(tmp) / "queries.bin"
+            pool.write_bytes(b"".join(len(q).to_bytes(2, "big") + q
+                                      for q in queries(wl, 2 * args.count)))
+            one = collected(args.python, wl, args.count, pool)
+            two = collected(args.python, wl, 2 * args.count, pool)
+        print(f"{wl:<13} {(two - one) / args.count:>9,.0f} instructions per query", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
