@@ -326,11 +326,6 @@ def test_client_that_never_reads_is_bounded_and_others_are_served(served: Served
         served.still_serves()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a TCP connection closed by the idle sweep or evicted at max_connections is "
-    "closed with transport.close(), which waits for the write buffer to drain; a "
-    "client that never reads never lets it drain, so the server keeps the socket "
-    "and megabytes of answers for each such client, beyond max_connections, forever"))
 def test_clients_that_never_read_are_let_go(tmp_path: Path) -> None:
     """More clients that never read than max_connections: each is closed when
     idle (or evicted), and the server must then let go of its socket and its
@@ -377,11 +372,6 @@ def test_client_reset_with_answers_pending(served: Served) -> None:
     assert not alarming, alarming
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "on SIGTERM the server closes a connection whose reading back-pressure had "
-    "paused while unread queries still sit in the socket's receive buffer; Linux "
-    "answers that close with a RST and drops the answers already written to the "
-    "kernel's send buffer, so the client gets a reset after part of them"))
 def test_sigterm_delivers_every_answer_already_produced(served: Served) -> None:
     """SIGTERM while a client's answers fill the server's write buffer: every
     answer the server produced (its TCP answer count) reaches the client, in

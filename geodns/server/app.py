@@ -236,14 +236,19 @@ class Server:
             await self.link.close()
         self.listeners.close_sockets()
         # Answers are written as soon as a query is read, so what is in flight
-        # is what sits in write buffers: close() sends it, then closes.
+        # is what sits in write buffers: each connection delivers it, then ends
+        # its stream; the client closes once it has read everything.
         conns = list(self.tcp.open)
         for conn in conns:
-            conn.close()
+            conn.finish()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SHUTDOWN_GRACE
         while not all(c.finished for c in conns) and loop.time() < deadline:
             await asyncio.sleep(0.02)
+            for conn in conns:
+                conn.end_when_flushed()
+        for conn in conns:
+            conn.abort()  # a client that did not read its answers in time
         await self.listeners.wait_closed()
         log.info("stopped")
 

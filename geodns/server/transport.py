@@ -185,7 +185,7 @@ class TCPConnections:
         while len(self.open) >= self.max_connections:
             oldest, _ = self.open.popitem(last=False)
             self.evicted += 1
-            oldest.close()
+            oldest.drop()
         self.open[conn] = time.monotonic()
 
     def touch(self, conn: TCPConnection) -> None:
@@ -205,7 +205,7 @@ class TCPConnections:
                 break
             self.open.popitem(last=False)
             self.timed_out += 1
-            conn.close()
+            conn.drop()
 
 
 class TCPConnection(asyncio.Protocol):
@@ -214,7 +214,9 @@ class TCPConnection(asyncio.Protocol):
         self.registry = registry
         self.transport: asyncio.Transport | None = None
         self.buf = b""
-        self.closing = False
+        self.closing = False  # no more queries are answered
+        self.finishing = False  # shutting down: input is read and thrown away
+        self.eof_sent = False
         self.finished = False  # connection_lost has run: nothing more will be sent
         self.peer: tuple[str, int] | None = None
 
@@ -258,8 +260,9 @@ class TCPConnection(asyncio.Protocol):
         return None
 
     def pause_writing(self) -> None:
-        # A client that does not read its answers stops getting its queries read.
-        if self.transport is not None:
+        # A client that does not read its answers stops getting its queries
+        # read (unless the connection is being finished: see finish()).
+        if self.transport is not None and not self.finishing:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
@@ -278,6 +281,45 @@ class TCPConnection(asyncio.Protocol):
             self.registry.remove(self)
             if self.transport is not None:
                 self.transport.close()
+
+    def drop(self) -> None:
+        """Let go of a connection (idle too long, or evicted).  Answers still
+        waiting to be written mean the client is not reading them, and would
+        hold the socket and the answers for ever: those connections are
+        reset; the others are closed."""
+        if self.transport is not None and self.transport.get_write_buffer_size():
+            self.closing = True
+            self.registry.remove(self)
+            self.transport.abort()
+        else:
+            self.close()
+
+    def finish(self) -> None:
+        """Shutting down: answer nothing more, but deliver every answer
+        already written, then end the stream.  Meanwhile the client's input
+        is read and thrown away: closing a socket with unread input makes the
+        kernel send a reset, which discards answers not yet delivered."""
+        if self.transport is None or self.finished:
+            return
+        self.closing = self.finishing = True
+        self.registry.remove(self)
+        self.transport.resume_reading()
+        self.end_when_flushed()
+
+    def end_when_flushed(self) -> None:
+        """Once every answer has left our buffer, send FIN after them (the
+        client closes when it has read them, or the shutdown grace ends)."""
+        if self.transport is not None and not self.eof_sent and not self.finished and \
+                not self.transport.get_write_buffer_size():
+            self.eof_sent = True
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            else:  # pragma: no cover - every TCP transport can
+                self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.finished:
+            self.transport.abort()
 
 
 def bind_pair(host: str, port: int, reuse_port: bool) -> tuple[socket.socket, socket.socket]:
