@@ -60,7 +60,7 @@ def responder() -> Any:
     from geodns.compile import compile_zones
     from geodns.config import load_config
     from geodns.geo import MaxMindLocator, bundled_database
-    from geodns.steering import StaticHealth, Steering
+    from geodns.steering import Steering
     from geodns.wire import Responder
     from geodns.yamlsrc import Problems
     from geodns.zones.loader import load_zone_file
@@ -73,8 +73,12 @@ def responder() -> Any:
     steering = Steering(cfg.pops, cfg.default_order, cfg.latency, specs)
     db = bundled_database()
     assert db is not None
+    try:  # the health view since the control plane's interfaces; before, StaticHealth
+        from geodns.health.view import HealthView as health
+    except ImportError:
+        from geodns.steering import StaticHealth as health  # type: ignore[attr-defined,no-redef]
     return Responder(compile_zones([zone], cfg.udp_payload), steering, MaxMindLocator(db),
-                     StaticHealth())
+                     health())
 
 
 def run(workload: str, count: int, pool: Path) -> None:
