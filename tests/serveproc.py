@@ -158,23 +158,30 @@ def served(args: list[str], cwd: Path | None = None) -> Iterator[Served]:
         node.stop()
 
 
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 (just now)."""
+def busy_pair() -> tuple[socket.socket, socket.socket]:
+    """A UDP and a listening TCP socket on one port of 127.0.0.1 (a port free
+    for UDP may be taken for TCP: then another is tried)."""
     for _ in range(50):
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            try:
-                tcp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(port)
-        finally:
+            tcp.bind(("127.0.0.1", udp.getsockname()[1]))
+            tcp.listen()
+            return udp, tcp
+        except OSError:
             udp.close()
             tcp.close()
-    raise AssertionError("no free port")
+    raise AssertionError("no port free for both UDP and TCP")
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 (just now)."""
+    udp, tcp = busy_pair()
+    port = int(udp.getsockname()[1])
+    udp.close()
+    tcp.close()
+    return port
 
 
 def ask(port: int, name: str, rtype: str = "A", timeout: float = 1.0,

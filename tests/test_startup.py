@@ -19,7 +19,7 @@ import pytest
 from geodns.address import Address
 from geodns.cli import _config_from_args, build_parser, main
 from geodns.problems import Problems
-from tests.serveproc import Prober, Served, free_port
+from tests.serveproc import Prober, Served, busy_pair, free_port
 
 EXIT_DEADLINE = 15.0  # a loaded machine starts Python slowly; a node that runs never exits
 
@@ -124,13 +124,9 @@ def test_busy_admin_port(tmp_path: Path, workers: int) -> None:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_busy_dns_port(tmp_path: Path, workers: int) -> None:
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    udp, tcp = busy_pair()
     try:
-        udp.bind(("127.0.0.1", 0))
         busy = udp.getsockname()[1]
-        tcp.bind(("127.0.0.1", busy))
-        tcp.listen()
         free = free_port()
         # The free address comes first: it is bound, then let go of unanswered.
         cfg = setup(tmp_path, f"listen: [127.0.0.1:{free}, 127.0.0.1:{busy}]\n"
