@@ -117,7 +117,8 @@ class Server:
         self.pop_since: dict[str, float] = {}
         self._seen_states: dict[str, State] = {}
         self._restart_noted: tuple[str, ...] = ()
-        self._geoip_error: str | None = None
+        self._geoip_error: str | None = None  # the GeoIP problem last reported
+        self._geoip_described: str | None = None  # the database last reported loaded
         self.ready = False
         self._stopping = False
         self._stopped = asyncio.Event()
@@ -415,7 +416,7 @@ class Server:
             else:
                 self._geoip_loaded()
         elif status.error is None and self.geoip.locator is not None and \
-                getattr(self, "_geoip_described", None) != status.description:
+                self._geoip_described != status.description:
             self._geoip_loaded()
 
     def _geoip_loaded(self) -> None:
