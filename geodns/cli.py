@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
-from collections.abc import Callable
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from geodns import __version__, logs
 from geodns.config import Config, check_zones_dir, load_config, parse_address
+from geodns.errors import GeodnsError
 from geodns.problems import Problem, Problems, Where
 from geodns.zones.loader import ZONE_SUFFIXES, load_zone_file
 
@@ -86,9 +90,9 @@ def _sorted(problems: Problems) -> list[Problem]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from geodns.server.supervisor import install_early_signals
+    from geodns import early
 
-    install_early_signals()  # a SIGHUP while starting must not kill the process
+    early.install()  # a SIGHUP while starting must not kill the process
     problems = Problems()
     args.config = _default_config(args)
     if args.config is None and not args.zones:
@@ -159,9 +163,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
     """Ask the running node (its admin API) how it answers now; when it cannot
     be reached, work it out from the configuration and the drains in the
     state file, and say plainly that live health is not included."""
-    import json
-
-    from geodns.explain import ExplainError, explain, render
 
     problems = Problems()
     args.config = _default_config(args)
@@ -172,32 +173,43 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print(p, file=sys.stderr)
         return 2
     base = args.admin or (f"http://{cfg.admin}" if cfg.admin is not None else None)
-    note = None
-    if base is not None and not args.offline:
-        result, reason = _explain_live(base, args)
-        if result is not None:
+    offline = ("showing what this configuration would serve, with the drains in the state "
+               "file but WITHOUT live health")
+    if base is None or args.offline:
+        note = offline + (" (no admin address configured)" if base is None else "")
+    else:
+        query = {"name": args.name, "type": args.type, "client": args.client}
+        if args.ecs:
+            query["ecs"] = args.ecs
+        try:
+            result = _call_admin(f"{base.rstrip('/')}/explain?"
+                                 f"{urllib.parse.urlencode(query)}")
+        except AdminRefused as exc:
+            if exc.status != 400:  # not a question the node refuses: it is not serving
+                return _explain_offline(args, cfg, f"the node at {base} did not answer "
+                                        f"(HTTP {exc.status}): {offline}")
+            print(f"geodns explain: {exc.message}", file=sys.stderr)
+            return 2
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            note = f"the node at {base} did not answer ({reason}): {offline}"
+        else:
             result["live"] = True
             result["node"] = base
-            _print_explanation(result, args.json, render, json,
-                               f"as served now by the node at {base} (live health and "
-                               "drains)")
+            _print_explanation(result, args.json, f"as served now by the node at {base} "
+                               "(live health and drains)")
             return 0
-        if reason.startswith("error:"):
-            print(f"geodns explain: {reason[6:]}", file=sys.stderr)
-            return 2
-        note = (f"the node at {base} did not answer ({reason}): showing what this "
-                "configuration would serve, with the drains in the state file but WITHOUT "
-                "live health")
-    else:
-        note = ("showing what this configuration would serve, with the drains in the state "
-                "file but WITHOUT live health" + (" (no admin address configured)"
-                                                  if base is None else ""))
-    _setup_logging("error")
+    return _explain_offline(args, cfg, note)
+
+
+def _explain_offline(args: argparse.Namespace, cfg: Config, note: str) -> int:
     from geodns import state as state_file
+    from geodns.explain import ExplainError, explain
     from geodns.health.states import State
     from geodns.health.view import HealthView
     from geodns.server.app import offline_snapshot
 
+    _setup_logging("error")
     drains = {p: State(s) for p, s in state_file.load(cfg.state_file).items()} \
         if cfg.state_file is not None else {}
     snap = offline_snapshot(cfg, HealthView(admin=drains))
@@ -210,12 +222,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return 2
     result["live"] = False
     result["note"] = note
-    _print_explanation(result, args.json, render, json, note)
+    _print_explanation(result, args.json, note)
     return 0
 
 
-def _print_explanation(result: dict[str, Any], as_json: bool,
-                       render: Callable[[dict[str, Any]], str], json: Any, note: str) -> None:
+def _print_explanation(result: dict[str, Any], as_json: bool, note: str) -> None:
+    from geodns.explain import render
+
     if as_json:
         print(json.dumps(result, indent=2))
     else:
@@ -223,40 +236,37 @@ def _print_explanation(result: dict[str, Any], as_json: bool,
         print(render(result))
 
 
-def _explain_live(base: str, args: argparse.Namespace) -> tuple[dict[str, Any] | None, str]:
-    """GET /explain from the node: (result, "") or (None, why not); a "why
-    not" starting with "error:" is the node refusing the question."""
-    import json
-    import urllib.error
-    import urllib.parse
-    import urllib.request
+class AdminRefused(GeodnsError):
+    """The admin API answered with an error status."""
 
-    query = {"name": args.name, "type": args.type, "client": args.client}
-    if args.ecs:
-        query["ecs"] = args.ecs
-    url = f"{base.rstrip('/')}/explain?{urllib.parse.urlencode(query)}"
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status} {message}")
+        self.status = status
+        self.message = message
+
+
+def _call_admin(url: str, token: str | None = None) -> dict[str, Any]:
+    """A request to a node's admin API (POST when a token is given): the JSON
+    it answers.  Raises :class:`AdminRefused` for an error status (with the
+    API's own ``error`` text) and URLError/OSError when the node is not there."""
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    req = urllib.request.Request(url, method="POST" if token is not None else "GET",
+                                 headers=headers)
     try:
-        with urllib.request.urlopen(url, timeout=3) as resp:
+        with urllib.request.urlopen(req, timeout=5) as resp:
             doc: dict[str, Any] = json.loads(resp.read())
-            return doc, ""
+            return doc
     except urllib.error.HTTPError as exc:
-        if exc.code == 400:
-            try:
-                return None, "error:" + str(json.loads(exc.read()).get("error", exc.reason))
-            except ValueError:
-                return None, f"error:{exc.reason}"
-        return None, f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return None, str(reason)
+        try:
+            message = str(json.loads(exc.read()).get("error", exc.reason))
+        except ValueError:
+            message = str(exc.reason)
+        raise AdminRefused(exc.code, message) from None
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
     """POST /pops/{id}/drain (or undrain) to the running server's admin API."""
-    import json
     import os
-    import urllib.error
-    import urllib.request
 
     problems = Problems()
     cfg = _config_from_args(args, problems)
@@ -273,17 +283,10 @@ def cmd_drain(args: argparse.Namespace) -> int:
         base = f"http://{cfg.admin}"
     token = args.token or os.environ.get("GEODNS_ADMIN_TOKEN") or cfg.admin_token
     action = "drain" if args.command == "drain" else "undrain"
-    req = urllib.request.Request(f"{base.rstrip('/')}/pops/{args.pop}/{action}", method="POST",
-                                 headers={"Authorization": f"Bearer {token or ''}"})
     try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            body = json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            reason = json.loads(exc.read()).get("error", exc.reason)
-        except ValueError:
-            reason = exc.reason
-        print(f"geodns {action}: {exc.code} {reason}", file=sys.stderr)
+        body = _call_admin(f"{base.rstrip('/')}/pops/{args.pop}/{action}", token or "")
+    except AdminRefused as exc:
+        print(f"geodns {action}: {exc}", file=sys.stderr)
         return 1
     except (urllib.error.URLError, OSError) as exc:
         print(f"geodns {action}: cannot reach the admin API at {base}: {exc}", file=sys.stderr)

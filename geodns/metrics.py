@@ -70,20 +70,18 @@ class _NodeCollector(Collector):
             labels=["revision"])
         serving.add_metric([snap.version.revision], 1)
         yield serving
-        built = GaugeMetricFamily("geodns_snapshot_built_timestamp_seconds",
-                                  "When the snapshot being served was built.")
-        built.add_metric([], snap.built_at)
-        yield built
-        config_errors = GaugeMetricFamily(
+        yield GaugeMetricFamily(
+            "geodns_snapshot_built_timestamp_seconds",
+            "When the snapshot being served was built.",
+            value=snap.built_at)
+        yield GaugeMetricFamily(
             "geodns_config_errors", "Problems in the configuration file on disk (0: it is "
-            "served; otherwise the previous configuration is).")
-        config_errors.add_metric([], len(snap.config_errors))
-        yield config_errors
-        restart = GaugeMetricFamily(
+            "served; otherwise the previous configuration is).",
+            value=len(snap.config_errors))
+        yield GaugeMetricFamily(
             "geodns_config_restart_needed", "Settings changed on disk that take effect only "
-            "after a restart (listen, workers, admin address, zones directory, ...).")
-        restart.add_metric([], len(snap.restart_needed))
-        yield restart
+            "after a restart (listen, workers, admin address, zones directory, ...).",
+            value=len(snap.restart_needed))
 
         reloads = CounterMetricFamily(
             "geodns_zones_reloads", "Zone file loads, by result.", labels=["result"])
@@ -115,10 +113,10 @@ class _NodeCollector(Collector):
         yield errors
 
         if snap.geoip.build_epoch is not None:
-            build = GaugeMetricFamily("geodns_geoip_build_timestamp_seconds",
-                                      "Build time of the GeoIP database in use.")
-            build.add_metric([], float(snap.geoip.build_epoch))
-            yield build
+            yield GaugeMetricFamily(
+                "geodns_geoip_build_timestamp_seconds",
+                "Build time of the GeoIP database in use.",
+                value=float(snap.geoip.build_epoch))
 
         pops = snap.config.pops
         if pops:
@@ -151,13 +149,13 @@ class _NodeCollector(Collector):
             yield failures
 
         node = view.counters
-        reporting = GaugeMetricFamily("geodns_workers",
-                                      "Worker processes whose counters this scrape adds up.")
-        reporting.add_metric([], node.workers)
-        yield reporting
-        tcp = GaugeMetricFamily("geodns_tcp_connections", "Open TCP connections.")
-        tcp.add_metric([], node.tcp_open)
-        yield tcp
+        yield GaugeMetricFamily(
+            "geodns_workers",
+            "Worker processes whose counters this scrape adds up.",
+            value=node.workers)
+        yield GaugeMetricFamily(
+            "geodns_tcp_connections", "Open TCP connections.",
+            value=node.tcp_open)
         closed = CounterMetricFamily("geodns_tcp_closed_connections",
                                      "TCP connections closed by geodns, by reason.",
                                      labels=["reason"])
@@ -208,18 +206,18 @@ class _NodeCollector(Collector):
             decisions.add_metric(list(skey), n)
         yield decisions
         misses = events.get((STEERING_MISS, ""), 0)
-        hits = CounterMetricFamily("geodns_steering_cache_hits",
-                                   "Steered answers given from a cached decision.")
-        hits.add_metric([], max(0, sum(steered.values()) - misses))
-        yield hits
-        miss = CounterMetricFamily("geodns_steering_cache_misses",
-                                   "Steered answers that ran steering (not cached yet).")
-        miss.add_metric([], misses)
-        yield miss
-        cache = GaugeMetricFamily("geodns_steering_cache_entries",
-                                  "Cached steering decisions in the running snapshot.")
-        cache.add_metric([], node.cache_entries)
-        yield cache
+        yield CounterMetricFamily(
+            "geodns_steering_cache_hits",
+            "Steered answers given from a cached decision.",
+            value=max(0, sum(steered.values()) - misses))
+        yield CounterMetricFamily(
+            "geodns_steering_cache_misses",
+            "Steered answers that ran steering (not cached yet).",
+            value=misses)
+        yield GaugeMetricFamily(
+            "geodns_steering_cache_entries",
+            "Cached steering decisions in the running snapshot.",
+            value=node.cache_entries)
         healthy = GaugeMetricFamily(
             "geodns_steering_record_healthy_pops",
             "PoPs a steered record can choose (not down or draining); 0: all its PoPs are "

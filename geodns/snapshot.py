@@ -320,6 +320,7 @@ class Change:
     kind: str  # "reload" or "reload-error" (the status page's event kinds)
     message: str
     extra: Mapping[str, object] = field(default_factory=dict)
+    warning: bool = False  # logged as a warning rather than as the kind says
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +353,28 @@ def parse_config(doc: Document, given: Config) -> tuple[Config, Problems]:
     return cfg, problems
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigRead:
+    """A configuration document read because it changed: the configuration
+    it holds (None when it has problems, which are listed), not yet checked
+    against the zones."""
+
+    digest: bytes
+    candidate: Config | None
+    problems: tuple[Problem, ...]
+
+
+def read_config(docs: Documents, given: Config, previous: Snapshot | None
+                ) -> ConfigRead | None:
+    """The configuration document of ``docs``, parsed if it changed since
+    ``previous`` (None: no document, or the same as before)."""
+    if docs.config is None or (previous is not None
+                               and docs.config.digest == previous.config_digest):
+        return None
+    parsed, problems = parse_config(docs.config, given)
+    return ConfigRead(docs.config.digest, None if problems else parsed, tuple(problems))
+
+
 def restart_needed(running: Config, new: Config) -> tuple[str, ...]:
     return tuple(f"{what} changed in the configuration: needs a restart "
                  f"(still {_show(getattr(running, key))})"
@@ -365,32 +388,37 @@ def _show(value: object) -> str:
     return str(value)
 
 
+_UNREAD = ConfigRead(b"", None, ())
+
+
 def build(docs: Documents, given: Config, previous: Snapshot | None,
           geoip: tuple[Locator | None, GeoipStatus], health: HealthView,
           make_responder: MakeResponder, now: float,
-          running: Config | None = None) -> Built:
+          running: Config | None = None, config_read: ConfigRead | None = _UNREAD) -> Built:
     """A new snapshot from documents.  ``given`` is the configuration the
     process started with (used when there is no configuration document, or
     none has been good yet); ``running`` the one whose restart-only settings
-    are in effect.  Pure: no I/O, nothing outside the result is changed."""
+    are in effect; ``config_read`` what :func:`read_config` made of the
+    configuration document, when the caller has read it already.  Pure: no
+    I/O, nothing outside the result is changed."""
     changes: list[Change] = []
     running = running or given
-    old_config = previous.config if previous is not None else given
-    old_digest = previous.config_digest if previous is not None else None
+    if config_read is _UNREAD:
+        config_read = read_config(docs, given, previous)
 
     # The configuration: the document's if it changed and is good.
-    config, digest, config_errors = old_config, old_digest, (
-        previous.config_errors if previous is not None else ())
+    config = previous.config if previous is not None else given
+    digest = previous.config_digest if previous is not None else None
+    config_errors = previous.config_errors if previous is not None else ()
     candidate: Config | None = None
-    if docs.config is not None and docs.config.digest != old_digest:
-        parsed, problems = parse_config(docs.config, given)
-        if problems:
-            config_errors = tuple(problems)
-            digest = docs.config.digest
+    candidate_digest = b""
+    if config_read is not None:
+        candidate, candidate_digest = config_read.candidate, config_read.digest
+        if candidate is None:
+            config_errors = config_read.problems
+            digest = config_read.digest
             _report(changes, config_errors, "configuration not applied",
                     "the previous configuration stays in service" if previous else "")
-        else:
-            candidate = parsed
     for problem in docs.problems:
         changes.append(Change("reload-error", str(problem)))
 
@@ -407,13 +435,12 @@ def build(docs: Documents, given: Config, previous: Snapshot | None,
                   for p in entry.errors]
         if broken:
             config_errors = tuple(broken)
-            digest = docs.config.digest if docs.config else None
+            digest = candidate_digest
             _report(changes, config_errors, "configuration not applied: it would stop a "
                     "served zone", "the previous configuration stays in service")
             zones, counts = _zones(docs, config, previous, now, rebuild_all=True)
         else:
-            config, digest, config_errors = candidate, docs.config.digest if docs.config \
-                else None, ()
+            config, digest, config_errors = candidate, candidate_digest, ()
             changes.append(Change("reload", f"configuration loaded from "
                                   f"{docs.config.name if docs.config else '?'}",
                                   {"event": "config-loaded"}))
@@ -431,12 +458,18 @@ def build(docs: Documents, given: Config, previous: Snapshot | None,
     steering = Steering(config.pops, config.default_order, config.latency, specs)
     tables = compile_zones(served, config.udp_payload, config.chaos())
     locator, geo_status = geoip
+    _geoip_changes(changes, previous.geoip if previous is not None else GeoipStatus(),
+                   geo_status, locator is not None)
+    restart = restart_needed(running, config)
+    if restart != (previous.restart_needed if previous is not None else ()):
+        changes += [Change("reload-error", m, {"event": "restart-needed"}, warning=True)
+                     for m in restart]
     responder = make_responder(config, tables, steering, locator, health)
     serials = {z.name: z.serial for z in served}
     ok, failed = counts
     snap = Snapshot(
         version=Version(docs.revision, serials), config=config, config_digest=digest,
-        config_errors=config_errors, restart_needed=restart_needed(running, config),
+        config_errors=config_errors, restart_needed=restart,
         zones=zones, steering=steering, tables=tables, locator=locator, geoip=geo_status,
         responder=responder, built_at=now,
         reloads_ok=(previous.reloads_ok if previous else 0) + ok,
@@ -505,6 +538,18 @@ def _report(changes: list[Change], problems: tuple[Problem, ...], what: str, kep
                           {"event": "reload-error", "problems": [str(p) for p in problems]}))
 
 
+def _geoip_changes(changes: list[Change], old: GeoipStatus, new: GeoipStatus,
+                   serving: bool) -> None:
+    if new.error is not None and new.error != old.error:
+        kept = "; keeping the previous one" if serving else ""
+        changes.append(Change("reload-error", f"GeoIP database not loaded: {new.error}{kept}",
+                              {"event": "geoip-error"}))
+    elif new.error is None and new.description is not None and (
+            old.error is not None or new.description != old.description):
+        changes.append(Change("reload", f"GeoIP database loaded: {new.description}",
+                              {"event": "geoip-loaded", "file": new.path}))
+
+
 def _zone_changes(changes: list[Change], previous: Snapshot | None,
                   zones: Mapping[str, ZoneEntry]) -> None:
     before = previous.zones if previous is not None else {}
@@ -522,6 +567,23 @@ def _zone_changes(changes: list[Change], previous: Snapshot | None,
                                                        "zone": old.zone.name, "file": name}))
 
 
-__all__ = ["Built", "Change", "Document", "Documents", "FileSource", "GeoipSource",
-           "GeoipStatus", "Snapshot", "Source", "Version", "ZoneEntry", "build",
-           "file_signature", "new_responder", "open_geoip", "parse_config"]
+__all__ = [
+    "Built",
+    "Change",
+    "ConfigRead",
+    "Document",
+    "Documents",
+    "FileSource",
+    "GeoipSource",
+    "GeoipStatus",
+    "Snapshot",
+    "Source",
+    "Version",
+    "ZoneEntry",
+    "build",
+    "file_signature",
+    "new_responder",
+    "open_geoip",
+    "parse_config",
+    "read_config",
+]

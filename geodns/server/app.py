@@ -48,17 +48,17 @@ from geodns.server.overrides import AdminOverrides
 from geodns.server.transport import HAVE_UDPBATCH, TCPConnections
 from geodns.snapshot import (
     Built,
+    Documents,
     FileSource,
     GeoipSource,
     Snapshot,
     Source,
     build,
     new_responder,
-    parse_config,
+    read_config,
 )
 from geodns.status import (
     ADMIN,
-    RELOAD,
     RELOAD_ERROR,
     START,
     STATE_CHANGE,
@@ -116,9 +116,7 @@ class Server:
         self.started_at: float | None = None
         self.pop_since: dict[str, float] = {}
         self._seen_states: dict[str, State] = {}
-        self._restart_noted: tuple[str, ...] = ()
-        self._geoip_error: str | None = None  # the GeoIP problem last reported
-        self._geoip_described: str | None = None  # the database last reported loaded
+        self._docs: Documents | None = None  # what the source handed over last
         self.ready = False
         self._stopping = False
         self._stopped = asyncio.Event()
@@ -343,20 +341,20 @@ class Server:
         """Read the sources and build a snapshot (in a worker thread); None
         when nothing changed."""
         docs = self.source.poll(force)
+        config_read = read_config(docs, self.given, previous) if docs is not None else None
+        # The GeoIP database the configuration about to be served names.
         base = previous.config if previous is not None else self.given
-        if docs is not None and docs.config is not None and (
-                previous is None or docs.config.digest != previous.config_digest):
-            parsed, problems = parse_config(docs.config, self.given)
-            if not problems:
-                base = parsed
+        if config_read is not None and config_read.candidate is not None:
+            base = config_read.candidate
         geo_changed = self.geoip.poll(base, force)
         if docs is None:
-            if not geo_changed:
+            if not geo_changed or self._docs is None:
                 return None
-            docs = self.source.poll(True)
-            assert docs is not None
+            docs = self._docs  # only the database changed
+        self._docs = docs
         return build(docs, self.given, previous, (self.geoip.locator, self.geoip.status),
-                     self.store.view(), new_responder, time.time(), running=self.given)
+                     self.store.view(), new_responder, time.time(), running=self.given,
+                     config_read=config_read)
 
     async def reload(self, force: bool = False) -> bool:
         """Read configuration, zones and GeoIP again; swap in a new snapshot if
@@ -372,7 +370,6 @@ class Server:
                                               "snapshot stays in service")
                 return False
             if built is None:
-                self._note_geoip()
                 return False
             self._swap(built)
             return True
@@ -386,15 +383,10 @@ class Server:
         self.snapshot = new
         self.responder = new.responder
         for change in built.changes:
-            level = logging.ERROR if change.kind == RELOAD_ERROR else logging.INFO
+            level = logging.WARNING if change.warning else \
+                logging.ERROR if change.kind == RELOAD_ERROR else logging.INFO
             log.log(level, "%s", change.message, extra=dict(change.extra))
             self.events.add(change.kind, change.message)
-        self._note_geoip()
-        if new.restart_needed != self._restart_noted:
-            for message in new.restart_needed:
-                log.warning("%s", message, extra={"event": "restart-needed"})
-                self.events.add(RELOAD_ERROR, message)
-            self._restart_noted = new.restart_needed
         if old is not None:
             self._apply_settings(old, new)
             if old.locator is not None and old.locator is not new.locator and \
@@ -403,28 +395,6 @@ class Server:
         if old is None or new.version != old.version:
             log.info("serving %s", new.version,
                      extra={"event": "serving", "revision": new.version.revision})
-
-    def _note_geoip(self) -> None:
-        status = self.geoip.status
-        if status.error != self._geoip_error:
-            self._geoip_error = status.error
-            if status.error is not None:
-                kept = "; keeping the previous one" if self.geoip.locator else ""
-                log.error("GeoIP database not loaded: %s%s", status.error, kept,
-                          extra={"event": "geoip-error"})
-                self.events.add(RELOAD_ERROR, f"GeoIP database not loaded: {status.error}")
-            else:
-                self._geoip_loaded()
-        elif status.error is None and self.geoip.locator is not None and \
-                self._geoip_described != status.description:
-            self._geoip_loaded()
-
-    def _geoip_loaded(self) -> None:
-        status = self.geoip.status
-        self._geoip_described = status.description
-        log.info("GeoIP database loaded: %s", status.description,
-                 extra={"event": "geoip-loaded", "file": status.path})
-        self.events.add(RELOAD, f"GeoIP database loaded: {status.description}")
 
     def _apply_settings(self, old: Snapshot, new: Snapshot) -> None:
         """What a new configuration changes in a running process."""

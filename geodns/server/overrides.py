@@ -31,9 +31,11 @@ class AdminOverrides:
         self.path = path
         self.notify = notify
         self._signature: Signature | None = None
-        # What the store holds already: a worker started again is handed the
-        # node's drains, and a change made here must not drop them.
-        self.current: dict[str, State] = dict(store.view().admin)
+
+    def current(self) -> dict[str, State]:
+        """The overrides in force: the store's (a worker started again is
+        handed the node's drains there, and a change made here keeps them)."""
+        return dict(self.store.view().admin)
 
     def load(self, pops: Collection[str], force: bool = False) -> bool:
         """Read the state file if it changed; True if the overrides changed."""
@@ -44,7 +46,7 @@ class AdminOverrides:
             return False
         self._signature = sig
         loaded = {p: State(s) for p, s in state_file.load(self.path).items()}
-        if loaded == self.current:
+        if loaded == self.current():
             return False
         text = ", ".join(f"{p} {s}" for p, s in sorted(loaded.items())) or "none"
         log.info("administrative PoP states: %s", text,
@@ -55,7 +57,7 @@ class AdminOverrides:
     def set(self, pop: str, state: State | None, pops: Collection[str], why: str) -> None:
         """Set (or with None remove) one PoP's override, keep it in the state
         file, and publish it."""
-        overrides = dict(self.current)
+        overrides = self.current()
         if state is None:
             overrides.pop(pop, None)
         else:
@@ -71,8 +73,7 @@ class AdminOverrides:
 
     def _apply(self, overrides: Mapping[str, State], pops: Collection[str], why: str) -> None:
         before = {p: self.store.state(p) for p in pops}
-        self.current = dict(overrides)
-        self.store.set_admin(self.current)
+        self.store.set_admin(overrides)
         self.store.publish()
         if self.notify is not None:
             for pop, old in before.items():

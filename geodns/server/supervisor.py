@@ -54,12 +54,6 @@ CRASH_LIMIT = 3
 
 
 
-def install_early_signals() -> None:
-    """Until a process's event loop takes over, SIGHUP (which would end it)
-    only asks for a reload once the process has started."""
-    early.install()
-
-
 def new_event_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
@@ -76,7 +70,7 @@ def run_worker(config: Config, reuse_port: bool,
                handover: HealthView | None = None) -> int:
     """Run one serving process until it is told to stop.  Exit status 1 when
     it cannot start (the reason is logged, naming the file or address)."""
-    install_early_signals()
+    early.install()
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     server = Server(config, reuse_port=reuse_port, admin=admin, worker_index=index,
@@ -210,7 +204,7 @@ class Supervisor:
         if pid == 0:  # pragma: no cover - runs in the child
             code = 1
             try:
-                install_early_signals()
+                early.install()
                 signal.set_wakeup_fd(-1)
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
                     signal.signal(sig, signal.SIG_DFL)
@@ -292,4 +286,4 @@ class Supervisor:
                 os.kill(pid, signal.SIGTERM)
 
 
-__all__ = ["install_early_signals", "new_event_loop", "run", "run_worker"]
+__all__ = ["new_event_loop", "run", "run_worker"]
