@@ -454,6 +454,17 @@ def _drop_below(nodes: dict[bytes, Node], exact: dict[bytes, Answer | Steered],
             del exact[key]
 
 
+def _prebuilt(zone: Zone, name: bytes) -> tuple[set[int], bool]:
+    """The types pre-built for a name (or a wildcard), and whether it is a
+    CNAME (static or steered: then the types it is followed for too)."""
+    data = zone.nodes.get(name, {})
+    steered = zone.steered.get(name, {})
+    types = set(data) | set(steered) | set(_PREBUILT_EXTRA)
+    if CNAME in data or CNAME in steered:
+        return types | _FOLLOWED, True
+    return types, False
+
+
 def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answer | Steered],
                   build: _Build) -> None:
     """Fill the tables for one zone."""
@@ -473,11 +484,8 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
             if name == cut:
                 node.by_type[DS] = nodata_template
             continue
-        data = zone.nodes.get(name, {})
-        steered = zone.steered.get(name, {})
-        types = set(data) | set(steered) | set(_PREBUILT_EXTRA)
-        if CNAME in data or CNAME in steered:
-            types |= _FOLLOWED
+        types, is_cname = _prebuilt(zone, name)
+        if is_cname:
             # Other types: resolved on first use, unless the chain reaches a
             # steered CNAME (then they all share one Steered entry).
             other = index.resolve(name, OTHER_TYPES)
@@ -493,10 +501,8 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
         wild = zone.nodes.get(wildname)
         if wild is not None:
             node.wild = {}
-            wsteered = zone.steered.get(wildname, {})
-            types = set(wild) | set(wsteered) | set(_PREBUILT_EXTRA)
-            if CNAME in wild or CNAME in wsteered:
-                types |= _FOLLOWED
+            types, is_cname = _prebuilt(zone, wildname)
+            if is_cname:
                 other = index.wildcard(name, OTHER_TYPES)
                 if other.steer is not None:
                     node.nodata_wild = build.entry(other, None, index)
