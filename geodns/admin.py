@@ -11,7 +11,9 @@
 * ``GET /explain?name=&type=&client=&ecs=``: ``geodns explain`` as JSON.
 * ``POST /pops/{id}/drain``, ``POST /pops/{id}/undrain`` and
   ``POST /pops/{id}/state`` with ``{"state": "up|down|draining|unknown"}``:
-  set a PoP's administrative state; ``POST /reload``: re-read every zone
+  set a PoP's administrative state, on this node or, with ``?scope=fleet``
+  (and ``{"who": ..., "why": ...}``), on every node of the fleet;
+  ``POST /reload``: re-read every zone
   file and the GeoIP database now.  They need ``Authorization: Bearer
   TOKEN`` with the configured ``admin.token``; with no token configured
   they are disabled (403); a wrong token gets 401 and a log line.
@@ -33,13 +35,23 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from geodns.errors import GeodnsError
 from geodns.explain import ExplainError, explain
 from geodns.health.states import DRAINING, STATES, State, parse_state
 from geodns.metrics import Metrics
 from geodns.node import NodeControl
-from geodns.status import RELOAD, status
+from geodns.status import ADMIN, RELOAD, status
 
 log = logging.getLogger("geodns.admin")
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object, or {} (no body, or not an object)."""
+    try:
+        body: Any = await request.json()
+    except (json.JSONDecodeError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 class Admin:
@@ -143,8 +155,8 @@ class Admin:
                                      headers={"WWW-Authenticate": "Bearer"})
         return None
 
-    async def _change(self, request: web.Request, action: str, state: State | None
-                      ) -> web.Response:
+    async def _change(self, request: web.Request, action: str, state: State | None,
+                      body: Any = None) -> web.Response:
         denied = self._authorized(request, action)
         if denied is not None:
             return denied
@@ -152,6 +164,13 @@ class Admin:
         if pop not in self.node.view().snapshot.config.pops:
             self._count(action, "invalid")
             return web.json_response({"error": f"unknown PoP {pop!r}"}, status=404)
+        scope = request.query.get("scope", "node")
+        if scope == "fleet":
+            return await self._fleet_change(request, action, pop, state, body)
+        if scope != "node":
+            self._count(action, "invalid")
+            return web.json_response({"error": "scope must be node (this node only, the "
+                                      "default) or fleet (every node)"}, status=400)
         old = self.node.view().health.state(pop)
         how = f"set {state}" if state else "override removed"
         self.node.set_admin_state(pop, state, f"{action}: {how}, from {request.remote}")
@@ -163,6 +182,28 @@ class Admin:
         return web.json_response({"pop": pop, "old": old, "state": new,
                                   "override": state})
 
+    async def _fleet_change(self, request: web.Request, action: str, pop: str,
+                            state: State | None, body: Any) -> web.Response:
+        """A fleet-wide state, written to the fleet store with who and why."""
+        if body is None:
+            body = await _json_body(request)
+        who = str(body.get("who") or f"admin API from {request.remote}")
+        why = str(body.get("why") or "")
+        try:
+            await self.node.set_fleet_drain(pop, state, who, why)
+        except GeodnsError as exc:
+            self._count(action, "failed")
+            return web.json_response({"error": str(exc)}, status=503)
+        log.info("admin: fleet-wide %s of PoP %s by %s (%s), from %s", action, pop, who,
+                 why or "no reason given", request.remote,
+                 extra={"event": "admin", "action": action, "pop": pop, "scope": "fleet",
+                        "who": who, "why": why, "remote": request.remote})
+        self.node.add_event(ADMIN, f"fleet-wide {action} of {pop} by {who}"
+                                   + (f": {why}" if why else ""), pop)
+        self._count(action, "ok")
+        return web.json_response({"pop": pop, "scope": "fleet", "override": state,
+                                  "who": who, "why": why})
+
     async def drain(self, request: web.Request) -> web.Response:
         return await self._change(request, "drain", DRAINING)
 
@@ -170,11 +211,8 @@ class Admin:
         return await self._change(request, "undrain", None)  # back to what probes say
 
     async def set_state(self, request: web.Request) -> web.Response:
-        try:
-            body: Any = await request.json()
-        except (json.JSONDecodeError, ValueError):
-            body = None
-        state = parse_state(body.get("state")) if isinstance(body, dict) else None
+        body = await _json_body(request)
+        state = parse_state(body.get("state"))
         if state is None:
             denied = self._authorized(request, "state")
             if denied is not None:
@@ -182,7 +220,7 @@ class Admin:
             self._count("state", "invalid")
             return web.json_response({"error": f"state must be one of {', '.join(STATES)}"},
                                      status=400)
-        return await self._change(request, "state", state)
+        return await self._change(request, "state", state, body)
 
     async def reload(self, request: web.Request) -> web.Response:
         """Re-read the configuration, every zone file and the GeoIP database

@@ -1,4 +1,5 @@
-"""``geodns`` command line: serve, check, explain, drain, undrain, import-zone."""
+"""``geodns`` command line: serve, check, explain, drain, undrain, publish, fleet,
+import-zone."""
 
 from __future__ import annotations
 
@@ -58,6 +59,16 @@ def validate(cfg: Config, problems: Problems) -> int:
     refuses to start with: the zones directory, every zone file (against the
     configuration's PoPs), one file per zone, and the GeoIP database when
     PoPs are configured.  Returns how many zones load."""
+    if cfg.fleet is not None:
+        # Zones and PoPs come from the fleet store; the GeoIP database the
+        # fleet's PoPs will need is this node's own.
+        from geodns.snapshot import open_geoip
+
+        locator, error = open_geoip(cfg, wanted=True)
+        if locator is None:
+            where = Where(str(cfg.path) if cfg.path else "<command line>", 1, 1)
+            problems.add(where, f"GeoIP database: {error}")
+        return 0
     check_zones_dir(cfg, problems)
     origins: dict[bytes, str] = {}
     count = 0
@@ -115,7 +126,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     from geodns.server.supervisor import run
 
-    log.info("geodns %s starting (zones from %s)", __version__, cfg.zones_dir,
+    log.info("geodns %s starting (zones from %s)", __version__,
+             f"the fleet store, as node {cfg.fleet.node}" if cfg.fleet else cfg.zones_dir,
              extra={"event": "start", "version": __version__, "zones": str(cfg.zones_dir),
                     "workers": cfg.workers})
     return run(cfg)
@@ -264,10 +276,165 @@ def _call_admin(url: str, token: str | None = None) -> dict[str, Any]:
         raise AdminRefused(exc.code, message) from None
 
 
+def _etcd_args(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("--etcd", action="append", required=required, metavar="URL",
+                   help="an etcd client URL (repeat it, or separate with commas, for every "
+                        "member)")
+    p.add_argument("--prefix", default="/geodns/", help="the fleet's key prefix (/geodns/)")
+
+
+def _etcd(args: argparse.Namespace) -> tuple[Any, Any]:
+    from geodns.fleet.etcd import Etcd
+    from geodns.fleet.keys import Layout
+
+    urls = [u.strip() for arg in args.etcd for u in arg.split(",") if u.strip()]
+    if not (args.prefix.startswith("/") and args.prefix.endswith("/")):
+        raise GeodnsError(f"--prefix {args.prefix!r} must start and end with '/'")
+    return Etcd(urls, timeout=5.0), Layout(args.prefix)
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    """Validate the fleet's shared configuration and zones, then write every
+    change in one compare-and-swap transaction."""
+    import asyncio
+
+    from geodns.fleet import publish as pub
+    from geodns.fleet.etcd import EtcdError
+
+    if args.config is None and args.zones is None:
+        print("geodns publish: give --config FILE (the fleet's shared configuration), a "
+              "zones directory, or both", file=sys.stderr)
+        return 2
+    problems = Problems()
+    config_path = Path(args.config) if args.config else None
+    zones_dir = Path(args.zones) if args.zones else None
+    local = pub.read_local(config_path, zones_dir, problems)
+
+    async def run() -> int:
+        etcd, layout = _etcd(args)
+        try:
+            plan, state = await pub.plan(etcd, layout, local)
+            config = (str(config_path), local.config) if local.config is not None else \
+                ((layout.document_name(layout.config), state.config_text())
+                 if state.config_text() is not None else None)
+            if local.zones is not None:
+                assert zones_dir is not None
+                zones = {n: (str(zones_dir / n), b) for n, b in local.zones.items()}
+            else:
+                zones = {n: (layout.document_name(layout.zone(n)), b)
+                         for n, b in state.zone_texts().items()}
+            pub.validate(config, zones, problems)  # type: ignore[arg-type]
+            if problems:
+                for p in _sorted(problems):
+                    print(p, file=sys.stderr)
+                print(f"{len(problems)} problem(s): nothing published", file=sys.stderr)
+                return 2
+            if plan.empty:
+                print(f"nothing to publish: etcd already holds this (etcd:{state.docs_revision})")
+                return 0
+            for line in plan.lines:
+                print(line)
+            if args.dry_run:
+                print(f"dry run: {len(plan.lines)} change(s) not written")
+                return 0
+            try:
+                revision = await pub.apply(etcd, layout, plan, args.who or pub.who_am_i(),
+                                           args.message or "")
+            except pub.Stale:
+                last = plan.published
+                print(f"geodns publish: etcd changed since it was read at revision "
+                      f"{plan.revision} (last publish by {last.get('who', '?')}); nothing "
+                      "was written: run it again to publish on top of the newer state",
+                      file=sys.stderr)
+                return 3
+            except ValueError as exc:
+                print(f"geodns publish: {exc}", file=sys.stderr)
+                return 2
+            print(f"published etcd:{revision}")
+            return 0
+        finally:
+            await etcd.close()
+
+    try:
+        return asyncio.run(run())
+    except (EtcdError, GeodnsError) as exc:
+        for p in _sorted(problems):
+            print(p, file=sys.stderr)
+        print(f"geodns publish: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    """Every node of the fleet: what it serves, whether it is behind."""
+    import asyncio
+    import time
+
+    from geodns.fleet.etcd import EtcdError
+    from geodns.fleet.keys import FleetState
+    from geodns.fleet.publish import describe
+
+    async def run() -> int:
+        etcd, layout = _etcd(args)
+        try:
+            state = FleetState(layout)
+            state.load(await etcd.range_prefix(layout.root))
+        finally:
+            await etcd.close()
+        if args.json:
+            from geodns.status import behind
+
+            newest = f"etcd:{state.docs_revision}" if state.docs_revision else None
+            print(json.dumps({
+                "newest_revision": newest, "published": state.published(),
+                "nodes": {n: dict(d, behind=behind(d, newest)) for n, d in state.nodes.items()},
+                "drains": {p: d.to_json() for p, d in state.drains.items()},
+                "votes": {n: v.to_json() for n, v in state.votes.items()}}, indent=2))
+            return 0
+        lines, flagged = describe(state, time.time())
+        print("\n".join(lines))
+        return 1 if flagged and args.check else 0
+
+    try:
+        return asyncio.run(run())
+    except (EtcdError, GeodnsError) as exc:
+        print(f"geodns fleet: {exc}", file=sys.stderr)
+        return 1
+
+
+def _fleet_drain(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from geodns.fleet.etcd import EtcdError
+    from geodns.fleet.publish import drain_record, who_am_i
+    from geodns.health.states import DRAINING
+
+    async def run() -> str:
+        etcd, layout = _etcd(args)
+        try:
+            if args.command == "drain":
+                d = drain_record(DRAINING, args.who or who_am_i(), args.why or "")
+                await etcd.put(layout.drain(args.pop), json.dumps(d.to_json()).encode())
+                return f"PoP {args.pop}: draining on every node of the fleet ({d.who})"
+            await etcd.delete(layout.drain(args.pop))
+            return f"PoP {args.pop}: fleet-wide drain removed"
+        finally:
+            await etcd.close()
+
+    try:
+        print(asyncio.run(run()))
+    except (EtcdError, GeodnsError) as exc:
+        print(f"geodns {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_drain(args: argparse.Namespace) -> int:
-    """POST /pops/{id}/drain (or undrain) to the running server's admin API."""
+    """POST /pops/{id}/drain (or undrain) to the running server's admin API,
+    or with --etcd a fleet-wide drain."""
     import os
 
+    if args.etcd:
+        return _fleet_drain(args)
     problems = Problems()
     cfg = _config_from_args(args, problems)
     if problems:
@@ -340,7 +507,31 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", "-c", help="server configuration (admin address, token)")
         p.add_argument("--admin", metavar="URL", help="admin API, e.g. http://127.0.0.1:8053")
         p.add_argument("--token", help="bearer token (or GEODNS_ADMIN_TOKEN)")
+        _etcd_args(p, required=False)
+        p.add_argument("--who", help="who drains (default: USER@HOST), kept with the drain")
+        p.add_argument("--why", help="why, kept with the drain")
         p.set_defaults(func=cmd_drain)
+
+    p = sub.add_parser("publish", help="validate, then write the fleet's shared configuration "
+                                        "and zones to etcd in one transaction")
+    _etcd_args(p, required=True)
+    p.add_argument("--config", "-c", help="the fleet's shared configuration (health, pops, "
+                   "default_order, latency)")
+    p.add_argument("zones", nargs="?", help="the zones directory (zones no longer in it are "
+                   "deleted from the fleet)")
+    p.add_argument("--dry-run", action="store_true", help="show what would change; write "
+                   "nothing")
+    p.add_argument("--who", help="who publishes (default: USER@HOST)")
+    p.add_argument("--message", "-m", help="why (a commit message, say)")
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("fleet", help="list the fleet's nodes: what each serves, which are "
+                                      "behind")
+    _etcd_args(p, required=True)
+    p.add_argument("--json", action="store_true", help="everything as JSON")
+    p.add_argument("--check", action="store_true", help="exit 1 when a node is behind, "
+                   "refuses the newest revision or has errors")
+    p.set_defaults(func=cmd_fleet)
 
     p = sub.add_parser("import-zone", help="convert a BIND zone file to geodns YAML (stdout)")
     p.add_argument("file")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,6 +14,7 @@ from geodns.address import DNS_PORT, Address, MissingPort, parse_address
 from geodns.compile import DEFAULT_UDP_PAYLOAD
 from geodns.health.parse import CHECK_DEFAULTS, check_timing, parse_checks
 from geodns.health.spec import CheckSpec, HealthSettings
+from geodns.health.votes import parse_policy
 from geodns.steering import STATES, LatencyEntry, Pop
 from geodns.yamlsrc import (
     Problems,
@@ -31,8 +32,9 @@ from geodns.yamlsrc import (
     unknown_keys,
 )
 
-__all__ = ["DEFAULT_LISTEN", "DNS_PORT", "Address", "Config", "TcpConfig", "check_zones_dir",
-           "load_config", "load_config_text", "parse_address"]
+__all__ = ["DEFAULT_LISTEN", "DNS_PORT", "SHARED_KEYS", "Address", "Config", "FleetConfig",
+           "TcpConfig", "check_zones_dir", "load_config", "load_config_text",
+           "load_shared_config", "parse_address"]
 
 # Without a ``listen`` key: loopback on an unprivileged port, so that trying
 # geodns needs no privileges.  An address written without a port means 53.
@@ -44,6 +46,19 @@ _T = TypeVar("_T")
 class TcpConfig:
     idle_timeout: float = 10.0
     max_connections: int = 1000
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """``fleet:``: where this node's shared configuration and zones come
+    from (etcd), and who it is in the fleet."""
+
+    etcd: tuple[str, ...]  # client URLs of the etcd members
+    node: str  # this node's name in the fleet (unique)
+    prefix: str = "/geodns/"
+    lease_ttl: int = 10  # seconds: how long a silent node's votes still count
+    timeout: float = 2.0  # seconds per etcd request
+    cache: Path | None = None  # the last snapshot applied, kept for a start without etcd
 
 
 @dataclass
@@ -74,6 +89,7 @@ class Config:
     # CH-class TXT answers; an empty string refuses the question instead.
     identity: str = field(default_factory=socket.gethostname)
     version: str = f"geodns {__version__}"
+    fleet: FleetConfig | None = None  # None: configuration and zones from files
     # Settings given on the command line, which win over the file's on every
     # reload too (attribute name -> value).
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -89,7 +105,10 @@ class Config:
 
 
 _TOP_KEYS = {"listen", "zones", "admin", "workers", "edns", "tcp", "reload", "log", "chaos",
-             "pops", "default_order", "latency", "geoip", "health"}
+             "pops", "default_order", "latency", "geoip", "health", "fleet"}
+# What a fleet shares (published to etcd with ``geodns publish``); every other
+# key is a node's own.
+SHARED_KEYS = ("health", "pops", "default_order", "latency")
 
 
 def load_config(path: Path, problems: Problems) -> Config:
@@ -163,7 +182,94 @@ def load_config_text(text: str, file: str, base: Path, problems: Problems) -> Co
     _tcp(top.get("tcp"), cfg, problems)
     _reload(top.get("reload"), cfg, problems)
     _log(top.get("log"), cfg, problems)
+    _fleet(top.get("fleet"), cfg, base, problems)
+    if cfg.fleet is not None:
+        for key, _ in top.items:
+            if key.text in SHARED_KEYS or key.text == "zones":
+                problems.add(key.where, f"{key.text}: with 'fleet' set, it comes from the "
+                             "fleet store (publish it with 'geodns publish'); remove it here")
     return cfg
+
+
+def load_shared_config(text: str, file: str, onto: Config, problems: Problems) -> Config:
+    """A fleet's shared configuration (the keys of :data:`SHARED_KEYS`)
+    applied to a node's own configuration ``onto``, which is not changed.
+    Every other key is a problem: a node's own settings stay in its own file."""
+    cfg = replace(onto, pops={}, pop_states={}, checks={}, require={},
+                  health=HealthSettings(), check_defaults=dict(CHECK_DEFAULTS),
+                  default_order=(), latency=(), overrides=dict(onto.overrides))
+    root = load_text(text, file, problems)
+    top = expect_map(root, "the fleet configuration", problems) if root is not None else None
+    if top is None:
+        return cfg
+    for key, _ in top.items:
+        if key.text in _TOP_KEYS and key.text not in SHARED_KEYS:
+            problems.add(key.where, f"{key.text} is a node's own setting: it goes in each "
+                         "node's configuration file, not in the fleet's")
+        elif key.text not in SHARED_KEYS:
+            problems.add(key.where, f"unknown key {key.text!r} in the fleet configuration "
+                         f"(expected: {', '.join(SHARED_KEYS)})")
+    defaults = _health(top.get("health"), cfg, problems)
+    _pops(top.get("pops"), cfg, problems, defaults)
+    _default_order(top.get("default_order"), cfg, problems)
+    _latency(top.get("latency"), cfg, problems)
+    return cfg
+
+
+_NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def _fleet(node: YNode | None, cfg: Config, base: Path, problems: Problems) -> None:
+    m = expect_map(node, "fleet", problems)
+    if m is None:
+        return
+    unknown_keys(m, {"etcd", "prefix", "node", "lease_ttl", "timeout", "cache"}, "fleet",
+                 problems)
+    endpoints = []
+    etcd = m.get("etcd")
+    for item in as_list(etcd) if etcd is not None else []:
+        url = as_str(item, "fleet etcd endpoint", problems)
+        if url is None:
+            continue
+        if not re.match(r"^https?://[^/\s]+/?$", url):
+            problems.add(item.where, f"fleet etcd: {url!r} is not an etcd client URL "
+                         "(http://HOST:PORT)")
+            continue
+        endpoints.append(url.rstrip("/"))
+    if etcd is None or (etcd is not None and not as_list(etcd)):
+        problems.add((etcd or m).where, "fleet: give the etcd client URLs (etcd: [http://HOST:2379, ...])")
+    name_node = m.get("node")
+    name = as_str(name_node, "fleet node", problems) if name_node is not None else None
+    if name_node is None:
+        problems.add(m.where, "fleet: give this node's name in the fleet (node: NAME)")
+    elif name is not None and not _NODE_NAME.match(name):
+        problems.add(name_node.where, f"fleet node {name!r}: use letters, digits, '.', '-' "
+                     "or '_' (at most 63)")
+        name = None
+    prefix = "/geodns/"
+    pn = m.get("prefix")
+    if pn is not None:
+        text = as_str(pn, "fleet prefix", problems)
+        if text is not None and not (text.startswith("/") and text.endswith("/")):
+            problems.add(pn.where, f"fleet prefix {text!r} must start and end with '/'")
+        elif text is not None:
+            prefix = text
+    ttl = 10
+    tn = m.get("lease_ttl")
+    if tn is not None:
+        ttl = _or_keep(as_int(tn, "fleet lease_ttl", problems, 2, 3600), ttl)
+    timeout = 2.0
+    ton = m.get("timeout")
+    if ton is not None:
+        timeout = _or_keep(as_float(ton, "fleet timeout", problems, 0.1, 60), timeout)
+    # The last revision applied, kept for a start without etcd; null: none.
+    cache = base / f".geodns-fleet-{name}.json" if name is not None else None
+    cn = m.get("cache")
+    if cn is not None:
+        cache = None if isinstance(cn, YScalar) and cn.is_null else \
+            _path(cn, "fleet cache", base, problems)
+    if endpoints and name is not None:
+        cfg.fleet = FleetConfig(tuple(endpoints), name, prefix, ttl, timeout, cache)
 
 
 def _path(node: YNode, what: str, base: Path, problems: Problems) -> Path | None:
@@ -266,7 +372,7 @@ def _health(node: YNode | None, cfg: Config, problems: Problems) -> dict[str, fl
     if m is None:
         return defaults
     unknown_keys(m, {"interval", "timeout", "rise", "fall", "jitter", "grace", "slow_ms",
-                     "concurrency", "flap_window"}, "health", problems)
+                     "concurrency", "flap_window", "up_votes"}, "health", problems)
     check_timing(m, defaults, problems, "health")
     settings = cfg.health
     grace, slow, flap = settings.grace, settings.slow_ms, settings.flap_window
@@ -283,7 +389,16 @@ def _health(node: YNode | None, cfg: Config, problems: Problems) -> dict[str, fl
     node = m.get("concurrency")
     if node is not None:
         conc = _or_keep(as_int(node, "health concurrency", problems, 1, 10000), conc)
-    cfg.health = HealthSettings(grace, slow, conc, flap)
+    policy = settings.up_votes
+    node = m.get("up_votes")
+    if node is not None:
+        text = as_str(node, "health up_votes", problems)
+        if text is not None:
+            try:
+                policy = parse_policy(text)
+            except ValueError as exc:
+                problems.add(node.where, f"health up_votes: {exc}")
+    cfg.health = HealthSettings(grace, slow, conc, flap, policy)
     cfg.check_defaults = defaults
     return defaults
 

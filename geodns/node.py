@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from geodns.counters import Decoded
+from geodns.fleet.keys import Drain
 from geodns.health.states import State
 from geodns.health.view import HealthView
+from geodns.health.votes import Tally
 from geodns.snapshot import Snapshot
 
 
@@ -99,6 +101,28 @@ class Counters:
 
 
 @dataclass(frozen=True)
+class FleetView:
+    """What this node knows of its fleet (etcd), for /status and metrics."""
+
+    node: str  # this node's name
+    endpoints: tuple[str, ...]
+    endpoint: str  # the one in use
+    in_contact: bool  # etcd answered within a lease time
+    last_contact: float | None  # wall clock
+    error: str | None  # why the last session with etcd ended
+    health: str  # "fleet" (every node's votes count) or "own" (etcd unreachable)
+    policy: str  # health.up_votes
+    published: Mapping[str, Any]  # who published last, when, why
+    newest: str | None  # the newest documents revision seen in etcd
+    nodes: Mapping[str, Mapping[str, Any]]  # every live node's status, by name
+    votes: Mapping[str, Tally]  # per PoP: who votes what, and the verdict
+    drains: Mapping[str, Drain]  # fleet-wide, by PoP
+    origin: str  # where the documents came from: "etcd", "cache" or "none"
+    cache_saved_at: float | None  # when the cached copy served at start was saved
+    lease_ttl: int
+
+
+@dataclass(frozen=True)
 class NodeView:
     now: float
     started_at: float | None
@@ -111,6 +135,7 @@ class NodeView:
     counters: Counters
     readiness: tuple[str, ...]  # why this node should not get traffic (empty: ready)
     admin_requests: Mapping[tuple[str, str], int]  # admin change requests by (action, result)
+    fleet: FleetView | None = None  # None: not part of a fleet
 
 
 class NodeControl(Protocol):
@@ -129,5 +154,12 @@ class NodeControl(Protocol):
 
     def add_event(self, kind: str, message: str, pop: str | None = None) -> None: ...
 
+    async def set_fleet_drain(self, pop: str, state: State | None, who: str, why: str
+                              ) -> None:
+        """Set (None: remove) a PoP's fleet-wide administrative state;
+        :class:`~geodns.errors.GeodnsError` when that cannot be done now."""
+        ...
 
-__all__ = ["CheckStatus", "Counters", "Event", "NodeControl", "NodeView", "ProbeStatus"]
+
+__all__ = ["CheckStatus", "Counters", "Event", "FleetView", "NodeControl", "NodeView",
+           "ProbeStatus"]

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Protocol
 
 from geodns.compile import Tables, compile_zones
-from geodns.config import Config, load_config_text
+from geodns.config import Config, load_config_text, load_shared_config
 from geodns.geo import Locator, MaxMindLocator, bundled_database
 from geodns.health.view import HealthView
 from geodns.problems import Problem, Problems, Where
@@ -226,12 +226,13 @@ class GeoipSource:
         self.status = GeoipStatus()
         self._key: tuple[object, ...] | None = None
 
-    def poll(self, config: Config, force: bool = False) -> bool:
-        """Open the database ``config`` names if it changed; True when that
+    def poll(self, config: Config, force: bool = False, wanted: bool | None = None) -> bool:
+        """Open the database ``config`` names if it changed (and, unless
+        ``wanted`` says otherwise, only when it has PoPs); True when that
         changed what a snapshot shows (a new reader, or a new error).  A
         database that cannot be opened is reported in :attr:`status` and
         the previous reader stays."""
-        if not config.pops:
+        if not (config.pops if wanted is None else wanted):
             return False
         path = config.geoip_database or bundled_database()
         asn = config.geoip_asn_database
@@ -256,11 +257,11 @@ class GeoipSource:
         return True
 
 
-def open_geoip(config: Config) -> tuple[Locator | None, str | None]:
+def open_geoip(config: Config, wanted: bool | None = None) -> tuple[Locator | None, str | None]:
     """The database a configuration names, opened, or why it cannot be
     (``geodns check`` and start-up use this same test)."""
     source = GeoipSource()
-    source.poll(config)
+    source.poll(config, wanted=wanted)
     return source.locator, source.status.error
 
 
@@ -288,6 +289,16 @@ class Version:
         return f"{self.revision} ({zones or 'no zones'})"
 
 
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A revision that was not served because a document of it has problems
+    (a fleet serves a revision whole or not at all)."""
+
+    revision: str
+    problems: tuple[Problem, ...]
+    at: float
+
+
 @dataclass(frozen=True)
 class Snapshot:
     version: Version
@@ -305,12 +316,15 @@ class Snapshot:
     reloads_ok: int = 0  # zone documents loaded, since start
     reloads_failed: int = 0
     last_success: float | None = None  # wall clock of the last zone document loaded
+    refused: Refused | None = None  # the newest revision, when it was not served
 
     def served(self) -> list[Zone]:
         return [e.zone for e in self.zones.values() if e.zone is not None]
 
     def errors(self) -> list[Problem]:
-        return list(self.config_errors) + [p for e in self.zones.values() for p in e.errors]
+        refused = list(self.refused.problems) if self.refused is not None else []
+        return refused + list(self.config_errors) + \
+            [p for e in self.zones.values() for p in e.errors]
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,12 +346,15 @@ class Built:
 # Settings a running process cannot take in place.
 RESTART_ONLY = {"listen": "listen addresses", "workers": "workers",
                 "admin": "the admin address", "zones_dir": "the zones directory",
-                "state_file": "admin.state_file", "log_format": "log.format"}
+                "state_file": "admin.state_file", "log_format": "log.format",
+                "fleet": "fleet"}
 
 
 def parse_config(doc: Document, given: Config) -> tuple[Config, Problems]:
     """A configuration document, with the command line's overrides (kept in
-    ``given.overrides``) applied as they were at start."""
+    ``given.overrides``) applied as they were at start.  For a node of a
+    fleet the document is the fleet's shared configuration, applied to the
+    node's own (``given``)."""
     problems = Problems()
     base = Path(doc.name).parent
     try:
@@ -345,6 +362,8 @@ def parse_config(doc: Document, given: Config) -> tuple[Config, Problems]:
     except UnicodeDecodeError as exc:
         problems.add(Where(doc.name, 1, 1), f"cannot read: {exc}")
         return given, problems
+    if given.fleet is not None:
+        return load_shared_config(text, doc.name, given, problems), problems
     cfg = load_config_text(text, doc.name, base, problems)
     cfg.path = given.path
     for key, value in given.overrides.items():
@@ -394,13 +413,16 @@ _UNREAD = ConfigRead(b"", None, ())
 def build(docs: Documents, given: Config, previous: Snapshot | None,
           geoip: tuple[Locator | None, GeoipStatus], health: HealthView,
           make_responder: MakeResponder, now: float,
-          running: Config | None = None, config_read: ConfigRead | None = _UNREAD) -> Built:
+          running: Config | None = None, config_read: ConfigRead | None = _UNREAD,
+          whole: bool = False) -> Built:
     """A new snapshot from documents.  ``given`` is the configuration the
     process started with (used when there is no configuration document, or
     none has been good yet); ``running`` the one whose restart-only settings
     are in effect; ``config_read`` what :func:`read_config` made of the
-    configuration document, when the caller has read it already.  Pure: no
-    I/O, nothing outside the result is changed."""
+    configuration document, when the caller has read it already.  With
+    ``whole`` (a fleet's revisions), a set of documents with any problem is
+    not served at all: the previous snapshot stays, marked with the revision
+    refused.  Pure: no I/O, nothing outside the result is changed."""
     changes: list[Change] = []
     running = running or given
     if config_read is _UNREAD:
@@ -464,6 +486,12 @@ def build(docs: Documents, given: Config, previous: Snapshot | None,
     if restart != (previous.restart_needed if previous is not None else ()):
         changes += [Change("reload-error", m, {"event": "restart-needed"}, warning=True)
                      for m in restart]
+    if whole and previous is not None:
+        problems = tuple(config_read.problems if config_read is not None else ()) + \
+            tuple(config_errors if config is not candidate and candidate is not None else ()) + \
+            tuple(p for e in zones.values() for p in e.errors)
+        if problems:
+            return _refuse(docs, previous, problems, now)
     responder = make_responder(config, tables, steering, locator, health)
     serials = {z.name: z.serial for z in served}
     ok, failed = counts
@@ -479,6 +507,18 @@ def build(docs: Documents, given: Config, previous: Snapshot | None,
 
 
 _NO_ENTRY = ZoneEntry("", None, None)
+
+
+def _refuse(docs: Documents, previous: Snapshot, problems: tuple[Problem, ...],
+            now: float) -> Built:
+    changes: list[Change] = []
+    _report(changes, problems, f"revision {docs.revision} not served",
+            f"still serving {previous.version.revision}")
+    known = previous.refused
+    if known is not None and known.revision == docs.revision and known.problems == problems:
+        changes = []  # reported already
+    return Built(replace(previous, refused=Refused(docs.revision, problems, now)),
+                 tuple(changes))
 
 
 def _zones(docs: Documents, config: Config, previous: Snapshot | None, now: float,

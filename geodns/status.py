@@ -17,7 +17,7 @@ from typing import Any
 from geodns import __version__, names
 from geodns.counters import Decoded
 from geodns.health.states import DOWN
-from geodns.node import Event, NodeView
+from geodns.node import Event, FleetView, NodeView
 from geodns.rdata import type_name
 
 START, STATE_CHANGE, ADMIN, RELOAD, RELOAD_ERROR = (
@@ -129,7 +129,10 @@ def status(view: NodeView) -> dict[str, Any]:
     return {
         "version": __version__, "node": cfg.identity, "now": view.now,
         "serving": {"revision": snap.version.revision, "serials": dict(snap.version.serials),
-                    "built_at": snap.built_at},
+                    "built_at": snap.built_at,
+                    "refused": None if snap.refused is None else
+                    {"revision": snap.refused.revision, "at": snap.refused.at,
+                     "problems": [str(p) for p in snap.refused.problems]}},
         "started_at": view.started_at, "uptime_seconds":
             view.now - view.started_at if view.started_at else 0.0,
         "ready": not view.readiness, "not_ready_because": list(view.readiness),
@@ -142,4 +145,44 @@ def status(view: NodeView) -> dict[str, Any]:
                     "last_success": snap.last_success},
         "answers_history": dict(view.history),
         "events": [e.as_json() for e in view.events],
+        "fleet": fleet_status(view.fleet, snap.version.revision),
     }
+
+
+def fleet_status(fleet: FleetView | None, serving: str) -> dict[str, Any] | None:
+    """The fleet as this node sees it: every live node and what it serves,
+    the votes on every PoP, and fleet-wide drains."""
+    if fleet is None:
+        return None
+    return {
+        "node": fleet.node, "etcd": {"endpoints": list(fleet.endpoints),
+                                     "endpoint": fleet.endpoint,
+                                     "in_contact": fleet.in_contact,
+                                     "last_contact": fleet.last_contact, "error": fleet.error},
+        "health": fleet.health, "policy": fleet.policy, "lease_ttl": fleet.lease_ttl,
+        "documents_from": fleet.origin, "cache_saved_at": fleet.cache_saved_at,
+        "newest_revision": fleet.newest, "published": dict(fleet.published),
+        "nodes": [dict(doc, name=name, behind=behind(doc, fleet.newest))
+                  for name, doc in sorted(fleet.nodes.items())],
+        "votes": {pop: {"verdict": t.verdict, "votes": dict(t.votes), "disagree": t.disagree}
+                  for pop, t in fleet.votes.items()},
+        "drains": {pop: d.to_json() for pop, d in fleet.drains.items()},
+        "serving": serving,
+    }
+
+
+def behind(node: Mapping[str, Any], newest: str | None) -> bool:
+    """Whether a node serves an older revision than the newest published
+    (one that refused the newest is not behind: it says why)."""
+    if newest is None:
+        return False
+    rev = revision_number(node.get("revision"))
+    top = revision_number(newest)
+    return rev is not None and top is not None and rev < top and \
+        node.get("refused") != newest
+
+
+def revision_number(text: object) -> int | None:
+    if isinstance(text, str) and text.startswith("etcd:") and text[5:].isdigit():
+        return int(text[5:])
+    return None

@@ -269,6 +269,17 @@ class EtcdCluster:
         except _BindFailed as e:  # the ports are fixed by the cluster: cannot retry
             raise EtcdError(f"restart of {self._members[i].name}: {e}") from None
 
+    def restart_all(self, timeout: float = 15.0) -> None:
+        """Start every stopped member again at once (one alone has no quorum,
+        so they are started together) and wait until all know a leader."""
+        down = [i for i in range(len(self._members)) if not self.alive(i)]
+        for i in down:
+            self._spawn(i, "existing")
+        try:
+            self._wait_ready(down, time.monotonic() + timeout)
+        except _BindFailed as e:
+            raise EtcdError(f"restart: {e}") from None
+
     def stop_all(self) -> None:
         """Stop every member, the leader first each time (always reaps).  A
         leader given SIGTERM hands leadership over before it exits; when its

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,10 @@ Line = dict[str, Any]
 
 class Served:
     def __init__(self, args: list[str], cwd: Path | None = None,
-                 command: str = "serve") -> None:
+                 command: str = "serve", wrap: Sequence[str] = ()) -> None:
+        # ``wrap``: a command that runs the node, e.g. ip netns exec NAME.
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "geodns", command, *args, "--log-format", "json"],
+            [*wrap, sys.executable, "-m", "geodns", command, *args, "--log-format", "json"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True, cwd=cwd, start_new_session=True)
         self.spawned = time.monotonic()

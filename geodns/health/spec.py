@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from geodns.health.votes import DEFAULT_POLICY, Policy
+
 
 @dataclass(frozen=True, slots=True)
 class CheckSpec:
@@ -42,3 +44,4 @@ class HealthSettings:
     slow_ms: float = 250.0  # probe RTT above which a PoP's score is penalised
     concurrency: int = 64  # probes in flight at once
     flap_window: float = 60.0  # seconds isolated failures are remembered (0: no damping)
+    up_votes: Policy = DEFAULT_POLICY  # a fleet's verdict from its nodes' votes

@@ -33,14 +33,18 @@ from pathlib import Path
 from geodns.address import Address
 from geodns.admin import Admin
 from geodns.config import Config
-from geodns.errors import StartupError
+from geodns.errors import GeodnsError, StartupError
+from geodns.fleet.keys import Drain, Layout
+from geodns.fleet.member import FleetMember
+from geodns.fleet.source import CacheError, EtcdSource, load_cache, save_cache
 from geodns.geo import MaxMindLocator
 from geodns.health.checker import HealthChecker
 from geodns.health.states import State
 from geodns.health.store import LocalHealthStore
 from geodns.health.view import HealthView
+from geodns.health.votes import fleet_view, tallies
 from geodns.metrics import Metrics
-from geodns.node import CheckStatus, Counters, NodeView, ProbeStatus
+from geodns.node import CheckStatus, Counters, FleetView, NodeView, ProbeStatus
 from geodns.server import shared
 from geodns.server.link import WorkerLink
 from geodns.server.listeners import Listeners
@@ -59,6 +63,7 @@ from geodns.snapshot import (
 )
 from geodns.status import (
     ADMIN,
+    RELOAD,
     RELOAD_ERROR,
     START,
     STATE_CHANGE,
@@ -101,9 +106,27 @@ class Server:
         self.geoip = GeoipSource()
         self.events = EventLog()
         self.history = AnswerHistory()
+        # ``store``: this node's own verdicts and drains (probes and the admin
+        # API write it); ``served``: the view steering uses.  They are one
+        # store, unless the node belongs to a fleet: then ``served`` is the
+        # fleet's verdict from every node's votes (geodns.health.votes).
         self.store = LocalHealthStore(handover)
+        self.served = self.store
         self.overrides = AdminOverrides(self.store, config.state_file, self._admin_changed)
-        self.store.subscribe(self._health_published)
+        self.fleet: FleetMember | None = None
+        self.fleet_source: EtcdSource | None = None
+        self.fleet_drains: dict[str, Drain] = {}  # as etcd (or the cache) has them
+        self.fleet_cache_saved: float | None = None  # when the cache served at start was saved
+        self._cached_revision: str | None = None
+        self._fleet_docs = asyncio.Event()
+        if config.fleet is not None and source is None:
+            self.fleet_source = EtcdSource(Layout(config.fleet.prefix))
+            self.source = self.fleet_source
+            self.fleet = FleetMember(config.fleet, self._fleet_changed, vote=self.probing)
+            if self.probing:
+                self.served = LocalHealthStore(handover)
+                self.store.subscribe(self._own_published)
+        self.served.subscribe(self._health_published)
         self.link = WorkerLink(link, self._view_received, self.request_stop) \
             if link is not None else None
         self.tcp = TCPConnections(config.tcp.max_connections, config.tcp.idle_timeout)
@@ -123,6 +146,7 @@ class Server:
         self._reload_lock = asyncio.Lock()
         self._reload_pending = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._saves: list[asyncio.Future[None]] = []
 
     @property
     def config(self) -> Config:
@@ -142,6 +166,8 @@ class Server:
         self.events.add(START, f"{self.given.version} starting on "
                                f"{self.given.identity or 'this node'}")
         self.overrides.load(self.given.pops, force=True)
+        if self.fleet is not None:
+            await self._start_fleet()
         loop = asyncio.get_running_loop()
         built = await loop.run_in_executor(None, self._prepare, True, None)
         assert built is not None
@@ -153,7 +179,7 @@ class Server:
             raise StartupError(f"PoPs are configured but the GeoIP database cannot be used: "
                                f"{snap.geoip.error}")
         self._swap(built, first=True)
-        self._note_states(self.store.view())
+        self._note_states(self.served.view())
         self.metrics = Metrics(self.view)
         if self.link is not None:
             await self.link.start()
@@ -167,6 +193,8 @@ class Server:
                 raise StartupError(f"cannot serve the admin API on {self.given.admin}: "
                                    f"{exc.strerror or exc}") from None
         await self.listeners.open(self.given.listen)
+        if self.fleet is not None and self.probing:
+            self.fleet.set_status(self._fleet_status(snap))  # with the addresses bound
         if self.probing and snap.config.pops:
             cfg = snap.config
             self.checker = HealthChecker(cfg.checks, cfg.require, self.store, cfg.health,
@@ -176,6 +204,9 @@ class Server:
             self.checker.start()
         self.ready = True
         self._tasks.append(asyncio.create_task(self._poll()))
+        if self.fleet is not None:
+            self._tasks.append(asyncio.create_task(self._follow_fleet()))
+            self._refresh_fleet_health()
         self._tasks.append(asyncio.create_task(self._sweep_tcp()))
         if self.admin is not None:  # the status page is served here
             self._tasks.append(asyncio.create_task(self._sample_answers()))
@@ -231,6 +262,8 @@ class Server:
         if self.checker is not None:
             await self.checker.stop()
             self.checker = None
+        if self.fleet is not None:
+            await self.fleet.stop()  # its lease goes: the fleet stops counting this node
         if self.link is not None:
             await self.link.close()
         self.listeners.close_sockets()
@@ -259,7 +292,9 @@ class Server:
         snap = self.snapshot
         problems = []
         if not snap.served():
-            problems.append(f"no zone is served from {self.given.zones_dir}")
+            where = f"fleet revision {snap.version.revision}" if self.fleet is not None \
+                else str(self.given.zones_dir)
+            problems.append(f"no zone is served from {where}")
         if snap.config.pops and snap.locator is None:
             problems.append(f"GeoIP database not loaded: {snap.geoip.error or 'none'}")
         return tuple(problems)
@@ -279,11 +314,12 @@ class Server:
                                         self.worker_index)
         return NodeView(
             now=time.time(), started_at=self.started_at, snapshot=self.snapshot,
-            health=self.store.view(), probes=probes, pop_since=dict(self.pop_since),
+            health=self.served.view(), probes=probes, pop_since=dict(self.pop_since),
             events=self.events.newest_first(),
             history=self.history.as_json(self.snapshot.config.pops), counters=counters,
             readiness=self.readiness(),
-            admin_requests=dict(self.admin.requests) if self.admin is not None else {})
+            admin_requests=dict(self.admin.requests) if self.admin is not None else {},
+            fleet=self._fleet_view())
 
     def _own_counters(self) -> Counters:
         return shared.worker_counters(self.responder, self.tcp)
@@ -305,7 +341,7 @@ class Server:
     def _view_received(self, view: HealthView) -> None:
         """A view from worker 0 (or, at start, the node's last one)."""
         if not self.probing:
-            self.store.replace(view)
+            self.served.replace(view)
 
     def _admin_changed(self, pop: str, message: str) -> None:
         self.events.add(ADMIN, message, pop)
@@ -336,6 +372,167 @@ class Server:
                    for spec in types.values() if spec.checks}
         self.checker.set_record_checks(records)
 
+    # -- the fleet ---------------------------------------------------------------
+    async def _start_fleet(self) -> None:
+        """The documents to start with: etcd's, if it answers soon; else the
+        copy this node saved when it last applied a revision."""
+        assert self.fleet is not None and self.fleet_source is not None
+        cfg = self.fleet.cfg
+        cached = None
+        if cfg.cache is not None:
+            try:
+                cached, self.fleet_drains, self.fleet_cache_saved = load_cache(cfg.cache)
+            except FileNotFoundError:
+                pass
+            except (OSError, CacheError) as exc:
+                log.error("fleet cache not used: %s", exc, extra={"event": "fleet-error"})
+        if cached is not None:
+            self.fleet_source.offer(cached)
+            self._cached_revision = cached.revision
+        self.fleet.start()
+        try:
+            await asyncio.wait_for(self.fleet.loaded.wait(), cfg.timeout + 0.5)
+            return
+        except TimeoutError:
+            pass
+        why = self.fleet.error or "no answer yet"
+        if cached is not None:
+            saved = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.fleet_cache_saved))
+            log.warning("etcd did not answer at start (%s): serving the copy saved at %s "
+                        "(revision %s) until it does", why, saved, cached.revision,
+                        extra={"event": "fleet-cache", "revision": cached.revision})
+            self.events.add(RELOAD_ERROR, f"etcd unreachable at start: serving the cached "
+                                          f"revision {cached.revision} (saved {saved})")
+        else:
+            log.error("etcd did not answer at start (%s) and there is no cached copy: "
+                      "serving no zone until it answers", why, extra={"event": "fleet-error"})
+
+    def _fleet_changed(self, kinds: set[str]) -> None:
+        """What the fleet member saw change (on the event loop's thread)."""
+        fleet = self.fleet
+        assert fleet is not None and self.fleet_source is not None
+        if "docs" in kinds:
+            self.fleet_source.offer_state(fleet.state)
+            self._fleet_docs.set()
+        if fleet.loaded.is_set():
+            self.fleet_drains = dict(fleet.state.drains)
+        if "contact" in kinds and self.probing:
+            what = "etcd answers: health is the fleet's verdict" if fleet.in_contact else \
+                "etcd unreachable: health is this node's own verdicts"
+            self.events.add(RELOAD if fleet.in_contact else RELOAD_ERROR, what)
+            if hasattr(self, "snapshot"):
+                fleet.set_status(self._fleet_status(self.snapshot))
+        if self.probing and kinds & {"votes", "drains", "contact"}:
+            self._refresh_fleet_health()
+
+    def _own_published(self, view: HealthView) -> None:
+        """This node's probes or drains changed: vote, and recount."""
+        if self.fleet is not None:
+            self.fleet.set_votes(view)
+        self._refresh_fleet_health()
+
+    def _fleet_votes(self) -> dict[str, HealthView]:
+        """The votes counted now: every node's while etcd answers, else only
+        this node's own (the others' may be stale)."""
+        assert self.fleet is not None
+        me = self.fleet.cfg.node
+        votes = {n: v for n, v in self.fleet.state.votes.items() if n != me} \
+            if self.fleet.in_contact else {}
+        votes[me] = self.store.view()
+        return votes
+
+    def _refresh_fleet_health(self) -> None:
+        if self.fleet is None or not self.probing:
+            return
+        cfg = self.snapshot.config if hasattr(self, "snapshot") else self.given
+        drains = {pop: d.state for pop, d in self.fleet_drains.items()}
+        self.served.replace(fleet_view(self._fleet_votes(), cfg.health.up_votes, drains,
+                                       self.store.view().admin))
+
+    async def _follow_fleet(self) -> None:
+        """Build and swap in every revision the fleet member hands over (a
+        revision that arrives during a build is taken by the next one)."""
+        while True:
+            await self._fleet_docs.wait()
+            self._fleet_docs.clear()
+            try:
+                await self.reload()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # pragma: no cover - reload() already logs
+                log.exception("fleet reload failed")
+
+    def _fleet_status(self, snap: Snapshot) -> dict[str, object]:
+        assert self.fleet is not None
+        errors = snap.errors()
+        return {
+            "node": self.fleet.cfg.node, "identity": self.given.identity,
+            "software": self.given.version, "revision": snap.version.revision,
+            "serials": dict(snap.version.serials), "error_count": len(errors),
+            "errors": [str(p) for p in errors[:5]],
+            "refused": snap.refused.revision if snap.refused is not None else None,
+            "health": "fleet" if self.fleet.in_contact else "own",
+            "started_at": self.started_at, "pid": os.getpid(),
+            "dns": [str(a) for a in self.listeners.bound],
+        }
+
+    def _fleet_swapped(self, snap: Snapshot) -> None:
+        """After a swap: tell the fleet what is served, keep a copy of it."""
+        assert self.fleet is not None
+        if not self.probing:
+            return
+        self.fleet.set_status(self._fleet_status(snap))
+        self._refresh_fleet_health()  # the policy may have changed
+        docs, path = self._docs, self.fleet.cfg.cache
+        if docs is None or path is None or snap.refused is not None or \
+                docs.revision != snap.version.revision or docs.revision == self._cached_revision \
+                or not docs.revision.startswith("etcd:"):
+            return
+        self._cached_revision = docs.revision
+        drains = dict(self.fleet_drains)
+        task = asyncio.get_running_loop().run_in_executor(None, self._save_cache, path, docs,
+                                                          drains)
+        self._saves.append(task)
+        task.add_done_callback(self._saves.remove)
+
+    @staticmethod
+    def _save_cache(path: Path, docs: Documents, drains: dict[str, Drain]) -> None:
+        try:
+            save_cache(path, docs, drains)
+        except OSError as exc:
+            log.error("fleet cache %s not written: %s (a restart without etcd would serve an "
+                      "older copy)", path, exc, extra={"event": "fleet-error"})
+
+    def _fleet_view(self) -> FleetView | None:
+        fleet = self.fleet
+        if fleet is None:
+            return None
+        cfg = self.snapshot.config
+        state = fleet.state
+        votes = self._fleet_votes() if self.probing else dict(state.votes)
+        origin = "etcd" if fleet.loaded.is_set() else \
+            "cache" if self._cached_revision is not None else "none"
+        return FleetView(
+            node=fleet.cfg.node, endpoints=tuple(fleet.etcd.endpoints),
+            endpoint=fleet.etcd.endpoint, in_contact=fleet.in_contact,
+            last_contact=fleet.last_contact_wall, error=fleet.error,
+            health="fleet" if fleet.in_contact else "own", policy=str(cfg.health.up_votes),
+            published=state.published(), newest=f"etcd:{state.docs_revision}"
+            if fleet.loaded.is_set() else None,
+            nodes={n: dict(d) for n, d in state.nodes.items()},
+            votes=tallies(votes, cfg.health.up_votes), drains=dict(self.fleet_drains),
+            origin=origin, cache_saved_at=self.fleet_cache_saved,
+            lease_ttl=fleet.cfg.lease_ttl)
+
+    async def set_fleet_drain(self, pop: str, state: State | None, who: str, why: str) -> None:
+        """Set (None: remove) a fleet-wide administrative state; every node
+        sees it through its watch, this one included."""
+        if self.fleet is None:
+            raise GeodnsError("this node is not part of a fleet (no 'fleet' in its "
+                              "configuration)")
+        drain = Drain(state, who, time.time(), why) if state is not None else None
+        await self.fleet.set_drain(pop, drain)
+
     # -- reloads ---------------------------------------------------------------
     def _prepare(self, force: bool, previous: Snapshot | None) -> Built | None:
         """Read the sources and build a snapshot (in a worker thread); None
@@ -353,8 +550,8 @@ class Server:
             docs = self._docs  # only the database changed
         self._docs = docs
         return build(docs, self.given, previous, (self.geoip.locator, self.geoip.status),
-                     self.store.view(), new_responder, time.time(), running=self.given,
-                     config_read=config_read)
+                     self.served.view(), new_responder, time.time(), running=self.given,
+                     config_read=config_read, whole=self.fleet is not None)
 
     async def reload(self, force: bool = False) -> bool:
         """Read configuration, zones and GeoIP again; swap in a new snapshot if
@@ -377,9 +574,9 @@ class Server:
     def _swap(self, built: Built, first: bool = False) -> None:
         new = built.snapshot
         old = getattr(self, "snapshot", None)
-        if old is not None:
+        if old is not None and new.responder is not old.responder:
             new.responder.adopt_counters(old.responder)
-        new.responder.use_health(self.store.view())  # the newest, not the build's
+        new.responder.use_health(self.served.view())  # the newest, not the build's
         self.snapshot = new
         self.responder = new.responder
         for change in built.changes:
@@ -395,6 +592,8 @@ class Server:
         if old is None or new.version != old.version:
             log.info("serving %s", new.version,
                      extra={"event": "serving", "revision": new.version.revision})
+        if self.fleet is not None:
+            self._fleet_swapped(new)
 
     def _apply_settings(self, old: Snapshot, new: Snapshot) -> None:
         """What a new configuration changes in a running process."""
@@ -417,6 +616,8 @@ class Server:
             self._record_checks(new)
             self.checker.start()
         self.store.publish()
+        if self.fleet is not None and old.config.health.up_votes != cfg.health.up_votes:
+            self._refresh_fleet_health()
 
     async def _poll(self) -> None:
         while True:

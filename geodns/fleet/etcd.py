@@ -1,0 +1,280 @@
+"""A small etcd v3 client over etcd's JSON gateway (aiohttp).
+
+Theory of operation.  etcd serves its v3 API as JSON on the client port
+(``/v3/kv/range``, ``/v3/kv/txn``, ``/v3/watch``, ``/v3/lease/*``): keys and
+values are base64, 64-bit integers are strings.  :class:`Etcd` talks to one
+endpoint at a time and moves to the next when one does not answer (a dead
+member, a member without a leader), so a client given every member's address
+keeps working while a majority is up.  Nothing here knows what geodns keeps
+in etcd (:mod:`geodns.fleet.keys` does).
+
+A watch is a long HTTP response: one JSON message per line, each a batch of
+events at one revision.  etcd may cancel it because the revision asked for
+has been compacted away: :class:`Compacted` tells the caller to read
+everything again.  A watch on a member that dies ends with a broken
+connection (:class:`EtcdUnavailable`); one on a member cut off from the rest
+may just go quiet, which is why the fleet's session also renews its lease on
+the same endpoint and starts over when that fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from geodns.errors import GeodnsError
+
+
+class EtcdError(GeodnsError):
+    """etcd refused a request (the message is etcd's)."""
+
+
+class EtcdUnavailable(EtcdError):
+    """No endpoint answered."""
+
+
+class Compacted(EtcdError):
+    """The revision a watch asked for is gone: read everything again."""
+
+    def __init__(self, revision: int) -> None:
+        super().__init__(f"revision compacted (oldest kept: {revision})")
+        self.revision = revision
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    key: bytes
+    value: bytes
+    mod_revision: int
+    create_revision: int = 0
+    lease: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    deleted: bool
+    kv: KeyValue
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    revision: int  # the store's revision the range was read at
+    kvs: tuple[KeyValue, ...]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str | None) -> bytes:
+    return base64.b64decode(text) if text else b""
+
+
+def _kv(doc: dict[str, Any]) -> KeyValue:
+    return KeyValue(_unb64(doc.get("key")), _unb64(doc.get("value")),
+                    int(doc.get("mod_revision", 0)), int(doc.get("create_revision", 0)),
+                    int(doc.get("lease", 0)))
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The first key after every key that starts with ``prefix``."""
+    end = bytearray(prefix)
+    while end:
+        if end[-1] < 0xFF:
+            end[-1] += 1
+            return bytes(end)
+        end.pop()
+    return b"\0"
+
+
+# -- transaction parts ------------------------------------------------------------
+def same_mod(key: bytes, revision: int) -> dict[str, Any]:
+    """Compare: ``key`` was last written at ``revision`` (0: it does not exist)."""
+    if revision == 0:
+        return {"key": _b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+    return {"key": _b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(revision)}
+
+
+def put_op(key: bytes, value: bytes, lease: int = 0) -> dict[str, Any]:
+    req: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+    if lease:
+        req["lease"] = str(lease)
+    return {"request_put": req}
+
+
+def delete_op(key: bytes) -> dict[str, Any]:
+    return {"request_delete_range": {"key": _b64(key)}}
+
+
+# Errors that mean "this member cannot serve now; another may": no leader,
+# leader changed, the member is stopping, a timeout inside etcd.
+_RETRY_CODES = {4, 14}  # DEADLINE_EXCEEDED, UNAVAILABLE
+
+
+class Etcd:
+    """One client for a list of endpoints (``http://host:port``)."""
+
+    def __init__(self, endpoints: Sequence[str], timeout: float = 2.0) -> None:
+        if not endpoints:
+            raise ValueError("no etcd endpoint given")
+        self.endpoints = [e.rstrip("/") for e in endpoints]
+        self.timeout = timeout
+        self.current = 0  # the endpoint tried first
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return self.endpoints[self.current]
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, connect=self.timeout),
+                connector=aiohttp.TCPConnector(limit=16, force_close=False))
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def next_endpoint(self) -> None:
+        self.current = (self.current + 1) % len(self.endpoints)
+
+    async def _post_one(self, endpoint: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with self._http().post(endpoint + path, json=body,
+                                     timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
+            doc = await resp.json(content_type=None)
+        if not isinstance(doc, dict):
+            raise EtcdUnavailable(f"{endpoint}: not a JSON object")
+        error = doc.get("error") or doc.get("message")
+        if error and ("header" not in doc and "result" not in doc):
+            if doc.get("code") in _RETRY_CODES:
+                raise EtcdUnavailable(f"{endpoint}: {error}")
+            raise EtcdError(str(error))
+        return doc
+
+    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One request, to the current endpoint or, if it fails, the others
+        in turn; :class:`EtcdUnavailable` when none answers."""
+        reasons = []
+        for _ in range(len(self.endpoints)):
+            endpoint = self.endpoint
+            try:
+                return await self._post_one(endpoint, path, body)
+            except EtcdUnavailable as exc:
+                reasons.append(str(exc))
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+                reasons.append(f"{endpoint}: {exc.__class__.__name__} {exc}".strip())
+            self.next_endpoint()
+        raise EtcdUnavailable("no etcd endpoint answered: " + "; ".join(reasons))
+
+    # -- key-value ---------------------------------------------------------------
+    async def range_prefix(self, prefix: bytes, revision: int = 0) -> Range:
+        """Every key under ``prefix``, all read at one revision."""
+        body: dict[str, Any] = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}
+        if revision:
+            body["revision"] = str(revision)
+        doc = await self.post("/v3/kv/range", body)
+        return Range(int(doc["header"]["revision"]),
+                     tuple(_kv(kv) for kv in doc.get("kvs", ())))
+
+    async def get(self, key: bytes) -> tuple[KeyValue | None, int]:
+        doc = await self.post("/v3/kv/range", {"key": _b64(key)})
+        kvs = doc.get("kvs") or ()
+        return (_kv(kvs[0]) if kvs else None), int(doc["header"]["revision"])
+
+    async def put(self, key: bytes, value: bytes, lease: int = 0) -> int:
+        body: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+        if lease:
+            body["lease"] = str(lease)
+        doc = await self.post("/v3/kv/put", body)
+        return int(doc["header"]["revision"])
+
+    async def delete(self, key: bytes) -> int:
+        doc = await self.post("/v3/kv/deleterange", {"key": _b64(key)})
+        return int(doc["header"]["revision"])
+
+    async def txn(self, compare: Sequence[dict[str, Any]], success: Sequence[dict[str, Any]],
+                  failure: Sequence[dict[str, Any]] = ()) -> tuple[bool, int]:
+        """(whether every comparison held and ``success`` was applied, the revision)."""
+        doc = await self.post("/v3/kv/txn", {"compare": list(compare), "success": list(success),
+                                             "failure": list(failure)})
+        return bool(doc.get("succeeded", False)), int(doc["header"]["revision"])
+
+    # -- leases ------------------------------------------------------------------
+    async def grant(self, ttl: int) -> int:
+        doc = await self.post("/v3/lease/grant", {"TTL": str(ttl)})
+        return int(doc["ID"])
+
+    async def keepalive(self, lease: int) -> int:
+        """Renew a lease; its new TTL, 0 when it has expired."""
+        doc = await self.post("/v3/lease/keepalive", {"ID": str(lease)})
+        return int(doc.get("result", {}).get("TTL", 0))
+
+    async def revoke(self, lease: int) -> None:
+        try:
+            await self.post("/v3/lease/revoke", {"ID": str(lease)})
+        except EtcdError as exc:
+            if "not found" not in str(exc):
+                raise
+
+    async def status(self, endpoint: str) -> dict[str, Any]:
+        """One member's own status (its leader, its revision)."""
+        return await self._post_one(endpoint, "/v3/maintenance/status", {})
+
+    # -- watching ----------------------------------------------------------------
+    async def watch(self, prefix: bytes, start_revision: int
+                    ) -> AsyncIterator[tuple[int, list[WatchEvent]]]:
+        """Every change under ``prefix`` from ``start_revision`` on, in order,
+        as (revision, events) batches, from the current endpoint.  Raises
+        :class:`Compacted` when that revision is gone and
+        :class:`EtcdUnavailable` when the stream breaks."""
+        body = {"create_request": {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix)),
+                                   "start_revision": str(start_revision)}}
+        endpoint = self.endpoint
+        try:
+            async with self._http().post(endpoint + "/v3/watch", json=body) as resp:
+                if resp.status != 200:
+                    raise EtcdUnavailable(f"{endpoint}: watch answered HTTP {resp.status}")
+                pending = b""
+                async for chunk in resp.content.iter_any():
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        if not line.strip():
+                            continue
+                        batch = self._watch_message(json.loads(line), endpoint)
+                        if batch is not None:
+                            yield batch
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            raise EtcdUnavailable(f"{endpoint}: watch broke: {exc.__class__.__name__} {exc}"
+                                  ) from None
+        raise EtcdUnavailable(f"{endpoint}: watch ended")
+
+    @staticmethod
+    def _watch_message(doc: dict[str, Any], endpoint: str
+                       ) -> tuple[int, list[WatchEvent]] | None:
+        if "error" in doc and "result" not in doc:
+            raise EtcdUnavailable(f"{endpoint}: watch: {doc['error']}")
+        result = doc.get("result", {})
+        compact = int(result.get("compact_revision", 0))
+        if compact:
+            raise Compacted(compact)
+        if result.get("canceled"):
+            raise EtcdUnavailable(f"{endpoint}: watch cancelled: "
+                                  f"{result.get('cancel_reason', 'no reason given')}")
+        events = [WatchEvent(e.get("type") == "DELETE", _kv(e["kv"]))
+                  for e in result.get("events", ())]
+        if not events:
+            return None
+        return max(e.kv.mod_revision for e in events), events
+
+
+__all__ = ["Compacted", "Etcd", "EtcdError", "EtcdUnavailable", "KeyValue", "Range",
+           "WatchEvent", "delete_op", "prefix_end", "put_op", "same_mod"]

@@ -1,0 +1,225 @@
+"""What a fleet keeps in etcd, and one node's picture of it.  Pure.
+
+Under the fleet's prefix (``/geodns/`` unless configured)::
+
+    config                 the shared configuration (YAML: health, pops, default_order, latency)
+    zones/NAME.yaml        one zone document per key
+    published              who published last, when, and why (JSON); every
+                           publish rewrites it, so its revision names the set
+    drains/POP             a fleet-wide drain: state, who, when, why (JSON)
+    nodes/NODE             what NODE serves and when it last heard from etcd
+                           (JSON, under NODE's lease)
+    votes/NODE             NODE's own verdict on every PoP and record (JSON,
+                           under NODE's lease: a node that dies stops voting)
+
+:class:`FleetState` is a node's copy of all of it, loaded from one read at
+one revision and then changed by watch events in order.  The *documents
+revision* (``etcd:N``) is the revision of the last change to the
+configuration, the zones or ``published``: the same on every node that has
+seen the same documents, whatever else (votes, status) changed since.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from geodns.fleet.etcd import KeyValue, Range, WatchEvent
+from geodns.health.states import State, parse_state
+from geodns.health.view import HealthView
+
+CONFIG_NAME = "config"
+ZONES_DIR = "zones/"
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    prefix: str
+
+    @property
+    def root(self) -> bytes:
+        return self.prefix.encode()
+
+    @property
+    def config(self) -> bytes:
+        return (self.prefix + CONFIG_NAME).encode()
+
+    def zone(self, name: str) -> bytes:
+        return (self.prefix + ZONES_DIR + name).encode()
+
+    @property
+    def published(self) -> bytes:
+        return (self.prefix + "published").encode()
+
+    def node(self, name: str) -> bytes:
+        return (self.prefix + "nodes/" + name).encode()
+
+    def votes(self, name: str) -> bytes:
+        return (self.prefix + "votes/" + name).encode()
+
+    def drain(self, pop: str) -> bytes:
+        return (self.prefix + "drains/" + pop).encode()
+
+    def split(self, key: bytes) -> tuple[str, str]:
+        """(kind, name) of a key under the prefix: kind is config, zone,
+        published, node, votes, drain or "" for a key we do not know."""
+        text = key.decode("utf-8", "replace")
+        if not text.startswith(self.prefix):
+            return "", text
+        rest = text[len(self.prefix):]
+        if rest in (CONFIG_NAME, "published"):
+            return rest, rest
+        for kind, sub in (("zone", ZONES_DIR), ("node", "nodes/"), ("votes", "votes/"),
+                          ("drain", "drains/")):
+            if rest.startswith(sub) and len(rest) > len(sub) and "/" not in rest[len(sub):]:
+                return kind, rest[len(sub):]
+        return "", rest
+
+    def document_name(self, key: bytes) -> str:
+        """How a document is named in problems and in /status."""
+        return "etcd:" + key.decode("utf-8", "replace")
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """A fleet-wide administrative state of one PoP."""
+
+    state: State
+    who: str
+    when: float
+    why: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"state": str(self.state), "who": self.who, "when": self.when, "why": self.why}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Drain | None:
+        if not isinstance(doc, dict):
+            return None
+        state = parse_state(doc.get("state"))
+        if state is None:
+            return None
+        try:
+            when = float(doc.get("when", 0))
+        except (TypeError, ValueError):
+            when = 0.0
+        return cls(state, str(doc.get("who", "?")), when, str(doc.get("why", "")))
+
+
+def _json(value: bytes) -> Any:
+    try:
+        return json.loads(value)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+@dataclass
+class FleetState:
+    """Everything under the prefix, as of :attr:`revision`."""
+
+    layout: Layout
+    revision: int = 0  # the store revision seen last
+    docs_revision: int = 0  # the last change to config, zones or published
+    docs: dict[bytes, KeyValue] = field(default_factory=dict)  # config, zones, published
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    votes: dict[str, HealthView] = field(default_factory=dict)
+    drains: dict[str, Drain] = field(default_factory=dict)
+    vote_times: dict[str, float] = field(default_factory=dict)
+
+    def load(self, read: Range) -> set[str]:
+        """Replace everything with one read; the kinds that changed (the
+        documents always count as changed: the reader compares revisions)."""
+        old_votes, old_drains = self.votes, self.drains
+        self.docs, self.nodes, self.votes, self.drains = {}, {}, {}, {}
+        self.docs_revision = 0
+        for kv in read.kvs:
+            self._put(kv)
+        self.revision = read.revision
+        changed = {"nodes", "docs"}
+        if old_votes != self.votes:
+            changed.add("votes")
+        if old_drains != self.drains:
+            changed.add("drains")
+        return changed
+
+    def apply(self, revision: int, events: Iterable[WatchEvent]) -> set[str]:
+        """Watch events, in order; the kinds that changed."""
+        changed = set()
+        for event in events:
+            kind = self._delete(event.kv.key) if event.deleted else self._put(event.kv)
+            if kind in ("config", "zone", "published"):
+                self.docs_revision = max(self.docs_revision, event.kv.mod_revision)
+                changed.add("docs")
+            elif kind == "node":
+                changed.add("nodes")
+            elif kind == "votes":
+                changed.add("votes")
+            elif kind == "drain":
+                changed.add("drains")
+        self.revision = max(self.revision, revision)
+        return changed
+
+    def _put(self, kv: KeyValue) -> str:
+        kind, name = self.layout.split(kv.key)
+        if kind in ("config", "zone", "published"):
+            self.docs[kv.key] = kv
+            self.docs_revision = max(self.docs_revision, kv.mod_revision)
+        elif kind == "node":
+            doc = _json(kv.value)
+            if isinstance(doc, dict):
+                self.nodes[name] = doc
+        elif kind == "votes":
+            doc = _json(kv.value)
+            if isinstance(doc, dict):
+                try:
+                    self.votes[name] = HealthView.from_json(doc.get("view") or {})
+                    self.vote_times[name] = float(doc.get("at", 0))
+                except (TypeError, ValueError, AttributeError):
+                    self.votes.pop(name, None)
+        elif kind == "drain":
+            drain = Drain.from_json(_json(kv.value))
+            if drain is not None:
+                self.drains[name] = drain
+            else:
+                self.drains.pop(name, None)
+        return kind
+
+    def _delete(self, key: bytes) -> str:
+        kind, name = self.layout.split(key)
+        if kind in ("config", "zone", "published"):
+            self.docs.pop(key, None)
+        elif kind == "node":
+            self.nodes.pop(name, None)
+        elif kind == "votes":
+            self.votes.pop(name, None)
+            self.vote_times.pop(name, None)
+        elif kind == "drain":
+            self.drains.pop(name, None)
+        return kind
+
+    # -- what the rest of geodns reads ------------------------------------------
+    def config_text(self) -> bytes | None:
+        kv = self.docs.get(self.layout.config)
+        return kv.value if kv is not None else None
+
+    def zone_texts(self) -> dict[str, bytes]:
+        """Zone documents by name (``example.com.yaml``)."""
+        out = {}
+        for key, kv in self.docs.items():
+            kind, name = self.layout.split(key)
+            if kind == "zone":
+                out[name] = kv.value
+        return out
+
+    def published(self) -> dict[str, Any]:
+        kv = self.docs.get(self.layout.published)
+        doc = _json(kv.value) if kv is not None else None
+        return doc if isinstance(doc, dict) else {}
+
+    def drain_states(self) -> Mapping[str, State]:
+        return {pop: d.state for pop, d in self.drains.items()}
+
+
+__all__ = ["CONFIG_NAME", "Drain", "FleetState", "Layout"]

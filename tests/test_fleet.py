@@ -1,0 +1,261 @@
+"""A fleet on loopback: 3 etcd members and 3 geodns nodes, each a real
+process.  Published changes reach every node, under load, with nothing lost;
+etcd members die (the leader, then all of them) and the nodes keep serving;
+an invalid revision is served by no node; drains reach every node; a node
+that dies stops counting within its lease time."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from etcdcluster import EtcdCluster, etcd_cluster
+from fleetkit import (
+    FRA,
+    IAD,
+    ZONE,
+    Fleet,
+    address,
+    percentile,
+    query,
+    shared_config,
+    txt_rev,
+    wait_until,
+)
+from refservers import skip_or_fail
+
+NODES = ("n1", "n2", "n3")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[EtcdCluster]:
+    c = etcd_cluster(tmp_path / "etcd", members=3)
+    yield c
+    c.stop_all()
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, cluster: EtcdCluster) -> Iterator[Fleet]:
+    f = Fleet(tmp_path, cluster.endpoints)
+    yield f
+    f.stop_all()
+
+
+def start_fleet(fleet: Fleet, rev: int = 1) -> int:
+    fleet.write(shared_config(), rev)
+    revision = fleet.published("-m", "first")
+    for name in NODES:
+        fleet.start(name)
+    for name in NODES:
+        fleet.ready(name)
+    fleet.wait_serving(revision)
+    return revision
+
+
+class Checker(threading.Thread):
+    """Asks one node, in a loop, for the revision TXT and the steered name:
+    every answer must come, revisions must never go back, and www must be
+    fra's address."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.sent = self.lost = 0
+        self.wrong: list[str] = []
+        self.seen: list[int] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        last = 0
+        while not self.stop.is_set():
+            self.sent += 2
+            rev = txt_rev(query(self.port, ZONE, "TXT", timeout=2))
+            www = query(self.port, "www." + ZONE, timeout=2)
+            if rev is None:
+                self.lost += 1
+            elif rev < last:
+                self.wrong.append(f"rev {rev} after {last}")
+            else:
+                last = rev
+                self.seen.append(rev)
+            if www is None:
+                self.lost += 1
+            elif address(www) != FRA:
+                self.wrong.append(f"www {address(www)}")
+            self.stop.wait(0.005)
+
+
+def dnsperf(port: int, seconds: int, rate: int, workdir: Path) -> subprocess.Popen[str]:
+    binary = shutil.which("dnsperf")
+    if binary is None:
+        skip_or_fail("dnsperf is not installed (Debian package dnsperf)")
+    queries = workdir / f"queries-{port}.txt"
+    queries.write_text(f"{ZONE} TXT\nwww.{ZONE} A\nns1.{ZONE} A\n")
+    return subprocess.Popen([binary, "-s", "127.0.0.1", "-p", str(port), "-d", str(queries),
+                             "-Q", str(rate), "-l", str(seconds), "-t", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def perf_counts(output: str) -> dict[str, int]:
+    out = {}
+    for key in ("sent", "completed", "lost"):
+        m = re.search(rf"Queries {key}:\s+(\d+)", output)
+        assert m, output
+        out[key] = int(m.group(1))
+    return out
+
+
+def test_changes_reach_every_node_within_a_second_under_load(fleet: Fleet,
+                                                             tmp_path: Path) -> None:
+    rev = start_fleet(fleet)
+    perfs = [dnsperf(fleet.ports[n][0], 14, 300, tmp_path) for n in NODES]
+    checkers = [Checker(fleet.ports[n][0]) for n in NODES]
+    for c in checkers:
+        c.start()
+    delays: list[float] = []
+    try:
+        time.sleep(1)
+        for change in range(2, 22):
+            fleet.write(rev=change)
+            marks = {n: fleet.nodes[n].mark() for n in NODES}
+            began = time.monotonic()
+            revision = fleet.published("-m", f"change {change}")
+            served = fleet.wait_serving(revision, start=marks)
+            delays += [t - began for t in served.values()]
+            time.sleep(0.2)
+    finally:
+        for c in checkers:
+            c.stop.set()
+            c.join(5)
+        outputs = [p.communicate(timeout=30)[0] for p in perfs]
+    assert len(delays) == 60
+    p95 = percentile(delays, 95)
+    print(f"publish to served on 3 nodes: p50 {percentile(delays, 50) * 1000:.0f} ms, "
+          f"p95 {p95 * 1000:.0f} ms, max {max(delays) * 1000:.0f} ms")
+    assert p95 < 1.0, sorted(delays)
+    for c in checkers:
+        assert c.lost == 0 and not c.wrong, (c.lost, c.wrong[:5])
+        assert c.seen[-1] == 21 and c.seen[0] <= 2
+    for output in outputs:
+        counts = perf_counts(output)
+        assert counts["lost"] == 0 and counts["completed"] == counts["sent"] > 3000, output
+    del rev
+
+
+def test_etcd_members_die_and_nodes_keep_serving(fleet: Fleet, cluster: EtcdCluster) -> None:
+    start_fleet(fleet)
+    ports = [fleet.ports[n][0] for n in NODES]
+    # The leader dies: every node keeps answering, the next change arrives.
+    cluster.kill(cluster.leader())
+    assert all(txt_rev(query(p, ZONE, "TXT")) == 1 for p in ports)
+    fleet.write(rev=2)
+    marks = {n: fleet.nodes[n].mark() for n in NODES}
+    began = time.monotonic()
+    revision = fleet.published()
+    served = fleet.wait_serving(revision, start=marks, timeout=10)
+    slowest = max(served.values()) - began
+    print(f"after the leader was killed, a change was served everywhere in {slowest:.2f} s")
+    assert slowest < 3.0
+    # Every member stopped: the nodes answer from what they applied.
+    for i in range(3):
+        if cluster.alive(i):
+            cluster.kill(i)
+    time.sleep(fleet.lease_ttl + 1)
+    for p in ports:
+        assert txt_rev(query(p, ZONE, "TXT")) == 2
+        assert address(query(p, "www." + ZONE)) == FRA
+    status = fleet.status("n1")
+    assert status["fleet"]["etcd"]["in_contact"] is False
+    assert status["fleet"]["health"] == "own"
+    assert status["serving"]["revision"] == f"etcd:{revision}"
+    # A node restarted while etcd is down serves the copy it kept.
+    fleet.stop("n1")
+    node = fleet.start("n1")
+    port, _ = fleet.ready("n1")
+    node.wait_for(lambda x: x.get("event") == "fleet-cache")
+    assert txt_rev(query(port, ZONE, "TXT")) == 2
+    assert fleet.status("n1")["fleet"]["documents_from"] == "cache"
+    # etcd comes back: the nodes follow it again.
+    cluster.restart_all()
+    fleet.write(rev=3)
+    marks = {n: fleet.nodes[n].mark() for n in NODES}
+    revision = fleet.published()
+    fleet.wait_serving(revision, start=marks, timeout=10)
+    wait_until(lambda: fleet.status("n1")["fleet"]["health"] == "fleet", 5)
+
+
+def test_an_invalid_revision_is_served_by_no_node(fleet: Fleet, cluster: EtcdCluster) -> None:
+    revision = start_fleet(fleet)
+    ports = [fleet.ports[n][0] for n in NODES]
+    zone = fleet.repo / "zones" / "fleet.test.yaml"
+    good = zone.read_text()
+    # publish refuses it, naming the file and line, and writes nothing.
+    zone.write_text(good.replace("serial: 1,", "serial: 2,").replace(
+        "fra: 192.0.2.11", "ams: 192.0.2.12"))
+    code, out, err = fleet.publish()
+    assert code == 2, (out, err)
+    assert f"{zone}:" in err and "ams" in err and "nothing published" in err
+    assert fleet.published_revision(cluster) == revision
+    # Forced into etcd anyway: every node keeps serving the last good one.
+    marks = {n: fleet.nodes[n].mark() for n in NODES}
+    cluster.put("/geodns/zones/fleet.test.yaml", zone.read_text())
+    for name in NODES:
+        fleet.nodes[name].wait_for(lambda x: "not served" in str(x.get("message")),
+                                   start=marks[name])
+    for p in ports:
+        assert txt_rev(query(p, ZONE, "TXT")) == 1
+    status = fleet.status("n2")
+    assert status["serving"]["revision"] == f"etcd:{revision}"
+    assert status["serving"]["refused"]["problems"]
+    listing = subprocess.run(
+        [*fleet_cmd(), "fleet", "--check", *etcd_args(cluster)], capture_output=True,
+        text=True, timeout=30)
+    assert listing.returncode == 1 and listing.stdout.count("REFUSED") == 3, listing.stdout
+    # The next good publish is served everywhere.
+    zone.write_text(good.replace("serial: 1,", "serial: 3,").replace('"rev 1"', '"rev 3"'))
+    marks = {n: fleet.nodes[n].mark() for n in NODES}
+    fleet.wait_serving(fleet.published(), start=marks)
+    assert all(txt_rev(query(p, ZONE, "TXT")) == 3 for p in ports)
+
+
+def test_fleet_drains_and_dead_nodes(fleet: Fleet, cluster: EtcdCluster) -> None:
+    start_fleet(fleet)
+    ports = {n: fleet.ports[n][0] for n in NODES}
+    drain = subprocess.run([*fleet_cmd(), "drain", "fra", *etcd_args(cluster), "--who",
+                            "alice", "--why", "fibre cut"], capture_output=True, text=True,
+                           timeout=30)
+    assert drain.returncode == 0, drain.stderr
+    took = wait_until(lambda: all(address(query(p, "www." + ZONE)) == IAD
+                                  for p in ports.values()), 3)
+    print(f"a fleet-wide drain reached 3 nodes in {took * 1000:.0f} ms")
+    d = fleet.status("n3")["fleet"]["drains"]["fra"]
+    assert (d["who"], d["why"], d["state"]) == ("alice", "fibre cut", "draining")
+    undrain = subprocess.run([*fleet_cmd(), "undrain", "fra", *etcd_args(cluster)],
+                             capture_output=True, text=True, timeout=30)
+    assert undrain.returncode == 0, undrain.stderr
+    wait_until(lambda: all(address(query(p, "www." + ZONE)) == FRA for p in ports.values()), 3)
+    # A node that dies without a word stops counting within its lease time.
+    assert set(n["name"] for n in fleet.status("n1")["fleet"]["nodes"]) == set(NODES)
+    fleet.nodes["n3"].kill_group()
+    began = time.monotonic()
+    wait_until(lambda: "n3" not in {n["name"] for n in fleet.status("n1")["fleet"]["nodes"]},
+               fleet.lease_ttl + 2)
+    gone = time.monotonic() - began
+    print(f"a killed node left the fleet after {gone:.1f} s (lease {fleet.lease_ttl} s)")
+    assert gone <= fleet.lease_ttl + 1.0
+
+
+def fleet_cmd() -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "geodns"]
+
+
+def etcd_args(cluster: EtcdCluster) -> list[str]:
+    return ["--etcd", ",".join(cluster.endpoints)]
