@@ -35,7 +35,7 @@ class Health(ThreadingHTTPServer):
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 self.send_response(200 if server.up else 503)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
