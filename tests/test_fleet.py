@@ -259,3 +259,25 @@ def fleet_cmd() -> list[str]:
 
 def etcd_args(cluster: EtcdCluster) -> list[str]:
     return ["--etcd", ",".join(cluster.endpoints)]
+
+
+def test_the_documented_example_fleet_validates() -> None:
+    """docs/fleet/: every node configuration and the shared configuration
+    with its zones are what docs/fleet.md says they are."""
+    from geodns.config import load_config
+    from geodns.fleet.publish import read_local, validate
+    from geodns.problems import Problems
+
+    docs = Path(__file__).parent.parent / "docs" / "fleet"
+    for name in ("node-a.yaml", "node-b.yaml", "node-c.yaml", "node-c-split.yaml"):
+        problems = Problems()
+        cfg = load_config(docs / name, problems)
+        assert not problems, [str(p) for p in problems]
+        assert cfg.fleet is not None and cfg.fleet.node == f"node-{name[5]}"
+    problems = Problems()
+    local = read_local(docs / "shared" / "geodns.yaml", docs / "shared" / "zones", problems)
+    assert local.config is not None and local.zones
+    cfg = validate(("shared/geodns.yaml", local.config),
+                   {n: (n, b) for n, b in local.zones.items()}, problems)
+    assert not problems, [str(p) for p in problems]
+    assert cfg.health.up_votes.kind == "count" and set(cfg.checks) == {"fra", "iad"}

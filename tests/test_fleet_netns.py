@@ -49,7 +49,8 @@ class Health(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        return f"http://{self.server_address[0]}:{self.server_address[1]}/health"
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}/health"
 
     def close(self) -> None:
         self.shutdown()
