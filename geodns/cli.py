@@ -179,7 +179,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     problems = Problems()
     args.config = _default_config(args)
     cfg = _config_from_args(args, problems)
-    check_zones_dir(cfg, problems)
+    if cfg.fleet is None:  # a fleet's zones are in etcd (and the node's copy of them)
+        check_zones_dir(cfg, problems)
     if problems:
         for p in problems:
             print(p, file=sys.stderr)

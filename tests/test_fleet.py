@@ -6,11 +6,13 @@ that dies stops counting within its lease time."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from etcdcluster import EtcdCluster, etcd_cluster
 from fleetkit import (
     FRA,
     IAD,
+    TOKEN,
     ZONE,
     Fleet,
     address,
@@ -181,6 +184,12 @@ def test_etcd_members_die_and_nodes_keep_serving(fleet: Fleet, cluster: EtcdClus
     node.wait_for(lambda x: x.get("event") == "fleet-cache")
     assert txt_rev(query(port, ZONE, "TXT")) == 2
     assert fleet.status("n1")["fleet"]["documents_from"] == "cache"
+    # explain without the node (or etcd) shows what the node's copy serves.
+    offline = subprocess.run([*fleet_cmd(), "explain", "www." + ZONE, "--client", "10.0.0.1",
+                              "--config", str(fleet.tmp / "n1" / "geodns.yaml"), "--offline",
+                              "--json"], capture_output=True, text=True, timeout=30)
+    assert offline.returncode == 0, offline.stderr
+    assert FRA in offline.stdout
     # etcd comes back: the nodes follow it again.
     cluster.restart_all()
     fleet.write(rev=3)
@@ -239,6 +248,20 @@ def test_fleet_drains_and_dead_nodes(fleet: Fleet, cluster: EtcdCluster) -> None
     undrain = subprocess.run([*fleet_cmd(), "undrain", "fra", *etcd_args(cluster)],
                              capture_output=True, text=True, timeout=30)
     assert undrain.returncode == 0, undrain.stderr
+    wait_until(lambda: all(address(query(p, "www." + ZONE)) == FRA for p in ports.values()), 3)
+    # Through one node's admin API, with the token: every node.
+    admin = fleet.ports["n2"][1]
+    req = urllib.request.Request(f"http://127.0.0.1:{admin}/pops/fra/drain?scope=fleet",
+                                 data=json.dumps({"who": "bob", "why": "test"}).encode(),
+                                 headers={"Authorization": f"Bearer {TOKEN}"}, method="POST")
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert json.loads(resp.read())["scope"] == "fleet"
+    wait_until(lambda: all(address(query(p, "www." + ZONE)) == IAD for p in ports.values()), 3)
+    assert fleet.status("n1")["fleet"]["drains"]["fra"]["who"] == "bob"
+    req = urllib.request.Request(f"http://127.0.0.1:{admin}/pops/fra/undrain?scope=fleet",
+                                 data=b"", headers={"Authorization": f"Bearer {TOKEN}"},
+                                 method="POST")
+    urllib.request.urlopen(req, timeout=5).close()
     wait_until(lambda: all(address(query(p, "www." + ZONE)) == FRA for p in ports.values()), 3)
     # A node that dies without a word stops counting within its lease time.
     assert set(n["name"] for n in fleet.status("n1")["fleet"]["nodes"]) == set(NODES)

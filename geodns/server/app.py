@@ -654,14 +654,30 @@ class Server:
 def offline_snapshot(config: Config, health: HealthView | None = None,
                      make: Callable[..., Responder] | None = None) -> Snapshot:
     """What a node with this configuration would serve, built without
-    serving (``geodns explain`` without a running node, tests)."""
-    source = FileSource(None, config.zones_dir)
-    geoip = GeoipSource()
-    geoip.poll(config)
-    docs = source.poll(True)
+    serving (``geodns explain`` without a running node, tests).  A node of a
+    fleet would serve the copy it keeps of the last revision it applied,
+    with the fleet's drains."""
+    docs: Documents | None
+    if config.fleet is not None:
+        docs = Documents("etcd:none", None, {})
+        drains: dict[str, State] = {}
+        if config.fleet.cache is not None:
+            try:
+                docs, kept, _ = load_cache(config.fleet.cache)
+                drains = {pop: d.state for pop, d in kept.items()}
+            except (OSError, CacheError):
+                pass
+        base = health or HealthView()
+        health = HealthView(base.states, base.penalties, {**drains, **base.admin}, base.records)
+    else:
+        docs = FileSource(None, config.zones_dir).poll(True)
     assert docs is not None
+    config_read = read_config(docs, config, None)
+    geoip = GeoipSource()
+    geoip.poll(config_read.candidate if config_read is not None and config_read.candidate
+               is not None else config)
     built = build(docs, config, None, (geoip.locator, geoip.status), health or HealthView(),
-                  make or new_responder, time.time())
+                  make or new_responder, time.time(), config_read=config_read)
     return built.snapshot
 
 
