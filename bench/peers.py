@@ -546,6 +546,62 @@ class GeoDNS(Server):
         return HERE.parent
 
 
+class GeoDNSFleet(GeoDNS):
+    """geodns as a node of a fleet: the same zones and PoPs as ``geodns``,
+    published to a one-member etcd of its own (started here, on loopback)
+    and read from it.  It answers from the same kind of snapshot, so its CPU
+    per query should be the same; the fleet session's own cost (watch, lease,
+    status) shows in the idle CPU."""
+
+    name = "geodns-fleet"
+
+    def __init__(self, python: str | None = None, cpus: str | None = None) -> None:
+        super().__init__(None, python=python, cpus=cpus)
+        self.etcd: subprocess.Popen[bytes] | None = None
+        self.etcd_port = free_port()
+
+    def prepare(self) -> None:
+        import yaml
+
+        d = self.dir
+        peer = free_port()
+        url = f"http://{HOST}:{self.etcd_port}"
+        self.etcd = subprocess.Popen(
+            ["etcd", "--data-dir", str(d / "etcd"), "--listen-client-urls", url,
+             "--advertise-client-urls", url, "--listen-peer-urls", f"http://{HOST}:{peer}",
+             "--initial-advertise-peer-urls", f"http://{HOST}:{peer}",
+             "--initial-cluster", f"default=http://{HOST}:{peer}"],
+            stdout=subprocess.DEVNULL, stderr=open(d / "etcd.log", "wb"),  # noqa: SIM115
+            start_new_session=True)
+        bench = yaml.safe_load(GEODNS_CONFIG.read_text())
+        (d / "shared.yaml").write_text(yaml.safe_dump({"pops": bench["pops"]}))
+        (d / "node.yaml").write_text(yaml.safe_dump({
+            "listen": [f"{HOST}:{self.port}"], "workers": 1, "geoip": bench["geoip"],
+            "fleet": {"etcd": [url], "node": "bench", "cache": None}}))
+        python = self._python or sys.executable
+        deadline = time.monotonic() + 20
+        while True:
+            done = subprocess.run(
+                [python, "-m", "geodns", "publish", "--etcd", url, "--config",
+                 str(d / "shared.yaml"), str(YAML_ZONE_DIR)],
+                cwd=HERE.parent, capture_output=True, text=True)
+            if done.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise ServerError(f"geodns publish failed: {done.stderr}")
+            time.sleep(0.3)
+
+    def command(self) -> list[str]:
+        return [self._python or sys.executable, "-m", "geodns", "serve", "--config",
+                str(self.dir / "node.yaml")]
+
+    def stop(self, grace: float = 5.0) -> None:
+        super().stop(grace)
+        if self.etcd is not None and self.etcd.poll() is None:
+            self.etcd.kill()
+            self.etcd.wait(grace)
+
+
 def make_server(
     name: str,
     *,
@@ -564,6 +620,8 @@ def make_server(
         return PowerDNSGeoIP(cpus=cpus, geoip_db=geoip_db)
     if name == "geodns":
         return GeoDNS(geodns_cmd, python=python, cpus=cpus)
+    if name == "geodns-fleet":
+        return GeoDNSFleet(python=python, cpus=cpus)
     raise ValueError(f"unknown server {name!r}")
 
 
@@ -582,7 +640,8 @@ def main() -> int:
     sigterm_as_interrupt()
 
     ap = argparse.ArgumentParser(description="Run one benchmark peer until Ctrl-C.")
-    ap.add_argument("server", choices=["knot", "pdns", "geodns", "gdnsd", "pdns-geoip"])
+    ap.add_argument("server", choices=["knot", "pdns", "geodns", "gdnsd", "pdns-geoip",
+                                       "geodns-fleet"])
     ap.add_argument("--cpus", help="taskset CPU list for the server")
     args = ap.parse_args()
     srv = make_server(args.server, cpus=args.cpus)

@@ -36,7 +36,7 @@ sys.path.insert(0, str(HERE))
 import peers  # noqa: E402
 
 WORKLOADS = ("static", "nxdomain", "mix", "steered")
-SERVERS = ("geodns", "knot", "pdns", "gdnsd", "pdns-geoip")
+SERVERS = ("geodns", "knot", "pdns", "gdnsd", "pdns-geoip", "geodns-fleet")
 # What a plain `run.py` runs.  pdns-geoip is left out: it answers only
 # `steered`, and by continent rather than by distance.
 DEFAULT_WORKLOADS = ("static", "nxdomain", "mix", "steered")
@@ -45,6 +45,7 @@ DEFAULT_SERVERS = ("geodns", "knot", "pdns", "gdnsd")
 # cannot steer; the pdns-geoip zone holds only the steered name (peers.py).
 SERVES = {
     "geodns": {"static", "nxdomain", "mix", "steered"},
+    "geodns-fleet": {"static", "nxdomain", "mix", "steered"},
     "knot": {"static", "nxdomain", "mix"},
     "pdns": {"static", "nxdomain", "mix"},
     "gdnsd": {"static", "nxdomain", "mix", "steered"},
