@@ -181,7 +181,8 @@ class Etcd:
         if revision:
             body["revision"] = str(revision)
         doc = await self.post("/v3/kv/range", body)
-        return Range(int(doc["header"]["revision"]),
+        # The header gives the store's newest revision, not the one read at.
+        return Range(revision or int(doc["header"]["revision"]),
                      tuple(_kv(kv) for kv in doc.get("kvs", ())))
 
     async def get(self, key: bytes) -> tuple[KeyValue | None, int]:

@@ -170,14 +170,22 @@ class FleetState:
             doc = _json(kv.value)
             if isinstance(doc, dict):
                 self.nodes[name] = doc
+            else:  # unreadable: as a node reading everything again would see it
+                self.nodes.pop(name, None)
         elif kind == "votes":
             doc = _json(kv.value)
-            if isinstance(doc, dict):
-                try:
-                    self.votes[name] = HealthView.from_json(doc.get("view") or {})
-                    self.vote_times[name] = float(doc.get("at", 0))
-                except (TypeError, ValueError, AttributeError):
-                    self.votes.pop(name, None)
+            try:
+                if not isinstance(doc, dict):
+                    raise ValueError("not a JSON object")
+                view = HealthView.from_json(doc.get("view") or {})
+                at = float(doc.get("at", 0))
+            except (TypeError, ValueError, AttributeError):
+                # Unreadable votes are no votes (not the previous ones: a node
+                # reading everything again would not have those).
+                self.votes.pop(name, None)
+                self.vote_times.pop(name, None)
+            else:
+                self.votes[name], self.vote_times[name] = view, at
         elif kind == "drain":
             drain = Drain.from_json(_json(kv.value))
             if drain is not None:

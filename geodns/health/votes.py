@@ -31,7 +31,7 @@ from statistics import median
 from geodns.health.states import DOWN, UNKNOWN, UP, State
 from geodns.health.view import HealthView, Record
 
-_PERCENT = re.compile(r"^(\d+(?:\.\d+)?)\s*%$")
+_PERCENT = re.compile(r"^(\d+(?:\.\d+)?)\s*%$", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +70,7 @@ def parse_policy(text: str) -> Policy:
     word = text.strip().lower()
     if word in ("any", "all"):
         return Policy(word)
-    if word.isdigit() and int(word) >= 1:
+    if word.isascii() and word.isdigit() and int(word) >= 1:
         return Policy("count", int(word))
     m = _PERCENT.match(word)
     if m and 0 <= float(m.group(1)) < 100:
