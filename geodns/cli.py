@@ -143,7 +143,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     if problems:
         print(f"{len(problems)} problem(s) found", file=sys.stderr)
         return 1
-    print(f"configuration OK: {count} zone(s) in {cfg.zones_dir}")
+    if cfg.fleet is not None:
+        print(f"configuration OK: node {cfg.fleet.node} of the fleet at "
+              f"{', '.join(cfg.fleet.etcd)} (prefix {cfg.fleet.prefix}); its zones come from "
+              "there")
+    else:
+        print(f"configuration OK: {count} zone(s) in {cfg.zones_dir}")
     return 0
 
 

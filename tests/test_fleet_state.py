@@ -121,7 +121,9 @@ def test_load_again_says_what_changed() -> None:
                       kv(L.votes("n1"), votes_doc({"fra": "up", "iad": "down"}), 9)))
     # the documents always count as changed (the reader compares revisions)
     assert state.load(same) == {"docs", "nodes"}
-    assert state.docs == {} and state.docs_revision == 0 and state.nodes == {}
+    # Every document is gone (deleted without a publish): the empty set is
+    # named by the revision it was read at, never by one a fuller set had.
+    assert state.docs == {} and state.docs_revision == 11 and state.nodes == {}
     assert state.load(Range(12, ())) == {"docs", "nodes", "votes", "drains"}
     assert state.revision == 12
 
@@ -471,3 +473,17 @@ def test_a_first_revision_with_problems_serves_what_is_valid() -> None:
                                    OTHER_NAME: zone(1, origin="other.example.")}), snap)
     assert snap2.refused is None and snap2.errors() == []
     assert snap2.version.serials == {"example.com.": 2, "other.example.": 1}
+
+
+def test_a_document_deleted_without_a_publish_gets_a_new_revision() -> None:
+    """A watcher saw the delete at revision 30; a node that reads everything
+    again afterwards must not name the smaller set by an older revision."""
+    state = FleetState(L)
+    state.load(Range(20, (kv(L.config, b"pops: {}\n", 5), kv(L.zone("a.test.yaml"), b"x", 10),
+                          kv(L.zone("b.test.yaml"), b"y", 20))))
+    assert state.docs_revision == 20
+    state.load(Range(31, (kv(L.config, b"pops: {}\n", 5), kv(L.zone("a.test.yaml"), b"x", 10))))
+    assert state.docs_revision == 31
+    # The same set read again keeps its name.
+    state.load(Range(40, (kv(L.config, b"pops: {}\n", 5), kv(L.zone("a.test.yaml"), b"x", 10))))
+    assert state.docs_revision == 31

@@ -132,10 +132,20 @@ class FleetState:
         """Replace everything with one read; the kinds that changed (the
         documents always count as changed: the reader compares revisions)."""
         old_votes, old_drains = self.votes, self.drains
+        old_docs, old_revision = self.docs, self.docs_revision
         self.docs, self.nodes, self.votes, self.drains = {}, {}, {}, {}
         self.docs_revision = 0
         for kv in read.kvs:
             self._put(kv)
+        same = {k: v.mod_revision for k, v in old_docs.items()} == \
+            {k: v.mod_revision for k, v in self.docs.items()}
+        if same:
+            self.docs_revision = max(self.docs_revision, old_revision)  # the name it had
+        elif self.docs_revision <= old_revision:
+            # A document deleted without a publish (which would have rewritten
+            # ``published``) leaves no trace in a fresh read: name the new set
+            # by the revision it was read at, never by one named before.
+            self.docs_revision = read.revision
         self.revision = read.revision
         changed = {"nodes", "docs"}
         if old_votes != self.votes:

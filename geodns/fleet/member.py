@@ -59,6 +59,7 @@ class FleetMember:
         self.last_contact_wall: float | None = None
         self.error: str | None = None  # why the last session ended
         self.sessions = 0
+        self.sessions_read = 0  # sessions that got as far as reading everything
         self._contact = False
         self._status: dict[str, Any] | None = None
         self._votes: HealthView | None = None
@@ -126,6 +127,7 @@ class FleetMember:
     async def _run(self) -> None:
         backoff = 0.1
         while True:
+            sessions = self.sessions_read
             try:
                 await self._session()
             except asyncio.CancelledError:
@@ -143,6 +145,8 @@ class FleetMember:
                 log.exception("fleet session failed")
                 self.error = f"{exc.__class__.__name__}: {exc}"
             self.etcd.next_endpoint()
+            if self.sessions_read != sessions:
+                backoff = 0.1  # that session worked: try the next member at once
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 
@@ -155,6 +159,7 @@ class FleetMember:
             log.info("fleet store answers again (%s)", endpoint, extra={"event": "fleet-back"})
             self.error = None
         changed = self.state.load(read)
+        self.sessions_read += 1
         self.loaded.set()
         self.on_change(changed)
         tasks = [asyncio.create_task(self._watch(read.revision + 1)),

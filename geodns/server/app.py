@@ -292,9 +292,13 @@ class Server:
         snap = self.snapshot
         problems = []
         if not snap.served():
-            where = f"fleet revision {snap.version.revision}" if self.fleet is not None \
-                else str(self.given.zones_dir)
-            problems.append(f"no zone is served from {where}")
+            if self.fleet is not None and snap.version.revision == "etcd:none":
+                problems.append("no zone is served: etcd has not answered yet and there is "
+                                "no cached copy of the fleet's revision")
+            else:
+                where = f"fleet revision {snap.version.revision}" if self.fleet is not None \
+                    else str(self.given.zones_dir)
+                problems.append(f"no zone is served from {where}")
         if snap.config.pops and snap.locator is None:
             problems.append(f"GeoIP database not loaded: {snap.geoip.error or 'none'}")
         return tuple(problems)
