@@ -304,3 +304,26 @@ def test_the_documented_example_fleet_validates() -> None:
                    {n: (n, b) for n, b in local.zones.items()}, problems)
     assert not problems, [str(p) for p in problems]
     assert cfg.health.up_votes.kind == "count" and set(cfg.checks) == {"fra", "iad"}
+
+
+def test_two_nodes_with_one_name_are_told_apart(fleet: Fleet) -> None:
+    """A copied configuration: the second process with the same fleet.node
+    is reported (log and event log) instead of silently sharing its keys."""
+    fleet.write(shared_config(), 1)
+    fleet.published()
+    fleet.start("n1")
+    fleet.ready("n1")
+    twin = fleet.tmp / "twin"
+    twin.mkdir()
+    config = twin / "geodns.yaml"
+    config.write_text((fleet.tmp / "n1" / "geodns.yaml").read_text().replace(
+        str(fleet.tmp / "n1"), str(twin)))
+    from serveproc import Served
+
+    node = Served(["--config", str(config)], cwd=twin)
+    try:
+        line = node.wait_for(lambda x: "another node calls itself" in str(x.get("message")),
+                             timeout=fleet.lease_ttl + 5)
+        assert "'n1'" in str(line["message"])
+    finally:
+        node.stop()

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -59,6 +60,7 @@ class FleetMember:
         self.last_contact_wall: float | None = None
         self.error: str | None = None  # why the last session ended
         self.sessions = 0
+        self.instance = secrets.token_hex(8)  # tells this process from a namesake
         self.sessions_read = 0  # sessions that got as far as reading everything
         self._contact = False
         self._status: dict[str, Any] | None = None

@@ -118,6 +118,7 @@ class Server:
         self.fleet_drains: dict[str, Drain] = {}  # as etcd (or the cache) has them
         self.fleet_cache_saved: float | None = None  # when the cache served at start was saved
         self._cached_revision: str | None = None
+        self._namesakes: set[str] = set()  # other processes seen using this node's name
         self._fleet_docs = asyncio.Event()
         if config.fleet is not None and source is None:
             self.fleet_source = EtcdSource(Layout(config.fleet.prefix))
@@ -420,6 +421,8 @@ class Server:
             self._fleet_docs.set()
         if fleet.loaded.is_set():
             self.fleet_drains = dict(fleet.state.drains)
+        if "nodes" in kinds and self.probing:
+            self._check_namesake(fleet)
         if "contact" in kinds and self.probing:
             what = "etcd answers: health is the fleet's verdict" if fleet.in_contact else \
                 "etcd unreachable: health is this node's own verdicts"
@@ -428,6 +431,26 @@ class Server:
                 fleet.set_status(self._fleet_status(self.snapshot))
         if self.probing and kinds & {"votes", "drains", "contact"}:
             self._refresh_fleet_health()
+
+    def _check_namesake(self, fleet: FleetMember) -> None:
+        """Another process writing this node's keys (a copied configuration)
+        would make both nodes' votes and status flap: say so, once per
+        intruder."""
+        doc = fleet.state.nodes.get(fleet.cfg.node) or {}
+        other = doc.get("instance")
+        if other is None or other == fleet.instance or other in self._namesakes:
+            return
+        heard = doc.get("heard_at")
+        if not isinstance(heard, (int, float)) or self.started_at is None or \
+                heard <= self.started_at:
+            return  # the status of this node's previous run, waiting for its lease to end
+        self._namesakes.add(str(other))
+        message = (f"another node calls itself {fleet.cfg.node!r} in the fleet (pid "
+                   f"{doc.get('pid')}, DNS {', '.join(map(str, doc.get('dns') or [])) or '?'}): "
+                   "its status and votes overwrite this node's; give each node its own "
+                   "fleet.node")
+        log.error("%s", message, extra={"event": "fleet-error"})
+        self.events.add(RELOAD_ERROR, message)
 
     def _own_published(self, view: HealthView) -> None:
         """This node's probes or drains changed: vote, and recount."""
@@ -477,6 +500,7 @@ class Server:
             "refused": snap.refused.revision if snap.refused is not None else None,
             "health": "fleet" if self.fleet.in_contact else "own",
             "started_at": self.started_at, "pid": os.getpid(),
+            "instance": self.fleet.instance,
             "dns": [str(a) for a in self.listeners.bound],
         }
 
