@@ -7,6 +7,7 @@ Values are read when Prometheus scrapes, from the objects that already hold
 them (the zone store, the health view, the checker, the TCP registry), by a
 custom collector: nothing on the query path takes a lock or calls into
 prometheus-client.  Each worker has its own registry (one process each).
+The ``geodns_fleet_*`` metrics exist only on a node that is part of a fleet.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from prometheus_client.registry import Collector
 
 from geodns import __version__
 from geodns.counters import OTHER
-from geodns.health.states import STATES
+from geodns.health.states import DOWN, STATES, UP
 from geodns.node import NodeView
 from geodns.rdata import type_name
 from geodns.resolve import RCODE_NAMES
-from geodns.status import record_health
+from geodns.status import behind, record_health, revision_number
 from geodns.wire import DROPPED, MALFORMED, STEERING_MISS, TRUNCATED
 
 # Event counters shown at 0 before they first happen, so that rate() and
@@ -233,3 +234,82 @@ class _NodeCollector(Collector):
         for (action, result), n in sorted(view.admin_requests.items()):
             admin.add_metric([action, result], n)
         yield admin
+        yield from _fleet_metrics(view)
+
+
+_ORIGINS = ("etcd", "cache", "none")
+
+
+def _fleet_metrics(view: NodeView) -> Iterator[GaugeMetricFamily]:
+    """What this node knows of its fleet; nothing when it is not in one.
+    Node names are never labels: every node exports its own revisions, and
+    the fleet-wide figures are counts (votes, nodes behind)."""
+    fleet = view.fleet
+    if fleet is None:
+        return
+    snap = view.snapshot
+    yield GaugeMetricFamily(
+        "geodns_fleet_etcd_up", "1 while etcd answers this node (within a lease time); 0: it "
+        "keeps serving what it has, sees no publish or drain and steers by its own verdicts.",
+        value=1.0 if fleet.in_contact else 0.0)
+    contact = GaugeMetricFamily("geodns_fleet_last_contact_timestamp_seconds",
+                                "When etcd last answered this node.")
+    if fleet.last_contact is not None:
+        contact.add_metric([], fleet.last_contact)
+    yield contact
+    yield GaugeMetricFamily(
+        "geodns_fleet_own_verdicts", "1 when this node steers by its own probes' verdicts "
+        "(etcd unreachable); 0: by the fleet's verdicts from every node's votes.",
+        value=1.0 if fleet.health == "own" else 0.0)
+    origin = GaugeMetricFamily(
+        "geodns_fleet_documents_origin", "1 for where the served configuration and zones "
+        "came from (etcd; cache: the local copy, etcd not read since the start; none), 0 for "
+        "the others.", labels=["origin"])
+    for o in _ORIGINS:
+        origin.add_metric([o], 1.0 if fleet.origin == o else 0.0)
+    yield origin
+    revision = GaugeMetricFamily(
+        "geodns_fleet_revision", "etcd revision of the documents (configuration and zones) "
+        "this node serves (which=serving) and of the newest published that it has seen "
+        "(which=newest).", labels=["which"])
+    for which, text in (("serving", snap.version.revision), ("newest", fleet.newest)):
+        number = revision_number(text)
+        if number is not None:
+            revision.add_metric([which], number)
+    yield revision
+    yield GaugeMetricFamily(
+        "geodns_fleet_revision_refused", "1 when the newest published revision has problems "
+        "and is not served (this node keeps serving the one before).",
+        value=1.0 if snap.refused is not None else 0.0)
+    published = GaugeMetricFamily("geodns_fleet_published_timestamp_seconds",
+                                  "When the newest revision was published (geodns publish).")
+    when = fleet.published.get("when")
+    if isinstance(when, (int, float)) and not isinstance(when, bool):
+        published.add_metric([], float(when))
+    yield published
+    yield GaugeMetricFamily(
+        "geodns_fleet_nodes", "Live nodes of the fleet (their status is in etcd under a "
+        "lease), this one included.", value=len(fleet.nodes))
+    yield GaugeMetricFamily(
+        "geodns_fleet_nodes_behind", "Live nodes that serve an older revision than the newest "
+        "(one that refused the newest is not counted).",
+        value=sum(1 for doc in fleet.nodes.values() if behind(doc, fleet.newest)))
+    votes = GaugeMetricFamily("geodns_fleet_votes",
+                              "Nodes voting a PoP up or down (abstentions left out).",
+                              labels=["pop", "state"])
+    split = GaugeMetricFamily("geodns_fleet_disagreement",
+                              "1 when the nodes' votes on a PoP differ (some up, some down).",
+                              labels=["pop"])
+    for pop, t in sorted(fleet.votes.items()):
+        for s in (UP, DOWN):
+            votes.add_metric([pop, s], sum(1 for v in t.votes.values() if v == s))
+        split.add_metric([pop], 1.0 if t.disagree else 0.0)
+    yield votes
+    yield split
+    drains = GaugeMetricFamily(
+        "geodns_fleet_drain_timestamp_seconds", "When each fleet-wide administrative state "
+        "(geodns drain --etcd) was set, with that state; no series: no fleet-wide drain.",
+        labels=["pop", "state"])
+    for pop, d in sorted(fleet.drains.items()):
+        drains.add_metric([pop, d.state], d.when)
+    yield drains

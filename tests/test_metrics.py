@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -16,6 +17,7 @@ import dns.edns
 import dns.flags
 import dns.message
 import dns.rcode
+import fleetsample
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from refservers import skip_or_fail
@@ -24,6 +26,7 @@ from geodns import __version__
 from geodns.config import Address, Config
 from geodns.health.checker import HealthSettings
 from geodns.health.probes import CheckSpec
+from geodns.metrics import Metrics
 from geodns.server.app import Server
 from geodns.steering import Pop
 
@@ -137,6 +140,74 @@ async def test_metrics_are_valid_and_move(server, tmp_path: Path) -> None:
     assert after[("geodns_build_info", (("version", __version__),))] == 1
     assert after[("geodns_health_probe_duration_seconds_count", (("pop", "iad"),))] >= 2
     assert ("geodns_geoip_build_timestamp_seconds", ()) in after
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        skip_or_fail("promtool is not installed (apt install prometheus)")
+    out = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+async def test_fleet_metrics(server) -> None:
+    """The fleet as this node sees it (a made-up FleetView on the running
+    node's view): etcd contact, revisions, nodes, votes and drains; and no
+    geodns_fleet_* at all on a node outside a fleet."""
+    srv, _ = server
+    plain = samples(await scrape(srv))
+    assert not [k for k in plain if k[0].startswith("geodns_fleet_")]
+    assert "geodns_fleet_" not in await scrape(srv)  # not even HELP lines
+
+    view = fleetsample.with_fleet(srv.view())
+    assert view.fleet is not None
+    text = Metrics(lambda: view).render().decode()
+    got = samples(text)
+    fleet = {k: v for k, v in got.items() if k[0].startswith("geodns_fleet_")}
+    now = view.now
+    assert fleet == {
+        ("geodns_fleet_etcd_up", ()): 0,
+        ("geodns_fleet_last_contact_timestamp_seconds", ()): now - 75,
+        ("geodns_fleet_own_verdicts", ()): 1,
+        ("geodns_fleet_documents_origin", (("origin", "etcd"),)): 1,
+        ("geodns_fleet_documents_origin", (("origin", "cache"),)): 0,
+        ("geodns_fleet_documents_origin", (("origin", "none"),)): 0,
+        ("geodns_fleet_revision", (("which", "serving"),)): 41,
+        ("geodns_fleet_revision", (("which", "newest"),)): 42,
+        ("geodns_fleet_revision_refused", ()): 1,
+        ("geodns_fleet_published_timestamp_seconds", ()): now - 600,
+        ("geodns_fleet_nodes", ()): 3,
+        ("geodns_fleet_nodes_behind", ()): 1,  # ns3-sin; not ns1-fra, which refused etcd:42
+        ("geodns_fleet_votes", (("pop", "fra"), ("state", "up"))): 2,
+        ("geodns_fleet_votes", (("pop", "fra"), ("state", "down"))): 1,
+        ("geodns_fleet_votes", (("pop", "iad"), ("state", "up"))): 3,
+        ("geodns_fleet_votes", (("pop", "iad"), ("state", "down"))): 0,
+        ("geodns_fleet_disagreement", (("pop", "fra"),)): 1,
+        ("geodns_fleet_disagreement", (("pop", "iad"),)): 0,
+        ("geodns_fleet_drain_timestamp_seconds", (("pop", "iad"), ("state", "draining"))):
+            now - 300,
+    }
+    assert got[("geodns_snapshot_info", (("revision", "etcd:41"),))] == 1
+    # Node names are never labels; every family has its HELP and TYPE.
+    for family in text_string_to_metric_families(text):
+        if family.name.startswith("geodns_fleet_"):
+            assert family.documentation and family.type == "gauge", family.name
+            for s in family.samples:
+                assert set(s.labels) <= {"pop", "state", "which", "origin"}, s
+
+    # Back in contact, the newest served everywhere, nothing drained.
+    fleet_view = replace(view.fleet, in_contact=True, health="fleet", error=None,
+                         last_contact=now - 1, drains={}, nodes={
+                             n: dict(d, revision="etcd:42", refused=None)
+                             for n, d in view.fleet.nodes.items()})
+    healthy = replace(view, fleet=fleet_view, snapshot=replace(
+        view.snapshot, refused=None,
+        version=replace(view.snapshot.version, revision="etcd:42")))
+    got = samples(Metrics(lambda: healthy).render().decode())
+    assert got[("geodns_fleet_etcd_up", ())] == 1
+    assert got[("geodns_fleet_own_verdicts", ())] == 0
+    assert got[("geodns_fleet_revision", (("which", "serving"),))] == 42
+    assert got[("geodns_fleet_revision_refused", ())] == 0
+    assert got[("geodns_fleet_nodes_behind", ())] == 0
+    assert not [k for k in got if k[0] == "geodns_fleet_drain_timestamp_seconds"]
     promtool = shutil.which("promtool")
     if promtool is None:
         skip_or_fail("promtool is not installed (apt install prometheus)")

@@ -5,7 +5,9 @@ promtool checks the configuration and the rules and runs the rules' unit tests; 
 every PromQL expression of the dashboard. Every metric name and label matcher used in a rule or
 a panel is checked against what a real geodns server exports after some traffic (steered,
 fail-open and SERVFAIL answers, TCP, truncation, malformed and short packets, failing probes,
-admin requests), so a renamed metric breaks this test instead of an alert silently never firing.
+admin requests), and, for the fleet metrics, against what the same server exports with a made-up
+fleet view (tests/fleetsample.py), so a renamed metric breaks this test instead of an alert
+silently never firing.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import dns.asyncquery
 import dns.flags
 import dns.message
 import dns.rcode
+import fleetsample
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -35,6 +38,7 @@ from refservers import skip_or_fail
 from geodns.config import Address, Config
 from geodns.health.checker import HealthSettings
 from geodns.health.probes import CheckSpec
+from geodns.metrics import Metrics
 from geodns.server.app import Server
 from geodns.steering import Pop
 
@@ -301,9 +305,9 @@ async def _raw_udp(port: int, payload: bytes, reply: bool) -> bytes | None:
         return await asyncio.wait_for(loop.sock_recv(sock, 65535), 2)
 
 
-async def _busy_server_metrics(zones: Path) -> str:
+async def _busy_server_metrics(zones: Path) -> tuple[str, str]:
     """Start a server whose PoP fra is up and iad down, send it every kind of traffic, and
-    return its /metrics."""
+    return its /metrics, and the same with the made-up fleet of tests/fleetsample.py."""
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.close()
 
@@ -354,7 +358,9 @@ async def _busy_server_metrics(zones: Path) -> str:
                     assert r.status == 200
             async with http.get(f"{base}/metrics") as r:
                 assert r.status == 200
-                return await r.text()
+                text = await r.text()
+        view = fleetsample.with_fleet(srv.view())
+        return text, Metrics(lambda: view).render().decode()
     finally:
         await srv.shutdown()
         healthy.close()
@@ -367,8 +373,13 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     (zones / "ops.example.yaml").write_text(ZONE)
     # Its own event loop in its own thread, so that both tests below share one scrape.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        text = pool.submit(asyncio.run, _busy_server_metrics(zones)).result(timeout=90)
-    return parse_exposition(text)
+        text, fleet = pool.submit(asyncio.run, _busy_server_metrics(zones)).result(timeout=90)
+    served, in_fleet = parse_exposition(text), parse_exposition(fleet)
+    assert not [n for n in served.names if n.startswith("geodns_fleet_")]
+    names = {n for n in in_fleet.names if n.startswith("geodns_fleet_")}
+    assert names
+    return Exported(served.names | names, served.labels | {
+        n: seen for n, seen in in_fleet.labels.items() if n in names})
 
 
 def promql_sources() -> list[tuple[str, str]]:

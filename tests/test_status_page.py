@@ -3,7 +3,9 @@ Chromium while a PoP goes down, another is drained and a zone breaks.
 
 The browser test reads what the page shows from the DOM (``data-state`` on
 each map marker) and from screenshots (the colour at a marker's centre, land
-and ocean on the map), never from the JSON the page polls.
+and ocean on the map), never from the JSON the page polls.  The Fleet panel
+is checked on a node whose view is given the made-up fleet of
+tests/fleetsample.py (the /status document is the real one built from it).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import dns.asyncquery
 import dns.edns
 import dns.exception
 import dns.message
+import fleetsample
 import pytest
 from cdp import CHROMIUM, Page, chromium
 from PIL import Image
@@ -363,3 +366,105 @@ async def check_page(page: Page, srv: Server, target: HealthTarget, tmp_path: Pa
         "document.getElementById('live').textContent")
     assert await page.evaluate(marker_state("fra")) == "down"
     await shoot(page, tmp_path / "5-connection-lost.png")
+
+
+# -- the Fleet panel --------------------------------------------------------------------------
+
+def text_of(selector: str) -> str:
+    return f"document.querySelector({json.dumps(selector)})?.textContent ?? ''"
+
+
+@pytest.mark.timeout(60)
+async def test_fleet_panel_in_chromium(tmp_path: Path) -> None:
+    """Hidden on a node outside a fleet; on a node in one (a made-up view:
+    etcd lost, the newest revision refused, one node behind, a split vote,
+    a fleet-wide drain) every part of it shows, and it hides again when the
+    /status document has no fleet."""
+    need_chromium()
+    srv = Server(config(tmp_path))
+    await srv.start()
+    in_fleet = False
+    own_view = srv.view
+
+    def view() -> Any:
+        return fleetsample.with_fleet(own_view()) if in_fleet else own_view()
+
+    srv.view = view  # type: ignore[method-assign]  # what /status reads
+    try:
+        async with chromium(tmp_path / "profile", 1280, 900) as page:
+            url = base_url(srv) + "/"
+            await page.navigate(url)
+            assert await page.wait_for(f"{text_of('#node')} === 'status-test-node'", 10)
+            assert await page.evaluate("document.getElementById('fleet').hidden") is True
+            assert await page.evaluate("document.getElementById('fleet-own').hidden") is True
+            assert await page.evaluate("document.getElementById('fleet').offsetHeight") == 0
+
+            in_fleet = True
+            assert await page.wait_for("!document.getElementById('fleet').hidden", 10)
+            # etcd lost: a warning banner at the top, and the etcd line says why.
+            own = await page.wait_for(
+                "!document.getElementById('fleet-own').hidden && "
+                "document.getElementById('fleet-own').textContent", 5)
+            # (Times are drawn when /status arrives: a slow machine may add a second.)
+            assert "Own health verdicts" in own and re.search(r"since 1m 1[56]s ago", own)
+            etcd = await page.evaluate(text_of("#fleet-etcd"))
+            assert "http://10.0.0.1:2379" in etcd and fleetsample.ETCD_ERROR in etcd
+            assert re.search(r"published etcd:42 by alice@laptop, 10m [01]s ago", etcd)
+            assert "add www" in etcd
+            assert "serving etcd:41" in etcd
+            sub = await page.evaluate(text_of("#fleet-sub"))
+            assert "ns1-fra" in sub and "own verdicts (up_votes 50%)" in sub
+            # The refused revision, with its first problem.
+            refused = await page.evaluate(
+                "(() => { const b = document.getElementById('fleet-refused');"
+                " return !b.hidden && b.textContent; })()")
+            assert re.search(r"etcd:42 refused 3[01]s ago: etcd:41 keeps serving", refused)
+            assert str(fleetsample.PROBLEM) in refused
+            # Nodes: what each serves, behind or refused, health, errors.
+            nodes = await page.evaluate(
+                "[...document.querySelectorAll('#fleet-nodes tbody tr')].map(tr =>"
+                " [tr.dataset.node, tr.dataset.behind || '', tr.textContent])")
+            assert [n[:2] for n in nodes] == [["ns1-fra", ""], ["ns2-iad", ""],
+                                               ["ns3-sin", "true"]]
+            fra, iad, sin = (n[2] for n in nodes)
+            assert "(this node)" in fra and "etcd:41" in fra and "refused etcd:42" in fra
+            assert "own verdicts" in fra and re.search("[45]s ago", fra)
+            assert "1: etcd:/geodns/zones" in fra
+            assert "etcd:42" in iad and "newest" in iad and "fleet" in iad and "none" in iad
+            assert "etcd:40" in sin and "behind" in sin and "(this node)" not in iad + sin
+            # Votes: the verdict, every node's vote, the split one marked.
+            votes = await page.evaluate(
+                "[...document.querySelectorAll('#fleet-votes tbody tr')].map(tr =>"
+                " [tr.dataset.pop, tr.dataset.disagree || '', tr.className,"
+                "  tr.cells[1].textContent, [...tr.querySelectorAll('[data-vote]')]"
+                "  .map(v => v.dataset.node + '=' + v.dataset.vote).join(' ')])")
+            assert votes == [
+                ["fra", "true", "split", "updisagree", "ns1-fra=up ns2-iad=up ns3-sin=down"],
+                ["iad", "", "", "up", "ns1-fra=up ns2-iad=up ns3-sin=up"]]
+            split_bg = await page.evaluate(
+                "getComputedStyle(document.querySelector("
+                "'#fleet-votes tr[data-pop=\"fra\"] td')).backgroundColor")
+            plain_bg = await page.evaluate(
+                "getComputedStyle(document.querySelector("
+                "'#fleet-votes tr[data-pop=\"iad\"] td')).backgroundColor")
+            assert split_bg != plain_bg, (split_bg, plain_bg)
+            # The fleet-wide drain: state, who, when, why.
+            drains = await page.evaluate(
+                "[...document.querySelectorAll('#fleet-drains tbody tr')].map(tr =>"
+                " [tr.dataset.pop, tr.textContent])")
+            assert len(drains) == 1 and drains[0][0] == "iad"
+            assert "draining" in drains[0][1] and "bob@ops" in drains[0][1]
+            assert re.search(r"5m [01]s ago", drains[0][1]) and fleetsample.DRAIN_WHY in drains[0][1]
+            shot = tmp_path / "fleet.png"
+            shot.write_bytes(await page.screenshot(full_page=True))
+            print(f"screenshot: {shot}")
+
+            in_fleet = False
+            assert await page.wait_for("document.getElementById('fleet').hidden && "
+                                       "document.getElementById('fleet-own').hidden", 10)
+            errors = [e for e in page.events if e["method"] == "Runtime.exceptionThrown"
+                      or (e["method"] == "Runtime.consoleAPICalled"
+                          and e["params"]["type"] == "error")]
+            assert not errors, errors
+    finally:
+        await srv.shutdown()
