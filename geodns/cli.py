@@ -387,7 +387,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         finally:
             await etcd.close()
         if args.json:
-            from geodns.status import behind
+            from geodns.fleet.keys import behind
 
             newest = f"etcd:{state.docs_revision}" if state.docs_revision else None
             print(json.dumps({

@@ -21,11 +21,12 @@ from prometheus_client.registry import Collector
 
 from geodns import __version__
 from geodns.counters import OTHER
+from geodns.fleet.keys import behind, revision_number
 from geodns.health.states import DOWN, STATES, UP
 from geodns.node import NodeView
 from geodns.rdata import type_name
 from geodns.resolve import RCODE_NAMES
-from geodns.status import behind, record_health, revision_number
+from geodns.status import record_health
 from geodns.wire import DROPPED, MALFORMED, STEERING_MISS, TRUNCATED
 
 # Event counters shown at 0 before they first happen, so that rate() and

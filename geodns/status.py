@@ -16,6 +16,7 @@ from typing import Any
 
 from geodns import __version__, names
 from geodns.counters import Decoded
+from geodns.fleet.keys import behind
 from geodns.health.states import DOWN
 from geodns.node import Event, FleetView, NodeView
 from geodns.rdata import type_name
@@ -170,19 +171,3 @@ def fleet_status(fleet: FleetView | None, serving: str) -> dict[str, Any] | None
         "serving": serving,
     }
 
-
-def behind(node: Mapping[str, Any], newest: str | None) -> bool:
-    """Whether a node serves an older revision than the newest published
-    (one that refused the newest is not behind: it says why)."""
-    if newest is None:
-        return False
-    rev = revision_number(node.get("revision"))
-    top = revision_number(newest)
-    return rev is not None and top is not None and rev < top and \
-        node.get("refused") != newest
-
-
-def revision_number(text: object) -> int | None:
-    if isinstance(text, str) and text.startswith("etcd:") and text[5:].isdigit():
-        return int(text[5:])
-    return None

@@ -240,4 +240,21 @@ class FleetState:
         return {pop: d.state for pop, d in self.drains.items()}
 
 
-__all__ = ["CONFIG_NAME", "Drain", "FleetState", "Layout"]
+def behind(node: Mapping[str, Any], newest: str | None) -> bool:
+    """Whether a node serves an older revision than the newest published
+    (one that refused the newest is not behind: it says why)."""
+    if newest is None:
+        return False
+    rev = revision_number(node.get("revision"))
+    top = revision_number(newest)
+    return rev is not None and top is not None and rev < top and \
+        node.get("refused") != newest
+
+
+def revision_number(text: object) -> int | None:
+    if isinstance(text, str) and text.startswith("etcd:") and text[5:].isdigit():
+        return int(text[5:])
+    return None
+
+
+__all__ = ["CONFIG_NAME", "Drain", "FleetState", "Layout", "behind", "revision_number"]

@@ -195,9 +195,8 @@ class FleetMember:
             now = self.clock()
             if now >= next_renewal:
                 if self.vote:
-                    if self.lease and await self.etcd.keepalive(self.lease) > 0:
-                        pass
-                    else:
+                    renewed = bool(self.lease) and await self.etcd.keepalive(self.lease) > 0
+                    if not renewed:
                         self.lease = await self.etcd.grant(self.cfg.lease_ttl)
                         self._dirty.set()  # the keys went with the old lease
                 else:

@@ -23,10 +23,9 @@ from typing import Any
 
 from geodns.config import Config, load_shared_config
 from geodns.fleet.etcd import Etcd, KeyValue, delete_op, put_op, same_mod
-from geodns.fleet.keys import Drain, FleetState, Layout
+from geodns.fleet.keys import Drain, FleetState, Layout, behind, revision_number
 from geodns.health.states import State
 from geodns.problems import Problems, Where
-from geodns.status import behind, revision_number
 from geodns.zones.loader import ZONE_SUFFIXES, load_zone_text, origin_from_filename
 
 # etcd's defaults (--max-txn-ops, --max-request-bytes): a change beyond them
