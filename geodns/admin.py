@@ -40,7 +40,7 @@ from geodns.explain import ExplainError, explain
 from geodns.health.states import DRAINING, STATES, State, parse_state
 from geodns.metrics import Metrics
 from geodns.node import NodeControl
-from geodns.status import ADMIN, RELOAD, status
+from geodns.status import RELOAD, status
 
 log = logging.getLogger("geodns.admin")
 
@@ -198,8 +198,7 @@ class Admin:
                  why or "no reason given", request.remote,
                  extra={"event": "admin", "action": action, "pop": pop, "scope": "fleet",
                         "who": who, "why": why, "remote": request.remote})
-        self.node.add_event(ADMIN, f"fleet-wide {action} of {pop} by {who}"
-                                   + (f": {why}" if why else ""), pop)
+        # The event log has it when it comes back through the watch, as on every node.
         self._count(action, "ok")
         return web.json_response({"pop": pop, "scope": "fleet", "override": state,
                                   "who": who, "why": why})

@@ -245,6 +245,8 @@ def test_fleet_drains_and_dead_nodes(fleet: Fleet, cluster: EtcdCluster) -> None
     print(f"a fleet-wide drain reached 3 nodes in {took * 1000:.0f} ms")
     d = fleet.status("n3")["fleet"]["drains"]["fra"]
     assert (d["who"], d["why"], d["state"]) == ("alice", "fibre cut", "draining")
+    events = [e["message"] for e in fleet.status("n3")["events"]]
+    assert "fleet-wide draining of fra by alice: fibre cut" in events, events
     undrain = subprocess.run([*fleet_cmd(), "undrain", "fra", *etcd_args(cluster)],
                              capture_output=True, text=True, timeout=30)
     assert undrain.returncode == 0, undrain.stderr

@@ -420,7 +420,9 @@ class Server:
             self.fleet_source.offer_state(fleet.state)
             self._fleet_docs.set()
         if fleet.loaded.is_set():
-            self.fleet_drains = dict(fleet.state.drains)
+            before, self.fleet_drains = self.fleet_drains, dict(fleet.state.drains)
+            if self.probing:
+                self._note_drains(before, self.fleet_drains)
         if "nodes" in kinds and self.probing:
             self._check_namesake(fleet)
         if "contact" in kinds and self.probing:
@@ -431,6 +433,22 @@ class Server:
                 fleet.set_status(self._fleet_status(self.snapshot))
         if self.probing and kinds & {"votes", "drains", "contact"}:
             self._refresh_fleet_health()
+
+    def _note_drains(self, before: dict[str, Drain], after: dict[str, Drain]) -> None:
+        """Log fleet-wide drains as they come and go (whoever set them)."""
+        for pop in sorted(set(before) | set(after)):
+            old, new = before.get(pop), after.get(pop)
+            if old == new:
+                continue
+            if new is None:
+                message = f"fleet-wide {old.state if old else 'state'} of {pop} removed"
+            else:
+                message = f"fleet-wide {new.state} of {pop} by {new.who}" + \
+                    (f": {new.why}" if new.why else "")
+            log.info("%s", message, extra={"event": "fleet-drain", "pop": pop,
+                                           "state": str(new.state) if new else None,
+                                           "who": new.who if new else None})
+            self.events.add(ADMIN, message, pop)
 
     def _check_namesake(self, fleet: FleetMember) -> None:
         """Another process writing this node's keys (a copied configuration)
