@@ -6,7 +6,9 @@ that dies stops counting within its lease time."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import random
 import re
 import shutil
 import subprocess
@@ -16,6 +18,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import dns.edns
+import dns.message
+import dns.query
 import pytest
 from etcdcluster import EtcdCluster, etcd_cluster
 from fleetkit import (
@@ -329,3 +334,72 @@ def test_two_nodes_with_one_name_are_told_apart(fleet: Fleet) -> None:
         assert "'n1'" in str(line["message"])
     finally:
         node.stop()
+
+
+def ecs_query(subnet: str) -> dns.message.Message:
+    option = dns.edns.ECSOption.from_text(subnet)
+    return dns.message.make_query("www.example.com.", "A", use_edns=0, options=[option])
+
+
+def clients(count: int, seed: int = 10) -> list[str]:
+    """Public /24s, spread over the address space (the same every run)."""
+    rng = random.Random(seed)
+    out: list[str] = []
+    while len(out) < count:
+        net = ipaddress.ip_network(f"{rng.randrange(1, 224)}.{rng.randrange(256)}."
+                                   f"{rng.randrange(256)}.0/24")
+        if net.is_global:
+            out.append(str(net))
+    return out
+
+
+def test_every_node_answers_every_client_as_one_node_would(fleet: Fleet,
+                                                           cluster: EtcdCluster) -> None:
+    """The repository's example configuration and zone, published: for 1,000
+    client networks (ECS) every node gives the answer a single node reading
+    the same files gives, and the same again once fra is drained fleet-wide."""
+    import yaml
+
+    from geodns.config import load_config
+    from geodns.health.states import DRAINING
+    from geodns.health.view import HealthView
+    from geodns.problems import Problems
+    from geodns.server.app import offline_snapshot
+
+    root = Path(__file__).parent.parent
+    example = yaml.safe_load((root / "geodns.yaml").read_text())
+    shared = {k: example[k] for k in ("health", "pops", "default_order") if k in example}
+    fleet.write(yaml.safe_dump(shared))
+    shutil.copy(root / "zones" / "example.com.yaml", fleet.repo / "zones")
+    revision = fleet.published()
+    for name in NODES:
+        fleet.start(name)
+    for name in NODES:
+        fleet.ready(name)
+    fleet.wait_serving(revision)
+    problems = Problems()
+    single = load_config(root / "geodns.yaml", problems)
+    assert not problems
+    nets = clients(1000)
+
+    def compare(health: HealthView) -> int:
+        responder = offline_snapshot(single, health).responder
+        moved = 0
+        for net in nets:
+            q = ecs_query(net)
+            wire = responder.respond(q.to_wire(), True)
+            assert wire is not None
+            want = sorted(str(r) for r in dns.message.from_wire(wire).answer[0])
+            for name in NODES:
+                got = dns.query.udp(q, "127.0.0.1", port=fleet.ports[name][0], timeout=2)
+                assert sorted(str(r) for r in got.answer[0]) == want, (name, net)
+            moved += "192.0.2.11" not in want
+        return moved
+
+    before = compare(HealthView())
+    drain = subprocess.run([*fleet_cmd(), "drain", "fra", *etcd_args(cluster)],
+                           capture_output=True, text=True, timeout=30)
+    assert drain.returncode == 0, drain.stderr
+    wait_until(lambda: all(fleet.status(n)["fleet"]["drains"] for n in NODES), 3)
+    after = compare(HealthView(admin={"fra": DRAINING}))
+    assert after == len(nets) > before  # nobody is sent to fra any more; some were before
