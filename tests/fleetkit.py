@@ -15,9 +15,11 @@ import contextlib
 import io
 import json
 import re
+import threading
 import time
 import urllib.request
 from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,39 @@ records:
       steer:
         pops: {{fra: {FRA}, iad: {IAD}}}
 """
+
+
+class Health(ThreadingHTTPServer):
+    """A PoP's health endpoint: 200 while ``up``, 503 when not."""
+
+    daemon_threads = True
+
+    def __init__(self, ip: str) -> None:
+        self.up = True
+
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200 if server.up else 503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__((ip, 0), Handler)
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}/health"
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
 
 
 class Fleet:
@@ -221,5 +256,5 @@ def wait_until(check: Any, timeout: float, every: float = 0.02) -> float:
         time.sleep(every)
 
 
-__all__ = ["FRA", "IAD", "TOKEN", "ZONE", "Fleet", "address", "percentile", "query",
+__all__ = ["FRA", "IAD", "TOKEN", "ZONE", "Fleet", "Health", "address", "percentile", "query",
            "shared_config", "txt_rev", "wait_until", "zone_text"]

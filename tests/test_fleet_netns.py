@@ -7,54 +7,30 @@ own verdicts and says so."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from etcdcluster import EtcdCluster
-from fleetkit import FRA, IAD, ZONE, Fleet, address, percentile, query, shared_config, wait_until
+from fleetkit import (
+    FRA,
+    IAD,
+    ZONE,
+    Fleet,
+    Health,
+    address,
+    percentile,
+    query,
+    shared_config,
+    wait_until,
+)
 from netns import Netns, add_local_address, require_netns
 from refservers import find_binary, skip_or_fail
 
 NODES = ("n1", "n2", "n3")
-
-
-class Health(ThreadingHTTPServer):
-    """A PoP's health endpoint: 200 while ``up``, 503 when not."""
-
-    daemon_threads = True
-
-    def __init__(self, ip: str) -> None:
-        self.up = True
-
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200 if server.up else 503)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        super().__init__((ip, 0), Handler)
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}/health"
-
-    def close(self) -> None:
-        self.shutdown()
-        self.server_close()
 
 
 class SplitFleet:

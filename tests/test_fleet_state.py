@@ -487,3 +487,15 @@ def test_a_document_deleted_without_a_publish_gets_a_new_revision() -> None:
     # The same set read again keeps its name.
     state.load(Range(40, (kv(L.config, b"pops: {}\n", 5), kv(L.zone("a.test.yaml"), b"x", 10))))
     assert state.docs_revision == 31
+
+
+def test_a_node_not_seen_writing_for_a_lease_time_is_silent() -> None:
+    state = FleetState(L)
+    state.load(Range(5, (kv(L.node("n1"), b'{"node": "n1"}', 3),
+                         kv(L.votes("n2"), votes_doc({"fra": "up"}), 4))), now=100.0)
+    assert state.silent(103.0, 3) == set()
+    state.apply(6, [WatchEvent(False, kv(L.node("n1"), b'{"node": "n1"}', 6))], now=102.5)
+    assert state.silent(103.5, 3) == {"n2"}  # n2 last wrote at 100
+    assert state.silent(106.0, 3) == {"n1", "n2"}
+    state.apply(7, [WatchEvent(True, kv(L.node("n1"), b"", 7))], now=106.0)
+    assert "n1" not in state.seen  # gone from etcd: nothing left to be silent about

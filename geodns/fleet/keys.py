@@ -127,11 +127,18 @@ class FleetState:
     votes: dict[str, HealthView] = field(default_factory=dict)
     drains: dict[str, Drain] = field(default_factory=dict)
     vote_times: dict[str, float] = field(default_factory=dict)
+    _now: float = field(default=0.0, repr=False, compare=False)
+    # When this reader last saw each node write its status or votes (the
+    # reader's own monotonic clock, given to load and apply).  A live node
+    # rewrites its status every third of its lease time.
+    seen: dict[str, float] = field(default_factory=dict)
 
-    def load(self, read: Range) -> set[str]:
+    def load(self, read: Range, now: float = 0.0) -> set[str]:
         """Replace everything with one read; the kinds that changed (the
         documents always count as changed: the reader compares revisions)."""
         old_votes, old_drains = self.votes, self.drains
+        self.seen = {}
+        self._now = now
         old_docs, old_revision = self.docs, self.docs_revision
         self.docs, self.nodes, self.votes, self.drains = {}, {}, {}, {}
         self.docs_revision = 0
@@ -154,8 +161,9 @@ class FleetState:
             changed.add("drains")
         return changed
 
-    def apply(self, revision: int, events: Iterable[WatchEvent]) -> set[str]:
+    def apply(self, revision: int, events: Iterable[WatchEvent], now: float = 0.0) -> set[str]:
         """Watch events, in order; the kinds that changed."""
+        self._now = now
         changed = set()
         for event in events:
             kind = self._delete(event.kv.key) if event.deleted else self._put(event.kv)
@@ -178,12 +186,14 @@ class FleetState:
             self.docs_revision = max(self.docs_revision, kv.mod_revision)
         elif kind == "node":
             doc = _json(kv.value)
+            self.seen[name] = self._now
             if isinstance(doc, dict):
                 self.nodes[name] = doc
             else:  # unreadable: as a node reading everything again would see it
                 self.nodes.pop(name, None)
         elif kind == "votes":
             doc = _json(kv.value)
+            self.seen[name] = self._now
             try:
                 if not isinstance(doc, dict):
                     raise ValueError("not a JSON object")
@@ -210,12 +220,20 @@ class FleetState:
             self.docs.pop(key, None)
         elif kind == "node":
             self.nodes.pop(name, None)
+            self.seen.pop(name, None)
         elif kind == "votes":
             self.votes.pop(name, None)
             self.vote_times.pop(name, None)
         elif kind == "drain":
             self.drains.pop(name, None)
         return kind
+
+    def silent(self, now: float, lease_ttl: float) -> set[str]:
+        """Nodes this reader has not seen write for a lease time: dead, or
+        cut off from etcd, even if etcd has not expired their lease yet (it
+        checks expiries only every half second or so, and only after the
+        whole lease time since the last renewal).  Their votes stop counting."""
+        return {n for n, t in self.seen.items() if now - t > lease_ttl}
 
     # -- what the rest of geodns reads ------------------------------------------
     def config_text(self) -> bytes | None:

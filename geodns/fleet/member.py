@@ -115,9 +115,24 @@ class FleetMember:
             self._contact = True
             self.on_change({"contact"})
 
+    def counted(self) -> set[str]:
+        """The nodes whose votes count now: those heard from (through etcd)
+        within a lease time."""
+        silent = self.state.silent(self.clock(), self.cfg.lease_ttl)
+        return {n for n in self.state.votes if n not in silent}
+
     async def _watch_contact(self) -> None:
+        silent: set[str] = set()
         while True:
             await asyncio.sleep(0.2)
+            now_silent = self.state.silent(self.clock(), self.cfg.lease_ttl)
+            if now_silent != silent:
+                for node in sorted(now_silent - silent):
+                    log.info("node %s has not written to etcd for %d s: its votes no longer "
+                             "count", node, self.cfg.lease_ttl,
+                             extra={"event": "fleet-node-silent", "node": node})
+                silent = now_silent
+                self.on_change({"votes"})
             if self._contact and self.last_contact is not None and \
                     self.clock() - self.last_contact > self.cfg.lease_ttl:
                 self._contact = False
@@ -160,7 +175,7 @@ class FleetMember:
         if self.error is not None:
             log.info("fleet store answers again (%s)", endpoint, extra={"event": "fleet-back"})
             self.error = None
-        changed = self.state.load(read)
+        changed = self.state.load(read, self.clock())
         self.sessions_read += 1
         self.loaded.set()
         self.on_change(changed)
@@ -180,7 +195,7 @@ class FleetMember:
     async def _watch(self, start: int) -> None:
         async for revision, events in self.etcd.watch(self.layout.root, start):
             self._heard()
-            changed = self.state.apply(revision, events)
+            changed = self.state.apply(revision, events, self.clock())
             if changed:
                 self.on_change(changed)
 

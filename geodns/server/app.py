@@ -481,7 +481,8 @@ class Server:
         this node's own (the others' may be stale)."""
         assert self.fleet is not None
         me = self.fleet.cfg.node
-        votes = {n: v for n, v in self.fleet.state.votes.items() if n != me} \
+        counted = self.fleet.counted()
+        votes = {n: v for n, v in self.fleet.state.votes.items() if n != me and n in counted} \
             if self.fleet.in_contact else {}
         votes[me] = self.store.view()
         return votes
