@@ -100,6 +100,12 @@ def run_worker(config: Config, reuse_port: bool,
     try:
         return loop.run_until_complete(lifetime())
     finally:
+        # Stopped: the process is on its way out.  Closing the loop gives
+        # SIGTERM and SIGINT back their default action, and a second SIGTERM
+        # (a service manager, an impatient operator) would then turn a clean
+        # exit into "killed by signal".
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         loop.close()
 
 
