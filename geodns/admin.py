@@ -29,6 +29,8 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
+import socket
 from importlib import resources
 from typing import Any
 
@@ -63,6 +65,7 @@ class Admin:
         self.metrics_registry = metrics
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
+        self.listening: socket.socket | None = None
         # Change requests by (action, result), for the metrics.
         self.requests: dict[tuple[str, str], int] = {}
 
@@ -80,13 +83,19 @@ class Admin:
         app.router.add_post("/reload", self.reload)
         return app
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, sock: socket.socket | None = None) -> None:
+        """Serve on ``host:port``, or on ``sock`` when the listening socket is
+        given (by the process this one replaces, or by systemd)."""
         self.runner = web.AppRunner(self.app(), access_log=None)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, host, port, reuse_address=True)
+        site: web.BaseSite = web.SockSite(self.runner, sock) if sock is not None else \
+            web.TCPSite(self.runner, host, port, reuse_address=True)
         await site.start()
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
+        # What a process that replaces this one is given (fileno is enough).
+        self.listening = sock if sock is not None else \
+            (socket.socket(fileno=os.dup(sockets[0].fileno())) if sockets else None)
         self.port = sockets[0].getsockname()[1] if sockets else port
         log.info("admin API on %s:%s", host, self.port)
 
@@ -94,6 +103,9 @@ class Admin:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+        if self.listening is not None:
+            self.listening.close()
+            self.listening = None
 
     # -- read-only ---------------------------------------------------------------
     async def metrics(self, request: web.Request) -> web.Response:

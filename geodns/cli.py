@@ -117,6 +117,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cfg.log_level = cfg.overrides["log_level"] = args.log_level
     if args.log_format:
         cfg.log_format = cfg.overrides["log_format"] = args.log_format
+    if args.lameduck is not None:
+        if args.lameduck < 0:
+            problems.add(Where("--lameduck", 1, 1), "--lameduck: give 0 or more seconds")
+        cfg.lameduck = cfg.overrides["lameduck"] = args.lameduck
     logs.setup(cfg.log_level, cfg.log_format)
     validate(cfg, problems)  # every problem, as geodns check lists them
     if problems:
@@ -130,7 +134,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
              f"the fleet store, as node {cfg.fleet.node}" if cfg.fleet else cfg.zones_dir,
              extra={"event": "start", "version": __version__, "zones": str(cfg.zones_dir),
                     "workers": cfg.workers})
-    return run(cfg)
+    return run(cfg, takeover_fd=args.takeover_fd)
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    """Ask the running node (its control socket) to start its successor and
+    hand it the sockets; report the outcome."""
+    from geodns.server.control import request
+
+    path = Path(args.control) if args.control else None
+    if path is None:
+        problems = Problems()
+        args.config = _default_config(args)
+        if args.config is None:
+            print("geodns restart: give --config FILE (or --control PATH)", file=sys.stderr)
+            return 2
+        cfg = load_config(Path(args.config), problems)
+        if problems:
+            for p in _sorted(problems):
+                print(p, file=sys.stderr)
+            return 2
+        path = cfg.control_socket
+        if path is None:
+            print("geodns restart: lifecycle.control_socket is null: send SIGUSR2 to the "
+                  "node instead", file=sys.stderr)
+            return 2
+    try:
+        answer = request(path, {"restart": True}, timeout=600)
+    except (OSError, ValueError) as exc:
+        print(f"geodns restart: no node answers on {path}: {exc}", file=sys.stderr)
+        return 1
+    if not answer.get("ok"):
+        print(f"geodns restart: not restarted: {answer.get('error')} (process "
+              f"{answer.get('pid')} goes on serving)", file=sys.stderr)
+        return 1
+    print(f"restarted: process {answer['pid']} serves now (process {answer['replaced']} "
+          "stops once its TCP connections are quiet)")
+    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -486,7 +526,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=logs.FORMATS,
                    help="one line of text or one JSON object per event (overrides the config)")
+    p.add_argument("--lameduck", type=float, metavar="SECONDS",
+                   help="on SIGTERM, answer this long while not ready before stopping "
+                        "(overrides lifecycle.lameduck)")
+    p.add_argument("--takeover-fd", type=int, help=argparse.SUPPRESS)  # geodns restart's
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("restart", help="replace the running node with a new process "
+                                        "(a newer version, once installed) without losing "
+                                        "a query")
+    p.add_argument("--config", "-c", help="the node's configuration (where its control "
+                   "socket is)")
+    p.add_argument("--control", metavar="PATH", help="the control socket (default: "
+                   "lifecycle.control_socket)")
+    p.set_defaults(func=cmd_restart)
 
     p = sub.add_parser("check", help="validate the configuration and every zone")
     server_args(p)

@@ -90,6 +90,12 @@ class Config:
     identity: str = field(default_factory=socket.gethostname)
     version: str = f"geodns {__version__}"
     fleet: FleetConfig | None = None  # None: configuration and zones from files
+    # On SIGTERM: seconds still answering (not ready, routes withdrawn) before stopping.
+    lameduck: float = 3.0
+    # Where ``geodns restart`` finds the running node (None: beside the
+    # configuration file; none without one).
+    control_socket: Path | None = None
+    restart_timeout: float = 60.0  # seconds a successor has to start serving
     # Settings given on the command line, which win over the file's on every
     # reload too (attribute name -> value).
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -105,7 +111,7 @@ class Config:
 
 
 _TOP_KEYS = {"listen", "zones", "admin", "workers", "edns", "tcp", "reload", "log", "chaos",
-             "pops", "default_order", "latency", "geoip", "health", "fleet"}
+             "pops", "default_order", "latency", "geoip", "health", "fleet", "lifecycle"}
 # What a fleet shares (published to etcd with ``geodns publish``); every other
 # key is a node's own.
 SHARED_KEYS = ("health", "pops", "default_order", "latency")
@@ -135,6 +141,9 @@ def load_config_text(text: str, file: str, base: Path, problems: Problems) -> Co
     file."""
     cfg = Config(path=None)
     cfg.zones_dir = base / "zones"
+    # Beside the configuration file, named after it: nodes whose files share
+    # a directory do not share a control socket.
+    cfg.control_socket = base / f".{Path(file).stem}.sock"
     root = load_text(text, file, problems)
     top = expect_map(root, "the configuration", problems) if root is not None else None
     if top is None:
@@ -183,12 +192,41 @@ def load_config_text(text: str, file: str, base: Path, problems: Problems) -> Co
     _reload(top.get("reload"), cfg, problems)
     _log(top.get("log"), cfg, problems)
     _fleet(top.get("fleet"), cfg, base, problems)
+    _lifecycle(top.get("lifecycle"), cfg, file, base, problems)
     if cfg.fleet is not None:
         for key, _ in top.items:
             if key.text in SHARED_KEYS or key.text == "zones":
                 problems.add(key.where, f"{key.text}: with 'fleet' set, it comes from the "
                              "fleet store (publish it with 'geodns publish'); remove it here")
     return cfg
+
+
+def _lifecycle(node: YNode | None, cfg: Config, file: str, base: Path,
+               problems: Problems) -> None:
+    """``lifecycle``: stopping (lameduck) and restarting (the control socket)."""
+    m = expect_map(node, "lifecycle", problems)
+    if m is None:
+        return
+    unknown_keys(m, {"lameduck", "control_socket", "restart_timeout"}, "lifecycle", problems)
+    v = m.get("lameduck")
+    if v is not None:
+        cfg.lameduck = _or_keep(as_float(v, "lifecycle lameduck", problems, 0, 3600),
+                                cfg.lameduck)
+    v = m.get("restart_timeout")
+    if v is not None:
+        cfg.restart_timeout = _or_keep(
+            as_float(v, "lifecycle restart_timeout", problems, 1, 3600), cfg.restart_timeout)
+    v = m.get("control_socket")
+    if v is not None:
+        if isinstance(v, YScalar) and v.is_null:
+            cfg.control_socket = None
+        else:
+            path = _path(v, "lifecycle control_socket", base, problems)
+            if path is not None and len(str(path).encode()) > 107:
+                problems.add(v.where, f"lifecycle control_socket: {path} is longer than a "
+                             "Unix socket path can be (107 bytes)")
+            elif path is not None:
+                cfg.control_socket = path
 
 
 def load_shared_config(text: str, file: str, onto: Config, problems: Problems) -> Config:

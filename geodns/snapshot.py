@@ -347,7 +347,7 @@ class Built:
 RESTART_ONLY = {"listen": "listen addresses", "workers": "workers",
                 "admin": "the admin address", "zones_dir": "the zones directory",
                 "state_file": "admin.state_file", "log_format": "log.format",
-                "fleet": "fleet"}
+                "fleet": "fleet", "control_socket": "lifecycle.control_socket"}
 
 
 def parse_config(doc: Document, given: Config) -> tuple[Config, Problems]:

@@ -27,8 +27,12 @@ Line = dict[str, Any]
 
 class Served:
     def __init__(self, args: list[str], cwd: Path | None = None,
-                 command: str = "serve", wrap: Sequence[str] = ()) -> None:
+                 command: str = "serve", wrap: Sequence[str] = (),
+                 lameduck: float | None = 0.0) -> None:
         # ``wrap``: a command that runs the node, e.g. ip netns exec NAME.
+        # ``lameduck``: tests stop their nodes at once unless they ask.
+        if command == "serve" and lameduck is not None and "--lameduck" not in args:
+            args = [*args, "--lameduck", str(lameduck)]
         self.proc = subprocess.Popen(
             [*wrap, sys.executable, "-m", "geodns", command, *args, "--log-format", "json"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

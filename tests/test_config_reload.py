@@ -254,7 +254,7 @@ def test_sighup_reloads_the_configuration(tree: Path) -> None:
                 f"{FRA}  sin: {{location: [1.35, 103.99], bias: {bias}}}\n")
 
     (tree / "geodns.yaml").write_text(text(0))
-    proc = subprocess.Popen([sys.executable, "-m", "geodns", "serve", "--config",
+    proc = subprocess.Popen([sys.executable, "-m", "geodns", "serve", "--lameduck", "0", "--config",
                              str(tree / "geodns.yaml")], stderr=subprocess.PIPE, text=True)
     q = dns.message.make_query("www.cfg.example.", "A", use_edns=0,
                                options=[dns.edns.ECSOption("8.8.8.0", 24, 0)])

@@ -217,7 +217,7 @@ def test_over_real_udp(tmp_path: Path, setup) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "geodns", "serve", "--config", str(CONFIG),
+    proc = subprocess.Popen([sys.executable, "-m", "geodns", "serve", "--lameduck", "0", "--config", str(CONFIG),
                              "--listen", f"127.0.0.1:{port}"], stderr=subprocess.PIPE, text=True)
     try:
         rnd = random.Random(5)

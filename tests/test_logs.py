@@ -81,7 +81,7 @@ def run_server(tmp_path: Path, log_section: str, queries: int) -> list[dict[str,
     (zones / "log.example.yaml").write_text(ZONE)
     cfg = tmp_path / "geodns.yaml"
     cfg.write_text(f"listen: [127.0.0.1:0]\nzones: zones\nlog:\n{log_section}")
-    proc = subprocess.Popen([sys.executable, "-m", "geodns", "serve", "--config", str(cfg),
+    proc = subprocess.Popen([sys.executable, "-m", "geodns", "serve", "--lameduck", "0", "--config", str(cfg),
                              "--log-format", "json"], stderr=subprocess.PIPE, text=True)
     lines: list[dict[str, Any]] = []
     try:

@@ -356,7 +356,7 @@ def test_two_workers_count_every_query_in_one_scrape(tmp_path: Path) -> None:
                                "workers": 2, "admin": {"listen": f"127.0.0.1:{admin_port}"}}))
     log = tmp_path / "geodns.log"
     with log.open("w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "geodns", "serve", "--config", str(cfg)],
+        proc = subprocess.Popen([sys.executable, "-m", "geodns", "serve", "--lameduck", "0", "--config", str(cfg)],
                                 stderr=err, text=True)
     try:
         # Wait until both workers listen, asking a question that is counted

@@ -88,7 +88,7 @@ def geodns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]
                               "--origin", origin], capture_output=True, text=True, check=True)
         (zones / f"{origin}yaml").write_text(out.stdout)
     port = free_port("127.0.0.1")
-    proc = subprocess.Popen([sys.executable, "-m", "geodns", "serve", "--listen",
+    proc = subprocess.Popen([sys.executable, "-m", "geodns", "serve", "--lameduck", "0", "--listen",
                              f"127.0.0.1:{port}", "--zones", str(zones), "--log-level",
                              "warning"], stderr=subprocess.PIPE, text=True)
     try:

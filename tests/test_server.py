@@ -334,7 +334,7 @@ def test_cli_serve_sighup_and_sigterm(zones_dir: Path, tmp_path: Path) -> None:
         port = s.getsockname()[1]
     cfg = tmp_path / "geodns.yaml"
     cfg.write_text(f"listen: ['127.0.0.1:{port}']\nzones: zones\nreload: {{interval: 60}}\n")
-    proc = subprocess.Popen([sys.executable, "-m", "geodns", "serve", "--config", str(cfg)],
+    proc = subprocess.Popen([sys.executable, "-m", "geodns", "serve", "--lameduck", "0", "--config", str(cfg)],
                             stderr=subprocess.PIPE, text=True)
     try:
         q = dns.message.make_query("www.reload.example.", "A")

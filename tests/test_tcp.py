@@ -74,7 +74,7 @@ class Served:
                 "tcp": self.tcp, "reload": {"interval": 60}}))
             with self.log_path.open("wb") as log:
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "geodns", "serve", "--config", str(cfg)],
+                    [sys.executable, "-m", "geodns", "serve", "--lameduck", "0", "--config", str(cfg)],
                     stdout=subprocess.DEVNULL, stderr=log)
             if self._ready():
                 return

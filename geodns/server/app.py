@@ -23,12 +23,15 @@ Theory of operation (the control plane of one process):
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from geodns.address import Address
 from geodns.admin import Admin
@@ -46,9 +49,12 @@ from geodns.health.votes import fleet_view, tallies
 from geodns.metrics import Metrics
 from geodns.node import CheckStatus, Counters, FleetView, NodeView, ProbeStatus
 from geodns.server import shared
+from geodns.server.control import ControlSocket
+from geodns.server.handover import HandoverError, Offer, hand_over
 from geodns.server.link import WorkerLink
 from geodns.server.listeners import Listeners
 from geodns.server.overrides import AdminOverrides
+from geodns.server.sockets import GivenSockets
 from geodns.server.transport import HAVE_UDPBATCH, TCPConnections
 from geodns.snapshot import (
     Built,
@@ -76,6 +82,7 @@ from geodns.wire import Responder
 log = logging.getLogger("geodns.server")
 
 SHUTDOWN_GRACE = 5.0
+QUIET = 0.5  # seconds without a query after which a connection handed over is finished
 # How UDP is read: "batch" (recvmmsg/sendmmsg through the optional C helper),
 # "reader" (recvfrom/sendto per readiness event) or "protocol" (asyncio
 # DatagramProtocol).  Chosen by measurement; see bench/README.md.
@@ -89,8 +96,18 @@ class Server:
                  udp_mode: str | None = None, admin: bool = True, worker_index: int = 0,
                  runtime_dir: Path | None = None, source: Source | None = None,
                  link: socket.socket | None = None,
-                 handover: HealthView | None = None) -> None:
+                 handover: HealthView | None = None, given: GivenSockets | None = None,
+                 inherited: Mapping[str, Any] | None = None) -> None:
         self.given = config  # as started: its restart-only settings stay in force
+        # Listening sockets to take instead of binding (from the process this
+        # one replaces, or systemd), and what that process handed over.
+        self.given_sockets = given
+        self.inherited = dict(inherited or {})
+        if handover is None and "health" in self.inherited:
+            handover = HealthView.from_json(self.inherited["health"])
+        # Counters of the processes this one replaces: /metrics goes on from them.
+        self.counted_before = Counters.from_json(json.dumps(self.inherited["counters"]).encode()) \
+            if "counters" in self.inherited else None
         self.reuse_port = reuse_port
         self.worker_index = worker_index
         self.runtime_dir = runtime_dir  # where workers leave counters (geodns.server.shared)
@@ -124,6 +141,8 @@ class Server:
             self.fleet_source = EtcdSource(Layout(config.fleet.prefix))
             self.source = self.fleet_source
             self.fleet = FleetMember(config.fleet, self._fleet_changed, vote=self.probing)
+            if "fleet_instance" in self.inherited:  # the same node, not a namesake
+                self.fleet.instance = str(self.inherited["fleet_instance"])
             if self.probing:
                 self.served = LocalHealthStore(handover)
                 self.store.subscribe(self._own_published)
@@ -148,6 +167,10 @@ class Server:
         self._reload_pending = False
         self._tasks: list[asyncio.Task[None]] = []
         self._saves: list[asyncio.Future[None]] = []
+        self.control: ControlSocket | None = None
+        self._lameduck: asyncio.TimerHandle | None = None
+        self.handed_over_to: int | None = None  # the successor's pid, once it serves
+        self._restarting = False
 
     @property
     def config(self) -> Config:
@@ -188,12 +211,16 @@ class Server:
         # have answered a query.  (A failure stops both: run_worker's shutdown.)
         if self.admin_enabled and self.given.admin is not None:
             self.admin = Admin(self, self.metrics)
+            admin_sock = self.given_sockets.take(self.given.admin.host, self.given.admin.port,
+                                                 socket.SOCK_STREAM) \
+                if self.given_sockets else None
             try:
-                await self.admin.start(self.given.admin.host, self.given.admin.port)
+                await self.admin.start(self.given.admin.host, self.given.admin.port, admin_sock)
             except OSError as exc:
                 raise StartupError(f"cannot serve the admin API on {self.given.admin}: "
                                    f"{exc.strerror or exc}") from None
-        await self.listeners.open(self.given.listen)
+        await self.listeners.open(self.given.listen, self.given_sockets)
+        self.given_sockets = None
         if self.fleet is not None and self.probing:
             self.fleet.set_status(self._fleet_status(snap))  # with the addresses bound
         if self.probing and snap.config.pops:
@@ -204,6 +231,10 @@ class Server:
             self._record_checks(snap)
             self.checker.start()
         self.ready = True
+        if self.probing and self.runtime_dir is None:
+            self.control = ControlSocket(self, self.given.control_socket,
+                                         self.inherited.get("control_fd"))
+            await self.control.start()
         self._tasks.append(asyncio.create_task(self._poll()))
         if self.fleet is not None:
             self._tasks.append(asyncio.create_task(self._follow_fleet()))
@@ -227,17 +258,98 @@ class Server:
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGUSR2, self.request_restart)
 
     async def serve_forever(self) -> None:
         await self._stopped.wait()
         await self.shutdown()
 
-    def request_stop(self) -> None:
-        if not self._stopping:
-            log.info("stopping", extra={"event": "stop"})
+    def request_stop(self, lameduck: bool = True) -> None:
+        """Stop: at once, or (SIGTERM, with ``lifecycle.lameduck``) after
+        answering for the lameduck time while /readyz says 503 and routes are
+        withdrawn, so that load balancers and routers move away first.  A
+        second request during the lameduck time stops at once."""
+        if self._stopping:
+            self._stop_now()
+            return
         self._stopping = True
         self.ready = False  # /readyz turns 503 at once, so load balancers move away
+        seconds = self.snapshot.config.lameduck if hasattr(self, "snapshot") else 0.0
+        if not lameduck or seconds <= 0 or self.started_at is None:
+            self._stop_now()
+            return
+        log.info("stopping: lameduck for %g s (not ready, answering until then; SIGTERM "
+                 "again to stop at once)", seconds, extra={"event": "lameduck",
+                                                          "seconds": seconds})
+        self.events.add(ADMIN, f"lameduck: stopping in {seconds:g} s")
+        self._lameduck = asyncio.get_running_loop().call_later(seconds, self._stop_now)
+
+    def _stop_now(self) -> None:
+        if self._lameduck is not None:
+            self._lameduck.cancel()
+        if not self._stopped.is_set():
+            log.info("stopping", extra={"event": "stop"})
+        self._stopping = True
+        self.ready = False
         self._stopped.set()
+
+    def request_restart(self) -> None:
+        """SIGUSR2: start a successor and hand it the sockets (see restart)."""
+        task = asyncio.get_running_loop().create_task(self._restart_logged())
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
+    async def _restart_logged(self) -> None:
+        with contextlib.suppress(HandoverError):  # restart() has logged it
+            await self.restart()
+
+    async def restart(self) -> int:
+        """Start a process that replaces this one (the same command line: a
+        newer geodns installed since is what runs), hand it the listening
+        sockets, the health view, drains and counters, and once it serves,
+        stop reading and exit.  Its pid; :class:`HandoverError` (logged) when
+        it did not take over: this process goes on serving."""
+        if self._restarting or self._stopping:
+            raise HandoverError("a restart or a stop is already under way")
+        if self.runtime_dir is not None or not self.probing:
+            raise HandoverError("restarting with workers > 1 hands over no sockets yet: "
+                                "restart the node")
+        self._restarting = True
+        try:
+            log.info("restart: starting the process that replaces this one",
+                     extra={"event": "restart"})
+            offer = self._offer()
+            try:
+                pid = await hand_over(offer, self.snapshot.config.restart_timeout)
+            except HandoverError as exc:
+                log.error("restart failed: %s; this process goes on serving", exc,
+                          extra={"event": "restart-failed"})
+                self.events.add(RELOAD_ERROR, f"restart failed: {exc}; still serving")
+                raise
+        finally:
+            self._restarting = False
+        self.handed_over_to = pid
+        log.info("restart: process %d serves now; this one stops reading and exits", pid,
+                 extra={"event": "handed-over", "pid": pid})
+        self.request_stop(lameduck=False)
+        return pid
+
+    def _offer(self) -> Offer:
+        """The sockets and state a successor is given."""
+        sockets: list[socket.socket] = list(self.listeners.sockets)
+        state: dict[str, Any] = {
+            "health": self.store.view().to_json(),
+            "counters": json.loads(self.view().counters.to_json()),
+            "from_pid": os.getpid(),
+        }
+        if self.admin is not None and self.admin.listening is not None:
+            sockets.append(self.admin.listening)
+        if self.control is not None and self.control.listening is not None:
+            state["control_fd"] = len(sockets)
+            sockets.append(self.control.listening)
+        if self.fleet is not None:
+            state["fleet_instance"] = self.fleet.instance
+        return Offer(sockets, state)
 
     def request_reload(self) -> None:
         if not self.ready:
@@ -255,6 +367,9 @@ class Server:
         """Stop listening, let written TCP answers drain, close everything."""
         for t in self._tasks:
             t.cancel()
+        if self.control is not None:
+            self.control.close(unlink=self.handed_over_to is None)
+            self.control = None
         if self.runtime_dir is not None and self.worker_index > 0:
             shared.publish(self._own_counters(), self.runtime_dir, self.worker_index)
         if self.admin is not None:
@@ -268,6 +383,11 @@ class Server:
         if self.link is not None:
             await self.link.close()
         self.listeners.close_sockets()
+        if self.handed_over_to is not None:
+            # The successor takes new connections; open ones here are served
+            # until they go quiet (pipelined queries sent across the restart
+            # are answered), then finished.
+            await self._quiet_connections(self.snapshot.config.tcp.idle_timeout)
         # Answers are written as soon as a query is read, so what is in flight
         # is what sits in write buffers: each connection delivers it, then ends
         # its stream; the client closes once it has read everything.
@@ -284,6 +404,16 @@ class Server:
             conn.abort()  # a client that did not read its answers in time
         await self.listeners.wait_closed()
         log.info("stopped")
+
+    async def _quiet_connections(self, at_most: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + at_most
+        while self.tcp.open and loop.time() < deadline:
+            quiet = time.monotonic() - QUIET
+            for conn, last in list(self.tcp.open.items()):
+                if last < quiet:
+                    conn.finish()
+            await asyncio.sleep(0.05)
 
     # -- the read-only view and the admin's controls ----------------------------
     def readiness(self) -> tuple[str, ...]:
@@ -327,7 +457,11 @@ class Server:
             fleet=self._fleet_view())
 
     def _own_counters(self) -> Counters:
-        return shared.worker_counters(self.responder, self.tcp)
+        counters = shared.worker_counters(self.responder, self.tcp)
+        if self.counted_before is not None:
+            counters.add(self.counted_before)
+            counters.workers -= self.counted_before.workers
+        return counters
 
     def set_admin_state(self, pop: str, state: State | None, why: str) -> None:
         self.overrides.set(pop, state, self.snapshot.config.pops, why)

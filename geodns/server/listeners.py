@@ -10,6 +10,7 @@ import socket
 
 from geodns.address import Address
 from geodns.errors import StartupError
+from geodns.server.sockets import GivenSockets
 from geodns.server.transport import (
     ResponderSource,
     TCPConnection,
@@ -34,14 +35,21 @@ class Listeners:
         self._udp_transports: list[asyncio.BaseTransport] = []
         self._udp_readers: list[socket.socket] = []
         self._tcp_servers: list[asyncio.base_events.Server] = []
+        # Every listening socket, UDP and TCP, in the order of the addresses:
+        # what a process that replaces this one is given.
+        self.sockets: list[socket.socket] = []
 
-    async def open(self, addresses: list[Address]) -> None:
-        """Bind every address (UDP and TCP), then start reading: a failure
-        names the address, and closes what was bound before any query was
-        read from it."""
+    async def open(self, addresses: list[Address], given: GivenSockets | None = None) -> None:
+        """Bind every address (UDP and TCP), or take the sockets ``given``
+        for it, then start reading: a failure names the address, and closes
+        what was bound before any query was read from it."""
         loop = asyncio.get_running_loop()
         pairs: list[tuple[Address, socket.socket, socket.socket]] = []
         for addr in addresses:
+            pair = given.take_pair(addr) if given else None
+            if pair is not None:
+                pairs.append((addr, *pair))
+                continue
             try:
                 udp_sock, tcp_sock = bind_pair(addr.host, addr.port, self.reuse_port)
             except OSError as exc:
@@ -51,7 +59,10 @@ class Listeners:
                 raise StartupError(f"cannot listen on {addr} (UDP and TCP): "
                                    f"{exc.strerror or exc}") from None
             pairs.append((addr, udp_sock, tcp_sock))
+        if given:
+            given.close_unused()
         for addr, udp_sock, tcp_sock in pairs:
+            self.sockets += [udp_sock, tcp_sock]
             if self.udp_mode in ("batch", "reader"):
                 reader: UDPBatchReader | UDPReader
                 if self.udp_mode == "batch":
@@ -73,7 +84,9 @@ class Listeners:
                      extra={"event": "listening", "address": str(bound)})
 
     def close_sockets(self) -> None:
-        """Stop taking new queries and connections (open connections stay)."""
+        """Stop taking new queries and connections (open connections stay).
+        A socket another process was given too (a restart) stays open there:
+        this closes only this process's hold on it."""
         for server in self._tcp_servers:
             server.close()
         for transport in self._udp_transports:

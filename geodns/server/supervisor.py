@@ -42,7 +42,10 @@ from geodns.config import Address, Config
 from geodns.errors import StartupError
 from geodns.health.view import HealthView
 from geodns.server.app import Server
+from geodns.server.handover import HandoverError, receive, say_ready
 from geodns.server.link import Relay
+from geodns.server.sdnotify import notify as sd_notify
+from geodns.server.sockets import GivenSockets, from_systemd
 from geodns.server.transport import bind_pair
 
 log = logging.getLogger("geodns.server")
@@ -67,14 +70,37 @@ def run_worker(config: Config, reuse_port: bool,
                on_ready: Callable[[Server], None] | None = None, admin: bool = True,
                index: int = 0, runtime_dir: Path | None = None,
                link: socket.socket | None = None,
-               handover: HealthView | None = None) -> int:
+               handover: HealthView | None = None, takeover_fd: int | None = None) -> int:
     """Run one serving process until it is told to stop.  Exit status 1 when
-    it cannot start (the reason is logged, naming the file or address)."""
+    it cannot start (the reason is logged, naming the file or address).
+    With ``takeover_fd`` it replaces a running process, which hands it its
+    sockets and state there (:mod:`geodns.server.handover`)."""
     early.install()
+    given: GivenSockets | None = None
+    inherited: dict[str, object] = {}
+    if takeover_fd is not None:
+        try:
+            offer = receive(takeover_fd)
+        except (OSError, ValueError, HandoverError) as exc:
+            log.error("cannot take over from the running process: %s", exc,
+                      extra={"event": "start-failed"})
+            return 1
+        inherited = dict(offer.state)
+        sockets = list(offer.sockets)
+        control = inherited.get("control_fd")
+        if isinstance(control, int) and 0 <= control < len(sockets):
+            inherited["control_fd"] = sockets.pop(control)
+        given = GivenSockets(sockets, "the process this one replaces")
+        log.info("taking over from process %s: %d listening socket(s)",
+                 inherited.get("from_pid"), len(sockets),
+                 extra={"event": "takeover", "pid": inherited.get("from_pid")})
+    elif runtime_dir is None:
+        given = from_systemd()
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     server = Server(config, reuse_port=reuse_port, admin=admin, worker_index=index,
-                    runtime_dir=runtime_dir, link=link, handover=handover)
+                    runtime_dir=runtime_dir, link=link, handover=handover, given=given,
+                    inherited=inherited)
 
     async def lifetime() -> int:
         # One run of the loop from start to stop: uvloop keeps a signal that
@@ -94,6 +120,14 @@ def run_worker(config: Config, reuse_port: bool,
             on_ready(server)
         if server.link is not None:
             server.link.send({"ready": index})  # the supervisor may now restart it
+        if early.restart_requested and runtime_dir is None:
+            early.restart_requested = False
+            server.request_restart()  # SIGUSR2 came while starting
+        if takeover_fd is not None:
+            say_ready(takeover_fd)  # the old process stops reading and exits
+            sd_notify("READY=1", f"MAINPID={os.getpid()}")
+        elif runtime_dir is None:
+            sd_notify("READY=1")
         await server.serve_forever()
         return 0
 
@@ -109,11 +143,11 @@ def run_worker(config: Config, reuse_port: bool,
         loop.close()
 
 
-def run(config: Config) -> int:
+def run(config: Config, takeover_fd: int | None = None) -> int:
     """Run the server in the foreground; with ``workers > 1``, as that many
     processes under a supervising one."""
-    if config.workers <= 1:
-        return run_worker(config, reuse_port=False)
+    if config.workers <= 1 or takeover_fd is not None:
+        return run_worker(config, reuse_port=False, takeover_fd=takeover_fd)
     # Resolve port 0 once so that every worker binds the same ports (and
     # keeps them: the file's "port 0" is not a change that needs a restart).
     if any(addr.port == 0 for addr in config.listen):
