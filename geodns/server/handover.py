@@ -28,7 +28,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,15 +114,16 @@ def successor_argv(fd: int, argv: Sequence[str] | None = None) -> list[str]:
     return [sys.executable, "-m", "geodns", *args, "--takeover-fd", str(fd)]
 
 
-async def hand_over(offer: Offer, timeout: float, argv: Sequence[str] | None = None
-                    ) -> int:
+async def hand_over(offer: Offer, timeout: float, argv: Sequence[str] | None = None,
+                    command: Callable[[int], list[str]] | None = None) -> int:
     """Start the successor, give it ``offer``, and wait until it serves; its
     pid.  Raises :class:`HandoverError` (with the reason) when it does not
     take over: nothing has changed here then."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     loop = asyncio.get_running_loop()
     try:
-        cmd = successor_argv(theirs.fileno(), argv)
+        cmd = command(theirs.fileno()) if command is not None else \
+            successor_argv(theirs.fileno(), argv)
         try:
             # Not asyncio's subprocesses: closing this process's loop would
             # kill a successor started that way.
