@@ -192,7 +192,7 @@ def test_pipelined_tcp_queries_across_a_restart_are_all_answered(tmp_path: Path)
             time.sleep(0.02)
         worker.join(120)
         assert result and result[0].returncode == 0, result
-        got = []
+        got: list[dns.message.Message] = []
         data = b""
         sock.settimeout(5)
         while len(got) < sent:
