@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import socket
+import time
 from importlib import resources
 from typing import Any
 
@@ -81,6 +82,8 @@ class Admin:
         app.router.add_post("/pops/{pop}/undrain", self.undrain)
         app.router.add_post("/pops/{pop}/state", self.set_state)
         app.router.add_post("/reload", self.reload)
+        app.router.add_post("/node/drain", self.node_drain)
+        app.router.add_post("/node/undrain", self.node_undrain)
         return app
 
     async def start(self, host: str, port: int, sock: socket.socket | None = None) -> None:
@@ -232,6 +235,31 @@ class Admin:
             return web.json_response({"error": f"state must be one of {', '.join(STATES)}"},
                                      status=400)
         return await self._change(request, "state", state, body)
+
+    async def node_drain(self, request: web.Request) -> web.Response:
+        """Withdraw this node's anycast routes (it goes on answering), with
+        who and why; kept in the state file."""
+        return await self._node(request, "node-drain", drain=True)
+
+    async def node_undrain(self, request: web.Request) -> web.Response:
+        return await self._node(request, "node-undrain", drain=False)
+
+    async def _node(self, request: web.Request, action: str, drain: bool) -> web.Response:
+        denied = self._authorized(request, action)
+        if denied is not None:
+            return denied
+        body = await _json_body(request)
+        record = {"who": str(body.get("who") or f"admin API from {request.remote}"),
+                  "why": str(body.get("why") or ""), "when": time.time()} if drain else None
+        try:
+            await self.node.set_node_drain(record)
+        except GeodnsError as exc:
+            self._count(action, "invalid")
+            return web.json_response({"error": str(exc)}, status=409)
+        self._count(action, "ok")
+        anycast = self.node.view().anycast
+        return web.json_response({"drained": drain, "announced":
+                                  anycast.announced if anycast is not None else None})
 
     async def reload(self, request: web.Request) -> web.Response:
         """Re-read the configuration, every zone file and the GeoIP database

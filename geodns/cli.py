@@ -173,6 +173,68 @@ def cmd_restart(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_node(args: argparse.Namespace) -> int:
+    """``geodns node drain|undrain``: this node's anycast routes, through its
+    admin API."""
+    import os
+
+    problems = Problems()
+    args.config = _default_config(args)
+    cfg = _config_from_args(args, problems)
+    if problems:
+        for p in problems:
+            print(p, file=sys.stderr)
+        return 2
+    base = args.admin or (f"http://{cfg.admin}" if cfg.admin is not None else None)
+    if base is None:
+        print("geodns node: no admin address: set admin.listen or give --admin URL",
+              file=sys.stderr)
+        return 2
+    token = args.token or os.environ.get("GEODNS_ADMIN_TOKEN") or cfg.admin_token or ""
+    body = json.dumps({"who": args.who, "why": args.why}).encode()
+    req = urllib.request.Request(f"{base.rstrip('/')}/node/{args.action}", data=body,
+                                 method="POST", headers={"Authorization": f"Bearer {token}",
+                                                         "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            answer = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            message = exc.reason
+        print(f"geodns node {args.action}: {exc.code} {message}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"geodns node {args.action}: cannot reach the admin API at {base}: {exc}",
+              file=sys.stderr)
+        return 1
+    state = "announced" if answer.get("announced") else "withdrawn"
+    print(f"node {'drained' if answer.get('drained') else 'undrained'}: routes {state}")
+    return 0
+
+
+def cmd_anycast_exabgp(args: argparse.Namespace) -> int:
+    """The process ExaBGP runs: follow the node's anycast decisions."""
+    from geodns.exabgp import follow
+
+    path = Path(args.control) if args.control else None
+    if path is None:
+        problems = Problems()
+        cfg = load_config(Path(args.config or DEFAULT_CONFIG), problems)
+        if problems or cfg.control_socket is None or cfg.anycast is None:
+            for p in _sorted(problems):
+                print(p, file=sys.stderr)
+            print("geodns anycast-exabgp: the configuration needs 'anycast' and a control "
+                  "socket (or give --control PATH --prefix ...)", file=sys.stderr)
+            return 2
+        path = cfg.control_socket
+        prefixes = list(cfg.anycast.prefixes)
+    else:
+        prefixes = list(args.prefix or [])
+    return follow(path, prefixes, grace=args.grace, next_hop=args.next_hop)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     problems = Problems()
     args.config = _default_config(args)
@@ -531,6 +593,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "(overrides lifecycle.lameduck)")
     p.add_argument("--takeover-fd", type=int, help=argparse.SUPPRESS)  # geodns restart's
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("node", help="drain this node from anycast (its routes are "
+                                     "withdrawn; it goes on answering), or undrain it")
+    p.add_argument("action", choices=["drain", "undrain"])
+    p.add_argument("--config", "-c", help="the node's configuration (admin address, token)")
+    p.add_argument("--admin", metavar="URL", help="admin API, e.g. http://127.0.0.1:8053")
+    p.add_argument("--token", help="bearer token (or GEODNS_ADMIN_TOKEN)")
+    p.add_argument("--who", help="who drains (kept with the drain)")
+    p.add_argument("--why", help="why (kept with the drain)")
+    p.set_defaults(func=cmd_node)
+
+    p = sub.add_parser("anycast-exabgp", help="run by ExaBGP as its process: announce the "
+                                               "node's anycast prefixes while it is fit")
+    p.add_argument("--config", "-c", help="the node's configuration")
+    p.add_argument("--control", metavar="PATH", help="the node's control socket")
+    p.add_argument("--prefix", action="append", help="with --control: a prefix (repeat)")
+    p.add_argument("--grace", type=float, default=2.0, help="seconds without the node (a "
+                   "restart) before withdrawing (2)")
+    p.add_argument("--next-hop", default="self", help="the next hop announced (self)")
+    p.set_defaults(func=cmd_anycast_exabgp)
 
     p = sub.add_parser("restart", help="replace the running node with a new process "
                                         "(a newer version, once installed) without losing "

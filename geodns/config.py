@@ -32,7 +32,8 @@ from geodns.yamlsrc import (
     unknown_keys,
 )
 
-__all__ = ["DEFAULT_LISTEN", "DNS_PORT", "SHARED_KEYS", "Address", "Config", "FleetConfig",
+__all__ = ["DEFAULT_LISTEN", "DNS_PORT", "SHARED_KEYS", "Address", "AnycastConfig", "Config",
+           "FleetConfig",
            "TcpConfig", "check_zones_dir", "load_config", "load_config_text",
            "load_shared_config", "parse_address"]
 
@@ -59,6 +60,24 @@ class FleetConfig:
     lease_ttl: int = 10  # seconds: how long a silent node's votes still count
     timeout: float = 2.0  # seconds per etcd request
     cache: Path | None = None  # the last snapshot applied, kept for a start without etcd
+
+
+@dataclass(frozen=True)
+class AnycastConfig:
+    """``anycast:``: the routes this node announces while it is fit to serve,
+    and the BGP speaker that announces them."""
+
+    prefixes: tuple[str, ...]  # e.g. 192.0.2.53/32, 2001:db8::53/128
+    speaker: str = "exabgp"  # "exabgp" (runs geodns anycast-exabgp) or "bird" (birdc)
+    hold_down: float = 10.0  # seconds fit before announcing again after a withdraw
+    birdc: str = "birdc"
+    bird_socket: Path | None = None  # None: birdc's default
+    bird_protocol: str = "geodns_anycast"
+    check_name: str | None = None  # None: the SOA of the first zone served
+    check_type: str = "SOA"
+    check_interval: float = 1.0
+    check_timeout: float = 0.5
+    check_fall: int = 2  # failed self-checks in a row that make the node unfit
 
 
 @dataclass
@@ -96,6 +115,7 @@ class Config:
     # configuration file; none without one).
     control_socket: Path | None = None
     restart_timeout: float = 60.0  # seconds a successor has to start serving
+    anycast: AnycastConfig | None = None  # None: this node announces no routes
     # Settings given on the command line, which win over the file's on every
     # reload too (attribute name -> value).
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -111,7 +131,8 @@ class Config:
 
 
 _TOP_KEYS = {"listen", "zones", "admin", "workers", "edns", "tcp", "reload", "log", "chaos",
-             "pops", "default_order", "latency", "geoip", "health", "fleet", "lifecycle"}
+             "pops", "default_order", "latency", "geoip", "health", "fleet", "lifecycle",
+             "anycast"}
 # What a fleet shares (published to etcd with ``geodns publish``); every other
 # key is a node's own.
 SHARED_KEYS = ("health", "pops", "default_order", "latency")
@@ -193,6 +214,7 @@ def load_config_text(text: str, file: str, base: Path, problems: Problems) -> Co
     _log(top.get("log"), cfg, problems)
     _fleet(top.get("fleet"), cfg, base, problems)
     _lifecycle(top.get("lifecycle"), cfg, file, base, problems)
+    _anycast(top.get("anycast"), cfg, base, problems)
     if cfg.fleet is not None:
         for key, _ in top.items:
             if key.text in SHARED_KEYS or key.text == "zones":
@@ -227,6 +249,86 @@ def _lifecycle(node: YNode | None, cfg: Config, file: str, base: Path,
                              "Unix socket path can be (107 bytes)")
             elif path is not None:
                 cfg.control_socket = path
+
+
+_PROTOCOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def _anycast(node: YNode | None, cfg: Config, base: Path, problems: Problems) -> None:
+    m = expect_map(node, "anycast", problems)
+    if m is None:
+        return
+    unknown_keys(m, {"prefixes", "speaker", "hold_down", "bird", "check"}, "anycast", problems)
+    prefixes = []
+    pn = m.get("prefixes")
+    for item in as_list(pn) if pn is not None else []:
+        text = as_str(item, "anycast prefix", problems)
+        if text is None:
+            continue
+        try:
+            net = ipaddress.ip_network(text, strict=True)
+        except ValueError as exc:
+            problems.add(item.where, f"anycast prefix: {exc}")
+            continue
+        prefixes.append(str(net))
+    if not prefixes:
+        problems.add((pn or m).where, "anycast: give the prefixes to announce "
+                     "(prefixes: [192.0.2.53/32, ...])")
+    speaker = "exabgp"
+    sn = m.get("speaker")
+    if sn is not None:
+        text = as_str(sn, "anycast speaker", problems)
+        if text not in ("exabgp", "bird"):
+            problems.add(sn.where, "anycast speaker must be exabgp or bird")
+        else:
+            speaker = text
+    hold = 10.0
+    hn = m.get("hold_down")
+    if hn is not None:
+        hold = _or_keep(as_float(hn, "anycast hold_down", problems, 0, 3600), hold)
+    birdc, bird_socket, protocol = "birdc", None, "geodns_anycast"
+    bm = expect_map(m.get("bird"), "anycast bird", problems)
+    if bm is not None:
+        unknown_keys(bm, {"birdc", "socket", "protocol"}, "anycast bird", problems)
+        v = bm.get("birdc")
+        if v is not None:
+            birdc = as_str(v, "anycast bird birdc", problems) or birdc
+        v = bm.get("socket")
+        if v is not None:
+            bird_socket = _path(v, "anycast bird socket", base, problems)
+        v = bm.get("protocol")
+        if v is not None:
+            text = as_str(v, "anycast bird protocol", problems)
+            if text is not None and not _PROTOCOL.match(text):
+                problems.add(v.where, f"anycast bird protocol {text!r}: a BIRD protocol name "
+                             "(letters, digits, '_')")
+            elif text is not None:
+                protocol = text
+    check: dict[str, object] = {}
+    cm = expect_map(m.get("check"), "anycast check", problems)
+    if cm is not None:
+        unknown_keys(cm, {"name", "type", "interval", "timeout", "fall"}, "anycast check",
+                     problems)
+        v = cm.get("name")
+        if v is not None:
+            check["check_name"] = as_str(v, "anycast check name", problems)
+        v = cm.get("type")
+        if v is not None:
+            check["check_type"] = (as_str(v, "anycast check type", problems) or "SOA").upper()
+        for key, low, high in (("interval", 0.1, 60), ("timeout", 0.05, 10)):
+            v = cm.get(key)
+            if v is not None:
+                got = as_float(v, f"anycast check {key}", problems, low, high)
+                if got is not None:
+                    check[f"check_{key}"] = got
+        v = cm.get("fall")
+        if v is not None:
+            got_fall = as_int(v, "anycast check fall", problems, 1, 100)
+            if got_fall is not None:
+                check["check_fall"] = got_fall
+    if prefixes:
+        cfg.anycast = AnycastConfig(tuple(prefixes), speaker, hold, birdc, bird_socket,
+                                    protocol, **check)  # type: ignore[arg-type]
 
 
 def load_shared_config(text: str, file: str, onto: Config, problems: Problems) -> Config:

@@ -236,6 +236,30 @@ class _NodeCollector(Collector):
             admin.add_metric([action, result], n)
         yield admin
         yield from _fleet_metrics(view)
+        yield from _anycast_metrics(view)
+
+
+def _anycast_metrics(view: NodeView) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """The node's anycast routes; nothing when it announces none."""
+    anycast = view.anycast
+    if anycast is None:
+        return
+    yield GaugeMetricFamily(
+        "geodns_anycast_announced", "1 while this node announces its anycast prefixes (it is "
+        "fit to serve and not drained); 0: withdrawn (/status anycast says why).",
+        value=1.0 if anycast.announced else 0.0)
+    changes = CounterMetricFamily("geodns_anycast_route_changes",
+                                  "Announcements and withdrawals of the anycast prefixes.",
+                                  labels=["action"])
+    for action, n in sorted(anycast.changes.items()):
+        changes.add_metric([action], n)
+    yield changes
+    yield CounterMetricFamily(
+        "geodns_anycast_self_check_failures", "Self-check queries to this node's own "
+        "listening addresses that failed.", value=anycast.self_check_failures)
+    yield GaugeMetricFamily(
+        "geodns_anycast_node_drained", "1 while an operator has drained this node from "
+        "anycast (geodns node drain).", value=1.0 if anycast.drained else 0.0)
 
 
 _ORIGINS = ("etcd", "cache", "none")

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from geodns.anycast import AnycastView
 from geodns.counters import Decoded
 from geodns.fleet.keys import Drain
 from geodns.health.states import State
@@ -136,6 +137,7 @@ class NodeView:
     readiness: tuple[str, ...]  # why this node should not get traffic (empty: ready)
     admin_requests: Mapping[tuple[str, str], int]  # admin change requests by (action, result)
     fleet: FleetView | None = None  # None: not part of a fleet
+    anycast: AnycastView | None = None  # None: announces no route
 
 
 class NodeControl(Protocol):
@@ -153,6 +155,10 @@ class NodeControl(Protocol):
         ...
 
     def add_event(self, kind: str, message: str, pop: str | None = None) -> None: ...
+
+    async def set_node_drain(self, drain: dict[str, Any] | None) -> None:
+        """Drain (None: undrain) the node from anycast."""
+        ...
 
     async def set_fleet_drain(self, pop: str, state: State | None, who: str, why: str
                               ) -> None:

@@ -347,7 +347,8 @@ class Built:
 RESTART_ONLY = {"listen": "listen addresses", "workers": "workers",
                 "admin": "the admin address", "zones_dir": "the zones directory",
                 "state_file": "admin.state_file", "log_format": "log.format",
-                "fleet": "fleet", "control_socket": "lifecycle.control_socket"}
+                "fleet": "fleet", "control_socket": "lifecycle.control_socket",
+                "anycast": "anycast"}
 
 
 def parse_config(doc: Document, given: Config) -> tuple[Config, Problems]:

@@ -147,6 +147,15 @@ def status(view: NodeView) -> dict[str, Any]:
         "answers_history": dict(view.history),
         "events": [e.as_json() for e in view.events],
         "fleet": fleet_status(view.fleet, snap.version.revision),
+        "anycast": None if view.anycast is None else {
+            "speaker": view.anycast.speaker, "prefixes": list(view.anycast.prefixes),
+            "announced": view.anycast.announced, "since": view.anycast.since,
+            "withdrawn_because": list(view.anycast.why), "changes": view.anycast.changes,
+            "self_check": {"ok": view.anycast.self_check is None,
+                           "error": view.anycast.self_check,
+                           "failures": view.anycast.self_check_failures},
+            "node_drain": view.anycast.drained, "speaker_error": view.anycast.speaker_error,
+            "helpers": view.anycast.watchers},
     }
 
 

@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from geodns import state as state_file
 from geodns.address import Address
 from geodns.admin import Admin
 from geodns.config import Config
@@ -49,6 +50,7 @@ from geodns.health.votes import fleet_view, tallies
 from geodns.metrics import Metrics
 from geodns.node import CheckStatus, Counters, FleetView, NodeView, ProbeStatus
 from geodns.server import shared
+from geodns.server.anycast import AnycastControl, NodeState
 from geodns.server.control import ControlSocket
 from geodns.server.handover import HandoverError, Offer, hand_over
 from geodns.server.link import WorkerLink
@@ -171,6 +173,15 @@ class Server:
         self._lameduck: asyncio.TimerHandle | None = None
         self.handed_over_to: int | None = None  # the successor's pid, once it serves
         self._restarting = False
+        # The node's own drain from anycast (who, when, why), kept in the state file.
+        self.node_drain: dict[str, Any] | None = \
+            state_file.load_node(config.state_file) if config.state_file is not None else None
+        self.anycast: AnycastControl | None = None
+        if config.anycast is not None and self.probing:
+            self.anycast = AnycastControl(config.anycast, NodeState(
+                readiness=self.readiness, stopping=lambda: self._stopping,
+                addresses=lambda: list(self.listeners.bound),
+                check_name=self._check_name, drained=lambda: self.node_drain))
 
     @property
     def config(self) -> Config:
@@ -231,6 +242,8 @@ class Server:
             self._record_checks(snap)
             self.checker.start()
         self.ready = True
+        if self.anycast is not None:
+            await self.anycast.start()  # checked and decided before a helper asks
         if self.probing and self.runtime_dir is None:
             self.control = ControlSocket(self, self.given.control_socket,
                                          self.inherited.get("control_fd"))
@@ -275,6 +288,8 @@ class Server:
         self._stopping = True
         self.ready = False  # /readyz turns 503 at once, so load balancers move away
         seconds = self.snapshot.config.lameduck if hasattr(self, "snapshot") else 0.0
+        if self.anycast is not None and self.handed_over_to is None:
+            self._tasks.append(asyncio.get_running_loop().create_task(self.anycast.update()))
         if not lameduck or seconds <= 0 or self.started_at is None:
             self._stop_now()
             return
@@ -329,6 +344,8 @@ class Server:
         finally:
             self._restarting = False
         self.handed_over_to = pid
+        if self.anycast is not None:
+            self.anycast.handed_over = True  # the successor announces: no withdraw
         log.info("restart: process %d serves now; this one stops reading and exits", pid,
                  extra={"event": "handed-over", "pid": pid})
         self.request_stop(lameduck=False)
@@ -365,6 +382,8 @@ class Server:
 
     async def shutdown(self) -> None:
         """Stop listening, let written TCP answers drain, close everything."""
+        if self.anycast is not None:
+            await self.anycast.stop()  # withdrawn before the sockets close
         for t in self._tasks:
             t.cancel()
         if self.control is not None:
@@ -454,7 +473,8 @@ class Server:
             history=self.history.as_json(self.snapshot.config.pops), counters=counters,
             readiness=self.readiness(),
             admin_requests=dict(self.admin.requests) if self.admin is not None else {},
-            fleet=self._fleet_view())
+            fleet=self._fleet_view(),
+            anycast=self.anycast.view() if self.anycast is not None else None)
 
     def _own_counters(self) -> Counters:
         counters = shared.worker_counters(self.responder, self.tcp)
@@ -468,6 +488,33 @@ class Server:
 
     def add_event(self, kind: str, message: str, pop: str | None = None) -> None:
         self.events.add(kind, message, pop)
+
+    async def set_node_drain(self, drain: dict[str, Any] | None) -> None:
+        """Drain (None: undrain) this node from anycast: its routes are
+        withdrawn while it goes on answering; kept in the state file."""
+        if self.anycast is None:
+            raise GeodnsError("this node announces no anycast route (no 'anycast' in its "
+                              "configuration)")
+        self.node_drain = drain
+        if self.given.state_file is not None:
+            try:
+                state_file.save_node(self.given.state_file, drain)
+            except OSError as exc:
+                log.error("state file %s not written: %s (the node drain holds in this "
+                          "process only)", self.given.state_file, exc)
+        what = "drained from anycast" if drain else "undrained: anycast routes follow health"
+        log.info("node %s%s", what, f" by {drain.get('who')}: {drain.get('why')}" if drain
+                 else "", extra={"event": "node-drain", "drained": drain is not None})
+        self.events.add(ADMIN, f"node {what}")
+        await self.anycast.update()
+
+    async def anycast_follow(self, writer: asyncio.StreamWriter) -> None:
+        if self.anycast is not None:
+            await self.anycast.follow(writer)
+
+    def _check_name(self) -> str | None:
+        served = sorted(z.name for z in self.snapshot.served())
+        return served[0] if served else None
 
     # -- health ------------------------------------------------------------------
     def _health_published(self, view: HealthView) -> None:

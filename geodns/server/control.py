@@ -5,7 +5,8 @@ answer.  Only the file's permissions guard it (0600: the user the node runs
 as, and root).
 
 Requests: ``{"restart": true}`` (answered once the successor serves, or
-with why it did not) and ``{"status": true}``.
+with why it did not), ``{"status": true}``, and ``{"anycast_watch": true}``:
+a line per anycast decision, and one a second, for ``geodns anycast-exabgp``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class Controlled(Protocol):
     async def restart(self) -> int: ...
 
     def readiness(self) -> tuple[str, ...]: ...
+
+    async def anycast_follow(self, writer: asyncio.StreamWriter) -> None: ...
 
 
 class ControlSocket:
@@ -90,6 +93,12 @@ class ControlSocket:
         try:
             line = await asyncio.wait_for(reader.readline(), 5)
             request: Any = json.loads(line or b"{}")
+            if isinstance(request, dict) and request.get("anycast_watch"):
+                try:
+                    await self.server.anycast_follow(writer)  # until either side ends
+                finally:
+                    writer.close()
+                return
             answer = await self._answer(request if isinstance(request, dict) else {})
         except (ValueError, TimeoutError):
             answer = {"ok": False, "error": "not a JSON request"}
