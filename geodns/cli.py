@@ -232,7 +232,8 @@ def cmd_anycast_exabgp(args: argparse.Namespace) -> int:
         prefixes = list(cfg.anycast.prefixes)
     else:
         prefixes = list(args.prefix or [])
-    return follow(path, prefixes, grace=args.grace, next_hop=args.next_hop)
+    return follow(path, prefixes, grace=args.grace, next_hop=args.next_hop,
+                  next_hop6=args.next_hop6)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -609,9 +610,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", help="the node's configuration")
     p.add_argument("--control", metavar="PATH", help="the node's control socket")
     p.add_argument("--prefix", action="append", help="with --control: a prefix (repeat)")
-    p.add_argument("--grace", type=float, default=2.0, help="seconds without the node (a "
-                   "restart) before withdrawing (2)")
+    p.add_argument("--grace", type=float, default=1.0, help="seconds without a word from "
+                   "the node (dead or hung) before withdrawing (1)")
     p.add_argument("--next-hop", default="self", help="the next hop announced (self)")
+    p.add_argument("--next-hop6", help="the next hop of IPv6 prefixes when the session is "
+                   "IPv4 (an IPv6 address of this node; default: --next-hop)")
     p.set_defaults(func=cmd_anycast_exabgp)
 
     p = sub.add_parser("restart", help="replace the running node with a new process "

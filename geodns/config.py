@@ -72,7 +72,8 @@ class AnycastConfig:
     hold_down: float = 10.0  # seconds fit before announcing again after a withdraw
     birdc: str = "birdc"
     bird_socket: Path | None = None  # None: birdc's default
-    bird_protocol: str = "geodns_anycast"
+    # BIRD static protocols holding the prefixes (one per address family).
+    bird_protocols: tuple[str, ...] = ("geodns_anycast4", "geodns_anycast6")
     check_name: str | None = None  # None: the SOA of the first zone served
     check_type: str = "SOA"
     check_interval: float = 1.0
@@ -286,24 +287,28 @@ def _anycast(node: YNode | None, cfg: Config, base: Path, problems: Problems) ->
     hn = m.get("hold_down")
     if hn is not None:
         hold = _or_keep(as_float(hn, "anycast hold_down", problems, 0, 3600), hold)
-    birdc, bird_socket, protocol = "birdc", None, "geodns_anycast"
+    birdc, bird_socket = "birdc", None
+    protocols: tuple[str, ...] = ("geodns_anycast4", "geodns_anycast6")
     bm = expect_map(m.get("bird"), "anycast bird", problems)
     if bm is not None:
-        unknown_keys(bm, {"birdc", "socket", "protocol"}, "anycast bird", problems)
+        unknown_keys(bm, {"birdc", "socket", "protocols"}, "anycast bird", problems)
         v = bm.get("birdc")
         if v is not None:
             birdc = as_str(v, "anycast bird birdc", problems) or birdc
         v = bm.get("socket")
         if v is not None:
             bird_socket = _path(v, "anycast bird socket", base, problems)
-        v = bm.get("protocol")
+        v = bm.get("protocols")
         if v is not None:
-            text = as_str(v, "anycast bird protocol", problems)
-            if text is not None and not _PROTOCOL.match(text):
-                problems.add(v.where, f"anycast bird protocol {text!r}: a BIRD protocol name "
-                             "(letters, digits, '_')")
-            elif text is not None:
-                protocol = text
+            names = []
+            for item in as_list(v):
+                text = as_str(item, "anycast bird protocol", problems)
+                if text is not None and not _PROTOCOL.match(text):
+                    problems.add(item.where, f"anycast bird protocol {text!r}: a BIRD "
+                                 "protocol name (letters, digits, '_')")
+                elif text is not None:
+                    names.append(text)
+            protocols = tuple(names) or protocols
     check: dict[str, object] = {}
     cm = expect_map(m.get("check"), "anycast check", problems)
     if cm is not None:
@@ -328,7 +333,7 @@ def _anycast(node: YNode | None, cfg: Config, base: Path, problems: Problems) ->
                 check["check_fall"] = got_fall
     if prefixes:
         cfg.anycast = AnycastConfig(tuple(prefixes), speaker, hold, birdc, bird_socket,
-                                    protocol, **check)  # type: ignore[arg-type]
+                                    protocols, **check)  # type: ignore[arg-type]
 
 
 def load_shared_config(text: str, file: str, onto: Config, problems: Problems) -> Config:

@@ -2,7 +2,7 @@
 anycast prefixes while the node is fit to serve.
 
 ExaBGP reads this program's standard output (its process API): one
-``announce route PREFIX next-hop self`` or ``withdraw route ...`` per line.
+``announce route PREFIX next-hop self`` or ``withdraw route PREFIX`` per line.
 This program follows the node over its control socket: the node sends its
 decision at once, on every change, and every second.  When the node is gone
 (its process ended) or silent (hung) for ``grace`` seconds, this program
@@ -14,6 +14,8 @@ standard input.
 
 from __future__ import annotations
 
+import ipaddress
+import ipaddress
 import json
 import socket
 import sys
@@ -22,31 +24,34 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-HEARTBEAT_TIMEOUT = 3.0  # the node sends one line a second
-
 
 class Routes:
     """What ExaBGP has been told."""
 
-    def __init__(self, out: IO[str], next_hop: str) -> None:
+    def __init__(self, out: IO[str], next_hop: str, next_hop6: str | None = None) -> None:
         self.out = out
         self.next_hop = next_hop
+        # IPv6 prefixes over an IPv4 session need an IPv6 next hop: "self"
+        # would be sent as 0.0.0.0 (ExaBGP 4.2).
+        self.next_hop6 = next_hop6 or next_hop
         self.announced: set[str] = set()
 
     def set(self, prefixes: list[str]) -> None:
         """Announce exactly ``prefixes`` (withdraw the others)."""
         for prefix in sorted(self.announced - set(prefixes)):
-            self.out.write(f"withdraw route {prefix} next-hop {self.next_hop}\n")
+            self.out.write(f"withdraw route {prefix}\n")
         for prefix in prefixes:
             if prefix not in self.announced:
-                self.out.write(f"announce route {prefix} next-hop {self.next_hop}\n")
+                v6 = ipaddress.ip_network(prefix).version == 6
+                hop = self.next_hop6 if v6 else self.next_hop
+                self.out.write(f"announce route {prefix} next-hop {hop}\n")
         self.out.flush()
         self.announced = set(prefixes)
 
 
-def _watch(path: Path) -> socket.socket:
+def _watch(path: Path, silence: float) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(HEARTBEAT_TIMEOUT)
+    sock.settimeout(silence)
     try:
         sock.connect(str(path))
         sock.sendall(json.dumps({"anycast_watch": True}).encode() + b"\n")
@@ -69,11 +74,14 @@ def _messages(sock: socket.socket) -> Any:
                 yield json.loads(line)
 
 
-def follow(path: Path, prefixes: list[str], grace: float = 2.0, next_hop: str = "self",
-           out: IO[str] | None = None, stop: threading.Event | None = None) -> int:
+def follow(path: Path, prefixes: list[str], grace: float = 1.0, next_hop: str = "self",
+           out: IO[str] | None = None, stop: threading.Event | None = None,
+           next_hop6: str | None = None) -> int:
     """Follow the node at ``path`` until ExaBGP closes standard input (or
-    ``stop`` is set)."""
-    routes = Routes(out or sys.stdout, next_hop)
+    ``stop`` is set).  The node says where it stands four times a second:
+    ``grace`` seconds without a word (the node is gone or hung, and no
+    successor took over) withdraw every route."""
+    routes = Routes(out or sys.stdout, next_hop, next_hop6)
     stop = stop or threading.Event()
     if out is None:
         threading.Thread(target=_wait_for_eof, args=(stop,), daemon=True).start()
@@ -81,7 +89,7 @@ def follow(path: Path, prefixes: list[str], grace: float = 2.0, next_hop: str = 
     known = list(prefixes)
     while not stop.is_set():
         try:
-            sock = _watch(path)
+            sock = _watch(path, grace)
         except OSError:
             if routes.announced and time.monotonic() - lost_at > grace:
                 _log(f"node not reachable on {path} for {grace:g} s: withdrawing")

@@ -69,7 +69,7 @@ def test_configuration(tmp_path: Path) -> None:
     problems = Problems()
     cfg = load_config_text("anycast:\n  prefixes: [192.0.2.53/32, '2001:db8::53/128']\n"
                            "  speaker: bird\n  hold_down: 0\n"
-                           "  bird: {socket: bird.ctl, protocol: geodns_anycast}\n"
+                           "  bird: {socket: bird.ctl, protocols: [a4, a6]}\n"
                            "  check: {name: example.com., type: soa, interval: 0.2}\n",
                            str(tmp_path / "g.yaml"), tmp_path, problems)
     assert not problems
@@ -77,9 +77,10 @@ def test_configuration(tmp_path: Path) -> None:
     assert cfg.anycast.prefixes == ("192.0.2.53/32", "2001:db8::53/128")
     assert cfg.anycast.hold_down == 0 and cfg.anycast.check_type == "SOA"
     assert cfg.anycast.bird_socket == tmp_path / "bird.ctl"
+    assert cfg.anycast.bird_protocols == ("a4", "a6")
     problems = Problems()
     load_config_text("anycast:\n  prefixes: [192.0.2.53/24]\n  speaker: gobgp\n"
-                     "  bird: {protocol: 'no way'}\n", "g.yaml", tmp_path, problems)
+                     "  bird: {protocols: ['no way']}\n", "g.yaml", tmp_path, problems)
     text = [str(p) for p in problems]
     assert any("g.yaml:2:" in p and "host bits" in p for p in text), text
     assert any("g.yaml:3:" in p and "exabgp or bird" in p for p in text), text
@@ -141,7 +142,7 @@ def post(admin: int, path: str) -> None:
 
 
 ANNOUNCE = "announce route 192.0.2.53/32 next-hop self"
-WITHDRAW = "withdraw route 192.0.2.53/32 next-hop self"
+WITHDRAW = "withdraw route 192.0.2.53/32"
 
 
 def test_the_exabgp_helper_follows_drains_restarts_and_a_dead_node(tmp_path: Path) -> None:

@@ -43,6 +43,8 @@ from geodns.config import AnycastConfig
 
 log = logging.getLogger("geodns.anycast")
 
+HEARTBEAT = 0.25  # seconds between the decisions sent to ExaBGP helpers when nothing changes
+
 
 @dataclass
 class NodeState:
@@ -201,14 +203,14 @@ class AnycastControl:
 
     async def follow(self, writer: asyncio.StreamWriter) -> None:
         """Stream the decisions to one helper (a line now, one per change,
-        and one every second so that it notices a hung node)."""
+        and one every HEARTBEAT seconds so that it notices a hung node)."""
         w = _Watcher()
         self._watchers.add(w)
         try:
             w.queue.put_nowait(self._message())
             while True:
                 try:
-                    msg = await asyncio.wait_for(w.queue.get(), 1.0)
+                    msg = await asyncio.wait_for(w.queue.get(), HEARTBEAT)
                 except TimeoutError:
                     msg = self._message()
                 writer.write(json.dumps(msg).encode() + b"\n")
@@ -227,27 +229,32 @@ class AnycastControl:
         want = self.announcer.announced
         if want == self._bird_state:
             return
-        argv = [self.cfg.birdc]
-        if self.cfg.bird_socket is not None:
-            argv += ["-s", str(self.cfg.bird_socket)]
-        argv += ["enable" if want else "disable", self.cfg.bird_protocol]
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT)
-            out, _ = await asyncio.wait_for(proc.communicate(), 5)
-            text = out.decode(errors="replace").strip()
-            ok = proc.returncode == 0 and ("enabled" in text or "disabled" in text)
-        except (OSError, TimeoutError) as exc:
-            ok, text = False, str(exc)
-        if ok:
+        errors = []
+        for protocol in self.cfg.bird_protocols:
+            argv = [self.cfg.birdc]
+            if self.cfg.bird_socket is not None:
+                argv += ["-s", str(self.cfg.bird_socket)]
+            argv += ["enable" if want else "disable", protocol]
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT)
+                out, _ = await asyncio.wait_for(proc.communicate(), 5)
+                text = out.decode(errors="replace").strip()
+                ok = proc.returncode == 0 and ("enabled" in text or "disabled" in text)
+            except (OSError, TimeoutError) as exc:
+                ok, text = False, str(exc)
+            if not ok:
+                errors.append(f"{' '.join(argv)}: {text or 'failed'}")
+        if not errors:
             self._bird_state = want
             self.speaker_error = None
             return
-        if self.speaker_error != text:
-            log.error("anycast: %s failed: %s (tried again every check)", " ".join(argv),
-                      text or "no output", extra={"event": "anycast-speaker-error"})
-        self.speaker_error = f"{' '.join(argv)}: {text or 'failed'}"
+        error = "; ".join(errors)
+        if self.speaker_error != error:
+            log.error("anycast: BIRD not told (tried again every check): %s", error,
+                      extra={"event": "anycast-speaker-error"})
+        self.speaker_error = error
 
 
 __all__ = ["AnycastControl", "AnycastView", "NodeState"]
