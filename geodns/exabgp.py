@@ -15,7 +15,6 @@ standard input.
 from __future__ import annotations
 
 import ipaddress
-import ipaddress
 import json
 import socket
 import sys
