@@ -507,6 +507,8 @@ def default_geodns_cmd(port: int, python: str | None = None) -> list[str]:
         f"{HOST}:{port}",
         "--zones",
         str(YAML_ZONE_DIR),
+        "--lameduck",  # a benchmark stops its servers at once
+        "0",
     ]
 
 

@@ -85,6 +85,7 @@ log = logging.getLogger("geodns.server")
 
 SHUTDOWN_GRACE = 5.0
 QUIET = 0.5  # seconds without a query after which a connection handed over is finished
+HANDOVER_OVERLAP = 0.3  # seconds both processes read after the successor says it is ready
 # How UDP is read: "batch" (recvmmsg/sendmmsg through the optional C helper),
 # "reader" (recvfrom/sendto per readiness event) or "protocol" (asyncio
 # DatagramProtocol).  Chosen by measurement; see bench/README.md.
@@ -344,6 +345,10 @@ class Server:
         finally:
             self._restarting = False
         self.handed_over_to = pid
+        # Both processes read the sockets for a moment more: a successor that
+        # stalls in its first instants (a collection, a page fault storm) is
+        # covered by this one.
+        await asyncio.sleep(HANDOVER_OVERLAP)
         if self.anycast is not None:
             self.anycast.handed_over = True  # the successor announces: no withdraw
         log.info("restart: process %d serves now; this one stops reading and exits", pid,
