@@ -426,3 +426,25 @@ def test_every_node_answers_every_client_as_one_node_would(fleet: Fleet,
     wait_until(lambda: all(fleet.status(n)["fleet"]["drains"] for n in NODES), 3)
     after = compare(HealthView(admin={"fra": DRAINING}))
     assert after == len(nets) > before  # nobody is sent to fra any more; some were before
+
+
+def test_a_fleet_node_restarts_without_a_trace(fleet: Fleet) -> None:
+    """geodns restart on a fleet node: the successor serves the same revision
+    at once, keeps the node's name in the fleet (no namesake alarm, no gap in
+    its votes), and the other nodes never see it leave."""
+    start_fleet(fleet)
+    config = fleet.tmp / "n1" / "geodns.yaml"
+    mark = fleet.nodes["n1"].mark()
+    done = subprocess.run([*fleet_cmd(), "restart", "--config", str(config)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    node = fleet.nodes["n1"]
+    node.wait_for(lambda x: x.get("event") == "handed-over", 10, mark)
+    assert txt_rev(query(fleet.ports["n1"][0], ZONE, "TXT")) == 1
+    time.sleep(fleet.lease_ttl + 0.5)
+    assert not node.find(lambda x: "another node calls itself" in str(x.get("message")), mark)
+    names = [n["name"] for n in fleet.status("n2")["fleet"]["nodes"]]
+    assert sorted(names) == sorted(NODES)
+    status = fleet.status("n1")
+    assert status["fleet"]["health"] == "fleet"
+    assert status["serving"]["revision"] == status["fleet"]["newest_revision"]

@@ -23,8 +23,8 @@ to stop, so that no signal falls between two runs.
 from __future__ import annotations
 
 import asyncio
-import gc
 import contextlib
+import gc
 import json
 import logging
 import os
