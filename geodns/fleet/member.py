@@ -94,18 +94,20 @@ class FleetMember:
         self._task = asyncio.create_task(self._run())
         self._watchdog = asyncio.create_task(self._watch_contact())
 
-    async def stop(self) -> None:
+    async def stop(self, revoke: bool = True) -> None:
         """End the session; a voting member revokes its lease, so its status
-        and votes go at once instead of a lease time later."""
+        and votes go at once instead of a lease time later.  Without
+        ``revoke`` (a successor writes the same keys now) the lease is left
+        to expire: revoking it could delete keys this process wrote last."""
         for task in (self._task, self._watchdog):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        if self.lease:
-            with contextlib.suppress(EtcdError):
+        if self.lease and revoke:
+            with contextlib.suppress(EtcdError, TimeoutError):
                 await asyncio.wait_for(self.etcd.revoke(self.lease), self.cfg.timeout)
-            self.lease = 0
+        self.lease = 0
         await self.etcd.close()
 
     def _heard(self) -> None:

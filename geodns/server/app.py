@@ -223,9 +223,12 @@ class Server:
         # have answered a query.  (A failure stops both: run_worker's shutdown.)
         if self.admin_enabled and self.given.admin is not None:
             self.admin = Admin(self, self.metrics)
-            admin_sock = self.given_sockets.take(self.given.admin.host, self.given.admin.port,
-                                                 socket.SOCK_STREAM) \
-                if self.given_sockets else None
+            # Handed over by the process this one replaces, or (systemd) among
+            # the given sockets by its address.
+            admin_sock = self.inherited.pop("admin_sock", None)
+            if admin_sock is None and self.given_sockets:
+                admin_sock = self.given_sockets.take(self.given.admin.host,
+                                                     self.given.admin.port, socket.SOCK_STREAM)
             try:
                 await self.admin.start(self.given.admin.host, self.given.admin.port, admin_sock)
             except OSError as exc:
@@ -351,6 +354,8 @@ class Server:
         await asyncio.sleep(HANDOVER_OVERLAP)
         if self.anycast is not None:
             self.anycast.handed_over = True  # the successor announces: no withdraw
+        if self.fleet is not None:
+            await self.fleet.stop(revoke=False)  # the successor writes this node's keys now
         log.info("restart: process %d serves now; this one stops reading and exits", pid,
                  extra={"event": "handed-over", "pid": pid})
         self.request_stop(lameduck=False)
@@ -365,6 +370,7 @@ class Server:
             "from_pid": os.getpid(),
         }
         if self.admin is not None and self.admin.listening is not None:
+            state["admin_fd"] = len(sockets)
             sockets.append(self.admin.listening)
         if self.control is not None and self.control.listening is not None:
             state["control_fd"] = len(sockets)

@@ -52,6 +52,9 @@ class ControlSocket:
             return
         self.listening = sock
         self._server = await asyncio.start_unix_server(self._serve, sock=sock)
+        log.info("control socket %s%s", self.path,
+                 " (handed over)" if sock is self.given_fd else "",
+                 extra={"event": "control", "path": str(self.path)})
 
     def _bind(self) -> socket.socket | None:
         path = self.path

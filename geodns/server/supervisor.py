@@ -88,9 +88,16 @@ def run_worker(config: Config, reuse_port: bool,
             return 1
         inherited = dict(offer.state)
         sockets = list(offer.sockets)
-        control = inherited.get("control_fd")
-        if isinstance(control, int) and 0 <= control < len(sockets):
-            inherited["control_fd"] = sockets.pop(control)
+        # The control and admin sockets by their place in the offer (popped
+        # from the end first, so that the other place stays right).
+        roles: list[tuple[int, str]] = []
+        for key in ("control_fd", "admin_fd"):
+            value = inherited.get(key)
+            if isinstance(value, int):
+                roles.append((value, key))
+        for place, key in sorted(roles, reverse=True):
+            if 0 <= place < len(sockets):
+                inherited["admin_sock" if key == "admin_fd" else key] = sockets.pop(place)
         given = GivenSockets(sockets, "the process this one replaces")
         log.info("taking over from process %s: %d listening socket(s)",
                  inherited.get("from_pid"), len(sockets),
