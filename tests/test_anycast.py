@@ -167,6 +167,10 @@ def test_the_exabgp_helper_follows_drains_restarts_and_a_dead_node(tmp_path: Pat
         assert done.returncode == 0, done.stderr
         time.sleep(1.5)
         assert helper.lines() == [ANNOUNCE, WITHDRAW, ANNOUNCE]
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as resp:
+            metrics = resp.read().decode()
+        # The successor's counts go on from its predecessor's (two announces, one withdraw).
+        assert 'geodns_anycast_route_changes_total{action="withdraw"} 1.0' in metrics
         # The node dies: the helper withdraws by itself after its grace time.
         node.kill_group()
         began = time.monotonic()

@@ -183,6 +183,11 @@ class Server:
                 readiness=self.readiness, stopping=lambda: self._stopping,
                 addresses=lambda: list(self.listeners.bound),
                 check_name=self._check_name, drained=lambda: self.node_drain))
+            before = self.inherited.get("anycast_changes")
+            if isinstance(before, dict):  # the counts go on across a restart, as /metrics's do
+                for action, n in before.items():
+                    if action in self.anycast.announcer.changes and isinstance(n, int):
+                        self.anycast.announcer.changes[action] = n
 
     @property
     def config(self) -> Config:
@@ -377,6 +382,8 @@ class Server:
             sockets.append(self.control.listening)
         if self.fleet is not None:
             state["fleet_instance"] = self.fleet.instance
+        if self.anycast is not None:
+            state["anycast_changes"] = dict(self.anycast.announcer.changes)
         return Offer(sockets, state)
 
     def request_reload(self) -> None:
