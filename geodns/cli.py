@@ -183,39 +183,11 @@ def cmd_restart(args: argparse.Namespace) -> int:
 def cmd_node(args: argparse.Namespace) -> int:
     """``geodns node drain|undrain``: this node's anycast routes, through its
     admin API."""
-    import os
-
-    problems = Problems()
     args.config = _default_config(args)
-    cfg = _config_from_args(args, problems)
-    if problems:
-        for p in problems:
-            print(p, file=sys.stderr)
-        return 2
-    base = args.admin or (f"http://{cfg.admin}" if cfg.admin is not None else None)
-    if base is None:
-        print("geodns node: no admin address: set admin.listen or give --admin URL",
-              file=sys.stderr)
-        return 2
-    token = args.token or os.environ.get("GEODNS_ADMIN_TOKEN") or cfg.admin_token or ""
-    body = json.dumps({"who": args.who, "why": args.why}).encode()
-    req = urllib.request.Request(f"{base.rstrip('/')}/node/{args.action}", data=body,
-                                 method="POST", headers={"Authorization": f"Bearer {token}",
-                                                         "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            answer = json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read()).get("error", exc.reason)
-        except ValueError:
-            message = exc.reason
-        print(f"geodns node {args.action}: {exc.code} {message}", file=sys.stderr)
-        return 1
-    except (urllib.error.URLError, OSError) as exc:
-        print(f"geodns node {args.action}: cannot reach the admin API at {base}: {exc}",
-              file=sys.stderr)
-        return 1
+    answer = _admin_post(args, f"node {args.action}", f"/node/{args.action}",
+                         {"who": args.who, "why": args.why})
+    if isinstance(answer, int):
+        return answer
     state = "announced" if answer.get("announced") else "withdrawn"
     print(f"node {'drained' if answer.get('drained') else 'undrained'}: routes {state}")
     return 0
@@ -373,12 +345,19 @@ class AdminRefused(GeodnsError):
         self.message = message
 
 
-def _call_admin(url: str, token: str | None = None) -> dict[str, Any]:
-    """A request to a node's admin API (POST when a token is given): the JSON
-    it answers.  Raises :class:`AdminRefused` for an error status (with the
-    API's own ``error`` text) and URLError/OSError when the node is not there."""
+def _call_admin(url: str, token: str | None = None,
+                body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A request to a node's admin API (POST, with ``body`` as JSON, when a
+    token is given): the JSON it answers.  Raises :class:`AdminRefused` for an
+    error status (with the API's own ``error`` text) and URLError/OSError when
+    the node is not there."""
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    req = urllib.request.Request(url, method="POST" if token is not None else "GET",
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(url, data=data,
+                                 method="POST" if token is not None else "GET",
                                  headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
@@ -499,7 +478,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         if args.json:
             from geodns.fleet.keys import behind
 
-            newest = f"etcd:{state.docs_revision}" if state.docs_revision else None
+            newest = state.newest
             print(json.dumps({
                 "newest_revision": newest, "published": state.published(),
                 "nodes": {n: dict(d, behind=behind(d, newest)) for n, d in state.nodes.items()},
@@ -521,17 +500,19 @@ def _fleet_drain(args: argparse.Namespace) -> int:
     import asyncio
 
     from geodns.fleet.etcd import EtcdError
-    from geodns.fleet.publish import drain_record, who_am_i
+    from geodns.fleet.keys import Drain
+    from geodns.fleet.member import write_drain
+    from geodns.fleet.publish import who_am_i
     from geodns.health.states import DRAINING
 
     async def run() -> str:
         etcd, layout = _etcd(args)
         try:
             if args.command == "drain":
-                d = drain_record(DRAINING, args.who or who_am_i(), args.why or "")
-                await etcd.put(layout.drain(args.pop), json.dumps(d.to_json()).encode())
+                d = Drain.now(DRAINING, args.who or who_am_i(), args.why or "")
+                await write_drain(etcd, layout, args.pop, d)
                 return f"PoP {args.pop}: draining on every node of the fleet ({d.who})"
-            await etcd.delete(layout.drain(args.pop))
+            await write_drain(etcd, layout, args.pop, None)
             return f"PoP {args.pop}: fleet-wide drain removed"
         finally:
             await etcd.close()
@@ -544,13 +525,13 @@ def _fleet_drain(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_drain(args: argparse.Namespace) -> int:
-    """POST /pops/{id}/drain (or undrain) to the running server's admin API,
-    or with --etcd a fleet-wide drain."""
+def _admin_post(args: argparse.Namespace, what: str, path: str,
+                body: dict[str, Any] | None = None) -> dict[str, Any] | int:
+    """POST ``path`` to the node the command line names (``--admin``, else
+    the configuration's admin.listen; ``--token``, GEODNS_ADMIN_TOKEN or the
+    configuration's): its answer, or the exit status after saying why not."""
     import os
 
-    if args.etcd:
-        return _fleet_drain(args)
     problems = Problems()
     cfg = _config_from_args(args, problems)
     if problems:
@@ -560,20 +541,30 @@ def cmd_drain(args: argparse.Namespace) -> int:
     base = args.admin
     if base is None:
         if cfg.admin is None:
-            print("geodns: no admin address: set admin.listen in the configuration or give "
-                  "--admin http://HOST:PORT", file=sys.stderr)
+            print(f"geodns {what}: no admin address: set admin.listen in the configuration "
+                  "or give --admin http://HOST:PORT", file=sys.stderr)
             return 2
         base = f"http://{cfg.admin}"
     token = args.token or os.environ.get("GEODNS_ADMIN_TOKEN") or cfg.admin_token
-    action = "drain" if args.command == "drain" else "undrain"
     try:
-        body = _call_admin(f"{base.rstrip('/')}/pops/{args.pop}/{action}", token or "")
+        return _call_admin(f"{base.rstrip('/')}{path}", token or "", body)
     except AdminRefused as exc:
-        print(f"geodns {action}: {exc}", file=sys.stderr)
+        print(f"geodns {what}: {exc}", file=sys.stderr)
         return 1
     except (urllib.error.URLError, OSError) as exc:
-        print(f"geodns {action}: cannot reach the admin API at {base}: {exc}", file=sys.stderr)
+        print(f"geodns {what}: cannot reach the admin API at {base}: {exc}", file=sys.stderr)
         return 1
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    """POST /pops/{id}/drain (or undrain) to the running server's admin API,
+    or with --etcd a fleet-wide drain."""
+    if args.etcd:
+        return _fleet_drain(args)
+    action = "drain" if args.command == "drain" else "undrain"
+    body = _admin_post(args, action, f"/pops/{args.pop}/{action}")
+    if isinstance(body, int):
+        return body
     print(f"PoP {body['pop']}: {body['old']} -> {body['state']}")
     return 0
 

@@ -225,10 +225,6 @@ class Etcd:
             if "not found" not in str(exc):
                 raise
 
-    async def status(self, endpoint: str) -> dict[str, Any]:
-        """One member's own status (its leader, its revision)."""
-        return await self._post_one(endpoint, "/v3/maintenance/status", {})
-
     # -- watching ----------------------------------------------------------------
     async def watch(self, prefix: bytes, start_revision: int
                     ) -> AsyncIterator[tuple[int, list[WatchEvent]]]:

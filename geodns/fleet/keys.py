@@ -22,6 +22,7 @@ seen the same documents, whatever else (votes, status) changed since.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,6 +91,11 @@ class Drain:
     who: str
     when: float
     why: str
+
+    @classmethod
+    def now(cls, state: State, who: str, why: str) -> Drain:
+        """A drain set now."""
+        return cls(state, who, time.time(), why)
 
     def to_json(self) -> dict[str, Any]:
         return {"state": str(self.state), "who": self.who, "when": self.when, "why": self.why}
@@ -236,6 +242,11 @@ class FleetState:
         return {n for n, t in self.seen.items() if now - t > lease_ttl}
 
     # -- what the rest of geodns reads ------------------------------------------
+    @property
+    def newest(self) -> str | None:
+        """The documents revision (``etcd:N``), None before anything was read."""
+        return f"etcd:{self.docs_revision}" if self.docs_revision else None
+
     def config_text(self) -> bytes | None:
         kv = self.docs.get(self.layout.config)
         return kv.value if kv is not None else None

@@ -59,8 +59,8 @@ class FleetMember:
         self.last_contact: float | None = None  # clock() of the last answer from etcd
         self.last_contact_wall: float | None = None
         self.error: str | None = None  # why the last session ended
-        self.sessions = 0
         self.instance = secrets.token_hex(8)  # tells this process from a namesake
+        self.sessions = 0  # sessions begun (each reads everything again)
         self.sessions_read = 0  # sessions that got as far as reading everything
         self._contact = False
         self._status: dict[str, Any] | None = None
@@ -85,9 +85,6 @@ class FleetMember:
         if votes != self._votes:
             self._votes = votes
             self._dirty.set()
-
-    def own_votes(self) -> HealthView | None:
-        return self._votes
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -245,10 +242,15 @@ class FleetMember:
 
     # -- fleet-wide drains -------------------------------------------------------
     async def set_drain(self, pop: str, drain: Drain | None) -> None:
-        if drain is None:
-            await self.etcd.delete(self.layout.drain(pop))
-        else:
-            await self.etcd.put(self.layout.drain(pop), json.dumps(drain.to_json()).encode())
+        await write_drain(self.etcd, self.layout, pop, drain)
 
 
-__all__ = ["FleetMember"]
+async def write_drain(etcd: Etcd, layout: Layout, pop: str, drain: Drain | None) -> None:
+    """Set (None: remove) a fleet-wide drain: every node sees it through its watch."""
+    if drain is None:
+        await etcd.delete(layout.drain(pop))
+    else:
+        await etcd.put(layout.drain(pop), json.dumps(drain.to_json()).encode())
+
+
+__all__ = ["FleetMember", "write_drain"]

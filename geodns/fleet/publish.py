@@ -23,7 +23,7 @@ from typing import Any
 
 from geodns.config import Config, load_shared_config
 from geodns.fleet.etcd import Etcd, KeyValue, delete_op, put_op, same_mod
-from geodns.fleet.keys import Drain, FleetState, Layout, behind, revision_number
+from geodns.fleet.keys import FleetState, Layout, behind
 from geodns.health.states import State
 from geodns.problems import Problems, Where
 from geodns.zones.loader import ZONE_SUFFIXES, load_zone_text, origin_from_filename
@@ -182,7 +182,7 @@ def describe(state: FleetState, now: float) -> tuple[list[str], int]:
     """``geodns fleet`` as lines of text, and how many nodes need attention
     (behind, refusing the newest revision, or with errors)."""
     lines = []
-    newest = f"etcd:{state.docs_revision}" if state.docs_revision else None
+    newest = state.newest
     pub = state.published()
     if pub:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(pub.get("when", 0))))
@@ -228,9 +228,5 @@ def describe(state: FleetState, now: float) -> tuple[list[str], int]:
     return lines, flagged
 
 
-def drain_record(state: State, who: str, why: str) -> Drain:
-    return Drain(state, who, time.time(), why)
-
-
-__all__ = ["LocalDocs", "Plan", "Stale", "apply", "describe", "drain_record", "plan",
-           "read_local", "revision_number", "validate", "who_am_i"]
+__all__ = ["LocalDocs", "Plan", "Stale", "apply", "describe", "plan", "read_local", "validate",
+           "who_am_i"]

@@ -763,8 +763,7 @@ class Server:
             endpoint=fleet.etcd.endpoint, in_contact=fleet.in_contact,
             last_contact=fleet.last_contact_wall, error=fleet.error,
             health="fleet" if fleet.in_contact else "own", policy=str(cfg.health.up_votes),
-            published=state.published(), newest=f"etcd:{state.docs_revision}"
-            if fleet.loaded.is_set() else None,
+            published=state.published(), newest=state.newest if fleet.loaded.is_set() else None,
             nodes={n: dict(d) for n, d in state.nodes.items()},
             votes=tallies(votes, cfg.health.up_votes), drains=dict(self.fleet_drains),
             origin=origin, cache_saved_at=self.fleet_cache_saved,
@@ -776,7 +775,7 @@ class Server:
         if self.fleet is None:
             raise GeodnsError("this node is not part of a fleet (no 'fleet' in its "
                               "configuration)")
-        drain = Drain(state, who, time.time(), why) if state is not None else None
+        drain = Drain.now(state, who, why) if state is not None else None
         await self.fleet.set_drain(pop, drain)
 
     # -- reloads ---------------------------------------------------------------

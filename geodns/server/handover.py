@@ -114,7 +114,7 @@ def successor_argv(fd: int, argv: Sequence[str] | None = None) -> list[str]:
     return [sys.executable, "-m", "geodns", *args, "--takeover-fd", str(fd)]
 
 
-async def hand_over(offer: Offer, timeout: float, argv: Sequence[str] | None = None,
+async def hand_over(offer: Offer, timeout: float,
                     command: Callable[[int], list[str]] | None = None) -> int:
     """Start the successor, give it ``offer``, and wait until it serves; its
     pid.  Raises :class:`HandoverError` (with the reason) when it does not
@@ -123,7 +123,7 @@ async def hand_over(offer: Offer, timeout: float, argv: Sequence[str] | None = N
     loop = asyncio.get_running_loop()
     try:
         cmd = command(theirs.fileno()) if command is not None else \
-            successor_argv(theirs.fileno(), argv)
+            successor_argv(theirs.fileno())
         try:
             # Not asyncio's subprocesses: closing this process's loop would
             # kill a successor started that way.
