@@ -143,7 +143,6 @@ def cmd_restart(args: argparse.Namespace) -> int:
     from geodns.server.control import request
 
     path = Path(args.control) if args.control else None
-    workers = 1
     if path is None:
         problems = Problems()
         args.config = _default_config(args)
@@ -160,15 +159,9 @@ def cmd_restart(args: argparse.Namespace) -> int:
             print("geodns restart: lifecycle.control_socket is null: send SIGUSR2 to the "
                   "node instead", file=sys.stderr)
             return 2
-        workers = cfg.workers
     try:
         answer = request(path, {"restart": True}, timeout=600)
     except (OSError, ValueError) as exc:
-        if workers > 1:
-            print("geodns restart: with workers above 1 a restart hands no sockets over yet: "
-                  "drain the node (geodns node drain), restart it, undrain it",
-                  file=sys.stderr)
-            return 1
         print(f"geodns restart: no node answers on {path}: {exc}", file=sys.stderr)
         return 1
     if not answer.get("ok"):

@@ -6,6 +6,7 @@ configuration's checks.  The routes a router sees are in test_anycast_bgp.py.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import threading
 import time
@@ -15,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from geodns.anycast import Action, Announcer, fitness
-from geodns.config import load_config_text
+from geodns.config import load_config, load_config_text
 from geodns.exabgp import follow
 from geodns.problems import Problems
+from geodns.server.app import Server
 from tests.serveproc import Served, free_port
 
 FIT = fitness((), None, None, False)
@@ -96,7 +98,7 @@ records:
 """
 
 
-def node_setup(tmp_path: Path, hold_down: float = 0.5) -> tuple[Path, int]:
+def node_setup(tmp_path: Path, hold_down: float = 0.5, workers: int = 1) -> tuple[Path, int]:
     zones = tmp_path / "zones"
     zones.mkdir()
     (zones / "anycast.example.yaml").write_text(ZONE)
@@ -106,7 +108,8 @@ def node_setup(tmp_path: Path, hold_down: float = 0.5) -> tuple[Path, int]:
                    f"admin: {{listen: 127.0.0.1:{admin}, token: anycast-token-0123456789, "
                    "state_file: state.json}\n"
                    "anycast:\n  prefixes: [192.0.2.53/32]\n"
-                   f"  hold_down: {hold_down}\n  check: {{interval: 0.2, timeout: 0.3}}\n")
+                   f"  hold_down: {hold_down}\n  check: {{interval: 0.2, timeout: 0.3}}\n"
+                   f"workers: {workers}\n")
     return cfg, admin
 
 
@@ -145,8 +148,10 @@ ANNOUNCE = "announce route 192.0.2.53/32 next-hop self"
 WITHDRAW = "withdraw route 192.0.2.53/32"
 
 
-def test_the_exabgp_helper_follows_drains_restarts_and_a_dead_node(tmp_path: Path) -> None:
-    cfg, admin = node_setup(tmp_path)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_exabgp_helper_follows_drains_restarts_and_a_dead_node(tmp_path: Path,
+                                                                   workers: int) -> None:
+    cfg, admin = node_setup(tmp_path, workers=workers)
     node = Served(["--config", str(cfg)], cwd=tmp_path)
     helper = None
     try:
@@ -232,3 +237,36 @@ def test_a_failing_self_check_withdraws(tmp_path: Path) -> None:
         if helper is not None:
             helper.close()
         node.stop()
+
+
+@pytest.mark.parametrize(("state", "withdrawn"), [
+    ("serving", 1), ("taking over", 0), ("taken over", 1)])
+def test_a_node_still_taking_over_withdraws_nothing_when_it_stops(tmp_path: Path, state: str,
+                                                                   withdrawn: int) -> None:
+    """A worker of a node that is taking over from another (``workers`` > 1)
+    and is stopped before the whole node serves (another worker failed to
+    start, the running node gave up waiting) must not withdraw the routes the
+    running node still announces.  Once its supervisor confirms, a stop
+    withdraws as usual."""
+    cfg_path, _ = node_setup(tmp_path)
+    problems = Problems()
+    config = load_config(cfg_path, problems)
+    assert not problems
+
+    async def run() -> dict[str, int]:
+        server = Server(config, inherited={"provisional": state != "serving"})
+        await server.start()
+        assert server.anycast is not None
+        for _ in range(100):
+            if server.anycast.announcer.announced:
+                break
+            await asyncio.sleep(0.05)
+        assert server.anycast.announcer.announced
+        if state == "taken over":
+            server._link_message({"confirmed": True})  # as the supervisor says it
+        server.request_stop()
+        await server.serve_forever()
+        return dict(server.anycast.announcer.changes)
+
+    changes = asyncio.run(run())
+    assert changes == {"announce": 1, "withdraw": withdrawn}

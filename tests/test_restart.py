@@ -4,6 +4,8 @@
 answered and no 100 ms pass without answers, as in the same load without
 restarts; pipelined TCP queries on a connection open across a restart are all
 answered; a successor that cannot start leaves the old process serving.
+The same with ``workers: 2`` (the supervisor hands every worker's sockets to
+the successor's), and across a change of the number of workers.
 SIGTERM with a lameduck time: not ready at once, answering until it ends.
 systemd socket activation: the node serves on the sockets it is given.
 """
@@ -124,10 +126,15 @@ def restart(cfg: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)
 
 
-def test_restarts_under_paced_load(tmp_path: Path) -> None:
+def workers(n: int) -> str:
+    return f"workers: {n}\n" if n > 1 else ""
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_restarts_under_paced_load(tmp_path: Path, n: int) -> None:
     """The measurement: the same paced load without restarts, then with ten
     restarts one after another."""
-    cfg, port, _ = setup(tmp_path)
+    cfg, port, _ = setup(tmp_path, workers(n))
     node = Served(["--config", str(cfg)], cwd=tmp_path)
     try:
         node.dns_port()
@@ -159,7 +166,7 @@ def test_restarts_under_paced_load(tmp_path: Path) -> None:
         assert len(pids) == 10
     finally:
         node.stop()
-    print(f"\nwithout restarts: {len(baseline.sent)} sent, {baseline.lost} lost, longest "
+    print(f"\nworkers {n}: without restarts: {len(baseline.sent)} sent, {baseline.lost} lost, longest "
           f"silence {baseline.longest_silence() * 1000:.1f} ms; with 10 restarts in "
           f"{took:.1f} s: {len(load.sent)} sent, {load.lost} lost, longest silence "
           f"{load.longest_silence() * 1000:.1f} ms")
@@ -168,8 +175,10 @@ def test_restarts_under_paced_load(tmp_path: Path) -> None:
     assert load.longest_silence() < 0.1
 
 
-def test_pipelined_tcp_queries_across_a_restart_are_all_answered(tmp_path: Path) -> None:
-    cfg, port, _ = setup(tmp_path)
+@pytest.mark.parametrize("n", [1, 2])
+def test_pipelined_tcp_queries_across_a_restart_are_all_answered(tmp_path: Path,
+                                                                 n: int) -> None:
+    cfg, port, _ = setup(tmp_path, workers(n))
     node = Served(["--config", str(cfg)], cwd=tmp_path)
     try:
         node.dns_port()
@@ -212,8 +221,9 @@ def test_pipelined_tcp_queries_across_a_restart_are_all_answered(tmp_path: Path)
     assert all(m.rcode() == dns.rcode.NOERROR for m in got)
 
 
-def test_a_successor_that_cannot_start_leaves_the_node_serving(tmp_path: Path) -> None:
-    cfg, port, _ = setup(tmp_path)
+@pytest.mark.parametrize("n", [1, 2])
+def test_a_successor_that_cannot_start_leaves_the_node_serving(tmp_path: Path, n: int) -> None:
+    cfg, port, _ = setup(tmp_path, workers(n))
     node = Served(["--config", str(cfg)], cwd=tmp_path)
     try:
         node.dns_port()
@@ -230,6 +240,61 @@ def test_a_successor_that_cannot_start_leaves_the_node_serving(tmp_path: Path) -
         assert node.find(lambda x: x.get("event") == "restart-failed")
     finally:
         node.stop()
+
+
+@pytest.mark.parametrize(("before", "after"), [(1, 2), (2, 1), (2, 3), (3, 2)])
+def test_a_restart_changes_the_number_of_workers(tmp_path: Path, before: int,
+                                                 after: int) -> None:
+    """``workers`` is read again by the successor: more workers share the
+    sockets handed over, fewer close the extra ones.  Under the paced load,
+    nothing is lost."""
+    cfg, port, _ = setup(tmp_path, workers(before))
+    node = Served(["--config", str(cfg)], cwd=tmp_path)
+    try:
+        node.dns_port()
+        cfg.write_text(cfg.read_text().replace(workers(before), "") + workers(after))
+        load = Load(port)
+        result: list[subprocess.CompletedProcess[str]] = []
+        finished = threading.Event()
+
+        def one_restart() -> None:
+            time.sleep(0.5)
+            result.append(restart(cfg))
+            time.sleep(0.5)
+            finished.set()
+
+        worker = threading.Thread(target=one_restart)
+        worker.start()
+        load.run(60.0, finished)
+        worker.join(120)
+        assert result and result[0].returncode == 0, result
+        pid = int(result[0].stdout.split("process ")[1].split()[0])
+        serving = [p for p in os.listdir("/proc") if p.isdigit() and
+                   _in_group(int(p), node.pgid) and int(p) != pid and _alive(int(p))]
+        assert len(serving) == (after if after > 1 else 0), serving
+        if after > 1:
+            assert len(node.find(lambda x: x.get("event") == "listening" and
+                                 x.get("message", "").startswith("listening"))) >= after
+    finally:
+        node.stop()
+    print(f"\nworkers {before} -> {after}: {len(load.sent)} sent, {load.lost} lost, longest "
+          f"silence {load.longest_silence() * 1000:.1f} ms")
+    assert load.lost == 0 and load.wrong == 0
+
+
+def _in_group(pid: int, pgid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pgid
+    except ProcessLookupError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 @pytest.mark.parametrize(("command", "why"), [

@@ -52,7 +52,7 @@ from geodns.node import CheckStatus, Counters, FleetView, NodeView, ProbeStatus
 from geodns.server import shared
 from geodns.server.anycast import AnycastControl, NodeState
 from geodns.server.control import ControlSocket
-from geodns.server.handover import HandoverError, Offer, hand_over
+from geodns.server.handover import HandoverError, SocketSet, hand_over, make_offer
 from geodns.server.link import WorkerLink
 from geodns.server.listeners import Listeners
 from geodns.server.overrides import AdminOverrides
@@ -106,6 +106,10 @@ class Server:
         # one replaces, or systemd), and what that process handed over.
         self.given_sockets = given
         self.inherited = dict(inherited or {})
+        # Started by a node that is taking over from another (workers > 1):
+        # until the whole node has taken over, a stop must not withdraw the
+        # routes or revoke the fleet lease the running node still uses.
+        self.provisional = bool(self.inherited.get("provisional"))
         if handover is None and "health" in self.inherited:
             handover = HealthView.from_json(self.inherited["health"])
         # Counters of the processes this one replaces: /metrics goes on from them.
@@ -150,8 +154,8 @@ class Server:
                 self.served = LocalHealthStore(handover)
                 self.store.subscribe(self._own_published)
         self.served.subscribe(self._health_published)
-        self.link = WorkerLink(link, self._view_received, self.request_stop) \
-            if link is not None else None
+        self.link = WorkerLink(link, self._view_received, self.request_stop,
+                               self._link_message) if link is not None else None
         self.tcp = TCPConnections(config.tcp.max_connections, config.tcp.idle_timeout)
         self.listeners = Listeners(self, self.tcp, self.udp_mode, reuse_port)
         self.snapshot: Snapshot
@@ -174,6 +178,7 @@ class Server:
         self._lameduck: asyncio.TimerHandle | None = None
         self.handed_over_to: int | None = None  # the successor's pid, once it serves
         self._restarting = False
+        self._restart_answer: asyncio.Future[int] | None = None  # from the supervisor
         # The node's own drain from anycast (who, when, why), kept in the state file.
         self.node_drain: dict[str, Any] | None = \
             state_file.load_node(config.state_file) if config.state_file is not None else None
@@ -183,6 +188,7 @@ class Server:
                 readiness=self.readiness, stopping=lambda: self._stopping,
                 addresses=lambda: list(self.listeners.bound),
                 check_name=self._check_name, drained=lambda: self.node_drain))
+            self.anycast.handed_over = self.provisional  # no withdraw before it serves
             before = self.inherited.get("anycast_changes")
             if isinstance(before, dict):  # the counts go on across a restart, as /metrics's do
                 for action, n in before.items():
@@ -253,9 +259,11 @@ class Server:
         self.ready = True
         if self.anycast is not None:
             await self.anycast.start()  # checked and decided before a helper asks
-        if self.probing and self.runtime_dir is None:
+        if self.probing:
             self.control = ControlSocket(self, self.given.control_socket,
-                                         self.inherited.get("control_fd"))
+                                         self.inherited.pop("control_sock", None))
+            if self.runtime_dir is not None:
+                self.control.pid = os.getppid()  # the node is its supervising process
             await self.control.start()
         self._tasks.append(asyncio.create_task(self._poll()))
         if self.fleet is not None:
@@ -297,9 +305,9 @@ class Server:
         self._stopping = True
         self.ready = False  # /readyz turns 503 at once, so load balancers move away
         seconds = self.snapshot.config.lameduck if hasattr(self, "snapshot") else 0.0
-        if self.anycast is not None and self.handed_over_to is None:
+        if self.anycast is not None and self.handed_over_to is None and not self.provisional:
             self._tasks.append(asyncio.get_running_loop().create_task(self.anycast.update()))
-        if not lameduck or seconds <= 0 or self.started_at is None:
+        if not lameduck or seconds <= 0 or self.started_at is None or self.provisional:
             self._stop_now()
             return
         log.info("stopping: lameduck for %g s (not ready, answering until then; SIGTERM "
@@ -328,32 +336,75 @@ class Server:
             await self.restart()
 
     async def restart(self) -> int:
-        """Start a process that replaces this one (the same command line: a
+        """Start a node that replaces this one (the same command line: a
         newer geodns installed since is what runs), hand it the listening
         sockets, the health view, drains and counters, and once it serves,
-        stop reading and exit.  Its pid; :class:`HandoverError` (logged) when
-        it did not take over: this process goes on serving."""
+        stop reading and exit.  With several workers the supervising process
+        starts it and hands it every worker's sockets; this worker (0) gives
+        it the node's state.  The successor's pid; :class:`HandoverError`
+        (logged) when it did not take over: this node goes on serving."""
         if self._restarting or self._stopping:
             raise HandoverError("a restart or a stop is already under way")
-        if self.runtime_dir is not None or not self.probing:
-            raise HandoverError("restarting with workers > 1 hands over no sockets yet: "
-                                "restart the node")
+        if not self.probing:
+            raise HandoverError("only worker 0 restarts the node: send SIGUSR2 to the "
+                                "supervising process")
         self._restarting = True
         try:
-            log.info("restart: starting the process that replaces this one",
+            log.info("restart: starting the node that replaces this one",
                      extra={"event": "restart"})
-            offer = self._offer()
+            timeout = self.snapshot.config.restart_timeout
             try:
-                pid = await hand_over(offer, self.snapshot.config.restart_timeout)
+                if self.link is None:
+                    offer = make_offer([self.listening_set()], self._handover_state())
+                    pid = await hand_over(offer, timeout)
+                else:
+                    pid = await self._restart_through_supervisor(timeout)
             except HandoverError as exc:
-                log.error("restart failed: %s; this process goes on serving", exc,
+                log.error("restart failed: %s; this node goes on serving", exc,
                           extra={"event": "restart-failed"})
                 self.events.add(RELOAD_ERROR, f"restart failed: {exc}; still serving")
                 raise
         finally:
             self._restarting = False
+        await self._handed_over(pid)
+        return pid
+
+    async def _restart_through_supervisor(self, timeout: float) -> int:
+        assert self.link is not None
+        answer = self._restart_answer = asyncio.get_running_loop().create_future()
+        self.link.send({"restart": self._handover_state(), "timeout": timeout})
+        try:
+            return await asyncio.wait_for(answer, timeout + 15)
+        except TimeoutError:
+            raise HandoverError("the supervising process did not answer") from None
+        finally:
+            self._restart_answer = None
+
+    def _link_message(self, message: dict[str, Any]) -> None:
+        """A restart's steps, from the supervising process."""
+        answer = self._restart_answer
+        if "handed_over" in message:
+            pid = int(message["handed_over"])
+            if answer is not None and not answer.done():
+                answer.set_result(pid)  # worker 0: restart() goes on from here
+            elif self.handed_over_to is None:
+                self._tasks.append(asyncio.get_running_loop().create_task(
+                    self._handed_over(pid)))
+        elif "restart_failed" in message:
+            if answer is not None and not answer.done():
+                answer.set_exception(HandoverError(str(message["restart_failed"])))
+        elif "confirmed" in message:
+            self.provisional = False  # the node serves: a stop withdraws again
+            if self.anycast is not None:
+                self.anycast.handed_over = False
+        elif "restart" in message:
+            self.request_restart()  # SIGUSR2 to the supervising process
+
+    async def _handed_over(self, pid: int) -> None:
+        """The successor serves: stop reading and exit, without withdrawing
+        routes or revoking the fleet lease (it goes on with both)."""
         self.handed_over_to = pid
-        # Both processes read the sockets for a moment more: a successor that
+        # Both nodes read the sockets for a moment more: a successor that
         # stalls in its first instants (a collection, a page fault storm) is
         # covered by this one.
         await asyncio.sleep(HANDOVER_OVERLAP)
@@ -364,27 +415,25 @@ class Server:
         log.info("restart: process %d serves now; this one stops reading and exits", pid,
                  extra={"event": "handed-over", "pid": pid})
         self.request_stop(lameduck=False)
-        return pid
 
-    def _offer(self) -> Offer:
-        """The sockets and state a successor is given."""
-        sockets: list[socket.socket] = list(self.listeners.sockets)
+    def listening_set(self) -> SocketSet:
+        """This process's listening sockets (what a successor is given)."""
+        return SocketSet(list(self.listeners.sockets),
+                         self.admin.listening if self.admin is not None else None,
+                         self.control.listening if self.control is not None else None)
+
+    def _handover_state(self) -> dict[str, Any]:
+        """The node's state a successor is given."""
         state: dict[str, Any] = {
             "health": self.store.view().to_json(),
             "counters": json.loads(self.view().counters.to_json()),
             "from_pid": os.getpid(),
         }
-        if self.admin is not None and self.admin.listening is not None:
-            state["admin_fd"] = len(sockets)
-            sockets.append(self.admin.listening)
-        if self.control is not None and self.control.listening is not None:
-            state["control_fd"] = len(sockets)
-            sockets.append(self.control.listening)
         if self.fleet is not None:
             state["fleet_instance"] = self.fleet.instance
         if self.anycast is not None:
             state["anycast_changes"] = dict(self.anycast.announcer.changes)
-        return Offer(sockets, state)
+        return state
 
     def request_reload(self) -> None:
         if not self.ready:
@@ -416,7 +465,9 @@ class Server:
             await self.checker.stop()
             self.checker = None
         if self.fleet is not None:
-            await self.fleet.stop()  # its lease goes: the fleet stops counting this node
+            # Its lease goes: the fleet stops counting this node (not when
+            # the node it was to replace goes on serving).
+            await self.fleet.stop(revoke=not self.provisional)
         if self.link is not None:
             await self.link.close()
         self.listeners.close_sockets()

@@ -37,15 +37,17 @@ class Controlled(Protocol):
 
 
 class ControlSocket:
-    def __init__(self, server: Controlled, path: Path | None, given_fd: object = None) -> None:
+    def __init__(self, server: Controlled, path: Path | None,
+                 given: socket.socket | None = None) -> None:
         self.server = server
         self.path = path
-        self.given_fd = given_fd  # an index into the offer, resolved by run_worker
+        self.given = given  # handed over by the node this one replaces
+        self.pid = os.getpid()  # the node's process (its supervisor's, with workers)
         self.listening: socket.socket | None = None
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
-        sock = self.given_fd if isinstance(self.given_fd, socket.socket) else None
+        sock = self.given
         if sock is None:
             sock = self._bind()
         if sock is None:
@@ -53,7 +55,7 @@ class ControlSocket:
         self.listening = sock
         self._server = await asyncio.start_unix_server(self._serve, sock=sock)
         log.info("control socket %s%s", self.path,
-                 " (handed over)" if sock is self.given_fd else "",
+                 " (handed over)" if sock is self.given else "",
                  extra={"event": "control", "path": str(self.path)})
 
     def _bind(self) -> socket.socket | None:
@@ -118,10 +120,10 @@ class ControlSocket:
             try:
                 pid = await self.server.restart()
             except HandoverError as exc:
-                return {"ok": False, "error": str(exc), "pid": os.getpid()}
-            return {"ok": True, "pid": pid, "replaced": os.getpid()}
+                return {"ok": False, "error": str(exc), "pid": self.pid}
+            return {"ok": True, "pid": pid, "replaced": self.pid}
         if request.get("status"):
-            return {"ok": True, "pid": os.getpid(), "version": __version__,
+            return {"ok": True, "pid": self.pid, "version": __version__,
                     "ready": not self.server.readiness()}
         return {"ok": False, "error": "unknown request (restart, status)"}
 

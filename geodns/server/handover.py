@@ -17,6 +17,14 @@ datagram and each new connection to one of them, so nothing is lost and
 nothing is answered twice.  If the successor fails to start (a broken
 configuration, a binary that does not run) or does not say ready in time,
 the old process closes the pair and goes on serving, and says why.
+
+With ``workers: N`` the node is a supervising process and N workers.  Each
+worker gives the supervisor copies of its sockets once it listens
+(:func:`send_set`); on a restart worker 0 sends the node's state, and the
+supervisor is what starts the successor (a supervisor too) and offers it
+every worker's :class:`SocketSet`, placed by role in the offer
+(:func:`make_offer`, :func:`sets_of`).  The successor says ready once all
+of its workers serve; the old workers then stop reading.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +57,95 @@ class Offer:
 
     sockets: list[socket.socket]  # listening sockets, UDP and TCP, and the admin API's
     state: dict[str, Any]  # health view, drains, counters, fleet instance...
+
+
+@dataclass
+class SocketSet:
+    """One serving process's listening sockets: what it is given, or hands
+    over (a node with ``workers: N`` has N sets, one per worker)."""
+
+    dns: list[socket.socket]  # UDP and TCP of every listen address
+    admin: socket.socket | None = None
+    control: socket.socket | None = None
+
+    def all(self) -> list[socket.socket]:
+        return [*self.dns, *(s for s in (self.admin, self.control) if s is not None)]
+
+    def close(self) -> None:
+        for sock in self.all():
+            sock.close()
+
+
+def make_offer(sets: Sequence[SocketSet], state: dict[str, Any]) -> Offer:
+    """An offer of every set of sockets, each socket placed by its role."""
+    sockets: list[socket.socket] = []
+    layout = []
+    for one in sets:
+        place: dict[str, Any] = {"dns": list(range(len(sockets), len(sockets) + len(one.dns)))}
+        sockets += one.dns
+        for role in ("admin", "control"):
+            sock = getattr(one, role)
+            if sock is not None:
+                place[role] = len(sockets)
+                sockets.append(sock)
+        layout.append(place)
+    return Offer(sockets, {**state, "sets": layout})
+
+
+def sets_of(offer: Offer) -> list[SocketSet]:
+    """The sets of sockets in an offer, by their places (an offer without a
+    layout, from an earlier version: one set, with the admin and control
+    sockets where ``admin_fd`` and ``control_fd`` say)."""
+    socks = offer.sockets
+    layout = offer.state.get("sets")
+    if not isinstance(layout, list):
+        roles = {offer.state.get("admin_fd"): "admin", offer.state.get("control_fd"): "control"}
+        layout = [{"dns": [i for i in range(len(socks)) if i not in roles]}]
+        layout[0].update({role: i for i, role in roles.items() if isinstance(i, int)})
+    used: set[int] = set()
+
+    def at(place: object) -> socket.socket | None:
+        if not isinstance(place, int) or not 0 <= place < len(socks) or place in used:
+            return None
+        used.add(place)
+        return socks[place]
+
+    sets = []
+    for place in layout:
+        if not isinstance(place, dict):
+            continue
+        dns = [s for s in (at(p) for p in place.get("dns", [])) if s is not None]
+        sets.append(SocketSet(dns, at(place.get("admin")), at(place.get("control"))))
+    for i, sock in enumerate(socks):
+        if i not in used:
+            sock.close()  # placed nowhere: not kept open by mistake
+    return sets
+
+
+def send_set(sock: socket.socket, sockets: SocketSet) -> None:
+    """Give the supervising process copies of a worker's listening sockets
+    (blocking; a few bytes), so that it can hand them to a successor."""
+    roles = {"dns": len(sockets.dns), "admin": sockets.admin is not None,
+             "control": sockets.control is not None}
+    socket.send_fds(sock, [json.dumps(roles).encode()], [s.fileno() for s in sockets.all()])
+
+
+def recv_set(sock: socket.socket) -> SocketSet:
+    """What :func:`send_set` sent (raises OSError or ValueError)."""
+    msg, fds, _flags, _addr = socket.recv_fds(sock, 4096, MAX_FDS)
+    socks = [socket.socket(fileno=f) for f in fds]
+    try:
+        roles = json.loads(msg)
+        n = int(roles["dns"])
+        if n + bool(roles["admin"]) + bool(roles["control"]) != len(socks):
+            raise ValueError(f"{len(socks)} sockets for {roles}")
+    except (ValueError, KeyError, TypeError):
+        for s in socks:
+            s.close()
+        raise
+    rest = iter(socks[n:])
+    return SocketSet(socks[:n], next(rest) if roles["admin"] else None,
+                     next(rest) if roles["control"] else None)
 
 
 # -- the successor's side -------------------------------------------------------------
@@ -84,6 +182,14 @@ def _read_line(sock: socket.socket) -> bytes:
     return data
 
 
+def forget(fd: int) -> None:
+    """Close this process's copy of the hand-over ``fd`` (a worker forked
+    while its supervisor takes over: the supervisor says ready)."""
+    sock = _keep.pop(fd, None)
+    if sock is not None:
+        sock.close()
+
+
 def say_ready(fd: int) -> None:
     """Tell the old process that this one serves now: it stops reading and
     exits."""
@@ -114,99 +220,142 @@ def successor_argv(fd: int, argv: Sequence[str] | None = None) -> list[str]:
     return [sys.executable, "-m", "geodns", *args, "--takeover-fd", str(fd)]
 
 
+class Successor:
+    """A successor being started and given its offer.  Driven by whoever
+    waits for it: :func:`hand_over` on an event loop, or the supervisor's
+    selector loop (call :meth:`readable` when :meth:`fileno` is readable and
+    :meth:`check` now and then).  Raises :class:`HandoverError` (with the
+    reason) when it will not take over; :meth:`abort` then stops it."""
+
+    def __init__(self, offer: Offer, timeout: float,
+                 command: Callable[[int], list[str]] | None = None) -> None:
+        self.offer = offer
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self._ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._data = b""
+        self.closed_at: float | None = None  # when it closed its end (stop watching it)
+        try:
+            cmd = command(theirs.fileno()) if command is not None else \
+                successor_argv(theirs.fileno())
+            try:
+                # Not asyncio's subprocesses: closing this process's loop would
+                # kill a successor started that way.
+                self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                             pass_fds=(theirs.fileno(),), close_fds=True)
+            except OSError as exc:
+                self._ours.close()
+                raise HandoverError(f"cannot start {cmd[0]}: {exc}") from None
+        finally:
+            theirs.close()
+        _successors.append(self.proc)
+        self._ours.setblocking(False)
+
+    def fileno(self) -> int:
+        return self._ours.fileno()
+
+    def readable(self) -> int | None:
+        """Read what the successor said: its pid once it is ready.  Never
+        blocks (the caller serves queries): when the successor closes its end
+        without saying ready, :attr:`closed_at` is set and :meth:`check`
+        reports why once it has exited."""
+        try:
+            chunk = self._ours.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.closed_at = time.monotonic()
+            return None
+        self._data += chunk
+        while b"\n" in self._data:
+            line, self._data = self._data.split(b"\n", 1)
+            said = json.loads(line)
+            if "hello" in said:
+                self._send_offer()
+            elif "ready" in said:
+                return int(self.proc.pid)
+            else:
+                raise HandoverError(f"the new process said {said!r}")
+        return None
+
+    def check(self) -> None:
+        """Raise if the successor has exited or is late."""
+        code = self.proc.poll()
+        if code is not None:
+            raise HandoverError(f"the new process exited with status {code} before it was "
+                                "ready (its log says why)")
+        if self.closed_at is not None and time.monotonic() - self.closed_at > 5:
+            raise HandoverError("the new process closed the hand-over without saying it was "
+                                "ready")
+        if time.monotonic() > self.deadline:
+            raise HandoverError(f"the new process was not ready within {self.timeout:g} s")
+
+    def abort(self) -> None:
+        """It must not serve beside this process half-started: kill it."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.close()
+
+    def close(self) -> None:
+        self._ours.close()
+
+    def _send_offer(self) -> None:
+        fds = [s.fileno() for s in self.offer.sockets]
+        sock = self._ours
+        sock.setblocking(True)
+        sock.settimeout(5)
+        try:
+            socket.send_fds(sock, [_HEADER], fds)
+            sock.sendall(json.dumps(self.offer.state).encode() + b"\n")
+        finally:
+            sock.setblocking(False)
+
+
 async def hand_over(offer: Offer, timeout: float,
                     command: Callable[[int], list[str]] | None = None) -> int:
     """Start the successor, give it ``offer``, and wait until it serves; its
     pid.  Raises :class:`HandoverError` (with the reason) when it does not
     take over: nothing has changed here then."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    successor = Successor(offer, timeout, command)
     loop = asyncio.get_running_loop()
+    ready: asyncio.Future[int] = loop.create_future()
+
+    def on_readable() -> None:
+        try:
+            pid = successor.readable()
+        except (HandoverError, OSError, ValueError) as exc:
+            if not ready.done():
+                ready.set_exception(exc if isinstance(exc, HandoverError) else
+                                    HandoverError(f"the hand-over broke: {exc}"))
+            return
+        if pid is not None and not ready.done():
+            ready.set_result(pid)
+        if pid is not None or successor.closed_at is not None:
+            loop.remove_reader(fd)  # nothing more to read
+
+    fd = successor.fileno()
+    loop.add_reader(fd, on_readable)
     try:
-        cmd = command(theirs.fileno()) if command is not None else \
-            successor_argv(theirs.fileno())
-        try:
-            # Not asyncio's subprocesses: closing this process's loop would
-            # kill a successor started that way.
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
-                                    pass_fds=(theirs.fileno(),), close_fds=True)
-        except OSError as exc:
-            raise HandoverError(f"cannot start {cmd[0]}: {exc}") from None
-        _successors.append(proc)
-        theirs.close()
-        ours.setblocking(False)
-        waiter = asyncio.ensure_future(_exit_of(proc))
-        try:
-            hello = await _line(loop, ours, waiter, timeout)
-            if "hello" not in hello:
-                raise HandoverError(f"the new process said {hello!r}")
-            fds = [s.fileno() for s in offer.sockets]
-            await loop.run_in_executor(None, _send_offer, ours, fds, offer.state)
-            ready = await _line(loop, ours, waiter, timeout)
-            if "ready" not in ready:
-                raise HandoverError(f"the new process said {ready!r}")
-        except BaseException:
-            if proc.poll() is None:
-                # Not ready in time, or we are stopping: it must not serve
-                # beside us half-started.
-                proc.kill()
-                await loop.run_in_executor(None, proc.wait)
-            raise
-        finally:
-            waiter.cancel()
-        return int(proc.pid)
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(ready), 0.05)
+            except TimeoutError:
+                successor.check()
+    except BaseException:
+        loop.remove_reader(fd)
+        successor.abort()
+        raise
     finally:
-        theirs.close()
-        ours.close()
+        loop.remove_reader(fd)
+        successor.close()
 
 
 _successors: list[subprocess.Popen[bytes]] = []  # referenced while this process lives
 
 
-async def _exit_of(proc: subprocess.Popen[bytes]) -> int:
-    while True:
-        code = proc.poll()
-        if code is not None:
-            return code
-        await asyncio.sleep(0.05)
-
-
-def _send_offer(sock: socket.socket, fds: list[int], state: dict[str, Any]) -> None:
-    sock.setblocking(True)
-    try:
-        socket.send_fds(sock, [_HEADER], fds)
-        sock.sendall(json.dumps(state).encode() + b"\n")
-    finally:
-        sock.setblocking(False)
-
-
-async def _line(loop: asyncio.AbstractEventLoop, sock: socket.socket,
-                exited: asyncio.Future[int], timeout: float) -> dict[str, Any]:
-    """One JSON line from the successor; HandoverError when it exits first,
-    closes the pair, or says nothing in time."""
-    data = b""
-    deadline = loop.time() + timeout
-    while not data.endswith(b"\n"):
-        left = deadline - loop.time()
-        if left <= 0:
-            raise HandoverError(f"the new process was not ready within {timeout:g} s")
-        recv: asyncio.Future[Any] = asyncio.ensure_future(loop.sock_recv(sock, 65536))
-        done, _ = await asyncio.wait({recv, exited}, timeout=left,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        if recv in done:
-            chunk = recv.result()
-            if not chunk:
-                code = await asyncio.wait_for(asyncio.shield(exited), 5) if not \
-                    exited.done() else exited.result()
-                raise HandoverError(f"the new process exited with status {code} before "
-                                    "it was ready (its log says why)")
-            data += chunk
-            continue
-        recv.cancel()
-        if exited in done:
-            raise HandoverError(f"the new process exited with status {exited.result()} "
-                                "before it was ready (its log says why)")
-    doc: dict[str, Any] = json.loads(data)
-    return doc
-
-
-__all__ = ["HandoverError", "Offer", "hand_over", "receive", "say_ready", "successor_argv"]
+__all__ = ["HandoverError", "Offer", "SocketSet", "Successor", "forget", "hand_over",
+           "make_offer", "receive", "recv_set", "say_ready", "send_set", "sets_of",
+           "successor_argv"]

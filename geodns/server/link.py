@@ -68,10 +68,12 @@ class WorkerLink:
     worker on its own would serve a health view nobody updates any more."""
 
     def __init__(self, sock: socket.socket, on_view: Callable[[HealthView], None],
-                 on_lost: Callable[[], None] | None = None) -> None:
+                 on_lost: Callable[[], None] | None = None,
+                 on_message: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.sock = sock
         self.on_view = on_view
         self.on_lost = on_lost
+        self.on_message = on_message  # what is not a view (a restart's steps)
         self.writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -105,7 +107,10 @@ class WorkerLink:
                 return
             for message in messages:
                 doc = message.get("health")
-                if isinstance(doc, dict):
+                if "health" not in message:
+                    if self.on_message is not None:
+                        self.on_message(message)
+                elif isinstance(doc, dict):
                     try:
                         view = HealthView.from_json(doc)
                     except (TypeError, ValueError, AttributeError) as exc:
@@ -130,6 +135,7 @@ class _Peer:
         self.frames = Frames()
         self.sending = b""  # a frame already partly written
         self.latest = b""  # the newest view not started yet
+        self.messages: list[bytes] = []  # other messages, each sent, in order
 
     def queue(self, data: bytes) -> None:
         self.latest = data
@@ -138,9 +144,12 @@ class _Peer:
         """Write what can be written now; True if something is still waiting."""
         while True:
             if not self.sending:
-                if not self.latest:
+                if self.messages:
+                    self.sending = self.messages.pop(0)
+                elif self.latest:
+                    self.sending, self.latest = self.latest, b""
+                else:
                     return False
-                self.sending, self.latest = self.latest, b""
             try:
                 n = self.sock.send(self.sending)
             except BlockingIOError:
@@ -170,6 +179,13 @@ class Relay:
         peer = self.peers.pop(index, None)
         if peer is not None:
             peer.sock.close()
+
+    def send(self, index: int, message: dict[str, Any]) -> None:
+        """Send worker ``index`` a message (not a view: every one arrives)."""
+        peer = self.peers.get(index)
+        if peer is not None:
+            peer.messages.append(frame(message))
+            peer.flush()
 
     def index_of(self, fd: int) -> int | None:
         for index, peer in self.peers.items():

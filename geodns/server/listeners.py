@@ -46,9 +46,9 @@ class Listeners:
         loop = asyncio.get_running_loop()
         pairs: list[tuple[Address, socket.socket, socket.socket]] = []
         for addr in addresses:
-            pair = given.take_pair(addr) if given else None
-            if pair is not None:
-                pairs.append((addr, *pair))
+            taken = given.take_pairs(addr) if given else []
+            if taken:
+                pairs += [(addr, udp, tcp) for udp, tcp in taken]
                 continue
             try:
                 udp_sock, tcp_sock = bind_pair(addr.host, addr.port, self.reuse_port)
@@ -79,6 +79,8 @@ class Listeners:
                 lambda: TCPConnection(self.source, self.tcp), sock=tcp_sock)
             self._tcp_servers.append(server)
             bound = Address(addr.host, udp_sock.getsockname()[1])
+            if bound in self.bound:
+                continue  # one more socket handed over for it, read as well
             self.bound.append(bound)
             log.info("listening on %s (UDP and TCP)", bound,
                      extra={"event": "listening", "address": str(bound)})

@@ -30,11 +30,14 @@ def _key(host: str, port: int, kind: int) -> tuple[str, int, int]:
 
 
 class GivenSockets:
-    """Sockets to use instead of binding, by (address, port, type)."""
+    """Sockets to use instead of binding, by (address, port, type).  There
+    may be several for one address: a node that had more workers than this
+    one has hands over more sockets than there are workers, and each is read
+    (none is closed while it holds queries)."""
 
     def __init__(self, sockets: Iterable[socket.socket] = (), origin: str = "") -> None:
         self.origin = origin  # for the log: "the process it replaces", "systemd"
-        self._by_key: dict[tuple[str, int, int], socket.socket] = {}
+        self._by_key: dict[tuple[str, int, int], list[socket.socket]] = {}
         for sock in sockets:
             try:
                 host, port = sock.getsockname()[:2]
@@ -42,21 +45,30 @@ class GivenSockets:
                 sock.close()
                 continue
             sock.setblocking(False)
-            self._by_key[_key(host, port, sock.type)] = sock
+            self._by_key.setdefault(_key(host, port, sock.type), []).append(sock)
 
     def __bool__(self) -> bool:
         return bool(self._by_key)
 
+    def _pop(self, key: tuple[str, int, int]) -> socket.socket | None:
+        socks = self._by_key.get(key)
+        if not socks:
+            return None
+        sock = socks.pop(0)
+        if not socks:
+            del self._by_key[key]
+        return sock
+
     def take(self, host: str, port: int, kind: socket.SocketKind) -> socket.socket | None:
-        """The socket given for this address and type (removed from the set);
+        """A socket given for this address and type (removed from the set);
         with port 0, any given socket on that host (the port it was bound to
         before)."""
         if port == 0:
             for key in list(self._by_key):
                 if key[0] == _key(host, 0, kind)[0] and key[2] == kind:
-                    return self._by_key.pop(key)
+                    return self._pop(key)
             return None
-        return self._by_key.pop(_key(host, port, kind), None)
+        return self._pop(_key(host, port, kind))
 
     def take_pair(self, addr: Address) -> tuple[socket.socket, socket.socket] | None:
         """The UDP and TCP sockets given for a listen address, or None (and
@@ -67,16 +79,25 @@ class GivenSockets:
         tcp = self.take(addr.host, udp.getsockname()[1], socket.SOCK_STREAM)
         if tcp is None:
             host, port = udp.getsockname()[:2]
-            self._by_key[_key(host, port, socket.SOCK_DGRAM)] = udp
+            self._by_key.setdefault(_key(host, port, socket.SOCK_DGRAM), []).insert(0, udp)
             return None
         return udp, tcp
 
+    def take_pairs(self, addr: Address) -> list[tuple[socket.socket, socket.socket]]:
+        """Every UDP and TCP pair given for a listen address."""
+        pairs: list[tuple[socket.socket, socket.socket]] = []
+        while (pair := self.take_pair(addr)) is not None:
+            pairs.append(pair)
+            addr = Address(addr.host, pair[0].getsockname()[1])  # port 0: the same port
+        return pairs
+
     def close_unused(self) -> None:
-        for (host, port, kind), sock in self._by_key.items():
+        for (host, port, kind), socks in self._by_key.items():
             what = "UDP" if kind == socket.SOCK_DGRAM else "TCP"
             log.warning("a %s socket on %s port %d was given (%s) but is not configured: "
                         "closed", what, host, port, self.origin)
-            sock.close()
+            for sock in socks:
+                sock.close()
         self._by_key.clear()
 
 
