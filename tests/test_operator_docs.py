@@ -5,9 +5,9 @@ promtool checks the configuration and the rules and runs the rules' unit tests; 
 every PromQL expression of the dashboard. Every metric name and label matcher used in a rule or
 a panel is checked against what a real geodns server exports after some traffic (steered,
 fail-open and SERVFAIL answers, TCP, truncation, malformed and short packets, failing probes,
-admin requests), and, for the fleet metrics, against what the same server exports with a made-up
-fleet view (tests/fleetsample.py), so a renamed metric breaks this test instead of an alert
-silently never firing.
+admin requests), and, for the fleet and anycast metrics, against what the same server exports
+with a made-up fleet and anycast routes (tests/fleetsample.py, tests/anycastsample.py), so a
+renamed metric breaks this test instead of an alert silently never firing.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anycastsample
 import dns.asyncquery
 import dns.flags
 import dns.message
@@ -49,6 +50,8 @@ ALERTS = PROMETHEUS / "alerts.yml"
 ALERT_TESTS = PROMETHEUS / "alerts.test.yml"
 DASHBOARD = ROOT / "docs" / "grafana" / "geodns-dashboard.json"
 
+# Families only a node in a fleet, or with anycast routes, exports: taken from the made-up ones.
+SAMPLED = ("geodns_fleet_", "geodns_anycast_")
 # Labels Prometheus adds to every series of a target (prometheus.yml), not geodns.
 TARGET_LABELS = {"job", "instance", "node", "site"}
 METRIC = re.compile(r"(?<![\w:])((?:geodns|process)_[A-Za-z0-9_:]*)")
@@ -307,7 +310,8 @@ async def _raw_udp(port: int, payload: bytes, reply: bool) -> bytes | None:
 
 async def _busy_server_metrics(zones: Path) -> tuple[str, str]:
     """Start a server whose PoP fra is up and iad down, send it every kind of traffic, and
-    return its /metrics, and the same with the made-up fleet of tests/fleetsample.py."""
+    return its /metrics, and the same with the made-up fleet of tests/fleetsample.py and the
+    made-up anycast routes of tests/anycastsample.py."""
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.close()
 
@@ -359,7 +363,7 @@ async def _busy_server_metrics(zones: Path) -> tuple[str, str]:
             async with http.get(f"{base}/metrics") as r:
                 assert r.status == 200
                 text = await r.text()
-        view = fleetsample.with_fleet(srv.view())
+        view = anycastsample.with_anycast(fleetsample.with_fleet(srv.view()))
         return text, Metrics(lambda: view).render().decode()
     finally:
         await srv.shutdown()
@@ -373,13 +377,14 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     (zones / "ops.example.yaml").write_text(ZONE)
     # Its own event loop in its own thread, so that both tests below share one scrape.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        text, fleet = pool.submit(asyncio.run, _busy_server_metrics(zones)).result(timeout=90)
-    served, in_fleet = parse_exposition(text), parse_exposition(fleet)
-    assert not [n for n in served.names if n.startswith("geodns_fleet_")]
-    names = {n for n in in_fleet.names if n.startswith("geodns_fleet_")}
-    assert names
+        text, sample = pool.submit(asyncio.run, _busy_server_metrics(zones)).result(timeout=90)
+    served, sampled = parse_exposition(text), parse_exposition(sample)
+    assert not [n for n in served.names if n.startswith(SAMPLED)]
+    names = {n for n in sampled.names if n.startswith(SAMPLED)}
+    for prefix in SAMPLED:
+        assert [n for n in names if n.startswith(prefix)], prefix
     return Exported(served.names | names, served.labels | {
-        n: seen for n, seen in in_fleet.labels.items() if n in names})
+        n: seen for n, seen in sampled.labels.items() if n in names})
 
 
 def promql_sources() -> list[tuple[str, str]]:
