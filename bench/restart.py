@@ -10,7 +10,10 @@ time without an answer.  The load is paced on purpose: ``dnsperf -q 50000``
 opens with a burst that overflows the socket buffer of every server here, so
 its loss count says nothing about restarts.
 
-    .venv/bin/python bench/restart.py [--rate 3000] [--restarts 10] [--runs 3]
+    .venv/bin/python bench/restart.py [--rate 3000] [--restarts 10] [--runs 3] [--workers N]
+
+``--workers N`` runs geodns with N workers (the supervisor hands every
+worker's sockets over).
 """
 
 from __future__ import annotations
@@ -106,9 +109,12 @@ def loaded(port: int, rate: int, seconds: float, action: object = None) -> dict[
     return load.summary()
 
 
-def measure(name: str, rate: int, restarts: int, baseline: float) -> list[dict[str, float]]:
+def measure(name: str, rate: int, restarts: int, baseline: float,
+            workers: int = 1) -> list[dict[str, float]]:
     if name == "geodns":
-        srv: peers.Server = peers.make_server("geodns")
+        cmd = [*peers.default_geodns_cmd(0), "--workers", str(workers)]
+        cmd[cmd.index("--listen") + 1] = f"{peers.HOST}:{{port}}"
+        srv: peers.Server = peers.make_server("geodns", geodns_cmd=cmd)
         srv.start()
         config = peers.GEODNS_CONFIG
 
@@ -157,11 +163,12 @@ def main() -> int:
     ap.add_argument("--baseline", type=float, default=5.0)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--servers", default="geodns,gdnsd")
+    ap.add_argument("--workers", type=int, default=1, help="geodns's worker processes")
     args = ap.parse_args()
     rows = []
     for run in range(1, args.runs + 1):
         for name in args.servers.split(","):
-            base, rest = measure(name, args.rate, args.restarts, args.baseline)
+            base, rest = measure(name, args.rate, args.restarts, args.baseline, args.workers)
             print(f"run {run} {name:7} no restart: {base['sent']:.0f} sent, {base['lost']:.0f} "
                   f"lost, longest silence {base['silence_ms']:.1f} ms | {args.restarts} "
                   f"restarts: {rest['sent']:.0f} sent, {rest['lost']:.0f} lost, longest "
