@@ -29,8 +29,9 @@ use, and kept.
 
 from __future__ import annotations
 
+import itertools
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from geodns import names, rdata
@@ -382,6 +383,21 @@ class Tables:
     notimp: Answer  # AXFR over UDP, as Knot and NSD answer it
     notauth: Answer  # transfers of zones we do not serve
     payload: int
+    # Each zone compiled on its own, by origin: the next build reuses the
+    # part of every zone that has not changed.
+    parts: Mapping[bytes, ZoneTables] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ZoneTables:
+    """One zone compiled (for one UDP payload size): reused as it is while
+    the zone is the same object."""
+
+    zone: Zone
+    payload: int
+    exact: dict[bytes, Answer | Steered]
+    nodes: dict[bytes, Node]
+    steered: list[Steered]
 
 
 # Types pre-built for every name; other types are built on first use.
@@ -390,13 +406,17 @@ _PREBUILT_EXTRA = (ANY,)
 _FOLLOWED = SERVED_TYPES | {DS}
 
 
+# Steered entries' slots in the decision caches: unique in the process, so
+# that zones compiled apart (and reused by later builds) never share one.
+_slots = itertools.count()
+
+
 @dataclass
 class _Build:
-    """What compiling the zones of one snapshot shares: its settings and its
-    Steered entries (their cache slots are their indices)."""
+    """What compiling one zone collects: its settings and its Steered
+    entries."""
 
     payload: int
-    entries: list[Steered] = field(default_factory=list)
     record_sets: list[Steered] = field(default_factory=list)
 
     def entry(self, res: Resolution, qname: bytes | None, index: ZoneIndex) -> Answer | Steered:
@@ -404,32 +424,61 @@ class _Build:
         depends on the client."""
         if res.steer is None:
             return encode(res, qname, index.zone.name, self.payload)
-        st = Steered(res.answer, res.steer, len(self.entries), index.zone.name, index,
-                     self.payload, qname)
-        self.entries.append(st)
-        return st
+        return Steered(res.answer, res.steer, next(_slots), index.zone.name, index,
+                       self.payload, qname)
 
 
-def compile_zones(zones: Iterable[Zone], payload: int = DEFAULT_UDP_PAYLOAD,
-                  chaos: dict[str, str] | None = None) -> Tables:
-    """Compile zones into look-up tables.  A zone nested inside another one
-    that we also serve takes over its part of the name space.  ``chaos``
-    maps CH-class TXT names (``id.server.``) to the text they answer."""
-    ordered = sorted(zones, key=lambda z: len(z.origin))
+def compile_zone(zone: Zone, payload: int = DEFAULT_UDP_PAYLOAD) -> ZoneTables:
+    """One zone's look-up tables, on their own."""
     exact: dict[bytes, Answer | Steered] = {}
     nodes: dict[bytes, Node] = {}
     build = _Build(payload)
+    _compile_zone(zone, nodes, exact, build)
+    return ZoneTables(zone, payload, exact, nodes, build.record_sets)
+
+
+def compile_zones(zones: Iterable[Zone], payload: int = DEFAULT_UDP_PAYLOAD,
+                  chaos: dict[str, str] | None = None,
+                  previous: Tables | None = None) -> Tables:
+    """Compile zones into look-up tables, reusing from ``previous`` every
+    zone that has not changed (the same :class:`Zone` object), so that the
+    cost follows what changed.  A zone nested inside another one that we
+    also serve takes over its part of the name space.  ``chaos`` maps
+    CH-class TXT names (``id.server.``) to the text they answer."""
+    ordered = sorted(zones, key=lambda z: len(z.origin))
+    before = previous.parts if previous is not None else {}
+    exact: dict[bytes, Answer | Steered] = {}
+    nodes: dict[bytes, Node] = {}
+    steered: list[Steered] = []
+    parts: dict[bytes, ZoneTables] = {}
     for zone in ordered:
-        # Names the parent holds at or below a child apex belong to the child.
-        _drop_below(nodes, exact, zone.origin)
-        _compile_zone(zone, nodes, exact, build)
+        part = before.get(zone.origin)
+        if part is None or part.zone is not zone or part.payload != payload:
+            part = compile_zone(zone, payload)
+        parts[zone.origin] = part
+        if _inside(zone.origin, parts):
+            # Names the parent holds at or below a child apex belong to the child.
+            _drop_below(nodes, exact, zone.origin)
+        exact.update(part.exact)
+        nodes.update(part.nodes)
+        steered += part.steered
     refused = Answer(REFUSED, False, (0, 0, 0), b"", AnswerKind.REFUSED, "", payload,
                      options=EDE_NOT_AUTHORITATIVE)
     notimp = Answer(NOTIMP, False, (0, 0, 0), b"", AnswerKind.NOTIMP, "", payload)
     notauth = Answer(NOTAUTH, False, (0, 0, 0), b"", AnswerKind.NOTAUTH, "", payload)
     for text, value in (chaos or {}).items():
         exact[names.from_text(text).lower() + _CHAOS_TXT] = _chaos_answer(value, payload)
-    return Tables(exact, nodes, build.record_sets, refused, notimp, notauth, payload)
+    return Tables(exact, nodes, steered, refused, notimp, notauth, payload, parts)
+
+
+def _inside(origin: bytes, served: Mapping[bytes, ZoneTables]) -> bool:
+    """Whether a zone served (other than this one) is an ancestor of ``origin``."""
+    name = origin
+    while name != b"\0":
+        name = name[name[0] + 1:]
+        if name in served:
+            return True
+    return False
 
 
 _CHAOS_TXT = struct.pack("!HH", TXT, 3)

@@ -479,7 +479,8 @@ def build(docs: Documents, given: Config, previous: Snapshot | None,
     specs = {(owner, rtype): spec for z in served
              for owner, types in z.steered.items() for rtype, spec in types.items()}
     steering = Steering(config.pops, config.default_order, config.latency, specs)
-    tables = compile_zones(served, config.udp_payload, config.chaos())
+    tables = compile_zones(served, config.udp_payload, config.chaos(),
+                           previous.tables if previous is not None else None)
     locator, geo_status = geoip
     _geoip_changes(changes, previous.geoip if previous is not None else GeoipStatus(),
                    geo_status, locator is not None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from geodns import names
 from geodns.problems import Where
@@ -47,7 +48,7 @@ class Zone:
         minimum = int.from_bytes(self.soa.rdatas[0].parts[2][16:20], "big")
         return min(self.soa.ttl, minimum)
 
-    @property
+    @cached_property
     def name(self) -> str:
         return names.to_text(self.origin)
 
