@@ -132,8 +132,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logs.setup(cfg.log_level, cfg.log_format)
     if cfg.user is not None:
         if problems and os.geteuid() == 0:  # an unknown user: nothing more is read as root
-            _refuse(problems, "the zones and the GeoIP database are read once running as "
-                    "the configured user: not read")
+            _refuse(problems, "zones and GeoIP database not read: they are read as the "
+                    "configured user only")
             return 2
         if not problems:
             code = _become_user(cfg)
