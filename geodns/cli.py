@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import urllib.error
 import urllib.parse
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from geodns import __version__, logs
-from geodns.config import Config, check_zones_dir, load_config, parse_address
+from geodns.config import Config, check_zones_dir, load_config, parse_address, user_problem
 from geodns.errors import GeodnsError
 from geodns.problems import Problem, Problems, Where
 from geodns.zones.loader import ZONE_SUFFIXES, load_zone_file
@@ -41,6 +42,10 @@ def _config_from_args(args: argparse.Namespace, problems: Problems) -> Config:
         cfg.zones_dir = cfg.overrides["zones_dir"] = Path(args.zones)
     if getattr(args, "workers", None):
         cfg.workers = cfg.overrides["workers"] = args.workers
+    user = getattr(args, "user", None)
+    if user is not None:
+        user_problem(user, Where("--user", 1, 1), problems, "--user")
+        cfg.user = cfg.overrides["user"] = user
     return cfg
 
 
@@ -72,20 +77,23 @@ def validate(cfg: Config, problems: Problems) -> int:
     check_zones_dir(cfg, problems)
     origins: dict[bytes, str] = {}
     count = 0
-    if cfg.zones_dir.is_dir():
-        for path in sorted(cfg.zones_dir.iterdir()):
-            if not (path.is_file() and path.name.endswith(ZONE_SUFFIXES)) or \
-                    path.name.startswith("."):
-                continue
-            zone = load_zone_file(path, problems, pops=cfg.pops,
-                                  check_defaults=cfg.check_defaults)
-            if zone is None:
-                continue
-            count += 1
-            if zone.origin in origins:
-                problems.add(Where(str(path), 1, 1),
-                             f"zone {zone.name} is also defined in {origins[zone.origin]}")
-            origins[zone.origin] = str(path)
+    try:
+        paths = sorted(cfg.zones_dir.iterdir())
+    except OSError:
+        paths = []  # check_zones_dir has said why
+    for path in paths:
+        if not (path.is_file() and path.name.endswith(ZONE_SUFFIXES)) or \
+                path.name.startswith("."):
+            continue
+        zone = load_zone_file(path, problems, pops=cfg.pops,
+                              check_defaults=cfg.check_defaults)
+        if zone is None:
+            continue
+        count += 1
+        if zone.origin in origins:
+            problems.add(Where(str(path), 1, 1),
+                         f"zone {zone.name} is also defined in {origins[zone.origin]}")
+        origins[zone.origin] = str(path)
     if cfg.pops:
         from geodns.snapshot import open_geoip
 
@@ -122,11 +130,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
             problems.add(Where("--lameduck", 1, 1), "--lameduck: give 0 or more seconds")
         cfg.lameduck = cfg.overrides["lameduck"] = args.lameduck
     logs.setup(cfg.log_level, cfg.log_format)
+    if cfg.user is not None:
+        if problems and os.geteuid() == 0:  # an unknown user: nothing more is read as root
+            _refuse(problems, "zones and GeoIP database not read: they are read as the "
+                    "configured user only")
+            return 2
+        if not problems:
+            code = _become_user(cfg)
+            if code is not None:
+                return code
     validate(cfg, problems)  # every problem, as geodns check lists them
     if problems:
-        for p in _sorted(problems):
-            log.error("%s", p, extra={"event": "config-error"})
-        log.error("not starting: %d problem(s) (geodns check lists the same)", len(problems))
+        _refuse(problems, "geodns check lists the same")
         return 2
     from geodns.server.supervisor import run
 
@@ -135,6 +150,59 @@ def cmd_serve(args: argparse.Namespace) -> int:
              extra={"event": "start", "version": __version__, "zones": str(cfg.zones_dir),
                     "workers": cfg.workers})
     return run(cfg, takeover_fd=args.takeover_fd)
+
+
+def _refuse(problems: Problems, note: str) -> None:
+    for p in _sorted(problems):
+        log.error("%s", p, extra={"event": "config-error"})
+    log.error("not starting: %d problem(s) (%s)", len(problems), note)
+
+
+def _become_user(cfg: Config) -> int | None:
+    """``user``: run as that user from here on, keeping only the privilege of
+    binding ports below 1024, before anything the configuration names is read
+    (zones, GeoIP database; the configuration file itself was read as
+    started).  Then check that the user can use every file the node needs
+    later.  The exit status when the node cannot start so, else None."""
+    import tempfile
+
+    import geodns
+    from geodns import privileges
+
+    assert cfg.user is not None
+    try:
+        run_as = privileges.resolve(cfg.user)
+        changed = privileges.become(run_as)
+    except ValueError as exc:
+        log.error("not starting: user %s: %s", cfg.user, exc, extra={"event": "user-error"})
+        return 2
+    except GeodnsError as exc:
+        log.error("not starting: %s", exc, extra={"event": "user-error"})
+        return exc.exit_status
+    read = [("the Python library", Path(os.__file__).parent),
+            ("geodns's code", Path(geodns.__file__).parent)]
+    if cfg.path is not None:  # read again on every reload, and by a restart's successor
+        read.append(("the configuration file", cfg.path))
+    write = [(what, path) for what, path in (
+        ("admin state_file", cfg.state_file),
+        ("fleet cache", cfg.fleet.cache if cfg.fleet is not None else None),
+        ("lifecycle control_socket", cfg.control_socket)) if path is not None]
+    if cfg.workers > 1:
+        write.append(("the workers' run directory",
+                      Path(tempfile.gettempdir()) / "geodns-workers-"))
+    missing = privileges.unusable(run_as, read, write,
+                                  [("Python (geodns restart runs it)", Path(sys.executable))])
+    for line in missing:
+        log.error("%s", line, extra={"event": "user-error"})
+    if missing:
+        log.error("not starting: running as user %s, geodns cannot use %d file(s) it needs "
+                  "(docs/deploy.md, Port 53 and users)", run_as.user, len(missing))
+        return 2
+    log.info("running as %s%s", run_as,
+             ", with no capability but CAP_NET_BIND_SERVICE" if changed else
+             " (started so)", extra={"event": "user", "user": run_as.user, "uid": run_as.uid,
+                                     "group": run_as.group, "gid": run_as.gid})
+    return None
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
@@ -583,6 +651,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lameduck", type=float, metavar="SECONDS",
                    help="on SIGTERM, answer this long while not ready before stopping "
                         "(overrides lifecycle.lameduck)")
+    p.add_argument("--user", metavar="USER[:GROUP]",
+                   help="started as root, run as this user (and group) before reading any "
+                        "zone, keeping only the right to bind port 53 (overrides the config's "
+                        "user)")
     p.add_argument("--takeover-fd", type=int, help=argparse.SUPPRESS)  # geodns restart's
     p.set_defaults(func=cmd_serve)
 

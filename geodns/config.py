@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from geodns import __version__, logs
+from geodns import __version__, logs, privileges
 from geodns.address import DNS_PORT, Address, MissingPort, parse_address
 from geodns.compile import DEFAULT_UDP_PAYLOAD
 from geodns.health.parse import CHECK_DEFAULTS, check_timing, parse_checks
@@ -35,7 +36,7 @@ from geodns.yamlsrc import (
 __all__ = ["DEFAULT_LISTEN", "DNS_PORT", "SHARED_KEYS", "Address", "AnycastConfig", "Config",
            "FleetConfig",
            "TcpConfig", "check_zones_dir", "load_config", "load_config_text",
-           "load_shared_config", "parse_address"]
+           "load_shared_config", "parse_address", "user_problem"]
 
 # Without a ``listen`` key: loopback on an unprivileged port, so that trying
 # geodns needs no privileges.  An address written without a port means 53.
@@ -117,6 +118,9 @@ class Config:
     control_socket: Path | None = None
     restart_timeout: float = 60.0  # seconds a successor has to start serving
     anycast: AnycastConfig | None = None  # None: this node announces no routes
+    # ``USER[:GROUP]`` a node started as root becomes before it reads a zone
+    # (geodns.privileges); None: it runs as it was started.
+    user: str | None = None
     # Settings given on the command line, which win over the file's on every
     # reload too (attribute name -> value).
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -133,7 +137,7 @@ class Config:
 
 _TOP_KEYS = {"listen", "zones", "admin", "workers", "edns", "tcp", "reload", "log", "chaos",
              "pops", "default_order", "latency", "geoip", "health", "fleet", "lifecycle",
-             "anycast"}
+             "anycast", "user"}
 # What a fleet shares (published to etcd with ``geodns publish``); every other
 # key is a node's own.
 SHARED_KEYS = ("health", "pops", "default_order", "latency")
@@ -216,6 +220,7 @@ def load_config_text(text: str, file: str, base: Path, problems: Problems) -> Co
     _fleet(top.get("fleet"), cfg, base, problems)
     _lifecycle(top.get("lifecycle"), cfg, file, base, problems)
     _anycast(top.get("anycast"), cfg, base, problems)
+    _user(top.get("user"), cfg, problems)
     if cfg.fleet is not None:
         for key, _ in top.items:
             if key.text in SHARED_KEYS or key.text == "zones":
@@ -250,6 +255,26 @@ def _lifecycle(node: YNode | None, cfg: Config, file: str, base: Path,
                              "Unix socket path can be (107 bytes)")
             elif path is not None:
                 cfg.control_socket = path
+
+
+def _user(node: YNode | None, cfg: Config, problems: Problems) -> None:
+    """``user: USER[:GROUP]``: who a node started as root runs as; it must
+    be in the passwd (and group) database of this machine."""
+    if node is None or (isinstance(node, YScalar) and node.is_null):
+        return
+    text = as_str(node, "user", problems)
+    # Set even when rejected: ``geodns serve`` then reads nothing more as root.
+    cfg.user = text if text is not None else ""
+    if text is not None:
+        user_problem(text, node.where, problems)
+
+
+def user_problem(text: str, where: Where, problems: Problems, what: str = "user") -> None:
+    """Report ``text`` (``user:``, ``--user``) if it names no usable user."""
+    try:
+        privileges.resolve(text)
+    except ValueError as exc:
+        problems.add(where, f"{what}: {exc}")
 
 
 _PROTOCOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -753,6 +778,16 @@ def _tcp(node: YNode | None, cfg: Config, problems: Problems) -> None:
 
 
 def check_zones_dir(cfg: Config, problems: Problems) -> None:
-    if not cfg.zones_dir.is_dir():
-        where = Where(str(cfg.path) if cfg.path else "<command line>", 1, 1)
+    """The zones directory exists and this process (the user it runs as)
+    can read it."""
+    where = Where(str(cfg.path) if cfg.path else "<command line>", 1, 1)
+    try:
+        is_dir = cfg.zones_dir.is_dir()
+    except OSError as exc:  # a parent it may not search
+        problems.add(where, f"zones directory {cfg.zones_dir}: {exc.strerror or exc}")
+        return
+    if not is_dir:
         problems.add(where, f"zones directory {cfg.zones_dir} does not exist")
+    elif not os.access(cfg.zones_dir, os.R_OK | os.X_OK):
+        problems.add(where, f"zones directory {cfg.zones_dir}: cannot read it (permission "
+                     "denied)")

@@ -348,7 +348,7 @@ RESTART_ONLY = {"listen": "listen addresses", "workers": "workers",
                 "admin": "the admin address", "zones_dir": "the zones directory",
                 "state_file": "admin.state_file", "log_format": "log.format",
                 "fleet": "fleet", "control_socket": "lifecycle.control_socket",
-                "anycast": "anycast"}
+                "anycast": "anycast", "user": "user"}
 
 
 def parse_config(doc: Document, given: Config) -> tuple[Config, Problems]:

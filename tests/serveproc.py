@@ -28,13 +28,14 @@ Line = dict[str, Any]
 class Served:
     def __init__(self, args: list[str], cwd: Path | None = None,
                  command: str = "serve", wrap: Sequence[str] = (),
-                 lameduck: float | None = 0.0) -> None:
+                 lameduck: float | None = 0.0, python: str = sys.executable) -> None:
         # ``wrap``: a command that runs the node, e.g. ip netns exec NAME.
+        # ``python``: the interpreter (one another user may run, say).
         # ``lameduck``: tests stop their nodes at once unless they ask.
         if command == "serve" and lameduck is not None and "--lameduck" not in args:
             args = [*args, "--lameduck", str(lameduck)]
         self.proc = subprocess.Popen(
-            [*wrap, sys.executable, "-m", "geodns", command, *args, "--log-format", "json"],
+            [*wrap, python, "-m", "geodns", command, *args, "--log-format", "json"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True, cwd=cwd, start_new_session=True)
         self.spawned = time.monotonic()
