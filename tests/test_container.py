@@ -54,7 +54,7 @@ import dns.rdataclass
 import dns.rdatatype
 import pytest
 import yaml
-from refservers import free_port, require_binary, skip_or_fail
+from refservers import find_binary, free_port, require_binary, skip_or_fail
 
 from geodns.cli import main as geodns_main
 
@@ -101,7 +101,9 @@ class Image:
 
 def _make_base() -> None:
     """The Dockerfile's default base, made from Debian's archive (no registry here)."""
-    require_binary("debootstrap")
+    if not find_binary("debootstrap"):
+        skip_or_fail(f"{BASE} is missing and debootstrap, which makes it, is not installed "
+                     "(apt install debootstrap)")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="geodns-base-") as tmp:
         rootfs = Path(tmp) / "rootfs"
@@ -124,8 +126,9 @@ def _make_base() -> None:
 def image() -> Image:
     if os.geteuid() != 0:
         skip_or_fail("the container tests run podman as root (docker/README.md)")
-    require_binary("podman")
-    require_binary("runc")
+    for tool in ("podman", "runc"):
+        if not find_binary(tool):
+            skip_or_fail(f"{tool} not installed (apt install podman runc debootstrap)")
     if _podman("image", "exists", BASE, check=False).returncode != 0:
         _make_base()
     build = ["build", "--format", "docker",  # the OCI format has no HEALTHCHECK
