@@ -259,7 +259,7 @@ def public() -> Iterator[Path]:
 def test_serves_a_privileged_port_as_nobody(shim: str, public: Path, workers: int) -> None:
     port = privileged_port()
     cfg = node_config(public, port, workers=workers)
-    node = Served(["--config", str(cfg)], python=shim)
+    node = Served(["--config", str(cfg)], cwd=cfg.parent, python=shim)
     try:
         line = node.wait_for(lambda x: x.get("event") == "user", DEADLINE)
         assert line["uid"] == NOBODY.pw_uid and line["gid"] == NOGROUP.gr_gid
@@ -307,7 +307,7 @@ def test_started_as_the_user_with_the_capability(shim: str, public: Path) -> Non
     already the user, nothing to change; port 53 binds with the capability."""
     port = privileged_port()
     cfg = node_config(public, port, user="nobody")
-    node = Served(["--config", str(cfg)], python=shim,
+    node = Served(["--config", str(cfg)], cwd=cfg.parent, python=shim,
                   wrap=as_nobody("net_bind_service"))
     try:
         line = node.wait_for(lambda x: x.get("event") == "user", DEADLINE)
@@ -326,7 +326,7 @@ def assert_runs_as_nobody_without_nnp(pid: int) -> None:
 
 
 def refused(shim: str, cfg: Path, wrap: list[str] | None = None) -> Served:
-    node = Served(["--config", str(cfg)], python=shim, wrap=wrap or [])
+    node = Served(["--config", str(cfg)], cwd=cfg.parent, python=shim, wrap=wrap or [])
     try:
         code = node.exit_code(DEADLINE)
     finally:

@@ -190,7 +190,7 @@ def test_memory_deny_write_execute(python: str, public: Path) -> None:
     assert probe.returncode == 0, probe.stderr
     port = privileged_port() if AS_ROOT else free_port()
     cfg = node_config(public, port, user="nobody" if AS_ROOT else None, workers=2)
-    node = Served(["--config", str(cfg)], python=python, wrap=[python, "-c", MDWE])
+    node = Served(["--config", str(cfg)], cwd=cfg.parent, python=python, wrap=[python, "-c", MDWE])
     try:
         assert len(node.worker_pids(DEADLINE)) == 2
         node.wait_for(lambda x: str(x.get("message")).startswith("serving zones"), DEADLINE)
@@ -277,7 +277,7 @@ def test_system_calls_within_the_filter(python: str, public: Path) -> None:
                  f"      - {{type: dns, server: '127.0.0.1:{port}', name: ns1.priv.example}}\n")
         cfg = node_config(public, port, user=None, workers=2, extra=extra)
         wrap = [*as_nobody("net_bind_service")] if AS_ROOT else []
-        node = Served(["--config", str(cfg)], python=python,
+        node = Served(["--config", str(cfg)], cwd=cfg.parent, python=python,
                       wrap=[*wrap, strace, "-f", "-qq", "-o", str(trace)])
         try:
             assert len(node.worker_pids(DEADLINE)) == 2
