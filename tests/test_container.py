@@ -335,6 +335,14 @@ def test_host_network_with_mounted_configuration(image: Image, tmp_path: Path) -
         health = _podman("healthcheck", "run", name, check=False)
         assert health.returncode == 0, f"{health.stdout}{health.stderr}\n{_logs(name)}"
 
+        # geodns restart: the node is the container's process 1, which cannot hand over
+        # (the container would end with it): refused, and the node goes on serving.
+        done = _podman("exec", name, "geodns", "restart", "--config", "/etc/geodns/geodns.yaml",
+                       check=False)
+        assert done.returncode == 1 and "process 1" in done.stderr, done
+        assert _running(name)
+        _check_answers("127.0.0.1", dns_port)
+
         status, body = _http(f"http://{admin}/pops/fra/drain", method="POST", token=TOKEN)
         assert status == 200, body
         assert "fra" in (state / "state.json").read_text(), "drains are kept in the volume"

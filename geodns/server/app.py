@@ -348,6 +348,12 @@ class Server:
         if not self.probing:
             raise HandoverError("only worker 0 restarts the node: send SIGUSR2 to the "
                                 "supervising process")
+        if (os.getpid() if self.link is None else os.getppid()) == 1:
+            # The successor would be left without the process it replaces,
+            # and a container (or a namespace) ends with its first process.
+            raise HandoverError("this node is process 1 (a container's main process): it "
+                                "cannot hand over to a successor; stop and start it (drain "
+                                "it first if it announces anycast routes)")
         self._restarting = True
         try:
             log.info("restart: starting the node that replaces this one",
