@@ -1,17 +1,35 @@
 # Two commands for a fresh machine: `make serve` and `make test`.
+# `make serve` installs geodns and what serving needs; `make test` adds the test tools.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 CONFIG ?= geodns.yaml
+# What the editable install builds or reads at install time: a change to any of them
+# installs again (the version, the dependencies, the optional C helper).
+INSTALL_INPUTS := pyproject.toml setup.py geodns/__init__.py geodns/_udpbatch.c
 
 .PHONY: serve test lint check bench clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+$(STAMP): $(INSTALL_INPUTS)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "geodns needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) -V 2>&1)" \
+	    "(give another with make PYTHON=python3.12)" >&2; exit 1; }
+	@$(PYTHON) -m venv $(VENV) || \
+	  { echo "$(PYTHON) -m venv failed: on Debian or Ubuntu, apt install python3-venv" >&2; \
+	    rm -rf $(VENV); exit 1; }
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e .
+	@$(BIN)/python -c 'import geodns._udpbatch' 2>/dev/null || \
+	  echo "note: the C helper for batched UDP was not built (no C compiler or Python" \
+	       "headers: apt install gcc python3-dev, then make clean serve); geodns works" \
+	       "without it, more slowly (README.md)" >&2
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(TEST_STAMP)
 
 serve: $(STAMP)
 	$(BIN)/geodns serve --config $(CONFIG)
@@ -19,15 +37,15 @@ serve: $(STAMP)
 check: $(STAMP)
 	$(BIN)/geodns check --config $(CONFIG)
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check geodns tests bench
 	$(BIN)/mypy
 
-test: $(STAMP) lint
+test: $(TEST_STAMP) lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache geodns/*.so

@@ -33,7 +33,7 @@ PyDoc_STRVAR(recv_batch_doc,
 "comes back as empty data.");
 
 static PyObject *
-recv_batch(PyObject *self, PyObject *args)
+recv_batch(PyObject *Py_UNUSED(self), PyObject *args)
 {
     int fd, n, i;
     PyObject *list;
@@ -89,7 +89,7 @@ PyDoc_STRVAR(send_batch_doc,
 "What the socket cannot take right now is dropped, as UDP allows.");
 
 static PyObject *
-send_batch(PyObject *self, PyObject *args)
+send_batch(PyObject *Py_UNUSED(self), PyObject *args)
 {
     int fd;
     PyObject *seq, *fast;
@@ -153,8 +153,11 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "geodns._udpbatch",
-    "Batched UDP receive and send (recvmmsg/sendmmsg).", -1, methods,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "geodns._udpbatch",
+    .m_doc = "Batched UDP receive and send (recvmmsg/sendmmsg).",
+    .m_size = -1,
+    .m_methods = methods,
 };
 
 PyMODINIT_FUNC

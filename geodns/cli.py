@@ -1,5 +1,12 @@
-"""``geodns`` command line: serve, check, explain, drain, undrain, publish, fleet,
-import-zone."""
+"""``geodns`` command line: serve, check, restart, explain, drain, undrain, node,
+publish, fleet, import-zone, anycast-exabgp.
+
+Every command that reads a node's configuration takes ``--config FILE`` and
+otherwise reads ``./geodns.yaml`` when it is there (:func:`_default_config`);
+without either it says which file it looked for and what to give instead
+(:func:`_no_config`).  ``publish`` is the exception on purpose: its
+``--config`` is the fleet's shared configuration, never a node's file picked
+up from the current directory."""
 
 from __future__ import annotations
 
@@ -59,6 +66,13 @@ def _default_config(args: argparse.Namespace) -> str | None:
     return DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None
 
 
+def _no_config(command: str, instead: str) -> str:
+    """What a command says when it found no configuration: the file it looked
+    for, and how to give one (or what can stand in for one)."""
+    return (f"geodns {command}: no configuration: there is no {DEFAULT_CONFIG} in "
+            f"{Path.cwd()}; give --config FILE{instead}")
+
+
 def validate(cfg: Config, problems: Problems) -> int:
     """Everything ``geodns check`` checks, which is also what ``geodns serve``
     refuses to start with: the zones directory, every zone file (against the
@@ -116,8 +130,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     args.config = _default_config(args)
     if args.config is None and not args.zones:
         logs.setup(args.log_level or "info", args.log_format or "text")
-        log.error("no configuration: give --config FILE (or run where %s is), or at least "
-                  "--zones DIR", DEFAULT_CONFIG)
+        log.error("%s", _no_config("serve", ", or --zones DIR to serve a zones directory "
+                                             "with the defaults"))
         return 2
     cfg = _config_from_args(args, problems)
     # The command line's log settings hold in every worker and across reloads.
@@ -215,7 +229,8 @@ def cmd_restart(args: argparse.Namespace) -> int:
         problems = Problems()
         args.config = _default_config(args)
         if args.config is None:
-            print("geodns restart: give --config FILE (or --control PATH)", file=sys.stderr)
+            print(_no_config("restart", ", or --control PATH (the node's control socket)"),
+                  file=sys.stderr)
             return 2
         cfg = load_config(Path(args.config), problems)
         if problems:
@@ -245,6 +260,10 @@ def cmd_node(args: argparse.Namespace) -> int:
     """``geodns node drain|undrain``: this node's anycast routes, through its
     admin API."""
     args.config = _default_config(args)
+    if args.config is None and args.admin is None:
+        print(_no_config(f"node {args.action}", ", or --admin URL (the node's admin API)"),
+              file=sys.stderr)
+        return 2
     answer = _admin_post(args, f"node {args.action}", f"/node/{args.action}",
                          {"who": args.who, "why": args.why})
     if isinstance(answer, int):
@@ -260,8 +279,13 @@ def cmd_anycast_exabgp(args: argparse.Namespace) -> int:
 
     path = Path(args.control) if args.control else None
     if path is None:
+        args.config = _default_config(args)
+        if args.config is None:
+            print(_no_config("anycast-exabgp", ", or --control PATH --prefix PREFIX ..."),
+                  file=sys.stderr)
+            return 2
         problems = Problems()
-        cfg = load_config(Path(args.config or DEFAULT_CONFIG), problems)
+        cfg = load_config(Path(args.config), problems)
         if problems or cfg.control_socket is None or cfg.anycast is None:
             for p in _sorted(problems):
                 print(p, file=sys.stderr)
@@ -279,6 +303,10 @@ def cmd_anycast_exabgp(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     problems = Problems()
     args.config = _default_config(args)
+    if args.config is None and not args.zones:
+        print(_no_config("check", ", or --zones DIR to check a zones directory alone"),
+              file=sys.stderr)
+        return 2
     cfg = _config_from_args(args, problems)
     count = validate(cfg, problems)
     for p in _sorted(problems):
@@ -326,6 +354,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     problems = Problems()
     args.config = _default_config(args)
+    if args.config is None and not args.zones:
+        print(_no_config("explain", ", or --zones DIR (and --admin URL to ask a running "
+                                     "node)"), file=sys.stderr)
+        return 2
     cfg = _config_from_args(args, problems)
     if cfg.fleet is None:  # a fleet's zones are in etcd (and the node's copy of them)
         check_zones_dir(cfg, problems)
@@ -623,6 +655,11 @@ def cmd_drain(args: argparse.Namespace) -> int:
     if args.etcd:
         return _fleet_drain(args)
     action = "drain" if args.command == "drain" else "undrain"
+    args.config = _default_config(args)
+    if args.config is None and args.admin is None:
+        print(_no_config(action, ", or --admin URL (the node's admin API), or --etcd URL "
+                                 "for a fleet-wide drain"), file=sys.stderr)
+        return 2
     body = _admin_post(args, action, f"/pops/{args.pop}/{action}")
     if isinstance(body, int):
         return body
@@ -630,21 +667,84 @@ def cmd_drain(args: argparse.Namespace) -> int:
     return 0
 
 
+ABOUT = """\
+geodns is an authoritative DNS server that answers every client with its
+closest healthy point of presence (PoP): zones are YAML files, clients are
+placed by their address or EDNS Client Subnet, active health checks move them
+off a failed PoP, and an admin API serves Prometheus metrics, a status page
+and drains."""
+
+# Every command, in the groups `geodns --help` shows, each with its one line.
+COMMANDS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("Run a node", (
+        ("serve", "run the DNS server in the foreground"),
+        ("check", "validate the configuration and every zone, then exit"),
+        ("restart", "replace the running node by a new process; no query lost"),
+    )),
+    ("Operate a running node", (
+        ("explain", "show why a client gets its answer (asks the node when it can)"),
+        ("drain", "stop sending clients to a PoP (with --etcd: fleet-wide)"),
+        ("undrain", "let a drained PoP take clients again"),
+        ("node", "take this node out of anycast (drain) or back in (undrain)"),
+    )),
+    ("A fleet sharing etcd", (
+        ("publish", "validate the fleet's configuration and zones, write to etcd"),
+        ("fleet", "list the fleet's nodes: what each serves, which are behind"),
+    )),
+    ("Tools", (
+        ("import-zone", "convert a BIND zone file to geodns YAML (on stdout)"),
+        ("anycast-exabgp", "run by ExaBGP: announce this node's prefixes while it is fit"),
+    )),
+)
+
+EPILOG = f"""\
+Run 'geodns COMMAND --help' for a command's options.  Commands that read a
+node's configuration take --config FILE, or read ./{DEFAULT_CONFIG} when it
+is there.
+
+Documentation: README.md and docs/ in geodns's source tree; every setting
+and command is in docs/configuration.md."""
+
+
+def _command_list() -> str:
+    width = max(len(name) for _, group in COMMANDS for name, _ in group) + 2
+    lines = []
+    for title, group in COMMANDS:
+        lines += ["", f"{title}:"]
+        lines += [f"  {name:<{width}}{summary}" for name, summary in group]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="geodns", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"geodns {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="geodns", usage="geodns [--version] [--help] COMMAND [ARGS]",
+        description=ABOUT + "\n" + _command_list(), epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"geodns {__version__}",
+                        help="print the version and exit")
+    # The commands are listed, grouped, in the description: no {a,b,c} blob.
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help=argparse.SUPPRESS)
+    summaries = {name: summary for _, group in COMMANDS for name, summary in group}
+
+    def command(name: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, prog=f"geodns {name}",
+                              description=summaries[name][0].upper() + summaries[name][1:] + ".")
+
+    def config_arg(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument("--config", "-c", metavar="FILE",
+                       help=f"{what} (default: ./{DEFAULT_CONFIG} when it is there)")
 
     def server_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", "-c", help="server configuration file (YAML)")
+        config_arg(p, "the server configuration (YAML)")
         p.add_argument("--listen", action="append", metavar="ADDR:PORT",
                        help="listen address, repeatable ([::1]:5300 for IPv6); replaces the "
                             "config's list")
         p.add_argument("--zones", metavar="DIR", help="zones directory (overrides the config)")
 
-    p = sub.add_parser("serve", help="run the DNS server")
+    p = command("serve")
     server_args(p)
-    p.add_argument("--workers", type=int, help="worker processes (SO_REUSEPORT)")
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes (SO_REUSEPORT)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=logs.FORMATS,
                    help="one line of text or one JSON object per event (overrides the config)")
@@ -658,19 +758,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--takeover-fd", type=int, help=argparse.SUPPRESS)  # geodns restart's
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("node", help="drain this node from anycast (its routes are "
-                                     "withdrawn; it goes on answering), or undrain it")
+    p = command("node")
     p.add_argument("action", choices=["drain", "undrain"])
-    p.add_argument("--config", "-c", help="the node's configuration (admin address, token)")
+    config_arg(p, "the node's configuration (admin address, token)")
     p.add_argument("--admin", metavar="URL", help="admin API, e.g. http://127.0.0.1:8053")
     p.add_argument("--token", help="bearer token (or GEODNS_ADMIN_TOKEN)")
     p.add_argument("--who", help="who drains (kept with the drain)")
     p.add_argument("--why", help="why (kept with the drain)")
     p.set_defaults(func=cmd_node)
 
-    p = sub.add_parser("anycast-exabgp", help="run by ExaBGP as its process: announce the "
-                                               "node's anycast prefixes while it is fit")
-    p.add_argument("--config", "-c", help="the node's configuration")
+    p = command("anycast-exabgp")
+    config_arg(p, "the node's configuration")
     p.add_argument("--control", metavar="PATH", help="the node's control socket")
     p.add_argument("--prefix", action="append", help="with --control: a prefix (repeat)")
     p.add_argument("--grace", type=float, default=1.0, help="seconds without a word from "
@@ -680,21 +778,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "IPv4 (an IPv6 address of this node; default: --next-hop)")
     p.set_defaults(func=cmd_anycast_exabgp)
 
-    p = sub.add_parser("restart", help="replace the running node with a new process "
-                                        "(a newer version, once installed) without losing "
-                                        "a query")
-    p.add_argument("--config", "-c", help="the node's configuration (where its control "
-                   "socket is)")
+    p = command("restart")
+    config_arg(p, "the node's configuration (where its control socket is)")
     p.add_argument("--control", metavar="PATH", help="the control socket (default: "
                    "lifecycle.control_socket)")
     p.set_defaults(func=cmd_restart)
 
-    p = sub.add_parser("check", help="validate the configuration and every zone")
+    p = command("check")
     server_args(p)
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("explain", help="show how a client's answer is chosen (asks the "
-                                        "running node when it can)")
+    p = command("explain")
     server_args(p)
     p.add_argument("--admin", metavar="URL", help="the node's admin API (default: the "
                    "configuration's admin.listen)")
@@ -707,11 +801,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="the same as JSON")
     p.set_defaults(func=cmd_explain)
 
-    for name, what in (("drain", "stop sending clients to a PoP (survives restarts)"),
-                       ("undrain", "let a drained PoP take clients again")):
-        p = sub.add_parser(name, help=what)
-        p.add_argument("pop")
-        p.add_argument("--config", "-c", help="server configuration (admin address, token)")
+    for name in ("drain", "undrain"):
+        p = command(name)
+        p.add_argument("pop", help="the PoP, by its name in the configuration's pops")
+        config_arg(p, "the node's configuration (admin address, token)")
         p.add_argument("--admin", metavar="URL", help="admin API, e.g. http://127.0.0.1:8053")
         p.add_argument("--token", help="bearer token (or GEODNS_ADMIN_TOKEN)")
         _etcd_args(p, required=False)
@@ -719,11 +812,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--why", help="why, kept with the drain")
         p.set_defaults(func=cmd_drain)
 
-    p = sub.add_parser("publish", help="validate, then write the fleet's shared configuration "
-                                        "and zones to etcd in one transaction")
+    p = command("publish")
     _etcd_args(p, required=True)
-    p.add_argument("--config", "-c", help="the fleet's shared configuration (health, pops, "
-                   "default_order, latency)")
+    p.add_argument("--config", "-c", metavar="FILE", help="the fleet's shared configuration "
+                   "(health, pops, default_order, latency); no default: without it the "
+                   "fleet's configuration stays as it is")
     p.add_argument("zones", nargs="?", help="the zones directory (zones no longer in it are "
                    "deleted from the fleet)")
     p.add_argument("--dry-run", action="store_true", help="show what would change; write "
@@ -732,15 +825,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--message", "-m", help="why (a commit message, say)")
     p.set_defaults(func=cmd_publish)
 
-    p = sub.add_parser("fleet", help="list the fleet's nodes: what each serves, which are "
-                                      "behind")
+    p = command("fleet")
     _etcd_args(p, required=True)
     p.add_argument("--json", action="store_true", help="everything as JSON")
     p.add_argument("--check", action="store_true", help="exit 1 when a node is behind, "
                    "refuses the newest revision or has errors")
     p.set_defaults(func=cmd_fleet)
 
-    p = sub.add_parser("import-zone", help="convert a BIND zone file to geodns YAML (stdout)")
+    p = command("import-zone")
     p.add_argument("file")
     p.add_argument("--origin", required=True, help="the zone's origin, e.g. example.com.")
     p.add_argument("--skip-unsupported", action="store_true",

@@ -90,6 +90,10 @@ HANDOVER_OVERLAP = 0.3  # seconds both processes read after the successor says i
 # "reader" (recvfrom/sendto per readiness event) or "protocol" (asyncio
 # DatagramProtocol).  Chosen by measurement; see bench/README.md.
 UDP_MODE = os.environ.get("GEODNS_UDP_MODE", "batch" if HAVE_UDPBATCH else "reader")
+NO_UDPBATCH = ("the C helper for batched UDP (geodns._udpbatch) is not built: it needs a C "
+               "compiler and the Python headers when geodns is installed (apt install gcc "
+               "python3-dev, then install geodns again); UDP goes through recvfrom/sendto, "
+               "one system call per packet, which answers fewer queries a second (README.md)")
 
 
 class Server:
@@ -121,9 +125,11 @@ class Server:
         self.admin_enabled = admin and config.admin is not None
         self.probing = worker_index == 0  # one node, one set of probes
         self.udp_mode = udp_mode or UDP_MODE
-        if self.udp_mode == "batch" and not HAVE_UDPBATCH:
-            log.warning("the batched UDP helper is not built; using recvfrom/sendto")
+        wanted = udp_mode or os.environ.get("GEODNS_UDP_MODE") or "batch"
+        if wanted == "batch" and not HAVE_UDPBATCH:
             self.udp_mode = "reader"
+            if worker_index == 0:  # once per node
+                log.warning("%s", NO_UDPBATCH, extra={"event": "udp-helper-missing"})
         config_path = config.path if config.path is not None and config.path.is_file() \
             else None
         self.source: Source = source or FileSource(config_path, config.zones_dir)
