@@ -343,7 +343,7 @@ class Node:
             return ans
         if self.referral is not None:
             return self.referral
-        if self.nodata is not None:
+        if self.nodata is not None and qtype != ANY:
             return self.nodata
         memo = self.memo.get(qtype)
         if memo is None:
@@ -359,7 +359,7 @@ class Node:
         if self.wild is not None:
             ans = self.wild.get(qtype)
             if ans is None:
-                if self.nodata_wild is not None:
+                if self.nodata_wild is not None and qtype != ANY:
                     return self.nodata_wild
                 ans = encode(self.index.wildcard(self.name, qtype), None, self.index.zone.name,
                              self.payload)
@@ -400,8 +400,6 @@ class ZoneTables:
     steered: list[Steered]
 
 
-# Types pre-built for every name; other types are built on first use.
-_PREBUILT_EXTRA = (ANY,)
 # For a name with a CNAME, also every type it answers by following it.
 _FOLLOWED = SERVED_TYPES | {DS}
 
@@ -508,9 +506,12 @@ def _prebuilt(zone: Zone, name: bytes) -> tuple[set[int], bool]:
     CNAME (static or steered: then the types it is followed for too)."""
     data = zone.nodes.get(name, {})
     steered = zone.steered.get(name, {})
-    types = set(data) | set(steered) | set(_PREBUILT_EXTRA)
+    types = set(data) | set(steered)
     if CNAME in data or CNAME in steered:
-        return types | _FOLLOWED, True
+        return types | _FOLLOWED | {ANY}, True
+    if steered:
+        types.add(ANY)  # the answer may depend on the client: a Steered entry, made now
+    # ANY otherwise on first use (rare, and half the tables if built for every name).
     return types, False
 
 

@@ -125,6 +125,10 @@ CASES = [
          answer=[f"{W} 300 A 192.0.2.10", f"{W} 300 A 192.0.2.11"]),
     Case("alias.test.example.", "ANY",
          answer=["alias.test.example. 3600 CNAME www.test.example."]),
+    # ... built on first use for names without steered data (a wildcard's too)
+    Case("mixed.test.example.", "ANY", answer=["mixed.test.example. 3600 A 192.0.2.33"]),
+    Case("foo.wild.test.example.", "ANY", answer=["foo.wild.test.example. 3600 A 192.0.2.99"]),
+    Case("sub.wild.test.example.", "ANY", answer=["sub.wild.test.example. 3600 A 192.0.2.98"]),
     # Outside our zones
     Case("example.", "A", "REFUSED", aa=False),
     Case("www.other.example.", "A", "REFUSED", aa=False),
