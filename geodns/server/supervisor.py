@@ -46,6 +46,7 @@ from geodns.health.view import HealthView
 from geodns.server.app import Server
 from geodns.server.handover import (
     HandoverError,
+    Offer,
     SocketSet,
     Successor,
     forget,
@@ -97,11 +98,8 @@ def run_worker(config: Config, reuse_port: bool,
     given: GivenSockets | None = None
     inherited = dict(inherited or {})
     if takeover_fd is not None:
-        try:
-            offer = receive(takeover_fd)
-        except (OSError, ValueError, HandoverError) as exc:
-            log.error("cannot take over from the running process: %s", exc,
-                      extra={"event": "start-failed"})
+        offer = _offer_received(takeover_fd)
+        if offer is None:
             return 1
         inherited.update(offer.state)
         sets = sets_of(offer)
@@ -175,6 +173,16 @@ def run_worker(config: Config, reuse_port: bool,
         loop.close()
 
 
+def _offer_received(fd: int) -> Offer | None:
+    """What the running node hands over on ``fd`` (None, logged, if nothing)."""
+    try:
+        return receive(fd)
+    except (OSError, ValueError, HandoverError) as exc:
+        log.error("cannot take over from the running node: %s", exc,
+                  extra={"event": "start-failed"})
+        return None
+
+
 def run(config: Config, takeover_fd: int | None = None) -> int:
     """Run the server in the foreground; with ``workers > 1``, as that many
     processes under a supervising one."""
@@ -183,11 +191,8 @@ def run(config: Config, takeover_fd: int | None = None) -> int:
     offered: list[SocketSet] = []
     inherited: dict[str, Any] = {}
     if takeover_fd is not None:
-        try:
-            offer = receive(takeover_fd)
-        except (OSError, ValueError, HandoverError) as exc:
-            log.error("cannot take over from the running node: %s", exc,
-                      extra={"event": "start-failed"})
+        offer = _offer_received(takeover_fd)
+        if offer is None:
             return 1
         inherited = dict(offer.state)
         offered = sets_of(offer)
