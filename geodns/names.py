@@ -22,6 +22,18 @@ class NameError_(GeodnsError, ValueError):
 
 def _split_text(text: str) -> list[bytes]:
     """Split presentation text into raw labels, honouring \\. and \\DDD escapes."""
+    if "\\" not in text and text.isascii():  # the usual name: no escapes
+        parts = text.split(".")
+        if parts[-1] == "":
+            parts.pop()  # absolute: the trailing dot
+        if all(parts):
+            return [part.encode("ascii") for part in parts]
+        # an empty label: the loop says which
+    return _split_escaped(text)
+
+
+def _split_escaped(text: str) -> list[bytes]:
+    """:func:`_split_text` character by character."""
     labels: list[bytes] = []
     cur = bytearray()
     i = 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import struct
 from dataclasses import dataclass
 
@@ -75,17 +76,35 @@ def _name(text: str, origin: bytes) -> bytes:
         raise RDataError(f"bad name {text!r}: {exc}") from None
 
 
-def a(text: str) -> RData:
+def _canonical(family: socket.AddressFamily, text: str) -> bytes | None:
+    """The packed address when ``text`` is already in the form the address
+    is shown in (the usual case, checked in C); None: ask ipaddress."""
     try:
-        addr = ipaddress.IPv4Address(text.strip())
+        packed = socket.inet_pton(family, text)
+    except OSError:
+        return None
+    return packed if socket.inet_ntop(family, packed) == text else None
+
+
+def a(text: str) -> RData:
+    text = text.strip()
+    packed = _canonical(socket.AF_INET, text)
+    if packed is not None:
+        return RData((packed,), text)
+    try:
+        addr = ipaddress.IPv4Address(text)
     except ValueError:
         raise RDataError(f"{text!r} is not an IPv4 address") from None
     return RData((addr.packed,), str(addr))
 
 
 def aaaa(text: str) -> RData:
+    text = text.strip()
+    packed = _canonical(socket.AF_INET6, text)
+    if packed is not None and str(ipaddress.IPv6Address(packed)) == text:
+        return RData((packed,), text)
     try:
-        addr = ipaddress.IPv6Address(text.strip())
+        addr = ipaddress.IPv6Address(text)
     except ValueError:
         raise RDataError(f"{text!r} is not an IPv6 address") from None
     return RData((addr.packed,), str(addr))
