@@ -31,11 +31,14 @@ the running values stay.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -411,11 +414,49 @@ def _show(value: object) -> str:
 _UNREAD = ConfigRead(b"", None, ())
 
 
+_collector = threading.Lock()
+_building = 0  # builds under way (in threads)
+_collector_was_on = False
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while snapshots are built.  A
+    build makes hundreds of thousands of objects and no garbage worth
+    collecting; the collector would walk them again and again, for about 40 %
+    of a large zone's load (reference counting still frees what is
+    dropped)."""
+    global _building, _collector_was_on
+    with _collector:
+        if _building == 0:
+            _collector_was_on = gc.isenabled()
+            gc.disable()
+        _building += 1
+    try:
+        yield
+    finally:
+        with _collector:
+            _building -= 1
+            if _building == 0 and _collector_was_on:
+                gc.enable()
+
+
 def build(docs: Documents, given: Config, previous: Snapshot | None,
           geoip: tuple[Locator | None, GeoipStatus], health: HealthView,
           make_responder: MakeResponder, now: float,
           running: Config | None = None, config_read: ConfigRead | None = _UNREAD,
           whole: bool = False) -> Built:
+    """See :func:`_build` (the same, with the cyclic collector paused)."""
+    with collector_paused():
+        return _build(docs, given, previous, geoip, health, make_responder, now, running,
+                      config_read, whole)
+
+
+def _build(docs: Documents, given: Config, previous: Snapshot | None,
+           geoip: tuple[Locator | None, GeoipStatus], health: HealthView,
+           make_responder: MakeResponder, now: float,
+           running: Config | None, config_read: ConfigRead | None,
+           whole: bool) -> Built:
     """A new snapshot from documents.  ``given`` is the configuration the
     process started with (used when there is no configuration document, or
     none has been good yet); ``running`` the one whose restart-only settings

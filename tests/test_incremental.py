@@ -99,3 +99,36 @@ def test_a_parent_edited_keeps_its_child_zone_answering_below_the_cut() -> None:
     got = dns.message.from_wire(second.snapshot.responder.respond(q.to_wire()) or b"")
     assert got.rcode() == dns.rcode.NXDOMAIN and got.flags & dns.flags.AA
     assert str(got.authority[0].name) == CHILD
+
+
+def test_the_collector_is_paused_while_building_and_given_back() -> None:
+    import gc
+    import threading
+
+    from geodns.snapshot import collector_paused
+
+    assert gc.isenabled()
+    inside = threading.Event()
+    leave = threading.Event()
+
+    def other_build() -> None:
+        with collector_paused():
+            inside.set()
+            leave.wait(5)
+
+    t = threading.Thread(target=other_build)
+    t.start()
+    assert inside.wait(5)
+    with collector_paused():
+        assert not gc.isenabled()
+    assert not gc.isenabled(), "another build is still under way"
+    leave.set()
+    t.join(5)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled(), "left off as it was"
+    finally:
+        gc.enable()
