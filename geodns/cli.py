@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from geodns import __version__, logs
+from geodns.collector import collector_paused
 from geodns.config import Config, check_zones_dir, load_config, parse_address, user_problem
 from geodns.errors import GeodnsError
 from geodns.problems import Problem, Problems, Where
@@ -73,11 +74,13 @@ def _no_config(command: str, instead: str) -> str:
             f"{Path.cwd()}; give --config FILE{instead}")
 
 
-def validate(cfg: Config, problems: Problems) -> int:
+def validate(cfg: Config, problems: Problems, keep: bool = False) -> int:
     """Everything ``geodns check`` checks, which is also what ``geodns serve``
     refuses to start with: the zones directory, every zone file (against the
     configuration's PoPs), one file per zone, and the GeoIP database when
-    PoPs are configured.  Returns how many zones load."""
+    PoPs are configured.  Returns how many zones load.  With ``keep`` (serve)
+    the zones are kept for the first snapshot, which then does not load them
+    again."""
     if cfg.fleet is not None:
         # Zones and PoPs come from the fleet store; the GeoIP database the
         # fleet's PoPs will need is this node's own.
@@ -99,8 +102,9 @@ def validate(cfg: Config, problems: Problems) -> int:
         if not (path.is_file() and path.name.endswith(ZONE_SUFFIXES)) or \
                 path.name.startswith("."):
             continue
-        zone = load_zone_file(path, problems, pops=cfg.pops,
-                              check_defaults=cfg.check_defaults)
+        with collector_paused():
+            zone = load_zone_file(path, problems, pops=cfg.pops,
+                                  check_defaults=cfg.check_defaults, keep=keep)
         if zone is None:
             continue
         count += 1
@@ -153,7 +157,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             code = _become_user(cfg)
             if code is not None:
                 return code
-    validate(cfg, problems)  # every problem, as geodns check lists them
+    validate(cfg, problems, keep=True)  # every problem, as geodns check lists them
     if problems:
         _refuse(problems, "geodns check lists the same")
         return 2

@@ -29,6 +29,7 @@ use, and kept.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import struct
 from collections.abc import Iterable, Mapping, Sequence
@@ -66,6 +67,23 @@ def opt_record(payload: int, do: bool, ext_rcode: int = 0, options: bytes = b"")
     """Our OPT pseudo-RR: root owner, version 0, the given options."""
     return struct.pack("!BHHBBHH", 0, 41, payload, ext_rcode, 0, 0x8000 if do else 0,
                        len(options)) + options
+
+
+@functools.lru_cache(maxsize=4096)
+def _heads(rcode: int, aa: bool, an: int, ns: int, ar: int) -> tuple[bytes, ...]:
+    """The four headers after the ID (without and with EDNS, RD clear and
+    set): made once for each shape and shared by every answer of it."""
+    heads = []
+    for edns in (0, 1):
+        for rd in (0, 1):
+            flags = 0x8000 | (0x0400 if aa else 0) | (0x0100 if rd else 0) | (rcode & 0xF)
+            heads.append(struct.pack("!HHHHH", flags, 1, an, ns, ar + edns))
+    return tuple(heads)
+
+
+@functools.lru_cache(maxsize=64)
+def _opt(payload: int, do: bool, options: bytes) -> bytes:
+    return opt_record(payload, do, options=options)
 
 
 # RFC 8914 Extended DNS Error 20, "Not Authoritative", as Knot and NSD send with REFUSED.
@@ -157,14 +175,9 @@ class Answer:
         self.cid = LABELS.cid((zone, rcode))  # what the query counters are keyed on
         self.smaller = smaller
         an, ns, ar = counts
-        heads = []
-        for edns in (0, 1):
-            for rd in (0, 1):
-                flags = 0x8000 | (0x0400 if aa else 0) | (0x0100 if rd else 0) | (rcode & 0xF)
-                heads.append(struct.pack("!HHHHH", flags, 1, an, ns, ar + edns))
-        self.heads = tuple(heads)
-        self.tails = (body, body + opt_record(payload, False, options=options),
-                      body + opt_record(payload, True, options=options))
+        self.heads = _heads(rcode, aa, an, ns, ar)
+        self.tails = (body, body + _opt(payload, False, options),
+                      body + _opt(payload, True, options))
 
 
 def encode(res: Resolution, qname: bytes | None, zone: str, payload: int) -> Answer:

@@ -31,18 +31,16 @@ the running values stay.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import hashlib
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
+from geodns.collector import collector_paused
 from geodns.compile import Tables, compile_zones
 from geodns.config import Config, load_config_text, load_shared_config
 from geodns.geo import Locator, MaxMindLocator, bundled_database
@@ -412,33 +410,6 @@ def _show(value: object) -> str:
 
 
 _UNREAD = ConfigRead(b"", None, ())
-
-
-_collector = threading.Lock()
-_building = 0  # builds under way (in threads)
-_collector_was_on = False
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off while snapshots are built.  A
-    build makes hundreds of thousands of objects and no garbage worth
-    collecting; the collector would walk them again and again, for about 40 %
-    of a large zone's load (reference counting still frees what is
-    dropped)."""
-    global _building, _collector_was_on
-    with _collector:
-        if _building == 0:
-            _collector_was_on = gc.isenabled()
-            gc.disable()
-        _building += 1
-    try:
-        yield
-    finally:
-        with _collector:
-            _building -= 1
-            if _building == 0 and _collector_was_on:
-                gc.enable()
 
 
 def build(docs: Documents, given: Config, previous: Snapshot | None,

@@ -105,7 +105,7 @@ def test_the_collector_is_paused_while_building_and_given_back() -> None:
     import gc
     import threading
 
-    from geodns.snapshot import collector_paused
+    from geodns.collector import collector_paused
 
     assert gc.isenabled()
     inside = threading.Event()
@@ -132,3 +132,28 @@ def test_the_collector_is_paused_while_building_and_given_back() -> None:
         assert not gc.isenabled(), "left off as it was"
     finally:
         gc.enable()
+
+
+def test_zones_checked_before_serving_are_not_loaded_again(tmp_path: Path) -> None:
+    """geodns serve checks every zone before it starts; the first snapshot
+    takes those zones as they are (the same text and settings), and loads a
+    file that changed in between."""
+    from geodns.problems import Problems
+    from geodns.zones import loader
+
+    path = tmp_path / "a.test.yaml"
+    path.write_text(zone("a.test.", 1))
+    other = tmp_path / "b.test.yaml"
+    other.write_text(zone("b.test.", 1))
+    checked = loader.load_zone_file(path, Problems(), keep=True)
+    loader.load_zone_file(other, Problems(), keep=True)
+    other.write_text(zone("b.test.", 2))  # changed after the check
+    try:
+        again = loader.load_zone_text(path.read_text(), str(path), "a.test.", Problems())
+        assert again is checked
+        changed = loader.load_zone_text(other.read_text(), str(other), "b.test.", Problems())
+        assert changed is not None and changed.serial == 2
+        assert loader.load_zone_text(path.read_text(), str(path), "a.test.", Problems()) \
+            is not checked, "handed over once"
+    finally:
+        loader.forget_kept()

@@ -80,6 +80,7 @@ from geodns.status import (
     answers_per_pop,
 )
 from geodns.wire import Responder
+from geodns.zones.loader import forget_kept
 
 log = logging.getLogger("geodns.server")
 
@@ -232,6 +233,7 @@ class Server:
             raise StartupError(f"PoPs are configured but the GeoIP database cannot be used: "
                                f"{snap.geoip.error}")
         self._swap(built, first=True)
+        forget_kept()  # what geodns serve checked is served now, or was not the same
         self._note_states(self.served.view())
         self.metrics = Metrics(self.view)
         if self.link is not None:

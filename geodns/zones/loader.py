@@ -21,6 +21,7 @@ as a whole.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Collection
 from pathlib import Path
@@ -38,7 +39,6 @@ from geodns.yamlsrc import (
     as_list,
     as_str,
     expect_map,
-    load_file,
     load_text,
     unknown_keys,
 )
@@ -63,21 +63,49 @@ def origin_from_filename(path: Path) -> str:
 
 def load_zone_file(path: Path, problems: Problems, display: str | None = None,
                    pops: Collection[str] = (),
-                   check_defaults: dict[str, float] | None = None) -> Zone | None:
+                   check_defaults: dict[str, float] | None = None,
+                   keep: bool = False) -> Zone | None:
     """Load and validate one zone file.  Returns None (with problems added)
-    when the zone cannot be served."""
-    before = len(problems)
-    root = load_file(path, problems, display)
-    if root is None:
+    when the zone cannot be served.  With ``keep``, a good zone is kept for
+    :func:`load_zone_text` to hand over (see :data:`_kept`)."""
+    file = display or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.add(Where(file, 1, 1), f"cannot read: {exc}")
         return None
-    zone = _build(root, display or str(path), origin_from_filename(path), problems, pops,
-                  check_defaults)
-    return zone if len(problems) == before else None
+    zone = load_zone_text(text, file, origin_from_filename(path), problems, pops,
+                          check_defaults)
+    if keep and zone is not None:
+        _kept[_kept_key(text, file, origin_from_filename(path), pops, check_defaults)] = zone
+    return zone
+
+
+# Zones ``geodns serve`` has checked before it starts, by what they were
+# loaded from: the first snapshot takes them instead of loading every file a
+# second time (and so does every worker, forked after the check).
+_kept: dict[tuple[object, ...], Zone] = {}
+
+
+def _kept_key(text: str, file: str, default_origin: str, pops: Collection[str],
+              check_defaults: dict[str, float] | None) -> tuple[object, ...]:
+    return (hashlib.sha256(text.encode()).digest(), file, default_origin,
+            tuple(sorted(pops)), None if check_defaults is None
+            else tuple(sorted(check_defaults.items())))
+
+
+def forget_kept() -> None:
+    """The first snapshot is built: what was kept for it is not needed."""
+    _kept.clear()
 
 
 def load_zone_text(text: str, file: str, default_origin: str, problems: Problems,
                    pops: Collection[str] = (),
                    check_defaults: dict[str, float] | None = None) -> Zone | None:
+    if _kept:
+        kept = _kept.pop(_kept_key(text, file, default_origin, pops, check_defaults), None)
+        if kept is not None:
+            return kept  # the same text, checked with the same settings: no problems
     before = len(problems)
     root = load_text(text, file, problems)
     if root is None:
