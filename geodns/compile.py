@@ -340,7 +340,7 @@ class Node:
         self.name = name
         self.payload = payload
         self.by_type: dict[int, Answer | Steered] = {}
-        self.memo: dict[int, Answer] = {}
+        self.memo: dict[int, Answer] | None = None  # made on first use: most names never need it
         # Any type not pre-built: NODATA, or for a CNAME whose chain reaches
         # a steered CNAME, that Steered entry (None: resolve on first use).
         self.nodata: Answer | Steered | None = None
@@ -358,10 +358,12 @@ class Node:
             return self.referral
         if self.nodata is not None and qtype != ANY:
             return self.nodata
-        memo = self.memo.get(qtype)
+        memo = self.memo.get(qtype) if self.memo is not None else None
         if memo is None:
             memo = encode(self.index.resolve(self.name, qtype), self.name,
                           self.index.zone.name, self.payload)
+            if self.memo is None:
+                self.memo = {}
             if len(self.memo) < MEMO_PER_NODE:
                 self.memo[qtype] = memo
         return memo
