@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import threading
 import time
 from array import array
@@ -540,8 +541,8 @@ def describe(m: SteerMap, client: bytes) -> dict[str, Any]:
 
 def attach(steering: Steering, locator: Locator | None, previous: Steering | None) -> None:
     """Give ``steering`` its maps: at once when the previous snapshot's
-    maps cover every set-up (same database and steering), else from a
-    thread of its own, so that neither the event loop nor the build waits
+    maps cover every set-up (same database and steering), else (with
+    ``GEODNS_STEER_MAPS=1`` in the environment) from a thread of its own, so that neither the event loop nor the build waits
     for a database walk (seconds for a City database); until the maps are
     set, decisions are made as before, with the same answers."""
     prev = previous.maps if previous is not None else None
@@ -551,7 +552,11 @@ def attach(steering: Steering, locator: Locator | None, previous: Steering | Non
         if all((base, _setup(spec)) in prev.by_setup for spec in steering.specs.values()):
             steering.maps = compile_maps(steering, locator, prev)
             return
-    if database_ranges_possible(locator) and steering.specs:
+    # Opt-in for now (as GEODNS_UDP_MODE chooses a UDP path): a City
+    # database takes tens of seconds of CPU to walk, and a build is not yet
+    # stopped when its snapshot is retired before it ends.
+    if os.environ.get("GEODNS_STEER_MAPS") == "1" and database_ranges_possible(locator) \
+            and steering.specs:
         threading.Thread(target=_build, args=(steering, locator, prev), daemon=True,
                          name="geodns-steermap").start()
 

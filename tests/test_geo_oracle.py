@@ -149,10 +149,7 @@ def test_thousands_of_clients_with_and_without_ecs(setup) -> None:
         ok24, prefix = oracle.acceptable(net.network_address)
         msg = ask(responder, "192.0.2.1", ecs=str(net))
         assert chosen(msg, by_address) in ok24, net
-        # The compiled steering map (geodns.steermap, built in the background)
-        # widens the scope over neighbouring networks that rank the PoPs the
-        # same; tests/test_steermap.py checks every address inside it.
-        assert ecs_scope(msg) <= min(24, prefix), net
+        assert ecs_scope(msg) == min(24, prefix), net
         checked += 2
     assert checked == 6000
 

@@ -17,6 +17,7 @@ import dns.edns
 import dns.message
 import pytest
 from refservers import skip_or_fail
+from test_geo_oracle import CONFIG, NAME, public_addresses
 
 from geodns import steermap
 from geodns.compile import Steered
@@ -29,7 +30,6 @@ from geodns.snapshot import Snapshot
 from geodns.steering import DOWN, DRAINING, Steering
 from geodns.wire import Responder
 from geodns.yamlsrc import Problems
-from test_geo_oracle import CONFIG, NAME, public_addresses
 
 if bundled_database() is None:
     skip_or_fail("maxminddb-geolite2 (the GeoLite2 City database) is not installed")
@@ -148,8 +148,8 @@ def test_explain_shows_the_range_and_the_ranking(snap: Snapshot) -> None:
     result = explain(snap.responder, NAME, "A", "192.0.2.1", "200.160.0.0/24")
     st = result["steering"]
     assert st["map"] is not None
-    first, last = (ipaddress.ip_address(x) for x in st["map"]["range"].split("-"))
-    assert first <= ipaddress.ip_address("200.160.0.0") <= last
+    first, last = (ipaddress.IPv4Address(x) for x in st["map"]["range"].split("-"))
+    assert first <= ipaddress.IPv4Address("200.160.0.0") <= last
     assert st["map"]["ranked"][0]["pop"] == st["chosen"][0] == "gru"
     assert st["ecs_scope"] == result["answer"]["ecs_scope"]
     assert "range" in render(result)
