@@ -26,18 +26,19 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections import OrderedDict
 
-from geodns import ecs
+from geodns import ecs, steermap
 from geodns.compile import Answer, Steered
 from geodns.counters import LABELS, Event
 from geodns.ecs import Peer
 from geodns.geo import IPAddress, Locator, Place
 from geodns.resolve import MAX_CNAME_CHAIN, QNAME, SteerPoint
-from geodns.steering import Decision, HealthView, Steering
+from geodns.steering import Decision, HealthView, Steering, SteerSpec
 
 log = logging.getLogger("geodns.wire")
 
-MAX_DECISIONS = 500_000  # cached answers (and places) before a cache starts over
+MAX_DECISIONS = 500_000  # cached answers (and places); beyond it the oldest go first
 Tails = tuple[bytes, bytes, bytes]
 # A cached answer: the answer, its tails (with the ECS echo for a query that
 # sent the option) and the number of its counter label (geodns.counters).
@@ -48,8 +49,8 @@ Events = dict[tuple[str, str], int]
 class Decisions:
     """Decides steered answers for one snapshot and caches them."""
 
-    __slots__ = ("by_location", "cache", "events", "health", "locator", "payload", "places",
-                 "steering")
+    __slots__ = ("by_location", "cache", "events", "health", "locator", "payload", "penalised",
+                 "places", "steering")
 
     def __init__(self, steering: Steering | None, locator: Locator | None,
                  health: HealthView | None, payload: int, events: Events) -> None:
@@ -59,9 +60,13 @@ class Decisions:
         self.payload = payload
         self.events = events  # the responder's: cache misses are counted there
         # (entry index, client key) -> a finished answer.
-        self.cache: dict[tuple[int, bytes], Hit] = {}
-        self.places: dict[bytes, Place] = {}
-        self.by_location: dict[tuple[object, ...], tuple[Answer, int]] = {}
+        # Bounded first in, first out: nothing is ever emptied all at once
+        # for being full.
+        self.cache: OrderedDict[tuple[int, bytes], Hit] = OrderedDict()
+        self.places: OrderedDict[bytes, Place] = OrderedDict()
+        self.by_location: OrderedDict[tuple[object, ...], tuple[Answer, int]] = OrderedDict()
+        # Whether penalties can reorder a map's ranking (geodns.steermap).
+        self.penalised = health is not None and any(health.penalties.values())
 
     def answer(self, entry: Answer | Steered, option: bytes | None, peer: Peer) -> Hit | None:
         """The steer stage: the answer for this client, its tails and its
@@ -99,11 +104,9 @@ class Decisions:
         """The steering decision for a client network (``client`` packed, its
         first ``source`` bits significant).  Queries and ``explain`` both
         come here."""
-        address = ipaddress.ip_address(client)
-        place = self._place(client, source)
         if self.steering is None or self.health is None:
             raise RuntimeError("a steered record without steering configured")
-        return self.steering.decide(st.spec, address, source, place, self.health, explain)
+        return self._one(st.spec, client, source, explain)
 
     def forget(self) -> None:
         """Health changed: every cached answer may be wrong now."""
@@ -114,6 +117,7 @@ class Decisions:
         """Decide with another health view from now on (and forget every
         answer decided with the previous one)."""
         self.health = health
+        self.penalised = any(health.penalties.values())
         self.forget()
 
     def entries(self) -> int:
@@ -123,7 +127,7 @@ class Decisions:
     # -- misses ------------------------------------------------------------------
     def _remember(self, key: tuple[int, bytes], hit: Hit) -> Hit:
         if len(self.cache) >= MAX_DECISIONS:
-            self.cache.clear()
+            self.cache.popitem(last=False)
         self.cache[key] = hit
         return hit
 
@@ -131,7 +135,8 @@ class Decisions:
         """A cache miss.  Entries without network rules (and a latency table
         without networks) depend only on where the client is, so their
         answers are also cached by location."""
-        if st.by_location and self.steering is not None and not self.steering.has_networks:
+        if st.by_location and self.steering is not None and not self.steering.has_networks \
+                and self.steering.maps is None:
             place = self._place(client, source)
             lkey = (st.index, place.latitude, place.longitude, place.continent,
                     place.country, place.subdivision, place.asn)
@@ -139,7 +144,7 @@ class Decisions:
             if found is None:
                 found = self._steer(st, client, source)[:2]
                 if len(self.by_location) >= MAX_DECISIONS:
-                    self.by_location.clear()
+                    self.by_location.popitem(last=False)
                 self.by_location[lkey] = found
             ans, cid = found
             scope = min(place.prefixlen, source)
@@ -172,14 +177,11 @@ class Decisions:
         twice, at most :data:`MAX_CNAME_CHAIN`)."""
         if self.steering is None or self.health is None:
             raise RuntimeError("a steered record without steering configured")
-        address = ipaddress.ip_address(client)
-        place = self._place(client, source)
         point: SteerPoint | None = st.point
         seen = {st.qname or QNAME}
         out: list[tuple[SteerPoint, Decision]] = []
         while point is not None:
-            decision = self.steering.decide(point.spec, address, source, place, self.health,
-                                            explain)
+            decision = self._one(point.spec, client, source, explain)
             out.append((point, decision))
             seen.add(point.owner.lower())
             point = st.follow(point, decision)
@@ -188,13 +190,32 @@ class Decisions:
                 break
         return out
 
+    def _one(self, spec: SteerSpec, client: bytes, source: int, explain: bool) -> Decision:
+        """One decision: from the compiled map when there is one for this
+        record set (geodns.steermap), else by :meth:`Steering.decide`."""
+        assert self.steering is not None and self.health is not None
+        maps = self.steering.maps
+        if maps is not None:
+            d = steermap.decide(maps, self.steering, spec, client, source, self.health,
+                                self.penalised)
+            if d is not None:
+                if explain:  # the figures behind the ranking, and the map's range
+                    shown = self.steering.decide(spec, ipaddress.ip_address(client), source,
+                                                 self._place(client, source), self.health, True)
+                    d.place, d.candidates = shown.place, shown.candidates
+                    m = maps.get(d.spec or spec)
+                    d.map = steermap.describe(m, client) if m is not None else None
+                return d
+        return self.steering.decide(spec, ipaddress.ip_address(client), source,
+                                    self._place(client, source), self.health, explain)
+
     def _place(self, client: bytes, source: int) -> Place:
         key = client + bytes((source,))
         place = self.places.get(key)
         if place is None:
             place = self._locate(ipaddress.ip_address(client), source)
             if len(self.places) >= MAX_DECISIONS:
-                self.places.clear()
+                self.places.popitem(last=False)
             self.places[key] = place
         return place
 

@@ -126,6 +126,9 @@ def _decision_json(d: Decision, spec: SteerSpec, zone: str, basis: str,
         } for c in sorted(d.candidates, key=lambda c: c.score)],
         "outcome": d.outcome, "chosen": list(d.pops), "reason": d.reason,
         "fallback_via": d.via, "ecs_scope": d.scope, "ttl": spec.ttl,
+        # The compiled map's range holding the client and its ranking before
+        # health (geodns.steermap); None while the maps are being built.
+        "map": d.map,
     }
 
 
@@ -192,6 +195,10 @@ def _render_decision(st: dict[str, Any], lines: list[str]) -> None:
         lines.append(f"  rule (line {st['rule']['line']}) matched: {st['rule']['rule']}")
     else:
         lines.append("  no rule matched: every PoP of the record is a candidate")
+    if st.get("map"):
+        m = st["map"]
+        lines.append(f"  map range {m['range']} (same order of PoPs over {m['same_order']}): "
+                     + ", ".join(f"{r['pop']} {r['base_score']}" for r in m["ranked"]))
     lines.append("  candidates, best first:")
     lines.append("    pop    distance km  latency ms  from           bias  health    "
                  "score")

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
+from geodns import steermap
 from geodns.collector import collector_paused
 from geodns.compile import Tables, compile_zones
 from geodns.config import Config, load_config_text, load_shared_config
@@ -494,6 +495,7 @@ def _build(docs: Documents, given: Config, previous: Snapshot | None,
     tables = compile_zones(served, config.udp_payload, config.chaos(),
                            previous.tables if previous is not None else None)
     locator, geo_status = geoip
+    steermap.attach(steering, locator, previous.steering if previous is not None else None)
     _geoip_changes(changes, previous.geoip if previous is not None else GeoipStatus(),
                    geo_status, locator is not None)
     restart = restart_needed(running, config)

@@ -37,6 +37,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 from geodns import names
 from geodns.geo import IPAddress, IPNetwork, Place
@@ -45,6 +46,9 @@ from geodns.health.states import DOWN, DRAINING, STATES, UNKNOWN, UP, State
 from geodns.health.view import HealthView
 from geodns.problems import Where
 from geodns.rdata import RData
+
+if TYPE_CHECKING:
+    from geodns.steermap import Maps
 
 __all__ = ["DOWN", "DRAINING", "STATES", "UNKNOWN", "UP", "AllDown", "CheckSpec", "Decision",
            "HealthView", "LatencyEntry", "Outcome", "Pop", "Reason", "Rule", "State",
@@ -169,6 +173,7 @@ class Decision:
     candidates: list[Candidate] = field(default_factory=list)
     via: list[str] = field(default_factory=list)  # names followed by all_down: use
     spec: SteerSpec | None = None  # the record whose answers are given
+    map: dict[str, Any] | None = None  # the compiled map's range and ranking (explain)
 
     @property
     def key(self) -> tuple[object, ...]:
@@ -222,6 +227,9 @@ class Steering:
         self.has_networks = any(e.network is not None for e in self.latency)
         rank = {p: i for i, p in enumerate(self.default_order)}
         self._rank = {p: rank.get(p, len(rank) + pop.order) for p, pop in self.pops.items()}
+        # The compiled maps (geodns.steermap), once built: set in one
+        # assignment by the thread that builds them.
+        self.maps: Maps | None = None
 
     def decide(self, spec: SteerSpec, client: IPAddress, source_prefix: int, place: Place,
                health: HealthView, explain: bool = False) -> Decision:

@@ -1,0 +1,68 @@
+"""CPU per steered answer for client networks never seen before, with and
+without the compiled steering maps (geodns.steermap), in process; and the
+maps' build time and size on the bundled GeoLite2 City database.
+
+    PYTHONPATH=. .venv/bin/python bench/steermap_cost.py [N]
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import sys
+import time
+from pathlib import Path
+
+import dns.edns
+import dns.message
+
+from geodns import steermap
+from geodns.config import load_config
+from geodns.server.app import offline_snapshot
+from geodns.steering import Steering
+from geodns.wire import Responder
+from geodns.yamlsrc import Problems
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    problems = Problems()
+    cfg = load_config(Path("geodns.yaml"), problems)
+    steermap.attach = lambda *a: None  # no background build to share the CPU with
+    snap = offline_snapshot(cfg)
+    s = snap.steering
+    rnd = random.Random(1)
+    queries: list[bytes] = []
+    for _ in range(n):
+        net = ipaddress.ip_network((rnd.getrandbits(24) << 8, 24))
+        msg = dns.message.make_query("www.example.com.", "A", use_edns=0, options=[
+            dns.edns.ECSOption(str(net.network_address), 24, 0)])
+        queries.append(msg.to_wire())
+    for label in ("today (no map)", "compiled map"):
+        steering = Steering(s.pops, s.default_order, s.latency, s.specs)
+        if label == "compiled map":
+            t0 = time.process_time()
+            steering.maps = steermap.compile_maps(steering, snap.locator)
+            built = time.process_time() - t0
+            maps = steering.maps
+            assert maps is not None
+            ranges = maps.database
+            print(f"database walk {ranges.build_seconds:.1f} s, "  # type: ignore[attr-defined]
+                  f"{len(ranges.v4_starts):,} IPv4 + "  # type: ignore[attr-defined]
+                  f"{len(ranges.v6_starts):,} IPv6 ranges, "  # type: ignore[attr-defined]
+                  f"{len(ranges.places):,} distinct places; all maps {built:.1f} s CPU")  # type: ignore[attr-defined]
+            for m in maps.by_setup.values():
+                print(f"  set-up {m.spec.owner!r}: {len(m.v4):,} IPv4 + {len(m.v6):,} IPv6 "
+                      f"ranges ({len(m.v4.runs):,} + {len(m.v6.runs):,} runs of one order), "
+                      f"{len(m.rankings)} rankings, ~{m.size_bytes() / 1e6:.1f} MB, "
+                      f"{m.build_seconds:.1f} s")
+        r = Responder(snap.tables, steering, snap.locator, snap.responder.health)
+        t0 = time.process_time()
+        for q in queries:
+            r.respond(q, True, ("192.0.2.53", 5353))
+        cpu = time.process_time() - t0
+        print(f"{label}: {cpu / n * 1e6:.1f} us CPU per answer for {n:,} new /24s")
+
+
+if __name__ == "__main__":
+    main()

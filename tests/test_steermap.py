@@ -1,0 +1,155 @@
+"""The compiled steering map (geodns.steermap) against today's decisions.
+
+On the bundled GeoLite2 City database and the example configuration (eight
+PoPs, a network rule): for random IPv4 and IPv6 clients, under several
+health views, the map's decision is the one :meth:`Steering.decide` makes;
+every address inside an answer's ECS scope gets the same answer through
+the responder; ``explain`` shows the range the client fell in.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from typing import Any
+
+import dns.edns
+import dns.message
+import pytest
+from refservers import skip_or_fail
+from test_geo_oracle import CONFIG, NAME, public_addresses
+
+from geodns import steermap
+from geodns.compile import Steered
+from geodns.config import load_config
+from geodns.explain import explain, render
+from geodns.geo import bundled_database
+from geodns.health.view import HealthView
+from geodns.server.app import offline_snapshot
+from geodns.snapshot import Snapshot
+from geodns.steering import DOWN, DRAINING, Steering
+from geodns.wire import Responder
+from geodns.yamlsrc import Problems
+
+if bundled_database() is None:
+    skip_or_fail("maxminddb-geolite2 (the GeoLite2 City database) is not installed")
+
+HEALTH = [
+    HealthView(),
+    HealthView({"fra": DOWN}),
+    HealthView({"iad": DOWN, "sin": DRAINING}),
+    HealthView(penalties={"iad": 40.0, "gru": 5.0}),
+    HealthView({"fra": DOWN}, penalties={"sin": 120.0}),
+    HealthView({p: DOWN for p in ("fra", "iad", "sin", "gru", "lhr", "nrt", "syd", "jnb")}),
+]
+
+
+@pytest.fixture(scope="module")
+def snap() -> Snapshot:
+    problems = Problems()
+    cfg = load_config(CONFIG, problems)
+    assert not problems
+    snap = offline_snapshot(cfg)
+    steering = snap.steering
+    steering.maps = steermap.compile_maps(steering, snap.locator)
+    assert steering.maps is not None and steering.maps.by_key
+    return snap
+
+
+def _steered(responder: Responder) -> list[Steered]:
+    return [e for e in responder.exact.values() if isinstance(e, Steered)]
+
+
+def _clients(rnd: random.Random) -> list[bytes]:
+    out = [a.packed for a in public_addresses(rnd, 1500)]
+    out += [ipaddress.ip_network((a, 24), strict=False).network_address.packed
+            for a in public_addresses(rnd, 500)]
+    out += [b"\xc0\x00\x02" + bytes((rnd.randrange(256),)) for _ in range(20)]  # the rule
+    out += [ipaddress.IPv6Address((0x2000 + rnd.randrange(0x1000)) << 112
+                                  | rnd.getrandbits(64) << 48).packed for _ in range(600)]
+    out += [ipaddress.IPv6Address(f"::ffff:{a}").packed for a in public_addresses(rnd, 100)]
+    out += [ipaddress.IPv6Address((0x2002 << 112) | int(a) << 80).packed
+            for a in public_addresses(rnd, 100)]
+    return out
+
+
+def _legacy(snap: Snapshot, st: Steered, client: bytes, source: int,
+            health: HealthView) -> Any:
+    locator = snap.locator
+    assert locator is not None
+    address = ipaddress.ip_address(client)
+    return snap.steering.decide(st.spec, address, source, locator.locate(address), health)
+
+
+def test_the_map_decides_as_steering_does(snap: Snapshot) -> None:
+    steering: Steering = snap.steering
+    assert steering.maps is not None
+    entries = _steered(snap.responder)
+    assert entries
+    rnd = random.Random(12)
+    clients = _clients(rnd)
+    compared = 0
+    for health in HEALTH:
+        penalised = any(health.penalties.values())
+        for client in clients:
+            source = len(client) * 8
+            for st in entries:
+                got = steermap.decide(steering.maps, steering, st.spec, client, source, health,
+                                      penalised)
+                assert got is not None, st.spec.owner
+                want = _legacy(snap, st, client, source, health)
+                assert (got.outcome, got.pops, got.reason) == \
+                    (want.outcome, want.pops, want.reason), (ipaddress.ip_address(client), health)
+                # Never wider than the database network would allow... but
+                # never longer than the source prefix either.
+                assert got.scope <= source
+                compared += 1
+    assert compared >= len(HEALTH) * len(clients)
+
+
+def _ask(responder: Responder, net: ipaddress.IPv4Network | ipaddress.IPv6Network
+         ) -> tuple[list[str], int]:
+    q = dns.message.make_query(NAME, "A", use_edns=0, options=[
+        dns.edns.ECSOption(str(net.network_address), net.prefixlen, 0)])
+    wire = responder.respond(q.to_wire(), True, ("192.0.2.53", 5353))
+    assert wire is not None
+    msg = dns.message.from_wire(wire)
+    (opt,) = [o for o in msg.options if isinstance(o, dns.edns.ECSOption)]
+    return sorted(rd.to_text() for rrset in msg.answer for rd in rrset), opt.scopelen
+
+
+@pytest.mark.parametrize("health", [HEALTH[0], HEALTH[3]], ids=["healthy", "penalties"])
+def test_every_address_in_the_scope_gets_the_same_answer(snap: Snapshot,
+                                                         health: HealthView) -> None:
+    responder = snap.responder.scratch()
+    responder.use_health(health)
+    rnd = random.Random(99)
+    widened = 0
+    locator = snap.locator
+    assert locator is not None
+    for a in public_addresses(rnd, 150):
+        net = ipaddress.ip_network((a, 24), strict=False)
+        answer, scope = _ask(responder, net)
+        assert scope <= 24
+        today = min(24, locator.locate(net.network_address).prefixlen)
+        widened += scope < today
+        assert scope <= today, net  # never narrower than the database network
+        around = ipaddress.ip_network((a, scope), strict=False)
+        probes = {around.network_address, around.broadcast_address}
+        probes |= {around.network_address + rnd.randrange(around.num_addresses)
+                   for _ in range(10)}
+        for p in probes:
+            sub = ipaddress.ip_network((p, 24), strict=False)
+            assert _ask(responder, sub)[0] == answer, (net, scope, sub)
+    assert widened > 0  # neighbouring networks that rank the same were merged
+
+
+def test_explain_shows_the_range_and_the_ranking(snap: Snapshot) -> None:
+    result = explain(snap.responder, NAME, "A", "192.0.2.1", "200.160.0.0/24")
+    st = result["steering"]
+    assert st["map"] is not None
+    first, last = (ipaddress.IPv4Address(x) for x in st["map"]["range"].split("-"))
+    assert first <= ipaddress.IPv4Address("200.160.0.0") <= last
+    assert st["map"]["ranked"][0]["pop"] == st["chosen"][0] == "gru"
+    assert st["ecs_scope"] == result["answer"]["ecs_scope"]
+    assert "range" in render(result)
