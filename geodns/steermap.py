@@ -539,11 +539,14 @@ def describe(m: SteerMap, client: bytes) -> dict[str, Any]:
                        for p, s in zip(r.pops, r.scores, strict=True)]}
 
 
+_warned: dict[str, str] = {}  # an unknown GEODNS_STEER_MAPS value, said once
+
+
 def attach(steering: Steering, locator: Locator | None, previous: Steering | None) -> None:
     """Give ``steering`` its maps: at once when the previous snapshot's
     maps cover every set-up (same database and steering), else (with
-    ``GEODNS_STEER_MAPS=1`` in the environment) from a thread of its own, so that neither the event loop nor the build waits
-    for a database walk (seconds for a City database); until the maps are
+    ``GEODNS_STEER_MAPS=1`` in the environment) from a thread of its own, so
+    that neither the event loop nor the build waits for a database walk (seconds for a City database); until the maps are
     set, decisions are made as before, with the same answers."""
     prev = previous.maps if previous is not None else None
     ranges = getattr(locator, "_steermap_ranges", None)
@@ -555,8 +558,12 @@ def attach(steering: Steering, locator: Locator | None, previous: Steering | Non
     # Opt-in for now (as GEODNS_UDP_MODE chooses a UDP path): a City
     # database takes tens of seconds of CPU to walk, and a build is not yet
     # stopped when its snapshot is retired before it ends.
-    if os.environ.get("GEODNS_STEER_MAPS") == "1" and database_ranges_possible(locator) \
-            and steering.specs:
+    wanted = os.environ.get("GEODNS_STEER_MAPS", "")
+    if wanted not in ("", "0", "1") and wanted != _warned.get("value"):
+        _warned["value"] = wanted
+        log.warning("GEODNS_STEER_MAPS=%r: 1 builds steering maps, 0 or unset does not; "
+                    "not building them", wanted)
+    if wanted == "1" and database_ranges_possible(locator) and steering.specs:
         threading.Thread(target=_build, args=(steering, locator, prev), daemon=True,
                          name="geodns-steermap").start()
 
