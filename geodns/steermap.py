@@ -470,6 +470,22 @@ def compile_map(steering: Steering, spec: SteerSpec, ranges: DatabaseRanges
         c = 0  # cuts at or below the piece's start
         ncuts = len(cuts)
         top = 1 << bits
+
+        def emit(start: int, ri: int) -> None:
+            """A piece ranked ``ri`` from ``start``: a new range when the
+            ranking changes, and a new run when the order of PoPs does."""
+            nonlocal last_rank, last_order
+            if ri == last_rank:
+                return
+            out_starts.append(start)
+            out_ranked.append(ri)
+            r = rankings[ri]
+            order = (r.pops, r.reason, r.rule)
+            if order != last_order:
+                runs.append(start)
+                last_order = order
+            last_rank = ri
+
         for i in range(n):
             start = starts[i]
             k = keys[i]
@@ -486,33 +502,14 @@ def compile_map(steering: Steering, spec: SteerSpec, ranges: DatabaseRanges
                 continue
             if not ncuts:
                 ri = decided.get((k, ()))
-                if ri is None:
-                    ri = rank(k, start, bits, ())
-                if ri != last_rank:
-                    out_starts.append(start)
-                    out_ranked.append(ri)
-                    r = rankings[ri]
-                    order = (r.pops, r.reason, r.rule)
-                    if order != last_order:
-                        runs.append(start)
-                        last_order = order
-                    last_rank = ri
+                emit(start, rank(k, start, bits, ()) if ri is None else ri)
                 continue
             end = starts[i + 1] if i + 1 < n else top
             while True:
                 while c < ncuts and cuts[c] <= start:
                     c += 1
                 piece_end = min(end, cuts[c]) if c < ncuts else end
-                ri = rank(k, start, bits, sigs[c])
-                if ri != last_rank:
-                    out_starts.append(start)
-                    out_ranked.append(ri)
-                    r = rankings[ri]
-                    order = (r.pops, r.reason, r.rule)
-                    if order != last_order:
-                        runs.append(start)
-                        last_order = order
-                    last_rank = ri
+                emit(start, rank(k, start, bits, sigs[c]))
                 if piece_end >= end:
                     break
                 start = piece_end
