@@ -195,7 +195,7 @@ class Decisions:
         record set (geodns.steermap), else by :meth:`Steering.decide`."""
         assert self.steering is not None and self.health is not None
         maps = self.steering.maps
-        if maps is not None:
+        if isinstance(maps, steermap.Maps):
             d = steermap.decide(maps, self.steering, spec, client, source, self.health,
                                 self.penalised)
             if d is not None:

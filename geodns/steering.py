@@ -37,7 +37,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from geodns import names
 from geodns.geo import IPAddress, IPNetwork, Place
@@ -46,9 +46,6 @@ from geodns.health.states import DOWN, DRAINING, STATES, UNKNOWN, UP, State
 from geodns.health.view import HealthView
 from geodns.problems import Where
 from geodns.rdata import RData
-
-if TYPE_CHECKING:
-    from geodns.steermap import Maps
 
 __all__ = ["DOWN", "DRAINING", "STATES", "UNKNOWN", "UP", "AllDown", "CheckSpec", "Decision",
            "HealthView", "LatencyEntry", "Outcome", "Pop", "Reason", "Rule", "State",
@@ -227,9 +224,10 @@ class Steering:
         self.has_networks = any(e.network is not None for e in self.latency)
         rank = {p: i for i, p in enumerate(self.default_order)}
         self._rank = {p: rank.get(p, len(rank) + pop.order) for p, pop in self.pops.items()}
-        # The compiled maps (geodns.steermap), once built: set in one
-        # assignment by the thread that builds them.
-        self.maps: Maps | None = None
+        # The compiled maps (a geodns.steermap.Maps, which knows this module,
+        # not the other way round), once built: set in one assignment by the
+        # thread that builds them.
+        self.maps: object | None = None
 
     def decide(self, spec: SteerSpec, client: IPAddress, source_prefix: int, place: Place,
                health: HealthView, explain: bool = False) -> Decision:

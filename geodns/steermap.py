@@ -545,7 +545,7 @@ def attach(steering: Steering, locator: Locator | None, previous: Steering | Non
     ``GEODNS_STEER_MAPS=1`` in the environment) from a thread of its own, so
     that neither the event loop nor the build waits for a database walk (seconds for a City database); until the maps are
     set, decisions are made as before, with the same answers."""
-    prev = previous.maps if previous is not None else None
+    prev = previous.maps if previous is not None and isinstance(previous.maps, Maps) else None
     ranges = getattr(locator, "_steermap_ranges", None)
     if prev is not None and ranges is not None and prev.database is ranges:
         base = _steering_setup(steering)

@@ -51,8 +51,9 @@ def snap() -> Snapshot:
     assert not problems
     snap = offline_snapshot(cfg)
     steering = snap.steering
-    steering.maps = steermap.compile_maps(steering, snap.locator)
-    assert steering.maps is not None and steering.maps.by_key
+    maps = steermap.compile_maps(steering, snap.locator)
+    assert maps is not None and maps.by_key
+    steering.maps = maps
     return snap
 
 
@@ -83,7 +84,8 @@ def _legacy(snap: Snapshot, st: Steered, client: bytes, source: int,
 
 def test_the_map_decides_as_steering_does(snap: Snapshot) -> None:
     steering: Steering = snap.steering
-    assert steering.maps is not None
+    maps = steering.maps
+    assert isinstance(maps, steermap.Maps)
     entries = _steered(snap.responder)
     assert entries
     rnd = random.Random(12)
@@ -94,7 +96,7 @@ def test_the_map_decides_as_steering_does(snap: Snapshot) -> None:
         for client in clients:
             source = len(client) * 8
             for st in entries:
-                got = steermap.decide(steering.maps, steering, st.spec, client, source, health,
+                got = steermap.decide(maps, steering, st.spec, client, source, health,
                                       penalised)
                 assert got is not None, st.spec.owner
                 want = _legacy(snap, st, client, source, health)
