@@ -34,7 +34,7 @@ the decision itself, not a re-enactment.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -178,6 +178,16 @@ class Decision:
         return (self.outcome, self.spec.owner if self.spec else b"", *self.pops)
 
 
+def effective_state(health: HealthView, spec: SteerSpec, pop: str) -> State:
+    """A PoP's state for one record: down where the record's own check
+    fails at that PoP, else the PoP's."""
+    state = health.state(pop)
+    if spec.checks and state not in (DOWN, DRAINING) and \
+            health.record_state(spec.key, pop) == DOWN:
+        return DOWN
+    return state
+
+
 def great_circle_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     """Haversine distance on a sphere of the Earth's mean radius."""
     p1, p2 = math.radians(lat1), math.radians(lat2)
@@ -276,10 +286,7 @@ class Steering:
             pop = pops.get(p)
             if pop is None:
                 continue
-            state = health.state(p)
-            if spec.checks and state not in (DOWN, DRAINING) and \
-                    health.record_state(spec.key, p) == DOWN:
-                state = DOWN  # this record's own check fails at this PoP
+            state = effective_state(health, spec, p)
             penalty = health.penalty_ms(p)
             distance = None
             if lat is not None and lon is not None:
@@ -309,27 +316,43 @@ class Steering:
         scope = min(scope, source_prefix)
         scored = [Candidate(r[2], r[5], r[6], r[7], pops[r[2]].bias, r[3], r[8], r[0], r[4])
                   for r in rows] if explain else []
-        healthy = [r[2] for r in rows if r[4]]
-        if healthy:
-            return Decision(Outcome.POPS, tuple(healthy[: spec.answers]), reason, scope, place,
-                            matched, scored, via, spec)
-        # Every candidate is down or draining.
-        if spec.all_down == FAIL_OPEN and rows:
-            return Decision(Outcome.POPS, tuple(r[2] for r in rows[: spec.answers]),
-                            Reason.FAIL_OPEN,
-                            scope, place, matched, scored, via, spec)
-        if spec.all_down == ANSWER:
-            return Decision(Outcome.ANSWER, (), Reason.FALLBACK, scope, place, matched, scored, via, spec)
-        other = self.specs.get((spec.use or b"", spec.rtype))
-        if spec.all_down == USE and other is not None and len(via) < 8:
-            inner = self._decide(other, client, source_prefix, place, health,
-                                 [*via, names.to_text(other.owner)], explain)
+
+        def use(other: SteerSpec, through: list[str]) -> Decision:
+            inner = self._decide(other, client, source_prefix, place, health, through, explain)
             inner.scope = min(inner.scope, scope)
             inner.reason = Reason.FALLBACK
             inner.candidates = scored + inner.candidates
             return inner
+
+        decision = self.pick(spec, [r[2] for r in rows], [r[2] for r in rows if r[4]], reason,
+                             scope, place, matched, scored, via, use)
+        assert decision is not None  # use() always decides
+        return decision
+
+    def pick(self, spec: SteerSpec, ranked: Sequence[str], healthy: Sequence[str],
+             reason: Reason, scope: int, place: Place | None, rule: Rule | None,
+             scored: list[Candidate], via: list[str],
+             use: Callable[[SteerSpec, list[str]], Decision | None]) -> Decision | None:
+        """The decision once the candidates are ranked (``ranked``, best
+        first) and those fit to serve are known (``healthy``, in that
+        order): the first healthy ones, or, when none is, the record's
+        ``all_down`` policy; ``use`` decides for the record named by
+        ``all_down: use`` (with the names followed so far)."""
+        if healthy:
+            return Decision(Outcome.POPS, tuple(healthy[: spec.answers]), reason, scope, place,
+                            rule, scored, via, spec)
+        # Every candidate is down or draining.
+        if spec.all_down == FAIL_OPEN and ranked:
+            return Decision(Outcome.POPS, tuple(ranked[: spec.answers]), Reason.FAIL_OPEN,
+                            scope, place, rule, scored, via, spec)
+        if spec.all_down == ANSWER:
+            return Decision(Outcome.ANSWER, (), Reason.FALLBACK, scope, place, rule, scored,
+                            via, spec)
+        other = self.specs.get((spec.use or b"", spec.rtype))
+        if spec.all_down == USE and other is not None and len(via) < 8:
+            return use(other, [*via, names.to_text(other.owner)])
         outcome = Outcome.NODATA if spec.all_down == NODATA else Outcome.SERVFAIL
-        return Decision(outcome, (), Reason.FAIL_CLOSED, scope, place, matched, scored, via, spec)
+        return Decision(outcome, (), Reason.FAIL_CLOSED, scope, place, rule, scored, via, spec)
 
     def _latency_for(self, client: IPAddress, place: Place) -> LatencyEntry | None:
         best: LatencyEntry | None = None

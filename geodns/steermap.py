@@ -55,14 +55,8 @@ from typing import Any
 
 from geodns.geo import IPAddress, IPNetwork, Locator, MaxMindLocator, Place
 from geodns.steering import (
-    ANSWER,
-    DOWN,
-    DRAINING,
-    FAIL_OPEN,
-    NODATA,
     UNKNOWN,
     UP,
-    USE,
     Decision,
     HealthView,
     Outcome,
@@ -70,6 +64,7 @@ from geodns.steering import (
     Rule,
     Steering,
     SteerSpec,
+    effective_state,
 )
 
 log = logging.getLogger("geodns.steermap")
@@ -207,50 +202,25 @@ def decide(maps: Maps, steering: Steering, spec: SteerSpec, client: bytes, sourc
     r = m.look_up(client)
     scope = m.scope(client, source, penalised)
     pops = r.pops
-    if penalised:
-        if r.unplaced:
-            rows = sorted(zip([s + health.penalty_ms(p) / 1e6
-                               for s, p in zip(r.scores, pops, strict=True)],
-                              r.orders, pops, strict=True))
-        else:
-            rows = sorted(zip([s + health.penalty_ms(p)
-                               for s, p in zip(r.scores, pops, strict=True)],
-                              r.orders, pops, strict=True))
+    if penalised:  # penalties can reorder: as Steering.decide scores them
+        scale = 1e-6 if r.unplaced else 1.0
+        rows = sorted(zip([s + health.penalty_ms(p) * scale
+                           for s, p in zip(r.scores, pops, strict=True)],
+                          r.orders, pops, strict=True))
         pops = tuple(row[2] for row in rows)
-    healthy = []
-    checks = spec.checks
-    for p in pops:
-        state = health.state(p)
-        if checks and state not in (DOWN, DRAINING) and \
-                health.record_state(spec.key, p) == DOWN:
-            state = DOWN
-        if state in (UP, UNKNOWN):
-            healthy.append(p)
-            if len(healthy) >= spec.answers:
-                break
-    via = via if via is not None else []
-    if healthy:
-        return Decision(Outcome.POPS, tuple(healthy), r.reason, scope, None, r.rule, [], via,
-                        spec)
-    if spec.all_down == FAIL_OPEN and pops:
-        return Decision(Outcome.POPS, pops[: spec.answers], Reason.FAIL_OPEN, scope, None,
-                        r.rule, [], via, spec)
-    if spec.all_down == ANSWER:
-        return Decision(Outcome.ANSWER, (), Reason.FALLBACK, scope, None, r.rule, [], via, spec)
-    other = steering.specs.get((spec.use or b"", spec.rtype))
-    if spec.all_down == USE and other is not None and len(via) < 8:
-        from geodns import names
+    healthy = [p for p in pops if effective_state(health, spec, p) in (UP, UNKNOWN)]
 
-        inner = decide(maps, steering, other, client, source, health, penalised,
-                       [*via, names.to_text(other.owner)])
+    def use(other: SteerSpec, through: list[str]) -> Decision | None:
+        inner = decide(maps, steering, other, client, source, health, penalised, through)
         if inner is None:
             return None
         # Valid only where both rankings hold: the longer prefix.
         inner.scope = max(inner.scope, scope)
         inner.reason = Reason.FALLBACK
         return inner
-    outcome = Outcome.NODATA if spec.all_down == NODATA else Outcome.SERVFAIL
-    return Decision(outcome, (), Reason.FAIL_CLOSED, scope, None, r.rule, [], via, spec)
+
+    return steering.pick(spec, pops, healthy, r.reason, scope, None, r.rule, [],
+                         via if via is not None else [], use)
 
 
 # -- the database, cut into ranges ------------------------------------------------
