@@ -21,7 +21,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -43,6 +43,7 @@ from geodns.config import Address, AnycastConfig, Config
 from geodns.exabgp import follow
 from geodns.health.checker import HealthSettings
 from geodns.health.probes import CheckSpec
+from geodns.node import NodeView
 from geodns.server.app import Server
 from geodns.status import AnswerHistory
 from geodns.steering import Pop
@@ -385,6 +386,16 @@ def text_of(selector: str) -> str:
     return f"(document.querySelector({json.dumps(selector)})?.textContent ?? '')"
 
 
+class Dressed:
+    """What /status reads (the node's view), dressed by ``dress`` with
+    made-up parts while ``on``."""
+
+    def __init__(self, srv: Server, dress: Callable[[NodeView], NodeView]) -> None:
+        self.on = False
+        own = srv.view
+        srv.view = lambda: dress(own()) if self.on else own()  # type: ignore[method-assign]
+
+
 @pytest.mark.timeout(60)
 async def test_fleet_panel_in_chromium(tmp_path: Path) -> None:
     """Hidden on a node outside a fleet; on a node in one (a made-up view:
@@ -394,13 +405,7 @@ async def test_fleet_panel_in_chromium(tmp_path: Path) -> None:
     need_chromium()
     srv = Server(config(tmp_path))
     await srv.start()
-    in_fleet = False
-    own_view = srv.view
-
-    def view() -> Any:
-        return fleetsample.with_fleet(own_view()) if in_fleet else own_view()
-
-    srv.view = view  # type: ignore[method-assign]  # what /status reads
+    fleet = Dressed(srv, fleetsample.with_fleet)
     try:
         async with chromium(tmp_path / "profile", 1280, 900) as page:
             url = base_url(srv) + "/"
@@ -410,7 +415,7 @@ async def test_fleet_panel_in_chromium(tmp_path: Path) -> None:
             assert await page.evaluate("document.getElementById('fleet-own').hidden") is True
             assert await page.evaluate("document.getElementById('fleet').offsetHeight") == 0
 
-            in_fleet = True
+            fleet.on = True
             assert await page.wait_for("!document.getElementById('fleet').hidden", 10)
             # etcd lost: a warning banner at the top, and the etcd line says why.
             own = await page.wait_for(
@@ -470,7 +475,7 @@ async def test_fleet_panel_in_chromium(tmp_path: Path) -> None:
             shot.write_bytes(await page.screenshot(full_page=True))
             print(f"screenshot: {shot}")
 
-            in_fleet = False
+            fleet.on = False
             assert await page.wait_for("document.getElementById('fleet').hidden && "
                                        "document.getElementById('fleet-own').hidden", 10)
             errors = [e for e in page.events if e["method"] == "Runtime.exceptionThrown"
@@ -503,13 +508,7 @@ async def test_anycast_panel_in_chromium(tmp_path: Path) -> None:
                                         check_timeout=0.8))
     srv = Server(cfg)
     await srv.start()
-    made_up = False
-    own_view = srv.view
-
-    def view() -> Any:
-        return anycastsample.with_anycast(own_view()) if made_up else own_view()
-
-    srv.view = view  # type: ignore[method-assign]  # what /status reads
+    made_up = Dressed(srv, anycastsample.with_anycast)
     exabgp = io.StringIO()
     stop = threading.Event()
     helper = threading.Thread(target=follow, args=(cfg.control_socket, list(PREFIXES)),
@@ -551,7 +550,7 @@ async def test_anycast_panel_in_chromium(tmp_path: Path) -> None:
                 ".backgroundColor")
             assert amber(rgb(badge)), badge  # withdrawn by an operator, not by a failure
 
-            made_up = True
+            made_up.on = True
             notes = await page.wait_for(
                 f"{text_of('#anycast-facts')}.includes('speaker bird') && " + NOTES, 10)
             facts = await page.evaluate(text_of("#anycast-facts"))
