@@ -338,19 +338,20 @@ async def hand_over(offer: Offer, timeout: float,
 
     fd = successor.fileno()
     loop.add_reader(fd, on_readable)
+    pid: int | None = None
     try:
-        while True:
+        while pid is None:
             try:
-                return await asyncio.wait_for(asyncio.shield(ready), 0.05)
+                pid = await asyncio.wait_for(asyncio.shield(ready), 0.05)
             except TimeoutError:
                 successor.check()
-    except BaseException:
-        loop.remove_reader(fd)
-        successor.abort()
-        raise
+        return pid
     finally:
         loop.remove_reader(fd)
-        successor.close()
+        if pid is None:
+            successor.abort()  # not ready in time, or this process stops: it must not serve
+        else:
+            successor.close()
 
 
 _successors: list[subprocess.Popen[bytes]] = []  # referenced while this process lives
