@@ -217,9 +217,9 @@ def load_config_text(text: str, file: str, base: Path, problems: Problems) -> Co
     _tcp(top.get("tcp"), cfg, problems)
     _reload(top.get("reload"), cfg, problems)
     _log(top.get("log"), cfg, problems)
-    _fleet(top.get("fleet"), cfg, base, problems)
+    _fleet(_unless_null(top.get("fleet")), cfg, base, problems)
     _lifecycle(top.get("lifecycle"), cfg, file, base, problems)
-    _anycast(top.get("anycast"), cfg, base, problems)
+    _anycast(_unless_null(top.get("anycast")), cfg, base, problems)
     _user(top.get("user"), cfg, problems)
     if cfg.fleet is not None:
         for key, _ in top.items:
@@ -278,6 +278,12 @@ def user_problem(text: str, where: Where, problems: Problems, what: str = "user"
 
 
 _PROTOCOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def _unless_null(node: YNode | None) -> YNode | None:
+    """A section written as ``null`` (``fleet: null``, as the documentation
+    shows the defaults): the same as leaving it out."""
+    return None if isinstance(node, YScalar) and node.is_null else node
 
 
 def _anycast(node: YNode | None, cfg: Config, base: Path, problems: Problems) -> None:

@@ -122,6 +122,12 @@ def test_no_fleet_without_endpoints_and_a_name(lines: dict[str, str]) -> None:
     assert problems and cfg.fleet is None
 
 
+def test_fleet_and_anycast_null_are_off_as_the_documentation_writes_them() -> None:
+    cfg, problems = parse("fleet: null\nanycast: ~\n")
+    assert not problems
+    assert cfg.fleet is None and cfg.anycast is None
+
+
 def test_fleet_must_be_a_mapping() -> None:
     cfg, problems = parse("fleet: http://127.0.0.1:2379\n")
     only(problems, 1, "fleet must be a mapping")
