@@ -124,3 +124,22 @@ def test_the_checker_sees_a_cycle() -> None:
 
     visit("geodns.wire", ["geodns.wire"], {})
     assert found
+
+
+def test_no_merge_conflict_markers_are_committed() -> None:
+    """A merge resolved by hand once left ``<<<<<<< HEAD`` in
+    docs/configuration.md; nothing tracked may hold such a block."""
+    import subprocess
+    root = PACKAGE.parent
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True,
+                           check=True).stdout.split(b"\0")
+    found = []
+    for rel in filter(None, files):
+        path = root / rel.decode()
+        if not path.is_file():
+            continue
+        lines = path.read_bytes().splitlines()
+        starts = [i for i, ln in enumerate(lines) if ln.startswith(b"<<<<<<< ")]
+        if starts and any(ln.startswith(b">>>>>>> ") for ln in lines):
+            found.append(f"{rel.decode()}:{starts[0] + 1}")
+    assert not found, found
