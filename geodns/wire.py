@@ -65,6 +65,15 @@ _COUNTS_EDNS = b"\x00\x01\x00\x00\x00\x00\x00\x01"
 _MIN_UDP = MIN_UDP
 
 
+class Vouched(bytes):
+    """An answer to a query that proved its source address (a valid DNS
+    server cookie, RFC 7873): the same bytes, marked so that response rate
+    limiting lets it through.  Every other answer is a plain ``bytes``; the
+    limiter tells them apart with one exact-type check."""
+
+    __slots__ = ()
+
+
 class Responder:
     """Answers queries from one compiled snapshot of the zones."""
 
@@ -354,4 +363,4 @@ class Responder:
             return None
 
 
-__all__ = ["MAX_DECISIONS", "REFUSED", "TCP_LIMIT", "Responder"]
+__all__ = ["MAX_DECISIONS", "REFUSED", "TCP_LIMIT", "Responder", "Vouched"]
