@@ -37,7 +37,23 @@ from dataclasses import dataclass, field
 
 from geodns import names, rdata
 from geodns.counters import LABELS
-from geodns.rdata import ANY, CNAME, DS, SERVED_TYPES, TXT, CompressibleName, RData
+from geodns.rdata import (
+    AAAA,
+    ANY,
+    CAA,
+    CNAME,
+    DS,
+    HTTPS,
+    MX,
+    NS,
+    PTR,
+    SOA,
+    SRV,
+    TXT,
+    A,
+    CompressibleName,
+    RData,
+)
 from geodns.resolve import (
     NOERROR,
     NOTAUTH,
@@ -415,8 +431,10 @@ class ZoneTables:
     steered: list[Steered]
 
 
-# For a name with a CNAME, also every type it answers by following it.
-_FOLLOWED = SERVED_TYPES | {DS}
+# For a name with a CNAME, also the types it is most often followed for (the
+# others are resolved on first use and memoised: every served type for every
+# CNAME would triple a CNAME's tables).
+_FOLLOWED = frozenset({A, NS, CNAME, SOA, PTR, MX, TXT, AAAA, SRV, CAA, DS, HTTPS})
 
 
 # Steered entries' slots in the decision caches: unique in the process, so
@@ -547,7 +565,12 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
         if cut is not None:
             node.referral = node.below_answer = referrals[cut]
             if name == cut:
-                node.by_type[DS] = nodata_template
+                # DS is answered by the parent side of the cut (RFC 4035 3.1.4.1).
+                ds = zone.nodes[name].get(DS)
+                ds_answer = nodata_template if ds is None else encode(
+                    index.resolve(name, DS), name, zname, payload)
+                node.by_type[DS] = ds_answer
+                exact[name + struct.pack("!H", DS) + _QTC_IN] = ds_answer
             continue
         types, is_cname = _prebuilt(zone, name)
         if is_cname:

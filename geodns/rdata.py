@@ -1,10 +1,16 @@
 """Record types geodns serves, and their RDATA in wire form.
 
 An :class:`RData` keeps its wire encoding as a tuple of parts: plain
-``bytes`` are copied as they are, :class:`CompressibleName` parts are
-domain names that the encoder may compress (only the RFC 1035 types allow
-that, RFC 3597 section 4).  Parsing functions take the operator's value
-(already split out of YAML) and raise :class:`RDataError` with a reason.
+``bytes`` are copied as they are; :class:`Name` parts are domain names that
+DNSSEC's canonical form lower-cases (RFC 4034 section 6.2), and of those the
+:class:`CompressibleName` parts are the ones the encoder may compress (only
+the RFC 1035 types allow that, RFC 3597 section 4).  Keeping the names apart
+is what lets a signer canonicalise a record without parsing it again
+(:meth:`RData.canonical`).  Parsing functions take the operator's value
+(already split out of YAML) and raise :class:`RDataError` with a reason; the
+types whose presentation form is more than a few fields (DS, HTTPS, LOC,
+...) are parsed in the control plane (:mod:`geodns.zones.values`), which
+hands over the wire form.
 """
 
 from __future__ import annotations
@@ -21,16 +27,51 @@ from geodns.errors import GeodnsError
 A, NS, CNAME, SOA, PTR, MX, TXT, AAAA, SRV, OPT, DS, AXFR, IXFR, ANY, CAA = (
     1, 2, 5, 6, 12, 15, 16, 28, 33, 41, 43, 252, 251, 255, 257,
 )
+HINFO, RP, LOC, NAPTR, SSHFP, DNSKEY, TLSA, SMIMEA, CDS, CDNSKEY, OPENPGPKEY = (
+    13, 17, 29, 35, 44, 48, 52, 53, 59, 60, 61,
+)
+SVCB, HTTPS, SPF, URI = 64, 65, 99, 256
+# Records a signer makes: geodns will sign zones itself, so pre-signed ones
+# are never served (half of a signature chain would make answers bogus).
+RRSIG, NSEC, NSEC3, NSEC3PARAM, ZONEMD = 46, 47, 50, 51, 63
+DNAME = 39
 
 TYPE_BY_NAME = {
     "A": A, "NS": NS, "CNAME": CNAME, "SOA": SOA, "PTR": PTR, "MX": MX, "TXT": TXT,
     "AAAA": AAAA, "SRV": SRV, "CAA": CAA,
+    "DS": DS, "DNSKEY": DNSKEY, "CDS": CDS, "CDNSKEY": CDNSKEY, "HTTPS": HTTPS, "SVCB": SVCB,
+    "TLSA": TLSA, "SMIMEA": SMIMEA, "SSHFP": SSHFP, "NAPTR": NAPTR, "LOC": LOC, "URI": URI,
+    "OPENPGPKEY": OPENPGPKEY, "HINFO": HINFO, "RP": RP, "SPF": SPF,
 }
 NAME_BY_TYPE = {v: k for k, v in TYPE_BY_NAME.items()} | {
-    OPT: "OPT", DS: "DS", AXFR: "AXFR", IXFR: "IXFR", ANY: "ANY",
+    OPT: "OPT", AXFR: "AXFR", IXFR: "IXFR", ANY: "ANY", RRSIG: "RRSIG", NSEC: "NSEC",
+    NSEC3: "NSEC3", NSEC3PARAM: "NSEC3PARAM", ZONEMD: "ZONEMD", DNAME: "DNAME",
 }
 SERVED_TYPES = frozenset(TYPE_BY_NAME.values())
 MAX_TTL = 2**31 - 1  # RFC 2181 section 8
+# Why a type can never be zone data here (any other type is served as it is
+# written, in the RFC 3597 generic form when geodns has no name for it).
+NOT_DATA = {
+    0: "type 0 is reserved (RFC 6895)",
+    OPT: "OPT is a pseudo-record of EDNS (RFC 6891), not zone data",
+    249: "TKEY is a transaction record, not zone data",
+    250: "TSIG is a transaction record, not zone data",
+    DNAME: "DNAME is not supported: geodns does not synthesise CNAMEs from it",
+    RRSIG: "RRSIG records are made by a signer; geodns does not serve pre-signed zones "
+           "(it will sign zones itself)",
+    NSEC: "NSEC records are made by a signer; geodns does not serve pre-signed zones",
+    NSEC3: "NSEC3 records are made by a signer; geodns does not serve pre-signed zones",
+    NSEC3PARAM: "NSEC3PARAM records are made by a signer; geodns does not serve pre-signed "
+                "zones",
+    ZONEMD: "ZONEMD is a digest of the zone as a signer wrote it; geodns does not serve it",
+}
+
+
+def not_data(rtype: int) -> str | None:
+    """Why ``rtype`` cannot be zone data, or None when it can."""
+    if 128 <= rtype <= 255:  # the query and meta types (RFC 6895 section 3.1)
+        return f"{type_name(rtype)} is a query or meta type, not zone data"
+    return NOT_DATA.get(rtype)
 
 
 def type_name(rtype: int) -> str:
@@ -41,8 +82,9 @@ def type_from_text(text: str) -> int | None:
     up = text.upper()
     if up in TYPE_BY_NAME:
         return TYPE_BY_NAME[up]
-    if up in ("ANY", "DS", "AXFR", "IXFR"):
-        return {"ANY": ANY, "DS": DS, "AXFR": AXFR, "IXFR": IXFR}[up]
+    for rtype, name in NAME_BY_TYPE.items():
+        if name == up:
+            return rtype
     if up.startswith("TYPE") and up[4:].isdigit() and int(up[4:]) < 65536:
         return int(up[4:])
     return None
@@ -52,7 +94,13 @@ class RDataError(GeodnsError, ValueError):
     pass
 
 
-class CompressibleName(bytes):
+class Name(bytes):
+    """A domain name inside RDATA that DNSSEC's canonical form lower-cases
+    (RFC 4034 section 6.2: NS, CNAME, SOA, PTR, MX, RP, NAPTR, SRV, ...); it
+    is never compressed unless it is a :class:`CompressibleName`."""
+
+
+class CompressibleName(Name):
     """A domain name inside RDATA that the encoder may compress."""
 
 
@@ -67,6 +115,15 @@ class RData:
     @property
     def wire(self) -> bytes:
         return b"".join(self.parts)
+
+    def canonical(self) -> bytes:
+        """The RDATA in DNSSEC's canonical form (RFC 4034 section 6.2): names
+        of the types listed there lower-cased, everything else as written.
+        Two records of a set are the same record when these are equal."""
+        parts = self.parts
+        if len(parts) == 1 and type(parts[0]) is bytes:  # most records: no name inside
+            return parts[0]
+        return b"".join(p.lower() if isinstance(p, Name) else p for p in self.parts)
 
 
 def _name(text: str, origin: bytes) -> bytes:
@@ -129,7 +186,7 @@ def srv(priority: int, weight: int, port: int, target: str, origin: bytes) -> RD
     wire = _name(target, origin)
     # RFC 2782: the target must not be compressed.
     return RData(
-        (struct.pack("!HHH", priority, weight, port), wire),
+        (struct.pack("!HHH", priority, weight, port), Name(wire)),
         f"{priority} {weight} {port} {names.to_text(wire)}",
         wire.lower() if wire != names.ROOT else None,
     )

@@ -239,7 +239,10 @@ class ZoneIndex:
         cut = self.cut_above(qname)
         if cut is not None:
             if qname == cut and qtype == DS:
-                return self.nodata()  # the parent side of a cut answers DS
+                # The parent side of a cut answers DS, authoritatively (RFC 4035 3.1.4.1).
+                ds = self.zone.nodes[cut].get(DS)
+                return self.nodata() if ds is None else self._positive(ds, owner,
+                                                                        AnswerKind.ANSWER)
             return self.referral(cut)
         node = self.zone.nodes.get(qname)
         if node is not None or qname in self.ents:

@@ -329,7 +329,7 @@ def problems_for(body: str) -> list[str]:
     ("  w: {A: {steer: {pops: {fra: 192.0.2.1}, answers: 2}}}\n", "more than the 1 PoPs"),
     ("  w: {CNAME: {steer: {pops: {fra: a.example., iad: b.example.}, answers: 2}}}\n",
      "answers with one PoP"),
-    ("  w: {MX: {steer: {pops: {fra: '10 mx'}}}}\n", "only A, AAAA and CNAME"),
+    ("  w: {MX: {steer: {pops: {fra: '10 mx'}}}}\n", "only A, AAAA, CNAME, HTTPS and SVCB"),
     ("  a: {A: {steer: {pops: {fra: 192.0.2.1}, all_down: {use: b}}}}\n"
      "  b: {A: {steer: {pops: {fra: 192.0.2.1}, all_down: {use: a}}}}\n", "fallback loop"),
     ("  a: {A: {steer: {pops: {fra: 192.0.2.1}, all_down: {use: zz}}}}\n",

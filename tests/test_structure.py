@@ -22,6 +22,7 @@ CONTROL_PLANE = ("geodns.server", "geodns.admin", "geodns.metrics", "geodns.stat
                  "geodns.snapshot", "geodns.config", "geodns.yamlsrc", "geodns.cli",
                  "geodns.node", "geodns.zones.loader", "geodns.zones.values",
                  "geodns.zones.checks", "geodns.zones.steer", "geodns.zones.bindimport",
+                 "geodns.zones.rdtext",
                  "geodns.health.checker", "geodns.health.probes", "geodns.health.store",
                  "geodns.health.parse", "geodns.state", "geodns.explain")
 FOREIGN_CONTROL = ("yaml", "aiohttp", "asyncio", "prometheus_client", "dns", "dnslib")

@@ -4,7 +4,7 @@ record can tell (apex NS, CNAME beside other data, glue, steered fallbacks)."""
 from __future__ import annotations
 
 from geodns import names, rdata
-from geodns.rdata import AAAA, CNAME, NS, A
+from geodns.rdata import AAAA, CNAME, DS, NS, A
 from geodns.steering import USE
 from geodns.yamlsrc import Problems, Where
 from geodns.zones.model import Zone
@@ -32,6 +32,10 @@ def check_zone(zone: Zone, p: Problems, where: Where) -> None:
                   "be at the zone apex or at or below a delegation")
         if owner in cuts and owner[0] == 1 and owner[1:2] == b"*":
             p.add(types[NS].where or where, "a wildcard cannot be a delegation point")
+        if DS in types and owner not in cuts:
+            p.add(types[DS].where or where, f"{names.to_text(owner)}: a DS record belongs "
+                  "at a delegation (a name below the apex with NS records): it is the "
+                  "parent's side of the cut (RFC 4035 2.4)")
     check_steering(zone, p, where)
     # Delegations: in-bailiwick NS targets need glue addresses.
     for cut in cuts:

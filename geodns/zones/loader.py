@@ -28,7 +28,7 @@ from pathlib import Path
 
 from geodns import names, rdata
 from geodns.health.parse import CHECK_DEFAULTS
-from geodns.rdata import CNAME, MX, NS, SOA, RData, RDataError
+from geodns.rdata import CNAME, SOA, RData, RDataError
 from geodns.yamlsrc import (
     Problems,
     Where,
@@ -48,7 +48,7 @@ from geodns.zones.steer import steer_spec
 from geodns.zones.values import is_structured, parse_value
 
 ZONE_SUFFIXES = (".yaml", ".yml")
-_LABEL_OK = re.compile(r"^(\*|[A-Za-z0-9_\-]([A-Za-z0-9_\-/\\]*))$")
+_LABEL_OK = re.compile(r"^[A-Za-z0-9_\-/\\*]+$")  # "\\" stands for an escape here
 DEFAULT_TTL = 3600
 SOA_DEFAULTS = {"refresh": 7200, "retry": 3600, "expire": 1209600, "minimum": 300}
 
@@ -115,21 +115,66 @@ def load_zone_text(text: str, file: str, default_origin: str, problems: Problems
 
 
 def _check_owner_text(text: str) -> str | None:
-    """Reason why an owner name is malformed, or None."""
+    """Reason why an owner name is malformed, or None.  Letters, digits,
+    ``-``, ``_`` and ``/`` are written as they are; any other byte as an
+    escape (``\\.``, ``\\ `` or ``\\000``, as zone files write them)."""
     if text == "@":
         return None
+    if "\\" not in text:
+        plain = _split_plain(text)
+        return plain if isinstance(plain, str) else _check_labels(plain)
+    labels: list[str] = []  # each label's unescaped characters; escapes as "\\"
+    cur: list[str] = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\":
+            digits = text[i + 1:i + 4]
+            if digits[:1].isdigit():
+                if not (len(digits) == 3 and digits.isdigit() and int(digits) <= 255):
+                    return "a backslash starts an escape: \\X, or \\DDD with three digits " \
+                        "up to 255"
+                i += 4
+            elif i + 1 < len(text):
+                i += 2
+            else:
+                return "name ends with a lone backslash"
+            cur.append("\\")
+            continue
+        if c == ".":
+            labels.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    if cur or not labels:
+        labels.append("".join(cur))  # else the name ended with a dot: absolute
+    return _check_labels(labels)
+
+
+def _split_plain(text: str) -> list[str] | str:
+    """The labels of a name written without escapes (the usual case, split
+    in C), or the reason it is malformed."""
     body = text[:-1] if text.endswith(".") else text
     if not body:
         return "empty name"
-    labels = body.split(".")
+    return body.split(".")
+
+
+def _check_labels(labels: list[str]) -> str | None:
+    if labels == [""]:
+        return "empty name"
     for i, label in enumerate(labels):
         if not label:
             return "empty label (two dots in a row)"
         if "*" in label and (label != "*" or i != 0):
             return "'*' is only allowed as the whole leftmost label (a wildcard)"
-        if not _LABEL_OK.match(label):
-            bad = next((c for c in label if not (c.isalnum() or c in "_-*/\\")), label[0])
-            return f"character {bad!r} is not allowed in a name"
+        if _LABEL_OK.match(label):
+            continue
+        bad = next((c for c in label
+                    if not (c.isascii() and c.isalnum()) and c not in "_-*/\\"), None)
+        if bad is not None:
+            return f"character {bad!r} is not allowed in a name (write it as an escape)"
     return None
 
 
@@ -275,13 +320,8 @@ class _ZoneBuilder:
 
     def rrset(self, owner: bytes, tkey: YScalar, tval: YNode) -> None:
         p = self.problems
-        rtype = rdata.TYPE_BY_NAME.get(tkey.text.upper())
-        if rtype is None or tkey.text != tkey.text.upper():
-            if rtype is not None:
-                p.add(tkey.where, f"write record types in capitals: {tkey.text.upper()!r}")
-            else:
-                p.add(tkey.where, f"unknown record type {tkey.text!r} (geodns serves: "
-                      + ", ".join(sorted(rdata.TYPE_BY_NAME)) + ")")
+        rtype = record_type(tkey, p)
+        if rtype is None:
             return
         if rtype == SOA:
             p.add(tkey.where, "the SOA record goes in the top-level 'soa' key")
@@ -323,7 +363,7 @@ class _ZoneBuilder:
             rd = parse_value(rtype, item, self.zone.origin, p)
             if rd is None:
                 continue
-            key = rd.wire.lower() if rtype in (NS, CNAME, rdata.PTR, MX) else rd.wire
+            key = rd.canonical()
             if key in seen:
                 p.add(item.where, f"duplicate {tkey.text} record {rd.text!r} "
                       f"(first at line {seen[key].line})")
@@ -338,6 +378,38 @@ class _ZoneBuilder:
         low = owner.lower()
         self.zone.nodes.setdefault(low, {})[rtype] = RRset(owner, rtype, ttl, tuple(parsed),
                                                            tkey.where)
+
+
+_GENERIC_TYPE = re.compile(r"^TYPE([0-9]{1,5})$")
+
+
+def record_type(tkey: YScalar, p: Problems) -> int | None:
+    """The record type a key names: a type geodns knows by name, in
+    capitals, or ``TYPE65400`` for any other (RFC 3597 section 5)."""
+    text = tkey.text
+    up = text.upper()
+    rtype = rdata.TYPE_BY_NAME.get(up)
+    generic = _GENERIC_TYPE.match(up)
+    if rtype is None and generic is not None and int(generic.group(1)) < 65536:
+        rtype = int(generic.group(1))
+        if rtype in rdata.NAME_BY_TYPE and rdata.not_data(rtype) is None:
+            p.add(tkey.where, f"write {rdata.type_name(rtype)}, not {text}")
+            return None
+    elif rtype is None:
+        rtype = rdata.type_from_text(up)
+        if rtype is None or rdata.not_data(rtype) is None:
+            p.add(tkey.where, f"unknown record type {text!r} (geodns serves "
+                  + ", ".join(sorted(rdata.TYPE_BY_NAME))
+                  + ", and any other type as TYPE<number> in the generic form of RFC 3597)")
+            return None
+    reason = rdata.not_data(rtype)
+    if reason is not None:
+        p.add(tkey.where, reason)
+        return None
+    if text != up:
+        p.add(tkey.where, f"write record types in capitals: {up!r}")
+        return None
+    return rtype
 
 
 def _mailbox_name(address: str) -> str | None:

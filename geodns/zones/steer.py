@@ -24,7 +24,7 @@ from geodns import names, rdata
 from geodns.geo import IPNetwork
 from geodns.health.parse import parse_checks
 from geodns.health.spec import CheckSpec
-from geodns.rdata import AAAA, CNAME, A, RData
+from geodns.rdata import AAAA, CNAME, HTTPS, SVCB, A, RData
 from geodns.steering import ANSWER, FAIL_OPEN, NODATA, SERVFAIL, USE, AllDown, Rule, SteerSpec
 from geodns.yamlsrc import (
     Problems,
@@ -40,7 +40,7 @@ from geodns.yamlsrc import (
 )
 from geodns.zones.values import parse_value
 
-STEERABLE = (A, AAAA, CNAME)
+STEERABLE = (A, AAAA, CNAME, HTTPS, SVCB)
 DEFAULT_STEERED_TTL = 30
 CONTINENTS = {"AF", "AN", "AS", "EU", "NA", "OC", "SA"}
 _PLACE = re.compile(r"^[A-Z]{2}(-[A-Z]{2}(-[A-Z0-9]{1,3})?)?$")
@@ -56,7 +56,8 @@ def steer_spec(owner: bytes, rtype: int, tkey: YScalar, tval: YMap, *, origin: b
     what = f"steered {tkey.text}"
     unknown_keys(tval, {"ttl", "steer"}, what, p)
     if rtype not in STEERABLE:
-        p.add(tkey.where, f"only A, AAAA and CNAME records can be steered, not {tkey.text}")
+        p.add(tkey.where, "only A, AAAA, CNAME, HTTPS and SVCB records can be steered, "
+              f"not {tkey.text}")
         return None
     if not pops:
         p.add(tval.where, "steered record, but the server configuration defines no PoPs "

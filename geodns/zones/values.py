@@ -1,9 +1,11 @@
 """One record value as written in a zone file (a YAML node) -> :class:`RData`.
 
 A value is a string in the zone-file form (``"10 mail"``), a mapping with
-named fields for the types that have several (MX, SRV, CAA), or for TXT a
-list of strings that make one record.  Problems are recorded at the value's
-position; None is returned then.
+named fields for the types that have several (MX, SRV, CAA), or for TXT
+(and SPF) a list of strings that make one record.  The types with a longer
+zone-file form (DS, HTTPS, LOC, ...) and types geodns has no name for (the
+RFC 3597 generic form) are parsed by :mod:`geodns.zones.rdtext`.  Problems
+are recorded at the value's position; None is returned then.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import binascii
 from collections.abc import Callable
 
 from geodns import rdata
-from geodns.rdata import AAAA, CAA, CNAME, MX, NS, PTR, SRV, TXT, A, RData, RDataError
+from geodns.rdata import AAAA, CAA, CNAME, MX, NS, PTR, SPF, SRV, TXT, A, RData, RDataError
 from geodns.yamlsrc import Problems, YMap, YNode, YScalar, YSeq, as_int, as_str, unknown_keys
+from geodns.zones import rdtext
 
 
 def parse_value(rtype: int, node: YNode, origin: bytes, p: Problems) -> RData | None:
@@ -28,7 +31,7 @@ def parse_value(rtype: int, node: YNode, origin: bytes, p: Problems) -> RData | 
                 return None
             return parse_map(node, origin, p)
         if isinstance(node, YSeq):
-            if rtype != TXT:
+            if rtype not in (TXT, SPF):
                 p.add(node.where, f"a {what} value must be a string")
                 return None
             parts = []
@@ -62,7 +65,7 @@ def _from_text(rtype: int, node: YScalar, origin: bytes, p: Problems) -> RData |
         return rdata.aaaa(text)
     if rtype in (NS, CNAME, PTR):
         return rdata.name_rdata(text, origin)
-    if rtype == TXT:
+    if rtype in (TXT, SPF):
         raw = txt_bytes(node, p)
         return None if raw is None else rdata.txt([raw])
     if rtype == MX:
@@ -76,20 +79,21 @@ def _from_text(rtype: int, node: YScalar, origin: bytes, p: Problems) -> RData |
     if rtype == CAA:
         flags, tag, val = rdata.split_fields(text, 3)
         return rdata.caa(rdata.parse_int(flags, "CAA flags", 255), tag, val.encode("utf-8"))
-    p.add(node.where, f"{rdata.type_name(rtype)} values are not supported")  # pragma: no cover
-    return None  # pragma: no cover
+    return rdtext.from_text(rtype, text, origin)
 
 
-def txt_bytes(node: YNode, p: Problems) -> bytes | None:
-    """A TXT string: text (UTF-8), or ``!!binary`` base64 for other bytes."""
+def txt_bytes(node: YNode, p: Problems, what: str = "TXT string") -> bytes | None:
+    """A TXT string (or CAA value): text (UTF-8), or ``!!binary`` base64 for
+    other bytes."""
     if not isinstance(node, YScalar) or node.is_null:
-        p.add(node.where, "TXT strings must be plain text")
+        p.add(node.where, f"{what}s must be plain text" if what.endswith("string")
+              else f"{what} must be a string")
         return None
     if node.tag == "tag:yaml.org,2002:binary":
         try:
             return base64.b64decode("".join(node.text.split()), validate=True)
         except (binascii.Error, ValueError):
-            p.add(node.where, "!!binary TXT string is not valid base64")
+            p.add(node.where, f"!!binary {what} is not valid base64")
             return None
     return node.text.encode("utf-8")
 
@@ -136,13 +140,10 @@ def _caa_map(node: YMap, origin: bytes, p: Problems) -> RData | None:
         return None
     flags = as_int(f["flags"], "CAA flags", p, 0, 255)
     tag = as_str(f["tag"], "CAA tag", p)
-    value = f["value"]
-    text = value.text if isinstance(value, YScalar) else None
-    if text is None:
-        p.add(value.where, "CAA value must be a string")
-    if flags is None or tag is None or text is None:
+    value = txt_bytes(f["value"], p, "CAA value")
+    if flags is None or tag is None or value is None:
         return None
-    return rdata.caa(flags, tag, text.encode("utf-8"))
+    return rdata.caa(flags, tag, value)
 
 
 _STRUCTURED_KEYS = {
