@@ -32,10 +32,12 @@ from geodns.rdata import (
     ANY,
     CNAME,
     DS,
+    HTTPS,
     MX,
     NS,
     SOA,
     SRV,
+    SVCB,
     A,
     RData,
 )
@@ -87,7 +89,7 @@ OTHER_TYPES: Final = 0
 _MEMO_AFTER = 4096
 
 # Types whose targets get their addresses added to the additional section.
-_ADDITIONAL_FOR = frozenset({NS, MX, SRV})
+_ADDITIONAL_FOR = frozenset({NS, MX, SRV, SVCB, HTTPS})
 # RFC 8482: the one RRset we return for ANY, in this order of preference.
 _ANY_PREFERENCE = (CNAME, A, AAAA, MX, NS, SOA)
 
@@ -179,9 +181,13 @@ class ZoneIndex:
         zone = self.zone
         return rrset_records(zone.soa, owner=zone.soa.owner, ttl=zone.negative_ttl)
 
-    def addresses_for(self, targets: list[bytes]) -> list[Record]:
+    def addresses_for(self, targets: list[bytes], same: RRset | None = None) -> list[Record]:
+        """The in-zone addresses of ``targets``; for the targets of an SVCB or
+        HTTPS set (``same``), also their own set of that type (RFC 9460 4.2,
+        as Knot sends it)."""
         out: list[Record] = []
         seen = set()
+        types: tuple[int, ...] = (A, AAAA) if same is None else (A, AAAA, same.rtype)
         for t in targets:
             if t in seen or not names.is_subdomain(t, self.zone.origin):
                 continue
@@ -189,8 +195,8 @@ class ZoneIndex:
             node = self.zone.nodes.get(t)
             if not node:
                 continue
-            for rtype in (A, AAAA):
-                if rtype in node:
+            for rtype in types:
+                if rtype in node and node[rtype] is not same:
                     out.extend(rrset_records(node[rtype]))
         return out
 
@@ -314,5 +320,6 @@ class ZoneIndex:
         res = Resolution(NOERROR, answer=rrset_records(rrset, owner=owner), kind=kind)
         if rrset.rtype in _ADDITIONAL_FOR:
             res.additional = self.addresses_for(
-                [rd.target for rd in rrset.rdatas if rd.target is not None])
+                [rd.target for rd in rrset.rdatas if rd.target is not None],
+                rrset if rrset.rtype in (SVCB, HTTPS) else None)
         return res

@@ -21,6 +21,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.ANY.RP
 import dns.rdtypes.IN.NAPTR
+import dns.rdtypes.svcbbase
 
 from geodns import names, rdata
 from geodns.rdata import NAPTR, RP, Name, RData, RDataError
@@ -81,5 +82,12 @@ def from_dnspython(rd: Any, generic: bool = False) -> RData:
     wire = b"".join(parts)
     if len(wire) > 65535:
         raise RDataError(f"the record is {len(wire)} bytes, over the 65535-byte RDATA limit")
-    text = (f"\\# {len(wire)} {wire.hex()}" if wire else "\\# 0") if generic else rd.to_text()
-    return RData(parts, text)
+    if generic:
+        return RData(parts, f"\\# {len(wire)} {wire.hex()}" if wire else "\\# 0")
+    target = None
+    if isinstance(rd, dns.rdtypes.svcbbase.SVCBBase) and rd.target != dns.name.root:
+        # Its addresses go in the additional section, as Knot and NSD send them.
+        target = rd.target.to_wire()
+        assert target is not None
+        target = target.lower()
+    return RData(parts, rd.to_text(), target)
