@@ -6,24 +6,24 @@ with one job:
 1. **parse** (:func:`geodns.parse.parse`): the whole packet, answered NOTIMP,
    FORMERR or BADVERS when it must be (as Knot and NSD answer), or dropped
    when it is not a query at all;
-   **cookie** (:meth:`Responder.cookie`, :mod:`geodns.cookies`), when the
-   query has a COOKIE option and cookies are configured: FORMERR for a
+2. **cookie** (:meth:`Responder.cookie`, :mod:`geodns.cookies`), only when
+   cookies are configured and the query has a COOKIE option: FORMERR for a
    malformed option, BADCOOKIE over UDP for a server cookie we cannot
-   verify, else the COOKIE option our answer carries, and whether the
-   answer is :class:`Vouched`.  The time it needs is :attr:`Responder.now`,
-   which the transports set (no clock here);
-2. **look up** (:meth:`Responder.look_up`): ``name + type + class`` in the
+   verify, else the COOKIE option our answer carries and whether the answer
+   is :class:`Vouched`.  The time it needs is :attr:`Responder.now`, which
+   the transports set (no clock here);
+3. **look up** (:meth:`Responder.look_up`): ``name + type + class`` in the
    compiled tables (:mod:`geodns.compile`): a pre-built :class:`Answer`, or a
    :class:`Steered` entry whose answer depends on the client;
-3. **steer** (:meth:`geodns.decisions.Decisions.answer`): for a steered
+4. **steer** (:meth:`geodns.decisions.Decisions.answer`): for a steered
    entry, or any query with a Client Subnet option, the answer for this
    client and its tails with the ECS echo, cached per client network;
-4. **sign**: no stage yet.  Online DNSSEC signing goes here, between
+5. **sign**: no stage yet.  Online DNSSEC signing goes here, between
    steering and assembly: it turns the chosen answer's records into signed
    ones.  A responder with a stage the fast path does not fuse (signing,
    rate limiting before the look-up) sends every query through
    :meth:`Responder.staged`;
-5. **assemble and fit** (:meth:`Responder.assemble`, :meth:`Responder.fit`):
+6. **assemble and fit** (:meth:`Responder.assemble`, :meth:`Responder.fit`):
    ``ID + head + question + tail``, counted, and cut to the UDP limit
    (additional section dropped, else TC with the question only).
 
@@ -37,7 +37,9 @@ pre-built header bytes, the question copied from the query and a
 pre-built tail, all in one function: a Python method call costs about 750
 instructions (callgrind, Python 3.11), some 4% of a static answer, so the
 common shape pays for none it can avoid (one for a steered answer: the
-steer stage).  Anything else goes to :meth:`Responder.staged`.
+steer stage).  Anything else goes to :meth:`Responder.staged`, a COOKIE
+option included (its code is not Client Subnet), so the cookie stage costs
+the common shape nothing.
 
 The contract: :meth:`Responder.respond` returns the bytes to send, or
 ``None`` when the packet must be dropped.  It never raises: a bug of ours
