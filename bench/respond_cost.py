@@ -19,7 +19,9 @@ look-up and, unless the place was seen, a decision); ``udp-batch`` is
 and receives are counted too, the same in every tree).  ``cookie-client`` is
 ``static`` with a client cookie in every query, ``cookie-valid`` with a client
 cookie and a valid server cookie (RFC 7873, RFC 9018; the responder has a
-cookie secret), for the cost of the cookie stage.
+cookie secret), for the cost of the cookie stage; ``cookie-ignored`` sends
+those to a responder without cookies configured (the option is ignored: what
+such a query costs without the stage).
 
 The tree measured is the one whose ``geodns`` package the given Python
 imports (its editable install); the queries come from this tree's bench/.
@@ -40,7 +42,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 WORKLOADS = ("static", "nxdomain", "mix", "steered-warm", "steered-cold", "udp-batch",
-             "cookie-client", "cookie-valid")
+             "cookie-client", "cookie-valid", "cookie-ignored")
 COOKIE_SECRET = bytes(range(16))
 COOKIE_NOW = 1_800_000_000  # the responder's clock in the cookie workloads
 
@@ -51,7 +53,7 @@ def queries(workload: str, count: int) -> list[bytes]:
     zi = gq.ZoneInfo(gq.ZONE_FILE)
     rng = random.Random(f"1:{workload}")
     if workload.startswith("cookie-"):
-        return [with_cookie(gq.make_wire(rng, *q), rng, workload == "cookie-valid")
+        return [with_cookie(gq.make_wire(rng, *q), rng, workload != "cookie-client")
                 for q in gq.gen_static(zi, rng, 1000)]
     if workload in ("static", "udp-batch"):
         qs = gq.gen_static(zi, rng, 1000)
@@ -114,7 +116,7 @@ def run(workload: str, count: int, pool: Path) -> None:
 
     qs = gq.read_blob(pool)
     r = responder()
-    if workload.startswith("cookie-"):
+    if workload in ("cookie-client", "cookie-valid"):
         from geodns.cookies import Cookies
 
         r.cookies = Cookies([COOKIE_SECRET])

@@ -523,3 +523,20 @@ async def test_knot_interop(node: Server, knot_cookies: tuple[str, int]) -> None
     msg = await ask_knot(knot_cookies, from_geodns)
     assert msg.rcode() == dns.rcode.NOERROR and msg.answer
     assert cookie_of(msg) == from_geodns
+
+
+@pytest.mark.parametrize(("peer", "address"), [
+    (("192.0.2.7", 53), "192.0.2.7"),
+    (("2001:db8::7", 53, 0, 0), "2001:db8::7"),
+    (("fe80::7%lo", 53, 0, 1), "fe80::7"),  # a scoped address: the scope is not hashed
+    (bytes([2, 0, 0, 53, 192, 0, 2, 7]) + bytes(8), "192.0.2.7"),  # raw sockaddr_in (recvmmsg)
+])
+def test_the_cookie_is_for_the_peer_address(cookied: Responder, peer: tuple[str, int] | bytes,
+                                            address: str) -> None:
+    q = dns.message.make_query("www.test.example.", "A", use_edns=0,
+                               options=[dns.edns.GenericOption(dns.edns.OptionType.COOKIE,
+                                                               CLIENT)])
+    wire = cookied.respond(q.to_wire(), True, peer)
+    assert wire is not None
+    expected = Cookies([SECRET]).server_cookie(CLIENT, packed(address), NOW)
+    assert cookie_of(dns.message.from_wire(wire)) == CLIENT + expected
