@@ -16,7 +16,12 @@ sends them; ``steered-warm`` repeats 1,000 client subnets whose decisions are
 cached first; ``steered-cold`` is ``steered`` (every query a new /24: a GeoIP
 look-up and, unless the place was seen, a decision); ``udp-batch`` is
 ``static`` through the batched UDP reader over loopback (the client's sends
-and receives are counted too, the same in every tree).
+and receives are counted too, the same in every tree).  ``cookie-client`` is
+``static`` with a client cookie in every query, ``cookie-valid`` with a client
+cookie and a valid server cookie (RFC 7873, RFC 9018; the responder has a
+cookie secret), for the cost of the cookie stage; ``cookie-ignored`` sends
+those to a responder without cookies configured (the option is ignored: what
+such a query costs without the stage).
 
 The tree measured is the one whose ``geodns`` package the given Python
 imports (its editable install); the queries come from this tree's bench/.
@@ -28,6 +33,7 @@ import argparse
 import os
 import random
 import re
+import struct
 import subprocess
 import sys
 import tempfile
@@ -35,7 +41,10 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-WORKLOADS = ("static", "nxdomain", "mix", "steered-warm", "steered-cold", "udp-batch")
+WORKLOADS = ("static", "nxdomain", "mix", "steered-warm", "steered-cold", "udp-batch",
+             "cookie-client", "cookie-valid", "cookie-ignored")
+COOKIE_SECRET = bytes(range(16))
+COOKIE_NOW = 1_800_000_000  # the responder's clock in the cookie workloads
 
 
 def queries(workload: str, count: int) -> list[bytes]:
@@ -43,6 +52,9 @@ def queries(workload: str, count: int) -> list[bytes]:
 
     zi = gq.ZoneInfo(gq.ZONE_FILE)
     rng = random.Random(f"1:{workload}")
+    if workload.startswith("cookie-"):
+        return [with_cookie(gq.make_wire(rng, *q), rng, workload != "cookie-client")
+                for q in gq.gen_static(zi, rng, 1000)]
     if workload in ("static", "udp-batch"):
         qs = gq.gen_static(zi, rng, 1000)
     elif workload == "nxdomain":
@@ -54,6 +66,21 @@ def queries(workload: str, count: int) -> list[bytes]:
     else:
         qs = gq.gen_steered(zi, rng, count)
     return [gq.make_wire(rng, *q) for q in qs]
+
+
+def with_cookie(wire: bytes, rng: random.Random, server: bool) -> bytes:
+    """A query (ending with an OPT without options) with a COOKIE option: a
+    random client cookie and, with ``server``, the server cookie the
+    responder makes for 127.0.0.1 at COOKIE_NOW."""
+    from geodns.cookies import Cookies
+
+    client = rng.randbytes(8)
+    data = client
+    if server:
+        data += Cookies([COOKIE_SECRET]).server_cookie(client, bytes([127, 0, 0, 1]), COOKIE_NOW)
+    option = struct.pack("!HH", 10, len(data)) + data
+    assert wire[-2:] == b"\x00\x00", "the query's OPT has options already"
+    return wire[:-2] + len(option).to_bytes(2, "big") + option
 
 
 def responder() -> Any:
@@ -89,6 +116,11 @@ def run(workload: str, count: int, pool: Path) -> None:
 
     qs = gq.read_blob(pool)
     r = responder()
+    if workload in ("cookie-client", "cookie-valid"):
+        from geodns.cookies import Cookies
+
+        r.cookies = Cookies([COOKIE_SECRET])
+        r.now = COOKIE_NOW
     respond = r.respond
     peer = ("127.0.0.1", 40000)
     if workload == "steered-warm":

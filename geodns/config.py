@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from geodns import __version__, logs, privileges
 from geodns.address import DNS_PORT, Address, MissingPort, parse_address
 from geodns.compile import DEFAULT_UDP_PAYLOAD
+from geodns.cookies import parse_secret
 from geodns.health.parse import CHECK_DEFAULTS, check_timing, parse_checks
 from geodns.health.spec import CheckSpec, HealthSettings
 from geodns.health.votes import parse_policy
@@ -34,7 +35,7 @@ from geodns.yamlsrc import (
 )
 
 __all__ = ["DEFAULT_LISTEN", "DNS_PORT", "SHARED_KEYS", "Address", "AnycastConfig", "Config",
-           "FleetConfig",
+           "CookiesConfig", "FleetConfig",
            "TcpConfig", "check_zones_dir", "load_config", "load_config_text",
            "load_shared_config", "parse_address", "user_problem"]
 
@@ -61,6 +62,14 @@ class FleetConfig:
     lease_ttl: int = 10  # seconds: how long a silent node's votes still count
     timeout: float = 2.0  # seconds per etcd request
     cache: Path | None = None  # the last snapshot applied, kept for a start without etcd
+
+
+@dataclass(frozen=True)
+class CookiesConfig:
+    """``cookies:``: DNS cookies (RFC 7873, server cookies of RFC 9018).
+    The first secret makes new server cookies; every one verifies them."""
+
+    secrets: tuple[bytes, ...] = field(repr=False)  # 16 bytes each; never in a log line
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,7 @@ class Config:
     control_socket: Path | None = None
     restart_timeout: float = 60.0  # seconds a successor has to start serving
     anycast: AnycastConfig | None = None  # None: this node announces no routes
+    cookies: CookiesConfig | None = None  # None: COOKIE options are ignored
     # ``USER[:GROUP]`` a node started as root becomes before it reads a zone
     # (geodns.privileges); None: it runs as it was started.
     user: str | None = None
@@ -137,10 +147,12 @@ class Config:
 
 _TOP_KEYS = {"listen", "zones", "admin", "workers", "edns", "tcp", "reload", "log", "chaos",
              "pops", "default_order", "latency", "geoip", "health", "fleet", "lifecycle",
-             "anycast", "user"}
+             "anycast", "user", "cookies"}
 # What a fleet shares (published to etcd with ``geodns publish``); every other
-# key is a node's own.
-SHARED_KEYS = ("health", "pops", "default_order", "latency")
+# key is a node's own.  Cookie secrets are shared so that every node of an
+# anycast address accepts the cookies any other made, and a rollover is one
+# publish.
+SHARED_KEYS = ("health", "pops", "default_order", "latency", "cookies")
 
 
 def load_config(path: Path, problems: Problems) -> Config:
@@ -221,6 +233,7 @@ def load_config_text(text: str, file: str, base: Path, problems: Problems) -> Co
     _lifecycle(top.get("lifecycle"), cfg, file, base, problems)
     _anycast(_unless_null(top.get("anycast")), cfg, base, problems)
     _user(top.get("user"), cfg, problems)
+    _cookies(top.get("cookies"), cfg, problems)
     if cfg.fleet is not None:
         for key, _ in top.items:
             if key.text in SHARED_KEYS or key.text == "zones":
@@ -373,7 +386,8 @@ def load_shared_config(text: str, file: str, onto: Config, problems: Problems) -
     Every other key is a problem: a node's own settings stay in its own file."""
     cfg = replace(onto, pops={}, pop_states={}, checks={}, require={},
                   health=HealthSettings(), check_defaults=dict(CHECK_DEFAULTS),
-                  default_order=(), latency=(), overrides=dict(onto.overrides))
+                  default_order=(), latency=(), cookies=None,
+                  overrides=dict(onto.overrides))
     root = load_text(text, file, problems)
     top = expect_map(root, "the fleet configuration", problems) if root is not None else None
     if top is None:
@@ -389,7 +403,39 @@ def load_shared_config(text: str, file: str, onto: Config, problems: Problems) -
     _pops(top.get("pops"), cfg, problems, defaults)
     _default_order(top.get("default_order"), cfg, problems)
     _latency(top.get("latency"), cfg, problems)
+    _cookies(top.get("cookies"), cfg, problems)
     return cfg
+
+
+def _cookies(node: YNode | None, cfg: Config, problems: Problems) -> None:
+    """``cookies: {secrets: [32 hex characters, ...]}``; null or absent: no cookies."""
+    m = expect_map(_unless_null(node), "cookies", problems)
+    if m is None:
+        return
+    unknown_keys(m, {"secrets"}, "cookies", problems)
+    sn = m.get("secrets")
+    items = as_list(sn) if sn is not None and not (isinstance(sn, YScalar) and sn.is_null) \
+        else []
+    if not items:
+        problems.add((sn or m).where, "cookies: give at least one secret (secrets: [32 hex "
+                     "characters], e.g. from: openssl rand -hex 16); or cookies: null for none")
+        return
+    secrets: list[bytes] = []
+    for item in items:
+        text = as_str(item, "cookies secret", problems)
+        if text is None:
+            continue
+        try:
+            secret = parse_secret(text)
+        except ValueError as exc:
+            problems.add(item.where, f"cookies secret: {exc}")
+            continue
+        if secret in secrets:
+            problems.add(item.where, "cookies secret: the same secret twice")
+            continue
+        secrets.append(secret)
+    if len(secrets) == len(items):
+        cfg.cookies = CookiesConfig(tuple(secrets))
 
 
 _NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")

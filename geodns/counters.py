@@ -59,12 +59,14 @@ LABELS = LabelTable()
 
 # Rare events, counted apart from the answers in ``Responder.events`` by
 # (kind, reason): packets not answered, FORMERR answers by cause, UDP answers
-# cut to fit, steering cache misses.  The values are metric label values.
+# cut to fit, steering cache misses, COOKIE options by verdict
+# (geodns.cookies.Verdict).  The values are metric label values.
 class Event(StrEnum):
     DROPPED = "dropped"
     MALFORMED = "malformed"
     TRUNCATED = "truncated"
     STEERING_MISS = "steer-miss"  # its reason is always ""
+    COOKIE = "cookie"
 
 
 class Dropped(StrEnum):
@@ -84,6 +86,7 @@ class Malformed(StrEnum):
     RECORD = "record"
     OPT = "opt"
     ECS = "ecs"
+    COOKIE = "cookie"  # a COOKIE option of a length RFC 7873 5.2.2 forbids
     TRUNCATED = "truncated"  # the packet ends inside a field
     OTHER = "other"
 

@@ -20,7 +20,6 @@ depend on the client at all (so resolvers cache it once for everyone).
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import struct
 from typing import Any
@@ -81,8 +80,10 @@ def peer_address(peer: Peer) -> tuple[bytes, int]:
         return peer[8:24], 128
     if peer is None:
         return b"\x00\x00\x00\x00", 0
-    packed = ipaddress.ip_address(peer[0]).packed
-    return packed, len(packed) * 8
+    host = peer[0]
+    if ":" in host:  # inet_pton: a tenth of ipaddress's time (DNS cookies hash every peer)
+        return socket.inet_pton(socket.AF_INET6, host.partition("%")[0]), 128
+    return socket.inet_pton(socket.AF_INET, host), 32
 
 
 def tails(body: bytes, option: bytes, scope: int, payload: int) -> tuple[bytes, bytes, bytes]:

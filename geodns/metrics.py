@@ -27,14 +27,15 @@ from geodns.node import NodeView
 from geodns.rdata import type_name
 from geodns.resolve import RCODE_NAMES
 from geodns.status import record_health
-from geodns.wire import DROPPED, MALFORMED, STEERING_MISS, TRUNCATED
+from geodns.wire import COOKIE, DROPPED, MALFORMED, STEERING_MISS, TRUNCATED
 
 # Event counters shown at 0 before they first happen, so that rate() and
 # alerts see a series from the start.  Other reasons appear when they occur.
 _KNOWN_EVENTS = [(DROPPED, r) for r in ("short", "response", "send-failed")] + \
     [(TRUNCATED, k) for k in ("tc", "additional")] + \
     [(MALFORMED, r) for r in ("question", "label", "qdcount", "record", "opt", "ecs",
-                             "truncated")]
+                             "cookie", "truncated")] + \
+    [(COOKIE, v) for v in ("client-only", "valid", "invalid", "expired", "malformed")]
 PROBE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -192,7 +193,10 @@ class _NodeCollector(Collector):
                  "Queries answered FORMERR, by what was wrong.", "reason"),
                 (TRUNCATED, "geodns_dns_truncated_answers",
                  "UDP answers cut to fit (tc: TC set, only the question sent; additional: "
-                 "additional section left out).", "kind")):
+                 "additional section left out).", "kind"),
+                (COOKIE, "geodns_dns_cookies",
+                 "Queries with a DNS COOKIE option, by verdict (client-only, valid, invalid, "
+                 "expired, malformed); none while cookies are not configured.", "outcome")):
             family = CounterMetricFamily(name, help_text, labels=[label_name])
             for (k, why), n in sorted(events.items()):
                 if k == kind:

@@ -16,6 +16,11 @@ three, as Knot and NSD answer:
   for an EDNS version above 0;
 * a :class:`Query` to answer.
 
+A COOKIE option (RFC 7873) is found here and handed on as it is: whether it
+is well formed matters only to a server that does cookies (the *cookie*
+stage, :mod:`geodns.cookies`); one that does not ignores the option.  Of
+several, the first counts and the others are ignored (RFC 7873 5.2).
+
 Records in the answer and authority sections, unknown EDNS options and bytes
 after the last counted record are ignored, as NSD does.  Nothing here
 allocates more than the question and the options it returns.
@@ -26,7 +31,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from geodns import ecs
+from geodns import cookies, ecs
 from geodns.counters import Dropped, Malformed
 from geodns.errors import GeodnsError
 from geodns.rdata import OPT
@@ -51,11 +56,13 @@ class QueryError(GeodnsError):
     rcode: Rcode = FORMERR
 
     def __init__(self, message: str, reason: Malformed = Malformed.OTHER,
-                 question: bytes | None = None, opt: Opt | None = None) -> None:
+                 question: bytes | None = None, opt: Opt | None = None,
+                 cookie: bytes | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.question = question  # name + type + class, as sent
         self.opt = opt
+        self.cookie = cookie  # the COOKIE option's data, when the OPT could be read
 
 
 class FormErr(QueryError):
@@ -84,12 +91,14 @@ class Opt:
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    """A parsed query: the question as sent, the OPT and the Client Subnet
-    option's data (already checked), if any."""
+    """A parsed query: the question as sent, the OPT, the Client Subnet
+    option's data (already checked) and the first COOKIE option's data (not
+    checked: see :mod:`geodns.cookies`), if any."""
 
     question: bytes
     opt: Opt | None
     ecs: bytes | None
+    cookie: bytes | None = None
 
     @property
     def key(self) -> bytes:
@@ -129,6 +138,7 @@ def parse(data: bytes) -> Query:
     question: bytes | None = None
     opt: Opt | None = None
     option: bytes | None = None
+    cookie: bytes | None = None
     try:
         p = 12
         if qd == 1:
@@ -157,7 +167,7 @@ def parse(data: bytes) -> Query:
                     raise FormErr("more than one OPT record", Malformed.OPT)
                 if data[start] != 0:
                     raise FormErr("OPT owner is not the root", Malformed.OPT)
-                option = find_ecs(data, p + 10, end)
+                option, cookie = find_options(data, p + 10, end)
                 opt = Opt(rclass, (ttl >> 16) & 0xFF, bool((ttl >> 15) & 1))
             p = end
     except FormErr as exc:  # an error in the records: the question is kept, not the OPT
@@ -165,15 +175,15 @@ def parse(data: bytes) -> Query:
     except IndexError:
         raise FormErr("packet ends inside a field", Malformed.TRUNCATED, question) from None
     if opt is not None and opt.version > 0:
-        raise BadVers(f"EDNS version {opt.version}", question=question, opt=opt)
+        raise BadVers(f"EDNS version {opt.version}", question=question, opt=opt, cookie=cookie)
     if question is None:
-        raise FormErr("QDCOUNT is 0", Malformed.QDCOUNT, None, opt)
+        raise FormErr("QDCOUNT is 0", Malformed.QDCOUNT, None, opt, cookie)
     if option is not None:
         try:
             ecs.client_subnet(option)
         except ecs.BadClientSubnet as exc:
-            raise FormErr(str(exc), Malformed.ECS, question, opt) from None
-    return Query(question, opt, option)
+            raise FormErr(str(exc), Malformed.ECS, question, opt, cookie) from None
+    return Query(question, opt, option, cookie)
 
 
 def question_of(data: bytes) -> bytes | None:
@@ -222,7 +232,14 @@ def find_ecs(data: bytes, p: int, end: int) -> bytes | None:
     """Check the framing of the EDNS options between ``p`` and ``end``;
     return the Client Subnet option's data (family, source, scope, address)
     if there is one."""
-    found = None
+    return find_options(data, p, end)[0]
+
+
+def find_options(data: bytes, p: int, end: int) -> tuple[bytes | None, bytes | None]:
+    """Check the framing of the EDNS options between ``p`` and ``end``;
+    return the Client Subnet option's data (family, source, scope, address)
+    and the first COOKIE option's data, each if there is one."""
+    found = cookie = None
     while p < end:
         if p + 4 > end:
             raise FormErr("EDNS option header truncated", Malformed.OPT)
@@ -234,5 +251,7 @@ def find_ecs(data: bytes, p: int, end: int) -> bytes | None:
             if found is not None:
                 raise FormErr("two Client Subnet options", Malformed.ECS)
             found = data[p + 4 : p + 4 + olen]
+        elif code == cookies.CODE and cookie is None:
+            cookie = data[p + 4 : p + 4 + olen]
         p += 4 + olen
-    return found
+    return found, cookie

@@ -19,6 +19,7 @@ import logging
 
 from geodns import names
 from geodns.compile import Tables
+from geodns.cookies import Cookies
 from geodns.ecs import Peer, peer_address
 from geodns.geo import Locator
 from geodns.parse import FormErr, find_ecs, skip_name
@@ -35,8 +36,8 @@ class SampledQueryLog(Responder):
 
     def __init__(self, tables: Tables, steering: Steering | None = None,
                  locator: Locator | None = None, health: HealthView | None = None,
-                 every: int = 100) -> None:
-        super().__init__(tables, steering, locator, health)
+                 every: int = 100, cookies: Cookies | None = None) -> None:
+        super().__init__(tables, steering, locator, health, cookies)
         self.every = max(1, every)
         self.left = self.every
 

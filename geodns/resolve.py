@@ -56,10 +56,12 @@ class Rcode(IntEnum):
     REFUSED = 5
     NOTAUTH = 9
     BADVERS = 16  # extended: the low four bits go in the header, the rest in the OPT
+    BADCOOKIE = 23  # extended too (RFC 7873)
 
 
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN = Rcode.NOERROR, Rcode.FORMERR, Rcode.SERVFAIL, Rcode.NXDOMAIN
 NOTIMP, REFUSED, NOTAUTH, BADVERS = Rcode.NOTIMP, Rcode.REFUSED, Rcode.NOTAUTH, Rcode.BADVERS
+BADCOOKIE = Rcode.BADCOOKIE
 # Names for the metrics and the query log (keys compare equal to plain ints).
 RCODE_NAMES: dict[int, str] = {r: r.name for r in Rcode}
 

@@ -44,6 +44,7 @@ from geodns import steermap
 from geodns.collector import collector_paused
 from geodns.compile import Tables, compile_zones
 from geodns.config import Config, load_config_text, load_shared_config
+from geodns.cookies import Cookies
 from geodns.geo import Locator, MaxMindLocator, bundled_database
 from geodns.health.view import HealthView
 from geodns.problems import Problem, Problems, Where
@@ -69,10 +70,11 @@ def new_responder(config: Config, tables: Tables, steering: Steering, locator: L
                   health: HealthView) -> Responder:
     """The responder a configuration asks for: with the sampled query log
     when ``log.query_sample`` is set (so that without it nothing is paid)."""
+    cookies = None if config.cookies is None else Cookies(config.cookies.secrets)
     if config.query_sample > 0:
         return SampledQueryLog(tables, steering, locator, health,
-                               every=max(1, round(1 / config.query_sample)))
-    return Responder(tables, steering, locator, health)
+                               every=max(1, round(1 / config.query_sample)), cookies=cookies)
+    return Responder(tables, steering, locator, health, cookies)
 
 
 def file_signature(path: str) -> Signature | None:

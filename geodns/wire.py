@@ -1,23 +1,29 @@
 """The query path: query bytes in, response bytes out.  No I/O, no clock.
 
-Theory of operation: a query passes five named stages, each a function
+Theory of operation: a query passes six named stages, each a function
 with one job:
 
 1. **parse** (:func:`geodns.parse.parse`): the whole packet, answered NOTIMP,
    FORMERR or BADVERS when it must be (as Knot and NSD answer), or dropped
    when it is not a query at all;
-2. **look up** (:meth:`Responder.look_up`): ``name + type + class`` in the
+2. **cookie** (:meth:`Responder.cookie`, :mod:`geodns.cookies`), only when
+   cookies are configured and the query has a COOKIE option: FORMERR for a
+   malformed option, BADCOOKIE over UDP for a server cookie we cannot
+   verify, else the COOKIE option our answer carries and whether the answer
+   is :class:`Vouched`.  The time it needs is :attr:`Responder.now`, which
+   the transports set (no clock here);
+3. **look up** (:meth:`Responder.look_up`): ``name + type + class`` in the
    compiled tables (:mod:`geodns.compile`): a pre-built :class:`Answer`, or a
    :class:`Steered` entry whose answer depends on the client;
-3. **steer** (:meth:`geodns.decisions.Decisions.answer`): for a steered
+4. **steer** (:meth:`geodns.decisions.Decisions.answer`): for a steered
    entry, or any query with a Client Subnet option, the answer for this
    client and its tails with the ECS echo, cached per client network;
-4. **sign**: no stage yet.  Online DNSSEC signing goes here, between
+5. **sign**: no stage yet.  Online DNSSEC signing goes here, between
    steering and assembly: it turns the chosen answer's records into signed
    ones.  A responder with a stage the fast path does not fuse (signing,
    rate limiting before the look-up) sends every query through
    :meth:`Responder.staged`;
-5. **assemble and fit** (:meth:`Responder.assemble`, :meth:`Responder.fit`):
+6. **assemble and fit** (:meth:`Responder.assemble`, :meth:`Responder.fit`):
    ``ID + head + question + tail``, counted, and cut to the UDP limit
    (additional section dropped, else TC with the question only).
 
@@ -31,7 +37,9 @@ pre-built header bytes, the question copied from the query and a
 pre-built tail, all in one function: a Python method call costs about 750
 instructions (callgrind, Python 3.11), some 4% of a static answer, so the
 common shape pays for none it can avoid (one for a steered answer: the
-steer stage).  Anything else goes to :meth:`Responder.staged`.
+steer stage).  Anything else goes to :meth:`Responder.staged`, a COOKIE
+option included (its code is not Client Subnet), so the cookie stage costs
+the common shape nothing.
 
 The contract: :meth:`Responder.respond` returns the bytes to send, or
 ``None`` when the packet must be dropped.  It never raises: a bug of ours
@@ -46,20 +54,21 @@ from collections import defaultdict
 
 from geodns import counters
 from geodns.compile import Answer, Steered, Tables, opt_record
+from geodns.cookies import Cookies, Verdict
 from geodns.counters import COUNTED_QTYPES, LABELS, OTHER, Dropped, Event, Malformed, Truncated
 from geodns.decisions import MAX_DECISIONS, Decisions, Hit, Tails
-from geodns.ecs import Peer
+from geodns.ecs import Peer, peer_address
 from geodns.geo import Locator
 from geodns.parse import MIN_UDP, TCP_LIMIT, NoAnswer, Opt, Query, QueryError, parse, question_of
 from geodns.rdata import AXFR, IXFR
-from geodns.resolve import FORMERR, REFUSED, SERVFAIL, AnswerKind, Rcode
+from geodns.resolve import BADCOOKIE, FORMERR, REFUSED, SERVFAIL, AnswerKind, Rcode
 from geodns.steering import Decision, HealthView, Steering
 
 log = logging.getLogger("geodns.wire")
 
 # The event vocabulary under the names the metrics import.
-DROPPED, MALFORMED, TRUNCATED, STEERING_MISS = (Event.DROPPED, Event.MALFORMED,
-                                                Event.TRUNCATED, Event.STEERING_MISS)
+DROPPED, MALFORMED, TRUNCATED, STEERING_MISS, COOKIE = (
+    Event.DROPPED, Event.MALFORMED, Event.TRUNCATED, Event.STEERING_MISS, Event.COOKIE)
 _COUNTS_PLAIN = b"\x00\x01\x00\x00\x00\x00\x00\x00"
 _COUNTS_EDNS = b"\x00\x01\x00\x00\x00\x00\x00\x01"
 _MIN_UDP = MIN_UDP
@@ -77,12 +86,19 @@ class Vouched(bytes):
 class Responder:
     """Answers queries from one compiled snapshot of the zones."""
 
-    __slots__ = ("counts", "decisions", "events", "exact", "nodes", "notauth", "notimp",
-                 "payload", "refused", "steer", "tables")
+    __slots__ = ("cookies", "counts", "decisions", "events", "exact", "nodes", "notauth",
+                 "notimp", "now", "payload", "refused", "steer", "tables")
 
     def __init__(self, tables: Tables, steering: Steering | None = None,
-                 locator: Locator | None = None, health: HealthView | None = None) -> None:
+                 locator: Locator | None = None, health: HealthView | None = None,
+                 cookies: Cookies | None = None) -> None:
         self.tables = tables
+        # DNS cookies (None: a COOKIE option is ignored, as by a server that
+        # does not do cookies), and the time they are made and checked at:
+        # seconds since the epoch, set by the transports before they hand
+        # queries over (once per UDP batch, per TCP message).
+        self.cookies = cookies
+        self.now = 0
         # Queries answered, by an int packing label, query type and transport
         # (geodns.counters).  The label is the answer's (zone, rcode), or for
         # a steered answer (zone, rcode, PoP, reason), so one increment per
@@ -237,7 +253,24 @@ class Responder:
             return None
         except QueryError as exc:
             log.debug("%s: %s", exc.rcode.name, exc)
-            return self._error(data, exc.rcode, exc.question, exc.opt, exc.reason, udp)
+            option = b""
+            if exc.cookie is not None and exc.opt is not None and self.cookies is not None:
+                option = self.cookie(exc.cookie, peer)[1]
+            return self._error(data, exc.rcode, exc.question, exc.opt, exc.reason, udp, option)
+        option = b""
+        vouched = False
+        if query.cookie is not None and self.cookies is not None:
+            verdict, option = self.cookie(query.cookie, peer)
+            if verdict is Verdict.VALID:
+                vouched = True
+            elif verdict is Verdict.MALFORMED:
+                return self._error(data, FORMERR, query.question, query.opt, Malformed.COOKIE,
+                                   udp)
+            elif verdict is not Verdict.CLIENT_ONLY and udp:
+                # A server cookie we cannot vouch for: the client retries
+                # with the fresh one (RFC 7873 5.2.4).  Over TCP the address
+                # is proven anyway: the answer, with a fresh cookie.
+                return self._error(data, BADCOOKIE, query.question, query.opt, "", udp, option)
         entry = self.look_up(query.key, udp)
         hit: Hit | None
         if query.ecs is None and isinstance(entry, Answer):
@@ -247,16 +280,31 @@ class Responder:
             if hit is None:  # pragma: no cover - parse checked the option
                 return self._error(data, FORMERR, query.question, query.opt, Malformed.ECS, udp)
         # sign: the seam for online signing (no stage yet).
-        return self.assemble(data, query, hit, udp)
+        if vouched:
+            return Vouched(self.assemble(data, query, hit, udp, option))
+        return self.assemble(data, query, hit, udp, option)
+
+    def cookie(self, option: bytes, peer: Peer) -> tuple[Verdict, bytes]:
+        """The cookie stage: the verdict on a COOKIE option's data and the
+        COOKIE option for the answer (see :meth:`geodns.cookies.Cookies.check`),
+        counted by verdict."""
+        assert self.cookies is not None
+        verdict, answer = self.cookies.check(option, peer_address(peer)[0], self.now)
+        self.count_event(COOKIE, verdict)
+        return verdict, answer
 
     def look_up(self, key: bytes, udp: bool) -> Answer | Steered:
         """The look-up stage: ``key`` is the lower-cased question name, type
         and class."""
         return self.exact.get(key) or self._walk(key, udp)
 
-    def assemble(self, data: bytes, query: Query, hit: Hit, udp: bool) -> bytes:
-        """The assemble stage: the response, counted, fitted to the limit."""
+    def assemble(self, data: bytes, query: Query, hit: Hit, udp: bool,
+                 option: bytes = b"") -> bytes:
+        """The assemble stage: the response, counted, fitted to the limit.
+        ``option`` (a whole EDNS option) goes into our OPT."""
         ans, tails, cid = hit
+        if option and query.tail:
+            tails = with_option(tails, query.tail, len(ans.tails[0]), option)
         question = query.question
         qt = (question[-4] << 8) | question[-3]
         self.counts[counters.key(cid, qt, udp)] += 1
@@ -264,14 +312,15 @@ class Responder:
                          tails[query.tail]))
         limit = query.limit(udp, self.payload)
         if len(resp) > limit:
-            return self.fit(data, question, ans, tails, query.edns, query.tail, limit)
+            return self.fit(data, question, ans, tails, query.edns, query.tail, limit, option)
         return resp
 
     def fit(self, data: bytes, question: bytes, ans: Answer, tails: Tails, edns: int,
-            tail_i: int, limit: int) -> bytes:
+            tail_i: int, limit: int, option: bytes = b"") -> bytes:
         """An answer over the UDP limit: drop the additional section if that
         is enough (and not needed glue), else set TC and keep only the
-        question (and our OPT)."""
+        question (and our OPT, with ``option`` if given: the COOKIE option,
+        already in ``tails``)."""
         idx = (edns << 1) | (data[2] & 1)
         smaller = ans.smaller
         if smaller is not None and ans.kind != AnswerKind.REFERRAL:
@@ -284,7 +333,7 @@ class Responder:
         self.count_event(TRUNCATED, Truncated.TC)
         flags = struct.unpack("!H", ans.heads[idx][:2])[0] | 0x0200
         head = struct.pack("!HHHHHH", struct.unpack("!H", data[:2])[0], flags, 1, 0, 0, edns)
-        opt = b"" if not edns else opt_record(self.payload, tail_i == 2)
+        opt = b"" if not edns else opt_record(self.payload, tail_i == 2, options=option)
         return head + question + opt
 
     # -- look-ups that miss the exact table ---------------------------------------------
@@ -333,9 +382,10 @@ class Responder:
 
     # -- answers with no records ---------------------------------------------------
     def _error(self, data: bytes, rcode: Rcode, question: bytes | None, opt: Opt | None,
-               reason: str = "", udp: bool = True) -> bytes:
+               reason: str = "", udp: bool = True, option: bytes = b"") -> bytes:
         """A response with no records: the header (opcode and RD kept),
-        the question when it could be read, and an OPT when the query had one.
+        the question when it could be read, and an OPT when the query had one
+        (with ``option`` in it, a whole EDNS option, if given).
         A FORMERR counts as a malformed query, for ``reason``."""
         if rcode == FORMERR:
             self.count_event(MALFORMED, reason or Malformed.OTHER)
@@ -347,7 +397,7 @@ class Responder:
                            1 if opt is not None else 0)
         tail = b""
         if opt is not None:
-            tail = opt_record(self.payload, opt.do, ext_rcode=rcode >> 4)
+            tail = opt_record(self.payload, opt.do, ext_rcode=rcode >> 4, options=option)
         return head + (question or b"") + tail
 
     def _servfail(self, data: bytes, udp: bool) -> bytes | None:
@@ -363,4 +413,14 @@ class Responder:
             return None
 
 
-__all__ = ["MAX_DECISIONS", "REFUSED", "TCP_LIMIT", "Responder", "Vouched"]
+def with_option(tails: Tails, tail_i: int, body: int, option: bytes) -> Tails:
+    """``tails`` with one more EDNS option (whole: code, length, data) in the
+    OPT that ends tail ``tail_i`` (1 or 2; tail 0 has none); ``body`` is
+    where the OPT starts.  Its RDLENGTH grows by the option's length."""
+    tail = tails[tail_i]
+    rdlen = ((tail[body + 9] << 8) | tail[body + 10]) + len(option)
+    new = b"".join((tail[: body + 9], rdlen.to_bytes(2, "big"), tail[body + 11 :], option))
+    return (tails[0], new, tails[2]) if tail_i == 1 else (tails[0], tails[1], new)
+
+
+__all__ = ["MAX_DECISIONS", "REFUSED", "TCP_LIMIT", "Responder", "Vouched", "with_option"]

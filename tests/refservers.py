@@ -36,7 +36,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import NoReturn
@@ -307,8 +307,11 @@ def _wait_ready(
 KNOT_FATAL = re.compile(r"zone event 'load' failed|failed to load zone|failed to parse zone")
 
 
-def knot_config(rundir: Path, host: str, port: int, zones: dict[str, Path]) -> str:
-    """knot.conf text (knot.conf(5), Knot 3.x) for serving ``zones`` from ``rundir``."""
+def knot_config(rundir: Path, host: str, port: int, zones: dict[str, Path],
+                modules: str = "", global_modules: Sequence[str] = ()) -> str:
+    """knot.conf text (knot.conf(5), Knot 3.x) for serving ``zones`` from ``rundir``.
+    ``modules`` is knot.conf text of module sections (``mod-cookies:`` ...), and
+    ``global_modules`` the ones every zone uses (``mod-cookies/ID``)."""
     lines = [
         "server:",
         f"    rundir: {_quote(rundir)}",
@@ -324,8 +327,10 @@ def knot_config(rundir: Path, host: str, port: int, zones: dict[str, Path]) -> s
         "log:",
         "  - target: stderr",
         "    any: info",
+        *modules.splitlines(),
         "template:",
         "  - id: default",
+        *(f"    global-module: {m}" for m in global_modules),
         f"    storage: {_quote(rundir)}",
         "    semantic-checks: on",
         "    zonefile-load: whole",
@@ -340,9 +345,11 @@ def knot_config(rundir: Path, host: str, port: int, zones: dict[str, Path]) -> s
 
 @contextmanager
 def knot_server(
-    zones: dict[str, Path], *, host: str = HOST, ready_timeout: float = READY_TIMEOUT
+    zones: dict[str, Path], *, host: str = HOST, ready_timeout: float = READY_TIMEOUT,
+    modules: str = "", global_modules: Sequence[str] = ()
 ) -> Iterator[tuple[str, int]]:
-    """Serve ``{origin: BIND zone file}`` with knotd; yields ``(host, port)``."""
+    """Serve ``{origin: BIND zone file}`` with knotd; yields ``(host, port)``.
+    ``modules`` and ``global_modules``: see :func:`knot_config`."""
     knotd = find_binary("knotd")
     if knotd is None:
         raise ReferenceServerError("knotd not installed (apt install knot)")
@@ -351,7 +358,7 @@ def knot_server(
     def write(rundir: Path, host: str, port: int, copied: dict[str, Path]) -> Path:
         (rundir / "db").mkdir()
         conf = rundir / "knot.conf"
-        conf.write_text(knot_config(rundir, host, port, copied))
+        conf.write_text(knot_config(rundir, host, port, copied, modules, global_modules))
         if knotc:
             check = subprocess.run(
                 [knotc, "-c", str(conf), "conf-check"], capture_output=True, text=True, timeout=10

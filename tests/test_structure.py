@@ -13,7 +13,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "geodns"
 # The query path: bytes in, bytes out, from compiled tables.
-DATA_PLANE = ("geodns.wire", "geodns.parse", "geodns.ecs", "geodns.decisions", "geodns.compile",
+DATA_PLANE = ("geodns.wire", "geodns.parse", "geodns.ecs", "geodns.cookies", "geodns.decisions",
+              "geodns.compile",
               "geodns.resolve", "geodns.steering")
 # Pure decisions of the control plane: no I/O either, so the same rule holds.
 PURE = (*DATA_PLANE, "geodns.anycast", "geodns.health.votes", "geodns.health.state")

@@ -69,13 +69,18 @@ class DatagramHandler:
     def answer(self, data: bytes, peer: Peer, udp: bool) -> bytes | None:
         """One query (a datagram, or a TCP message): its answer, or None when
         it gets none."""
-        return self.source.responder.respond(data, udp, peer)
+        responder = self.source.responder
+        responder.now = int(time.time())  # the data plane has no clock (DNS cookies)
+        return responder.respond(data, udp, peer)
 
     def answer_all(self, packets: Iterable[tuple[bytes, Address]]
                    ) -> list[tuple[bytes, Address]]:
         """UDP queries read together: the answers, each with its address
-        (packets that get no answer have none)."""
-        respond = self.source.responder.respond
+        (packets that get no answer have none).  They share one reading of
+        the clock."""
+        responder = self.source.responder
+        responder.now = int(time.time())
+        respond = responder.respond
         out = []
         for data, addr in packets:
             resp = respond(data, True, addr)
