@@ -272,6 +272,10 @@ now_ms(PyObject *now)
         double s = PyFloat_AsDouble(now);
         if (s == -1.0 && PyErr_Occurred())
             return 0;
+        if (!(s >= 0.0 && s < 1e15)) {  /* NaN, negative, absurd: no undefined cast */
+            PyErr_SetString(PyExc_ValueError, "now: seconds on a monotonic clock");
+            return 0;
+        }
         return (uint32_t)(uint64_t)(s * 1000.0);
     }
     clock_gettime(CLOCK_MONOTONIC, &ts);

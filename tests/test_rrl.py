@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import socket
 import struct
 import time
@@ -254,6 +255,27 @@ def test_odd_answers_do_not_crash() -> None:
     root = header + b"\x00\x00\x01\x00\x01"
     r.filter([(root, ("127.7.7.7", 1))] * 2, T0)
     assert r.counters()[("positive", "truncated")] == 1
+
+
+def test_fuzzed_answers(responder: Responder) -> None:
+    """Random bytes and answers with random bytes changed or cut: every
+    answer is passed, dropped or truncated, never longer than it was."""
+    rng = random.Random(15)
+    real = [answer(responder, n, t) for n, t in (("www.rrl.example.", "A"), ("nx.rrl.example.", "A"),
+                                                 ("h.sub.rrl.example.", "A"), ("big.rrl.example.", "TXT"))]
+    r = rl(rate=1, slip=1, table_size=64)
+    for _ in range(20_000):
+        wire = bytearray(rng.choice(real))
+        for _ in range(rng.randrange(4)):
+            wire[rng.randrange(len(wire))] = rng.randrange(256)
+        data = bytes(wire[:rng.randrange(len(wire) + 1)]) if rng.random() < 0.5 else \
+            rng.randbytes(rng.randrange(40))
+        for d, _ in r.filter([(data, ("127.0.0.3", 1))], T0):
+            assert len(d) <= len(data)
+    assert sum(r.counters().values()) > 0
+    for bad in (-1.0, float("nan"), 1e300):
+        with pytest.raises(ValueError):
+            r.filter([(real[0], ("127.0.0.3", 1))], bad)
 
 
 def test_table_stays_at_its_size() -> None:
