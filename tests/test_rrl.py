@@ -515,3 +515,35 @@ async def test_spoofed_flood_is_not_amplified(node: Server) -> None:
 def test_metric_documented() -> None:
     docs = (Path(__file__).parent.parent / "docs" / "observability.md").read_text()
     assert "`geodns_rate_limited_answers_total`" in docs
+
+
+def test_workers_add_up(tmp_path: Path, zones: Path) -> None:
+    """With ``workers: 2`` each worker limits on its own and /metrics adds
+    both workers' limited answers: 40 addresses of one /24, spread over the
+    workers by the kernel, 5 queries each."""
+    import urllib.request
+
+    from tests.serveproc import free_port, served
+
+    admin = free_port()
+    cfg = tmp_path / "geodns.yaml"
+    cfg.write_text(f"listen: ['127.0.0.1:{free_port()}']\nzones: {zones}\nworkers: 2\n"
+                   f"admin: 127.0.0.1:{admin}\nrate_limit: {{rate: 1, slip: 0}}\n")
+    with served(["--config", str(cfg)]) as node:
+        port = node.dns_port()
+        node.wait_for(lambda x: x.get("worker") == "worker1" and
+                      str(x.get("message")).startswith("serving zones"), 20)
+        www = query("www.rrl.example.")
+        answered = sum(len(burst(port, f"127.0.9.{i}", [www] * 5, quiet=0.1)[0])
+                       for i in range(1, 41))
+        assert answered < 200
+        deadline = time.monotonic() + 10
+        while True:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
+                families = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
+            workers = families["geodns_workers"].samples[0].value
+            total = sum(s.value for s in families["geodns_rate_limited_answers"].samples)
+            if (workers, total) == (2, 200 - answered) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert (workers, total) == (2, 200 - answered)
