@@ -74,18 +74,17 @@ class Limiting:
         (a changed configuration), False when it is kept."""
         if cfg == self.config:
             return False
+        made: RateLimiter | None = None
+        if cfg is not None:
+            if _udpbatch is None or not available():  # refused by the configuration check
+                raise RuntimeError(NO_HELPER)
+            made = _udpbatch.RateLimiter(  # first: a failure here changes nothing
+                cfg.rate, cfg.slip, cfg.ipv4_prefix, cfg.ipv6_prefix, cfg.table_size,
+                cfg.exempt, cfg.rates())
         if self.limiter is not None:
             for key, n in self.limiter.counters().items():
                 self.before[key] = self.before.get(key, 0) + n
         self.config = cfg
-        if cfg is None:
-            self.limiter = None
-            return True
-        if _udpbatch is None or not available():  # refused by the configuration check
-            raise RuntimeError(NO_HELPER)
-        made: RateLimiter = _udpbatch.RateLimiter(
-            cfg.rate, cfg.slip, cfg.ipv4_prefix, cfg.ipv6_prefix, cfg.table_size, cfg.exempt,
-            cfg.rates())
         self.limiter = made
         return True
 

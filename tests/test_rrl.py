@@ -547,3 +547,36 @@ def test_workers_add_up(tmp_path: Path, zones: Path) -> None:
                 break
             time.sleep(0.2)
     assert (workers, total) == (2, 200 - answered)
+
+
+async def test_reload_keeps_or_replaces_the_limiter(tmp_path: Path, zones: Path) -> None:
+    """A reload that leaves rate_limit as it was keeps the limiter (and its
+    table); one that changes it makes a new one; the counters only grow."""
+    from geodns.config import load_config
+
+    path = tmp_path / "geodns.yaml"
+    head = f"listen: ['127.0.0.1:0']\nzones: {zones}\n"
+    path.write_text(head + "rate_limit: {rate: 1, slip: 0}\n")
+    problems = Problems()
+    srv = Server(load_config(path, problems))
+    assert not list(problems)
+    await srv.start()
+    try:
+        first = srv.limiter
+        assert first is not None
+        got, _ = await send(srv.bound[0].port, "127.0.0.2", [query("www.rrl.example.")] * 4)
+        assert len(got) == 1
+        path.write_text(head + "log: {level: debug}\nrate_limit: {rate: 1, slip: 0}\n")
+        assert await srv.reload(force=True)
+        assert srv.config.log_level == "debug" and srv.limiter is first
+        path.write_text(head + "rate_limit: {rate: 2, slip: 0}\n")
+        assert await srv.reload(force=True)
+        assert srv.limiter is not None and srv.limiter is not first
+        assert sum(srv.view().counters.limited.values()) == 3
+        path.write_text(head)
+        assert await srv.reload(force=True)
+        assert srv.limiter is None and sum(srv.view().counters.limited.values()) == 3
+        got, _ = await send(srv.bound[0].port, "127.0.0.2", [query("www.rrl.example.")] * 4)
+        assert len(got) == 4
+    finally:
+        await srv.shutdown()

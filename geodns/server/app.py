@@ -921,8 +921,13 @@ class Server:
         (an empty table) when it changed."""
         try:
             changed = self.rate_limit.use(cfg.rate_limit)
-        except RuntimeError as exc:  # no C helper: geodns check refuses this configuration
-            raise StartupError(str(exc)) from None
+        except (RuntimeError, MemoryError) as exc:  # no C helper (geodns check says so), no memory
+            if first:
+                raise StartupError(f"rate_limit: {exc or 'not enough memory for the table'}") \
+                    from None
+            log.error("rate_limit not changed: %s; the previous one stays in force",
+                      exc or "not enough memory for the table", extra={"event": "rate-limit"})
+            return
         self.limiter = self.rate_limit.limiter
         if not changed or (first and cfg.rate_limit is None):
             return
