@@ -142,6 +142,7 @@ def udp_batch(r: Any, qs: list[bytes], count: int) -> None:
 
     class Source:
         responder = r
+        limiter = None
 
     server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     server.bind(("127.0.0.1", 0))

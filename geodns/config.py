@@ -17,6 +17,7 @@ from geodns.cookies import parse_secret
 from geodns.health.parse import CHECK_DEFAULTS, check_timing, parse_checks
 from geodns.health.spec import CheckSpec, HealthSettings
 from geodns.health.votes import parse_policy
+from geodns.ratelimit import CLASSES, NO_HELPER, RateLimitConfig, available
 from geodns.steering import STATES, LatencyEntry, Pop
 from geodns.yamlsrc import (
     Problems,
@@ -35,7 +36,7 @@ from geodns.yamlsrc import (
 )
 
 __all__ = ["DEFAULT_LISTEN", "DNS_PORT", "SHARED_KEYS", "Address", "AnycastConfig", "Config",
-           "CookiesConfig", "FleetConfig",
+           "CookiesConfig", "FleetConfig", "RateLimitConfig",
            "TcpConfig", "check_zones_dir", "load_config", "load_config_text",
            "load_shared_config", "parse_address", "user_problem"]
 
@@ -131,6 +132,7 @@ class Config:
     # ``USER[:GROUP]`` a node started as root becomes before it reads a zone
     # (geodns.privileges); None: it runs as it was started.
     user: str | None = None
+    rate_limit: RateLimitConfig | None = None  # None: UDP answers are not rate limited
     # Settings given on the command line, which win over the file's on every
     # reload too (attribute name -> value).
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -147,7 +149,7 @@ class Config:
 
 _TOP_KEYS = {"listen", "zones", "admin", "workers", "edns", "tcp", "reload", "log", "chaos",
              "pops", "default_order", "latency", "geoip", "health", "fleet", "lifecycle",
-             "anycast", "user", "cookies"}
+             "anycast", "user", "cookies", "rate_limit"}
 # What a fleet shares (published to etcd with ``geodns publish``); every other
 # key is a node's own.  Cookie secrets are shared so that every node of an
 # anycast address accepts the cookies any other made, and a rollover is one
@@ -234,6 +236,7 @@ def load_config_text(text: str, file: str, base: Path, problems: Problems) -> Co
     _anycast(_unless_null(top.get("anycast")), cfg, base, problems)
     _user(top.get("user"), cfg, problems)
     _cookies(top.get("cookies"), cfg, problems)
+    _rate_limit(_unless_null(top.get("rate_limit")), cfg, problems)
     if cfg.fleet is not None:
         for key, _ in top.items:
             if key.text in SHARED_KEYS or key.text == "zones":
@@ -812,6 +815,54 @@ def _chaos(node: YNode | None, cfg: Config, problems: Problems) -> None:
                     problems.add(v.where, f"chaos {key} is longer than 255 bytes")
                 else:
                     setattr(cfg, key, text)
+
+
+def _rate_limit(node: YNode | None, cfg: Config, problems: Problems) -> None:
+    """``rate_limit:`` (absent or null: off); docs/abuse.md says why the defaults."""
+    m = expect_map(node, "rate_limit", problems)
+    if m is None:
+        return
+    unknown_keys(m, {"rate", "slip", "ipv4_prefix", "ipv6_prefix", "table_size", "exempt",
+                     "class_rates"}, "rate_limit", problems)
+    if not available():
+        problems.add(m.where, NO_HELPER)
+    d = RateLimitConfig()
+    got: dict[str, int] = {}
+    for key, lo, hi in (("rate", 1, 1_000_000), ("slip", 0, 10), ("ipv4_prefix", 0, 32),
+                        ("ipv6_prefix", 0, 128), ("table_size", 4, 1 << 26)):
+        v = m.get(key)
+        if v is None:
+            continue
+        n = as_int(v, f"rate_limit {key}", problems, lo, hi)
+        if n is not None and key == "table_size" and n % 4:
+            problems.add(v.where, f"rate_limit table_size {n} must be a multiple of 4 (the "
+                         "table is made of sets of 4 entries)")
+        elif n is not None:
+            got[key] = n
+    exempt = []
+    en = m.get("exempt")
+    for item in as_list(_unless_null(en)):
+        text = as_str(item, "rate_limit exempt network", problems)
+        if text is None:
+            continue
+        try:
+            exempt.append(str(ipaddress.ip_network(text, strict=True)))
+        except ValueError as exc:
+            problems.add(item.where, f"rate_limit exempt: {exc}")
+    class_rates = []
+    cm = expect_map(_unless_null(m.get("class_rates")), "rate_limit class_rates", problems)
+    for cls, value in cm.items if cm is not None else []:
+        if cls.text not in CLASSES:
+            problems.add(cls.where, f"rate_limit class_rates: unknown class {cls.text!r} "
+                         f"(expected one of: {', '.join(CLASSES)})")
+            continue
+        n = as_int(value, f"rate_limit class_rates {cls.text}", problems, 1, 1_000_000)
+        if n is not None:
+            class_rates.append((cls.text, n))
+    cfg.rate_limit = RateLimitConfig(
+        got.get("rate", d.rate), got.get("slip", d.slip), got.get("ipv4_prefix", d.ipv4_prefix),
+        got.get("ipv6_prefix", d.ipv6_prefix), got.get("table_size", d.table_size),
+        tuple(exempt), tuple(class_rates))
 
 
 def _tcp(node: YNode | None, cfg: Config, problems: Problems) -> None:

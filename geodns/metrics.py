@@ -24,6 +24,7 @@ from geodns.counters import OTHER
 from geodns.fleet.keys import behind, revision_number
 from geodns.health.states import DOWN, STATES, UP
 from geodns.node import NodeView
+from geodns.ratelimit import ACTIONS, CLASSES
 from geodns.rdata import type_name
 from geodns.resolve import RCODE_NAMES
 from geodns.status import record_health
@@ -202,6 +203,15 @@ class _NodeCollector(Collector):
                 if k == kind:
                     family.add_metric([why], n)
             yield family
+
+        limited = CounterMetricFamily(
+            "geodns_rate_limited_answers", "UDP answers over the rate limit (rate_limit), by "
+            "class (positive, nodata, nxdomain, referral, error, large) and action (dropped; "
+            "truncated: sent with TC and the question only).", labels=["class", "action"])
+        for cls in CLASSES:
+            for action in ACTIONS:
+                limited.add_metric([cls, action], node.limited.get((cls, action), 0))
+        yield limited
 
         decisions = CounterMetricFamily(
             "geodns_steering_decisions", "Steered answers, by zone, first PoP and reason "

@@ -22,6 +22,7 @@ from geodns.fleet.keys import Drain
 from geodns.health.states import State
 from geodns.health.view import HealthView
 from geodns.health.votes import Tally
+from geodns.ratelimit import TOP as LIMITED_TOP
 from geodns.snapshot import Snapshot
 
 
@@ -69,6 +70,10 @@ class Counters:
     tcp_evicted: int = 0  # connections closed at the connection cap
     cache_entries: int = 0
     workers: int = 0  # how many workers' counters these are
+    # Answers rate limiting left out or truncated, by (class, action).
+    limited: dict[tuple[str, str], int] = field(default_factory=dict)
+    # The networks with the most limited answers lately, most first.
+    limited_top: list[tuple[str, int]] = field(default_factory=list)
 
     def add(self, other: Counters) -> None:
         for k, n in other.counts.items():
@@ -80,6 +85,13 @@ class Counters:
         self.tcp_evicted += other.tcp_evicted
         self.cache_entries += other.cache_entries
         self.workers += other.workers
+        for key, n in other.limited.items():
+            self.limited[key] = self.limited.get(key, 0) + n
+        if other.limited_top:
+            top = dict(self.limited_top)
+            for net, n in other.limited_top:
+                top[net] = top.get(net, 0) + n
+            self.limited_top = sorted(top.items(), key=lambda t: (-t[1], t[0]))[:LIMITED_TOP]
 
     def to_json(self) -> bytes:
         return json.dumps({
@@ -88,6 +100,8 @@ class Counters:
             "events": [[kind, reason, n] for (kind, reason), n in self.events.items()],
             "tcp": [self.tcp_open, self.tcp_idle, self.tcp_evicted],
             "cache_entries": self.cache_entries,
+            "limited": [[cls, action, n] for (cls, action), n in self.limited.items()],
+            "limited_top": [[net, n] for net, n in self.limited_top],
         }).encode()
 
     @classmethod
@@ -98,7 +112,11 @@ class Counters:
             counts[(tuple(label), int(qtype), bool(udp))] = int(n)
         events = {(kind, reason): int(n) for kind, reason, n in doc["events"]}
         tcp_open, tcp_idle, tcp_evicted = doc["tcp"]
-        return cls(counts, events, tcp_open, tcp_idle, tcp_evicted, doc["cache_entries"], 1)
+        # (Not written by a geodns older than rate limiting, which may hand over to this one.)
+        limited = {(str(c), str(a)): int(n) for c, a, n in doc.get("limited", [])}
+        top = [(str(net), int(n)) for net, n in doc.get("limited_top", [])]
+        return cls(counts, events, tcp_open, tcp_idle, tcp_evicted, doc["cache_entries"], 1,
+                   limited, top)
 
 
 @dataclass(frozen=True)

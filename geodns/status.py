@@ -19,6 +19,7 @@ from geodns.counters import Decoded
 from geodns.fleet.keys import behind
 from geodns.health.states import DOWN
 from geodns.node import Event, FleetView, NodeView
+from geodns.ratelimit import ACTIONS, CLASSES
 from geodns.rdata import type_name
 
 START, STATE_CHANGE, ADMIN, RELOAD, RELOAD_ERROR = (
@@ -147,6 +148,7 @@ def status(view: NodeView) -> dict[str, Any]:
         "answers_history": dict(view.history),
         "events": [e.as_json() for e in view.events],
         "fleet": fleet_status(view.fleet, snap.version.revision),
+        "rate_limit": rate_limit_status(view),
         "anycast": None if view.anycast is None else {
             "speaker": view.anycast.speaker, "prefixes": list(view.anycast.prefixes),
             "announced": view.anycast.announced, "since": view.anycast.since,
@@ -156,6 +158,23 @@ def status(view: NodeView) -> dict[str, Any]:
                            "failures": view.anycast.self_check_failures},
             "node_drain": view.anycast.drained, "speaker_error": view.anycast.speaker_error,
             "helpers": view.anycast.watchers},
+    }
+
+
+def rate_limit_status(view: NodeView) -> dict[str, Any] | None:
+    """Response rate limiting: its settings, the limited answers by class
+    and action, and the networks with the most limited answers lately
+    (every worker's, added up); None when it is off."""
+    rl = view.snapshot.config.rate_limit
+    if rl is None:
+        return None
+    limited = view.counters.limited
+    return {
+        "rate": rl.rate, "slip": rl.slip, "ipv4_prefix": rl.ipv4_prefix,
+        "ipv6_prefix": rl.ipv6_prefix, "table_size": rl.table_size, "exempt": list(rl.exempt),
+        "class_rates": dict(rl.class_rates),
+        "limited": {cls: {a: limited.get((cls, a), 0) for a in ACTIONS} for cls in CLASSES},
+        "top": [{"network": net, "limited": n} for net, n in view.counters.limited_top],
     }
 
 

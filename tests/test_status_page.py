@@ -19,6 +19,7 @@ import io
 import json
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -39,11 +40,12 @@ from cdp import CHROMIUM, Page, chromium
 from PIL import Image
 from refservers import skip_or_fail
 
-from geodns.config import Address, AnycastConfig, Config
+from geodns.config import Address, AnycastConfig, Config, RateLimitConfig
 from geodns.exabgp import follow
 from geodns.health.checker import HealthSettings
 from geodns.health.probes import CheckSpec
 from geodns.node import NodeView
+from geodns.ratelimit import available as rate_limit_available
 from geodns.server.app import Server
 from geodns.status import AnswerHistory
 from geodns.steering import Pop
@@ -297,8 +299,9 @@ async def check_page(page: Page, srv: Server, target: HealthTarget, tmp_path: Pa
     assert await page.wait_for("document.getElementById('node').textContent", 5) == \
         "status-test-node"
     assert await page.evaluate("document.getElementById('live').className") == "live ok"
-    # No anycast in its configuration: no Anycast panel.
+    # No anycast in its configuration: no Anycast panel; no rate_limit, no Rate limiting panel.
     assert await page.evaluate("document.getElementById('anycast').hidden") is True
+    assert await page.evaluate("document.getElementById('rrl').hidden") is True
     assert await page.evaluate("document.getElementById('anycast').offsetHeight") == 0
     # Answers per PoP: bars in the chart, fra's among them.
     assert await page.wait_for(
@@ -579,3 +582,35 @@ async def test_anycast_panel_in_chromium(tmp_path: Path) -> None:
         if helper.is_alive():
             await asyncio.to_thread(helper.join, 5)
         await srv.shutdown()
+
+
+async def test_rate_limit_panel_in_chromium(tmp_path: Path) -> None:
+    """A node with ``rate_limit``: the Rate limiting panel shows its settings,
+    the limited answers and the network that sent too many."""
+    need_chromium()
+    if not rate_limit_available():
+        skip_or_fail("the C helper geodns._udpbatch is not built (no C compiler at install?)")
+    srv = Server(replace(config(tmp_path), rate_limit=RateLimitConfig(rate=2, slip=2)))
+    await srv.start()
+    try:
+        query = dns.message.make_query("st.example.", "SOA").to_wire()
+
+        def flood() -> None:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind(("127.0.9.7", 0))
+                for _ in range(12):
+                    s.sendto(query, ("127.0.0.1", srv.bound[0].port))
+
+        await asyncio.to_thread(flood)
+        async with chromium(tmp_path / "profile", 1280, 900) as page:
+            await page.navigate(base_url(srv) + "/")
+            top = await page.wait_for(
+                "!document.getElementById('rrl').hidden && " + text_of("#rrl-top tbody"), 10)
+            facts = await page.evaluate(text_of("#rrl-facts"))
+    finally:
+        await srv.shutdown()
+    limited = sum(srv.view().counters.limited.values())
+    assert 5 <= limited <= 10  # 12 sent, 2 a second with as many at once
+    assert top == f"127.0.9.0/24{limited}", top
+    assert facts.startswith("rate 2/s · slip 2 · /24 /56"), facts
+    assert f"dropped {limited - limited // 2}" in facts and f"truncated {limited // 2}" in facts

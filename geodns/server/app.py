@@ -31,7 +31,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from geodns import state as state_file
 from geodns.address import Address
@@ -49,6 +49,7 @@ from geodns.health.view import HealthView
 from geodns.health.votes import fleet_view, tallies
 from geodns.metrics import Metrics
 from geodns.node import CheckStatus, Counters, FleetView, NodeView, ProbeStatus
+from geodns.ratelimit import Limiting
 from geodns.server import shared
 from geodns.server.anycast import AnycastControl, NodeState
 from geodns.server.control import ControlSocket
@@ -81,6 +82,9 @@ from geodns.status import (
 )
 from geodns.wire import Responder
 from geodns.zones.loader import forget_kept
+
+if TYPE_CHECKING:
+    from geodns._udpbatch import RateLimiter
 
 log = logging.getLogger("geodns.server")
 
@@ -167,6 +171,10 @@ class Server:
         self.listeners = Listeners(self, self.tcp, self.udp_mode, reuse_port)
         self.snapshot: Snapshot
         self.responder: Responder  # the data plane reads only this
+        # Response rate limiting (rate_limit): kept across reloads while its
+        # configuration is the same; the UDP loops read ``limiter``.
+        self.rate_limit = Limiting()
+        self.limiter: RateLimiter | None = None
         self.admin: Admin | None = None
         self.checker: HealthChecker | None = None
         self.metrics: Metrics | None = None  # made once there is something to view
@@ -560,10 +568,12 @@ class Server:
             anycast=self.anycast.view() if self.anycast is not None else None)
 
     def _own_counters(self) -> Counters:
-        counters = shared.worker_counters(self.responder, self.tcp)
+        counters = shared.worker_counters(self.responder, self.tcp, self.rate_limit)
         if self.counted_before is not None:
+            top = counters.limited_top  # what is limited now, not before the restart
             counters.add(self.counted_before)
             counters.workers -= self.counted_before.workers
+            counters.limited_top = top
         return counters
 
     def set_admin_state(self, pop: str, state: State | None, why: str) -> None:
@@ -887,6 +897,7 @@ class Server:
         if old is not None and new.responder is not old.responder:
             new.responder.adopt_counters(old.responder)
         new.responder.use_health(self.served.view())  # the newest, not the build's
+        self._use_rate_limit(new.config, first)
         self.snapshot = new
         self.responder = new.responder
         for change in built.changes:
@@ -904,6 +915,29 @@ class Server:
                      extra={"event": "serving", "revision": new.version.revision})
         if self.fleet is not None:
             self._fleet_swapped(new)
+
+    def _use_rate_limit(self, cfg: Config, first: bool) -> None:
+        """Keep the limiter while ``rate_limit`` is the same; make a new one
+        (an empty table) when it changed."""
+        try:
+            changed = self.rate_limit.use(cfg.rate_limit)
+        except (RuntimeError, MemoryError) as exc:  # no C helper (geodns check says so), no memory
+            if first:
+                raise StartupError(f"rate_limit: {exc or 'not enough memory for the table'}") \
+                    from None
+            log.error("rate_limit not changed: %s; the previous one stays in force",
+                      exc or "not enough memory for the table", extra={"event": "rate-limit"})
+            return
+        self.limiter = self.rate_limit.limiter
+        if not changed or (first and cfg.rate_limit is None):
+            return
+        rl = cfg.rate_limit
+        what = "off" if rl is None else \
+            f"{rl.rate}/s per network, slip {rl.slip}, /{rl.ipv4_prefix} and /{rl.ipv6_prefix}, " \
+            f"{rl.table_size} entries" + (f", {len(rl.exempt)} exempt networks"
+                                          if rl.exempt else "")
+        if self.probing:
+            log.info("rate limiting: %s", what, extra={"event": "rate-limit"})
 
     def _apply_settings(self, old: Snapshot, new: Snapshot) -> None:
         """What a new configuration changes in a running process."""

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from geodns.counters import decode
 from geodns.node import Counters
+from geodns.ratelimit import Limiting
 from geodns.server.transport import TCPConnections
 from geodns.wire import Responder
 
@@ -27,10 +28,15 @@ log = logging.getLogger("geodns.server")
 PUBLISH_INTERVAL = 1.0
 
 
-def worker_counters(responder: Responder, tcp: TCPConnections) -> Counters:
+def worker_counters(responder: Responder, tcp: TCPConnections,
+                    limiting: Limiting | None = None) -> Counters:
     """What this worker has counted since it started."""
-    return Counters(decode(responder.counts), dict(responder.events), len(tcp.open),
-                    tcp.timed_out, tcp.evicted, responder.cache_entries(), workers=1)
+    counters = Counters(decode(responder.counts), dict(responder.events), len(tcp.open),
+                        tcp.timed_out, tcp.evicted, responder.cache_entries(), workers=1)
+    if limiting is not None:
+        counters.limited = limiting.counters()
+        counters.limited_top = limiting.top()
+    return counters
 
 
 def publish(counters: Counters, directory: Path, index: int) -> None:

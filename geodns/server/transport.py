@@ -6,6 +6,9 @@ served *now* (a reload swaps it in one assignment) and leaves out the
 packets that get no answer.  The loops around it differ only in how they
 read and send:
 
+* Rate limiting (``rate_limit``, :mod:`geodns.ratelimit`): the UDP answers
+  of a batch go through the server's limiter, one C call, before they are
+  sent; TCP answers never do.
 * UDP, read in one of three ways (``GEODNS_UDP_MODE``, see docs/design.md):
   :class:`UDPBatchReader` (default when the C helper is built) reads up to
   64 datagrams with one ``recvmmsg`` and sends their answers with one
@@ -32,11 +35,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from types import ModuleType
-from typing import Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from geodns.counters import Dropped
 from geodns.ecs import Peer
 from geodns.wire import DROPPED, Responder
+
+if TYPE_CHECKING:
+    from geodns._udpbatch import RateLimiter
 
 _udpbatch: ModuleType | None
 try:
@@ -55,6 +61,7 @@ Address = TypeVar("Address", bytes, tuple[Any, ...])
 
 class ResponderSource(Protocol):
     responder: Responder
+    limiter: RateLimiter | None  # UDP answers go through it (None: not limited)
 
 
 class DatagramHandler:
@@ -76,8 +83,8 @@ class DatagramHandler:
     def answer_all(self, packets: Iterable[tuple[bytes, Address]]
                    ) -> list[tuple[bytes, Address]]:
         """UDP queries read together: the answers, each with its address
-        (packets that get no answer have none).  They share one reading of
-        the clock."""
+        (packets that get no answer have none, answers over the rate limit
+        are left out or truncated).  They share one reading of the clock."""
         responder = self.source.responder
         responder.now = int(time.time())
         respond = responder.respond
@@ -86,6 +93,9 @@ class DatagramHandler:
             resp = respond(data, True, addr)
             if resp is not None:
                 out.append((resp, addr))
+        limiter = self.source.limiter
+        if limiter is not None and out:
+            return limiter.filter(out)
         return out
 
     def send_failed(self, n: int = 1) -> None:
@@ -101,9 +111,9 @@ class UDPServer(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        resp = self.handler.answer(data, addr, True)
-        if resp is not None and self.transport is not None:
-            self.transport.sendto(resp, addr)
+        if self.transport is not None:
+            for resp, to in self.handler.answer_all(((data, addr),)):
+                self.transport.sendto(resp, to)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP socket error: %s", exc)
