@@ -65,8 +65,8 @@ class Counters:
     counts: Decoded = field(default_factory=dict)
     events: Events = field(default_factory=dict)  # rare events by (kind, reason)
     tcp_open: int = 0
-    tcp_idle: int = 0  # connections closed for being idle
-    tcp_evicted: int = 0  # connections closed at the connection cap
+    # TCP connections geodns closed, by reason (geodns.counters.TcpClosed)
+    tcp_closed: dict[str, int] = field(default_factory=dict)
     cache_entries: int = 0
     workers: int = 0  # how many workers' counters these are
 
@@ -76,8 +76,8 @@ class Counters:
         for e, n in other.events.items():
             self.events[e] = self.events.get(e, 0) + n
         self.tcp_open += other.tcp_open
-        self.tcp_idle += other.tcp_idle
-        self.tcp_evicted += other.tcp_evicted
+        for reason, n in other.tcp_closed.items():
+            self.tcp_closed[reason] = self.tcp_closed.get(reason, 0) + n
         self.cache_entries += other.cache_entries
         self.workers += other.workers
 
@@ -86,7 +86,8 @@ class Counters:
             "counts": [[list(label), qtype, udp, n]
                        for (label, qtype, udp), n in self.counts.items()],
             "events": [[kind, reason, n] for (kind, reason), n in self.events.items()],
-            "tcp": [self.tcp_open, self.tcp_idle, self.tcp_evicted],
+            "tcp_open": self.tcp_open,
+            "tcp_closed": self.tcp_closed,
             "cache_entries": self.cache_entries,
         }).encode()
 
@@ -97,8 +98,8 @@ class Counters:
         for label, qtype, udp, n in doc["counts"]:
             counts[(tuple(label), int(qtype), bool(udp))] = int(n)
         events = {(kind, reason): int(n) for kind, reason, n in doc["events"]}
-        tcp_open, tcp_idle, tcp_evicted = doc["tcp"]
-        return cls(counts, events, tcp_open, tcp_idle, tcp_evicted, doc["cache_entries"], 1)
+        closed = {str(reason): int(n) for reason, n in doc["tcp_closed"].items()}
+        return cls(counts, events, int(doc["tcp_open"]), closed, doc["cache_entries"], 1)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ PUBLISH_INTERVAL = 1.0
 def worker_counters(responder: Responder, tcp: TCPConnections) -> Counters:
     """What this worker has counted since it started."""
     return Counters(decode(responder.counts), dict(responder.events), len(tcp.open),
-                    tcp.timed_out, tcp.evicted, responder.cache_entries(), workers=1)
+                    {str(reason): n for reason, n in tcp.closed.items()},
+                    responder.cache_entries(), workers=1)
 
 
 def publish(counters: Counters, directory: Path, index: int) -> None:
