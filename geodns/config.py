@@ -48,8 +48,18 @@ _T = TypeVar("_T")
 
 @dataclass
 class TcpConfig:
-    idle_timeout: float = 10.0
-    max_connections: int = 1000
+    """``tcp:``: the hard limits on TCP connections (docs/abuse.md, Hard limits)."""
+
+    idle_timeout: float = 10.0  # seconds without a query before a connection is closed
+    initial_timeout: float = 5.0  # seconds from accept to the first complete query
+    query_timeout: float = 2.0  # seconds from a message's first byte to its last
+    send_timeout: float = 5.0  # seconds a client may leave its answers unread at the caps
+    max_connections: int = 1000  # in all; at the cap the least recently active is closed
+    max_connections_per_network: int = 100  # per client network; the same, in the network
+    ipv4_prefix_length: int = 24  # what a client network is
+    ipv6_prefix_length: int = 56
+    max_pipelined: int = 100  # answers held in geodns's buffer for one connection
+    max_write_buffer: int = 65536  # bytes of answers held for one connection
 
 
 @dataclass(frozen=True)
@@ -865,19 +875,37 @@ def _rate_limit(node: YNode | None, cfg: Config, problems: Problems) -> None:
         tuple(exempt), tuple(class_rates))
 
 
+# tcp: key -> (bounds, integer?).  Timeouts may be a fraction of a second
+# (tests use that); none can be switched off: they are hard limits.
+_TCP_KEYS: dict[str, tuple[float, float, bool]] = {
+    "idle_timeout": (0.5, 3600, False),
+    "initial_timeout": (0.1, 3600, False),
+    "query_timeout": (0.1, 3600, False),
+    "send_timeout": (0.1, 3600, False),
+    "max_connections": (1, 1_000_000, True),
+    "max_connections_per_network": (1, 1_000_000, True),
+    "ipv4_prefix_length": (0, 32, True),
+    "ipv6_prefix_length": (0, 128, True),
+    "max_pipelined": (1, 65535, True),
+    "max_write_buffer": (1024, 64 << 20, True),
+}
+
+
 def _tcp(node: YNode | None, cfg: Config, problems: Problems) -> None:
     m: YMap | None = expect_map(node, "tcp", problems)
     if m is None:
         return
-    unknown_keys(m, {"idle_timeout", "max_connections"}, "tcp", problems)
-    v = m.get("idle_timeout")
-    if v is not None:
-        cfg.tcp.idle_timeout = _or_keep(as_float(v, "tcp idle_timeout", problems, 0.5, 3600),
-                                        cfg.tcp.idle_timeout)
-    v = m.get("max_connections")
-    if v is not None:
-        cfg.tcp.max_connections = _or_keep(
-            as_int(v, "tcp max_connections", problems, 1, 1_000_000), cfg.tcp.max_connections)
+    unknown_keys(m, set(_TCP_KEYS), "tcp", problems)
+    for key, (lo, hi, integer) in _TCP_KEYS.items():
+        v = m.get(key)
+        if v is None:
+            continue
+        value: float | int | None
+        if integer:
+            value = as_int(v, f"tcp {key}", problems, int(lo), int(hi))
+        else:
+            value = as_float(v, f"tcp {key}", problems, lo, hi)
+        setattr(cfg.tcp, key, _or_keep(value, getattr(cfg.tcp, key)))
 
 
 def check_zones_dir(cfg: Config, problems: Problems) -> None:

@@ -77,6 +77,17 @@ class Dropped(StrEnum):
     SEND_FAILED = "send-failed"  # counted by the transports
 
 
+class TcpClosed(StrEnum):
+    """Why geodns closed a TCP connection (the limits of docs/abuse.md)."""
+
+    IDLE = "idle"  # no query for tcp.idle_timeout
+    INITIAL = "initial"  # no complete query within tcp.initial_timeout of the accept
+    SLOW_QUERY = "slow-query"  # a message not complete within tcp.query_timeout
+    UNREAD = "unread"  # answers left unread at the caps for tcp.send_timeout
+    EVICTED = "evicted"  # the least recently active one, at tcp.max_connections
+    NETWORK = "network"  # its network's least recently active, at max_connections_per_network
+
+
 class Malformed(StrEnum):
     """Why a query was answered FORMERR."""
 

@@ -20,7 +20,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from geodns import __version__
-from geodns.counters import OTHER
+from geodns.counters import OTHER, TcpClosed
 from geodns.fleet.keys import behind, revision_number
 from geodns.health.states import DOWN, STATES, UP
 from geodns.node import NodeView
@@ -163,8 +163,8 @@ class _NodeCollector(Collector):
         closed = CounterMetricFamily("geodns_tcp_closed_connections",
                                      "TCP connections closed by geodns, by reason.",
                                      labels=["reason"])
-        closed.add_metric(["idle"], node.tcp_idle)
-        closed.add_metric(["evicted"], node.tcp_evicted)
+        for reason in TcpClosed:  # every reason, so that a rate is 0 before the first
+            closed.add_metric([reason.value], node.tcp_closed.get(reason.value, 0))
         yield closed
 
         queries = CounterMetricFamily(

@@ -66,8 +66,8 @@ class Counters:
     counts: Decoded = field(default_factory=dict)
     events: Events = field(default_factory=dict)  # rare events by (kind, reason)
     tcp_open: int = 0
-    tcp_idle: int = 0  # connections closed for being idle
-    tcp_evicted: int = 0  # connections closed at the connection cap
+    # TCP connections geodns closed, by reason (geodns.counters.TcpClosed)
+    tcp_closed: dict[str, int] = field(default_factory=dict)
     cache_entries: int = 0
     workers: int = 0  # how many workers' counters these are
     # Answers rate limiting left out or truncated, by (class, action).
@@ -81,8 +81,8 @@ class Counters:
         for e, n in other.events.items():
             self.events[e] = self.events.get(e, 0) + n
         self.tcp_open += other.tcp_open
-        self.tcp_idle += other.tcp_idle
-        self.tcp_evicted += other.tcp_evicted
+        for reason, n in other.tcp_closed.items():
+            self.tcp_closed[reason] = self.tcp_closed.get(reason, 0) + n
         self.cache_entries += other.cache_entries
         self.workers += other.workers
         for key, n in other.limited.items():
@@ -98,7 +98,8 @@ class Counters:
             "counts": [[list(label), qtype, udp, n]
                        for (label, qtype, udp), n in self.counts.items()],
             "events": [[kind, reason, n] for (kind, reason), n in self.events.items()],
-            "tcp": [self.tcp_open, self.tcp_idle, self.tcp_evicted],
+            "tcp_open": self.tcp_open,
+            "tcp_closed": self.tcp_closed,
             "cache_entries": self.cache_entries,
             "limited": [[cls, action, n] for (cls, action), n in self.limited.items()],
             "limited_top": [[net, n] for net, n in self.limited_top],
@@ -111,11 +112,11 @@ class Counters:
         for label, qtype, udp, n in doc["counts"]:
             counts[(tuple(label), int(qtype), bool(udp))] = int(n)
         events = {(kind, reason): int(n) for kind, reason, n in doc["events"]}
-        tcp_open, tcp_idle, tcp_evicted = doc["tcp"]
+        closed = {str(reason): int(n) for reason, n in doc["tcp_closed"].items()}
         # (Not written by a geodns older than rate limiting, which may hand over to this one.)
         limited = {(str(c), str(a)): int(n) for c, a, n in doc.get("limited", [])}
         top = [(str(net), int(n)) for net, n in doc.get("limited_top", [])]
-        return cls(counts, events, tcp_open, tcp_idle, tcp_evicted, doc["cache_entries"], 1,
+        return cls(counts, events, int(doc["tcp_open"]), closed, doc["cache_entries"], 1,
                    limited, top)
 
 

@@ -53,11 +53,13 @@ class Served:
     """A `geodns serve` process with the zone above and an admin API (metrics)."""
 
     def __init__(self, tmp_path: Path, idle_timeout: float = 30.0,
-                 max_connections: int = 100) -> None:
+                 max_connections: int = 100, **limits: float) -> None:
         (tmp_path / "zones").mkdir()
         (tmp_path / "zones" / "tcp.example.yaml").write_text(ZONE)
         self.tmp_path = tmp_path
-        self.tcp = {"idle_timeout": idle_timeout, "max_connections": max_connections}
+        # Generous timeouts unless a test is about one of them (tcp: in docs/configuration.md).
+        self.tcp = {"idle_timeout": idle_timeout, "max_connections": max_connections,
+                    "initial_timeout": 30, "query_timeout": 30, "send_timeout": 30, **limits}
         self.log_path = tmp_path / "geodns.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = self.admin_port = 0
@@ -103,13 +105,22 @@ class Served:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def tcp_answers(self) -> int:
-        """TCP queries answered so far, as /metrics counts them."""
+    def samples(self, name: str) -> list[tuple[dict[str, str], float]]:
+        """The samples of one metric in /metrics: (labels, value)."""
         url = f"http://127.0.0.1:{self.admin_port}/metrics"
         text = urllib.request.urlopen(url, timeout=5).read().decode()
-        return int(sum(s.value for f in text_string_to_metric_families(text)
-                       for s in f.samples if s.name == "geodns_dns_queries_total"
-                       and s.labels.get("transport") == "tcp"))
+        return [(s.labels, s.value) for f in text_string_to_metric_families(text)
+                for s in f.samples if s.name == name]
+
+    def tcp_answers(self) -> int:
+        """TCP queries answered so far, as /metrics counts them."""
+        return int(sum(v for labels, v in self.samples("geodns_dns_queries_total")
+                       if labels.get("transport") == "tcp"))
+
+    def tcp_closed(self) -> dict[str, int]:
+        """TCP connections geodns closed, by reason, as /metrics counts them."""
+        return {labels["reason"]: int(v)
+                for labels, v in self.samples("geodns_tcp_closed_connections_total")}
 
     def settled_tcp_answers(self, quiet: float = 0.3, limit: float = 15.0) -> int:
         """The TCP answer count once it has not moved for ``quiet`` seconds."""

@@ -167,7 +167,7 @@ class Server:
         self.served.subscribe(self._health_published)
         self.link = WorkerLink(link, self._view_received, self.request_stop,
                                self._link_message) if link is not None else None
-        self.tcp = TCPConnections(config.tcp.max_connections, config.tcp.idle_timeout)
+        self.tcp = TCPConnections(config.tcp)
         self.listeners = Listeners(self, self.tcp, self.udp_mode, reuse_port)
         self.snapshot: Snapshot
         self.responder: Responder  # the data plane reads only this
@@ -946,8 +946,7 @@ class Server:
             if self.checker is not None:
                 self._record_checks(new)
             return
-        self.tcp.max_connections = cfg.tcp.max_connections
-        self.tcp.idle_timeout = cfg.tcp.idle_timeout
+        self.tcp.configure(cfg.tcp)
         logging.getLogger("geodns").setLevel(cfg.log_level.upper())
         self.store.keep_pops(cfg.pops)
         if self.checker is not None:
@@ -991,8 +990,8 @@ class Server:
 
     async def _sweep_tcp(self) -> None:
         while True:
-            await asyncio.sleep(min(1.0, self.tcp.idle_timeout / 2))
-            self.tcp.sweep()
+            await asyncio.sleep(self.tcp.sweep_interval())
+            self.tcp.sweep(time.monotonic())
 
 
 def offline_snapshot(config: Config, health: HealthView | None = None,

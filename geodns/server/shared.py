@@ -32,7 +32,8 @@ def worker_counters(responder: Responder, tcp: TCPConnections,
                     limiting: Limiting | None = None) -> Counters:
     """What this worker has counted since it started."""
     counters = Counters(decode(responder.counts), dict(responder.events), len(tcp.open),
-                        tcp.timed_out, tcp.evicted, responder.cache_entries(), workers=1)
+                        {str(reason): n for reason, n in tcp.closed.items()},
+                        responder.cache_entries(), workers=1)
     if limiting is not None:
         counters.limited = limiting.counters()
         counters.limited_top = limiting.top()

@@ -19,10 +19,13 @@ read and send:
   client retries), counted as a dropped packet: a UDP server must not queue
   without bound.
 * TCP (RFC 7766): each connection may pipeline queries; every complete
-  message in the buffer is answered as soon as it is read, in order.  A
-  connection idle longer than ``idle_timeout`` is closed, and at
-  ``max_connections`` the connection idle the longest is closed to make
-  room, so a crowd of idle clients cannot lock real ones out.
+  message in the buffer is answered as soon as it is read, in order, up to
+  caps on the answers held for a client that does not read them
+  (:class:`TCPConnection`).  :class:`TCPConnections` holds the hard limits
+  (docs/abuse.md): connections in all and per client network, an idle
+  timeout, a first-query timeout, a whole-message timeout (a byte now and
+  then does not keep a connection) and a timeout on answers left unread,
+  all enforced by one sweep timer.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ from collections.abc import Iterable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
-from geodns.counters import Dropped
+from geodns.config import TcpConfig
+from geodns.counters import Dropped, TcpClosed
 from geodns.ecs import Peer
 from geodns.wire import DROPPED, Responder
 
@@ -54,7 +58,6 @@ HAVE_UDPBATCH = _udpbatch is not None
 
 log = logging.getLogger("geodns.server")
 
-MAX_TCP_BUFFER = 2 + 65535 + 65536  # one full message plus a read's worth
 # Where an answer goes: raw sockaddr bytes (recvmmsg) or an address tuple.
 Address = TypeVar("Address", bytes, tuple[Any, ...])
 
@@ -186,70 +189,196 @@ class UDPBatchReader:
                 return
 
 
+Network = tuple[int, int]  # (address family 4 or 6, the address's network bits); (0, 0): unknown
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
+
 class TCPConnections:
-    """All open TCP connections, least recently active first."""
+    """All open TCP connections, and the limits they live under.
 
-    def __init__(self, max_connections: int, idle_timeout: float) -> None:
-        self.max_connections = max_connections
-        self.idle_timeout = idle_timeout
+    Every limit is enforced from a few insertion-ordered dicts, each ordered
+    by the time that its timeout counts from, so that the one sweep timer
+    (:meth:`sweep`) stops at the first connection not yet due:
+
+    * ``open``: every connection, by its last complete query (or its
+      accept): the idle timeout, and which connection goes at the caps;
+    * ``networks``: the same order within each client network;
+    * ``waiting``: connections that have not sent a complete query yet, by
+      accept time (``initial_timeout``);
+    * ``partial``: connections in the middle of a message, by the time its
+      first byte came (``query_timeout``: a byte now and then does not
+      keep a connection);
+    * ``stuck``: connections no longer read because their answers wait
+      unread at the caps, since when (``send_timeout``).
+
+    A complete query costs a connection one clock read and a few dict
+    moves per read (not per message); nothing here runs for UDP."""
+
+    def __init__(self, limits: TcpConfig) -> None:
+        self.limits = limits
         self.open: OrderedDict[TCPConnection, float] = OrderedDict()
-        self.evicted = 0
-        self.timed_out = 0
+        self.networks: dict[Network, OrderedDict[TCPConnection, None]] = {}
+        self.waiting: dict[TCPConnection, float] = {}
+        self.partial: dict[TCPConnection, float] = {}
+        self.stuck: dict[TCPConnection, float] = {}
+        self.closed: dict[TcpClosed, int] = dict.fromkeys(TcpClosed, 0)
 
-    def add(self, conn: TCPConnection) -> None:
-        while len(self.open) >= self.max_connections:
-            oldest, _ = self.open.popitem(last=False)
-            self.evicted += 1
-            oldest.drop()
-        self.open[conn] = time.monotonic()
+    def configure(self, limits: TcpConfig) -> None:
+        """New limits (a reload): they apply to the connections already open."""
+        regroup = (limits.ipv4_prefix_length, limits.ipv6_prefix_length) != \
+            (self.limits.ipv4_prefix_length, self.limits.ipv6_prefix_length)
+        self.limits = limits
+        if regroup:
+            self.networks = {}
+            for conn in self.open:
+                conn.network = self.network_of(conn.peer)
+                self.networks.setdefault(conn.network, OrderedDict())[conn] = None
 
-    def touch(self, conn: TCPConnection) -> None:
+    def sweep_interval(self) -> float:
+        """How often :meth:`sweep` should run: a connection is closed at most
+        half its timeout late."""
+        lim = self.limits
+        return min(1.0, lim.idle_timeout, lim.initial_timeout, lim.query_timeout,
+                   lim.send_timeout) / 2
+
+    def network_of(self, peer: Any) -> Network:
+        """The client network of an address (``tcp.ipv4_prefix_length`` or
+        ``ipv6_prefix_length`` bits); IPv4-mapped IPv6 addresses count as IPv4."""
+        try:
+            host = peer[0]
+            if ":" in host:
+                packed = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
+                if not packed.startswith(_V4_MAPPED):
+                    bits = 128 - self.limits.ipv6_prefix_length
+                    return 6, int.from_bytes(packed, "big") >> bits
+                packed = packed[12:]
+            else:
+                packed = socket.inet_pton(socket.AF_INET, host)
+            return 4, int.from_bytes(packed, "big") >> (32 - self.limits.ipv4_prefix_length)
+        except (TypeError, IndexError, OSError, ValueError):
+            return 0, 0
+
+    def add(self, conn: TCPConnection, now: float) -> None:
+        """A new connection.  At its network's cap, then at the total cap,
+        the least recently active connection (of the network, then of all)
+        is closed to make room: a new client always gets in, and a network
+        that opens too many only pushes out its own."""
+        conn.network = self.network_of(conn.peer)
+        mates = self.networks.get(conn.network)
+        if mates is None:
+            mates = self.networks[conn.network] = OrderedDict()
+        while len(mates) >= self.limits.max_connections_per_network:
+            self.let_go(next(iter(mates)), TcpClosed.NETWORK)
+        while len(self.open) >= self.limits.max_connections:
+            self.let_go(next(iter(self.open)), TcpClosed.EVICTED)
+        self.open[conn] = now
+        self.networks.setdefault(conn.network, mates)[conn] = None
+        self.waiting[conn] = now
+
+    def touch(self, conn: TCPConnection, now: float) -> None:
+        """A complete query was read."""
         if conn in self.open:
-            self.open[conn] = time.monotonic()
+            self.open[conn] = now
             self.open.move_to_end(conn)
+            self.networks[conn.network].move_to_end(conn)
+            if self.waiting:
+                self.waiting.pop(conn, None)
 
     def remove(self, conn: TCPConnection) -> None:
-        self.open.pop(conn, None)
+        if self.open.pop(conn, None) is None:
+            return
+        mates = self.networks.get(conn.network)
+        if mates is not None:
+            mates.pop(conn, None)
+            if not mates:
+                del self.networks[conn.network]
+        self.waiting.pop(conn, None)
+        self.partial.pop(conn, None)
+        self.stuck.pop(conn, None)
 
-    def sweep(self) -> None:
-        """Close connections idle too long (oldest first, so stop early)."""
-        deadline = time.monotonic() - self.idle_timeout
-        while self.open:
-            conn, last = next(iter(self.open.items()))
-            if last > deadline:
-                break
-            self.open.popitem(last=False)
-            self.timed_out += 1
-            conn.drop()
+    def let_go(self, conn: TCPConnection, reason: TcpClosed) -> None:
+        self.closed[reason] += 1
+        self.remove(conn)
+        conn.drop()
+
+    def sweep(self, now: float) -> None:
+        """Close every connection past one of its timeouts."""
+        lim = self.limits
+        for due, timeout, reason in ((self.partial, lim.query_timeout, TcpClosed.SLOW_QUERY),
+                                     (self.stuck, lim.send_timeout, TcpClosed.UNREAD),
+                                     (self.waiting, lim.initial_timeout, TcpClosed.INITIAL),
+                                     (self.open, lim.idle_timeout, TcpClosed.IDLE)):
+            deadline = now - timeout
+            while due:
+                conn, since = next(iter(due.items()))
+                if since > deadline:
+                    break
+                self.let_go(conn, reason)
 
 
 class TCPConnection(asyncio.Protocol):
+    """One TCP client (RFC 7766): its pipelined queries are answered in order
+    as they are read.
+
+    Answers wait in the transport's buffer while the kernel's is full.  So
+    that a client that does not read cannot make geodns hold its answers
+    without bound, at most ``tcp.max_pipelined`` answers and about
+    ``tcp.max_write_buffer`` bytes are held for it: at either cap geodns stops
+    answering and stops reading from it until its buffer has drained (the
+    transport says so: its high-water mark is 0).  The count also bounds the
+    answers given to one connection before others get their turn."""
+
     def __init__(self, source: ResponderSource, registry: TCPConnections) -> None:
         self.handler = DatagramHandler(source)
         self.registry = registry
         self.transport: asyncio.Transport | None = None
         self.buf = b""
+        self.network: Network = (0, 0)
         self.closing = False  # no more queries are answered
         self.finishing = False  # shutting down: input is read and thrown away
         self.eof_sent = False
         self.finished = False  # connection_lost has run: nothing more will be sent
         self.peer: tuple[str, int] | None = None
+        self.buffered = False  # answers wait in the transport's buffer
+        self.held = 0  # answers written since that buffer was last empty
+        self.held_back = False  # not read: at a cap
+        self.eof = False  # the client has half-closed while held back
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.peer = transport.get_extra_info("peername")
-        self.registry.add(self)
+        # Told as soon as an answer waits in our buffer, and when it is empty.
+        self.transport.set_write_buffer_limits(high=0)
+        self.registry.add(self, time.monotonic())
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        buf = self.buf + data if self.buf else data
+        self.buf = self.buf + data if self.buf else data
+        self.answer_buffered()
+
+    def answer_buffered(self) -> None:
+        """Answer the complete queries read, up to the caps; stop reading at a
+        cap, read again once below."""
+        if self.closing:
+            return
+        transport = self.transport
+        assert transport is not None
+        limits = self.registry.limits
+        budget = limits.max_pipelined - self.held
+        room = limits.max_write_buffer - (transport.get_write_buffer_size() if self.buffered
+                                          else 0)
+        buf = self.buf
         out = []
         pos = 0
         n = len(buf)
+        capped = False
         while n - pos >= 2:
             size = (buf[pos] << 8) | buf[pos + 1]
             if n - pos - 2 < size:
+                break
+            if budget <= 0 or room <= 0:
+                capped = True
                 break
             msg = buf[pos + 2 : pos + 2 + size]
             pos += 2 + size
@@ -261,28 +390,63 @@ class TCPConnection(asyncio.Protocol):
                 return
             out.append(len(resp).to_bytes(2, "big"))
             out.append(resp)
-        self.buf = buf[pos:]
-        if len(self.buf) > MAX_TCP_BUFFER:  # pragma: no cover - guarded by the length prefix
-            self.close()
+            budget -= 1
+            room -= 2 + len(resp)
+        if not pos and not capped and not self.held_back:
+            # Only part of a message so far: its first byte starts the clock.
+            if self not in self.registry.partial:
+                self.registry.partial[self] = time.monotonic()
             return
-        if out:
-            assert self.transport is not None
-            self.transport.write(b"".join(out))
-        self.registry.touch(self)
+        now = time.monotonic()
+        registry = self.registry
+        self.buf = rest = buf[pos:]
+        if pos:
+            registry.touch(self, now)
+            transport.write(b"".join(out))  # may call pause_writing()
+            self.held = self.held + len(out) // 2 if self.buffered else 0
+        if capped or self.held >= limits.max_pipelined or (
+                self.buffered and transport.get_write_buffer_size() >= limits.max_write_buffer):
+            registry.partial.pop(self, None)  # what waits now is our doing
+            if not self.held_back:
+                self.held_back = True
+                transport.pause_reading()
+                registry.stuck[self] = now
+            if capped and not self.buffered:
+                # Only the count stopped us, and the kernel took every answer:
+                # go on at the next turn of the loop.
+                asyncio.get_running_loop().call_soon(self.answer_buffered)
+            return
+        if rest:
+            if pos or self not in registry.partial:
+                registry.partial.pop(self, None)
+                registry.partial[self] = now
+        elif registry.partial:
+            registry.partial.pop(self, None)
+        if self.held_back:
+            self.held_back = False
+            registry.stuck.pop(self, None)
+            if self.eof:
+                self.close()
+            else:
+                transport.resume_reading()
 
     def eof_received(self) -> bool | None:
+        if self.held_back and not self.closing:
+            # Queries read but not answered yet: answer them, then close.
+            self.eof = True
+            return True
         self.close()
         return None
 
     def pause_writing(self) -> None:
-        # A client that does not read its answers stops getting its queries
-        # read (unless the connection is being finished: see finish()).
-        if self.transport is not None and not self.finishing:
-            self.transport.pause_reading()
+        self.buffered = True
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self.closing:
-            self.transport.resume_reading()
+        # The buffer is empty: the client has taken every answer (to its kernel).
+        self.buffered = False
+        self.held = 0
+        if self.held_back and not self.closing:
+            self.answer_buffered()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -298,9 +462,9 @@ class TCPConnection(asyncio.Protocol):
                 self.transport.close()
 
     def drop(self) -> None:
-        """Let go of a connection (idle too long, or evicted).  Answers still
-        waiting to be written mean the client is not reading them, and would
-        hold the socket and the answers for ever: those connections are
+        """Let go of a connection (past a timeout, or to make room).  Answers
+        still waiting to be written mean the client is not reading them, and
+        would hold the socket and the answers for ever: those connections are
         reset; the others are closed."""
         if self.transport is not None and self.transport.get_write_buffer_size():
             self.closing = True
