@@ -6,9 +6,12 @@ a normal query is answered afterwards."""
 
 from __future__ import annotations
 
+import socket
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
+import dns.message
 import dns.rcode
 import fuzzpackets as fp
 import pytest
@@ -85,3 +88,18 @@ def test_check_rejects_servfail_and_a_changed_question() -> None:
     other = good.replace(b"www", b"xxx")
     with pytest.raises(fp.Wrong, match="question"):
         fp.check(bytes(query), other, False)
+
+
+def test_tcp_answers_queries_before_a_message_it_drops(node: tuple[Served, int]) -> None:
+    """Found by the fuzzer: a query and a message too short to answer in one
+    TCP segment closed the connection without the query's answer."""
+    _, port = node
+    query = bytes(fp._query(fp._name("www.test.example."), 1))
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+        conn.sendall(struct.pack("!H", len(query)) + query + b"\x00\x05short")
+        data = b""
+        while chunk := conn.recv(4096):
+            data += chunk
+    assert len(data) >= 2 and len(data) == 2 + struct.unpack("!H", data[:2])[0], data
+    answer = dns.message.from_wire(data[2:])
+    assert answer.rcode() == dns.rcode.NOERROR and answer.answer

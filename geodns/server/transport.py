@@ -229,7 +229,7 @@ class TCPConnection(asyncio.Protocol):
         if self.closing:
             return
         buf = self.buf + data if self.buf else data
-        out = []
+        out: list[bytes] = []
         pos = 0
         n = len(buf)
         while n - pos >= 2:
@@ -241,7 +241,11 @@ class TCPConnection(asyncio.Protocol):
             resp = self.handler.answer(msg, self.peer, False)
             if resp is None:
                 # Not a query (too short, or a response): nothing sensible
-                # can follow on this stream.
+                # can follow on this stream.  The queries before it in the
+                # same read still get their answers.
+                if out:
+                    assert self.transport is not None
+                    self.transport.write(b"".join(out))
                 self.close()
                 return
             out.append(len(resp).to_bytes(2, "big"))
