@@ -395,8 +395,10 @@ def node_files(workdir: Path, port: int, admin: int = 0) -> Path:
 class Barrage:
     """Sends packets of a run to ``host:port`` at a fixed rate (UDP on one
     connected socket, the TCP share pipelined on one connection, opened
-    again when the server closes it), keeps the answers and checks every
-    one with :func:`check` in :meth:`finish`: a checking thread beside the
+    again when the server closes it).  An answer is paired with its query
+    (by ID) as it arrives, so an answer must come within 65,536 packets of
+    its query; the pairs are checked with :func:`check` later
+    (:meth:`check_pending`, :meth:`finish`): a checking thread beside the
     sender would hold the GIL for milliseconds at a time and break the pace.
 
     Counts: ``sent``, ``due`` (packets that must get an answer: a header's
@@ -416,7 +418,9 @@ class Barrage:
         self.wrong: list[tuple[int, str, str]] = []
         self._udp_sent: dict[bytes, tuple[int, str, bytes]] = {}
         self._tcp_sent: dict[bytes, tuple[int, str, bytes]] = {}
-        self._todo: collections.deque[tuple[bytes, bool]] = collections.deque()
+        # (query sent: index, kind, bytes, or None; the answer; over TCP)
+        self._todo: collections.deque[tuple[tuple[int, str, bytes] | None, bytes, bool]] = \
+            collections.deque()
         self._stop = threading.Event()
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
@@ -484,7 +488,7 @@ class Barrage:
                     return
                 time.sleep(0.01)
                 continue
-            self._todo.append((resp, False))
+            self._todo.append((self._udp_sent.get(resp[:2]), resp, False))
 
     def _read_tcp(self, sock: socket.socket) -> None:
         buf = b""
@@ -501,7 +505,8 @@ class Barrage:
             buf += chunk
             while len(buf) >= 2 and len(buf) >= 2 + ((buf[0] << 8) | buf[1]):
                 size = (buf[0] << 8) | buf[1]
-                self._todo.append((buf[2 : 2 + size], True))
+                resp = buf[2 : 2 + size]
+                self._todo.append((self._tcp_sent.get(resp[:2]), resp, True))
                 buf = buf[2 + size :]
         self._tcp_eof = sock  # the sender closes it: it owns the socket
 
@@ -511,10 +516,9 @@ class Barrage:
 
     def _check_all(self) -> None:
         while self._todo:
-            resp, tcp = self._todo.popleft()
+            sent, resp, tcp = self._todo.popleft()
             self.answered += 1
             self.answered_tcp += tcp
-            sent = (self._tcp_sent if tcp else self._udp_sent).get(resp[:2])
             if sent is None:
                 self._wrong(-1, "?", "an answer whose ID matches no query sent")
                 continue
