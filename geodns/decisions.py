@@ -18,7 +18,14 @@ that is not steered has scope 0.
 Every cache is bounded (:data:`MAX_DECISIONS`), starts empty with the
 snapshot, and is forgotten when health changes (:meth:`Decisions.use_health`,
 :meth:`Decisions.forget`), so it never serves an answer made stale by a
-change.  Nothing here does I/O; the GeoIP reader and the health view are
+change.  Cached values hold only numbers, strings and bytes (an answer by
+its number in :attr:`Decisions.answers`, a place by its fields): Python's
+cyclic collector stops following such tuples after their first pass, so
+its full collections do not walk a full cache (over a million objects,
+some 2 s each time, bench/memory_bound.py).  For the same reason the
+caches are plain dicts, which the collector stops following once it has
+found only such values in them (it follows every entry of an
+``OrderedDict`` at every pass), with the order of arrival in a deque.  Nothing here does I/O; the GeoIP reader and the health view are
 handed in.
 """
 
@@ -26,7 +33,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections import OrderedDict
+from collections import deque
+from typing import TypeVar
 
 from geodns import ecs, steermap
 from geodns.compile import Answer, Steered
@@ -39,18 +47,27 @@ from geodns.steering import Decision, HealthView, Steering, SteerSpec
 log = logging.getLogger("geodns.wire")
 
 MAX_DECISIONS = 500_000  # cached answers (and places); beyond it the oldest go first
+# Answers the caches refer to: far more than the steered entries' variants
+# (geodns.compile.MAX_VARIANTS each), which are the same objects again and
+# again; an answer built past that cap is answered but not cached.
+MAX_ANSWERS = 65_536
 Tails = tuple[bytes, bytes, bytes]
 # A cached answer: the answer, its tails (with the ECS echo for a query that
 # sent the option) and the number of its counter label (geodns.counters).
 Hit = tuple[Answer, Tails, int]
+# The same as kept in the cache: the answer by its number in Decisions.answers.
+Kept = tuple[int, Tails, int]
+# A place as kept: Place's fields after the address (the client is the key).
+KeptPlace = tuple[int, float | None, float | None, str | None, str | None, str | None,
+                  str | None, int | None, int | None]
 Events = dict[tuple[str, str], int]
 
 
 class Decisions:
     """Decides steered answers for one snapshot and caches them."""
 
-    __slots__ = ("by_location", "cache", "events", "health", "locator", "payload", "penalised",
-                 "places", "steering")
+    __slots__ = ("answer_ids", "answers", "by_location", "cache", "events", "health", "locator",
+                 "order", "payload", "penalised", "places", "steering")
 
     def __init__(self, steering: Steering | None, locator: Locator | None,
                  health: HealthView | None, payload: int, events: Events) -> None:
@@ -62,9 +79,16 @@ class Decisions:
         # (entry index, client key) -> a finished answer.
         # Bounded first in, first out: nothing is ever emptied all at once
         # for being full.
-        self.cache: OrderedDict[tuple[int, bytes], Hit] = OrderedDict()
-        self.places: OrderedDict[bytes, Place] = OrderedDict()
-        self.by_location: OrderedDict[tuple[object, ...], tuple[Answer, int]] = OrderedDict()
+        self.cache: dict[tuple[int, bytes], Kept] = {}
+        self.places: dict[bytes, KeptPlace] = {}
+        self.by_location: dict[tuple[object, ...], tuple[int, int]] = {}
+        # The keys of each, oldest first.
+        self.order: tuple[deque[tuple[int, bytes]], deque[bytes], deque[tuple[object, ...]]] = \
+            (deque(), deque(), deque())
+        # Every answer a cache refers to, by number (a bounded set: the
+        # steered entries' variants, geodns.compile.MAX_VARIANTS each).
+        self.answers: list[Answer] = []
+        self.answer_ids: dict[int, int] = {}  # id(answer) -> its number
         # Whether penalties can reorder a map's ranking (geodns.steermap).
         self.penalised = health is not None and any(health.penalties.values())
 
@@ -76,19 +100,22 @@ class Decisions:
         if isinstance(entry, Steered):
             if option is not None and len(option) > 2 and option[2]:
                 key = (entry.index, option)
-                hit = self.cache.get(key)
-                if hit is None:
+                kept = self.cache.get(key)
+                if kept is None:
                     parsed = ecs.checked(option)
                     if parsed is None:
                         return None
-                    hit = self._remember(key, self._decide(entry, *parsed, option))
-                return hit
+                    return self._remember(key, self._decide(entry, *parsed, option))
+                return self.answers[kept[0]], kept[1], kept[2]
             if option is not None and ecs.checked(option) is None:
                 return None
             client, source = ecs.peer_address(peer)
             key = (entry.index, client)
-            hit = self.cache.get(key) or self._remember(
-                key, self._decide(entry, client, source, None))
+            kept = self.cache.get(key)
+            if kept is None:
+                hit = self._remember(key, self._decide(entry, client, source, None))
+            else:
+                hit = self.answers[kept[0]], kept[1], kept[2]
             if option is None:
                 return hit
             # Source prefix 0: steered by the resolver's address, scope 0.
@@ -112,6 +139,10 @@ class Decisions:
         """Health changed: every cached answer may be wrong now."""
         self.cache.clear()
         self.by_location.clear()
+        self.order[0].clear()
+        self.order[2].clear()
+        self.answers.clear()
+        self.answer_ids.clear()
 
     def use_health(self, health: HealthView) -> None:
         """Decide with another health view from now on (and forget every
@@ -126,10 +157,21 @@ class Decisions:
 
     # -- misses ------------------------------------------------------------------
     def _remember(self, key: tuple[int, bytes], hit: Hit) -> Hit:
-        if len(self.cache) >= MAX_DECISIONS:
-            self.cache.popitem(last=False)
-        self.cache[key] = hit
+        n = self._number(hit[0])
+        if n is not None:
+            _put(self.cache, self.order[0], key, (n, hit[1], hit[2]))
         return hit
+
+    def _number(self, answer: Answer) -> int | None:
+        """The number of an answer in :attr:`answers` (given one if new;
+        None when :data:`MAX_ANSWERS` are numbered already)."""
+        n = self.answer_ids.get(id(answer))
+        if n is None:
+            if len(self.answers) >= MAX_ANSWERS:
+                return None
+            n = self.answer_ids[id(answer)] = len(self.answers)
+            self.answers.append(answer)  # kept alive here: its id stays its own
+        return n
 
     def _decide(self, st: Steered, client: bytes, source: int, option: bytes | None) -> Hit:
         """A cache miss.  Entries without network rules (and a latency table
@@ -142,11 +184,12 @@ class Decisions:
                     place.country, place.subdivision, place.asn)
             found = self.by_location.get(lkey)
             if found is None:
-                found = self._steer(st, client, source)[:2]
-                if len(self.by_location) >= MAX_DECISIONS:
-                    self.by_location.popitem(last=False)
-                self.by_location[lkey] = found
-            ans, cid = found
+                ans, cid = self._steer(st, client, source)[:2]
+                n = self._number(ans)
+                if n is not None:
+                    _put(self.by_location, self.order[2], lkey, (n, cid))
+            else:
+                ans, cid = self.answers[found[0]], found[1]
             scope = min(place.prefixlen, source)
         else:
             ans, cid, scope = self._steer(st, client, source)
@@ -211,12 +254,13 @@ class Decisions:
 
     def _place(self, client: bytes, source: int) -> Place:
         key = client + bytes((source,))
-        place = self.places.get(key)
-        if place is None:
-            place = self._locate(ipaddress.ip_address(client), source)
-            if len(self.places) >= MAX_DECISIONS:
-                self.places.popitem(last=False)
-            self.places[key] = place
+        kept = self.places.get(key)
+        if kept is not None:
+            return Place(ipaddress.ip_address(client), *kept)
+        place = self._locate(ipaddress.ip_address(client), source)
+        _put(self.places, self.order[1], key, (
+            place.prefixlen, place.latitude, place.longitude, place.continent, place.country,
+            place.subdivision, place.city, place.accuracy_km, place.asn))
         return place
 
     def _locate(self, address: IPAddress, source: int) -> Place:
@@ -227,3 +271,15 @@ class Decisions:
         except Exception:
             log.exception("GeoIP look-up failed for %s; treating it as unplaced", address)
             return Place(address, min(source, 32 if address.version == 4 else 128))
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _put(cache: dict[K, V], order: deque[K], key: K, value: V) -> None:
+    """Add a new entry; when the cache is full the oldest goes first."""
+    if len(cache) >= MAX_DECISIONS:
+        del cache[order.popleft()]
+    cache[key] = value
+    order.append(key)

@@ -369,7 +369,7 @@ class TCPConnection(asyncio.Protocol):
         room = limits.max_write_buffer - (transport.get_write_buffer_size() if self.buffered
                                           else 0)
         buf = self.buf
-        out = []
+        out: list[bytes] = []
         pos = 0
         n = len(buf)
         capped = False
@@ -385,7 +385,11 @@ class TCPConnection(asyncio.Protocol):
             resp = self.handler.answer(msg, self.peer, False)
             if resp is None:
                 # Not a query (too short, or a response): nothing sensible
-                # can follow on this stream.
+                # can follow on this stream.  The queries before it in the
+                # same read still get their answers.
+                if out:
+                    assert self.transport is not None
+                    self.transport.write(b"".join(out))
                 self.close()
                 return
             out.append(len(resp).to_bytes(2, "big"))
