@@ -350,7 +350,7 @@ def test_the_total_cap_closes_the_least_recently_active_connection(tmp_path: Pat
 
 def test_pipelining_without_reading_is_stopped_then_reset(tmp_path: Path,
                                                          opened: list[socket.socket]) -> None:
-    """10,000 queries for a 4 KB answer pipelined by a client that reads
+    """50,000 queries for a 4 KB answer pipelined by a client that reads
     nothing: geodns answers what the kernel buffers and its own capped buffer
     hold, stops reading, does not grow, resets the connection send_timeout
     later, and answers another client all along."""
@@ -358,12 +358,14 @@ def test_pipelining_without_reading_is_stopped_then_reset(tmp_path: Path,
     srv.start()
     try:
         before = srv.rss()
-        sock, sent = stuck_client(srv.port, 10000)
+        # 2 MB of queries: more than the kernel's buffers take on their own
+        # (10,000, 400 KB, sometimes all went in before the window closed).
+        sock, sent = stuck_client(srv.port, 50000)
         opened.append(sock)
         stopped = time.monotonic()
         with sock:
             port = sock.getsockname()[1]
-            assert sent < 10000, "the client sent everything: the server never stopped reading"
+            assert sent < 50000, "the client sent everything: the server never stopped reading"
             answered = srv.tcp_answers()
             srv.still_serves()
             grown = srv.rss() - before
@@ -372,7 +374,7 @@ def test_pipelining_without_reading_is_stopped_then_reset(tmp_path: Path,
                 time.sleep(0.05)
             print(f"\n{sent} queries sent before the server stopped reading, {answered} "
                   f"answered, RSS grown by {grown / (1 << 20):.1f} MB")
-            # Answering all 10,000 would take some 40 MB; held: 100 answers and a read.
+            # Answering all 50,000 would take some 200 MB; held: 100 answers and a read.
             assert grown < 8 * (1 << 20), f"the server grew by {grown >> 20} MB"
             assert srv.tcp_closed()["unread"] == 1
             srv.still_serves()
