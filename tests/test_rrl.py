@@ -22,6 +22,7 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+import dns.edns
 import dns.flags
 import dns.message
 import dns.query
@@ -30,11 +31,11 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from refservers import skip_or_fail
+from refservers import knot_server, require_binary, skip_or_fail
 
 from geodns import ratelimit
 from geodns.compile import compile_zones
-from geodns.config import Address, Config, RateLimitConfig, load_config_text
+from geodns.config import Address, Config, CookiesConfig, RateLimitConfig, load_config_text
 from geodns.errors import StartupError
 from geodns.metrics import Metrics
 from geodns.ratelimit import CLASSES, Limiting
@@ -580,3 +581,116 @@ async def test_reload_keeps_or_replaces_the_limiter(tmp_path: Path, zones: Path)
         assert len(got) == 4
     finally:
         await srv.shutdown()
+
+
+# -- with DNS cookies: a resolver that proves its address keeps its answers ------------------
+
+COOKIE_SECRET = bytes.fromhex("e5e973e5a6b2a43f48e7dc849e37bfcf")
+CLIENT_COOKIE = bytes.fromhex("0102030405060708")
+
+
+def cookie_query(name: str, cookie: bytes) -> bytes:
+    q = dns.message.make_query(name, "A", use_edns=0, options=[
+        dns.edns.GenericOption(dns.edns.OptionType.COOKIE, cookie)])
+    q.flags &= ~dns.flags.RD
+    return q.to_wire()
+
+
+def cookie_in(msg: dns.message.Message) -> bytes:
+    found = [o for o in msg.options if o.otype == dns.edns.OptionType.COOKIE]
+    assert len(found) == 1 and isinstance(found[0], dns.edns.CookieOption), msg.options
+    return found[0].client + found[0].server
+
+
+async def test_a_resolver_with_cookies_keeps_every_answer_in_a_flooded_network(
+        zones: Path) -> None:
+    cfg = Config(path=None, listen=[Address("127.0.0.1", 0)], zones_dir=zones,
+                 rate_limit=RateLimitConfig(rate=5, slip=2),
+                 cookies=CookiesConfig((COOKIE_SECRET,)))
+    srv = Server(cfg)
+    await srv.start()
+    try:
+        port = srv.bound[0].port
+        resolver = "127.0.9.200"
+        # It learns its server cookie over TCP, which is never limited.
+        first = await asyncio.to_thread(
+            dns.query.tcp, dns.message.from_wire(cookie_query("www.rrl.example.", CLIENT_COOKIE)),
+            "127.0.0.1", timeout=2, port=port, source=resolver)
+        cookie = cookie_in(first)
+        assert len(cookie) == 24
+        www = query("www.rrl.example.")
+        mine, *flood = await asyncio.gather(
+            send(port, resolver, [cookie_query("www.rrl.example.", cookie)] * 50),
+            *(send(port, f"127.0.9.{i}", [www] * 100) for i in range(1, 5)))
+        took = max(t for _, t in flood)
+        replied = [w for got, _ in flood for w in got
+                   if not dns.message.from_wire(w).flags & dns.flags.TC]
+        assert 5 <= len(replied) <= allowed(5, took)  # the network is limited ...
+        answers = [dns.message.from_wire(w) for w in mine[0]]
+        assert len(answers) == 50  # ... but not the resolver that proved its address
+        assert all(not m.flags & dns.flags.TC and m.answer and cookie_in(m) == cookie
+                   for m in answers)
+        # A forged server cookie from the same network proves nothing: limited
+        # like the flood (over UDP a bad cookie is BADCOOKIE, also limited).
+        forged = cookie[:16] + bytes(8)
+        got, _ = await send(port, "127.0.9.201", [cookie_query("www.rrl.example.", forged)] * 50)
+        assert len(got) < 50
+    finally:
+        await srv.shutdown()
+
+
+# -- next to Knot's mod-rrl, the anchor ---------------------------------------------------
+
+KNOT_ZONE = """\
+$ORIGIN rrl.example.
+$TTL 3600
+@ SOA ns1 hostmaster 1 7200 3600 1209600 3600
+@ NS ns1
+ns1 A 192.0.2.53
+www A 192.0.2.1
+"""
+
+
+def counted(wires: list[bytes], sent: int) -> tuple[int, int, int]:
+    """(replied, truncated, dropped) of a burst of ``sent`` queries."""
+    cut = sum(1 for w in wires if dns.message.from_wire(w).flags & dns.flags.TC)
+    return len(wires) - cut, cut, sent - len(wires)
+
+
+@pytest.mark.parametrize("slip", [1, 2])
+async def test_same_burst_as_knot_mod_rrl(zones: Path, tmp_path: Path, slip: int) -> None:
+    """Rate 5 a second, the same burst of 50 from one address to geodns and
+    to Knot configured alike: geodns replies to no more than Knot does (Knot
+    lets a 4-second burst through, rate x 4; geodns one second's worth),
+    sends no more bytes back, and truncates every slip-th limited answer."""
+    require_binary("knotd")
+    (tmp_path / "rrl.zone").write_text(KNOT_ZONE)
+    modules = f"mod-rrl:\n  - id: default\n    rate-limit: 5\n    slip: {slip}\n"
+    www = query("www.rrl.example.")
+    with knot_server({"rrl.example.": tmp_path / "rrl.zone"}, modules=modules,
+                     global_modules=["mod-rrl/default"]) as (host, kport):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.12.1", 0))
+            s.settimeout(2)
+            s.sendto(www, (host, kport))
+            assert s.recv(65535)  # Knot is up and answers the zone (the one answer counted)
+        assert host == "127.0.0.1"
+        knot_got, knot_took = await send(kport, "127.0.13.1", [www] * 50)
+    cfg = Config(path=None, listen=[Address("127.0.0.1", 0)], zones_dir=zones,
+                 rate_limit=RateLimitConfig(rate=5, slip=slip))
+    srv = Server(cfg)
+    await srv.start()
+    try:
+        ours_got, ours_took = await send(srv.bound[0].port, "127.0.13.1", [www] * 50)
+    finally:
+        await srv.shutdown()
+    knot = counted(knot_got, 50)
+    ours = counted(ours_got, 50)
+    print(f"\nslip {slip}: replied/truncated/dropped: geodns {ours}, Knot {knot}")
+    assert 5 <= knot[0] <= 4 * 5 + math.ceil(5 * knot_took)
+    assert 5 <= ours[0] <= allowed(5, ours_took)
+    assert ours[0] <= knot[0]
+    assert ours[1] == (50 - ours[0]) // slip
+    if slip == 1:
+        assert knot[1] == 50 - knot[0] and knot[2] == 0  # Knot truncates every one too
+    assert sum(map(len, ours_got)) <= sum(map(len, knot_got))
