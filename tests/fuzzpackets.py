@@ -376,12 +376,14 @@ pops:
   gru: {{location: [-23.43, -46.47]}}
   jnb: {{location: [-26.14, 28.25]}}
 default_order: [iad, fra]
+cookies: {{secrets: [e5e973e5a6b2a43f48e7dc849e37bfcf]}}  # the fuzzed COOKIE options meet the cookie stage
 """
 
 
 def node_files(workdir: Path, port: int, admin: int = 0) -> Path:
     """A node's configuration in ``workdir``: the static zone and the
-    steered one of tests/zones, five PoPs, one worker.  Returns its path."""
+    steered one of tests/zones, five PoPs, one worker, DNS cookies on.
+    Returns its path."""
     zones = workdir / "zones"
     zones.mkdir(exist_ok=True)
     for name in ZONES:
