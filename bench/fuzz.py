@@ -27,10 +27,8 @@ Exit status 0 when nothing was wrong, 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -48,7 +46,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import fuzzpackets as fp  # noqa: E402
-from serveproc import free_port  # noqa: E402
+from serveproc import free_port, logged_node  # noqa: E402
 
 
 def status(pid: int) -> dict[str, int]:
@@ -94,21 +92,8 @@ def main() -> int:
         port = free_port()
         config = fp.node_files(work, port)
         log = work / "node.log"
-        with open(log, "wb") as logf:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "geodns", "serve", "--config", str(config),
-                 "--lameduck", "0"], cwd=work, stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=logf, start_new_session=True)
-        try:
+        with logged_node(config, work, log) as proc:
             return run(args, proc, port, log)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
 
 
 def run(args: argparse.Namespace, proc: subprocess.Popen[bytes], port: int, log: Path) -> int:

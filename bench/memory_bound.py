@@ -27,9 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import random
-import signal
 import socket
 import struct
 import subprocess
@@ -40,6 +38,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from serveproc import free_port, logged_node  # noqa: E402
 
 GEO = b"\x03geo\x05bench\x04test\x00"
 ZONE = b"\x05bench\x04test\x00"
@@ -65,12 +66,6 @@ def nx_query(qid: int, rnd: random.Random) -> bytes:
     label = f"{rnd.getrandbits(48):012x}".encode()
     return struct.pack("!HHHHHH", qid, 0, 1, 0, 0, 0) + bytes([len(label)]) + label + ZONE + \
         b"\x00\x01\x00\x01"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss(pid: int) -> dict[str, int]:
@@ -131,21 +126,8 @@ def main() -> int:
         config.write_text(f"listen: [127.0.0.1:{port}]\nzones: {HERE / 'zone' / 'yaml'}\n"
                           "workers: 1\nreload: {interval: 60}\n" + bench[bench.index("geoip:"):])
         log = work / "node.log"
-        with open(log, "wb") as logf:
-            proc = subprocess.Popen([sys.executable, "-m", "geodns", "serve", "--config",
-                                     str(config), "--lameduck", "0"], cwd=work,
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=logf, start_new_session=True)
-        try:
+        with logged_node(config, work, log) as proc:
             return run(args, proc, port, log)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
 
 
 def run(args: argparse.Namespace, proc: subprocess.Popen[bytes], port: int, log: Path) -> int:

@@ -164,6 +164,29 @@ def served(args: list[str], cwd: Path | None = None) -> Iterator[Served]:
         node.stop()
 
 
+@contextlib.contextmanager
+def logged_node(config: Path, cwd: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``geodns serve --config CONFIG --lameduck 0`` for a benchmark: its own
+    session, its log written to ``log`` and not read along (a long run logs
+    little, and the benchmark looks at it at the end), the whole group
+    stopped at the end (SIGTERM, then SIGKILL after 10 s)."""
+    with open(log, "wb") as logf:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "geodns", "serve", "--config", str(config), "--lameduck", "0"],
+            cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=logf,
+            start_new_session=True)
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
 def busy_pair() -> tuple[socket.socket, socket.socket]:
     """A UDP and a listening TCP socket on one port of 127.0.0.1 (a port free
     for UDP may be taken for TCP: then another is tried)."""
