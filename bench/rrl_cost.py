@@ -110,28 +110,27 @@ def flood_one(extra: str, seconds: float, cpus: str, tmp: Path) -> dict[str, flo
         batch = [(q, sockaddr)] * 64
         pid = srv.proc.pid
         sent = got = got_bytes = 0
+
+        def drain(s: socket.socket) -> None:
+            nonlocal got, got_bytes
+            while True:
+                try:
+                    data = s.recv(65535)
+                except BlockingIOError:
+                    return
+                got += 1
+                got_bytes += len(data)
+
         cpu0 = proc_cpu_seconds(pid) or 0.0
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             for s in socks:
                 sent += send_batch(s.fileno(), batch)
-                while True:
-                    try:
-                        data = s.recv(65535)
-                    except BlockingIOError:
-                        break
-                    got += 1
-                    got_bytes += len(data)
+                drain(s)
         time.sleep(0.5)  # what is queued still gets read
         cpu = (proc_cpu_seconds(pid) or 0.0) - cpu0
         for s in socks:
-            while True:
-                try:
-                    data = s.recv(65535)
-                except BlockingIOError:
-                    break
-                got += 1
-                got_bytes += len(data)
+            drain(s)
             s.close()
         read = sent - udp_drops(srv.port)  # what the server's socket did not have to drop
         return {"sent": sent, "read": read, "answers": got, "bytes_in": read * len(q),

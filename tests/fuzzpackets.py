@@ -494,7 +494,11 @@ class Barrage:
 
     def _read_tcp(self, sock: socket.socket) -> None:
         buf = b""
-        sock.settimeout(0.2)
+        try:
+            sock.settimeout(0.2)
+        except OSError:  # the sender closed it before this thread began (the server had)
+            self._tcp_eof = sock
+            return
         while not self._stop.is_set():
             try:
                 chunk = sock.recv(65536)
