@@ -122,8 +122,10 @@ class Served:
         return {labels["reason"]: int(v)
                 for labels, v in self.samples("geodns_tcp_closed_connections_total")}
 
-    def settled_tcp_answers(self, quiet: float = 0.3, limit: float = 15.0) -> int:
-        """The TCP answer count once it has not moved for ``quiet`` seconds."""
+    def settled_tcp_answers(self, quiet: float = 1.5, limit: float = 20.0) -> int:
+        """The TCP answer count once it has not moved for ``quiet`` seconds
+        (longer than workers take to publish their counts, every second: a
+        shorter wait once read a count that was still to grow by 85)."""
         deadline = time.monotonic() + limit
         last = self.tcp_answers()
         while time.monotonic() < deadline:
