@@ -46,17 +46,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import fuzzpackets as fp  # noqa: E402
-from serveproc import free_port, logged_node  # noqa: E402
-
-
-def status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (kB) of a process."""
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key = line.split(":", 1)[0]
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(line.split()[1])
-    return out
+from serveproc import free_port, logged_node, memory_kb  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -103,7 +93,7 @@ def run(args: argparse.Namespace, proc: subprocess.Popen[bytes], port: int, log:
             print(log.read_text()[-3000:])
             raise SystemExit("the node did not start")
         time.sleep(0.2)
-    before = status(proc.pid)["VmRSS"]
+    before = memory_kb(proc.pid)["VmRSS"]
     cpu0 = cpu_seconds(proc.pid)
     print(f"fuzz: {args.packets:,} packets, seed {args.seed}, {args.rate:,.0f}/s in chunks of "
           f"{args.chunk:,}; node pid {proc.pid}, RSS {before / 1024:.1f} MB", flush=True)
@@ -119,14 +109,14 @@ def run(args: argparse.Namespace, proc: subprocess.Popen[bytes], port: int, log:
             barrage.check_pending()
             if proc.poll() is not None:
                 break
-            rss.append(status(proc.pid)["VmRSS"])
+            rss.append(memory_kb(proc.pid)["VmRSS"])
             print(f"  {start + count:>9,} sent: {barrage.answered:,} answers, "
                   f"{barrage.wrong_count} wrong, RSS {rss[-1] / 1024:.1f} MB, "
                   f"{time.monotonic() - began:.0f} s", flush=True)
     finally:
         barrage.finish(1.0)
     alive = proc.poll() is None
-    st = status(proc.pid) if alive else {"VmRSS": 0, "VmHWM": 0}
+    st = memory_kb(proc.pid) if alive else {"VmRSS": 0, "VmHWM": 0}
     cpu = cpu_seconds(proc.pid) - cpu0 if alive else float("nan")
     answers = normal_answers(port) if alive else False
     text = log.read_text(errors="replace")

@@ -40,7 +40,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from serveproc import free_port, logged_node  # noqa: E402
+from serveproc import free_port, logged_node, memory_kb  # noqa: E402
 
 GEO = b"\x03geo\x05bench\x04test\x00"
 ZONE = b"\x05bench\x04test\x00"
@@ -66,15 +66,6 @@ def nx_query(qid: int, rnd: random.Random) -> bytes:
     label = f"{rnd.getrandbits(48):012x}".encode()
     return struct.pack("!HHHHHH", qid, 0, 1, 0, 0, 0) + bytes([len(label)]) + label + ZONE + \
         b"\x00\x01\x00\x01"
-
-
-def rss(pid: int) -> dict[str, int]:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key = line.split(":", 1)[0]
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(line.split()[1])
-    return out
 
 
 class Answers:
@@ -144,7 +135,7 @@ def run(args: argparse.Namespace, proc: subprocess.Popen[bytes], port: int, log:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise SystemExit("the node did not start:\n" + log.read_text()[-3000:])
     time.sleep(0.5)
-    before = rss(proc.pid)["VmRSS"]
+    before = memory_kb(proc.pid)["VmRSS"]
     print(f"memory: {args.networks:,} client networks (IPv4 /24 and IPv6 /48 in turn) for "
           f"geo.bench.test, {args.nx:.0%} random names, {args.rate:,.0f} queries/s; "
           f"RSS {before / 1024:.1f} MB", flush=True)
@@ -170,7 +161,7 @@ def run(args: argparse.Namespace, proc: subprocess.Popen[bytes], port: int, log:
             networks += 1
         if now >= next_report:
             next_report += args.every
-            mb = rss(proc.pid)["VmRSS"] / 1024
+            mb = memory_kb(proc.pid)["VmRSS"] / 1024
             samples.append((now - began, networks, answers.count, mb))
             print(f"  {now - answers.began:6.0f} s: {networks:>9,} networks, {i + 1:>9,} sent, "
                   f"{answers.count:>9,} answers, RSS {mb:7.1f} MB", flush=True)
@@ -178,7 +169,7 @@ def run(args: argparse.Namespace, proc: subprocess.Popen[bytes], port: int, log:
     time.sleep(1.0)
     answers.stop.set()
     answers.thread.join(2)
-    st = rss(proc.pid)
+    st = memory_kb(proc.pid)
     half = [s for s in samples if s[1] >= networks / 2]
     growth = (half[-1][3] - half[0][3]) if len(half) > 1 else float("nan")
     text = log.read_text(errors="replace")

@@ -164,6 +164,16 @@ def served(args: list[str], cwd: Path | None = None) -> Iterator[Served]:
         node.stop()
 
 
+def memory_kb(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (kB) of a process."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key = line.split(":", 1)[0]
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(line.split()[1])
+    return out
+
+
 @contextlib.contextmanager
 def logged_node(config: Path, cwd: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """``geodns serve --config CONFIG --lameduck 0`` for a benchmark: its own
