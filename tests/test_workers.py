@@ -323,9 +323,9 @@ def test_sighup_reloads_an_edited_zone_on_both_workers(node: Node) -> None:
     node.both_answered(names)
 
 
-def kill_and_watch(node: Node, index: int, pid: int) -> None:
+def kill_and_watch(node: Node, index: int, pid: int, expected: str = SIN) -> None:
     """SIGKILL worker ``index`` while querying; it comes back, and every
-    answer meanwhile (before, during, after) is sin."""
+    answer meanwhile (before, during, after) is ``expected``."""
     mark = node.log.mark()
     with Querier(node) as querier:
         time.sleep(0.2)
@@ -338,7 +338,7 @@ def kill_and_watch(node: Node, index: int, pid: int) -> None:
             time.sleep(0.05)
     answers = [a for _, _, a in querier.results]
     assert None not in answers, "the node stopped answering"
-    assert set(answers) == {SIN}, [r for r in querier.results if r[2] != SIN]
+    assert set(answers) == {expected}, [r for r in querier.results if r[2] != expected]
     after = [name for t, name, _ in querier.results if t > restarted]
     assert f"worker{index}" in set(node.who(after).values()), "the new worker never answered"
 
@@ -378,6 +378,27 @@ def test_a_killed_worker_is_started_again_with_the_node_health(
         assert set(got.values()) == {SIN}, got
         node.both_answered(names)
         assert node.log.proc.poll() is None
+    finally:
+        node.log.stop()
+
+
+def test_a_worker_started_while_the_configuration_is_rewritten_serves(
+        tmp_path: Path, endpoint: Endpoint) -> None:
+    """A worker started while worker 0 serves finds the configuration file
+    empty (an editor, a deploy, writing it in place): it serves with the
+    configuration the node started with and says so; the node keeps serving
+    (it once stopped the whole node)."""
+    node = Node(tmp_path, endpoint).start()
+    try:
+        node.until(FRA)
+        written = node.config.read_text()
+        node.config.write_text("")
+        mark = node.log.mark()
+        kill_and_watch(node, 1, node.pids()[1], FRA)
+        kept = node.log.find(lambda x: x.get("event") == "config-kept", mark)
+        assert kept and "file is empty" in str(kept[0]["message"]), node.log.text()
+        assert node.log.proc.poll() is None
+        node.config.write_text(written)
     finally:
         node.log.stop()
 

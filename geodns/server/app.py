@@ -236,7 +236,16 @@ class Server:
         snap = built.snapshot
         if snap.config_errors and snap.config_digest is not None and \
                 snap.config is self.given:
-            raise StartupError("; ".join(str(p) for p in snap.config_errors))
+            if self.runtime_dir is None or self.worker_index == 0:
+                raise StartupError("; ".join(str(p) for p in snap.config_errors))
+            # A worker started while worker 0 serves (at the start, or again
+            # after a crash) and the file is being rewritten or is broken
+            # now: it serves with the configuration the node started with
+            # (valid: checked before worker 0 started) rather than stop a
+            # serving node; the next reload reads the file again.
+            log.warning("worker %d starts with the configuration the node started with: %s",
+                        self.worker_index, "; ".join(str(p) for p in snap.config_errors),
+                        extra={"event": "config-kept"})
         if snap.config.pops and snap.locator is None:
             raise StartupError(f"PoPs are configured but the GeoIP database cannot be used: "
                                f"{snap.geoip.error}")
