@@ -107,6 +107,11 @@ def validate(cfg: Config, problems: Problems, keep: bool = False) -> int:
                                   check_defaults=cfg.check_defaults, keep=keep)
         if zone is None:
             continue
+        if zone.dnssec is not None:
+            from geodns.dnssec.policy import read_keys, resolve
+
+            if resolve(zone.dnssec, read_keys(cfg.keys_dir), problems) is None:
+                continue
         count += 1
         if zone.origin in origins:
             problems.add(Where(str(path), 1, 1),

@@ -32,11 +32,14 @@ from __future__ import annotations
 import functools
 import itertools
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from geodns import names, rdata
 from geodns.counters import LABELS
+from geodns.dnssec.signer import Signer
+from geodns.dnssec.zonesign import Proof, ZoneSigning
 from geodns.rdata import (
     AAAA,
     ANY,
@@ -58,6 +61,7 @@ from geodns.resolve import (
     NOERROR,
     NOTAUTH,
     NOTIMP,
+    NXDOMAIN,
     OTHER_TYPES,
     QNAME,
     REFUSED,
@@ -175,10 +179,14 @@ class Answer:
     as neither Knot nor NSD copies it); ``tails[e]`` is everything after the
     question, for e = 0 (no EDNS), 1 (OPT) and 2 (OPT with DO).
     ``smaller`` is the same answer without the additional section, used
-    when the full one does not fit in a UDP response.
+    when the full one does not fit in a UDP response.  ``signed`` is what
+    a query with DO gets: this answer itself in a zone without DNSSEC, the
+    same answer with its signatures and proofs in a signed one, or a
+    :class:`~geodns.dnssec.zonesign.Proof` when the proof depends on the
+    question name (the sign stage, :meth:`geodns.wire.Responder.sign`).
     """
 
-    __slots__ = ("aa", "cid", "heads", "kind", "rcode", "smaller", "tails", "zone")
+    __slots__ = ("aa", "cid", "heads", "kind", "rcode", "signed", "smaller", "tails", "zone")
     steered = False  # see Steered
 
     def __init__(self, rcode: Rcode, aa: bool, counts: tuple[int, int, int], body: bytes,
@@ -194,10 +202,68 @@ class Answer:
         self.heads = _heads(rcode, aa, an, ns, ar)
         self.tails = (body, body + _opt(payload, False, options),
                       body + _opt(payload, True, options))
+        self.signed: Answer | Proof = self
+
+    def sharing(self, signed: Answer | Proof) -> Answer:
+        """This answer's bytes in another object, whose signed form is
+        ``signed`` (a name's own NODATA, where unsigned zones share one)."""
+        twin = object.__new__(Answer)
+        for slot in Answer.__slots__:
+            setattr(twin, slot, getattr(self, slot))
+        twin.signed = signed
+        return twin
 
 
-def encode(res: Resolution, qname: bytes | None, zone: str, payload: int) -> Answer:
-    """Encode a resolution for a question name (or a template when None)."""
+def encode(res: Resolution, qname: bytes | None, zone: str, payload: int,
+           sec: ZoneSigning | None = None, wild: bytes | None = None,
+           proof: Sequence[Record] = ()) -> Answer:
+    """Encode a resolution for a question name (or a template when None).
+    In a signed zone (``sec``) the answer's ``signed`` form is made too:
+    every authoritative record set with its RRSIGs (``wild``: the wildcard
+    that synthesised the question's own records), and the NSEC records that
+    prove a denial when the name is known (``proof``: given by the caller
+    for a template)."""
+    ans = _encode(res, qname, zone, payload)
+    if sec is not None:
+        ans.signed = _encode(signed_resolution(res, qname, sec, wild, proof), qname, zone,
+                             payload)
+    return ans
+
+
+def signed_resolution(res: Resolution, qname: bytes | None, sec: ZoneSigning,
+                      wild: bytes | None = None, proof: Sequence[Record] = ()) -> Resolution:
+    """A resolution with its signatures and (for a known name) its proof."""
+    proof = list(proof)
+    if qname is not None and not proof:
+        proof = _static_proof(res, qname, sec)
+    authority = sec.signed(res.authority, qname, wild)
+    if res.kind == AnswerKind.REFERRAL and res.authority:
+        cut = res.authority[0].owner.lower()
+        ds = sec.zone.nodes[cut].get(DS)
+        if ds is not None:
+            authority += sec.signed([Record(ds.owner, DS, ds.ttl, rd) for rd in ds.rdatas],
+                                    None)
+        else:
+            authority += sec.nodata_proof(cut)  # an insecure delegation: no DS
+    return Resolution(res.rcode, res.aa, sec.signed(res.answer, qname, wild),
+                      authority + proof, sec.signed(res.additional, qname, wild), res.kind)
+
+
+def _static_proof(res: Resolution, qname: bytes, sec: ZoneSigning) -> list[Record]:
+    """The NSEC records a negative answer for a known name needs (none for
+    a name outside the zone, where a CNAME chain may end)."""
+    final = sec.final_name(res.answer, qname)
+    if not names.is_subdomain(final, sec.zone.origin):
+        return []
+    if res.rcode == NXDOMAIN:
+        return sec.nxdomain_proof(final, sec.index.closest_encloser(final))
+    if res.rcode == NOERROR and res.kind != AnswerKind.REFERRAL and \
+            any(r.rtype == SOA for r in res.authority):
+        return sec.nodata_proof(final)
+    return []
+
+
+def _encode(res: Resolution, qname: bytes | None, zone: str, payload: int) -> Answer:
     if res.steer is not None:
         raise ValueError("an answer that depends on the client is a Steered entry")
     enc = _Encoder(qname)
@@ -233,11 +299,12 @@ class Steered:
     """
 
     steered = True
-    __slots__ = ("by_location", "index", "lead", "payload", "point", "qname", "variants",
-                 "zindex", "zone")
+    __slots__ = ("by_location", "index", "lead", "payload", "point", "qname", "sec",
+                 "variants", "wild", "zindex", "zone")
 
     def __init__(self, lead: Sequence[Record], point: SteerPoint, index: int, zone: str,
-                 zindex: ZoneIndex, payload: int, qname: bytes | None = None) -> None:
+                 zindex: ZoneIndex, payload: int, qname: bytes | None = None,
+                 sec: ZoneSigning | None = None, wild: bytes | None = None) -> None:
         self.lead = tuple(lead)
         self.point = point
         self.index = index  # this entry's slot in the decision caches
@@ -245,6 +312,16 @@ class Steered:
         self.zindex = zindex
         self.payload = payload
         self.qname = qname  # the question name when it is known (not a wildcard)
+        self.sec = sec  # the zone is signed: so is every variant
+        self.wild = wild  # a wildcard's entry: the wildcard's name
+        if sec is not None:
+            # Every PoP's record set (and the fallback) signed now, with the
+            # snapshot: a variant made on first use finds its signatures.
+            for spec in self._reachable():
+                owner = spec.owner.lower()
+                for rds in (*spec.values.values(), spec.fallback):
+                    if rds and sec.authoritative(owner, spec.rtype):
+                        sec.signer.rrsigs(owner, spec.rtype, spec.ttl, rds)
         self.variants: dict[tuple[object, ...], Answer] = {}
         # Without network rules (in any steered record set the answer can
         # reach, or in an all_down: use fallback), a decision depends on the
@@ -321,7 +398,13 @@ class Steered:
             final = Resolution(after.rcode, True, records, list(after.authority),
                                list(after.additional), AnswerKind.CNAME)
             break
-        return encode(final, self.qname, self.zone, self.payload)
+        if self.sec is not None and self.qname is None:
+            # A wildcard's: the proof that the name itself does not exist
+            # depends on the name.
+            ans = encode(final, None, self.zone, self.payload)
+            ans.signed = _wild_proof(final, self.sec, self.wild, self.zone, self.payload)
+            return ans
+        return encode(final, self.qname, self.zone, self.payload, self.sec, self.wild)
 
     def _reachable(self) -> list[SteerSpec]:
         """Every steered record set this answer can depend on."""
@@ -349,12 +432,14 @@ class Node:
     (a name with data, an empty non-terminal, or the zone apex)."""
 
     __slots__ = ("below_answer", "by_type", "index", "memo", "name", "nodata", "nodata_wild",
-                 "payload", "referral", "wild")
+                 "payload", "referral", "sec", "wild")
 
-    def __init__(self, index: ZoneIndex, name: bytes, payload: int) -> None:
+    def __init__(self, index: ZoneIndex, name: bytes, payload: int,
+                 sec: ZoneSigning | None = None) -> None:
         self.index = index
         self.name = name
         self.payload = payload
+        self.sec = sec
         self.by_type: dict[int, Answer | Steered] = {}
         self.memo: dict[int, Answer] | None = None  # made on first use: most names never need it
         # Any type not pre-built: NODATA, or for a CNAME whose chain reaches
@@ -377,7 +462,7 @@ class Node:
         memo = self.memo.get(qtype) if self.memo is not None else None
         if memo is None:
             memo = encode(self.index.resolve(self.name, qtype), self.name,
-                          self.index.zone.name, self.payload)
+                          self.index.zone.name, self.payload, self.sec)
             if self.memo is None:
                 self.memo = {}
             if len(self.memo) < MEMO_PER_NODE:
@@ -392,8 +477,11 @@ class Node:
             if ans is None:
                 if self.nodata_wild is not None and qtype != ANY:
                     return self.nodata_wild
-                ans = encode(self.index.wildcard(self.name, qtype), None, self.index.zone.name,
-                             self.payload)
+                res = self.index.wildcard(self.name, qtype)
+                ans = encode(res, None, self.index.zone.name, self.payload)
+                if self.sec is not None:
+                    ans.signed = _wild_proof(res, self.sec, b"\x01*" + self.name,
+                                             self.index.zone.name, self.payload)
                 if len(self.wild) < MEMO_PER_NODE + 16:
                     self.wild[qtype] = ans
             return ans
@@ -418,6 +506,11 @@ class Tables:
     # part of every zone that has not changed.
     parts: Mapping[bytes, ZoneTables] = field(default_factory=dict)
 
+    @property
+    def due(self) -> float:
+        """When the first signed zone must be signed again (a build then)."""
+        return min((p.due for p in self.parts.values()), default=float("inf"))
+
 
 @dataclass(frozen=True)
 class ZoneTables:
@@ -429,6 +522,11 @@ class ZoneTables:
     exact: dict[bytes, Answer | Steered]
     nodes: dict[bytes, Node]
     steered: list[Steered]
+    signer: Signer | None = None  # a signed zone's: the next build reuses its signatures
+
+    @property
+    def due(self) -> float:
+        return self.signer.due if self.signer is not None else float("inf")
 
 
 # For a name with a CNAME, also the types it is most often followed for (the
@@ -449,33 +547,51 @@ class _Build:
 
     payload: int
     record_sets: list[Steered] = field(default_factory=list)
+    sec: ZoneSigning | None = None
 
-    def entry(self, res: Resolution, qname: bytes | None, index: ZoneIndex) -> Answer | Steered:
+    def entry(self, res: Resolution, qname: bytes | None, index: ZoneIndex,
+              wild: bytes | None = None) -> Answer | Steered:
         """The pre-built answer for a resolution, or a Steered entry when it
-        depends on the client."""
+        depends on the client.  ``wild``: a wildcard's synthesis (``qname``
+        is None then)."""
         if res.steer is None:
-            return encode(res, qname, index.zone.name, self.payload)
+            if self.sec is not None and wild is not None:
+                ans = encode(res, None, index.zone.name, self.payload)
+                ans.signed = _wild_proof(res, self.sec, wild, index.zone.name, self.payload)
+                return ans
+            return encode(res, qname, index.zone.name, self.payload, self.sec)
         return Steered(res.answer, res.steer, next(_slots), index.zone.name, index,
-                       self.payload, qname)
+                       self.payload, qname, self.sec, wild)
 
 
-def compile_zone(zone: Zone, payload: int = DEFAULT_UDP_PAYLOAD) -> ZoneTables:
-    """One zone's look-up tables, on their own."""
+def compile_zone(zone: Zone, payload: int = DEFAULT_UDP_PAYLOAD, now: float | None = None,
+                 previous: ZoneTables | None = None) -> ZoneTables:
+    """One zone's look-up tables, on their own.  A signed zone is signed
+    as of ``now`` (the clock when not given), with the signatures of
+    ``previous`` (the zone's last tables) that are not due."""
     exact: dict[bytes, Answer | Steered] = {}
     nodes: dict[bytes, Node] = {}
     build = _Build(payload)
+    signer = None
+    if zone.dnssec is not None and zone.keys:
+        signer = Signer(zone.origin, [k.key for k in zone.keys if k.sign], zone.dnssec.validity,
+                        time.time() if now is None else now,
+                        previous.signer if previous is not None else None)
+        build.sec = ZoneSigning(zone, ZoneIndex(zone), signer)
     _compile_zone(zone, nodes, exact, build)
-    return ZoneTables(zone, payload, exact, nodes, build.record_sets)
+    return ZoneTables(zone, payload, exact, nodes, build.record_sets, signer)
 
 
 def compile_zones(zones: Iterable[Zone], payload: int = DEFAULT_UDP_PAYLOAD,
                   chaos: dict[str, str] | None = None,
-                  previous: Tables | None = None) -> Tables:
+                  previous: Tables | None = None, now: float | None = None) -> Tables:
     """Compile zones into look-up tables, reusing from ``previous`` every
     zone that has not changed (the same :class:`Zone` object), so that the
     cost follows what changed.  A zone nested inside another one that we
     also serve takes over its part of the name space.  ``chaos`` maps
-    CH-class TXT names (``id.server.``) to the text they answer."""
+    CH-class TXT names (``id.server.``) to the text they answer.  A signed
+    zone whose signatures are due at ``now`` is compiled again (signing only
+    what is due)."""
     ordered = sorted(zones, key=lambda z: len(z.origin))
     before = previous.parts if previous is not None else {}
     exact: dict[bytes, Answer | Steered] = {}
@@ -484,8 +600,9 @@ def compile_zones(zones: Iterable[Zone], payload: int = DEFAULT_UDP_PAYLOAD,
     parts: dict[bytes, ZoneTables] = {}
     for zone in ordered:
         part = before.get(zone.origin)
-        if part is None or part.zone is not zone or part.payload != payload:
-            part = compile_zone(zone, payload)
+        if part is None or part.zone is not zone or part.payload != payload or \
+                part.due <= (time.time() if now is None else now):
+            part = compile_zone(zone, payload, now, part)
         parts[zone.origin] = part
         if _inside(zone.origin, parts):
             # Names the parent holds at or below a child apex belong to the child.
@@ -534,6 +651,45 @@ def _drop_below(nodes: dict[bytes, Node], exact: dict[bytes, Answer | Steered],
             del exact[key]
 
 
+def _nodata(template: Answer, index: ZoneIndex, name: bytes,
+            sec: ZoneSigning | None) -> Answer:
+    """NODATA at an existing name: the template, or in a signed zone the
+    template's bytes with the name's own proof."""
+    if sec is None:
+        return template
+    res = index.nodata()
+    return template.sharing(_encode(signed_resolution(res, None, sec,
+                                                      proof=sec.nodata_proof(name)),
+                                    None, index.zone.name, template_payload(template)))
+
+
+def template_payload(ans: Answer) -> int:
+    """The UDP payload size an answer's OPT advertises."""
+    tail = ans.tails[1]
+    at = len(ans.tails[0])
+    return (tail[at + 3] << 8) | tail[at + 4]
+
+
+def _denial(res: Resolution, sec: ZoneSigning, zone: str,
+            payload: int) -> Callable[[int, int], Answer]:
+    """What a :class:`Proof` builds for a negative answer: ``res`` signed,
+    with the NSEC records of chain entries ``i`` and ``j``."""
+    def build(i: int, j: int) -> Answer:
+        proof = sec.nsec(i) if i == j else sec.nsec(i) + sec.nsec(j)
+        return _encode(signed_resolution(res, None, sec, proof=proof), None, zone, payload)
+    return build
+
+
+def _wild_proof(res: Resolution, sec: ZoneSigning, wild: bytes | None, zone: str,
+                payload: int) -> Proof:
+    """A wildcard's synthesis signed (as the wildcard), with the NSEC that
+    covers the question name, found per name."""
+    def build(i: int, _j: int) -> Answer:
+        return _encode(signed_resolution(res, None, sec, wild, proof=sec.nsec(i)), None, zone,
+                       payload)
+    return Proof(sec, -1, build)
+
+
 def _prebuilt(zone: Zone, name: bytes) -> tuple[set[int], bool]:
     """The types pre-built for a name (or a wildcard), and whether it is a
     CNAME (static or steered: then the types it is followed for too)."""
@@ -551,15 +707,17 @@ def _prebuilt(zone: Zone, name: bytes) -> tuple[set[int], bool]:
 def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answer | Steered],
                   build: _Build) -> None:
     """Fill the tables for one zone."""
-    index = ZoneIndex(zone)
+    sec = build.sec
+    index = sec.index if sec is not None else ZoneIndex(zone)
     zname = zone.name
     payload = build.payload
     nxdomain = encode(index.nxdomain(), None, zname, payload)
     nodata_template = encode(index.nodata(), None, zname, payload)
-    referrals = {cut: encode(index.referral(cut), None, zname, payload) for cut in index.cuts}
+    referrals = {cut: encode(index.referral(cut), None, zname, payload, sec)
+                 for cut in index.cuts}
 
     for name in list(zone.nodes) + sorted(index.ents):
-        node = Node(index, name, payload)
+        node = Node(index, name, payload, sec)
         nodes[name] = node
         cut = index.cut_above(name)
         if cut is not None:
@@ -567,8 +725,8 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
             if name == cut:
                 # DS is answered by the parent side of the cut (RFC 4035 3.1.4.1).
                 ds = zone.nodes[name].get(DS)
-                ds_answer = nodata_template if ds is None else encode(
-                    index.resolve(name, DS), name, zname, payload)
+                ds_answer = _nodata(nodata_template, index, name, sec) if ds is None \
+                    else encode(index.resolve(name, DS), name, zname, payload, sec)
                 node.by_type[DS] = ds_answer
                 exact[name + struct.pack("!H", DS) + _QTC_IN] = ds_answer
             continue
@@ -579,8 +737,8 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
             other = index.resolve(name, OTHER_TYPES)
             if other.steer is not None:
                 node.nodata = build.entry(other, name, index)
-        else:
-            node.nodata = nodata_template  # any type not pre-built is NODATA
+        else:  # any type not pre-built is NODATA
+            node.nodata = _nodata(nodata_template, index, name, sec)
         for qtype in types:
             ans = build.entry(index.resolve(name, qtype), name, index)
             node.by_type[qtype] = ans
@@ -593,13 +751,22 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
             if is_cname:
                 other = index.wildcard(name, OTHER_TYPES)
                 if other.steer is not None:
-                    node.nodata_wild = build.entry(other, None, index)
-            else:
+                    node.nodata_wild = build.entry(other, None, index, wildname)
+            elif sec is None:
                 node.nodata_wild = nodata_template
+            else:  # the wildcard's NSEC, and what covers the name
+                node.nodata_wild = nodata_template.sharing(
+                    Proof(sec, sec.position[wildname],
+                          _denial(index.nodata(), sec, zname, payload)))
             for qtype in types:
-                node.wild[qtype] = build.entry(index.wildcard(name, qtype), None, index)
-        else:
+                node.wild[qtype] = build.entry(index.wildcard(name, qtype), None, index,
+                                               wildname)
+        elif sec is None:
             node.below_answer = nxdomain
+        else:  # what covers the name, and what covers the wildcard here
+            node.below_answer = nxdomain.sharing(
+                Proof(sec, sec.covering(wildname), _denial(index.nxdomain(), sec, zname,
+                                                           payload)))
     # Each steered record set once, by the entry for its own name and type.
     for owner, rtypes in zone.steered.items():
         for rtype in sorted(rtypes):

@@ -107,6 +107,7 @@ class Config:
     path: Path | None
     listen: list[Address] = field(default_factory=lambda: [DEFAULT_LISTEN])
     zones_dir: Path = Path("zones")
+    keys_dir: Path = Path("keys")  # DNSSEC private keys, named by zones' dnssec: settings
     admin: Address | None = None
     admin_token: str | None = None  # None: admin changes are disabled
     state_file: Path | None = None  # where admin PoP states are kept
@@ -159,7 +160,7 @@ class Config:
 
 _TOP_KEYS = {"listen", "zones", "admin", "workers", "edns", "tcp", "reload", "log", "chaos",
              "pops", "default_order", "latency", "geoip", "health", "fleet", "lifecycle",
-             "anycast", "user", "cookies", "rate_limit"}
+             "anycast", "user", "cookies", "rate_limit", "keys"}
 # What a fleet shares (published to etcd with ``geodns publish``); every other
 # key is a node's own.  Cookie secrets are shared so that every node of an
 # anycast address accepts the cookies any other made, and a rollover is one
@@ -176,6 +177,7 @@ def load_config(path: Path, problems: Problems) -> Config:
         problems.add(Where(str(path), 1, 1), f"cannot read: {exc}")
         cfg = Config(path=path)
         cfg.zones_dir = path.parent / "zones"
+        cfg.keys_dir = path.parent / "keys"
         return cfg
     cfg = load_config_text(text, str(path), path.parent, problems)
     cfg.path = path
@@ -191,6 +193,7 @@ def load_config_text(text: str, file: str, base: Path, problems: Problems) -> Co
     file."""
     cfg = Config(path=None)
     cfg.zones_dir = base / "zones"
+    cfg.keys_dir = base / "keys"
     # Beside the configuration file, named after it: nodes whose files share
     # a directory do not share a control socket.
     cfg.control_socket = base / f".{Path(file).stem}.sock"
@@ -222,6 +225,12 @@ def load_config_text(text: str, file: str, base: Path, problems: Problems) -> Co
         zones_dir = _path(zones, "zones", base, problems)
         if zones_dir is not None:
             cfg.zones_dir = zones_dir
+
+    keys = top.get("keys")
+    if keys is not None:
+        keys_dir = _path(keys, "keys", base, problems)
+        if keys_dir is not None:
+            cfg.keys_dir = keys_dir
 
     _admin(top.get("admin"), cfg, base, problems)
 

@@ -121,6 +121,28 @@ def labels(wire: bytes) -> list[bytes]:
     return out
 
 
+def label_count(wire: bytes) -> int:
+    """How many labels a wire name has, root excluded."""
+    n = i = 0
+    while wire[i]:
+        i += wire[i] + 1
+        n += 1
+    return n
+
+
+def canonical_key(wire: bytes) -> bytes:
+    """A byte string that sorts as DNSSEC's canonical order sorts names
+    (RFC 4034 6.1: label by label from the root, each label's bytes as
+    unsigned numbers, a name before its descendants), for ``wire``
+    lower-cased: its labels from the root, a zero byte in a label written
+    00 02, and 00 01 between labels."""
+    parts = labels(wire)
+    parts.reverse()
+    if b"\x00" in wire:
+        parts = [p.replace(b"\x00", b"\x00\x02") for p in parts]
+    return b"\x00\x01".join(parts)
+
+
 def to_text(wire: bytes) -> str:
     """Presentation form of a wire name, always absolute."""
     if wire == ROOT:

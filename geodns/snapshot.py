@@ -45,6 +45,8 @@ from geodns.collector import collector_paused
 from geodns.compile import Tables, compile_zones
 from geodns.config import Config, load_config_text, load_shared_config
 from geodns.cookies import Cookies
+from geodns.dnssec import policy as dnssec_policy
+from geodns.dnssec.zonesign import with_keys
 from geodns.geo import Locator, MaxMindLocator, bundled_database
 from geodns.health.view import HealthView
 from geodns.problems import Problem, Problems, Where
@@ -112,6 +114,12 @@ class Documents:
     config: Document | None  # None: the configuration given at start stays
     zones: Mapping[str, Document]
     problems: tuple[Problem, ...] = ()  # documents that could not be read at all
+    # DNSSEC private keys by file name (the keys directory), for zones with dnssec:.
+    keys: Mapping[str, Document] = field(default_factory=dict)
+
+    def keys_digest(self) -> bytes:
+        return _digest(b"".join(n.encode() + b"\0" + self.keys[n].digest
+                                for n in sorted(self.keys)))
 
 
 class Source(Protocol):
@@ -126,9 +134,11 @@ class Source(Protocol):
 class FileSource:
     """The configuration file and the zone files of one directory."""
 
-    def __init__(self, config_path: Path | None, zones_dir: Path) -> None:
+    def __init__(self, config_path: Path | None, zones_dir: Path,
+                 keys_dir: Path | None = None) -> None:
         self.config_path = config_path
         self.zones_dir = zones_dir
+        self.keys_dir = keys_dir
         # Per file: the signature of the version read (None: read it again),
         # and that version.
         self._read: dict[str, tuple[Signature | None, Document]] = {}
@@ -195,12 +205,34 @@ class FileSource:
         if self.config_path is not None:
             path = str(self.config_path)
             config = self._read_file(path, file_signature(path), force, problems)
-        revision = _revision(config, zones)
-        docs = Documents(revision, config, zones, tuple(problems))
+        keys = self._keys(force, problems)
+        revision = _revision(config, {**zones, **{f"key:{n}": d for n, d in keys.items()}})
+        docs = Documents(revision, config, zones, tuple(problems), keys)
         if not force and self._last is not None and self._last.revision == revision:
             return None
         self._last = docs
         return docs
+
+
+    def _keys(self, force: bool, problems: list[Problem]) -> dict[str, Document]:
+        """The keys directory's private keys (``*.pem``) by file name; none
+        when there is no such directory."""
+        if self.keys_dir is None:
+            return {}
+        try:
+            entries = [e for e in os.scandir(self.keys_dir)
+                       if e.name.endswith(".pem") and not e.name.startswith(".")]
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            problems.append(Problem(Where(str(self.keys_dir), 1, 1), f"cannot read: {exc}"))
+            return {}
+        keys = {}
+        for entry in entries:
+            doc = self._read_file(entry.path, file_signature(entry.path), force, problems)
+            if doc is not None:
+                keys[entry.name] = Document(entry.name, doc.text)
+        return keys
 
 
 def _revision(config: Document | None, zones: Mapping[str, Document]) -> str:
@@ -279,6 +311,7 @@ class ZoneEntry:
     digest: bytes | None  # of the document last read, served or not
     loaded_at: float | None = None
     errors: tuple[Problem, ...] = ()
+    keys_digest: bytes | None = None  # of the keys a signed zone was loaded with
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +383,7 @@ class Built:
 # Settings a running process cannot take in place.
 RESTART_ONLY = {"listen": "listen addresses", "workers": "workers",
                 "admin": "the admin address", "zones_dir": "the zones directory",
+                "keys_dir": "the keys directory",
                 "state_file": "admin.state_file", "log_format": "log.format",
                 "fleet": "fleet", "control_socket": "lifecycle.control_socket",
                 "anycast": "anycast", "user": "user"}
@@ -495,7 +529,7 @@ def _build(docs: Documents, given: Config, previous: Snapshot | None,
              for owner, types in z.steered.items() for rtype, spec in types.items()}
     steering = Steering(config.pops, config.default_order, config.latency, specs)
     tables = compile_zones(served, config.udp_payload, config.chaos(),
-                           previous.tables if previous is not None else None)
+                           previous.tables if previous is not None else None, now)
     locator, geo_status = geoip
     steermap.attach(steering, locator, previous.steering if previous is not None else None)
     _geoip_changes(changes, previous.geoip if previous is not None else GeoipStatus(),
@@ -547,14 +581,20 @@ def _zones(docs: Documents, config: Config, previous: Snapshot | None, now: floa
     out: dict[str, ZoneEntry] = {}
     ok = failed = 0
     origins: dict[bytes, str] = {}
+    keys_digest = docs.keys_digest()
     for name in sorted(docs.zones):
         doc = docs.zones[name]
         old = previous.zones.get(name) if previous is not None else None
-        if old is not None and old.digest == doc.digest and not rebuild_all:
+        if old is not None and old.digest == doc.digest and not rebuild_all and (
+                old.keys_digest is None or old.keys_digest == keys_digest):
             entry = old
         else:
             problems = Problems()
             zone = _load_zone(doc, config, problems)
+            if zone is not None and zone.dnssec is not None:
+                keys = dnssec_policy.resolve(zone.dnssec, {n: d.text for n, d in
+                                                           docs.keys.items()}, problems)
+                zone = None if keys is None else with_keys(zone, keys)
             if zone is None:
                 failed += 1
                 entry = ZoneEntry(name, old.zone if old else None, doc.digest,
@@ -564,7 +604,7 @@ def _zones(docs: Documents, config: Config, previous: Snapshot | None, now: floa
                 kept = old.zone if old is not None and old.zone == zone else zone
                 entry = ZoneEntry(name, kept, doc.digest,
                                   old.loaded_at if old is not None and old.zone == zone
-                                  else now)
+                                  else now, keys_digest=keys_digest if zone.dnssec else None)
         served = entry.zone
         if served is not None:
             clash = origins.get(served.origin)

@@ -18,11 +18,12 @@ with one job:
 4. **steer** (:meth:`geodns.decisions.Decisions.answer`): for a steered
    entry, or any query with a Client Subnet option, the answer for this
    client and its tails with the ECS echo, cached per client network;
-5. **sign**: no stage yet.  Online DNSSEC signing goes here, between
-   steering and assembly: it turns the chosen answer's records into signed
-   ones.  A responder with a stage the fast path does not fuse (signing,
-   rate limiting before the look-up) sends every query through
-   :meth:`Responder.staged`;
+5. **sign** (:meth:`Responder.sign`): for a query with DO whose answer is
+   in a signed zone, the answer's signed form, made when the snapshot was
+   built (:mod:`geodns.dnssec`); where the proof of a denial depends on the
+   name, found by the name in the zone's NSEC chain.  Nothing is signed per
+   query.  Fused in the fast path: a query without DO, or for an unsigned
+   zone, pays one comparison;
 6. **assemble and fit** (:meth:`Responder.assemble`, :meth:`Responder.fit`):
    ``ID + head + question + tail``, counted, and cut to the UDP limit
    (additional section dropped, else TC with the question only).
@@ -222,6 +223,8 @@ class Responder:
                 if hit is None:
                     return self.staged(data, udp, peer)  # a bad option: FORMERR
                 ans, tails, cid = hit
+            if tail_i == 2 and ans.signed is not ans:  # sign: DO in a signed zone
+                ans, tails = self.sign(ans, tails, key)
             # assemble, count and fit
             resp = b"".join((data[:2], ans.heads[(edns << 1) | (b2 & 1)], data[12:p],
                              tails[tail_i]))
@@ -279,7 +282,8 @@ class Responder:
             hit = self.steer(entry, query.ecs, peer)
             if hit is None:  # pragma: no cover - parse checked the option
                 return self._error(data, FORMERR, query.question, query.opt, Malformed.ECS, udp)
-        # sign: the seam for online signing (no stage yet).
+        if query.tail == 2 and hit[0].signed is not hit[0]:
+            hit = (*self.sign(hit[0], hit[1], query.key), hit[2])
         if vouched:
             return Vouched(self.assemble(data, query, hit, udp, option))
         return self.assemble(data, query, hit, udp, option)
@@ -292,6 +296,20 @@ class Responder:
         verdict, answer = self.cookies.check(option, peer_address(peer)[0], self.now)
         self.count_event(COOKIE, verdict)
         return verdict, answer
+
+    def sign(self, ans: Answer, tails: Tails, key: bytes) -> tuple[Answer, Tails]:
+        """The sign stage, for a query with DO whose answer is in a signed
+        zone: the answer with its signatures (made when the snapshot was
+        built), found by the question name when its proof depends on it.
+        ``tails`` may carry an ECS echo in our OPT: the signed answer gets
+        the same OPT."""
+        signed = ans.signed
+        if not isinstance(signed, Answer):
+            signed = signed.answer(key[:-4])
+        if tails is ans.tails:
+            return signed, signed.tails
+        body, opt = len(ans.tails[0]), signed.tails[0]
+        return signed, (opt, opt + tails[1][body:], opt + tails[2][body:])
 
     def look_up(self, key: bytes, udp: bool) -> Answer | Steered:
         """The look-up stage: ``key`` is the lower-cased question name, type

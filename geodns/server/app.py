@@ -137,7 +137,8 @@ class Server:
                 log.warning("%s", NO_UDPBATCH, extra={"event": "udp-helper-missing"})
         config_path = config.path if config.path is not None and config.path.is_file() \
             else None
-        self.source: Source = source or FileSource(config_path, config.zones_dir)
+        self.source: Source = source or FileSource(config_path, config.zones_dir,
+                                                         config.keys_dir)
         self.geoip = GeoipSource()
         self.events = EventLog()
         self.history = AnswerHistory()
@@ -1022,7 +1023,7 @@ def offline_snapshot(config: Config, health: HealthView | None = None,
         base = health or HealthView()
         health = HealthView(base.states, base.penalties, {**drains, **base.admin}, base.records)
     else:
-        docs = FileSource(None, config.zones_dir).poll(True)
+        docs = FileSource(None, config.zones_dir, config.keys_dir).poll(True)
     assert docs is not None
     config_read = read_config(docs, config, None)
     geoip = GeoipSource()

@@ -27,6 +27,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 from geodns import names, rdata
+from geodns.dnssec import policy as dnssec_policy
 from geodns.health.parse import CHECK_DEFAULTS
 from geodns.rdata import CNAME, SOA, RData, RDataError
 from geodns.yamlsrc import (
@@ -184,7 +185,7 @@ def _build(root: YNode, file: str, default_origin: str, problems: Problems,
     top = expect_map(root, "a zone file", problems)
     if top is None:
         return None
-    unknown_keys(top, {"origin", "ttl", "soa", "records"}, "the zone", problems)
+    unknown_keys(top, {"origin", "ttl", "soa", "records", "dnssec"}, "the zone", problems)
 
     origin_text = default_origin
     onode = top.get("origin")
@@ -229,6 +230,15 @@ def _build(root: YNode, file: str, default_origin: str, problems: Problems,
         if records is not None:
             for key, value in records.items:
                 builder.owner(key, value)
+
+    dnode = top.get("dnssec")
+    if dnode is not None:
+        zone.dnssec = dnssec_policy.parse(dnode, problems)
+        keyset = zone.nodes.get(zone.origin, {}).get(rdata.DNSKEY)
+        if keyset is not None and keyset.where is not None:
+            problems.add(keyset.where, "DNSKEY records of a zone with dnssec come from its "
+                                        "keys: leave them out (a published-only key is a key "
+                                        "with 'sign: false')")
 
     check_zone(zone, problems, top.where)
     return zone

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from geodns import names
+from geodns.dnssec.policy import DnssecSettings, ZoneKey
 from geodns.problems import Where
 from geodns.rdata import NS, SOA, RData
 from geodns.steering import SteerSpec
@@ -33,6 +34,8 @@ class Zone:
     # Steered record sets: lower-cased owner -> type -> spec.  Their owners
     # are also in ``nodes`` (with their static types, if any).
     steered: dict[bytes, dict[int, SteerSpec]] = field(default_factory=dict)
+    dnssec: DnssecSettings | None = None  # signed when set
+    keys: tuple[ZoneKey, ...] = ()  # its keys, loaded from the keys directory
 
     @property
     def soa(self) -> RRset:
