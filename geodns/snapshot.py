@@ -199,7 +199,9 @@ class FileSource:
                 doc = self._read_file(path, found[path], force, problems)
                 if doc is not None:
                     zones[path] = doc
-            for path in [p for p in self._read if p not in found and p != str(self.config_path)]:
+            key_paths = self._key_paths()
+            for path in [p for p in self._read if p not in found and p not in key_paths
+                         and p != str(self.config_path)]:
                 del self._read[path]
         config = None
         if self.config_path is not None:
@@ -214,24 +216,28 @@ class FileSource:
         return docs
 
 
-    def _keys(self, force: bool, problems: list[Problem]) -> dict[str, Document]:
-        """The keys directory's private keys (``*.pem``) by file name; none
-        when there is no such directory."""
+    def _key_paths(self, problems: list[Problem] | None = None) -> set[str]:
+        """The keys directory's private keys (``*.pem``); none when there is
+        no such directory."""
         if self.keys_dir is None:
-            return {}
+            return set()
         try:
-            entries = [e for e in os.scandir(self.keys_dir)
-                       if e.name.endswith(".pem") and not e.name.startswith(".")]
+            return {e.path for e in os.scandir(self.keys_dir)
+                    if e.name.endswith(".pem") and not e.name.startswith(".")}
         except FileNotFoundError:
-            return {}
+            return set()
         except OSError as exc:
-            problems.append(Problem(Where(str(self.keys_dir), 1, 1), f"cannot read: {exc}"))
-            return {}
+            if problems is not None:
+                problems.append(Problem(Where(str(self.keys_dir), 1, 1), f"cannot read: {exc}"))
+            return set()
+
+    def _keys(self, force: bool, problems: list[Problem]) -> dict[str, Document]:
+        """The private keys by file name."""
         keys = {}
-        for entry in entries:
-            doc = self._read_file(entry.path, file_signature(entry.path), force, problems)
+        for path in sorted(self._key_paths(problems)):
+            doc = self._read_file(path, file_signature(path), force, problems)
             if doc is not None:
-                keys[entry.name] = Document(entry.name, doc.text)
+                keys[Path(path).name] = Document(Path(path).name, doc.text)
         return keys
 
 
@@ -530,6 +536,7 @@ def _build(docs: Documents, given: Config, previous: Snapshot | None,
     steering = Steering(config.pops, config.default_order, config.latency, specs)
     tables = compile_zones(served, config.udp_payload, config.chaos(),
                            previous.tables if previous is not None else None, now)
+    _signing_changes(changes, previous, tables)
     locator, geo_status = geoip
     steermap.attach(steering, locator, previous.steering if previous is not None else None)
     _geoip_changes(changes, previous.geoip if previous is not None else GeoipStatus(),
@@ -626,6 +633,21 @@ def _load_zone(doc: Document, config: Config, problems: Problems) -> Zone | None
         return None
     return load_zone_text(text, doc.name, origin_from_filename(Path(doc.name)), problems,
                           pops=config.pops, check_defaults=config.check_defaults)
+
+
+def _signing_changes(changes: list[Change], previous: Snapshot | None, tables: Tables) -> None:
+    """Signed zones compiled by this build: how many signatures were made
+    (the others were still good and kept), and when they are due again."""
+    for origin, part in tables.parts.items():
+        old = previous.tables.parts.get(origin) if previous is not None else None
+        if part.signer is None or part is old:
+            continue
+        what = "signed" if old is None or old.zone is not part.zone else "signatures refreshed"
+        changes.append(Change("reload", f"{what}: {part.zone.name} ({part.signer.made} "
+                              f"signatures made, {len(part.signer.memo)} record sets signed; "
+                              f"due again {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(part.due))})",
+                              {"event": "signed", "zone": part.zone.name,
+                               "made": part.signer.made}))
 
 
 def _report(changes: list[Change], problems: tuple[Problem, ...], what: str, kept: str) -> None:

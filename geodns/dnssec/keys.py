@@ -73,8 +73,8 @@ def load(pem: bytes, role: Role) -> Key:
     it is not an ECDSA P-256 or Ed25519 private key."""
     try:
         private = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise KeyError_(f"not a PEM private key without a password ({exc})") from None
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise KeyError_("not a PEM private key (without a password)") from None
     if isinstance(private, ed25519.Ed25519PrivateKey):
         algorithm = ED25519
         public = private.public_key().public_bytes(serialization.Encoding.Raw,

@@ -875,9 +875,12 @@ class Server:
             base = config_read.candidate
         geo_changed = self.geoip.poll(base, force)
         if docs is None:
-            if not geo_changed or self._docs is None:
+            # Nothing read changed: a build only for a new database, or for
+            # a signed zone whose signatures are due for a refresh.
+            due = previous is not None and previous.tables.due <= time.time()
+            if not (geo_changed or due) or self._docs is None:
                 return None
-            docs = self._docs  # only the database changed
+            docs = self._docs
         self._docs = docs
         return build(docs, self.given, previous, (self.geoip.locator, self.geoip.status),
                      self.served.view(), new_responder, time.time(), running=self.given,

@@ -1,0 +1,330 @@
+"""DNSSEC in the data plane, in process: a zone signed when compiled.
+
+Every answer with DO carries RRSIGs that dnspython validates against the
+DNSKEY set served at the apex; every answer without DO is byte for byte the
+answer of the same zone without ``dnssec:``; signatures are reused across
+builds until they are due, then made again; a pre-published key is in the
+DNSKEY set and signs nothing; ``dnssec:`` mistakes are reported at their
+line.  (Validation by delv and a validating resolver in front of a real
+node: tests/test_dnssec_validate.py.)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import dns.dnssec
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+import pytest
+
+from geodns.compile import Tables, compile_zones
+from geodns.dnssec import policy
+from geodns.dnssec.keys import ECDSAP256SHA256, ED25519, generate
+from geodns.dnssec.zonesign import with_keys
+from geodns.problems import Problems
+from geodns.wire import Responder
+from geodns.zones.loader import load_zone_text
+from geodns.zones.model import Zone
+
+ORIGIN = dns.name.from_text("s.example.")
+RECORDS = """\
+records:
+  "@": {NS: [ns1, ns2], MX: {value: 10 mail}, TXT: "apex text"}
+  ns1: {A: 192.0.2.53}
+  ns2: {A: 192.0.2.54}
+  www: {A: [192.0.2.80, 192.0.2.81], AAAA: "2001:db8::80"}
+  mail: {A: 192.0.2.25}
+  alias: {CNAME: www}
+  dangling: {CNAME: nothere}
+  outside: {CNAME: www.elsewhere.example.}
+  "*.wild": {TXT: "wild text"}
+  a.b.c: {A: 192.0.2.9}
+  sub: {NS: [ns.sub], DS: "12345 13 2 00000000000000000000000000000000000000000000000000000000\
+00000000"}
+  ns.sub: {A: 192.0.2.99}
+  insecure: {NS: [ns.elsewhere.example.]}
+"""
+HEAD = "origin: s.example.\nsoa: {mname: ns1, rname: h, serial: 1}\n"
+KEYS = {"ksk.pem": generate(ECDSAP256SHA256), "zsk.pem": generate(ECDSAP256SHA256),
+        "csk.pem": generate(ED25519), "next.pem": generate(ECDSAP256SHA256)}
+KSK_ZSK = """\
+dnssec:
+  keys:
+    - {file: ksk.pem, role: ksk}
+    - {file: zsk.pem, role: zsk}
+"""
+NOW = 1_800_000_000.0
+
+# (name, type): every shape of answer the zone has.
+QUESTIONS = [
+    ("s.example.", "SOA"), ("s.example.", "NS"), ("s.example.", "MX"), ("s.example.", "TXT"),
+    ("www.s.example.", "A"), ("WwW.S.example.", "AAAA"), ("www.s.example.", "TXT"),
+    ("alias.s.example.", "A"), ("alias.s.example.", "MX"), ("dangling.s.example.", "A"),
+    ("outside.s.example.", "A"), ("nope.s.example.", "A"), ("x.y.nope.s.example.", "AAAA"),
+    ("foo.wild.s.example.", "TXT"), ("foo.wild.s.example.", "A"),
+    ("bar.baz.wild.s.example.", "TXT"), ("wild.s.example.", "A"), ("c.s.example.", "A"),
+    ("b.c.s.example.", "A"), ("a.b.c.s.example.", "A"), ("sub.s.example.", "DS"),
+    ("x.sub.s.example.", "A"), ("sub.s.example.", "A"), ("insecure.s.example.", "DS"),
+    ("x.insecure.s.example.", "A"), ("zzz.s.example.", "A"), ("0.s.example.", "A"),
+    ("ns1.s.example.", "A"), ("ns1.s.example.", "CAA"), ("s.example.", "CAA"),
+]
+
+
+def signed_zone(dnssec: str = KSK_ZSK, records: str = RECORDS) -> Zone:
+    problems = Problems()
+    zone = load_zone_text(HEAD + dnssec + records, "s.yaml", "s.example.", problems)
+    assert zone is not None and zone.dnssec is not None, [str(p) for p in problems]
+    keys = policy.resolve(zone.dnssec, KEYS, problems)
+    assert keys is not None, [str(p) for p in problems]
+    return with_keys(zone, keys)
+
+
+def plain_zone() -> Zone:
+    problems = Problems()
+    zone = load_zone_text(HEAD + RECORDS, "s.yaml", "s.example.", problems)
+    assert zone is not None, [str(p) for p in problems]
+    return zone
+
+
+def ask(r: Responder, name: str, rtype: str, do: bool = True) -> dns.message.Message:
+    q = dns.message.make_query(name, rtype, want_dnssec=do, use_edns=0)
+    wire = r.respond(q.to_wire(), udp=False)
+    assert wire is not None
+    return dns.message.from_wire(wire)
+
+
+def dnskeys(r: Responder) -> dict[dns.name.Name, dns.rrset.RRset]:
+    m = ask(r, "s.example.", "DNSKEY")
+    return {ORIGIN: m.find_rrset(m.answer, ORIGIN, dns.rdataclass.IN, dns.rdatatype.DNSKEY)}
+
+
+def check_signed(m: dns.message.Message, keys: dict[dns.name.Name, dns.rrset.RRset],
+                 when: float) -> int:
+    """Every RRset validated by its RRSIG (delegation NS and glue excepted);
+    the number validated."""
+    n = 0
+    for section in (m.answer, m.authority, m.additional):
+        sigs = [s for s in section if s.rdtype == dns.rdatatype.RRSIG]
+        for rrset in section:
+            if rrset.rdtype == dns.rdatatype.RRSIG:
+                continue
+            mine = [s for s in sigs if s.name == rrset.name and
+                    s[0].type_covered == rrset.rdtype]
+            if not mine:
+                referral = not m.flags & dns.flags.AA and rrset.rdtype in (
+                    dns.rdatatype.NS, dns.rdatatype.A)
+                assert referral, f"unsigned {rrset}"
+                continue
+            dns.dnssec.validate(rrset, mine[0], keys, now=when)
+            n += 1
+    return n
+
+
+@pytest.fixture(scope="module")
+def signed() -> Responder:
+    return Responder(compile_zones([signed_zone()], now=NOW))
+
+
+@pytest.mark.parametrize(("name", "rtype"), QUESTIONS)
+def test_every_answer_with_do_validates(signed: Responder, name: str, rtype: str) -> None:
+    m = ask(signed, name, rtype)
+    assert check_signed(m, dnskeys(signed), NOW) >= 1
+    assert m.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN)
+
+
+@pytest.mark.parametrize(("name", "rtype"), QUESTIONS)
+def test_without_do_the_answer_is_the_unsigned_zones(signed: Responder, name: str,
+                                                      rtype: str) -> None:
+    plain = Responder(compile_zones([plain_zone()]))
+    for edns in (None, 0):
+        q = dns.message.make_query(name, rtype, use_edns=edns)
+        q.id = 4242
+        wire = q.to_wire()
+        assert signed.respond(wire, udp=True) == plain.respond(wire, udp=True)
+
+
+def test_denials_carry_the_nsec_that_proves_them(signed: Responder) -> None:
+    nx = ask(signed, "nope.s.example.", "A")
+    assert nx.rcode() == dns.rcode.NXDOMAIN
+    nsecs = [r for r in nx.authority if r.rdtype == dns.rdatatype.NSEC]
+    qname = dns.name.from_text("nope.s.example.")
+    wildcard = dns.name.from_text("*.s.example.")
+    covers = [r for r in nsecs if r.name < qname < r[0].next]
+    assert covers, nsecs
+    assert any(r.name < wildcard < r[0].next for r in nsecs), nsecs
+    nodata = ask(signed, "www.s.example.", "TXT")
+    nsec = [r for r in nodata.authority if r.rdtype == dns.rdatatype.NSEC]
+    assert len(nsec) == 1 and nsec[0].name == dns.name.from_text("www.s.example.")
+    types = {t for window, bits in nsec[0][0].windows for t in _types(window, bits)}
+    assert dns.rdatatype.TXT not in types and dns.rdatatype.A in types
+    wild = ask(signed, "foo.wild.s.example.", "TXT")
+    sig = next(r for r in wild.answer if r.rdtype == dns.rdatatype.RRSIG)
+    assert sig[0].labels == 3  # *.wild.s.example.: the wildcard label not counted
+    qname = dns.name.from_text("foo.wild.s.example.")
+    assert any(r.name < qname < r[0].next for r in wild.authority
+               if r.rdtype == dns.rdatatype.NSEC)
+
+
+def _types(window: int, bits: bytes) -> list[int]:
+    return [window * 256 + i * 8 + j for i, b in enumerate(bits) for j in range(8)
+            if b & (0x80 >> j)]
+
+
+def test_the_dnskey_set_is_signed_by_the_ksk_only(signed: Responder) -> None:
+    m = ask(signed, "s.example.", "DNSKEY")
+    keys = m.find_rrset(m.answer, ORIGIN, dns.rdataclass.IN, dns.rdatatype.DNSKEY)
+    ksk = [k for k in keys if k.flags == 257]
+    sigs = m.find_rrset(m.answer, ORIGIN, dns.rdataclass.IN, dns.rdatatype.RRSIG,
+                        dns.rdatatype.DNSKEY)
+    assert len(ksk) == 1 and len(keys) == 2
+    assert {s.key_tag for s in sigs} == {dns.dnssec.key_id(ksk[0])}
+    www = ask(signed, "www.s.example.", "A")
+    zsk = next(k for k in keys if k.flags == 256)
+    assert {s.key_tag for s in www.answer if s.rdtype == dns.rdatatype.RRSIG
+            for s in s} == {dns.dnssec.key_id(zsk)}
+
+
+def test_a_prepublished_key_is_published_and_signs_nothing() -> None:
+    zone = signed_zone(KSK_ZSK + "    - {file: next.pem, role: zsk, sign: false}\n")
+    r = Responder(compile_zones([zone], now=NOW))
+    keys = dnskeys(r)
+    assert len(keys[ORIGIN]) == 3
+    m = ask(r, "www.s.example.", "A")
+    tags = {s.key_tag for rr in m.answer if rr.rdtype == dns.rdatatype.RRSIG for s in rr}
+    assert len(tags) == 1 and check_signed(m, keys, NOW) == 1
+
+
+def test_a_combined_key_with_cds_signs_everything() -> None:
+    zone = signed_zone("dnssec:\n  keys: [{file: csk.pem, role: csk, cds: true}]\n")
+    r = Responder(compile_zones([zone], now=NOW))
+    keys = dnskeys(r)
+    for name, rtype in [("www.s.example.", "A"), ("s.example.", "CDS"),
+                        ("s.example.", "CDNSKEY"), ("nope.s.example.", "A")]:
+        assert check_signed(ask(r, name, rtype), keys, NOW) >= 1
+    cds = ask(r, "s.example.", "CDS").answer[0]
+    key = keys[ORIGIN][0]
+    assert cds[0].to_text() == dns.dnssec.make_ds(ORIGIN, key, "SHA256").to_text()
+
+
+def test_signatures_are_reused_until_due_then_made_again() -> None:
+    zone = signed_zone("dnssec:\n  keys: [{file: csk.pem, role: csk}]\n  validity: 10d\n"
+                       "  refresh: 3d\n  jitter: 1d\n")
+    first = compile_zones([zone], now=NOW)
+    signer = first.parts[zone.origin].signer
+    assert signer is not None and signer.made == len(signer.memo)
+    due = first.due
+    assert NOW + 6 * 86400 <= due <= NOW + 7 * 86400  # 10 days, less a day of jitter, less 3
+    same = compile_zones([zone], previous=first, now=due - 1)
+    assert same.parts[zone.origin] is first.parts[zone.origin]
+    again = compile_zones([zone], previous=first, now=due + 1)
+    part = again.parts[zone.origin]
+    assert part is not first.parts[zone.origin] and part.signer is not None
+    # Only what was due is signed again; every signature served holds at least ``refresh``.
+    assert 0 < part.signer.made < len(part.signer.memo)
+    assert again.due > due + 1
+    r = Responder(again)
+    keys = dnskeys(r)
+    for name, rtype in QUESTIONS:
+        m = ask(r, name, rtype)
+        check_signed(m, keys, due + 1)
+        for rr in m.answer + m.authority:
+            if rr.rdtype == dns.rdatatype.RRSIG:
+                assert all(s.expiration >= due + 1 + 3 * 86400 for s in rr)
+
+
+def test_an_edit_signs_only_what_changed() -> None:
+    zone = signed_zone()
+    first = compile_zones([zone], now=NOW)
+    edited = signed_zone(records=RECORDS.replace("192.0.2.25", "192.0.2.26"))
+    second = compile_zones([edited], previous=first, now=NOW + 60)
+    signer = second.parts[edited.origin].signer
+    assert signer is not None
+    # mail's A set, and the SOA? (unchanged serial: no)  -- one set of records changed.
+    assert signer.made == 1, signer.made
+
+
+def _tables_with(dnssec: str) -> tuple[Tables | None, list[str]]:
+    problems = Problems()
+    zone = load_zone_text(HEAD + dnssec + RECORDS, "s.yaml", "s.example.", problems)
+    if zone is not None and zone.dnssec is not None:
+        policy.resolve(zone.dnssec, {**KEYS, "bad.pem": b"not a key"}, problems)
+    return None, [str(p) for p in problems]
+
+
+@pytest.mark.parametrize(("dnssec", "expected"), [
+    ("dnssec:\n  keys: [{file: zsk.pem, role: zsk}]\n",
+     "s.yaml:4:3: dnssec: no key signs the DNSKEY set"),
+    ("dnssec:\n  keys: [{file: ksk.pem, role: ksk}]\n",
+     "s.yaml:4:3: dnssec: no key signs the zone"),
+    ("dnssec:\n  keys: [{file: csk.pem, role: kzk}]\n", "s.yaml:4:32: unknown key role 'kzk'"),
+    ("dnssec:\n  keys: [{file: ../csk.pem, role: csk}]\n",
+     "s.yaml:4:17: key file '../csk.pem': a file name in the keys directory"),
+    ("dnssec:\n  keys: [{file: gone.pem, role: csk}]\n",
+     "s.yaml:4:17: key file gone.pem is not in the keys directory"),
+    ("dnssec:\n  keys: [{file: bad.pem, role: csk}]\n",
+     "s.yaml:4:17: key file bad.pem: not a PEM private key"),
+    ("dnssec:\n  keys: [{file: csk.pem, role: csk}]\n  algorithm: ecdsap256sha256\n",
+     "s.yaml:4:17: key file csk.pem is algorithm 15, not 13"),
+    ("dnssec:\n  keys: [{file: csk.pem, role: csk}]\n  validity: 2d\n  refresh: 1d\n",
+     "s.yaml:4:3: dnssec: refresh (86400 s) and jitter (86400 s) must add up to less than"),
+    ("dnssec:\n  keys: [{file: csk.pem, role: csk}]\n  validity: 14x\n",
+     "s.yaml:5:13: dnssec validity must be a duration"),
+    ("dnssec:\n  keys: [{file: csk.pem, role: csk}]\n  nsec3: yes\n",
+     "s.yaml:5:3: unknown key 'nsec3' in dnssec"),
+    ("dnssec:\n  keys: [{file: zsk.pem, role: zsk, cds: true}, {file: csk.pem, role: csk}]\n",
+     "s.yaml:4:17: cds: true is for a key-signing key"),
+    ("dnssec:\n  keys: [{file: csk.pem, role: csk}, {file: csk.pem, role: csk}]\n",
+     "s.yaml:4:45: key csk.pem is listed twice"),
+    ("dnssec: yes\n", "s.yaml:3:9: dnssec must be a mapping"),
+])
+def test_dnssec_mistakes_are_reported_at_their_line(dnssec: str, expected: str) -> None:
+    _, problems = _tables_with(dnssec)
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_dnskey_written_in_a_signed_zone_is_refused() -> None:
+    records = RECORDS.replace('TXT: "apex text"}', 'TXT: "apex text", DNSKEY: "257 3 13 '
+                              'AQAB"}')
+    problems = Problems()
+    load_zone_text(HEAD + "dnssec:\n  keys: [{file: csk.pem, role: csk}]\n" + records,
+                   "s.yaml", "s.example.", problems)
+    assert any("DNSKEY records of a zone with dnssec come from its keys" in str(p)
+               for p in problems), [str(p) for p in problems]
+
+
+def test_the_keys_directory_is_read_with_the_zones(tmp_path: Path) -> None:
+    from geodns.snapshot import FileSource
+
+    (tmp_path / "zones").mkdir()
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "csk.pem").write_bytes(KEYS["csk.pem"])
+    (tmp_path / "keys" / "notes.txt").write_text("not a key")
+    source = FileSource(None, tmp_path / "zones", tmp_path / "keys")
+    docs = source.poll(True)
+    assert docs is not None and set(docs.keys) == {"csk.pem"}
+    assert source.poll() is None
+    time.sleep(0.01)
+    (tmp_path / "keys" / "csk.pem").write_bytes(KEYS["zsk.pem"])
+    later = time.time() + 1
+    while (docs2 := source.poll()) is None and time.time() < later + 2:
+        time.sleep(0.1)
+    assert docs2 is not None and docs2.keys["csk.pem"].text == KEYS["zsk.pem"]
+    assert FileSource(None, tmp_path / "zones", tmp_path / "nothere").poll(True) is not None
+
+
+def test_rrsig_header_fields() -> None:
+    zone = signed_zone("dnssec:\n  keys: [{file: csk.pem, role: csk}]\n  validity: 10d\n"
+                       "  refresh: 3d\n  jitter: 0\n")
+    r = Responder(compile_zones([zone], now=NOW))
+    m = ask(r, "www.s.example.", "A")
+    sig = next(rr for rr in m.answer if rr.rdtype == dns.rdatatype.RRSIG)[0]
+    assert sig.inception == int(NOW) - 3600
+    assert sig.expiration == int(NOW) + 10 * 86400
+    assert sig.signer == ORIGIN and sig.labels == 3 and sig.original_ttl == 3600
+    assert 0 <= sig.key_tag < 65536
