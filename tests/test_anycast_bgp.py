@@ -59,6 +59,8 @@ while time.monotonic() - began < seconds + 1.0:
         try:
             while True:
                 data = s.recv(512)
+                if not answered:  # a first answer: the test may go on (stderr)
+                    print("answered", file=sys.stderr, flush=True)
                 answered[struct.unpack("!H", data[:2])[0]] = data[-5:].decode(errors="replace")
         except BlockingIOError:
             pass
@@ -194,11 +196,17 @@ def test_a_broken_node_loses_its_route_within_a_second(lab: tuple[BgpLab, Fleet]
 def test_a_planned_drain_and_stop_lose_no_query(lab: tuple[BgpLab, Fleet]) -> None:
     bgp, fleet = lab
     n2 = bgp.nodes["node2"]
+    # Both routes first (the test before may have just mended node1's; once
+    # this drain found it not there yet, and node1 answered nothing).
+    bgp.wait_route(bgp.prefix4, {bgp.nodes["node1"].ip4, n2.ip4}, timeout=20)
     client = bgp.client_popen([sys.executable, "-c", CLIENT, bgp.anycast4, "6"],
-                              stdout=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert client.stderr is not None
+    client.stderr.readline()  # it is answered (it starts slowly on a busy machine)
     time.sleep(1.0)
+    began = time.monotonic()
     fleet.admin("node1", "/node/drain")
-    drained = bgp.wait_route(bgp.prefix4, {n2.ip4}, timeout=5)
+    drained = bgp.wait_route(bgp.prefix4, {n2.ip4}, timeout=5, since=began)
     time.sleep(0.5)
     fleet.procs["node1"].send_signal(signal.SIGTERM)
     assert fleet.procs["node1"].wait(10) == 0
@@ -215,8 +223,11 @@ def test_lameduck_withdraws_first(lab: tuple[BgpLab, Fleet]) -> None:
     lameduck time, the client moves to node2 without losing a query."""
     bgp, fleet = lab
     n2 = bgp.nodes["node2"]
+    bgp.wait_route(bgp.prefix4, {bgp.nodes["node1"].ip4, n2.ip4}, timeout=20)
     client = bgp.client_popen([sys.executable, "-c", CLIENT, bgp.anycast4, "4"],
-                              stdout=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert client.stderr is not None
+    client.stderr.readline()  # it is answered (it starts slowly on a busy machine)
     time.sleep(1.0)
     began = time.monotonic()
     fleet.procs["node1"].send_signal(signal.SIGTERM)
