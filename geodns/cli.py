@@ -110,7 +110,7 @@ def validate(cfg: Config, problems: Problems, keep: bool = False) -> int:
         if zone.dnssec is not None:
             from geodns.dnssec.policy import read_keys, resolve
 
-            if resolve(zone.dnssec, read_keys(cfg.keys_dir), problems) is None:
+            if resolve(zone.dnssec, read_keys(cfg.keys_dir, problems), problems) is None:
                 continue
         count += 1
         if zone.origin in origins:

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from geodns import names, rdata
 from geodns.counters import LABELS
 from geodns.dnssec.signer import Signer
-from geodns.dnssec.zonesign import Proof, ZoneSigning
+from geodns.dnssec.zonesign import ZoneSigning
 from geodns.rdata import (
     AAAA,
     ANY,
@@ -79,6 +79,7 @@ from geodns.zones.model import Zone
 CLASS_IN = 1
 _QTC_IN = b"\x00\x01"
 MEMO_PER_NODE = 64
+MAX_PROOFS = 65536  # answers kept per Proof (one per pair of NSEC chain intervals)
 MAX_VARIANTS = 4096  # answers kept per Steered entry (one per combination of outcomes)
 DEFAULT_UDP_PAYLOAD = 1232
 
@@ -191,7 +192,7 @@ class Answer:
 
     def __init__(self, rcode: Rcode, aa: bool, counts: tuple[int, int, int], body: bytes,
                  kind: AnswerKind, zone: str, payload: int, smaller: Answer | None = None,
-                 options: bytes = b"") -> None:
+                 options: bytes = b"", do_only: bool = False) -> None:
         self.rcode = rcode
         self.aa = aa
         self.kind = kind
@@ -200,8 +201,9 @@ class Answer:
         self.smaller = smaller
         an, ns, ar = counts
         self.heads = _heads(rcode, aa, an, ns, ar)
-        self.tails = (body, body + _opt(payload, False, options),
-                      body + _opt(payload, True, options))
+        do = body + _opt(payload, True, options)
+        # A signed form is only sent with DO: no copy with the other OPT.
+        self.tails = (body, do if do_only else body + _opt(payload, False, options), do)
         self.signed: Answer | Proof = self
 
     def sharing(self, signed: Answer | Proof) -> Answer:
@@ -212,6 +214,40 @@ class Answer:
             setattr(twin, slot, getattr(self, slot))
         twin.signed = signed
         return twin
+
+
+class Proof:
+    """The signed answer for a question whose proof depends on its name:
+    ``build(i, j)`` makes it for the chain entries ``i`` (what covers the
+    name) and ``j`` (what a second NSEC needs: the wildcard's cover, or
+    the wildcard's own NSEC), and :meth:`answer` finds them for a name."""
+
+    __slots__ = ("build", "fixed", "kept", "sec", "second")
+
+    def __init__(self, sec: ZoneSigning, second: Callable[[bytes], int] | int,
+                 build: Callable[[int, int], Answer], fixed: bool = False) -> None:
+        self.sec = sec
+        self.second = second
+        self.build = build
+        self.fixed = fixed  # the same answer for every name (made on first use)
+        self.kept: dict[tuple[int, int], Answer] = {}
+
+    def answer(self, name: bytes) -> Answer:
+        if self.fixed:
+            ans = self.kept.get((0, 0))
+            if ans is None:
+                ans = self.kept[(0, 0)] = self.build(0, 0)
+            return ans
+        i = self.sec.covering(name)
+        second = self.second
+        j = second if isinstance(second, int) else second(name)
+        ans = self.kept.get((i, j))
+        if ans is None:
+            ans = self.build(i, j)
+            if len(self.kept) < MAX_PROOFS:
+                self.kept[(i, j)] = ans
+        return ans
+
 
 
 def encode(res: Resolution, qname: bytes | None, zone: str, payload: int,
@@ -226,7 +262,7 @@ def encode(res: Resolution, qname: bytes | None, zone: str, payload: int,
     ans = _encode(res, qname, zone, payload)
     if sec is not None:
         ans.signed = _encode(signed_resolution(res, qname, sec, wild, proof), qname, zone,
-                             payload)
+                             payload, signed=True)
     return ans
 
 
@@ -263,7 +299,10 @@ def _static_proof(res: Resolution, qname: bytes, sec: ZoneSigning) -> list[Recor
     return []
 
 
-def _encode(res: Resolution, qname: bytes | None, zone: str, payload: int) -> Answer:
+def _encode(res: Resolution, qname: bytes | None, zone: str, payload: int,
+            signed: bool = False) -> Answer:
+    """The answer's bytes (``signed``: a signed form, only ever sent with
+    DO: its OPT without DO is not kept)."""
     if res.steer is not None:
         raise ValueError("an answer that depends on the client is a Steered entry")
     enc = _Encoder(qname)
@@ -278,8 +317,9 @@ def _encode(res: Resolution, qname: bytes | None, zone: str, payload: int) -> An
     smaller = None
     if res.additional:
         smaller = Answer(res.rcode, res.aa, (counts[0], counts[1], 0), core, res.kind, zone,
-                         payload)
-    return Answer(res.rcode, res.aa, counts, bytes(enc.buf), res.kind, zone, payload, smaller)
+                         payload, do_only=signed)
+    return Answer(res.rcode, res.aa, counts, bytes(enc.buf), res.kind, zone, payload, smaller,
+                  do_only=signed)
 
 
 class Steered:
@@ -654,13 +694,16 @@ def _drop_below(nodes: dict[bytes, Node], exact: dict[bytes, Answer | Steered],
 def _nodata(template: Answer, index: ZoneIndex, name: bytes,
             sec: ZoneSigning | None) -> Answer:
     """NODATA at an existing name: the template, or in a signed zone the
-    template's bytes with the name's own proof."""
+    template's bytes with the name's own proof (its NSEC, signed already;
+    the answer put together on first use: most names never need it)."""
     if sec is None:
         return template
-    res = index.nodata()
-    return template.sharing(_encode(signed_resolution(res, None, sec,
-                                                      proof=sec.nodata_proof(name)),
-                                    None, index.zone.name, template_payload(template)))
+    res, payload, zone = sec.nodata_resolution, template_payload(template), index.zone.name
+
+    def build(_i: int, _j: int) -> Answer:
+        return _encode(signed_resolution(res, None, sec, proof=sec.nodata_proof(name)), None,
+                       zone, payload, signed=True)
+    return template.sharing(Proof(sec, 0, build, fixed=True))
 
 
 def template_payload(ans: Answer) -> int:
@@ -676,7 +719,8 @@ def _denial(res: Resolution, sec: ZoneSigning, zone: str,
     with the NSEC records of chain entries ``i`` and ``j``."""
     def build(i: int, j: int) -> Answer:
         proof = sec.nsec(i) if i == j else sec.nsec(i) + sec.nsec(j)
-        return _encode(signed_resolution(res, None, sec, proof=proof), None, zone, payload)
+        return _encode(signed_resolution(res, None, sec, proof=proof), None, zone, payload,
+                       signed=True)
     return build
 
 
@@ -686,7 +730,7 @@ def _wild_proof(res: Resolution, sec: ZoneSigning, wild: bytes | None, zone: str
     covers the question name, found per name."""
     def build(i: int, _j: int) -> Answer:
         return _encode(signed_resolution(res, None, sec, wild, proof=sec.nsec(i)), None, zone,
-                       payload)
+                       payload, signed=True)
     return Proof(sec, -1, build)
 
 

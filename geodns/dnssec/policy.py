@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
-from geodns.dnssec.keys import ALGORITHMS, Key, KeyError_, Role, load
+from geodns.dnssec.keys import ALGORITHMS, KeyError_, Role, load
+from geodns.dnssec.settings import DnssecSettings, KeyRef, ZoneKey
 from geodns.dnssec.signer import Validity
-from geodns.problems import Problems, Where
+from geodns.problems import Problems
 from geodns.yamlsrc import YMap, YNode, YScalar, as_bool, as_list, as_str, expect_map, unknown_keys
 
 DEFAULT_VALIDITY = 14 * 86400  # Knot's rrsig-lifetime
@@ -39,34 +39,6 @@ DEFAULT_REFRESH = 7 * 86400
 DEFAULT_JITTER = 86400
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^(\d+)([smhdw]?)$")
-
-
-@dataclass(frozen=True)
-class KeyRef:
-    """A key as the zone names it."""
-
-    file: str
-    role: Role
-    sign: bool
-    cds: bool
-    where: Where
-
-
-@dataclass(frozen=True)
-class DnssecSettings:
-    keys: tuple[KeyRef, ...]
-    validity: Validity
-    algorithm: int | None  # when written: every key must be of it
-    where: Where
-
-
-@dataclass(frozen=True)
-class ZoneKey:
-    """A key loaded, with what the zone does with it."""
-
-    key: Key
-    sign: bool
-    cds: bool
 
 
 def duration(node: YNode, what: str, problems: Problems, lo: int, hi: int) -> int | None:
@@ -181,13 +153,19 @@ def _key_ref(node: YNode, problems: Problems) -> KeyRef | None:
     return KeyRef(file, role, sign, cds, fnode.where)
 
 
-def read_keys(directory: Path) -> dict[str, bytes]:
-    """The keys directory's ``*.pem`` files by name (none when it does not
-    exist or cannot be read: each zone then says which key it misses)."""
+def read_keys(directory: Path, problems: Problems | None = None) -> dict[str, bytes]:
+    """The keys directory's ``*.pem`` files by name: none when it does not
+    exist (each signed zone then says which key it misses); a problem when
+    it or a key in it cannot be read (the node's user may not)."""
     try:
         return {p.name: p.read_bytes() for p in directory.iterdir()
                 if p.name.endswith(".pem") and not p.name.startswith(".") and p.is_file()}
-    except OSError:
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        if problems is not None:
+            problems.add(Where(str(directory), 1, 1), f"keys directory: cannot read: "
+                                                      f"{exc.strerror or exc}")
         return {}
 
 

@@ -46,8 +46,9 @@ class Validity:
 
 
 # What a signature is remembered under: owner (lower-cased, as signed), type,
-# TTL, the canonical RDATAs in order, and the tags of the keys that signed.
-SetKey = tuple[bytes, int, int, tuple[bytes, ...], tuple[int, ...]]
+# TTL, a digest of the canonical RDATAs in order, and the tags of the keys
+# that signed.
+SetKey = tuple[bytes, int, int, bytes, tuple[int, ...]]
 
 
 class Signer:
@@ -82,8 +83,10 @@ class Signer:
         if not keys:
             return ()
         low = owner.lower()
-        canon = tuple(sorted(set(rd.canonical() for rd in rdatas)))
-        key: SetKey = (low, rtype, ttl, canon, tuple(k.tag for k in keys))
+        canon = sorted(set(rd.canonical() for rd in rdatas))
+        digest = hashlib.blake2b(b"".join(len(c).to_bytes(2, "big") + c for c in canon),
+                                 digest_size=16).digest()
+        key: SetKey = (low, rtype, ttl, digest, tuple(k.tag for k in keys))
         got = self.memo.get(key)
         if got is None:
             old = self._old.get(key)
@@ -94,7 +97,7 @@ class Signer:
             self.memo[key] = got
         return got[0]
 
-    def _sign(self, owner: bytes, rtype: int, ttl: int, canon: tuple[bytes, ...],
+    def _sign(self, owner: bytes, rtype: int, ttl: int, canon: Sequence[bytes],
               keys: Sequence[Key]) -> tuple[tuple[RData, ...], int]:
         v = self.validity
         labels = names.label_count(owner)

@@ -14,10 +14,11 @@ signed then (docs/dnssec.md says why NSEC and not NSEC3 or compact denial).
 with their RRSIGs after each record set (what a query with DO gets), and
 the ``*_proof`` methods give the NSEC records (signed) that prove a name or
 a type absent.  Answers whose proof depends on the question name (a name
-that does not exist, a wildcard's synthesis) get a :class:`Proof`: the data
-plane gives it the name, it finds the covering NSEC by a binary search over
-the chain's keys and returns an answer built once per pair of chain
-intervals and kept.
+that does not exist, a wildcard's synthesis) get a
+:class:`geodns.compile.Proof`: the data plane gives it the name, it finds
+the covering NSEC (:meth:`ZoneSigning.covering`, a binary search over the
+chain's keys) and returns an answer built once per pair of chain intervals
+and kept.
 """
 
 from __future__ import annotations
@@ -26,20 +27,14 @@ import base64
 import bisect
 import hashlib
 import struct
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 from geodns import names
-from geodns.dnssec.policy import ZoneKey
+from geodns.dnssec.settings import ZoneKey
 from geodns.dnssec.signer import Signer
 from geodns.rdata import CDNSKEY, CDS, CNAME, DNSKEY, DS, NS, NSEC, RRSIG, Name, RData
 from geodns.resolve import QNAME, Record, ZoneIndex
 from geodns.zones.model import RRset, Zone
-
-if TYPE_CHECKING:
-    from geodns.compile import Answer
-
-MAX_PROOFS = 65536  # answers kept per Proof (one per pair of chain intervals)
 
 
 def with_keys(zone: Zone, keys: Sequence[ZoneKey]) -> Zone:
@@ -98,6 +93,7 @@ class ZoneSigning:
         self.index = index
         self.signer = signer
         self.nsec_ttl = zone.negative_ttl  # RFC 9077: as the SOA's negative TTL
+        self.nodata_resolution = index.nodata()  # shared by every name's NODATA
         chain = [n for n in zone.nodes if index.cut_above(n) in (None, n)]
         chain.sort(key=names.canonical_key)
         self.names = chain
@@ -109,7 +105,7 @@ class ZoneSigning:
             types = set(zone.nodes[name]) | set(zone.steered.get(name, {})) | {NSEC, RRSIG}
             if name != zone.origin and name in index.cuts:
                 types &= {NS, DS, NSEC, RRSIG}
-            rd = RData((Name(nxt), type_bitmap(types)), f"{names.to_text(nxt)} ...")
+            rd = RData((Name(nxt), type_bitmap(types)), "NSEC")  # never shown as text
             rec = Record(name, NSEC, self.nsec_ttl, rd)
             self._nsec.append([rec, *self._sigs(name, NSEC, self.nsec_ttl, [rd])])
 
@@ -177,31 +173,4 @@ class ZoneSigning:
         return qname
 
 
-class Proof:
-    """The signed answer for a question whose proof depends on its name:
-    ``build(i, j)`` makes it for the chain entries ``i`` (what covers the
-    name) and ``j`` (what a second NSEC needs: the wildcard's cover, or
-    the wildcard's own NSEC), and :meth:`answer` finds them for a name."""
-
-    __slots__ = ("build", "kept", "sec", "second")
-
-    def __init__(self, sec: ZoneSigning, second: Callable[[bytes], int] | int,
-                 build: Callable[[int, int], Answer]) -> None:
-        self.sec = sec
-        self.second = second
-        self.build = build
-        self.kept: dict[tuple[int, int], Answer] = {}
-
-    def answer(self, name: bytes) -> Answer:
-        i = self.sec.covering(name)
-        second = self.second
-        j = second if isinstance(second, int) else second(name)
-        ans = self.kept.get((i, j))
-        if ans is None:
-            ans = self.build(i, j)
-            if len(self.kept) < MAX_PROOFS:
-                self.kept[(i, j)] = ans
-        return ans
-
-
-__all__ = ["Proof", "ZoneSigning", "dnskey_text", "ds_rdata", "type_bitmap", "with_keys"]
+__all__ = ["ZoneSigning", "dnskey_text", "ds_rdata", "type_bitmap", "with_keys"]

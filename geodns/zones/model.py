@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from geodns import names
-from geodns.dnssec.policy import DnssecSettings, ZoneKey
+from geodns.dnssec.settings import DnssecSettings, ZoneKey
 from geodns.problems import Where
 from geodns.rdata import NS, SOA, RData
 from geodns.steering import SteerSpec
