@@ -31,7 +31,7 @@ from pathlib import Path
 from geodns.dnssec.keys import ALGORITHMS, KeyError_, Role, load
 from geodns.dnssec.settings import DnssecSettings, KeyRef, ZoneKey
 from geodns.dnssec.signer import Validity
-from geodns.problems import Problems
+from geodns.problems import Problems, Where
 from geodns.yamlsrc import YMap, YNode, YScalar, as_bool, as_list, as_str, expect_map, unknown_keys
 
 DEFAULT_VALIDITY = 14 * 86400  # Knot's rrsig-lifetime
