@@ -1,5 +1,5 @@
 """``geodns`` command line: serve, check, restart, explain, drain, undrain, node,
-publish, fleet, import-zone, anycast-exabgp.
+publish, fleet, import-zone, dnssec, anycast-exabgp.
 
 Every command that reads a node's configuration takes ``--config FILE`` and
 otherwise reads ``./geodns.yaml`` when it is there (:func:`_default_config`);
@@ -18,6 +18,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -345,6 +346,89 @@ def cmd_import_zone(args: argparse.Namespace) -> int:
     for w in warnings:
         print(f"geodns import-zone: warning: {w}", file=sys.stderr)
     sys.stdout.write(text)
+    return 0
+
+
+def cmd_dnssec(args: argparse.Namespace) -> int:
+    """``geodns dnssec keygen`` and ``geodns dnssec ds``
+    (geodns/dnssec/commands.py does the work)."""
+    command = f"dnssec {args.action}"
+    # --keys (keygen) or --zones (ds) without --config: the command line is
+    # the whole configuration, as with geodns check --zones.
+    alone = args.keys if args.action == "keygen" else args.zones
+    args.config = _default_config(args) if args.config or not alone else None
+    if args.config is None and not alone:
+        instead = ", or --keys DIR" if args.action == "keygen" else ", or --zones DIR"
+        print(_no_config(command, instead), file=sys.stderr)
+        return 2
+    problems = Problems()
+    cfg = _config_from_args(args, problems)
+    if args.keys:
+        cfg.keys_dir = Path(args.keys)
+    if problems:  # a keys: the file gets wrong is not quietly replaced by the default
+        return _report(problems)
+    try:
+        return (_dnssec_keygen if args.action == "keygen" else _dnssec_ds)(args, cfg)
+    except GeodnsError as exc:
+        print(f"geodns {command}: {exc}", file=sys.stderr)
+        return exc.exit_status
+
+
+def _report(problems: Problems, note: str = "") -> int:
+    """Every problem as file:line:column: message, then how many: exit 1."""
+    for p in _sorted(problems):
+        print(p, file=sys.stderr)
+    print(f"{len(problems)} problem(s) found{note}", file=sys.stderr)
+    return 1
+
+
+def _dnssec_keygen(args: argparse.Namespace, cfg: Config) -> int:
+    from geodns.dnssec import commands
+    from geodns.dnssec.keys import ALGORITHMS, Role
+
+    commands.check_file_name(args.file)
+    named = commands.role_from_name(args.file)
+    role = Role(args.role) if args.role else named or Role.CSK
+    key = commands.keygen(cfg.keys_dir, args.file, ALGORITHMS[args.algorithm], role)
+    print(f"wrote {cfg.keys_dir / args.file}: algorithm {key.algorithm} ({args.algorithm}), "
+          f"key tag {key.tag} as a {role.value}")
+    if args.role and named is not None and named is not role:
+        print(f"note: the file name says {named.value}, --role says {role.value}: the zone's "
+              "role decides (and the key tag changes with it)")
+    print("add it to the zone's dnssec: keys:")
+    print(f"    - {{file: {args.file}, role: {role.value}}}")
+    if key.signs_keys:
+        print("then 'geodns dnssec ds ZONE' prints its DS records for the parent")
+    mode = commands.loose_permissions(cfg.keys_dir)
+    if mode is not None:
+        print(f"geodns dnssec keygen: warning: others than its owner may enter the keys "
+              f"directory {cfg.keys_dir} (mode {mode:04o}): chmod 700 {cfg.keys_dir}",
+              file=sys.stderr)
+    return 0
+
+
+def _dnssec_ds(args: argparse.Namespace, cfg: Config) -> int:
+    from geodns.dnssec import commands
+
+    origin = commands.zone_origin(args.zone)
+    if cfg.fleet is not None and not args.zones:
+        raise commands.UsageError("this node's zones come from the fleet's etcd: give "
+                                  "--zones DIR, the directory geodns publish reads")
+    problems = Problems()
+    zone = commands.find_zone(cfg, origin, problems)
+    if zone is None:
+        return _report(problems)
+    keys = commands.zone_keys(cfg, zone, problems)
+    if keys is None:
+        return _report(problems, f" (key files are read from {cfg.keys_dir})")
+    for line in commands.parent_records(origin, keys, commands.DIGEST_TYPES[args.digest],
+                                        args.dnskey):
+        print(line)
+    for k in keys:
+        if k.key.signs_keys and not k.sign:
+            print(f"geodns dnssec ds: note: key {k.key.tag} does not sign (sign: false): its "
+                  "DS goes to the parent before the key signs, and away once it is retired",
+                  file=sys.stderr)
     return 0
 
 
@@ -694,6 +778,7 @@ COMMANDS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     )),
     ("Tools", (
         ("import-zone", "convert a BIND zone file to geodns YAML (on stdout)"),
+        ("dnssec", "make signing keys; print a zone's DS records for its parent"),
         ("anycast-exabgp", "run by ExaBGP: announce this node's prefixes while it is fit"),
     )),
 )
@@ -841,7 +926,66 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave out the records geodns cannot take (listed with their lines) "
                    "instead of failing")
     p.set_defaults(func=cmd_import_zone)
+
+    _dnssec_parser(command("dnssec"), config_arg)
     return parser
+
+
+DNSSEC_ACTIONS = (
+    ("keygen", "write a new private key into the keys directory"),
+    ("ds", "print the DS records of a zone's key-signing keys, for its parent"),
+)
+
+
+def _dnssec_parser(p: argparse.ArgumentParser,
+                   config_arg: Callable[[argparse.ArgumentParser, str], None]) -> None:
+    from geodns.dnssec.commands import DIGEST_TYPES
+    from geodns.dnssec.keys import ALGORITHMS
+
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.usage = "geodns dnssec [-h] ACTION [ARGS]"
+    p.description = (f"{p.description}\n\nactions:\n" + "\n".join(
+        f"  {name:<8}{summary}" for name, summary in DNSSEC_ACTIONS) +
+        "\n\nRun 'geodns dnssec ACTION --help' for an action's options; docs/dnssec.md "
+        "says\nhow keys, DS records and rollovers go together.")
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION",
+                           help=argparse.SUPPRESS)
+    summaries = dict(DNSSEC_ACTIONS)
+
+    def action(name: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, prog=f"geodns dnssec {name}",
+                              description=summaries[name][0].upper() + summaries[name][1:] +
+                              ".")
+
+    def keys_arg(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--keys", metavar="DIR", help="the keys directory (overrides the "
+                       "configuration's keys)")
+
+    q = action("keygen")
+    q.add_argument("file", metavar="NAME.pem", help="the key file's name in the keys "
+                   "directory, as the zone's dnssec: keys: will name it")
+    config_arg(q, "the node's configuration (where its keys directory is)")
+    keys_arg(q)
+    q.add_argument("--algorithm", choices=list(ALGORITHMS), default="ecdsap256sha256",
+                   help="ecdsap256sha256 (13, the default: every validator has it) or "
+                        "ed25519 (15)")
+    q.add_argument("--role", choices=["ksk", "zsk", "csk"],
+                   help="the role the zone gives it: ksk, zsk or csk (default: the one the "
+                        "file name says, as in example.com.ksk.pem; else csk); the key tag "
+                        "printed is for this role")
+    q.set_defaults(func=cmd_dnssec)
+
+    q = action("ds")
+    q.add_argument("zone", help="the zone, e.g. example.com")
+    config_arg(q, "the node's configuration (zones and keys directories)")
+    q.add_argument("--zones", metavar="DIR", help="zones directory (overrides the config)")
+    keys_arg(q)
+    q.add_argument("--digest", choices=list(DIGEST_TYPES), default="sha256",
+                   help="the DS digest: sha256 (digest type 2, the default) or sha384 (4)")
+    q.add_argument("--dnskey", action="store_true",
+                   help="also print the keys' DNSKEY records (for a parent that takes "
+                        "those)")
+    q.set_defaults(func=cmd_dnssec)
 
 
 def main(argv: list[str] | None = None) -> int:

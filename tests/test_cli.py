@@ -192,6 +192,8 @@ def test_every_command_has_its_own_help(command: str, capsys: Capsys) -> None:
     (["node", "drain"], "--admin URL"),
     (["restart"], "--control PATH"),
     (["anycast-exabgp"], "--control PATH"),
+    (["dnssec", "keygen", "k.pem"], "--keys DIR"),
+    (["dnssec", "ds", "example.com"], "--zones DIR"),
 ])
 def test_no_configuration_says_where_it_looked(argv: list[str], instead: str, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch,

@@ -62,14 +62,19 @@ def dnskey_text(dnskey: bytes) -> str:
     return f"{flags} {protocol} {algorithm} {base64.b64encode(dnskey[4:]).decode()}"
 
 
-def ds_rdata(owner: bytes, dnskey: bytes) -> RData:
-    """The DS (SHA-256, digest type 2) of a DNSKEY, for the parent."""
+# DS digest types (RFC 4509, RFC 6605) by number: the two a parent is asked for.
+DS_DIGESTS = {2: hashlib.sha256, 4: hashlib.sha384}
+
+
+def ds_rdata(owner: bytes, dnskey: bytes, digest_type: int = 2) -> RData:
+    """The DS of a DNSKEY, for the parent: SHA-256 (digest type 2) unless
+    ``digest_type`` is 4 (SHA-384)."""
     from geodns.dnssec.keys import key_tag
 
-    digest = hashlib.sha256(owner.lower() + dnskey).digest()
+    digest = DS_DIGESTS[digest_type](owner.lower() + dnskey).digest()
     tag, algorithm = key_tag(dnskey), dnskey[3]
-    return RData((struct.pack("!HBB", tag, algorithm, 2) + digest,),
-                 f"{tag} {algorithm} 2 {digest.hex().upper()}")
+    return RData((struct.pack("!HBB", tag, algorithm, digest_type) + digest,),
+                 f"{tag} {algorithm} {digest_type} {digest.hex().upper()}")
 
 
 def type_bitmap(types: set[int]) -> bytes:
@@ -173,4 +178,4 @@ class ZoneSigning:
         return qname
 
 
-__all__ = ["ZoneSigning", "dnskey_text", "ds_rdata", "type_bitmap", "with_keys"]
+__all__ = ["DS_DIGESTS", "ZoneSigning", "dnskey_text", "ds_rdata", "type_bitmap", "with_keys"]
