@@ -49,7 +49,9 @@ from geodns.rdata import (
     HTTPS,
     MX,
     NS,
+    NSEC,
     PTR,
+    RRSIG,
     SOA,
     SRV,
     TXT,
@@ -495,6 +497,9 @@ class Node:
         ans = self.by_type.get(qtype)
         if ans is not None:
             return ans
+        if self.sec is not None and qtype in (NSEC, RRSIG) and \
+                self.name in self.sec.position:
+            return self._dnssec_records(qtype)
         if self.referral is not None:
             return self.referral
         if self.nodata is not None and qtype != ANY:
@@ -507,6 +512,34 @@ class Node:
                 self.memo = {}
             if len(self.memo) < MEMO_PER_NODE:
                 self.memo[qtype] = memo
+        return memo
+
+    def _dnssec_records(self, qtype: int) -> Answer:
+        """A signed zone's own records asked for: the name's NSEC (with its
+        RRSIG for DO), or every RRSIG at the name (of its static record
+        sets: a steered set's depends on the client), as Knot answers."""
+        sec = self.sec
+        assert sec is not None
+        memo = self.memo.get(qtype) if self.memo is not None else None
+        if memo is not None:
+            return memo
+        nsec = sec.nodata_proof(self.name)
+        if qtype == NSEC:
+            records, signed = nsec[:1], nsec
+        else:
+            records = [r for rtype, rrset in sorted(self.index.zone.nodes[self.name].items())
+                       if sec.authoritative(self.name, rtype)
+                       for r in sec.signed([Record(rrset.owner, rtype, rrset.ttl, rd)
+                                            for rd in rrset.rdatas], None)
+                       if r.rtype == RRSIG] + nsec[1:]
+            signed = records
+        zone = self.index.zone.name
+        memo = _encode(Resolution(NOERROR, answer=records), self.name, zone, self.payload)
+        memo.signed = _encode(Resolution(NOERROR, answer=signed), self.name, zone, self.payload,
+                              signed=True)
+        if self.memo is None:
+            self.memo = {}
+        self.memo[qtype] = memo
         return memo
 
     def below(self, qtype: int) -> Answer | Steered:

@@ -328,3 +328,23 @@ def test_rrsig_header_fields() -> None:
     assert sig.expiration == int(NOW) + 10 * 86400
     assert sig.signer == ORIGIN and sig.labels == 3 and sig.original_ttl == 3600
     assert 0 <= sig.key_tag < 65536
+
+
+@pytest.mark.parametrize(("name", "rtype", "types"), [
+    ("www.s.example.", "NSEC", {"NSEC", "RRSIG"}),
+    ("sub.s.example.", "NSEC", {"NSEC", "RRSIG"}),
+    ("www.s.example.", "RRSIG", {"RRSIG"}),
+    ("s.example.", "RRSIG", {"RRSIG"}),
+])
+def test_nsec_and_rrsig_asked_for_are_answered(signed: Responder, name: str, rtype: str,
+                                                types: set[str]) -> None:
+    """The NSEC bitmap says the name has NSEC and RRSIG: a NODATA for them
+    would contradict it (Knot answers them too)."""
+    m = ask(signed, name, rtype)
+    assert m.rcode() == dns.rcode.NOERROR and m.answer
+    assert {dns.rdatatype.to_text(rr.rdtype) for rr in m.answer} == types
+    covered = {rr.covers for rr in m.answer if rr.rdtype == dns.rdatatype.RRSIG}
+    if rtype == "RRSIG":
+        assert dns.rdatatype.A in covered or dns.rdatatype.SOA in covered
+    else:
+        check_signed(m, dnskeys(signed), NOW)
