@@ -275,14 +275,16 @@ def signed_resolution(res: Resolution, qname: bytes | None, sec: ZoneSigning,
     if qname is not None and not proof:
         proof = _static_proof(res, qname, sec)
     authority = sec.signed(res.authority, qname, wild)
-    if res.kind == AnswerKind.REFERRAL and res.authority:
-        cut = res.authority[0].owner.lower()
+    # A delegation (a referral, or where a CNAME chain enters a child zone):
+    # its DS set signed, or the proof that there is none.
+    cuts = {r.owner.lower() for r in res.authority if r.rtype == NS and r.owner != QNAME}
+    for cut in sorted(cuts & sec.index.cuts):
         ds = sec.zone.nodes[cut].get(DS)
         if ds is not None:
             authority += sec.signed([Record(ds.owner, DS, ds.ttl, rd) for rd in ds.rdatas],
                                     None)
         else:
-            authority += sec.nodata_proof(cut)  # an insecure delegation: no DS
+            authority += sec.nodata_proof(cut)  # an insecure delegation
     return Resolution(res.rcode, res.aa, sec.signed(res.answer, qname, wild),
                       authority + proof, sec.signed(res.additional, qname, wild), res.kind)
 

@@ -11,10 +11,12 @@ node: tests/test_dnssec_validate.py.)
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from pathlib import Path
 
 import dns.dnssec
+import dns.edns
 import dns.flags
 import dns.message
 import dns.name
@@ -27,7 +29,10 @@ from geodns.compile import Tables, compile_zones
 from geodns.dnssec import policy
 from geodns.dnssec.keys import ECDSAP256SHA256, ED25519, generate
 from geodns.dnssec.zonesign import with_keys
+from geodns.geo import StaticLocator
+from geodns.health.view import HealthView
 from geodns.problems import Problems
+from geodns.steering import DOWN, Steering
 from geodns.wire import Responder
 from geodns.zones.loader import load_zone_text
 from geodns.zones.model import Zone
@@ -117,9 +122,11 @@ def check_signed(m: dns.message.Message, keys: dict[dns.name.Name, dns.rrset.RRs
             mine = [s for s in sigs if s.name == rrset.name and
                     s[0].type_covered == rrset.rdtype]
             if not mine:
-                referral = not m.flags & dns.flags.AA and rrset.rdtype in (
-                    dns.rdatatype.NS, dns.rdatatype.A)
-                assert referral, f"unsigned {rrset}"
+                # A delegation's NS set and glue are the child's: never signed.
+                delegation = rrset.rdtype == dns.rdatatype.NS and rrset.name not in (
+                    ORIGIN, dns.name.from_text("chain.example."))
+                glue = not m.flags & dns.flags.AA and rrset.rdtype == dns.rdatatype.A
+                assert delegation or glue, f"unsigned {rrset}"
                 continue
             dns.dnssec.validate(rrset, mine[0], keys, now=when)
             n += 1
@@ -348,3 +355,64 @@ def test_nsec_and_rrsig_asked_for_are_answered(signed: Responder, name: str, rty
         assert dns.rdatatype.A in covered or dns.rdatatype.SOA in covered
     else:
         check_signed(m, dnskeys(signed), NOW)
+
+
+# -- steered answers: every case of tests/test_steered_chains.py, signed ----------------
+def steered_responder(health: HealthView | None = None) -> Responder:
+    from test_steered_chains import HERE as CHAINS
+    from test_steering import LOCATIONS, POPS
+
+    text = (CHAINS / "zones" / "chain.example.yaml").read_text()
+    text = text.replace("records:\n", "dnssec:\n  keys: [{file: csk.pem, role: csk}]\n"
+                        "records:\n", 1)
+    problems = Problems()
+    zone = load_zone_text(text, "chain.yaml", "chain.example.", problems, pops=POPS)
+    assert zone is not None and zone.dnssec is not None, [str(p) for p in problems]
+    keys = policy.resolve(zone.dnssec, KEYS, problems)
+    assert keys is not None
+    zone = with_keys(zone, keys)
+    specs = {(o, t): s for o, types in zone.steered.items() for t, s in types.items()}
+    return Responder(compile_zones([zone], now=NOW), Steering(POPS, ("iad", "fra"), (), specs),
+                     StaticLocator(LOCATIONS), health or HealthView())
+
+
+def ask_ecs(r: Responder, name: str, rtype: str, ecs: str, do: bool) -> dns.message.Message:
+    net = ipaddress.ip_network(ecs, strict=False)
+    q = dns.message.make_query(name, rtype, use_edns=0, want_dnssec=do, options=[
+        dns.edns.ECSOption(str(net.network_address), net.prefixlen, 0)])
+    wire = r.respond(q.to_wire(), True, ("192.0.2.200", 5353))
+    assert wire is not None
+    return dns.message.from_wire(wire)
+
+
+def chain_cases() -> list[tuple[str, str, str]]:
+    from test_steered_chains import CASES
+
+    return [(c.qname, c.qtype, c.ecs) for c in CASES]
+
+
+@pytest.mark.parametrize("down", [(), ("fra",), ("fra", "iad", "sin", "gru", "jnb")])
+def test_steered_answers_with_do_validate_and_match(down: tuple[str, ...]) -> None:
+    """Every steered chain, for its client, with each PoP state: the answer
+    with DO validates, carries the same ECS scope, and holds the same
+    records as the answer without DO (plus RRSIGs and NSECs)."""
+    from test_steered_chains import n
+
+    r = steered_responder(HealthView(dict.fromkeys(down, DOWN)))
+    origin = dns.name.from_text("chain.example.")
+    m = ask(r, "chain.example.", "DNSKEY")
+    keys = {origin: m.find_rrset(m.answer, origin, dns.rdataclass.IN, dns.rdatatype.DNSKEY)}
+    for qname, qtype, ecs in chain_cases():
+        signed = ask_ecs(r, n(qname), qtype, ecs, True)
+        plain = ask_ecs(r, n(qname), qtype, ecs, False)
+        assert signed.rcode() == plain.rcode()
+        if signed.rcode() == dns.rcode.SERVFAIL:
+            continue
+        check_signed(signed, keys, NOW)
+        assert [o.to_text() for o in signed.options] == [o.to_text() for o in plain.options]
+
+        def data(section: list[dns.rrset.RRset]) -> list[str]:
+            return sorted(rr.to_text() for rr in section
+                          if rr.rdtype not in (dns.rdatatype.RRSIG, dns.rdatatype.NSEC))
+        assert data(signed.answer) == data(plain.answer), (qname, qtype, ecs)
+        assert data(signed.authority) == data(plain.authority), (qname, qtype, ecs)
