@@ -116,6 +116,21 @@ class _NodeCollector(Collector):
         yield loaded
         yield errors
 
+        expires = GaugeMetricFamily(
+            "geodns_dnssec_signatures_expire_timestamp_seconds",
+            "When the first signature served for each signed zone expires (refreshed before: "
+            "an alert if it comes near).", labels=["zone"])
+        refresh = GaugeMetricFamily(
+            "geodns_dnssec_refresh_timestamp_seconds",
+            "When each signed zone's next signatures are due to be made again.", labels=["zone"])
+        for part in sorted(snap.tables.parts.values(), key=lambda p: p.zone.origin):
+            first = part.signer.earliest_expiration if part.signer is not None else None
+            if first is not None:
+                expires.add_metric([part.zone.name], first)
+                refresh.add_metric([part.zone.name], part.due)
+        yield expires
+        yield refresh
+
         if snap.geoip.build_epoch is not None:
             yield GaugeMetricFamily(
                 "geodns_geoip_build_timestamp_seconds",

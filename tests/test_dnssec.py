@@ -416,3 +416,15 @@ def test_steered_answers_with_do_validate_and_match(down: tuple[str, ...]) -> No
                           if rr.rdtype not in (dns.rdatatype.RRSIG, dns.rdatatype.NSEC))
         assert data(signed.answer) == data(plain.answer), (qname, qtype, ecs)
         assert data(signed.authority) == data(plain.authority), (qname, qtype, ecs)
+
+
+def test_the_first_expiration_and_the_refresh_are_known() -> None:
+    """What geodns_dnssec_signatures_expire_timestamp_seconds and
+    geodns_dnssec_refresh_timestamp_seconds show."""
+    zone = signed_zone("dnssec:\n  keys: [{file: csk.pem, role: csk}]\n  validity: 10d\n"
+                       "  refresh: 3d\n  jitter: 1d\n")
+    tables = compile_zones([zone], now=NOW)
+    signer = tables.parts[zone.origin].signer
+    assert signer is not None and signer.earliest_expiration is not None
+    assert NOW + 9 * 86400 <= signer.earliest_expiration <= NOW + 10 * 86400
+    assert tables.due == signer.earliest_expiration - 3 * 86400

@@ -75,6 +75,11 @@ class Signer:
             return float("inf")
         return min(exp for _, exp in self.memo.values()) - self.validity.refresh
 
+    @property
+    def earliest_expiration(self) -> float | None:
+        """When the first signature served expires (None: none made)."""
+        return min((exp for _, exp in self.memo.values()), default=None)
+
     def rrsigs(self, owner: bytes, rtype: int, ttl: int, rdatas: Sequence[RData]) -> tuple[
             RData, ...]:
         """The RRSIG RDATAs for a record set.  ``owner`` is the name as
