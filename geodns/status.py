@@ -21,6 +21,8 @@ from geodns.health.states import DOWN
 from geodns.node import Event, FleetView, NodeView
 from geodns.ratelimit import ACTIONS, CLASSES
 from geodns.rdata import type_name
+from geodns.snapshot import Snapshot
+from geodns.zones.model import Zone
 
 START, STATE_CHANGE, ADMIN, RELOAD, RELOAD_ERROR = (
     "start", "state-change", "admin", "reload", "reload-error")
@@ -124,7 +126,8 @@ def status(view: NodeView) -> dict[str, Any]:
         zones.append({"zone": entry.zone.name if entry.zone is not None else None,
                       "file": name,
                       "serial": entry.zone.serial if entry.zone is not None else None,
-                      "loaded_at": entry.loaded_at, "errors": [str(p) for p in entry.errors]})
+                      "loaded_at": entry.loaded_at, "errors": [str(p) for p in entry.errors],
+                      "dnssec": _dnssec(snap, entry.zone)})
     geo = snap.geoip
     geoip = {"path": geo.path, "type": geo.database_type, "build_epoch": geo.build_epoch,
              "description": geo.description, "error": geo.error}
@@ -199,3 +202,12 @@ def fleet_status(fleet: FleetView | None, serving: str) -> dict[str, Any] | None
         "serving": serving,
     }
 
+
+def _dnssec(snap: Snapshot, zone: Zone | None) -> dict[str, Any] | None:
+    """A signed zone's keys and signature times (None: not signed)."""
+    part = snap.tables.parts.get(zone.origin) if zone is not None else None
+    if part is None or part.signer is None or zone is None:
+        return None
+    return {"keys": [{"tag": k.key.tag, "algorithm": k.key.algorithm, "role": k.key.role.value,
+                      "signs": k.sign} for k in zone.keys],
+            "signatures_expire": part.signer.earliest_expiration, "refresh_at": part.due}
