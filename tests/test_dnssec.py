@@ -428,3 +428,35 @@ def test_the_first_expiration_and_the_refresh_are_known() -> None:
     assert signer is not None and signer.earliest_expiration is not None
     assert NOW + 9 * 86400 <= signer.earliest_expiration <= NOW + 10 * 86400
     assert tables.due == signer.earliest_expiration - 3 * 86400
+
+
+def test_a_zsk_rollover_by_configuration() -> None:
+    """Pre-publish, swap, retire: each step validates with the DNSKEY set
+    it serves, and after the swap every set is signed by the new key."""
+    old, new = ("    - {file: zsk.pem, role: zsk}\n", "    - {file: next.pem, role: zsk}\n")
+    steps = [
+        KSK_ZSK,
+        KSK_ZSK + new.replace("}", ", sign: false}"),
+        KSK_ZSK.replace(old, old.replace("}", ", sign: false}")) + new,
+        KSK_ZSK.replace(old, new),
+    ]
+    previous = None
+    tags_by_step = []
+    for i, dnssec in enumerate(steps):
+        zone = signed_zone(dnssec)
+        tables = compile_zones([zone], previous=previous, now=NOW + i * 86400)
+        r = Responder(tables)
+        keys = dnskeys(r)
+        tags = set()
+        for name, rtype in QUESTIONS:
+            m = ask(r, name, rtype)
+            check_signed(m, keys, NOW + i * 86400)
+            tags |= {s.key_tag for rr in m.answer + m.authority
+                     if rr.rdtype == dns.rdatatype.RRSIG and rr.covers != dns.rdatatype.DNSKEY
+                     for s in rr}
+        tags_by_step.append((len(keys[ORIGIN]), tags))
+        previous = tables
+    (n0, t0), (n1, t1), (n2, t2), (n3, t3) = tags_by_step
+    assert (n0, n1, n2, n3) == (2, 3, 3, 2)
+    assert t0 == t1 and len(t0) == 1  # pre-published: signs nothing
+    assert t2 == t3 and t2.isdisjoint(t0)  # swapped: only the new key signs
