@@ -226,7 +226,7 @@ class Proof:
 
     __slots__ = ("build", "fixed", "kept", "sec", "second")
 
-    def __init__(self, sec: ZoneSigning, second: Callable[[bytes], int] | int,
+    def __init__(self, sec: ZoneSigning, second: bytes | int,
                  build: Callable[[int, int], Answer], fixed: bool = False) -> None:
         self.sec = sec
         self.second = second
@@ -241,8 +241,9 @@ class Proof:
                 ans = self.kept[(0, 0)] = self.build(0, 0)
             return ans
         i = self.sec.covering(name)
-        second = self.second
-        j = second if isinstance(second, int) else second(name)
+        j = self.second
+        if not isinstance(j, int):  # a name: its cover, found once
+            j = self.second = self.sec.covering(j)
         ans = self.kept.get((i, j))
         if ans is None:
             ans = self.build(i, j)
@@ -505,6 +506,10 @@ class Node:
         if self.referral is not None:
             return self.referral
         if self.nodata is not None and qtype != ANY:
+            if self.sec is not None and self.nodata is self.sec.templates[0]:
+                # A signed zone's NODATA carries the name's own NSEC: made
+                # on first use (most names never need it).
+                self.nodata = _nodata(self.nodata, self.index, self.name, self.sec)
             return self.nodata
         memo = self.memo.get(qtype) if self.memo is not None else None
         if memo is None:
@@ -560,8 +565,16 @@ class Node:
                 if len(self.wild) < MEMO_PER_NODE + 16:
                     self.wild[qtype] = ans
             return ans
-        assert self.below_answer is not None
-        return self.below_answer
+        below = self.below_answer
+        assert below is not None
+        if self.sec is not None and below is self.sec.templates[1]:
+            # What covers the name, and what covers the wildcard here: found
+            # per name; this node's own object made on first use.
+            below = self.below_answer = below.sharing(Proof(
+                self.sec, b"\x01*" + self.name,
+                _denial(self.sec.index.nxdomain(), self.sec, self.index.zone.name,
+                        self.payload)))
+        return below
 
 
 @dataclass
@@ -792,6 +805,8 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
     payload = build.payload
     nxdomain = encode(index.nxdomain(), None, zname, payload)
     nodata_template = encode(index.nodata(), None, zname, payload)
+    if sec is not None:
+        sec.templates = (nodata_template, nxdomain)
     referrals = {cut: encode(index.referral(cut), None, zname, payload, sec)
                  for cut in index.cuts}
 
@@ -816,8 +831,8 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
             other = index.resolve(name, OTHER_TYPES)
             if other.steer is not None:
                 node.nodata = build.entry(other, name, index)
-        else:  # any type not pre-built is NODATA
-            node.nodata = _nodata(nodata_template, index, name, sec)
+        else:  # any type not pre-built is NODATA (signed: the node's own, on first use)
+            node.nodata = nodata_template
         for qtype in types:
             ans = build.entry(index.resolve(name, qtype), name, index)
             node.by_type[qtype] = ans
@@ -840,12 +855,8 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
             for qtype in types:
                 node.wild[qtype] = build.entry(index.wildcard(name, qtype), None, index,
                                                wildname)
-        elif sec is None:
+        else:  # signed: the node's own, on first use (Node.below)
             node.below_answer = nxdomain
-        else:  # what covers the name, and what covers the wildcard here
-            node.below_answer = nxdomain.sharing(
-                Proof(sec, sec.covering(wildname), _denial(index.nxdomain(), sec, zname,
-                                                           payload)))
     # Each steered record set once, by the entry for its own name and type.
     for owner, rtypes in zone.steered.items():
         for rtype in sorted(rtypes):

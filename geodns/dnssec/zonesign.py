@@ -28,6 +28,7 @@ import bisect
 import hashlib
 import struct
 from collections.abc import Sequence
+from typing import Any
 
 from geodns import names
 from geodns.dnssec.settings import ZoneKey
@@ -99,6 +100,9 @@ class ZoneSigning:
         self.signer = signer
         self.nsec_ttl = zone.negative_ttl  # RFC 9077: as the SOA's negative TTL
         self.nodata_resolution = index.nodata()  # shared by every name's NODATA
+        # The zone's unsigned NODATA and NXDOMAIN templates (set by the
+        # compiler): a name's own signed forms replace them on first use.
+        self.templates: tuple[Any, Any] = (None, None)
         chain = [n for n in zone.nodes if index.cut_above(n) in (None, n)]
         chain.sort(key=names.canonical_key)
         self.names = chain
