@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from geodns import names
 from geodns.dnssec.keys import Key
-from geodns.rdata import CDNSKEY, CDS, DNSKEY, Name, RData
+from geodns.rdata import CDNSKEY, CDS, DNSKEY, RData
 
 CLASS_IN = 1
 INCEPTION_SKEW = 3600  # seconds before the build
@@ -118,13 +118,12 @@ class Signer:
         for k in keys:
             head = struct.pack("!HBBIIIH", rtype, k.algorithm, labels, ttl,
                                expiration & 0xFFFFFFFF, inception & 0xFFFFFFFF, k.tag)
-            signature = k.sign(head + self.origin + rrs)
-            sigs.append(RData((head, Name(self.origin), signature),
-                              f"{rtype} {k.algorithm} {labels} {ttl} {expiration} "
-                              f"{inception} {k.tag}"))
+            signed = head + self.origin  # the signer's name: lower-cased, never compressed
+            # One part: an RRSIG is never canonicalised again nor compressed,
+            # and never shown as text (hundreds of thousands in a large zone).
+            sigs.append(RData((signed + k.sign(signed + rrs),), "RRSIG"))
             self.made += 1
         return tuple(sigs), expiration
-
 
 
 __all__ = ["KEY_TYPES", "SetKey", "Signer", "Validity"]
