@@ -224,7 +224,12 @@ class Responder:
                     return self.staged(data, udp, peer)  # a bad option: FORMERR
                 ans, tails, cid = hit
             if tail_i == 2 and ans.signed is not ans:  # sign: DO in a signed zone
-                ans, tails = self.sign(ans, tails, key)
+                signed = ans.signed
+                if tails is ans.tails and type(signed) is Answer:  # the usual: pre-built
+                    ans = signed
+                    tails = signed.tails
+                else:
+                    ans, tails = self.sign(ans, tails, key)
             # assemble, count and fit
             resp = b"".join((data[:2], ans.heads[(edns << 1) | (b2 & 1)], data[12:p],
                              tails[tail_i]))
