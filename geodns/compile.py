@@ -29,6 +29,7 @@ use, and kept.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import itertools
 import struct
@@ -224,23 +225,17 @@ class Proof:
     name) and ``j`` (what a second NSEC needs: the wildcard's cover, or
     the wildcard's own NSEC), and :meth:`answer` finds them for a name."""
 
-    __slots__ = ("build", "fixed", "kept", "sec", "second")
+    __slots__ = ("build", "kept", "sec", "second")
 
     def __init__(self, sec: ZoneSigning, second: bytes | int,
-                 build: Callable[[int, int], Answer], fixed: bool = False) -> None:
+                 build: Callable[[int, int], Answer]) -> None:
         self.sec = sec
         self.second = second
         self.build = build
-        self.fixed = fixed  # the same answer for every name (made on first use)
         self.kept: dict[tuple[int, int], Answer] = {}
 
     def answer(self, name: bytes) -> Answer:
-        if self.fixed:
-            ans = self.kept.get((0, 0))
-            if ans is None:
-                ans = self.kept[(0, 0)] = self.build(0, 0)
-            return ans
-        i = self.sec.covering(name)
+        i = bisect.bisect_right(self.sec.keys, names.canonical_key(name)) - 1  # its cover
         j = self.second
         if not isinstance(j, int):  # a name: its cover, found once
             j = self.second = self.sec.covering(j)
@@ -746,12 +741,9 @@ def _nodata(template: Answer, index: ZoneIndex, name: bytes,
     the answer put together on first use: most names never need it)."""
     if sec is None:
         return template
-    res, payload, zone = sec.nodata_resolution, template_payload(template), index.zone.name
-
-    def build(_i: int, _j: int) -> Answer:
-        return _encode(signed_resolution(res, None, sec, proof=sec.nodata_proof(name)), None,
-                       zone, payload, signed=True)
-    return template.sharing(Proof(sec, 0, build, fixed=True))
+    return template.sharing(_encode(signed_resolution(
+        sec.nodata_resolution, None, sec, proof=sec.nodata_proof(name)), None, index.zone.name,
+        template_payload(template), signed=True))
 
 
 def template_payload(ans: Answer) -> int:

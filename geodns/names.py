@@ -136,9 +136,15 @@ def canonical_key(wire: bytes) -> bytes:
     unsigned numbers, a name before its descendants), for ``wire``
     lower-cased: its labels from the root, a zero byte in a label written
     00 02, and 00 01 between labels."""
-    parts = labels(wire)
+    parts = []
+    i = 0
+    n = wire[0]
+    while n:
+        parts.append(wire[i + 1:i + 1 + n])
+        i += n + 1
+        n = wire[i]
     parts.reverse()
-    if b"\x00" in wire:
+    if i != wire.find(b"\x00"):  # a zero byte inside a label (rare)
         parts = [p.replace(b"\x00", b"\x00\x02") for p in parts]
     return b"\x00\x01".join(parts)
 

@@ -225,7 +225,9 @@ class Responder:
                 ans, tails, cid = hit
             if tail_i == 2 and ans.signed is not ans:  # sign: DO in a signed zone
                 signed = ans.signed
-                if tails is ans.tails and type(signed) is Answer:  # the usual: pre-built
+                if not isinstance(signed, Answer):  # a proof found by the name
+                    signed = signed.answer(key[:-4])
+                if tails is ans.tails:  # the usual: no ECS echo to carry over
                     ans = signed
                     tails = signed.tails
                 else:
