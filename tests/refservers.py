@@ -69,6 +69,8 @@ INSTALL_HINT = {
     "knotc": "apt install knot",
     "nsd": "apt install nsd",
     "nsd-checkconf": "apt install nsd",
+    "delv": "apt install bind9-dnsutils",
+    "unbound": "apt install unbound",
 }
 READY_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0

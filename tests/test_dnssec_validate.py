@@ -1,0 +1,562 @@
+"""Signed answers checked by validators we did not write (issue 14).
+
+A real ``geodns serve`` (tests/serveproc.py) serves two signed zones made
+from one template: ``ed.test.`` with one Ed25519 combined signing key and
+``ec.test.`` with an ECDSA P-256 key-signing key and zone-signing key (and a
+second zone-signing key published without signing, as before a rollover).
+Each zone has a secure delegation (``secure``, its DS in the parent) and an
+insecure one (``insecure``), whose child zones a second node serves, and
+steered names: PoPs fra, iad, sin and gru, with a made-up GeoIP database
+that places one ECS network in each PoP's city.  Every answer shape of
+``CASES`` (and the steered answers of every PoP, before and after a drain)
+is then checked by three validators (tests/validators.py says how each is
+run):
+
+* delv (BIND 9.18) with a static-ds trust anchor for the zone: "fully
+  validated", or a validated NXDOMAIN or NODATA;
+* unbound, a validating resolver on loopback with stub zones pointing at the
+  two nodes, over UDP and, in a second instance, TCP to them: AD set,
+  never SERVFAIL;
+* dnspython: every RRSIG of every RRset against the served DNSKEY set, and
+  the NSEC proofs of denials checked against what the zone file says exists.
+
+The trust anchors and the child's DS are made from the key files with
+dnspython here.  Each validator is shown to reject a bogus answer: a wrong
+anchor, and a proxy that changes one address and drops the NSEC records of
+denials.  Every answer without DO has no DNSSEC record and is the DO
+answer less its DNSSEC records.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.name
+import dns.query
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+import pytest
+
+from tests.geoip.make_mmdb import write as write_mmdb
+from tests.refservers import require_binary
+from tests.serveproc import Served
+from tests.validators import (
+    ECDSAP256SHA256,
+    ED25519,
+    Checker,
+    DelvResult,
+    Stub,
+    Unbound,
+    ZoneFacts,
+    ad,
+    delv,
+    delv_anchor,
+    dnskey_of,
+    dnssec_records,
+    ds_of,
+    new_key,
+    rcode_text,
+    section_texts,
+)
+
+TOKEN = "dnssec-validate-token"
+ZONE = """\
+origin: ORIGIN
+soa: {mname: ns1, rname: hostmaster, serial: 1}
+dnssec:
+  KEYS
+records:
+  "@": {NS: [ns1, ns2], MX: {value: 10 mail}, TXT: "apex"}
+  ns1: {A: 127.0.0.1}
+  ns2: {A: 127.0.0.2}
+  www: {A: [192.0.2.80, 192.0.2.81, 192.0.2.82], AAAA: "2001:db8::80"}
+  mail: {A: 192.0.2.25}
+  alias: {CNAME: alias2}
+  alias2: {CNAME: www}
+  dangling: {CNAME: nothere}
+  "*.wild": {TXT: "wild text"}
+  a.b.c: {A: 192.0.2.9}
+  secure: {NS: [ns.secure], DS: "SECURE_DS"}
+  ns.secure: {A: 127.0.0.1}
+  insecure: {NS: [ns.insecure]}
+  ns.insecure: {A: 127.0.0.1}
+  nested: {NS: [ns.nested], DS: "NESTED_DS"}
+  ns.nested: {A: 127.0.0.1}
+  geo:
+    A: {steer: {pops: {fra: 192.0.2.1, iad: 192.0.2.2, sin: 192.0.2.3, gru: 192.0.2.4}}}
+    AAAA:
+      steer: {pops: {fra: "2001:db8::1", iad: "2001:db8::2", sin: "2001:db8::3", gru: "2001:db8::4"}}
+  "*.pool":
+    A: {steer: {pops: {fra: 192.0.2.1, iad: 192.0.2.2, sin: 192.0.2.3, gru: 192.0.2.4}}}
+  cdn: {CNAME: geo}
+  fallback:
+    A: {steer: {pops: {fra: 192.0.2.1, iad: 192.0.2.2}, all_down: {answer: [192.0.2.250]}}}
+"""
+# Child zones: ``secure`` and ``insecure`` on the second node; ``nested``
+# (secure too) on the same node as its parent.
+CHILD = """\
+origin: ORIGIN
+soa: {mname: ns, rname: hostmaster, serial: 1}
+KEYS
+records:
+  "@": {NS: [ns]}
+  ns: {A: 127.0.0.1}
+  www: {A: ADDRESS}
+"""
+ORIGINS = ("ed.test.", "ec.test.")
+CHILD_ADDRESS = {"secure": "192.0.2.70", "insecure": "192.0.2.71", "nested": "192.0.2.72"}
+POPS = {  # name: (location, the ECS network the test database places near it, A, AAAA)
+    "fra": ((50.11, 8.68), "198.18.0.0/24", "192.0.2.1", "2001:db8::1"),
+    "iad": ((38.95, -77.45), "198.18.1.0/24", "192.0.2.2", "2001:db8::2"),
+    "sin": ((1.35, 103.99), "198.18.2.0/24", "192.0.2.3", "2001:db8::3"),
+    "gru": ((-23.43, -46.47), "198.18.3.0/24", "192.0.2.4", "2001:db8::4"),
+}
+PLACES = {"fra": "frankfurt", "iad": "ashburn", "sin": "singapore", "gru": "saopaulo"}
+
+
+# -- the answer shapes ---------------------------------------------------------------------
+
+
+class Shape(enum.Enum):
+    POSITIVE = "positive"
+    NODATA = "nodata"
+    NXDOMAIN = "nxdomain"
+    CNAME_NXDOMAIN = "cname to a missing name"
+    WILDCARD = "wildcard"
+    WILDCARD_NODATA = "wildcard nodata"
+    NO_DS = "no DS at a cut"
+    REFERRAL_DS = "referral with DS"
+    REFERRAL_NO_DS = "referral without DS"
+
+    @property
+    def rcode(self) -> str:
+        return "NXDOMAIN" if self in (Shape.NXDOMAIN, Shape.CNAME_NXDOMAIN) else "NOERROR"
+
+    @property
+    def delv_status(self) -> str:
+        if self in (Shape.NXDOMAIN, Shape.CNAME_NXDOMAIN):
+            return "ncache nxdomain"
+        if self in (Shape.NODATA, Shape.WILDCARD_NODATA, Shape.NO_DS):
+            return "ncache nxrrset"
+        return "success"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One question and what its answer must be.  ``qname`` is relative to
+    the zone ("@": the apex) and keeps its case; ``data`` is the rdata of
+    the records of the type asked in the final answer (ORIGIN: the zone's
+    origin); ``resolved`` what a resolver finds after a referral, and
+    ``secure`` whether it can validate that (the AD flag)."""
+
+    id: str
+    qname: str
+    qtype: str
+    shape: Shape
+    data: tuple[str, ...] = ()
+    resolved: tuple[str, ...] = ()
+    secure: bool = True
+    mixed: bool = False  # the whole name, origin too, in mixed case
+
+    def name(self, origin: str) -> str:
+        text = origin if self.qname == "@" else f"{self.qname}.{origin}"
+        if self.mixed:
+            text = "".join(c.upper() if i % 2 else c.lower() for i, c in enumerate(text))
+        return text
+
+    def expected(self, origin: str) -> set[str]:
+        return {d.replace("ORIGIN", origin) for d in self.data}
+
+
+WWW = ("192.0.2.80", "192.0.2.81", "192.0.2.82")
+P = Shape
+CASES = [
+    Case("apex-soa", "@", "SOA", P.POSITIVE),
+    Case("apex-ns", "@", "NS", P.POSITIVE, ("ns1.ORIGIN", "ns2.ORIGIN")),
+    Case("apex-mx", "@", "MX", P.POSITIVE, ("10 mail.ORIGIN",)),
+    Case("apex-txt", "@", "TXT", P.POSITIVE, ('"apex"',)),
+    Case("apex-dnskey", "@", "DNSKEY", P.POSITIVE),
+    Case("apex-cds", "@", "CDS", P.POSITIVE),
+    Case("apex-cdnskey", "@", "CDNSKEY", P.POSITIVE),
+    Case("a-three", "www", "A", P.POSITIVE, WWW),
+    Case("aaaa", "www", "AAAA", P.POSITIVE, ("2001:db8::80",)),
+    Case("nodata", "www", "TXT", P.NODATA),
+    Case("apex-nodata", "@", "AAAA", P.NODATA),
+    Case("nxdomain", "nope", "A", P.NXDOMAIN),
+    Case("nxdomain-deep", "x.y.nope", "A", P.NXDOMAIN),
+    Case("nxdomain-below-a-name", "deep.a.b.c", "A", P.NXDOMAIN),
+    Case("nxdomain-below-an-ent", "nope.b.c", "AAAA", P.NXDOMAIN),
+    Case("wildcard", "x.wild", "TXT", P.WILDCARD, ('"wild text"',)),
+    Case("wildcard-deep", "y.x.wild", "TXT", P.WILDCARD, ('"wild text"',)),
+    Case("wildcard-nodata", "x.wild", "A", P.WILDCARD_NODATA),
+    Case("ent-above-wildcard", "wild", "TXT", P.NODATA),
+    Case("ent", "b.c", "A", P.NODATA),
+    Case("ent-top", "c", "MX", P.NODATA),
+    Case("name-below-ents", "a.b.c", "A", P.POSITIVE, ("192.0.2.9",)),
+    Case("cname-chain", "alias", "A", P.POSITIVE, WWW),
+    Case("cname-chain-nodata", "alias", "TXT", P.NODATA),
+    Case("cname-query", "alias", "CNAME", P.POSITIVE, ("alias2.ORIGIN",)),
+    Case("cname-missing", "dangling", "A", P.CNAME_NXDOMAIN),
+    Case("ds-at-secure-cut", "secure", "DS", P.POSITIVE),
+    Case("ds-at-insecure-cut", "insecure", "DS", P.NO_DS),
+    Case("referral-ds", "www.secure", "A", P.REFERRAL_DS, resolved=("192.0.2.70",)),
+    Case("referral-ds-at-cut", "secure", "NS", P.REFERRAL_DS, resolved=("ns.secure.ORIGIN",)),
+    Case("referral-no-ds", "www.insecure", "A", P.REFERRAL_NO_DS, resolved=("192.0.2.71",),
+         secure=False),
+    Case("steered", "geo", "A", P.POSITIVE, ("192.0.2.1",)),
+    Case("steered-aaaa", "geo", "AAAA", P.POSITIVE, ("2001:db8::1",)),
+    Case("steered-nodata", "geo", "MX", P.NODATA),
+    Case("steered-wildcard", "any.pool", "A", P.WILDCARD, ("192.0.2.1",)),
+    Case("cname-to-steered", "cdn", "A", P.POSITIVE, ("192.0.2.1",)),
+    Case("mixed-a", "wWw", "A", P.POSITIVE, WWW, mixed=True),
+    Case("mixed-nxdomain", "NoPe.B.c", "A", P.NXDOMAIN, mixed=True),
+    Case("mixed-nodata", "WWW", "TXT", P.NODATA, mixed=True),
+    Case("mixed-wildcard", "Some.WILD", "TXT", P.WILDCARD, ('"wild text"',), mixed=True),
+    Case("mixed-cname-missing", "DANGLING", "A", P.CNAME_NXDOMAIN, mixed=True),
+    Case("mixed-referral", "WWW.Insecure", "A", P.REFERRAL_NO_DS, resolved=("192.0.2.71",),
+         secure=False, mixed=True),
+]
+REFERRALS = (Shape.REFERRAL_DS, Shape.REFERRAL_NO_DS)
+
+
+# -- the nodes -------------------------------------------------------------------------------
+
+
+@dataclass
+class SignedZone:
+    origin: str
+    text: str
+    facts: ZoneFacts
+    ds: list[dns.rdata.Rdata]  # the trust anchor
+    anchor: Path  # delv's trust-anchors file
+
+    def checker(self, lab: Lab, tcp: bool = False) -> Checker:
+        """A dnspython checker that trusts the DNSKEY set served now."""
+        checker = Checker(self.facts, self.ds)
+        problems = checker.trust(lab.ask(self.origin, "DNSKEY", tcp=tcp))
+        assert not problems, problems
+        return checker
+
+
+@dataclass
+class Lab:
+    tmp: Path
+    zones: dict[str, SignedZone] = field(default_factory=dict)
+    children: dict[str, str] = field(default_factory=dict)  # child origin: zone text
+    nodes: list[Served] = field(default_factory=list)
+    port: int = 0  # the parent node (signed zones, steering)
+    child_port: int = 0  # the second node: secure.* and insecure.*
+    admin: int = 0
+
+    def ask(self, qname: str, qtype: str, *, do: bool = True, tcp: bool = False,
+            ecs: str | None = None, port: int | None = None) -> dns.message.Message:
+        options: list[dns.edns.Option] = []
+        if ecs is not None:
+            address, prefix = ecs.split("/")
+            options.append(dns.edns.ECSOption(address, int(prefix)))
+        q = dns.message.make_query(qname, qtype, use_edns=0, want_dnssec=do, options=options)
+        q.flags &= ~dns.flags.RD
+        where = self.port if port is None else port
+        if tcp:
+            return dns.query.tcp(q, "127.0.0.1", port=where, timeout=5)
+        msg = dns.query.udp(q, "127.0.0.1", port=where, timeout=5)
+        assert not msg.flags & dns.flags.TC, f"{qname} {qtype}: truncated over UDP"
+        return msg
+
+    def admin_post(self, path: str) -> dict[str, object]:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.admin}{path}", method="POST",
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            doc: dict[str, object] = json.loads(resp.read())
+            return doc
+
+
+def keys_yaml(keys: list[tuple[str, str, bool]]) -> str:
+    return "keys:\n" + "".join(f"    - {{file: {f}, role: {role}{', sign: false' if not sign else ''}"
+                                f"{', cds: true' if role != 'zsk' else ''}}}\n"
+                                for f, role, sign in keys)
+
+
+def child_zone(origin: str, key: str | None, address: str) -> str:
+    keys = f"dnssec:\n  keys: [{{file: {key}, role: csk}}]" if key else ""
+    return CHILD.replace("ORIGIN", origin).replace("KEYS", keys).replace("ADDRESS", address)
+
+
+def start(lab: Lab, directory: Path, config: str) -> Served:
+    (directory / "geodns.yaml").write_text(config)
+    node = Served(["--config", str(directory / "geodns.yaml")])
+    lab.nodes.append(node)
+    node.wait_for(lambda x: str(x.get("message", "")).startswith("serving zones"), 20)
+    return node
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    tmp = tmp_path_factory.mktemp("dnssec-validate")
+    lab = Lab(tmp)
+    parent, child = tmp / "parent", tmp / "child"
+    for d in (parent, child):
+        (d / "zones").mkdir(parents=True)
+        (d / "keys").mkdir()
+
+    def key(directory: Path, name: str, algorithm: int) -> bytes:
+        pem = new_key(algorithm)
+        (directory / "keys" / name).write_bytes(pem)
+        return pem
+
+    for origin in ORIGINS:
+        algorithm = ED25519 if origin.startswith("ed") else ECDSAP256SHA256
+        stem = origin.rstrip(".")
+        if algorithm == ED25519:
+            csk = key(parent, f"{stem}.csk.pem", ED25519)
+            keys = [(f"{stem}.csk.pem", "csk", True)]
+            anchor = [dnskey_of(csk, sep=True)]
+        else:
+            ksk = key(parent, f"{stem}.ksk.pem", ECDSAP256SHA256)
+            key(parent, f"{stem}.zsk.pem", ECDSAP256SHA256)
+            key(parent, f"{stem}.zsk-next.pem", ECDSAP256SHA256)
+            keys = [(f"{stem}.ksk.pem", "ksk", True), (f"{stem}.zsk.pem", "zsk", True),
+                    (f"{stem}.zsk-next.pem", "zsk", False)]
+            anchor = [dnskey_of(ksk, sep=True)]
+        texts = {}
+        for sub, where in (("secure", child), ("nested", parent)):
+            corigin = f"{sub}.{origin}"
+            pem = key(where, f"{corigin}csk.pem", algorithm)
+            texts[sub] = ds_of(corigin, dnskey_of(pem, sep=True)).to_text()
+            ctext = child_zone(corigin, f"{corigin}csk.pem", CHILD_ADDRESS[sub])
+            (where / "zones" / f"{corigin}yaml").write_text(ctext)
+            lab.children[corigin] = ctext
+        corigin = f"insecure.{origin}"
+        ctext = child_zone(corigin, None, CHILD_ADDRESS["insecure"])
+        (child / "zones" / f"{corigin}yaml").write_text(ctext)
+        lab.children[corigin] = ctext
+        text = (ZONE.replace("ORIGIN", origin).replace("KEYS", keys_yaml(keys))
+                .replace("SECURE_DS", texts["secure"]).replace("NESTED_DS", texts["nested"]))
+        if algorithm == ECDSAP256SHA256:
+            text = text.replace("dnssec:\n", "dnssec:\n  algorithm: ecdsap256sha256\n")
+        (parent / "zones" / f"{origin}yaml").write_text(text)
+        ds = [ds_of(origin, k) for k in anchor]
+        lab.zones[origin] = SignedZone(origin, text, ZoneFacts.from_yaml(text), ds,
+                                       delv_anchor(tmp / f"{stem}.anchor", origin, ds))
+
+    write_mmdb(parent / "geo.mmdb", {net: PLACES[pop] for pop, (_, net, _, _) in POPS.items()})
+    pops = "".join(f"  {pop}: {{location: [{lat}, {lon}]}}\n"
+                   for pop, ((lat, lon), _, _, _) in POPS.items())
+    try:
+        node = start(lab, parent, f"""\
+listen: [127.0.0.1:0]
+zones: zones
+keys: keys
+admin: {{listen: 127.0.0.1:0, token: {TOKEN}}}
+geoip: {{database: geo.mmdb}}
+pops:
+{pops}default_order: [{", ".join(POPS)}]
+""")
+        lab.port, lab.admin = node.dns_port(), node.admin_port()
+        lab.child_port = start(lab, child, "listen: [127.0.0.1:0]\nzones: zones\nkeys: keys\n"
+                               ).dns_port()
+        yield lab
+    finally:
+        for n in lab.nodes:
+            n.stop()
+
+
+@pytest.fixture(scope="module")
+def checkers(lab: Lab) -> dict[str, Checker]:
+    return {origin: zone.checker(lab) for origin, zone in lab.zones.items()}
+
+
+def case_id(case: Case) -> str:
+    return case.id
+
+
+def origin_id(origin: str) -> str:
+    return origin.split(".")[0]
+
+
+# -- dnspython ---------------------------------------------------------------------------------
+
+
+def shape_problems(checker: Checker, case: Case, origin: str,
+                   msg: dns.message.Message) -> list[str]:
+    """What is wrong with an answer of ``case``'s shape, signatures apart."""
+    qname = dns.name.from_text(case.name(origin))
+    qtype = dns.rdatatype.from_text(case.qtype)
+    shape = case.shape
+    problems = []
+    if rcode_text(msg) != shape.rcode:
+        return [f"rcode {rcode_text(msg)}, expected {shape.rcode}"]
+    aa = bool(msg.flags & dns.flags.AA)
+    if aa == (shape in REFERRALS):
+        problems.append(f"AA {'set' if aa else 'clear'}")
+    final = [rd.to_text() for r in msg.answer if r.rdtype == qtype for rd in r]
+    if case.data and set(final) != case.expected(origin):
+        problems.append(f"answer {sorted(final)}, expected {sorted(case.expected(origin))}")
+    cut = checker.zone.cut_at_or_above(qname)
+    if shape in (Shape.NODATA, Shape.NO_DS):
+        if final:
+            problems.append(f"NODATA with records {final}")
+        if shape is Shape.NO_DS:
+            assert cut is not None
+            problems += checker.delegation_without_ds(msg, cut)
+        else:
+            chain = [r for r in msg.answer if r.rdtype == dns.rdatatype.CNAME]
+            name = chain[-1][0].target if chain and qtype != dns.rdatatype.CNAME else qname
+            problems += checker.no_type(msg, name, qtype)
+    elif shape is Shape.NXDOMAIN:
+        problems += checker.nxdomain(msg, qname)
+    elif shape is Shape.CNAME_NXDOMAIN:
+        chain = [r for r in msg.answer if r.rdtype == dns.rdatatype.CNAME]
+        if not chain:
+            return [*problems, "no CNAME in the answer"]
+        problems += checker.nxdomain(msg, chain[-1][0].target)
+    elif shape is Shape.WILDCARD:
+        problems += checker.wildcard(msg, qname, qtype)
+    elif shape is Shape.WILDCARD_NODATA:
+        problems += checker.wildcard_nodata(msg, qname, qtype)
+    elif shape in REFERRALS:
+        assert cut is not None
+        if msg.answer:
+            problems.append("a referral with an answer")
+        ns = msg.get_rrset(msg.authority, cut, dns.rdataclass.IN, dns.rdatatype.NS)
+        ds = msg.get_rrset(msg.authority, cut, dns.rdataclass.IN, dns.rdatatype.DS)
+        if ns is None:
+            problems.append(f"no NS at {cut}")
+        if shape is Shape.REFERRAL_DS and ds is None:
+            problems.append(f"no DS at {cut}")
+        if shape is Shape.REFERRAL_NO_DS:
+            if ds is not None:
+                problems.append(f"a DS at the insecure cut {cut}")
+            problems += checker.delegation_without_ds(msg, cut)
+    elif not final:
+        problems.append(f"no {case.qtype} in the answer")
+    if shape is not Shape.POSITIVE and shape not in REFERRALS and shape is not Shape.WILDCARD:
+        soa = [r for r in msg.authority if r.rdtype == dns.rdatatype.SOA]
+        if not soa:
+            problems.append("a negative answer without the SOA")
+    return problems
+
+
+def dnspython_problems(checker: Checker, case: Case, origin: str,
+                       msg: dns.message.Message) -> list[str]:
+    return checker.signatures(msg) + shape_problems(checker, case, origin, msg)
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("origin", ORIGINS, ids=origin_id)
+def test_dnspython_validates(lab: Lab, checkers: dict[str, Checker], origin: str, case: Case,
+                             tcp: bool) -> None:
+    msg = lab.ask(case.name(origin), case.qtype, tcp=tcp)
+    problems = dnspython_problems(checkers[origin], case, origin, msg)
+    assert not problems, "\n".join(problems) + f"\n{msg}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("origin", ORIGINS, ids=origin_id)
+def test_without_do_no_dnssec_records(lab: Lab, checkers: dict[str, Checker], origin: str,
+                                      case: Case) -> None:
+    """Without DO: no RRSIG or NSEC anywhere, and the answer is the DO
+    answer less its DNSSEC records (and a referral's DS)."""
+    plain = lab.ask(case.name(origin), case.qtype, do=False)
+    signed = lab.ask(case.name(origin), case.qtype, do=True)
+    assert dnssec_records(plain) == []
+    dnssec = {dns.rdatatype.RRSIG, dns.rdatatype.NSEC}
+    referral_ds = {dns.rdatatype.DS} if case.shape in REFERRALS else set()
+    assert plain.rcode() == signed.rcode()
+    assert plain.flags == signed.flags
+    assert section_texts(plain.answer) == section_texts(signed.answer, dnssec)
+    assert section_texts(plain.authority) == section_texts(signed.authority, dnssec | referral_ds)
+    assert section_texts(plain.additional) == section_texts(signed.additional, dnssec)
+    cut = checkers[origin].zone.cut_at_or_above(dns.name.from_text(case.name(origin)))
+    if case.shape in REFERRALS:
+        assert cut is not None
+        assert signed.get_rrset(signed.authority, cut, dns.rdataclass.IN, dns.rdatatype.DS) \
+            or case.shape is Shape.REFERRAL_NO_DS
+        assert not plain.get_rrset(plain.authority, cut, dns.rdataclass.IN, dns.rdatatype.DS)
+
+
+# -- delv ---------------------------------------------------------------------------------------
+
+
+DELV_CASES = [c for c in CASES if c.shape not in REFERRALS]  # delv cannot follow a referral
+
+
+@pytest.fixture(scope="module")
+def delv_results(lab: Lab) -> dict[tuple[str, str, bool], DelvResult]:
+    """Every delv run at once (each takes some 100 ms, mostly start-up)."""
+    require_binary("delv")
+    jobs = [(origin, case, tcp) for origin in ORIGINS for case in DELV_CASES
+            for tcp in (False, True)]
+    with ThreadPoolExecutor(8) as pool:
+        results = pool.map(lambda j: delv(lab.zones[j[0]].anchor, j[0], lab.port,
+                                          j[1].name(j[0]), j[1].qtype, tcp=j[2]), jobs)
+        return {(o, c.id, t): r for (o, c, t), r in zip(jobs, results, strict=True)}
+
+
+def delv_records(result: DelvResult, qtype: str) -> set[str]:
+    out = set()
+    for line in result.records:
+        parts = line.split(None, 4)
+        if len(parts) == 5 and parts[2] == "IN" and parts[3] == qtype:
+            out.add(parts[4])
+    return out
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+@pytest.mark.parametrize("case", DELV_CASES, ids=case_id)
+@pytest.mark.parametrize("origin", ORIGINS, ids=origin_id)
+def test_delv_validates(delv_results: dict[tuple[str, str, bool], DelvResult], origin: str,
+                        case: Case, tcp: bool) -> None:
+    result = delv_results[(origin, case.id, tcp)]
+    assert result.validated, result.output
+    assert result.status == case.shape.delv_status, result.output
+    if case.data:
+        assert delv_records(result, case.qtype) == case.expected(origin), result.output
+
+
+# -- unbound -------------------------------------------------------------------------------------
+
+
+def stubs(lab: Lab, parent_port: int) -> list[Stub]:
+    out = []
+    for origin in ORIGINS:
+        out += [Stub(origin, parent_port), Stub(f"secure.{origin}", lab.child_port),
+                Stub(f"insecure.{origin}", lab.child_port)]
+    return out
+
+
+@pytest.fixture(scope="module", params=["udp", "tcp"])
+def unbound(request: pytest.FixtureRequest, lab: Lab) -> Iterator[Unbound]:
+    """unbound in front of the two nodes, asking them over UDP or TCP."""
+    require_binary("unbound")
+    transport = request.param
+    anchors = [(origin, ds) for origin, zone in lab.zones.items() for ds in zone.ds]
+    with Unbound(lab.tmp / f"unbound-{transport}", stubs(lab, lab.port), anchors, lab.port,
+                 tcp_upstream=transport == "tcp") as resolver:
+        yield resolver
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("origin", ORIGINS, ids=origin_id)
+def test_unbound_validates(unbound: Unbound, origin: str, case: Case) -> None:
+    msg = unbound.ask(case.name(origin), case.qtype)
+    shown = f"{msg}\n--- unbound log ---\n{unbound.text()}"
+    assert rcode_text(msg) == case.shape.rcode, shown
+    assert ad(msg) == case.secure, shown
+    expected = {d.replace("ORIGIN", origin) for d in case.resolved} or case.expected(origin)
+    if expected:
+        qtype = dns.rdatatype.from_text(case.qtype)
+        got = {rd.to_text() for r in msg.answer if r.rdtype == qtype for rd in r}
+        assert got == expected, shown
