@@ -328,10 +328,12 @@ class Checker:
         return [f"no NSEC at the cut {cut}"]
 
 
-def dnssec_records(msg: dns.message.Message) -> list[str]:
+def dnssec_records(msg: dns.message.Message, asked: int | None = None) -> list[str]:
+    """The RRSIG, NSEC and NSEC3 records of an answer, but those of the
+    type asked for in the answer section (RFC 4035 3.2.1)."""
     return [f"{r.name} {dns.rdatatype.to_text(r.rdtype)}"
             for section in (msg.answer, msg.authority, msg.additional) for r in section
-            if r.rdtype in DNSSEC_TYPES]
+            if r.rdtype in DNSSEC_TYPES and not (section is msg.answer and r.rdtype == asked)]
 
 
 def section_texts(rrsets: Iterable[dns.rrset.RRset], leave_out: Iterable[int] = ()) -> list[str]:
@@ -517,12 +519,20 @@ class Unbound:
         except OSError as e:
             return f"(no log: {e})"
 
+    def explain(self, msg: dns.message.Message) -> str:
+        """An answer and unbound's log (why it failed to validate), for an
+        assertion's message."""
+        time.sleep(0.2)  # the log line may still be on its way
+        return f"{msg}\n--- unbound log ---\n{self.text()}"
+
     def ask(self, qname: str, qtype: str, options: Sequence[dns.edns.Option] = (),
             tries: int = 3) -> dns.message.Message:
         q = dns.message.make_query(qname, qtype, want_dnssec=True, options=list(options))
         for attempt in range(tries):
             try:
-                return dns.query.udp(q, "127.0.0.1", port=self.port, timeout=3.0)
+                msg, _ = dns.query.udp_with_fallback(q, "127.0.0.1", port=self.port,
+                                                     timeout=3.0)
+                return msg
             except dns.exception.Timeout:
                 if attempt == tries - 1:
                     raise
