@@ -36,7 +36,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import NoReturn
@@ -69,6 +69,8 @@ INSTALL_HINT = {
     "knotc": "apt install knot",
     "nsd": "apt install nsd",
     "nsd-checkconf": "apt install nsd",
+    "delv": "apt install bind9-dnsutils",
+    "unbound": "apt install unbound",
 }
 READY_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -308,10 +310,13 @@ KNOT_FATAL = re.compile(r"zone event 'load' failed|failed to load zone|failed to
 
 
 def knot_config(rundir: Path, host: str, port: int, zones: dict[str, Path],
-                modules: str = "", global_modules: Sequence[str] = ()) -> str:
+                modules: str = "", global_modules: Sequence[str] = (),
+                zone_options: Mapping[str, Sequence[str]] | None = None) -> str:
     """knot.conf text (knot.conf(5), Knot 3.x) for serving ``zones`` from ``rundir``.
-    ``modules`` is knot.conf text of module sections (``mod-cookies:`` ...), and
-    ``global_modules`` the ones every zone uses (``mod-cookies/ID``)."""
+    ``modules`` is knot.conf text of module sections (``mod-cookies:`` ...,
+    or ``policy:``), ``global_modules`` the ones every zone uses
+    (``mod-cookies/ID``), and ``zone_options`` more lines of a zone's
+    section by origin (``dnssec-signing: on``)."""
     lines = [
         "server:",
         f"    rundir: {_quote(rundir)}",
@@ -340,16 +345,18 @@ def knot_config(rundir: Path, host: str, port: int, zones: dict[str, Path],
     ]
     for origin, path in zones.items():
         lines += [f"  - domain: {_quote(origin)}", f"    file: {_quote(path)}"]
+        lines += [f"    {line}" for line in (zone_options or {}).get(origin, ())]
     return "\n".join(lines) + "\n"
 
 
 @contextmanager
 def knot_server(
     zones: dict[str, Path], *, host: str = HOST, ready_timeout: float = READY_TIMEOUT,
-    modules: str = "", global_modules: Sequence[str] = ()
+    modules: str = "", global_modules: Sequence[str] = (),
+    zone_options: Mapping[str, Sequence[str]] | None = None
 ) -> Iterator[tuple[str, int]]:
     """Serve ``{origin: BIND zone file}`` with knotd; yields ``(host, port)``.
-    ``modules`` and ``global_modules``: see :func:`knot_config`."""
+    ``modules``, ``global_modules`` and ``zone_options``: see :func:`knot_config`."""
     knotd = find_binary("knotd")
     if knotd is None:
         raise ReferenceServerError("knotd not installed (apt install knot)")
@@ -358,7 +365,9 @@ def knot_server(
     def write(rundir: Path, host: str, port: int, copied: dict[str, Path]) -> Path:
         (rundir / "db").mkdir()
         conf = rundir / "knot.conf"
-        conf.write_text(knot_config(rundir, host, port, copied, modules, global_modules))
+        options = {_origin(o): v for o, v in (zone_options or {}).items()}
+        conf.write_text(knot_config(rundir, host, port, copied, modules, global_modules,
+                                    options))
         if knotc:
             check = subprocess.run(
                 [knotc, "-c", str(conf), "conf-check"], capture_output=True, text=True, timeout=10
