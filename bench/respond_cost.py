@@ -21,7 +21,11 @@ and receives are counted too, the same in every tree).  ``cookie-client`` is
 cookie and a valid server cookie (RFC 7873, RFC 9018; the responder has a
 cookie secret), for the cost of the cookie stage; ``cookie-ignored`` sends
 those to a responder without cookies configured (the option is ignored: what
-such a query costs without the stage).
+such a query costs without the stage).  ``signed-`` before ``static``,
+``nxdomain`` or ``steered-warm`` answers them from the bench zone signed
+(DNSSEC: an ECDSA P-256 KSK and ZSK, signed before counting), and ``-do``
+after it sets the DO bit in every query: ``signed-static-do`` against
+``signed-static`` is what a signed answer costs (docs/dnssec.md).
 
 The tree measured is the one whose ``geodns`` package the given Python
 imports (its editable install); the queries come from this tree's bench/.
@@ -42,12 +46,17 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 WORKLOADS = ("static", "nxdomain", "mix", "steered-warm", "steered-cold", "udp-batch",
-             "cookie-client", "cookie-valid", "cookie-ignored")
+             "cookie-client", "cookie-valid", "cookie-ignored", "signed-static",
+             "signed-static-do", "signed-nxdomain", "signed-nxdomain-do", "signed-steered-warm",
+             "signed-steered-warm-do")
 COOKIE_SECRET = bytes(range(16))
 COOKIE_NOW = 1_800_000_000  # the responder's clock in the cookie workloads
 
 
 def queries(workload: str, count: int) -> list[bytes]:
+    if workload.startswith("signed-"):
+        plain = queries(workload[len("signed-"):].removesuffix("-do"), count)
+        return [with_do(q) for q in plain] if workload.endswith("-do") else plain
     import gen_queries as gq
 
     zi = gq.ZoneInfo(gq.ZONE_FILE)
@@ -68,6 +77,15 @@ def queries(workload: str, count: int) -> list[bytes]:
     return [gq.make_wire(rng, *q) for q in qs]
 
 
+def with_do(wire: bytes) -> bytes:
+    """The query with the DO bit set (and EDNS, if it had none), options kept."""
+    import dns.message
+
+    msg = dns.message.from_wire(wire)
+    msg.want_dnssec(True)
+    return msg.to_wire()
+
+
 def with_cookie(wire: bytes, rng: random.Random, server: bool) -> bytes:
     """A query (ending with an OPT without options) with a COOKIE option: a
     random client cookie and, with ``server``, the server cookie the
@@ -83,7 +101,7 @@ def with_cookie(wire: bytes, rng: random.Random, server: bool) -> bytes:
     return wire[:-2] + len(option).to_bytes(2, "big") + option
 
 
-def responder() -> Any:
+def responder(signed: bool = False) -> Any:
     from geodns.compile import compile_zones
     from geodns.config import load_config
     from geodns.geo import MaxMindLocator, bundled_database
@@ -96,6 +114,8 @@ def responder() -> Any:
     cfg = load_config(HERE / "geodns-bench.yaml", problems)
     zone = load_zone_file(HERE / "zone" / "yaml" / "bench.test.yaml", problems, pops=cfg.pops)
     assert zone is not None and not problems, [str(p) for p in problems]
+    if signed:
+        zone = signed_zone(zone)
     specs = {(o, t): s for o, types in zone.steered.items() for t, s in types.items()}
     steering = Steering(cfg.pops, cfg.default_order, cfg.latency, specs)
     db = bundled_database()
@@ -108,6 +128,21 @@ def responder() -> Any:
                      health())
 
 
+def signed_zone(zone: Any) -> Any:
+    """The bench zone with an ECDSA P-256 KSK and ZSK (made now)."""
+    from geodns.dnssec.keys import ECDSAP256SHA256, Role, generate, load
+    from geodns.dnssec.settings import DnssecSettings, ZoneKey
+    from geodns.dnssec.signer import Validity
+    from geodns.dnssec.zonesign import with_keys
+    from geodns.problems import Where
+
+    keys = tuple(ZoneKey(load(generate(ECDSAP256SHA256), role), True, False)
+                 for role in (Role.KSK, Role.ZSK))
+    zone.dnssec = DnssecSettings((), Validity(14 * 86400, 7 * 86400, 86400), None,
+                                 Where("bench", 1, 1))
+    return with_keys(zone, keys)
+
+
 def run(workload: str, count: int, pool: Path) -> None:
     """The measured program: answer ``count`` queries of ``workload`` from
     the queries in ``pool`` (written beforehand, so that both runs read the
@@ -115,7 +150,7 @@ def run(workload: str, count: int, pool: Path) -> None:
     import gen_queries as gq
 
     qs = gq.read_blob(pool)
-    r = responder()
+    r = responder(signed=workload.startswith("signed-"))
     if workload in ("cookie-client", "cookie-valid"):
         from geodns.cookies import Cookies
 
@@ -123,7 +158,7 @@ def run(workload: str, count: int, pool: Path) -> None:
         r.now = COOKIE_NOW
     respond = r.respond
     peer = ("127.0.0.1", 40000)
-    if workload == "steered-warm":
+    if workload.removeprefix("signed-").removesuffix("-do") == "steered-warm":
         for q in qs:
             respond(q, True, peer)
     if workload == "udp-batch":

@@ -362,6 +362,8 @@ class Steered:
                 for rds in (*spec.values.values(), spec.fallback):
                     if rds and sec.authoritative(owner, spec.rtype):
                         sec.signer.rrsigs(owner, spec.rtype, spec.ttl, rds)
+                if not owner.startswith(b"\x01*") and owner in sec.position:
+                    sec.nodata_proof(owner, spec.rtype)  # for a NODATA the policy may give
         self.variants: dict[tuple[object, ...], Answer] = {}
         # Without network rules (in any steered record set the answer can
         # reach, or in an all_down: use fallback), a decision depends on the
@@ -414,6 +416,13 @@ class Steered:
                 final = Resolution(NOERROR, answer=records,
                                    authority=self.zindex.soa_authority(),
                                    kind=AnswerKind.NODATA)
+                if self.sec is not None and (point.owner != QNAME or self.qname is not None):
+                    # The name's NSEC lists the steered type: this NODATA
+                    # needs one that does not (signed with the zone).
+                    owner = self.qname if point.owner == QNAME else point.owner.lower()
+                    assert owner is not None
+                    return encode(final, self.qname, self.zone, self.payload, self.sec,
+                                  self.wild, self.sec.nodata_proof(owner, spec.rtype))
                 break
             if decision.outcome == Outcome.ANSWER:
                 rds: list[RData] = list(spec.fallback)
@@ -687,10 +696,16 @@ def compile_zones(zones: Iterable[Zone], payload: int = DEFAULT_UDP_PAYLOAD,
                 part.due <= (time.time() if now is None else now):
             part = compile_zone(zone, payload, now, part)
         parts[zone.origin] = part
+        parent_ds = None
         if _inside(zone.origin, parts):
-            # Names the parent holds at or below a child apex belong to the child.
+            # Names the parent holds at or below a child apex belong to the
+            # child, but for DS, answered by the parent side of the cut
+            # (RFC 4035 3.1.4.1), as Knot and NSD do serving both zones.
+            parent_ds = exact.get(zone.origin + _DS_IN)
             _drop_below(nodes, exact, zone.origin)
         exact.update(part.exact)
+        if parent_ds is not None:
+            exact[zone.origin + _DS_IN] = parent_ds
         nodes.update(part.nodes)
         steered += part.steered
     refused = Answer(REFUSED, False, (0, 0, 0), b"", AnswerKind.REFUSED, "", payload,
@@ -713,6 +728,7 @@ def _inside(origin: bytes, served: Mapping[bytes, ZoneTables]) -> bool:
 
 
 _CHAOS_TXT = struct.pack("!HH", TXT, 3)
+_DS_IN = struct.pack("!HH", DS, 1)
 
 
 def _chaos_answer(text: str, payload: int) -> Answer:

@@ -33,9 +33,10 @@ does), and geodns and Knot agree on every answer's records, NSEC proofs
 included.  On a node of its own, an edit and a ZSK rollover are validated
 after each reload.
 
-Bugs of geodns are marked ``xfail(strict=True)``: META_QUERY_BUG,
-ALL_DOWN_NODATA_BUG and NESTED_BUG (their comments say what the validators
-report).
+A bug of geodns found here is marked ``xfail(strict=True)`` until it is
+fixed (``Case.bug``); the three found first (type NSEC and RRSIG queries, an
+all_down NODATA, DS for a child zone on the same node) are fixed and their
+comments say what the validators reported.
 """
 
 from __future__ import annotations
@@ -219,14 +220,9 @@ class Case:
 WWW = ("192.0.2.80", "192.0.2.81", "192.0.2.82")
 # 15 strings of 63 characters: 1182 bytes unsigned, over 1232 with the RRSIG
 BIG = tuple(f"{'y' * 60} {i:02d}" for i in range(15))
-# A query for type NSEC (or RRSIG) at a name that exists (www NSEC) is answered NODATA
-# with the name's own NSEC in the authority section, whose bitmap lists NSEC (and RRSIG):
-# a NODATA proof that contradicts itself (unbound: "nodata proof failed", SERVFAIL; delv:
-# "no valid RRSIG" for NSEC, "insecurity proof failed" for RRSIG).  The NSEC RRset and its
-# RRSIG belong in the answer section (RFC 4035 3.1.1), as Knot answers; for RRSIG, Knot
-# answers with the name's RRSIGs (of one type; resolvers do not validate such answers:
-# delv hangs, so that case is asked directly only).
-META_QUERY_BUG = "geodns bug: www NSEC (RRSIG) answered NODATA with an NSEC that lists the type"
+# A query for type NSEC (or RRSIG) at a name that exists is answered with the records
+# (RFC 4035 3.1.1), as Knot answers; for RRSIG, resolvers do not validate such answers
+# (delv hangs), so that case is asked directly only.
 P = Shape
 CASES = [
     Case("apex-soa", "@", "SOA", P.POSITIVE),
@@ -254,8 +250,8 @@ CASES = [
     Case("cname-chain-rare-type", "alias", "CAA", P.NODATA),
     Case("nxdomain-rare-type", "nope", "SSHFP", P.NXDOMAIN),
     Case("apex-ds", "@", "DS", P.NODATA, resolvers=False),
-    Case("nsec-type", "www", "NSEC", P.POSITIVE, bug=META_QUERY_BUG),
-    Case("rrsig-type", "www", "RRSIG", P.POSITIVE, resolvers=False, bug=META_QUERY_BUG),
+    Case("nsec-type", "www", "NSEC", P.POSITIVE),
+    Case("rrsig-type", "www", "RRSIG", P.POSITIVE, resolvers=False),
     Case("truncated-when-signed", "big", "TXT", P.POSITIVE, tuple(f'"{t}"' for t in BIG),
          truncated=True),
     Case("additional-left-out", "mxbig", "MX", P.POSITIVE,
@@ -967,17 +963,11 @@ def test_every_validator_rejects_a_wrong_anchor(lab: Lab, skeptic: Unbound) -> N
 # -- a child zone on the same node as its parent -------------------------------------------------
 
 # With the parent and a signed child zone on the same node, a DS query at the cut
-# (nested.ORIGIN DS) is answered from the child's apex (NODATA, the child's SOA and NSEC,
-# signed by the child's key) instead of with the parent's DS (RFC 4035 3.1.4.1: the parent
-# side answers DS).  The chain of trust to the child breaks: delv "broken trust chain",
-# unbound "signatures from unknown keys ... for DS nested.ORIGIN while building chain of
-# trust" (SERVFAIL for every name of the child).  Knot and NSD, serving both zones (signed
-# or not), answer with the parent's DS; geodns answers from the child without DO too.
-NESTED_BUG = "geodns bug: DS at a cut to a child zone the node also serves comes from the child"
-nested_bug = pytest.mark.xfail(strict=True, raises=AssertionError, reason=NESTED_BUG)
+# (nested.ORIGIN DS) is answered by the parent side (RFC 4035 3.1.4.1), as Knot and NSD
+# do serving both zones: the chain of trust reaches the child.  (It was once answered
+# from the child's apex: delv "broken trust chain", unbound SERVFAIL for the child.)
 
 
-@nested_bug
 @pytest.mark.parametrize("origin", ORIGINS, ids=origin_id)
 def test_dnspython_ds_of_a_child_on_the_same_node(lab: Lab, checkers: dict[str, Checker],
                                                   origin: str) -> None:
@@ -987,7 +977,6 @@ def test_dnspython_ds_of_a_child_on_the_same_node(lab: Lab, checkers: dict[str, 
     assert not problems, "\n".join(problems) + f"\n{msg}"
 
 
-@nested_bug
 @pytest.mark.parametrize("qname,qtype", [("nested", "DS"), ("www.nested", "A")])
 @pytest.mark.parametrize("origin", ORIGINS, ids=origin_id)
 def test_delv_child_on_the_same_node(lab: Lab, origin: str, qname: str, qtype: str) -> None:
@@ -996,23 +985,21 @@ def test_delv_child_on_the_same_node(lab: Lab, origin: str, qname: str, qtype: s
     assert result.validated, result.output
 
 
-@nested_bug
 @pytest.mark.parametrize("origin", ORIGINS, ids=origin_id)
 def test_unbound_child_on_the_same_node(unbound: Unbound, origin: str) -> None:
     msg = unbound.ask(f"www.nested.{origin}", "A")
-    assert ad(msg) and [rd.to_text() for r in msg.answer for rd in r] == ["192.0.2.72"], \
+    assert ad(msg) and [rd.to_text() for r in msg.answer if r.rdtype == dns.rdatatype.A
+                        for rd in r] == ["192.0.2.72"], \
         unbound.explain(msg)
 
 
-# With every PoP of ``empty`` down (all_down: nodata), its A query is answered NODATA with
-# the NSEC of the name, whose bitmap lists A (the type exists while a PoP is up): a NODATA
-# proof for A by an NSEC that says A is there.  dnspython: "the NSEC of empty.ORIGIN has
-# the type asked"; delv: "insecurity proof failed"; unbound: "nodata proof failed",
-# SERVFAIL.  (The all-down variant would need its own NSEC, without A, signed at build.)
-ALL_DOWN_NODATA_BUG = "geodns bug: all_down: nodata answers with an NSEC that lists the type"
+# With every PoP of ``empty`` down (all_down: nodata), its A query is answered NODATA
+# with an NSEC of the name whose bitmap lacks A (signed with the zone); the name's usual
+# NSEC lists A, which exists while a PoP is up.  (It was once the usual one: dnspython
+# "the NSEC of empty.ORIGIN has the type asked", delv "insecurity proof failed", unbound
+# "nodata proof failed".)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=ALL_DOWN_NODATA_BUG)
 def test_all_down_nodata(lab: Lab, checkers: dict[str, Checker], unbound: Unbound) -> None:
     """``empty`` answers NODATA when its PoPs are down (all_down: nodata):
     each validator must take that NODATA."""

@@ -109,11 +109,14 @@ class ZoneSigning:
         self.keys = [names.canonical_key(n) for n in chain]
         self.position = {n: i for i, n in enumerate(chain)}
         self._nsec: list[list[Record]] = []
+        self._types: list[set[int]] = []
+        self._without: dict[tuple[int, int], list[Record]] = {}
         for i, name in enumerate(chain):
             nxt = chain[(i + 1) % len(chain)]
             types = set(zone.nodes[name]) | set(zone.steered.get(name, {})) | {NSEC, RRSIG}
             if name != zone.origin and name in index.cuts:
                 types &= {NS, DS, NSEC, RRSIG}
+            self._types.append(types)
             rd = RData((Name(nxt), type_bitmap(types)), "NSEC")  # never shown as text
             rec = Record(name, NSEC, self.nsec_ttl, rd)
             self._nsec.append([rec, *self._sigs(name, NSEC, self.nsec_ttl, [rd])])
@@ -161,11 +164,26 @@ class ZoneSigning:
     def nsec(self, i: int) -> list[Record]:
         return self._nsec[i]
 
-    def nodata_proof(self, name: bytes) -> list[Record]:
+    def nodata_proof(self, name: bytes, steered: int | None = None) -> list[Record]:
         """The name exists without the type: its NSEC (an empty
-        non-terminal: the NSEC that covers it)."""
+        non-terminal: the NSEC that covers it).  ``steered``: a steered
+        type the name has, answered NODATA this time (an ``all_down``
+        policy): an NSEC without that type, signed once and kept."""
         i = self.position.get(name)
-        return self._nsec[i if i is not None else self.covering(name)]
+        if i is None:
+            return self._nsec[self.covering(name)]
+        if steered is None:
+            return self._nsec[i]
+        got = self._without.get((i, steered))
+        if got is None:
+            nsec = self._nsec[i][0]
+            nxt = nsec.rdata.parts[0]
+            types = self._types[i] - {steered}
+            rd = RData((nxt, type_bitmap(types)), "NSEC")
+            got = [Record(name, NSEC, self.nsec_ttl, rd),
+                   *self._sigs(name, NSEC, self.nsec_ttl, [rd])]
+            self._without[(i, steered)] = got
+        return got
 
     def nxdomain_proof(self, name: bytes, encloser: bytes) -> list[Record]:
         """No such name, and no wildcard at its closest encloser."""
