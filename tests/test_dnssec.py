@@ -20,6 +20,7 @@ import dns.edns
 import dns.flags
 import dns.message
 import dns.name
+import dns.query
 import dns.rcode
 import dns.rdatatype
 import dns.rrset
@@ -478,3 +479,46 @@ def test_canonical_order_is_dnspythons(label_lists: list[list[bytes]]) -> None:
     ours = sorted(wires, key=names.canonical_key)
     theirs = sorted(wires, key=lambda w: dns.name.from_wire(w, 0)[0])
     assert ours == theirs
+
+
+def test_a_running_node_refreshes_signatures_when_due(tmp_path: Path) -> None:
+    """validity 1h, refresh 3590 s, no jitter: the signatures are due ten
+    seconds after they are made.  The node makes them again by itself (no
+    reload asked, no file changed), logs it, and serves the new ones, which
+    validate."""
+    from tests.serveproc import Served, free_port
+
+    (tmp_path / "zones").mkdir()
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "csk.pem").write_bytes(KEYS["csk.pem"])
+    (tmp_path / "zones" / "s.example.yaml").write_text(
+        HEAD + "dnssec:\n  keys: [{file: csk.pem, role: csk}]\n  validity: 1h\n"
+        "  refresh: 3590\n  jitter: 0\n" + RECORDS)
+    port = free_port()
+    (tmp_path / "geodns.yaml").write_text(f"listen: [127.0.0.1:{port}]\nzones: zones\n"
+                                          "keys: keys\nreload: {interval: 1}\n")
+    node = Served(["--config", str(tmp_path / "geodns.yaml")], cwd=tmp_path)
+    try:
+        node.dns_port()
+        first = node.wait_for(lambda x: x.get("event") == "signed", 15)
+        assert "signed: s.example." in str(first["message"])
+
+        def inception() -> int:
+            q = dns.message.make_query("www.s.example.", "A", want_dnssec=True)
+            m = dns.query.udp(q, "127.0.0.1", port=port, timeout=2)
+            dnskey = dns.query.udp(dns.message.make_query("s.example.", "DNSKEY",
+                                                          want_dnssec=True),
+                                   "127.0.0.1", port=port, timeout=2)
+            keys = {ORIGIN: dnskey.find_rrset(dnskey.answer, ORIGIN, dns.rdataclass.IN,
+                                              dns.rdatatype.DNSKEY)}
+            check_signed(m, keys, time.time())
+            return next(s.inception for rr in m.answer if rr.rdtype == dns.rdatatype.RRSIG
+                        for s in rr)
+
+        before = inception()
+        again = node.wait_for(lambda x: x.get("event") == "signed" and
+                              "signatures refreshed" in str(x.get("message")), 25)
+        assert int(again["made"]) > 0
+        assert inception() > before
+    finally:
+        node.stop()
