@@ -936,9 +936,71 @@ static PyTypeObject RateLimiterType = {
     .tp_getset = rrl_getset,
 };
 
+/*
+ * canonical_key(wire) -> bytes: geodns.names.canonical_key in C (the sign
+ * stage finds the NSEC that covers a missing name with it, per query).  The
+ * labels from the root, a zero byte in a label written 00 02, 00 01 between
+ * labels.  A malformed name (a length past the end, no root, over 255
+ * bytes) raises
+ * ValueError; the data plane only passes names it has walked already.
+ */
+PyDoc_STRVAR(canonical_key_doc,
+"canonical_key(wire) -> bytes: a key that sorts as DNSSEC's canonical order sorts names.");
+
+static PyObject *
+canonical_key(PyObject *self, PyObject *arg)
+{
+    const unsigned char *w;
+    Py_ssize_t n, i = 0, count = 0, size = 0, k;
+    Py_ssize_t starts[128];
+    unsigned char out[1024];
+    unsigned char *o = out;
+    (void)self;
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "canonical_key() takes bytes");
+        return NULL;
+    }
+    w = (const unsigned char *)PyBytes_AS_STRING(arg);
+    n = PyBytes_GET_SIZE(arg);
+    if (n > 255)  /* RFC 1035; also what keeps the key within out[] */
+        goto bad;
+    while (1) {
+        if (i >= n || count >= 128)
+            goto bad;
+        if (w[i] == 0)
+            break;
+        if (i + 1 + w[i] > n)
+            goto bad;
+        starts[count++] = i;
+        i += 1 + w[i];
+    }
+    for (k = count - 1; k >= 0; k--) {
+        const unsigned char *label = w + starts[k] + 1;
+        Py_ssize_t len = w[starts[k]], j;
+        if (k != count - 1) {
+            *o++ = 0;
+            *o++ = 1;
+        }
+        for (j = 0; j < len; j++) {
+            if (label[j] == 0) {
+                *o++ = 0;
+                *o++ = 2;
+            } else {
+                *o++ = label[j];
+            }
+        }
+    }
+    size = o - out;
+    return PyBytes_FromStringAndSize((const char *)out, size);
+bad:
+    PyErr_SetString(PyExc_ValueError, "not a wire-format name");
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"recv_batch", recv_batch, METH_VARARGS, recv_batch_doc},
     {"send_batch", send_batch, METH_VARARGS, send_batch_doc},
+    {"canonical_key", canonical_key, METH_O, canonical_key_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -9,6 +9,9 @@ which is what makes the hot path's case folding one C call.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+
 from geodns.errors import GeodnsError
 
 MAX_LABEL = 63
@@ -130,7 +133,7 @@ def label_count(wire: bytes) -> int:
     return n
 
 
-def canonical_key(wire: bytes) -> bytes:
+def _canonical_key(wire: bytes) -> bytes:
     """A byte string that sorts as DNSSEC's canonical order sorts names
     (RFC 4034 6.1: label by label from the root, each label's bytes as
     unsigned numbers, a name before its descendants), for ``wire``
@@ -147,6 +150,12 @@ def canonical_key(wire: bytes) -> bytes:
     if i != wire.find(b"\x00"):  # a zero byte inside a label (rare)
         parts = [p.replace(b"\x00", b"\x00\x02") for p in parts]
     return b"\x00\x01".join(parts)
+
+
+canonical_key: Callable[[bytes], bytes] = _canonical_key
+# The same in C (geodns/_udpbatch.c), when the optional helper is built: per query.
+with contextlib.suppress(ImportError):
+    from geodns._udpbatch import canonical_key as canonical_key
 
 
 def to_text(wire: bytes) -> str:

@@ -522,3 +522,23 @@ def test_a_running_node_refreshes_signatures_when_due(tmp_path: Path) -> None:
         assert inception() > before
     finally:
         node.stop()
+
+
+def test_the_c_canonical_key_is_the_pythons() -> None:
+    """geodns._udpbatch.canonical_key (per query) agrees with the Python
+    one on random names, and refuses what is not a name."""
+    import random
+
+    from geodns import names
+
+    if names.canonical_key is names._canonical_key:
+        pytest.skip("the C helper is not built (CI requires it)")
+    rng = random.Random(7)
+    for _ in range(20000):
+        labels = [bytes(rng.choice(b"\x00\x01a-zZ") for _ in range(rng.randint(1, 5)))
+                  for _ in range(rng.randint(0, 6))]
+        wire = b"".join(bytes([len(x)]) + x for x in labels) + b"\x00"
+        assert names.canonical_key(wire) == names._canonical_key(wire), wire
+    for bad in (b"", b"\x05ab", b"\x01a", b"\x3f" + b"a" * 63 * 5):
+        with pytest.raises(ValueError):
+            names.canonical_key(bad)
