@@ -184,7 +184,7 @@ class Answer:
     question, for e = 0 (no EDNS), 1 (OPT) and 2 (OPT with DO).
     ``smaller`` is the same answer without the additional section, used
     when the full one does not fit in a UDP response.  ``signed`` is what
-    a query with DO gets: this answer itself in a zone without DNSSEC, the
+    a query with DO gets: None for this answer itself in a zone without DNSSEC, the
     same answer with its signatures and proofs in a signed one, or a
     :class:`~geodns.dnssec.zonesign.Proof` when the proof depends on the
     question name (the sign stage, :meth:`geodns.wire.Responder.sign`).
@@ -207,9 +207,11 @@ class Answer:
         do = body + _opt(payload, True, options)
         # A signed form is only sent with DO: no copy with the other OPT.
         self.tails = (body, do if do_only else body + _opt(payload, False, options), do)
-        self.signed: Answer | Proof = self
+        # None: the same bytes with DO (never ``self``: an answer would be a
+        # reference cycle, freed only by the cyclic collector).
+        self.signed: Answer | Proof | None = None
 
-    def sharing(self, signed: Answer | Proof) -> Answer:
+    def sharing(self, signed: Answer | Proof | None) -> Answer:
         """This answer's bytes in another object, whose signed form is
         ``signed`` (a name's own NODATA, where unsigned zones share one)."""
         twin = object.__new__(Answer)

@@ -223,7 +223,7 @@ class Responder:
                 if hit is None:
                     return self.staged(data, udp, peer)  # a bad option: FORMERR
                 ans, tails, cid = hit
-            if tail_i == 2 and ans.signed is not ans:  # sign: DO in a signed zone
+            if tail_i == 2 and ans.signed is not None:  # sign: DO in a signed zone
                 signed = ans.signed
                 if not isinstance(signed, Answer):  # a proof found by the name
                     signed = signed.answer(key[:-4])
@@ -289,7 +289,7 @@ class Responder:
             hit = self.steer(entry, query.ecs, peer)
             if hit is None:  # pragma: no cover - parse checked the option
                 return self._error(data, FORMERR, query.question, query.opt, Malformed.ECS, udp)
-        if query.tail == 2 and hit[0].signed is not hit[0]:
+        if query.tail == 2 and hit[0].signed is not None:
             hit = (*self.sign(hit[0], hit[1], query.key), hit[2])
         if vouched:
             return Vouched(self.assemble(data, query, hit, udp, option))
@@ -311,6 +311,8 @@ class Responder:
         ``tails`` may carry an ECS echo in our OPT: the signed answer gets
         the same OPT."""
         signed = ans.signed
+        if signed is None:  # not signed: the same answer
+            return ans, tails
         if not isinstance(signed, Answer):
             signed = signed.answer(key[:-4])
         if tails is ans.tails:

@@ -542,3 +542,36 @@ def test_the_c_canonical_key_is_the_pythons() -> None:
     for bad in (b"", b"\x05ab", b"\x01a", b"\x3f" + b"a" * 63 * 5):
         with pytest.raises(ValueError):
             names.canonical_key(bad)
+
+
+def test_memory_stays_bounded_under_random_names_with_do(signed: Responder) -> None:
+    """Random names and types with DO: the answers kept per pair of NSEC
+    intervals are bounded by the chain, and nothing else stays (an answer
+    that referred to itself once kept every transient answer alive until
+    the cyclic collector ran)."""
+    import random
+    import tracemalloc
+
+    rnd = random.Random(3)
+
+    def batch(n: int) -> list[bytes]:
+        out = []
+        for _ in range(n):
+            name = rnd.choice(["", "x.", "a.b.", "wild.", "y.wild.", "c."])
+            q = dns.message.make_query(f"{rnd.getrandbits(32):08x}.{name}s.example.",
+                                       rnd.randrange(1, 300), want_dnssec=True)
+            out.append(q.to_wire())
+        return out
+
+    for q in batch(5000):
+        signed.respond(q)
+    queries = batch(10000)
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for q in queries:
+            signed.respond(q)
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert after - before < 100_000, after - before
