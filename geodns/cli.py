@@ -387,6 +387,9 @@ def _dnssec_keygen(args: argparse.Namespace, cfg: Config) -> int:
     from geodns.dnssec.keys import ALGORITHMS, Role
 
     commands.check_file_name(args.file)
+    if cfg.fleet is not None and not args.keys:
+        raise commands.UsageError("this node's keys come from the fleet's etcd: give --keys "
+                                  "DIR, the keys directory geodns publish --keys reads")
     named = commands.role_from_name(args.file)
     role = Role(args.role) if args.role else named or Role.CSK
     key = commands.keygen(cfg.keys_dir, args.file, ALGORITHMS[args.algorithm], role)
@@ -411,9 +414,10 @@ def _dnssec_ds(args: argparse.Namespace, cfg: Config) -> int:
     from geodns.dnssec import commands
 
     origin = commands.zone_origin(args.zone)
-    if cfg.fleet is not None and not args.zones:
-        raise commands.UsageError("this node's zones come from the fleet's etcd: give "
-                                  "--zones DIR, the directory geodns publish reads")
+    if cfg.fleet is not None and not (args.zones and args.keys):
+        raise commands.UsageError("this node's zones and keys come from the fleet's etcd: "
+                                  "give --zones DIR and --keys DIR, the directories geodns "
+                                  "publish reads")
     problems = Problems()
     zone = commands.find_zone(cfg, origin, problems)
     if zone is None:
