@@ -387,6 +387,9 @@ def _dnssec_keygen(args: argparse.Namespace, cfg: Config) -> int:
     from geodns.dnssec.keys import ALGORITHMS, Role
 
     commands.check_file_name(args.file)
+    if cfg.fleet is not None and not args.keys:
+        raise commands.UsageError("this node's keys come from the fleet's etcd: give --keys "
+                                  "DIR, the keys directory geodns publish --keys reads")
     named = commands.role_from_name(args.file)
     role = Role(args.role) if args.role else named or Role.CSK
     key = commands.keygen(cfg.keys_dir, args.file, ALGORITHMS[args.algorithm], role)
@@ -411,9 +414,10 @@ def _dnssec_ds(args: argparse.Namespace, cfg: Config) -> int:
     from geodns.dnssec import commands
 
     origin = commands.zone_origin(args.zone)
-    if cfg.fleet is not None and not args.zones:
-        raise commands.UsageError("this node's zones come from the fleet's etcd: give "
-                                  "--zones DIR, the directory geodns publish reads")
+    if cfg.fleet is not None and not (args.zones and args.keys):
+        raise commands.UsageError("this node's zones and keys come from the fleet's etcd: "
+                                  "give --zones DIR and --keys DIR, the directories geodns "
+                                  "publish reads")
     problems = Problems()
     zone = commands.find_zone(cfg, origin, problems)
     if zone is None:
@@ -574,14 +578,15 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from geodns.fleet import publish as pub
     from geodns.fleet.etcd import EtcdError
 
-    if args.config is None and args.zones is None:
+    if args.config is None and args.zones is None and args.keys is None:
         print("geodns publish: give --config FILE (the fleet's shared configuration), a "
-              "zones directory, or both", file=sys.stderr)
+              "zones directory, --keys DIR (its DNSSEC keys), or several", file=sys.stderr)
         return 2
     problems = Problems()
     config_path = Path(args.config) if args.config else None
     zones_dir = Path(args.zones) if args.zones else None
-    local = pub.read_local(config_path, zones_dir, problems)
+    keys_dir = Path(args.keys) if args.keys else None
+    local = pub.read_local(config_path, zones_dir, problems, keys_dir)
 
     async def run() -> int:
         etcd, layout = _etcd(args)
@@ -596,7 +601,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
             else:
                 zones = {n: (layout.document_name(layout.zone(n)), b)
                          for n, b in state.zone_texts().items()}
-            pub.validate(config, zones, problems)  # type: ignore[arg-type]
+            keys = local.keys if local.keys is not None else state.key_texts()
+            pub.validate(config, zones, problems, keys)  # type: ignore[arg-type]
             if problems:
                 for p in _sorted(problems):
                     print(p, file=sys.stderr)
@@ -905,6 +911,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "fleet's configuration stays as it is")
     p.add_argument("zones", nargs="?", help="the zones directory (zones no longer in it are "
                    "deleted from the fleet)")
+    p.add_argument("--keys", metavar="DIR", help="the DNSSEC keys directory (its *.pem "
+                   "files; keys no longer in it are deleted from the fleet); no default: "
+                   "without it the fleet's keys stay as they are")
     p.add_argument("--dry-run", action="store_true", help="show what would change; write "
                    "nothing")
     p.add_argument("--who", help="who publishes (default: USER@HOST)")

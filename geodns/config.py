@@ -258,9 +258,12 @@ def load_config_text(text: str, file: str, base: Path, problems: Problems) -> Co
     _rate_limit(_unless_null(top.get("rate_limit")), cfg, problems)
     if cfg.fleet is not None:
         for key, _ in top.items:
-            if key.text in SHARED_KEYS or key.text == "zones":
+            # The zones and the DNSSEC keys that sign them are the fleet's,
+            # published together: a node reads neither from its own disk.
+            if key.text in SHARED_KEYS or key.text in ("zones", "keys"):
+                how = "geodns publish --keys DIR" if key.text == "keys" else "geodns publish"
                 problems.add(key.where, f"{key.text}: with 'fleet' set, it comes from the "
-                             "fleet store (publish it with 'geodns publish'); remove it here")
+                             f"fleet store (publish it with '{how}'); remove it here")
     return cfg
 
 

@@ -326,6 +326,36 @@ def test_ds_names_the_broken_file_of_the_zone_asked_for(tmp_path: Path, capsys: 
     assert "zone signed.test. is defined in more than one file" in capsys.readouterr().err
 
 
+def test_a_fleet_nodes_keys_are_the_fleets(tmp_path: Path, capsys: Capsys) -> None:
+    """A fleet node reads no keys directory of its own (geodns publish --keys
+    carries the fleet's): keygen and ds need the one publish reads."""
+    cfg = site(tmp_path, [{"file": "k.pem", "role": "csk"}],
+               config="listen: [127.0.0.1:0]\n"
+                      "fleet: {etcd: [http://127.0.0.1:1], node: n1, cache: null}\n")
+    fleet_keys = tmp_path / "repo-keys"
+    assert main(["dnssec", "keygen", "--config", str(cfg), "k.pem"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("geodns dnssec keygen: this node's keys come from the fleet's etcd: "
+                          "give --keys DIR"), err
+    assert not (tmp_path / "keys").exists()
+    keygen(cfg, "k.pem", capsys, "--keys", str(fleet_keys))
+    assert (fleet_keys / "k.pem").is_file()
+    zones = str(tmp_path / "zones")
+    for extra in ([], ["--zones", zones], ["--keys", str(fleet_keys)]):
+        assert main(["dnssec", "ds", "signed.test", "--config", str(cfg), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "give --zones DIR and --keys DIR" in err, err
+    assert main(["dnssec", "ds", "signed.test", "--config", str(cfg), "--zones", zones,
+                 "--keys", str(fleet_keys)]) == 0
+    assert " IN DS " in capsys.readouterr().out
+    # keys: in a fleet node's own file is refused, at its line
+    cfg.write_text(cfg.read_text() + "keys: keys\n")
+    assert main(["dnssec", "keygen", "--config", str(cfg), "--keys", str(fleet_keys),
+                 "k2.pem"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{cfg}:3:1: keys: with 'fleet' set, it comes from the fleet store")
+
+
 def test_refusals_are_exit_statuses_not_tracebacks(tmp_path: Path) -> None:
     """The installed command, as an operator runs it."""
     cfg = site(tmp_path, [{"file": "k.pem", "role": "csk"}])

@@ -145,19 +145,21 @@ pops:
 default_order: [fra]
 latency:
   - {country: DE, pops: {fra: 10}}
+keys: keys
 """)
     assert cfg.fleet is not None
-    assert len(problems) == 5, problems
+    assert len(problems) == 6, problems
     for line, key in ((2, "zones"), (4, "health"), (5, "pops"), (7, "default_order"),
-                      (8, "latency")):
+                      (8, "latency"), (10, "keys")):
         [p] = [p for p in problems if p.startswith(f"{NODE}:{line}:1: {key}:")]
         assert "comes from the fleet store" in p and "geodns publish" in p
 
 
 def test_without_fleet_the_same_keys_are_fine() -> None:
     cfg, problems = parse("zones: zones\nhealth: {up_votes: 2}\n"
-                          "pops: {fra: {location: [50.11, 8.68]}}\ndefault_order: [fra]\n")
-    assert problems == [] and cfg.fleet is None
+                          "pops: {fra: {location: [50.11, 8.68]}}\ndefault_order: [fra]\n"
+                          "keys: secrets\n")
+    assert problems == [] and cfg.fleet is None and cfg.keys_dir == BASE / "secrets"
     assert cfg.health.up_votes == Policy("count", 2)
 
 

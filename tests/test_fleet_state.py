@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,7 @@ def drain_doc(state: str = "draining", who: str = "ops@a", why: str = "maintenan
     (b"/geodns/config", "config", "config"),
     (b"/geodns/published", "published", "published"),
     (b"/geodns/zones/example.com.yaml", "zone", "example.com.yaml"),
+    (b"/geodns/keys/example.com.ksk.pem", "key", "example.com.ksk.pem"),
     (b"/geodns/nodes/fra-1", "node", "fra-1"),
     (b"/geodns/votes/fra-1", "votes", "fra-1"),
     (b"/geodns/drains/fra", "drain", "fra"),
@@ -63,6 +65,12 @@ def drain_doc(state: str = "draining", who: str = "ops@a", why: str = "maintenan
     (b"/geodns/nodes/", "", "nodes/"),
     (b"/geodns/votes/a/b", "", "votes/a/b"),
     (b"/geodns/lock", "", "lock"),
+    # the keys directory is read for *.pem files only, as a node's own is
+    (b"/geodns/keys/", "", "keys/"),
+    (b"/geodns/keys/readme.txt", "", "keys/readme.txt"),
+    (b"/geodns/keys/.pem", "", "keys/.pem"),
+    (b"/geodns/keys/.hidden.pem", "", "keys/.hidden.pem"),
+    (b"/geodns/keys/a/b.pem", "", "keys/a/b.pem"),
     (b"/geodnsconfig", "", "/geodnsconfig"),
     (b"/other/config", "", "/other/config"),
     (b"config", "", "config"),
@@ -76,6 +84,7 @@ def test_layout_keys_split_back() -> None:
         assert layout.split(layout.config) == ("config", "config")
         assert layout.split(layout.published) == ("published", "published")
         assert layout.split(layout.zone("a.example.yaml")) == ("zone", "a.example.yaml")
+        assert layout.split(layout.key("a.example.zsk.pem")) == ("key", "a.example.zsk.pem")
         assert layout.split(layout.node("n1")) == ("node", "n1")
         assert layout.split(layout.votes("n1")) == ("votes", "n1")
         assert layout.split(layout.drain("fra")) == ("drain", "fra")
@@ -290,6 +299,39 @@ def test_source_reuses_unchanged_documents() -> None:
     assert list(source.offer_state(state).zones) == [a]
 
 
+def test_keys_are_documents_handed_by_file_name() -> None:
+    """A key written or deleted is a new documents revision (its zones are
+    signed again), handed to the snapshot by file name as a keys directory
+    names it; a key rewritten later keeps the Document of the others."""
+    source = EtcdSource(L)
+    state = loaded()
+    assert state.apply(12, [put(L.key("a.ksk.pem"), "ksk", 12), put(L.key("a.zsk.pem"), "zsk",
+                                                                    12)]) == {"docs"}
+    assert state.docs_revision == 12 and state.key_texts() == {"a.ksk.pem": b"ksk",
+                                                                "a.zsk.pem": b"zsk"}
+    docs = source.offer_state(state)
+    assert docs.revision == "etcd:12"
+    assert list(docs.keys) == ["a.ksk.pem", "a.zsk.pem"]
+    assert docs.keys["a.zsk.pem"].name == "etcd:/geodns/keys/a.zsk.pem"
+    assert docs.keys["a.zsk.pem"].text == b"zsk"
+    assert list(docs.zones) == ["etcd:/geodns/zones/a.example.yaml"]  # keys are not zones
+    digest = docs.keys_digest()
+
+    state.apply(13, [put(L.key("a.zsk.pem"), "zsk 2", 13), put(L.published, "{}", 13)])
+    after = source.offer_state(state)
+    assert after.revision == "etcd:13" and after.keys_digest() != digest
+    assert after.keys["a.ksk.pem"] is docs.keys["a.ksk.pem"]
+    assert after.keys["a.zsk.pem"].text == b"zsk 2"
+    # a key deleted is gone from the documents; a key not named *.pem is none
+    state.apply(14, [delete(L.key("a.ksk.pem"), 14), put(b"/geodns/keys/notes.txt", "x", 14)])
+    assert list(source.offer_state(state).keys) == ["a.zsk.pem"]
+    assert state.docs_revision == 14
+    # a fresh read agrees with what the watch made of it
+    fresh = FleetState(L)
+    fresh.load(Range(14, tuple(state.docs.values())))
+    assert fresh.key_texts() == {"a.zsk.pem": b"zsk 2"}
+
+
 # -- the cache --------------------------------------------------------------------------
 
 def test_cache_round_trip(tmp_path: Path) -> None:
@@ -311,6 +353,29 @@ def test_cache_round_trip(tmp_path: Path) -> None:
     got, got_drains, _ = load_cache(path)
     assert got.revision == "etcd:20" and got.zones == docs.zones and got_drains == {}
     assert os.listdir(path.parent) == ["cache.json"]
+
+
+def test_cache_keeps_the_keys_readable_by_its_owner_only(tmp_path: Path) -> None:
+    state = loaded()
+    state.apply(12, [put(L.key("a.ksk.pem"), b"-----BEGIN PRIVATE KEY-----\n", 12)])
+    docs = EtcdSource(L).documents(state)
+    path = tmp_path / "cache.json"
+    for umask in (0o022, 0o000):  # whatever the umask: 0600
+        old = os.umask(umask)
+        try:
+            save_cache(path, docs, {})
+        finally:
+            os.umask(old)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    got, _, _ = load_cache(path)
+    assert got.keys == docs.keys and got.keys_digest() == docs.keys_digest()
+    assert got.keys["a.ksk.pem"].name == "etcd:/geodns/keys/a.ksk.pem"
+    # a copy saved before the fleet carried keys is read, with none
+    body = json.loads(path.read_text())
+    del body["keys"]
+    path.write_text(json.dumps(body))
+    got, _, _ = load_cache(path)
+    assert got.keys == {} and got.zones == docs.zones
 
 
 def test_cache_without_a_configuration_document(tmp_path: Path) -> None:
@@ -340,6 +405,11 @@ def valid_cache() -> dict[str, object]:
     (json.dumps({**valid_cache(), "config": {"name": "c"}}).encode(),
      "not a geodns fleet cache"),
     (json.dumps({**valid_cache(), "zones": [1]}).encode(), "not a geodns fleet cache"),
+    (json.dumps({**valid_cache(), "keys": {"k.pem": "YQ=="}}).encode(),
+     "not a geodns fleet cache"),
+    (json.dumps({**valid_cache(), "keys": {"k.pem": {"name": "k", "text": "!!"}}}).encode(),
+     "not a geodns fleet cache"),
+    (json.dumps({**valid_cache(), "keys": [1]}).encode(), "not a geodns fleet cache"),
 ])
 def test_cache_that_cannot_be_used(tmp_path: Path, body: bytes, message: str) -> None:
     path = tmp_path / "cache.json"
@@ -499,3 +569,42 @@ def test_a_node_not_seen_writing_for_a_lease_time_is_silent() -> None:
     assert state.silent(106.0, 3) == {"n1", "n2"}
     state.apply(7, [WatchEvent(True, kv(L.node("n1"), b"", 7))], now=106.0)
     assert "n1" not in state.seen  # gone from etcd: nothing left to be silent about
+
+
+SIGNED = ("dnssec:\n  keys:\n    - {file: example.com.ksk.pem, role: ksk}\n"
+          "    - {file: example.com.zsk.pem, role: zsk}\n")
+
+
+def test_a_signed_zone_is_signed_with_the_fleets_keys_or_not_served() -> None:
+    """The keys come with the documents (from etcd, not a keys directory):
+    a revision whose zone names a key it lacks is refused whole."""
+    import dns.message
+    import dns.rdatatype
+
+    from geodns.dnssec.keys import ECDSAP256SHA256, generate
+
+    pems = {n: generate(ECDSAP256SHA256) for n in ("example.com.ksk.pem",
+                                                   "example.com.zsk.pem")}
+
+    def signed(revision: int, keys: dict[str, bytes]) -> Documents:
+        docs = documents(revision, {ZONE_NAME: zone(revision) + SIGNED.encode()})
+        return Documents(docs.revision, docs.config, docs.zones,
+                         keys={n: Document(f"etcd:/geodns/keys/{n}", t) for n, t in keys.items()})
+
+    def dnskeys(snap: Snapshot) -> int:
+        q = dns.message.make_query("example.com.", "DNSKEY", want_dnssec=True)
+        wire = snap.responder.respond(q.to_wire(), udp=False)
+        assert wire is not None
+        answer = dns.message.from_wire(wire).answer
+        return sum(len(r) for r in answer if r.rdtype == dns.rdatatype.DNSKEY)
+
+    snap1, _ = built(signed(1, pems), None)
+    assert snap1.refused is None and snap1.version.serials == {"example.com.": 1}
+    assert dnskeys(snap1) == 2
+    snap2, changes = built(signed(2, {"example.com.ksk.pem": pems["example.com.ksk.pem"]}),
+                           snap1, now=2.0)
+    assert snap2.refused is not None and snap2.version == snap1.version
+    assert len(changes) == 1 and changes[0].startswith(f"revision etcd:2 not served: "
+                                                       f"{ZONE_NAME}:10:14: ")
+    assert "key file example.com.zsk.pem is not in the keys directory" in changes[0]
+    assert dnskeys(snap2) == 2

@@ -4,6 +4,8 @@ Under the fleet's prefix (``/geodns/`` unless configured)::
 
     config                 the shared configuration (YAML: health, pops, default_order, latency)
     zones/NAME.yaml        one zone document per key
+    keys/NAME.pem          a DNSSEC private key (PEM) that signed zones name
+                           in their dnssec: keys: (a secret: docs/fleet.md)
     published              who published last, when, and why (JSON); every
                            publish rewrites it, so its revision names the set
     drains/POP             a fleet-wide drain: state, who, when, why (JSON)
@@ -15,8 +17,9 @@ Under the fleet's prefix (``/geodns/`` unless configured)::
 :class:`FleetState` is a node's copy of all of it, loaded from one read at
 one revision and then changed by watch events in order.  The *documents
 revision* (``etcd:N``) is the revision of the last change to the
-configuration, the zones or ``published``: the same on every node that has
-seen the same documents, whatever else (votes, status) changed since.
+configuration, the zones, the keys or ``published``: the same on every node
+that has seen the same documents, whatever else (votes, status) changed
+since.
 """
 
 from __future__ import annotations
@@ -33,6 +36,19 @@ from geodns.health.view import HealthView
 
 CONFIG_NAME = "config"
 ZONES_DIR = "zones/"
+KEYS_DIR = "keys/"
+KEY_SUFFIX = ".pem"
+# The kinds of key that are documents: what a node serves, named together by
+# the documents revision.
+DOCUMENT_KINDS = ("config", "zone", "key", "published")
+
+
+def is_key_name(name: str) -> bool:
+    """A key file's name as the keys directory holds it (``NAME.pem``, no
+    path, not hidden): what ``geodns publish`` writes under ``keys/`` and
+    what a node reads from there."""
+    return name.endswith(KEY_SUFFIX) and len(name) > len(KEY_SUFFIX) and \
+        not name.startswith(".") and "/" not in name
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +66,9 @@ class Layout:
     def zone(self, name: str) -> bytes:
         return (self.prefix + ZONES_DIR + name).encode()
 
+    def key(self, name: str) -> bytes:
+        return (self.prefix + KEYS_DIR + name).encode()
+
     @property
     def published(self) -> bytes:
         return (self.prefix + "published").encode()
@@ -65,17 +84,21 @@ class Layout:
 
     def split(self, key: bytes) -> tuple[str, str]:
         """(kind, name) of a key under the prefix: kind is config, zone,
-        published, node, votes, drain or "" for a key we do not know."""
+        key (a ``keys/NAME.pem``), published, node, votes, drain or "" for
+        a key we do not know."""
         text = key.decode("utf-8", "replace")
         if not text.startswith(self.prefix):
             return "", text
         rest = text[len(self.prefix):]
         if rest in (CONFIG_NAME, "published"):
             return rest, rest
-        for kind, sub in (("zone", ZONES_DIR), ("node", "nodes/"), ("votes", "votes/"),
-                          ("drain", "drains/")):
+        for kind, sub in (("zone", ZONES_DIR), ("key", KEYS_DIR), ("node", "nodes/"),
+                          ("votes", "votes/"), ("drain", "drains/")):
             if rest.startswith(sub) and len(rest) > len(sub) and "/" not in rest[len(sub):]:
-                return kind, rest[len(sub):]
+                name = rest[len(sub):]
+                if kind == "key" and not is_key_name(name):
+                    break  # the keys directory is read for *.pem files only
+                return kind, name
         return "", rest
 
     def document_name(self, key: bytes) -> str:
@@ -127,8 +150,8 @@ class FleetState:
 
     layout: Layout
     revision: int = 0  # the store revision seen last
-    docs_revision: int = 0  # the last change to config, zones or published
-    docs: dict[bytes, KeyValue] = field(default_factory=dict)  # config, zones, published
+    docs_revision: int = 0  # the last change to config, zones, keys or published
+    docs: dict[bytes, KeyValue] = field(default_factory=dict)  # of DOCUMENT_KINDS
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     votes: dict[str, HealthView] = field(default_factory=dict)
     drains: dict[str, Drain] = field(default_factory=dict)
@@ -173,7 +196,7 @@ class FleetState:
         changed = set()
         for event in events:
             kind = self._delete(event.kv.key) if event.deleted else self._put(event.kv)
-            if kind in ("config", "zone", "published"):
+            if kind in DOCUMENT_KINDS:
                 self.docs_revision = max(self.docs_revision, event.kv.mod_revision)
                 changed.add("docs")
             elif kind == "node":
@@ -187,7 +210,7 @@ class FleetState:
 
     def _put(self, kv: KeyValue) -> str:
         kind, name = self.layout.split(kv.key)
-        if kind in ("config", "zone", "published"):
+        if kind in DOCUMENT_KINDS:
             self.docs[kv.key] = kv
             self.docs_revision = max(self.docs_revision, kv.mod_revision)
         elif kind == "node":
@@ -222,7 +245,7 @@ class FleetState:
 
     def _delete(self, key: bytes) -> str:
         kind, name = self.layout.split(key)
-        if kind in ("config", "zone", "published"):
+        if kind in DOCUMENT_KINDS:
             self.docs.pop(key, None)
         elif kind == "node":
             self.nodes.pop(name, None)
@@ -253,10 +276,18 @@ class FleetState:
 
     def zone_texts(self) -> dict[str, bytes]:
         """Zone documents by name (``example.com.yaml``)."""
+        return self._texts("zone")
+
+    def key_texts(self) -> dict[str, bytes]:
+        """DNSSEC private keys by file name (``example.com.ksk.pem``), as a
+        keys directory holds them."""
+        return self._texts("key")
+
+    def _texts(self, wanted: str) -> dict[str, bytes]:
         out = {}
         for key, kv in self.docs.items():
             kind, name = self.layout.split(key)
-            if kind == "zone":
+            if kind == wanted:
                 out[name] = kv.value
         return out
 
@@ -286,4 +317,5 @@ def revision_number(text: object) -> int | None:
     return None
 
 
-__all__ = ["CONFIG_NAME", "Drain", "FleetState", "Layout", "behind", "revision_number"]
+__all__ = ["CONFIG_NAME", "DOCUMENT_KINDS", "Drain", "FleetState", "Layout", "behind",
+           "is_key_name", "revision_number"]

@@ -8,6 +8,11 @@ revision it read it at, so two publishers cannot interleave and a publisher
 working from a stale read is told so and writes nothing.  Every publish
 rewrites ``published`` (who, when, why), whose revision then names the set
 the nodes serve.
+
+The keys directory's DNSSEC private keys are documents like the zones
+(``keys/NAME.pem``), so that every node signs with the same keys.  What
+publish prints and records (the plan's lines, ``published``) names them and
+gives their sizes, never their contents.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from geodns.config import Config, load_shared_config
+from geodns.dnssec.policy import resolve
 from geodns.fleet.etcd import Etcd, KeyValue, delete_op, put_op, same_mod
-from geodns.fleet.keys import FleetState, Layout, behind
+from geodns.fleet.keys import FleetState, Layout, behind, is_key_name
 from geodns.health.states import State
 from geodns.problems import Problems, Where
 from geodns.zones.loader import ZONE_SUFFIXES, load_zone_text, origin_from_filename
@@ -46,10 +52,11 @@ def who_am_i() -> str:
 class LocalDocs:
     config: bytes | None  # the shared configuration (None: leave etcd's as it is)
     zones: dict[str, bytes] | None  # by file name (None: leave etcd's as they are)
+    keys: dict[str, bytes] | None = None  # private keys by file name (None: etcd's stay)
 
 
-def read_local(config_path: Path | None, zones_dir: Path | None, problems: Problems
-               ) -> LocalDocs:
+def read_local(config_path: Path | None, zones_dir: Path | None, problems: Problems,
+               keys_dir: Path | None = None) -> LocalDocs:
     config = None
     if config_path is not None:
         try:
@@ -72,14 +79,33 @@ def read_local(config_path: Path | None, zones_dir: Path | None, problems: Probl
                 zones[path.name] = path.read_bytes()
             except OSError as exc:
                 problems.add(Where(str(path), 1, 1), f"cannot read: {exc}")
-    return LocalDocs(config, zones)
+    keys: dict[str, bytes] | None = None
+    if keys_dir is not None:
+        keys = {}
+        try:
+            entries = sorted(keys_dir.iterdir())
+        except OSError as exc:
+            # Not "no keys": a mistyped directory would delete every key in etcd.
+            problems.add(Where(str(keys_dir), 1, 1), f"cannot read the keys directory: "
+                                                     f"{exc.strerror or exc}")
+            entries = []
+        for path in entries:
+            if not is_key_name(path.name) or not path.is_file():
+                continue
+            try:
+                keys[path.name] = path.read_bytes()
+            except OSError as exc:
+                problems.add(Where(str(path), 1, 1), f"cannot read: {exc.strerror or exc}")
+    return LocalDocs(config, zones, keys)
 
 
 def validate(config: tuple[str, bytes] | None, zones: Mapping[str, tuple[str, bytes]],
-             problems: Problems) -> Config:
+             problems: Problems, keys: Mapping[str, bytes] | None = None) -> Config:
     """Every problem of a fleet's documents, as a node would find them:
     ``config`` is (name, text) of the shared configuration, ``zones`` maps a
-    zone document's key name to (name shown in problems, text)."""
+    zone document's key name to (name shown in problems, text), ``keys``
+    the private keys by file name (a signed zone's keys are loaded as a
+    node loads them: a missing or broken one is a problem at its line)."""
     # The settings each node keeps for itself are not known here; a latency
     # entry by ASN is checked by each node against its own geoip.asn_database.
     onto = Config(path=None, geoip_asn_database=Path("<each node's geoip.asn_database>"))
@@ -101,6 +127,8 @@ def validate(config: tuple[str, bytes] | None, zones: Mapping[str, tuple[str, by
                               pops=cfg.pops, check_defaults=cfg.check_defaults)
         if zone is None:
             continue
+        if zone.dnssec is not None:
+            resolve(zone.dnssec, keys or {}, problems)
         if zone.origin in origins:
             problems.add(Where(shown, 1, 1), f"zone {zone.name} is also defined in "
                          f"{origins[zone.origin]}")
@@ -131,13 +159,18 @@ async def plan(etcd: Etcd, layout: Layout, local: LocalDocs) -> tuple[Plan, Flee
     wanted: dict[bytes, bytes] = {}
     if local.config is not None:
         wanted[layout.config] = local.config
-    current_zones = {k for k in docs if layout.split(k)[0] == "zone"}
-    if local.zones is not None:
-        for name, body in local.zones.items():
-            wanted[layout.zone(name)] = body
-        for key in sorted(current_zones - {layout.zone(n) for n in local.zones}):
+    # Zones and keys alike: a file no longer in its directory is deleted.
+    for kind, files, where in (("zone", local.zones, layout.zone),
+                               ("key", local.keys, layout.key)):
+        if files is None:
+            continue
+        current = {k for k in docs if layout.split(k)[0] == kind}
+        for name, body in files.items():
+            wanted[where(name)] = body
+        for key in sorted(current - {where(n) for n in files}):
             out.deletes.append(key)
             out.lines.append(f"delete {key.decode()}")
+    # Names and sizes only: these lines are printed and kept in ``published``.
     for key, body in sorted(wanted.items()):
         old = docs.get(key)
         if old is None:

@@ -5,7 +5,8 @@ copy of the last set applied.
 the fleet member (:mod:`geodns.fleet.member`) has seen; nothing here does
 I/O on etcd.  The *cache* is the last set of documents the node applied,
 written after every swap: a node restarted while etcd is down serves it,
-and says so.
+and says so.  It holds the fleet's DNSSEC private keys, so it is written
+readable by its owner only (0600), as the keys directory's files are.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class EtcdSource:
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
-        # Nothing yet: no configuration document, no zone.
+        # Nothing yet: no configuration document, no zone, no key.
         self._latest: Documents = Documents("etcd:none", None, {})
         self._handed: str | None = None
         self._memo: dict[bytes, tuple[int, Document]] = {}
@@ -77,24 +78,36 @@ class EtcdSource:
         for name, body in sorted(state.zone_texts().items()):
             d = doc(self.layout.zone(name), body)
             zones[d.name] = d
+        # By file name, as a keys directory's: the zones' dnssec: keys: name them so.
+        keys = {name: doc(self.layout.key(name), body)
+                for name, body in sorted(state.key_texts().items())}
         self._memo = memo
-        return Documents(f"etcd:{state.docs_revision}", config, zones)
+        return Documents(f"etcd:{state.docs_revision}", config, zones, keys=keys)
 
 
 # -- the local copy --------------------------------------------------------------
+def _b64(text: bytes) -> str:
+    return base64.b64encode(text).decode()
+
+
 def save_cache(path: Path, docs: Documents, drains: dict[str, Drain]) -> None:
     """Write the documents applied last, atomically (a crash leaves the old
-    copy or the new one, never half of one)."""
+    copy or the new one, never half of one), readable by the node's user
+    only: it holds the private keys."""
     body: dict[str, Any] = {
         "format": CACHE_FORMAT, "revision": docs.revision, "saved_at": time.time(),
         "config": None if docs.config is None else
-        {"name": docs.config.name, "text": base64.b64encode(docs.config.text).decode()},
-        "zones": {name: base64.b64encode(d.text).decode() for name, d in docs.zones.items()},
+        {"name": docs.config.name, "text": _b64(docs.config.text)},
+        "zones": {name: _b64(d.text) for name, d in docs.zones.items()},
+        "keys": {name: {"name": d.name, "text": _b64(d.text)} for name, d in docs.keys.items()},
         "drains": {pop: d.to_json() for pop, d in drains.items()},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
     try:
+        # mkstemp makes the file 0600 today; said here, not left to its
+        # implementation, since the keys must never be readable by others.
+        os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(body, f)
             f.flush()
@@ -124,12 +137,15 @@ def load_cache(path: Path) -> tuple[Documents, dict[str, Drain], float]:
             Document(str(cfg["name"]), base64.b64decode(cfg["text"], validate=True))
         zones = {str(n): Document(str(n), base64.b64decode(t, validate=True))
                  for n, t in dict(body["zones"]).items()}
+        # A copy saved before the fleet carried keys has none (and needed none).
+        keys = {str(n): Document(str(k["name"]), base64.b64decode(k["text"], validate=True))
+                for n, k in dict(body.get("keys") or {}).items()}
         drains = {}
         for pop, d in dict(body.get("drains") or {}).items():
             drain = Drain.from_json(d)
             if drain is not None:
                 drains[str(pop)] = drain
-        return (Documents(str(body["revision"]), config, zones), drains,
+        return (Documents(str(body["revision"]), config, zones, keys=keys), drains,
                 float(body.get("saved_at", 0)))
     except CacheError:
         raise
