@@ -21,7 +21,12 @@ and receives are counted too, the same in every tree).  ``cookie-client`` is
 cookie and a valid server cookie (RFC 7873, RFC 9018; the responder has a
 cookie secret), for the cost of the cookie stage; ``cookie-ignored`` sends
 those to a responder without cookies configured (the option is ignored: what
-such a query costs without the stage).
+such a query costs without the stage).  ``static-do``, ``nxdomain-do`` and
+``steered-warm-do`` are those queries with the DO bit set, answered from the
+bench zone signed (``dnssec:`` with a new ECDSA P-256 KSK and ZSK; the
+signing is start-up, not counted): the cost of the sign stage, against the
+same workload without ``-do`` (a query without DO is answered alike from a
+signed and an unsigned zone).
 
 The tree measured is the one whose ``geodns`` package the given Python
 imports (its editable install); the queries come from this tree's bench/.
@@ -42,7 +47,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 WORKLOADS = ("static", "nxdomain", "mix", "steered-warm", "steered-cold", "udp-batch",
-             "cookie-client", "cookie-valid", "cookie-ignored")
+             "cookie-client", "cookie-valid", "cookie-ignored", "static-do", "nxdomain-do",
+             "steered-warm-do")
 COOKIE_SECRET = bytes(range(16))
 COOKIE_NOW = 1_800_000_000  # the responder's clock in the cookie workloads
 
@@ -50,6 +56,8 @@ COOKIE_NOW = 1_800_000_000  # the responder's clock in the cookie workloads
 def queries(workload: str, count: int) -> list[bytes]:
     import gen_queries as gq
 
+    if workload.endswith("-do"):
+        return [gq.set_do(q) for q in queries(workload[:-3], count)]
     zi = gq.ZoneInfo(gq.ZONE_FILE)
     rng = random.Random(f"1:{workload}")
     if workload.startswith("cookie-"):
@@ -83,7 +91,7 @@ def with_cookie(wire: bytes, rng: random.Random, server: bool) -> bytes:
     return wire[:-2] + len(option).to_bytes(2, "big") + option
 
 
-def responder() -> Any:
+def responder(signed: bool = False) -> Any:
     from geodns.compile import compile_zones
     from geodns.config import load_config
     from geodns.geo import MaxMindLocator, bundled_database
@@ -96,6 +104,21 @@ def responder() -> Any:
     cfg = load_config(HERE / "geodns-bench.yaml", problems)
     zone = load_zone_file(HERE / "zone" / "yaml" / "bench.test.yaml", problems, pops=cfg.pops)
     assert zone is not None and not problems, [str(p) for p in problems]
+    if signed:  # the same zone with dnssec: (a KSK and a ZSK), as geodns serve signs it
+        from geodns.dnssec import policy
+        from geodns.dnssec.keys import ECDSAP256SHA256, generate
+        from geodns.dnssec.zonesign import with_keys
+        from geodns.zones.loader import load_zone_text
+
+        text = (HERE / "zone" / "yaml" / "bench.test.yaml").read_text() + (
+            "dnssec:\n  keys:\n    - {file: ksk.pem, role: ksk}\n"
+            "    - {file: zsk.pem, role: zsk}\n")
+        zone = load_zone_text(text, "bench.test.yaml", "bench.test.", problems, pops=cfg.pops)
+        assert zone is not None and zone.dnssec is not None, [str(p) for p in problems]
+        keys = policy.resolve(zone.dnssec, {"ksk.pem": generate(ECDSAP256SHA256),
+                                            "zsk.pem": generate(ECDSAP256SHA256)}, problems)
+        assert keys is not None and not problems, [str(p) for p in problems]
+        zone = with_keys(zone, keys)
     specs = {(o, t): s for o, types in zone.steered.items() for t, s in types.items()}
     steering = Steering(cfg.pops, cfg.default_order, cfg.latency, specs)
     db = bundled_database()
@@ -115,7 +138,7 @@ def run(workload: str, count: int, pool: Path) -> None:
     import gen_queries as gq
 
     qs = gq.read_blob(pool)
-    r = responder()
+    r = responder(signed=workload.endswith("-do"))
     if workload in ("cookie-client", "cookie-valid"):
         from geodns.cookies import Cookies
 
@@ -123,7 +146,7 @@ def run(workload: str, count: int, pool: Path) -> None:
         r.now = COOKIE_NOW
     respond = r.respond
     peer = ("127.0.0.1", 40000)
-    if workload == "steered-warm":
+    if workload.startswith("steered-warm"):
         for q in qs:
             respond(q, True, peer)
     if workload == "udp-batch":
@@ -193,7 +216,7 @@ def main() -> int:
                                       for q in queries(wl, 2 * args.count)))
             one = collected(args.python, wl, args.count, pool)
             two = collected(args.python, wl, 2 * args.count, pool)
-        print(f"{wl:<13} {(two - one) / args.count:>9,.0f} instructions per query", flush=True)
+        print(f"{wl:<16}{(two - one) / args.count:>9,.0f} instructions per query", flush=True)
     return 0
 
 
