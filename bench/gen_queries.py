@@ -113,6 +113,19 @@ def make_wire(rng: random.Random, qname: str, rdtype: str, ecs: str | None = Non
     return q.to_wire()
 
 
+def set_do(wire: bytes) -> bytes:
+    """A query of :func:`make_wire` with the DNSSEC OK bit set in its OPT
+    record (one question, then the OPT as the only additional record): the
+    same query from a resolver that validates."""
+    i = 12
+    while wire[i]:
+        i += wire[i] + 1
+    p = i + 5  # the OPT's owner, after the root label, QTYPE and QCLASS
+    if wire[10:12] != b"\x00\x01" or wire[p : p + 3] != b"\x00\x00\x29":
+        raise ValueError("not a query with one OPT record after the question")
+    return wire[: p + 7] + bytes([wire[p + 7] | 0x80]) + wire[p + 8 :]
+
+
 def random_case(rng: random.Random, name: str) -> str:
     return "".join(c.upper() if c.isalpha() and rng.random() < 0.5 else c.lower() for c in name)
 

@@ -262,9 +262,15 @@ class Server:
 
 
 class Knot(Server):
-    """knotd with one UDP, one TCP and one background worker."""
+    """knotd with one UDP, one TCP and one background worker.
+
+    Subclasses add configuration sections (``sections``: e.g. a DNSSEC
+    policy or a module's settings, before ``template``) and options of the
+    zone (``zone_options``: lines under ``domain``)."""
 
     name = "knot"
+    sections = ""
+    zone_options = ""
 
     def prepare(self) -> None:
         d = self.dir
@@ -293,7 +299,7 @@ database:
 log:
   - target: stderr
     any: notice
-
+{self.sections}
 template:
   - id: default
     storage: "{d}"
@@ -304,7 +310,7 @@ template:
 zone:
   - domain: {ZONE_ORIGIN}
     file: "{BIND_ZONE}"
-"""
+{self.zone_options}"""
         )
 
     def command(self) -> list[str]:

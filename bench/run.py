@@ -176,9 +176,16 @@ def measure(
     workload: str,
     run: int,
     duration: float | None = None,
+    qfile: Path | None = None,
+    expected: dict[str, float] | None = None,
 ) -> Measurement:
+    """One dnsperf run of ``workload`` (the file ``qfile``, by default the
+    workload's in ``QUERY_DIR``) against ``srv``; the RCODEs are checked
+    against ``expected`` (default: the workload's ``EXPECTED_RCODES``)."""
     m = Measurement(server=srv.name, workload=workload, run=run)
-    qfile = QUERY_DIR / f"{workload}.bin"
+    qfile = qfile or QUERY_DIR / f"{workload}.bin"
+    if expected is None:
+        expected = EXPECTED_RCODES.get(workload, {})
     a = argparse.Namespace(**vars(args))
     if duration is not None:
         a.duration = duration
@@ -230,12 +237,12 @@ def measure(
     if r["latency"] is not None:
         m.avg_latency_ms = float(r["latency"]) * 1000  # type: ignore[arg-type]
     total = sum(m.rcodes.values())
-    for rcode, share in EXPECTED_RCODES.get(workload, {}).items():
+    for rcode, share in expected.items():
         got = m.rcodes.get(rcode, 0) / total if total else 0.0
         if abs(got - share) > RCODE_TOLERANCE:
             m.warnings.append(f"{rcode} {got:.1%} (expected {share:.0%})")
     for rcode in m.rcodes:
-        if rcode not in EXPECTED_RCODES.get(workload, {}):
+        if rcode not in expected:
             m.warnings.append(f"unexpected {rcode} x{m.rcodes[rcode]}")
     if not srv.alive():
         m.error = "server died during the run"
