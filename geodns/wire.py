@@ -317,8 +317,10 @@ class Responder:
             signed = signed.answer(key[:-4])
         if tails is ans.tails:
             return signed, signed.tails
-        body, opt = len(ans.tails[0]), signed.tails[0]
-        return signed, (opt, opt + tails[1][body:], opt + tails[2][body:])
+        # Our OPT with the ECS echo after the signed body: only the DO tail
+        # is ever sent (a signed form answers DO queries only).
+        do = signed.tails[0] + tails[2][len(ans.tails[0]):]
+        return signed, (signed.tails[0], do, do)
 
     def look_up(self, key: bytes, udp: bool) -> Answer | Steered:
         """The look-up stage: ``key`` is the lower-cased question name, type
