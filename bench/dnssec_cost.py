@@ -454,22 +454,7 @@ def print_table(summary: dict[str, dict[str, dict[str, Any]]], target: float) ->
         if g and u and g["median_cpu_per_query"] and u["median_cpu_per_query"]:
             notes.append(f"{wl}: geodns signed zone without DO ÷ unsigned zone: "
                          f"{g['median_cpu_per_query'] / u['median_cpu_per_query']:.3f}")
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    right = {3, 4, 6}
-
-    def line(r: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
-
-    print()
-    print(line(head))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print(line(r))
-    if notes:
-        print()
-        for n in notes:
-            print("  " + n)
+    run.print_aligned(head, rows, {3, 4, 6}, notes)
 
 
 def print_flood(rows: list[dict[str, Any]], names: int) -> None:

@@ -498,8 +498,13 @@ def print_table(summary: dict[str, dict[str, dict[str, object]]], outstanding: i
                     f"{wl}/{s}: only {inf:.0f} of {outstanding} queries in flight on average: "
                     "dnsperf, not the server, was probably the limit (the q/s is a lower bound)"
                 )
+    print_aligned(head, rows, {2, 4, 5, 6, 7, 8, 9}, notes)
+
+
+def print_aligned(head: list[str], rows: list[list[str]], right: set[int],
+                  notes: list[str]) -> None:
+    """A table in columns (those in ``right`` aligned right), then the notes."""
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    right = {2, 4, 5, 6, 7, 8, 9}
 
     def line(r: list[str]) -> str:
         return "  ".join(
