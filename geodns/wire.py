@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from bisect import bisect_right
 from collections import defaultdict
 
 from geodns import counters
@@ -60,6 +61,7 @@ from geodns.counters import COUNTED_QTYPES, LABELS, OTHER, Dropped, Event, Malfo
 from geodns.decisions import MAX_DECISIONS, Decisions, Hit, Tails
 from geodns.ecs import Peer, peer_address
 from geodns.geo import Locator
+from geodns.names import canonical_key
 from geodns.parse import MIN_UDP, TCP_LIMIT, NoAnswer, Opt, Query, QueryError, parse, question_of
 from geodns.rdata import AXFR, IXFR
 from geodns.resolve import BADCOOKIE, FORMERR, REFUSED, SERVFAIL, AnswerKind, Rcode
@@ -225,8 +227,9 @@ class Responder:
                 ans, tails, cid = hit
             if tail_i == 2 and ans.signed is not None:  # sign: DO in a signed zone
                 signed = ans.signed
-                if not isinstance(signed, Answer):  # a proof found by the name
-                    signed = signed.answer(key[:-4])
+                if not isinstance(signed, Answer):  # a proof, found by the name (its cover)
+                    i = bisect_right(signed.keys, canonical_key(key[:-4])) - 1
+                    signed = signed.kept.get(i) or signed.make(i)
                 if tails is ans.tails:  # the usual: no ECS echo to carry over
                     ans = signed
                     tails = signed.tails
