@@ -42,7 +42,7 @@ lint: $(TEST_STAMP)
 	$(BIN)/mypy
 
 test: $(TEST_STAMP) lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
