@@ -47,8 +47,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import shutil
 import socket
@@ -581,9 +579,7 @@ def main() -> int:
     print(f"\ntotal time {time.time() - started:.0f}s")
     if args.json:
         doc = {
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-            "host": {"cpus": os.cpu_count(), "platform": platform.platform()},
-            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            **run.report_head(started, args),
             "target": TARGET,
             "checks": checks,
             "summary": summary,

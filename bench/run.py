@@ -501,6 +501,15 @@ def print_table(summary: dict[str, dict[str, dict[str, object]]], outstanding: i
     print_aligned(head, rows, {2, 4, 5, 6, 7, 8, 9}, notes)
 
 
+def report_head(started: float, args: argparse.Namespace) -> dict[str, object]:
+    """What every benchmark's JSON report starts with: when, where, with what."""
+    return {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "host": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    }
+
+
 def print_aligned(head: list[str], rows: list[list[str]], right: set[int],
                   notes: list[str]) -> None:
     """A table in columns (those in ``right`` aligned right), then the notes."""
@@ -713,9 +722,7 @@ def main() -> int:
     print(f"\ntotal time {time.time() - started:.0f}s")
     if args.json:
         doc = {
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-            "host": {"cpus": os.cpu_count(), "platform": platform.platform()},
-            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            **report_head(started, args),
             "dnsperf_cmd": dp,
             "plan": plan,
             "geoip_database": str(geoip_db) if geoip_db else None,
