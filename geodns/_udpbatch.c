@@ -11,6 +11,9 @@
  *
  * RateLimiter is response rate limiting (docs/abuse.md): one filter() call
  * per batch of (answer, address) pairs, before they are sent.
+ *
+ * canonical_key and CanonicalIndex find the NSEC that covers a name that
+ * does not exist (DNSSEC's canonical order), per query with DO.
  */
 #define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE
@@ -937,40 +940,30 @@ static PyTypeObject RateLimiterType = {
 };
 
 /*
- * canonical_key(wire) -> bytes: geodns.names.canonical_key in C (the sign
- * stage finds the NSEC that covers a missing name with it, per query).  The
- * labels from the root, a zero byte in a label written 00 02, 00 01 between
- * labels.  A malformed name (a length past the end, no root, over 255
- * bytes) raises
- * ValueError; the data plane only passes names it has walked already.
+ * canonical_key(wire) -> bytes: geodns.names.canonical_key in C.  The labels
+ * from the root, a zero byte in a label written 00 02, 00 01 between
+ * labels.  Anything after the name's root label is ignored (the data plane
+ * passes its look-up key: the name, then type and class).  A malformed name
+ * (a length past the end, no root, over 255 bytes) raises ValueError; the
+ * data plane only passes names it has walked already.
  */
-PyDoc_STRVAR(canonical_key_doc,
-"canonical_key(wire) -> bytes: a key that sorts as DNSSEC's canonical order sorts names.");
+#define CANONICAL_MAX 512  /* a key of a name of at most 255 bytes fits */
 
-static PyObject *
-canonical_key(PyObject *self, PyObject *arg)
+/* The canonical key of the name at the start of w[0..n) into out[]; its
+ * size, or -1 for a malformed name. */
+static Py_ssize_t
+canonical_into(const unsigned char *w, Py_ssize_t n, unsigned char *out)
 {
-    const unsigned char *w;
-    Py_ssize_t n, i = 0, count = 0, size = 0, k;
+    Py_ssize_t i = 0, count = 0, k;
     Py_ssize_t starts[128];
-    unsigned char out[1024];
     unsigned char *o = out;
-    (void)self;
-    if (!PyBytes_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "canonical_key() takes bytes");
-        return NULL;
-    }
-    w = (const unsigned char *)PyBytes_AS_STRING(arg);
-    n = PyBytes_GET_SIZE(arg);
-    if (n > 255)  /* RFC 1035; also what keeps the key within out[] */
-        goto bad;
     while (1) {
-        if (i >= n || count >= 128)
-            goto bad;
+        if (i >= n || i >= 255 || count >= 128)
+            return -1;
         if (w[i] == 0)
             break;
         if (i + 1 + w[i] > n)
-            goto bad;
+            return -1;
         starts[count++] = i;
         i += 1 + w[i];
     }
@@ -990,12 +983,171 @@ canonical_key(PyObject *self, PyObject *arg)
             }
         }
     }
-    size = o - out;
-    return PyBytes_FromStringAndSize((const char *)out, size);
-bad:
-    PyErr_SetString(PyExc_ValueError, "not a wire-format name");
-    return NULL;
+    return o - out;
 }
+
+PyDoc_STRVAR(canonical_key_doc,
+"canonical_key(wire) -> bytes: a key that sorts as DNSSEC's canonical order sorts names.");
+
+static PyObject *
+canonical_key(PyObject *self, PyObject *arg)
+{
+    unsigned char out[CANONICAL_MAX];
+    Py_ssize_t size;
+    (void)self;
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "canonical_key() takes bytes");
+        return NULL;
+    }
+    size = canonical_into((const unsigned char *)PyBytes_AS_STRING(arg),
+                          PyBytes_GET_SIZE(arg), out);
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "not a wire-format name");
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize((const char *)out, size);
+}
+
+/*
+ * CanonicalIndex(keys): the canonical keys of an NSEC chain's names, sorted,
+ * in one buffer.  cover(wire) is the position of the last key that sorts at
+ * or before the name's (bisect_right - 1, so -1 before the first): the chain
+ * entry whose NSEC covers or matches the name.  The sign stage calls it for
+ * every query with DO whose denial depends on the name; one call, no key
+ * object made.  geodns.names.CanonicalIndex is the same in Python.
+ */
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t count;
+    Py_ssize_t *offsets;      /* count + 1 offsets into data */
+    unsigned char *data;
+} CanonicalIndex;
+
+static int
+cindex_init(CanonicalIndex *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *keys, *seq;
+    Py_ssize_t i, n, total = 0;
+    static char *kwlist[] = {"keys", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:CanonicalIndex", kwlist, &keys))
+        return -1;
+    seq = PySequence_Fast(keys, "CanonicalIndex() takes a sequence of bytes");
+    if (seq == NULL)
+        return -1;
+    n = PySequence_Fast_GET_SIZE(seq);
+    for (i = 0; i < n; i++) {
+        PyObject *k = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyBytes_Check(k)) {
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_TypeError, "CanonicalIndex() takes a sequence of bytes");
+            return -1;
+        }
+        total += PyBytes_GET_SIZE(k);
+    }
+    PyMem_Free(self->offsets);
+    PyMem_Free(self->data);
+    self->offsets = PyMem_Malloc((size_t)(n + 1) * sizeof(Py_ssize_t));
+    self->data = PyMem_Malloc(total ? (size_t)total : 1);
+    self->count = 0;
+    if (self->offsets == NULL || self->data == NULL) {
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        return -1;
+    }
+    total = 0;
+    for (i = 0; i < n; i++) {
+        PyObject *k = PySequence_Fast_GET_ITEM(seq, i);
+        Py_ssize_t size = PyBytes_GET_SIZE(k);
+        self->offsets[i] = total;
+        memcpy(self->data + total, PyBytes_AS_STRING(k), (size_t)size);
+        total += size;
+    }
+    self->offsets[n] = total;
+    Py_DECREF(seq);
+    for (i = 1; i < n; i++) {
+        const unsigned char *a = self->data + self->offsets[i - 1];
+        const unsigned char *b = self->data + self->offsets[i];
+        Py_ssize_t la = self->offsets[i] - self->offsets[i - 1];
+        Py_ssize_t lb = self->offsets[i + 1] - self->offsets[i];
+        int c = memcmp(a, b, (size_t)(la < lb ? la : lb));
+        if (c > 0 || (c == 0 && la > lb)) {
+            PyErr_SetString(PyExc_ValueError, "CanonicalIndex() keys must be sorted");
+            return -1;
+        }
+    }
+    self->count = n;
+    return 0;
+}
+
+static void
+cindex_dealloc(CanonicalIndex *self)
+{
+    PyMem_Free(self->offsets);
+    PyMem_Free(self->data);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+PyDoc_STRVAR(cover_doc,
+"cover(wire) -> int: the position of the last key at or before the name's canonical key (-1: none).");
+
+static PyObject *
+cindex_cover(CanonicalIndex *self, PyObject *arg)
+{
+    unsigned char key[CANONICAL_MAX];
+    Py_ssize_t size, lo = 0, hi = self->count;
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "cover() takes bytes");
+        return NULL;
+    }
+    size = canonical_into((const unsigned char *)PyBytes_AS_STRING(arg),
+                          PyBytes_GET_SIZE(arg), key);
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "not a wire-format name");
+        return NULL;
+    }
+    while (lo < hi) {  /* bisect_right */
+        Py_ssize_t mid = (lo + hi) / 2;
+        Py_ssize_t start = self->offsets[mid], len = self->offsets[mid + 1] - start;
+        int c = memcmp(key, self->data + start, (size_t)(size < len ? size : len));
+        if (c < 0 || (c == 0 && size < len))
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return PyLong_FromSsize_t(lo - 1);
+}
+
+static Py_ssize_t
+cindex_len(CanonicalIndex *self)
+{
+    return self->count;
+}
+
+static PyMethodDef cindex_methods[] = {
+    {"cover", (PyCFunction)cindex_cover, METH_O, cover_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PySequenceMethods cindex_as_sequence = {
+    .sq_length = (lenfunc)cindex_len,
+};
+
+PyDoc_STRVAR(cindex_doc,
+"CanonicalIndex(keys): sorted canonical keys (geodns.names.canonical_key), searched by cover().");
+
+static PyTypeObject CanonicalIndexType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "geodns._udpbatch.CanonicalIndex",
+    .tp_doc = cindex_doc,
+    .tp_basicsize = sizeof(CanonicalIndex),
+    .tp_itemsize = 0,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)cindex_init,
+    .tp_dealloc = (destructor)cindex_dealloc,
+    .tp_methods = cindex_methods,
+    .tp_as_sequence = &cindex_as_sequence,
+};
 
 static PyMethodDef methods[] = {
     {"recv_batch", recv_batch, METH_VARARGS, recv_batch_doc},
@@ -1007,7 +1159,8 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "geodns._udpbatch",
-    .m_doc = "Batched UDP receive and send (recvmmsg/sendmmsg), and response rate limiting.",
+    .m_doc = "Batched UDP receive and send (recvmmsg/sendmmsg), response rate limiting, "
+             "and DNSSEC's canonical order of names.",
     .m_size = -1,
     .m_methods = methods,
 };
@@ -1017,7 +1170,7 @@ PyInit__udpbatch(void)
 {
     PyObject *m, *classes;
     int i;
-    if (PyType_Ready(&RateLimiterType) < 0)
+    if (PyType_Ready(&RateLimiterType) < 0 || PyType_Ready(&CanonicalIndexType) < 0)
         return NULL;
     m = PyModule_Create(&module);
     if (m == NULL)
@@ -1040,6 +1193,11 @@ PyInit__udpbatch(void)
     Py_INCREF(&RateLimiterType);
     if (PyModule_AddObject(m, "RateLimiter", (PyObject *)&RateLimiterType) < 0) {
         Py_DECREF(&RateLimiterType);
+        goto fail;
+    }
+    Py_INCREF(&CanonicalIndexType);
+    if (PyModule_AddObject(m, "CanonicalIndex", (PyObject *)&CanonicalIndexType) < 0) {
+        Py_DECREF(&CanonicalIndexType);
         goto fail;
     }
     return m;

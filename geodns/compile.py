@@ -29,7 +29,6 @@ use, and kept.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import itertools
 import struct
@@ -227,21 +226,22 @@ class Proof:
     name) and ``j`` (what a second NSEC needs: the wildcard's cover, or
     the wildcard's own NSEC; the same for every name of this proof), and
     :meth:`answer` finds them for a name.  The data plane does what
-    :meth:`answer` does itself (:attr:`keys`, :attr:`kept`, :meth:`make`),
+    :meth:`answer` does itself (:attr:`cover`, :attr:`kept`, :meth:`make`),
     a call less per query."""
 
-    __slots__ = ("build", "kept", "keys", "sec", "second")
+    __slots__ = ("build", "cover", "kept", "sec", "second")
 
     def __init__(self, sec: ZoneSigning, second: bytes | int,
                  build: Callable[[int, int], Answer]) -> None:
         self.sec = sec
-        self.keys = sec.keys  # the chain's names in canonical order, as keys
+        # Where a name (or a look-up key) falls in the chain: its cover.
+        self.cover = sec.chain.cover
         self.second = second
         self.build = build
         self.kept: dict[int, Answer] = {}  # by i (j is this proof's)
 
     def answer(self, name: bytes) -> Answer:
-        i = bisect.bisect_right(self.keys, names.canonical_key(name)) - 1  # its cover
+        i = self.cover(name)
         return self.kept.get(i) or self.make(i)
 
     def make(self, i: int) -> Answer:

@@ -51,7 +51,11 @@ MAX_DECISIONS = 500_000  # cached answers (and places); beyond it the oldest go 
 # (geodns.compile.MAX_VARIANTS each), which are the same objects again and
 # again; an answer built past that cap is answered but not cached.
 MAX_ANSWERS = 65_536
-Tails = tuple[bytes, bytes, bytes]
+# An answer's tails: what follows the question without EDNS, with our OPT,
+# with our OPT and DO.  A steering decision's for a signed answer with an
+# ECS echo has a fourth: its signed form's body and OPT with DO, which a
+# query with DO gets (the sign stage).
+Tails = tuple[bytes, ...]
 # A cached answer: the answer, its tails (with the ECS echo for a query that
 # sent the option) and the number of its counter label (geodns.counters).
 Hit = tuple[Answer, Tails, int]
@@ -195,7 +199,17 @@ class Decisions:
             ans, cid, scope = self._steer(st, client, source)
         if option is None:
             return ans, ans.tails, cid
-        return ans, ecs.tails(ans.tails[0], option, scope, self.payload), cid
+        return ans, self._echoed(ans, option, scope), cid
+
+    def _echoed(self, ans: Answer, option: bytes, scope: int) -> Tails:
+        """``ans``'s tails with the ECS echo; for a signed answer with its
+        signed form's DO tail too, made once with the decision instead of
+        by the sign stage per query with DO."""
+        tails = ecs.tails(ans.tails[0], option, scope, self.payload)
+        signed = ans.signed
+        if isinstance(signed, Answer):
+            return (*tails, signed.tails[0] + tails[2][len(ans.tails[0]):])
+        return tails
 
     def _steer(self, st: Steered, client: bytes, source: int) -> tuple[Answer, int, int]:
         """Run steering: the answer, its counter label's number, its scope.

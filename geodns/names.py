@@ -9,8 +9,10 @@ which is what makes the hot path's case folding one C call.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Sequence
 
 from geodns.errors import GeodnsError
 
@@ -138,7 +140,8 @@ def _canonical_key(wire: bytes) -> bytes:
     (RFC 4034 6.1: label by label from the root, each label's bytes as
     unsigned numbers, a name before its descendants), for ``wire``
     lower-cased: its labels from the root, a zero byte in a label written
-    00 02, and 00 01 between labels."""
+    00 02, and 00 01 between labels.  What follows the name's root label
+    in ``wire`` is ignored."""
     parts = []
     i = 0
     n = wire[0]
@@ -152,9 +155,33 @@ def _canonical_key(wire: bytes) -> bytes:
     return b"\x00\x01".join(parts)
 
 
+class _CanonicalIndex:
+    """Names' canonical keys (:func:`canonical_key`), sorted: :meth:`cover`
+    finds where a name falls among them.  In C (geodns/_udpbatch.c) when
+    the optional helper is built, as the sign stage calls it per query."""
+
+    __slots__ = ("keys",)
+
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        self.keys = list(keys)
+        if any(a > b for a, b in itertools.pairwise(self.keys)):
+            raise ValueError("CanonicalIndex() keys must be sorted")
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def cover(self, wire: bytes) -> int:
+        """The position of the last key at or before the name's (-1: none):
+        the chain entry whose NSEC covers or matches it.  What follows the
+        name in ``wire`` (a look-up key's type and class) is ignored."""
+        return bisect.bisect_right(self.keys, _canonical_key(wire)) - 1
+
+
 canonical_key: Callable[[bytes], bytes] = _canonical_key
+CanonicalIndex: Callable[[Sequence[bytes]], _CanonicalIndex] = _CanonicalIndex
 # The same in C (geodns/_udpbatch.c), when the optional helper is built: per query.
 with contextlib.suppress(ImportError):
+    from geodns._udpbatch import CanonicalIndex as CanonicalIndex  # type: ignore[assignment]
     from geodns._udpbatch import canonical_key as canonical_key
 
 

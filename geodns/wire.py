@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import logging
 import struct
-from bisect import bisect_right
 from collections import defaultdict
 
 from geodns import counters
@@ -61,7 +60,6 @@ from geodns.counters import COUNTED_QTYPES, LABELS, OTHER, Dropped, Event, Malfo
 from geodns.decisions import MAX_DECISIONS, Decisions, Hit, Tails
 from geodns.ecs import Peer, peer_address
 from geodns.geo import Locator
-from geodns.names import canonical_key
 from geodns.parse import MIN_UDP, TCP_LIMIT, NoAnswer, Opt, Query, QueryError, parse, question_of
 from geodns.rdata import AXFR, IXFR
 from geodns.resolve import BADCOOKIE, FORMERR, REFUSED, SERVFAIL, AnswerKind, Rcode
@@ -218,7 +216,7 @@ class Responder:
             entry = self.exact.get(key) or self._walk(key, udp)
             if ecs is None and isinstance(entry, Answer):
                 ans = entry
-                tails = entry.tails
+                tails: Tails = entry.tails
                 cid = entry.cid
             else:  # steer
                 hit = self.steer(entry, ecs, peer)
@@ -228,7 +226,7 @@ class Responder:
             if tail_i == 2 and ans.signed is not None:  # sign: DO in a signed zone
                 signed = ans.signed
                 if not isinstance(signed, Answer):  # a proof, found by the name (its cover)
-                    i = bisect_right(signed.keys, canonical_key(key[:-4])) - 1
+                    i = signed.cover(key)
                     signed = signed.kept.get(i) or signed.make(i)
                 if tails is ans.tails:  # the usual: no ECS echo to carry over
                     ans = signed
@@ -241,11 +239,15 @@ class Responder:
             qt = (data[qend] << 8) | data[qend + 1]
             k = cid | ((qt if qt in COUNTED_QTYPES else OTHER) << 1) | udp
             self.counts[k] += 1
-            if udp and len(resp) > _MIN_UDP:
+            size = len(resp)
+            # Over 512 bytes it fits if within both the client's payload
+            # size and ours (a signed answer: the usual case, two compares).
+            if udp and size > _MIN_UDP and (not edns or size > self.payload or
+                                             size > ((data[p + 3] << 8) | data[p + 4])):
                 limit = _MIN_UDP
                 if edns:
                     limit = min(max((data[p + 3] << 8) | data[p + 4], _MIN_UDP), self.payload)
-                if len(resp) > limit:
+                if size > limit:
                     return self.fit(data, data[12:p], ans, tails, edns, tail_i, limit)
             return resp
         except IndexError:
@@ -320,9 +322,10 @@ class Responder:
             signed = signed.answer(key[:-4])
         if tails is ans.tails:
             return signed, signed.tails
-        # Our OPT with the ECS echo after the signed body: only the DO tail
-        # is ever sent (a signed form answers DO queries only).
-        do = signed.tails[0] + tails[2][len(ans.tails[0]):]
+        # Our OPT with the ECS echo after the signed body (a steering
+        # decision's is made with it): only the DO tail is ever sent (a
+        # signed form answers DO queries only).
+        do = tails[3] if len(tails) == 4 else signed.tails[0] + tails[2][len(ans.tails[0]):]
         return signed, (signed.tails[0], do, do)
 
     def look_up(self, key: bytes, udp: bool) -> Answer | Steered:

@@ -408,6 +408,9 @@ def test_steered_answers_with_do_validate_and_match(down: tuple[str, ...]) -> No
     for qname, qtype, ecs in chain_cases():
         signed = ask_ecs(r, n(qname), qtype, ecs, True)
         plain = ask_ecs(r, n(qname), qtype, ecs, False)
+        # Again, from the decision cached by the first: its DO tail made with it.
+        again = ask_ecs(r, n(qname), qtype, ecs, True)
+        assert again.sections == signed.sections and again.options == signed.options
         assert signed.rcode() == plain.rcode()
         if signed.rcode() == dns.rcode.SERVFAIL:
             continue
@@ -479,6 +482,49 @@ def test_canonical_order_is_dnspythons(label_lists: list[list[bytes]]) -> None:
     ours = sorted(wires, key=names.canonical_key)
     theirs = sorted(wires, key=lambda w: dns.name.from_wire(w, 0)[0])
     assert ours == theirs
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.binary(min_size=1, max_size=3), min_size=0, max_size=3),
+                min_size=1, max_size=10),
+       st.lists(st.lists(st.binary(min_size=1, max_size=3), min_size=0, max_size=4),
+                min_size=1, max_size=10))
+def test_the_cover_of_a_name_is_the_last_chain_name_at_or_before_it(
+        chain: list[list[bytes]], probes: list[list[bytes]]) -> None:
+    """names.CanonicalIndex.cover (in C when built, per query with DO)
+    finds, for any name (followed by a look-up key's type and class, which
+    are ignored), the last chain name at or before it in dnspython's
+    canonical order; the Python fallback agrees."""
+    from geodns import names
+
+    def wire(labels: list[bytes]) -> bytes:
+        return b"".join(bytes([len(x)]) + x.lower() for x in labels) + b"\x00"
+
+    def ordered(w: bytes) -> dns.name.Name:
+        return dns.name.from_wire(w, 0)[0]
+
+    names_ = sorted({wire(x) for x in chain}, key=ordered)
+    keys = [names.canonical_key(w) for w in names_]
+    index = names.CanonicalIndex(keys)
+    fallback = names._CanonicalIndex(keys)
+    assert len(index) == len(names_)
+    for probe in map(wire, probes):
+        want = max((i for i, w in enumerate(names_) if ordered(w) <= ordered(probe)),
+                   default=-1)
+        for key in (probe, probe + b"\x00\x01\x00\x01"):
+            assert index.cover(key) == fallback.cover(key) == want, (probe, names_)
+
+
+def test_a_canonical_index_refuses_what_it_cannot_search() -> None:
+    from geodns import names
+
+    for make in {names.CanonicalIndex, names._CanonicalIndex}:
+        with pytest.raises(ValueError):
+            make([b"b", b"a"])
+        index = make([b"", b"a"])
+        assert index.cover(b"\x00") == 0 and index.cover(b"\x01a\x00") == 1
+        with pytest.raises((ValueError, IndexError)):
+            index.cover(b"\x05ab")
 
 
 def test_a_running_node_refreshes_signatures_when_due(tmp_path: Path) -> None:

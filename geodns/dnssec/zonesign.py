@@ -24,7 +24,6 @@ and kept.
 from __future__ import annotations
 
 import base64
-import bisect
 import hashlib
 import struct
 from collections.abc import Sequence
@@ -106,7 +105,8 @@ class ZoneSigning:
         chain = [n for n in zone.nodes if index.cut_above(n) in (None, n)]
         chain.sort(key=names.canonical_key)
         self.names = chain
-        self.keys = [names.canonical_key(n) for n in chain]
+        # The chain's names in canonical order, searched per query with DO.
+        self.chain = names.CanonicalIndex([names.canonical_key(n) for n in chain])
         self.position = {n: i for i, n in enumerate(chain)}
         self._nsec: list[list[Record]] = []
         self._types: list[set[int]] = []
@@ -159,7 +159,7 @@ class ZoneSigning:
     # -- denial of existence ------------------------------------------------------
     def covering(self, name: bytes) -> int:
         """The chain entry whose NSEC covers (or matches) ``name``."""
-        return bisect.bisect_right(self.keys, names.canonical_key(name)) - 1
+        return self.chain.cover(name)
 
     def nsec(self, i: int) -> list[Record]:
         return self._nsec[i]
