@@ -957,6 +957,7 @@ canonical_into(const unsigned char *w, Py_ssize_t n, unsigned char *out)
     Py_ssize_t i = 0, count = 0, k;
     Py_ssize_t starts[128];
     unsigned char *o = out;
+    int plain;
     while (1) {
         if (i >= n || i >= 255 || count >= 128)
             return -1;
@@ -967,12 +968,18 @@ canonical_into(const unsigned char *w, Py_ssize_t n, unsigned char *out)
         starts[count++] = i;
         i += 1 + w[i];
     }
+    plain = memchr(w, 0, (size_t)i) == NULL;  /* no zero byte inside a label */
     for (k = count - 1; k >= 0; k--) {
         const unsigned char *label = w + starts[k] + 1;
         Py_ssize_t len = w[starts[k]], j;
         if (k != count - 1) {
             *o++ = 0;
             *o++ = 1;
+        }
+        if (plain) {
+            memcpy(o, label, (size_t)len);
+            o += len;
+            continue;
         }
         for (j = 0; j < len; j++) {
             if (label[j] == 0) {
@@ -1090,20 +1097,22 @@ cindex_dealloc(CanonicalIndex *self)
 PyDoc_STRVAR(cover_doc,
 "cover(wire) -> int: the position of the last key at or before the name's canonical key (-1: none).");
 
-static PyObject *
-cindex_cover(CanonicalIndex *self, PyObject *arg)
+/* The cover of the name at the start of arg (bytes); -2 with an exception
+ * set for what is not a name. */
+static Py_ssize_t
+cindex_position(CanonicalIndex *self, PyObject *arg)
 {
     unsigned char key[CANONICAL_MAX];
     Py_ssize_t size, lo = 0, hi = self->count;
     if (!PyBytes_Check(arg)) {
         PyErr_SetString(PyExc_TypeError, "cover() takes bytes");
-        return NULL;
+        return -2;
     }
     size = canonical_into((const unsigned char *)PyBytes_AS_STRING(arg),
                           PyBytes_GET_SIZE(arg), key);
     if (size < 0) {
         PyErr_SetString(PyExc_ValueError, "not a wire-format name");
-        return NULL;
+        return -2;
     }
     while (lo < hi) {  /* bisect_right */
         Py_ssize_t mid = (lo + hi) / 2;
@@ -1114,8 +1123,97 @@ cindex_cover(CanonicalIndex *self, PyObject *arg)
         else
             lo = mid + 1;
     }
-    return PyLong_FromSsize_t(lo - 1);
+    return lo - 1;
 }
+
+static PyObject *
+cindex_cover(CanonicalIndex *self, PyObject *arg)
+{
+    Py_ssize_t i = cindex_position(self, arg);
+    return i == -2 ? NULL : PyLong_FromSsize_t(i);
+}
+
+/*
+ * Finder: index.finder(kept).get(wire) is kept.get(index.cover(wire)), in
+ * one call: what the sign stage does per query for a denial that depends
+ * on the name (geodns.compile.Proof keeps its answers by cover in kept).
+ */
+typedef struct {
+    PyObject_HEAD
+    CanonicalIndex *index;
+    PyObject *kept;  /* a dict */
+} Finder;
+
+static PyTypeObject FinderType;
+
+static PyObject *
+cindex_finder(CanonicalIndex *self, PyObject *kept)
+{
+    Finder *f;
+    if (!PyDict_Check(kept)) {
+        PyErr_SetString(PyExc_TypeError, "finder() takes a dict");
+        return NULL;
+    }
+    f = PyObject_New(Finder, &FinderType);
+    if (f == NULL)
+        return NULL;
+    Py_INCREF(self);
+    Py_INCREF(kept);
+    f->index = self;
+    f->kept = kept;
+    return (PyObject *)f;
+}
+
+static void
+finder_dealloc(Finder *self)
+{
+    Py_DECREF(self->index);
+    Py_DECREF(self->kept);
+    PyObject_Free(self);
+}
+
+PyDoc_STRVAR(finder_get_doc,
+"get(wire) -> object | None: the kept dict's value for the name's cover, or None.");
+
+static PyObject *
+finder_get(Finder *self, PyObject *arg)
+{
+    PyObject *at, *found;
+    Py_ssize_t i = cindex_position(self->index, arg);
+    if (i == -2)
+        return NULL;
+    at = PyLong_FromSsize_t(i);
+    if (at == NULL)
+        return NULL;
+    found = PyDict_GetItemWithError(self->kept, at);
+    Py_DECREF(at);
+    if (found == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(found);
+    return found;
+}
+
+static PyMethodDef finder_methods[] = {
+    {"get", (PyCFunction)finder_get, METH_O, finder_get_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject FinderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "geodns._udpbatch.Finder",
+    .tp_doc = "What CanonicalIndex.finder(kept) returns: get(wire) is kept.get(cover(wire)).",
+    .tp_basicsize = sizeof(Finder),
+    .tp_itemsize = 0,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_dealloc = (destructor)finder_dealloc,
+    .tp_methods = finder_methods,
+};
+
+PyDoc_STRVAR(finder_doc,
+"finder(kept: dict) -> Finder: whose get(wire) is kept.get(cover(wire)), in one call.");
 
 static Py_ssize_t
 cindex_len(CanonicalIndex *self)
@@ -1125,6 +1223,7 @@ cindex_len(CanonicalIndex *self)
 
 static PyMethodDef cindex_methods[] = {
     {"cover", (PyCFunction)cindex_cover, METH_O, cover_doc},
+    {"finder", (PyCFunction)cindex_finder, METH_O, finder_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1170,7 +1269,8 @@ PyInit__udpbatch(void)
 {
     PyObject *m, *classes;
     int i;
-    if (PyType_Ready(&RateLimiterType) < 0 || PyType_Ready(&CanonicalIndexType) < 0)
+    if (PyType_Ready(&RateLimiterType) < 0 || PyType_Ready(&CanonicalIndexType) < 0
+            || PyType_Ready(&FinderType) < 0)
         return NULL;
     m = PyModule_Create(&module);
     if (m == NULL)

@@ -1,6 +1,8 @@
 # Type stub for the optional C helper geodns/_udpbatch.c.
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
+
+_T = TypeVar("_T")
 
 # Where an answer goes: raw sockaddr bytes (recvmmsg) or an address tuple.
 _Address = TypeVar("_Address", bytes, tuple[Any, ...])
@@ -18,6 +20,10 @@ class CanonicalIndex:
     def __init__(self, keys: Sequence[bytes]) -> None: ...
     def __len__(self) -> int: ...
     def cover(self, wire: bytes, /) -> int: ...
+    def finder(self, kept: dict[int, _T], /) -> Finder[_T]: ...
+
+class Finder(Generic[_T]):
+    def get(self, wire: bytes, /) -> _T | None: ...
 
 class RateLimiter:
     """Response rate limiting of UDP answers (docs/abuse.md)."""

@@ -225,11 +225,11 @@ class Proof:
     ``build(i, j)`` makes it for the chain entries ``i`` (what covers the
     name) and ``j`` (what a second NSEC needs: the wildcard's cover, or
     the wildcard's own NSEC; the same for every name of this proof), and
-    :meth:`answer` finds them for a name.  The data plane does what
-    :meth:`answer` does itself (:attr:`cover`, :attr:`kept`, :meth:`make`),
-    a call less per query."""
+    :meth:`answer` finds them for a name.  The data plane first asks
+    :attr:`find` (one C call: what is kept for the name's cover, or None)
+    and only then :meth:`answer`."""
 
-    __slots__ = ("build", "cover", "kept", "sec", "second")
+    __slots__ = ("build", "cover", "find", "kept", "sec", "second")
 
     def __init__(self, sec: ZoneSigning, second: bytes | int,
                  build: Callable[[int, int], Answer]) -> None:
@@ -239,6 +239,7 @@ class Proof:
         self.second = second
         self.build = build
         self.kept: dict[int, Answer] = {}  # by i (j is this proof's)
+        self.find = sec.chain.finder(self.kept).get
 
     def answer(self, name: bytes) -> Answer:
         i = self.cover(name)

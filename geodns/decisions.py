@@ -52,10 +52,8 @@ MAX_DECISIONS = 500_000  # cached answers (and places); beyond it the oldest go 
 # again; an answer built past that cap is answered but not cached.
 MAX_ANSWERS = 65_536
 # An answer's tails: what follows the question without EDNS, with our OPT,
-# with our OPT and DO.  A steering decision's for a signed answer with an
-# ECS echo has a fourth: its signed form's body and OPT with DO, which a
-# query with DO gets (the sign stage).
-Tails = tuple[bytes, ...]
+# with our OPT and DO (see echoed for an answer's with an ECS echo).
+Tails = tuple[bytes, bytes, bytes]
 # A cached answer: the answer, its tails (with the ECS echo for a query that
 # sent the option) and the number of its counter label (geodns.counters).
 Hit = tuple[Answer, Tails, int]
@@ -124,11 +122,11 @@ class Decisions:
                 return hit
             # Source prefix 0: steered by the resolver's address, scope 0.
             ans, _, cid = hit
-            return ans, ecs.tails(ans.tails[0], option, 0, self.payload), cid
+            return ans, echoed(ans, option, 0, self.payload), cid
         if option is None or ecs.checked(option) is None:
             return None
         # Not steered: valid for everyone.
-        return entry, ecs.tails(entry.tails[0], option, 0, self.payload), entry.cid
+        return entry, echoed(entry, option, 0, self.payload), entry.cid
 
     def decision(self, st: Steered, client: bytes, source: int,
                  explain: bool = False) -> Decision:
@@ -199,17 +197,8 @@ class Decisions:
             ans, cid, scope = self._steer(st, client, source)
         if option is None:
             return ans, ans.tails, cid
-        return ans, self._echoed(ans, option, scope), cid
+        return ans, echoed(ans, option, scope, self.payload), cid
 
-    def _echoed(self, ans: Answer, option: bytes, scope: int) -> Tails:
-        """``ans``'s tails with the ECS echo; for a signed answer with its
-        signed form's DO tail too, made once with the decision instead of
-        by the sign stage per query with DO."""
-        tails = ecs.tails(ans.tails[0], option, scope, self.payload)
-        signed = ans.signed
-        if isinstance(signed, Answer):
-            return (*tails, signed.tails[0] + tails[2][len(ans.tails[0]):])
-        return tails
 
     def _steer(self, st: Steered, client: bytes, source: int) -> tuple[Answer, int, int]:
         """Run steering: the answer, its counter label's number, its scope.
@@ -289,6 +278,16 @@ class Decisions:
 
 K = TypeVar("K")
 V = TypeVar("V")
+
+
+def echoed(ans: Answer, option: bytes, scope: int, payload: int) -> Tails:
+    """``ans``'s tails with the ECS echo (:func:`geodns.ecs.tails`).  For
+    a signed answer whose signed form does not depend on the name, the tail
+    with DO is the signed form's: a query with DO gets that form (the sign
+    stage), made here once with the decision rather than per query."""
+    signed = ans.signed
+    return ecs.tails(ans.tails[0], option, scope, payload,
+                     signed.tails[0] if isinstance(signed, Answer) else None)
 
 
 def _put(cache: dict[K, V], order: deque[K], key: K, value: V) -> None:

@@ -86,10 +86,13 @@ def peer_address(peer: Peer) -> tuple[bytes, int]:
     return socket.inet_pton(socket.AF_INET, host), 32
 
 
-def tails(body: bytes, option: bytes, scope: int, payload: int) -> tuple[bytes, bytes, bytes]:
+def tails(body: bytes, option: bytes, scope: int, payload: int,
+          do_body: bytes | None = None) -> tuple[bytes, bytes, bytes]:
     """An answer's tails (no EDNS, OPT, OPT with DO) for a query that sent
-    ``option``: the option comes back with our ``scope``."""
+    ``option``: the option comes back with our ``scope``.  ``do_body``
+    replaces ``body`` in the one with DO (a signed answer's signed form,
+    which is what a query with DO gets)."""
     echo = struct.pack("!HHHBB", CODE, len(option), (option[0] << 8) | option[1], option[2],
                        scope) + option[4:]
     return (body, body + opt_record(payload, False, options=echo),
-            body + opt_record(payload, True, options=echo))
+            (body if do_body is None else do_body) + opt_record(payload, True, options=echo))

@@ -13,6 +13,7 @@ import bisect
 import contextlib
 import itertools
 from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 from geodns.errors import GeodnsError
 
@@ -155,6 +156,9 @@ def _canonical_key(wire: bytes) -> bytes:
     return b"\x00\x01".join(parts)
 
 
+T = TypeVar("T")
+
+
 class _CanonicalIndex:
     """Names' canonical keys (:func:`canonical_key`), sorted: :meth:`cover`
     finds where a name falls among them.  In C (geodns/_udpbatch.c) when
@@ -175,6 +179,21 @@ class _CanonicalIndex:
         the chain entry whose NSEC covers or matches it.  What follows the
         name in ``wire`` (a look-up key's type and class) is ignored."""
         return bisect.bisect_right(self.keys, _canonical_key(wire)) - 1
+
+    def finder(self, kept: dict[int, T]) -> _Finder[T]:
+        """What finds ``kept.get(self.cover(wire))`` in one call (``get``)."""
+        return _Finder(self, kept)
+
+
+class _Finder(Generic[T]):
+    __slots__ = ("index", "kept")
+
+    def __init__(self, index: _CanonicalIndex, kept: dict[int, T]) -> None:
+        self.index = index
+        self.kept = kept
+
+    def get(self, wire: bytes) -> T | None:
+        return self.kept.get(self.index.cover(wire))
 
 
 canonical_key: Callable[[bytes], bytes] = _canonical_key

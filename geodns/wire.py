@@ -216,7 +216,7 @@ class Responder:
             entry = self.exact.get(key) or self._walk(key, udp)
             if ecs is None and isinstance(entry, Answer):
                 ans = entry
-                tails: Tails = entry.tails
+                tails = entry.tails
                 cid = entry.cid
             else:  # steer
                 hit = self.steer(entry, ecs, peer)
@@ -225,12 +225,13 @@ class Responder:
                 ans, tails, cid = hit
             if tail_i == 2 and ans.signed is not None:  # sign: DO in a signed zone
                 signed = ans.signed
-                if not isinstance(signed, Answer):  # a proof, found by the name (its cover)
-                    i = signed.cover(key)
-                    signed = signed.kept.get(i) or signed.make(i)
-                if tails is ans.tails:  # the usual: no ECS echo to carry over
+                if isinstance(signed, Answer):
+                    if tails is ans.tails:  # else an ECS echo's, whose DO tail is
+                        tails = signed.tails  # the signed form's (decisions.echoed)
                     ans = signed
-                    tails = signed.tails
+                elif tails is ans.tails:  # a proof, found by the name (its cover)
+                    ans = signed.find(key) or signed.answer(key)
+                    tails = ans.tails
                 else:
                     ans, tails = self.sign(ans, tails, key)
             # assemble, count and fit
@@ -318,15 +319,17 @@ class Responder:
         signed = ans.signed
         if signed is None:  # not signed: the same answer
             return ans, tails
-        if not isinstance(signed, Answer):
-            signed = signed.answer(key[:-4])
+        if isinstance(signed, Answer):
+            # An ECS echo's tail with DO is the signed form's already
+            # (decisions.echoed).
+            return signed, signed.tails if tails is ans.tails else tails
+        proof = signed.answer(key)
         if tails is ans.tails:
-            return signed, signed.tails
-        # Our OPT with the ECS echo after the signed body (a steering
-        # decision's is made with it): only the DO tail is ever sent (a
-        # signed form answers DO queries only).
-        do = tails[3] if len(tails) == 4 else signed.tails[0] + tails[2][len(ans.tails[0]):]
-        return signed, (signed.tails[0], do, do)
+            return proof, proof.tails
+        # Our OPT with the ECS echo after the name's signed body: only the
+        # DO tail is ever sent (a signed form answers DO queries only).
+        do = proof.tails[0] + tails[2][len(ans.tails[0]):]
+        return proof, (proof.tails[0], do, do)
 
     def look_up(self, key: bytes, udp: bool) -> Answer | Steered:
         """The look-up stage: ``key`` is the lower-cased question name, type

@@ -508,11 +508,14 @@ def test_the_cover_of_a_name_is_the_last_chain_name_at_or_before_it(
     index = names.CanonicalIndex(keys)
     fallback = names._CanonicalIndex(keys)
     assert len(index) == len(names_)
+    kept = {i: f"entry {i}" for i in range(-1, len(names_), 2)}  # what a Proof keeps
+    finders = (index.finder(kept), fallback.finder(kept))
     for probe in map(wire, probes):
         want = max((i for i, w in enumerate(names_) if ordered(w) <= ordered(probe)),
                    default=-1)
         for key in (probe, probe + b"\x00\x01\x00\x01"):
             assert index.cover(key) == fallback.cover(key) == want, (probe, names_)
+            assert [f.get(key) for f in finders] == [kept.get(want)] * 2
 
 
 def test_a_canonical_index_refuses_what_it_cannot_search() -> None:
