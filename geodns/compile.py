@@ -370,8 +370,8 @@ class Steered:
                 for rds in (*spec.values.values(), spec.fallback):
                     if rds and sec.authoritative(owner, spec.rtype):
                         sec.signer.rrsigs(owner, spec.rtype, spec.ttl, rds)
-                if not owner.startswith(b"\x01*") and owner in sec.position:
-                    sec.nodata_proof(owner, spec.rtype)  # for a NODATA the policy may give
+                if owner in sec.position:  # for a NODATA the policy may give
+                    sec.nodata_proof(owner, spec.rtype)
         self.variants: dict[tuple[object, ...], Answer] = {}
         # Without network rules (in any steered record set the answer can
         # reach, or in an all_down: use fallback), a decision depends on the
@@ -424,13 +424,20 @@ class Steered:
                 final = Resolution(NOERROR, answer=records,
                                    authority=self.zindex.soa_authority(),
                                    kind=AnswerKind.NODATA)
-                if self.sec is not None and (point.owner != QNAME or self.qname is not None):
+                if self.sec is not None:
                     # The name's NSEC lists the steered type: this NODATA
                     # needs one that does not (signed with the zone).
                     owner = self.qname if point.owner == QNAME else point.owner.lower()
-                    assert owner is not None
-                    return encode(final, self.qname, self.zone, self.payload, self.sec,
-                                  self.wild, self.sec.nodata_proof(owner, spec.rtype))
+                    if owner is not None:
+                        return encode(final, self.qname, self.zone, self.payload, self.sec,
+                                      self.wild, self.sec.nodata_proof(owner, spec.rtype))
+                    # A wildcard's (RFC 4035 3.1.3.4): that NSEC at the
+                    # wildcard, and what covers the name, found per name.
+                    assert self.wild is not None
+                    ans = encode(final, None, self.zone, self.payload)
+                    ans.signed = _wild_proof(final, self.sec, self.wild, self.zone, self.payload,
+                                             self.sec.nodata_proof(self.wild, spec.rtype))
+                    return ans
                 break
             if decision.outcome == Outcome.ANSWER:
                 rds: list[RData] = list(spec.fallback)
@@ -789,11 +796,16 @@ def _denial(res: Resolution, sec: ZoneSigning, zone: str,
 
 
 def _wild_proof(res: Resolution, sec: ZoneSigning, wild: bytes | None, zone: str,
-                payload: int) -> Proof:
+                payload: int, at_wild: Sequence[Record] = ()) -> Proof:
     """A wildcard's synthesis signed (as the wildcard), with the NSEC that
-    covers the question name, found per name."""
+    covers the question name, found per name.  ``at_wild``: the NSEC at the
+    wildcard a NODATA needs, which is also the cover when the name sorts
+    right after the wildcard (the NSEC with the type is then left out)."""
+    wild_at = sec.position.get(wild) if at_wild and wild is not None else None
+
     def build(i: int, _j: int) -> Answer:
-        return _encode(signed_resolution(res, None, sec, wild, proof=sec.nsec(i)), None, zone,
+        proof = list(at_wild) if i == wild_at else sec.nsec(i) + list(at_wild)
+        return _encode(signed_resolution(res, None, sec, wild, proof=proof), None, zone,
                        payload, signed=True)
     return Proof(sec, -1, build)
 

@@ -361,11 +361,12 @@ def test_nsec_and_rrsig_asked_for_are_answered(signed: Responder, name: str, rty
 
 
 # -- steered answers: every case of tests/test_steered_chains.py, signed ----------------
-def steered_responder(health: HealthView | None = None) -> Responder:
+def steered_responder(health: HealthView | None = None, more: str = "") -> Responder:
+    """The steered chains' zone signed (``more``: records added to it)."""
     from test_steered_chains import HERE as CHAINS
     from test_steering import LOCATIONS, POPS
 
-    text = (CHAINS / "zones" / "chain.example.yaml").read_text()
+    text = (CHAINS / "zones" / "chain.example.yaml").read_text() + more
     text = text.replace("records:\n", "dnssec:\n  keys: [{file: csk.pem, role: csk}]\n"
                         "records:\n", 1)
     problems = Problems()
@@ -422,6 +423,40 @@ def test_steered_answers_with_do_validate_and_match(down: tuple[str, ...]) -> No
                           if rr.rdtype not in (dns.rdatatype.RRSIG, dns.rdatatype.NSEC))
         assert data(signed.answer) == data(plain.answer), (qname, qtype, ecs)
         assert data(signed.authority) == data(plain.authority), (qname, qtype, ecs)
+
+
+@pytest.mark.parametrize("down", [(), ("fra", "iad")])
+def test_a_steered_wildcards_nodata_when_all_are_down_validates(down: tuple[str, ...]) -> None:
+    """A steered wildcard with ``all_down: nodata``, every PoP down: the
+    NODATA proves the name absent (what covers it) and the wildcard without
+    the type (its NSEC less A, as for a steered name of its own), for names
+    on either side of the wildcard in canonical order; with PoPs up, the
+    synthesis validates."""
+    more = ('  "*.geo": {A: {steer: {pops: {fra: 192.0.2.61, iad: 192.0.2.62}, '
+            'all_down: nodata}}, TXT: "geo"}\n  zz.geo: {A: 192.0.2.63}\n')
+    r = steered_responder(HealthView(dict.fromkeys(down, DOWN)), more)
+    origin = dns.name.from_text("chain.example.")
+    m = ask(r, "chain.example.", "DNSKEY")
+    keys = {origin: m.find_rrset(m.answer, origin, dns.rdataclass.IN, dns.rdatatype.DNSKEY)}
+    wildcard = dns.name.from_text("*.geo.chain.example.")
+    for label in ("!", "a", "-", "zzz", "z"):  # "!" sorts before the wildcard
+        qname = dns.name.from_text(f"{label}.geo.chain.example.")
+        for _ in range(2):  # made, then kept
+            msg = ask_ecs(r, qname.to_text(), "A", "198.18.0.0/24", True)
+            assert msg.rcode() == dns.rcode.NOERROR
+            assert check_signed(msg, keys, NOW) >= 2
+            nsecs = [rr for rr in msg.authority if rr.rdtype == dns.rdatatype.NSEC]
+            assert any(rr.name < qname < rr[0].next or rr[0].next < rr.name < qname
+                       for rr in nsecs), msg  # no exact match
+            if down:
+                assert not msg.answer, msg
+                at = [rr for rr in nsecs if rr.name == wildcard]
+                assert len(at) == 1, msg  # one NSEC at the wildcard, without A
+                types = {t for w, bits in at[0][0].windows for t in _types(w, bits)}
+                assert dns.rdatatype.A not in types and dns.rdatatype.TXT in types, msg
+            else:
+                assert [rr.rdtype for rr in msg.answer] == [dns.rdatatype.A,
+                                                            dns.rdatatype.RRSIG], msg
 
 
 def test_the_first_expiration_and_the_refresh_are_known() -> None:
