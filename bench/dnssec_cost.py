@@ -296,13 +296,6 @@ def check_answers(srvs: dict[str, peers.Server], workloads: list[str],
 # --- measuring -------------------------------------------------------------------------
 
 
-def per_query(m: run.Measurement) -> float | None:
-    """Server CPU seconds per answered query."""
-    if m.error or not m.completed or m.server_cpu is None:
-        return None
-    return m.server_cpu * m.wall / m.completed
-
-
 def warm(args: argparse.Namespace, srv: peers.Server, qfile: Path) -> None:
     """One unmeasured pass through ``qfile`` (for steered: every client
     network's decision made, as the later runs find them), at most
@@ -341,7 +334,7 @@ def rounds(args: argparse.Namespace, srvs: dict[str, peers.Server], workloads: l
                         srv.start()
                     m = run.measure(args, srv, wl, r, qfile=files[(wl, do)],
                                     expected={expected_rcode(s, wl, do): 1.0})
-                    cpu = per_query(m)
+                    cpu = run.per_query(m)
                     results.append({"workload": wl, "server": s, "do": do, "round": r,
                                     "cpu_per_query": cpu, **asdict(m)})
                     status = m.error or (f"{m.qps:,.0f} q/s, {us(cpu)} µs CPU/query, "
@@ -370,7 +363,7 @@ def flood(args: argparse.Namespace, tmp: Path, files: dict[bool, Path],
                 after = memory_kb(srv.proc.pid) if srv.alive() else {}
             finally:
                 srv.cleanup()
-            cpu = per_query(m)
+            cpu = run.per_query(m)
             row = {"server": s, "do": do, "round": r, "cpu_per_query": cpu,
                    "rss_before_kb": before.get("VmRSS"), "rss_after_kb": after.get("VmRSS"),
                    "hwm_after_kb": after.get("VmHWM"), **asdict(m)}

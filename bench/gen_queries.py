@@ -93,9 +93,9 @@ Query = tuple[str, ...]
 def make_wire(rng: random.Random, qname: str, rdtype: str, ecs: str | None = None) -> bytes:
     options: list[dns.edns.Option] = []
     if ecs is not None:
-        net = ipaddress.IPv4Network(ecs)
+        net = ipaddress.ip_network(ecs)
         # scope 0 in queries (RFC 7871 6); dnspython sends only the first
-        # ceil(prefix/8) address bytes, here 3.
+        # ceil(prefix/8) address bytes (3 for a /24, 6 for a /48).
         options.append(dns.edns.ECSOption(str(net.network_address), net.prefixlen, 0))
     q = dns.message.make_query(
         qname,

@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -178,10 +179,12 @@ def measure(
     duration: float | None = None,
     qfile: Path | None = None,
     expected: dict[str, float] | None = None,
+    dnsperf_args: Sequence[str] = (),
 ) -> Measurement:
     """One dnsperf run of ``workload`` (the file ``qfile``, by default the
     workload's in ``QUERY_DIR``) against ``srv``; the RCODEs are checked
-    against ``expected`` (default: the workload's ``EXPECTED_RCODES``)."""
+    against ``expected`` (default: the workload's ``EXPECTED_RCODES``).
+    ``dnsperf_args`` are added to dnsperf's (``-n 1``: the file once)."""
     m = Measurement(server=srv.name, workload=workload, run=run)
     qfile = qfile or QUERY_DIR / f"{workload}.bin"
     if expected is None:
@@ -189,7 +192,7 @@ def measure(
     a = argparse.Namespace(**vars(args))
     if duration is not None:
         a.duration = duration
-    cmd = dnsperf_cmd(a, srv.port, qfile)
+    cmd = [*dnsperf_cmd(a, srv.port, qfile), *dnsperf_args]
     if not srv.alive():
         m.error = "server not running"
         return m
@@ -247,6 +250,13 @@ def measure(
     if not srv.alive():
         m.error = "server died during the run"
     return m
+
+
+def per_query(m: Measurement) -> float | None:
+    """Server CPU seconds per answered query."""
+    if m.error or not m.completed or m.server_cpu is None:
+        return None
+    return m.server_cpu * m.wall / m.completed
 
 
 # --- query files ---------------------------------------------------------------
