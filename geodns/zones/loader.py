@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from array import array
 from collections.abc import Collection
 from pathlib import Path
 
@@ -44,7 +45,7 @@ from geodns.yamlsrc import (
     unknown_keys,
 )
 from geodns.zones.checks import check_zone
-from geodns.zones.model import RRset, Zone
+from geodns.zones.model import RRset, Zone, ZoneSource
 from geodns.zones.steer import steer_spec
 from geodns.zones.values import is_structured, parse_value
 
@@ -102,17 +103,107 @@ def forget_kept() -> None:
 
 def load_zone_text(text: str, file: str, default_origin: str, problems: Problems,
                    pops: Collection[str] = (),
-                   check_defaults: dict[str, float] | None = None) -> Zone | None:
+                   check_defaults: dict[str, float] | None = None,
+                   previous: Zone | None = None) -> Zone | None:
+    """Load and validate a zone from its text.  ``previous``: the zone's
+    version loaded before from the same file, whose records the entries
+    with the same text as then are taken from (see :class:`_Reuse`)."""
     if _kept:
         kept = _kept.pop(_kept_key(text, file, default_origin, pops, check_defaults), None)
         if kept is not None:
             return kept  # the same text, checked with the same settings: no problems
     before = len(problems)
-    root = load_text(text, file, problems)
+    anchored: list[str] = []
+    root = load_text(text, file, problems, anchored)
     if root is None:
         return None
-    zone = _build(root, file, default_origin, problems, pops, check_defaults)
+    zone = _build(root, file, default_origin, problems, pops, check_defaults,
+                  None if anchored else _Text(text, previous))
     return zone if len(problems) == before else None
+
+
+def _by_lines(text: str) -> bool:
+    """Whether a text's lines are its LF-separated parts (YAML counts CR,
+    NEL, LS and PS as line breaks too) and it has no directive (a %TAG
+    changes what a tag in any entry means)."""
+    return not ("\r" in text or "\x85" in text or "\u2028" in text or "\u2029" in text
+                or text.startswith("%") or "\n%" in text)
+
+
+class _Text:
+    """A zone's text, for keeping its :class:`ZoneSource` and for taking
+    records from the version loaded before.  Only a text without anchors
+    (an alias elsewhere could change what an entry holds) comes here."""
+
+    def __init__(self, text: str, previous: Zone | None) -> None:
+        self.text = text
+        self.previous = previous
+        self.lines = text.split("\n") if _by_lines(text) else None
+
+
+class _Reuse:
+    """Takes, for an entry of ``records``, the record sets of the previous
+    version's entry with the same text (lines moved up or down by the
+    edit: their ``where`` moves with them).  An entry's text is its lines,
+    from its key's to the line before the next entry's key: in a block
+    mapping, where every key starts a line at the same column, that text
+    alone (with the origin, the default TTL and the file name, which must
+    be the same) decides what the entry holds.  Steered record sets are
+    read again (their checks look at the configuration)."""
+
+    def __init__(self, old: Zone, source: ZoneSource, lines: list[str],
+                 starts: list[int], zone: Zone) -> None:
+        self.old = old
+        self.source = source
+        self.old_lines = source.text.split("\n")
+        self.lines = lines
+        self.starts = starts
+        self.zone = zone
+        self.guess = 0  # the old entry that the next one probably is
+        self.by_key_line: dict[str, int] | None = None
+
+    def _old_span(self, j: int) -> list[str]:
+        starts = self.source.starts
+        return self.old_lines[starts[j] - 1:starts[j + 1] - 1]
+
+    def take(self, i: int) -> bytes | None:
+        """Entry ``i``'s records put in the zone, taken from before, and
+        its owner; None: not taken (parse the entry)."""
+        span = self.lines[self.starts[i] - 1:self.starts[i + 1] - 1]
+        j = self.guess
+        if j >= len(self.source.owners) or self._old_span(j) != span:
+            if self.by_key_line is None:
+                starts = self.source.starts
+                self.by_key_line = {}
+                for k in range(len(self.source.owners)):
+                    self.by_key_line.setdefault(self.old_lines[starts[k] - 1], k)
+            found = self.by_key_line.get(span[0]) if span else None
+            if found is None or self._old_span(found) != span:
+                return None
+            j = found
+        self.guess = j + 1
+        owner = self.source.owners[j]
+        if owner in self.old.steered:
+            return None
+        zone = self.zone
+        node = zone.nodes.get(owner)
+        if node is not None and any(t != SOA for t in node):
+            return None  # two entries for one name: the parser says so
+        data = self.old.nodes.get(owner)
+        if not data:
+            return owner
+        shift = self.starts[i] - self.source.starts[j]
+        if node is None:
+            node = zone.nodes[owner] = {}
+        for rtype, rrset in data.items():
+            if rtype == SOA:
+                continue  # the apex's, from the soa key
+            where = rrset.where
+            if shift and where is not None:
+                rrset = RRset(rrset.owner, rtype, rrset.ttl, rrset.rdatas,
+                              Where(where.file, where.line + shift, where.column))
+            node[rtype] = rrset
+        return owner
 
 
 def _check_owner_text(text: str) -> str | None:
@@ -181,7 +272,8 @@ def _check_labels(labels: list[str]) -> str | None:
 
 def _build(root: YNode, file: str, default_origin: str, problems: Problems,
            pops: Collection[str] = (),
-           check_defaults: dict[str, float] | None = None) -> Zone | None:
+           check_defaults: dict[str, float] | None = None,
+           text: _Text | None = None) -> Zone | None:
     top = expect_map(root, "a zone file", problems)
     if top is None:
         return None
@@ -228,8 +320,18 @@ def _build(root: YNode, file: str, default_origin: str, problems: Problems,
     else:
         records = expect_map(rnode, "records", problems)
         if records is not None:
-            for key, value in records.items:
-                builder.owner(key, value)
+            starts = _entry_starts(top, records, text)
+            reuse = None
+            if starts is not None and text is not None and text.previous is not None:
+                reuse = _reuse(text, text.previous, zone, starts)
+            owners: list[bytes | None] = []
+            for i, (key, value) in enumerate(records.items):
+                owner = reuse.take(i) if reuse is not None else None
+                owners.append(owner if owner is not None else builder.owner(key, value))
+            if starts is not None and text is not None and top.get("dnssec") is None and \
+                    None not in owners:
+                zone.source = ZoneSource(text.text, tuple(o for o in owners if o is not None),
+                                         array("I", starts))
 
     dnode = top.get("dnssec")
     if dnode is not None:
@@ -242,6 +344,45 @@ def _build(root: YNode, file: str, default_origin: str, problems: Problems,
 
     check_zone(zone, problems, top.where)
     return zone
+
+
+def _entry_starts(top: YMap, records: YMap, text: _Text | None) -> list[int] | None:
+    """The line of each entry of ``records`` and the line after the last
+    one (that of the next key at the top, or past the end), when it is a
+    block mapping whose keys each start a line at the same column."""
+    if text is None or text.lines is None or not records.items:
+        return None
+    first = records.items[0][0].where
+    if records.where != first:  # a flow mapping starts at its brace
+        return None
+    starts = []
+    last = 0
+    for key, _ in records.items:
+        where = key.where
+        if where.line <= last or where.column != first.column:
+            return None
+        starts.append(where.line)
+        last = where.line
+    end = len(text.lines) + 1
+    after = False
+    for key, _ in top.items:
+        if after:
+            end = key.where.line
+            break
+        after = key.text == "records"
+    if end <= last:
+        return None
+    starts.append(end)
+    return starts
+
+
+def _reuse(text: _Text, previous: Zone, zone: Zone, starts: list[int]) -> _Reuse | None:
+    source = previous.source
+    if not isinstance(source, ZoneSource) or text.lines is None or \
+            previous.file != zone.file or previous.origin != zone.origin or \
+            previous.default_ttl != zone.default_ttl or previous.dnssec is not None:
+        return None
+    return _Reuse(previous, source, text.lines, starts, zone)
 
 
 class _ZoneBuilder:
@@ -302,31 +443,34 @@ class _ZoneBuilder:
             self.zone.origin, SOA, ttl, (rd,), m.where)
 
     # -- owners -----------------------------------------------------------
-    def owner(self, key: YScalar, value: YNode) -> None:
+    def owner(self, key: YScalar, value: YNode) -> bytes | None:
+        """An entry of ``records`` put in the zone; its owner (lower-cased),
+        or None when it has problems."""
         p = self.problems
         reason = _check_owner_text(key.text)
         if reason:
             p.add(key.where, f"malformed name {key.text!r}: {reason}")
-            return
+            return None
         try:
             owner = names.from_text(key.text, self.zone.origin)
         except names.NameError_ as exc:
             p.add(key.where, f"malformed name {key.text!r}: {exc}")
-            return
+            return None
         low = owner.lower()
         if not names.is_subdomain(low, self.zone.origin):
             p.add(key.where, f"{names.to_text(owner)} is outside the zone {self.zone.name} "
                   "(out-of-zone data)")
-            return
+            return None
         types = expect_map(value, f"records for {key.text!r}", p)
         if types is None:
-            return
+            return None
         node = self.zone.nodes.get(low)
         if node is not None and any(t != SOA for t in node):
             p.add(key.where, f"{names.to_text(owner)} appears twice (as {key.text!r}); "
                   "merge its records under one key")
         for tkey, tval in types.items:
             self.rrset(owner, tkey, tval)
+        return low
 
     def rrset(self, owner: bytes, tkey: YScalar, tval: YNode) -> None:
         p = self.problems
