@@ -80,6 +80,29 @@ CASES = {
     "the apex entry": text(2, replaced(0, '  "@": {NS: [ns1]}')),
     "an entry's case": text(2, replaced(index("  last: {A: 192.0.2.99}"),
                                         "  LAST: {A: 192.0.2.99}")),
+    # What an entry parsed on its own must not be fooled by.
+    "a quoted scalar continued at the entries' indent": text(2, [*ENTRIES, '  q: {TXT: "one',
+                                                                  '  two"}']),
+    "a flow mapping closed at the entries' indent": text(2, [*ENTRIES, "  m: {A: 192.0.2.1,",
+                                                            "  }"]),
+    "a sequence at the entries' indent": text(2, [*ENTRIES, "  s:", "    A:",
+                                                  "    - 192.0.2.1"]),
+    "a plain scalar on two lines": text(2, [*ENTRIES, "  p: {TXT: one", "     two}"]),
+    "a comment at the first column": text(2, replaced(index("  ns1: {A: 192.0.2.53}"),
+                                                      "  ns1: {A: 192.0.2.52}",
+                                                      "# moved")),
+    "a document end after the records": text(2, tail="...\n"),
+    "a second document": text(2, tail="---\norigin: x.\n"),
+    "a key after the records": text(2, tail="extra: 1\n"),
+    "a comment on the records line": text(2, head=HEAD.replace("records:",
+                                                                "records:  # all of them")),
+    "no records": text(2, [], head=HEAD.replace("records:\n", "")),
+    "the last entry without a line break": text(2, [*ENTRIES[:-1], "  last: {A: 192.0.2.98}"]
+                                                ).rstrip("\n"),
+    "a wildcard": text(2, [*ENTRIES, '  "*.w": {A: 192.0.2.5}']),
+    "many entries changed": text(2, [*ENTRIES] + [f"  n{i}: {{A: 192.0.2.{i}}}"
+                                                  for i in range(100)]),
+    "a tab": text(2, [*ENTRIES, "  t: {TXT:\t\"tab\"}"]),
 }
 
 
@@ -126,3 +149,28 @@ def test_the_source_kept_is_the_text_and_its_entries(tmp_path: Path) -> None:
     assert list(zone.source.starts)[:4] == [5, 6, 7, 8]
     flow, _ = load(CASES["a flow mapping of records"])
     assert flow is not None and flow.source is None
+
+
+def test_an_edit_parses_only_what_it_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A one-record edit in a large zone parses the head, the tail and the
+    entry edited, never the whole text (then it costs what it changed)."""
+    from geodns.zones import loader
+
+    many = [*ENTRIES] + [f"  h{i}: {{A: 10.0.{i >> 8}.{i & 255}}}" for i in range(2000)]
+    first, _ = load(text(1, many))
+    parsed: list[str] = []
+    real = loader.load_text
+
+    def spy(t: str, *args: object, **kwargs: object) -> object:
+        parsed.append(t)
+        return real(t, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loader, "load_text", spy)
+    at = many.index("  h491: {A: 10.0.1.235}")
+    edited = text(2, [*many[:at], "  h491: {A: 192.0.2.1}", *many[at + 1:]])
+    second, problems = load(edited, previous=first)
+    assert second is not None and not problems
+    assert len(parsed) == 2  # the head and tail; the one entry
+    assert [line for line in parsed[1].split("\n") if line] == ["  h491: {A: 192.0.2.1}"]
+    monkeypatch.setattr(loader, "load_text", real)
+    assert second == load(edited)[0]

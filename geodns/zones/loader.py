@@ -112,6 +112,10 @@ def load_zone_text(text: str, file: str, default_origin: str, problems: Problems
         kept = _kept.pop(_kept_key(text, file, default_origin, pops, check_defaults), None)
         if kept is not None:
             return kept  # the same text, checked with the same settings: no problems
+    if previous is not None and previous.source is not None:
+        zone = _spliced(text, file, default_origin, pops, check_defaults, previous)
+        if zone is not None:
+            return zone
     before = len(problems)
     anchored: list[str] = []
     root = load_text(text, file, problems, anchored)
@@ -273,7 +277,10 @@ def _check_labels(labels: list[str]) -> str | None:
 def _build(root: YNode, file: str, default_origin: str, problems: Problems,
            pops: Collection[str] = (),
            check_defaults: dict[str, float] | None = None,
-           text: _Text | None = None) -> Zone | None:
+           text: _Text | None = None, spliced: _Splice | None = None) -> Zone | None:
+    """The zone a parsed text holds.  ``text``: the text itself (for its
+    :class:`ZoneSource`, and the version before).  ``spliced``: ``root``
+    has no ``records`` value, whose entries ``spliced`` puts in instead."""
     top = expect_map(root, "a zone file", problems)
     if top is None:
         return None
@@ -315,7 +322,9 @@ def _build(root: YNode, file: str, default_origin: str, problems: Problems,
         builder.soa(snode)
 
     rnode = top.get("records")
-    if rnode is None:
+    if spliced is not None:
+        spliced.fill(builder)
+    elif rnode is None:
         problems.add(top.where, "missing 'records' (at least the apex NS records)")
     else:
         records = expect_map(rnode, "records", problems)
@@ -344,6 +353,137 @@ def _build(root: YNode, file: str, default_origin: str, problems: Problems,
 
     check_zone(zone, problems, top.where)
     return zone
+
+
+# Entries of an edited text parsed on their own at most (more: the whole
+# text is parsed, which then costs less).
+MAX_SPLICED = 64
+
+
+def _spliced(text: str, file: str, default_origin: str, pops: Collection[str],
+             check_defaults: dict[str, float] | None, previous: Zone) -> Zone | None:
+    """The zone's new version without parsing the whole text: only what
+    is not an entry of ``records`` (the head and the tail, the entries'
+    lines blanked) and the entries whose text is not the same as in
+    ``previous`` (each on its own, at its own lines); the others' record
+    sets are taken from ``previous`` (:class:`_Reuse`).  None when that
+    cannot be done or the result has any problem: then the whole text is
+    parsed, so that the zone, or every problem, is exactly what a fresh
+    load gives.
+
+    This rests on what a block mapping is: where the ``records:`` line is
+    followed by lines indented by ``n`` spaces, each line that starts with
+    ``n`` spaces and a key starts an entry, which ends where the next one
+    starts, or at the first line indented less than ``n`` (not a comment);
+    a line at that indent that may be something else (``-``, ``?``, a flow
+    collection, an anchor or a tag) gives up, and so does an entry that
+    does not parse on its own as exactly one key at that line and column
+    (a quoted scalar or a flow collection left open into the next
+    entry)."""
+    if "\t" in text or not _by_lines(text) or not isinstance(previous.source, ZoneSource):
+        return None
+    lines = text.split("\n")
+    try:
+        at = lines.index("records:")
+    except ValueError:
+        return None
+    first = at + 1
+    while first < len(lines) and (not lines[first].strip()
+                                  or lines[first].lstrip(" ").startswith("#")):
+        first += 1
+    if first == len(lines):
+        return None
+    indent = len(lines[first]) - len(lines[first].lstrip(" "))
+    if indent == 0:
+        return None
+    pad = " " * indent
+    starts: list[int] = []
+    end = len(lines)
+    for k in range(first, len(lines)):
+        line = lines[k]
+        if not line.startswith(pad):
+            rest = line.lstrip(" ")
+            if rest and rest[0] != "#":
+                end = k
+                break
+            continue
+        c = line[indent:indent + 1]
+        if c in (" ", "", "#"):
+            continue
+        if c in "-?:[]{},*&!|>%@`":
+            return None
+        starts.append(k + 1)
+    starts.append(end + 1)
+    skeleton = "\n".join(lines[:first] + [""] * (end - first) + lines[end:])
+    problems = Problems()
+    anchored: list[str] = []
+    root = load_text(skeleton, file, problems, anchored)
+    if problems or anchored or not isinstance(root, YMap):
+        return None
+    keys = [k for k, _ in root.items if k.text == "records"]
+    rnode = root.get("records")
+    if len(keys) != 1 or keys[0].where != Where(file, at + 1, 1) or \
+            not isinstance(rnode, YScalar) or not rnode.is_null or \
+            root.get("dnssec") is not None:
+        return None
+    splice = _Splice(_Text(text, previous), lines, starts, indent, file)
+    zone = _build(root, file, default_origin, problems, pops, check_defaults, spliced=splice)
+    if zone is None or problems or splice.failed:
+        return None
+    return zone
+
+
+class _Splice:
+    """The entries of ``records`` of an edited text (:func:`_spliced`)."""
+
+    def __init__(self, text: _Text, lines: list[str], starts: list[int], indent: int,
+                 file: str) -> None:
+        self.text = text
+        self.lines = lines
+        self.starts = starts
+        self.indent = indent
+        self.file = file
+        self.failed = False
+
+    def fill(self, builder: _ZoneBuilder) -> None:
+        zone = builder.zone
+        previous = self.text.previous
+        assert previous is not None
+        reuse = _reuse(self.text, previous, zone, self.starts)
+        if reuse is None:
+            self.failed = True
+            return
+        owners: list[bytes] = []
+        seen: set[bytes] = set()
+        parsed = 0
+        for i in range(len(self.starts) - 1):
+            owner = reuse.take(i)
+            if owner is None:
+                parsed += 1
+                entry = self._entry(i) if parsed <= MAX_SPLICED else None
+                owner = builder.owner(*entry) if entry is not None else None
+            if owner is None or owner in seen:
+                self.failed = True  # the whole text says what is wrong
+                return
+            seen.add(owner)
+            owners.append(owner)
+        zone.source = ZoneSource(self.text.text, tuple(owners), array("I", self.starts))
+
+    def _entry(self, i: int) -> tuple[YScalar, YNode] | None:
+        """Entry ``i`` parsed on its own (at its own lines)."""
+        line, after = self.starts[i], self.starts[i + 1]
+        # Its last line break, as the whole text has it (a block scalar keeps it).
+        text = "\n" * (line - 1) + "\n".join(self.lines[line - 1:after - 1]) + \
+            ("\n" if after <= len(self.lines) else "")
+        problems = Problems()
+        anchored: list[str] = []
+        root = load_text(text, self.file, problems, anchored)
+        if problems or anchored or not isinstance(root, YMap) or len(root.items) != 1:
+            return None
+        key, value = root.items[0]
+        if key.where != Where(self.file, line, self.indent + 1):
+            return None
+        return key, value
 
 
 def _entry_starts(top: YMap, records: YMap, text: _Text | None) -> list[int] | None:
