@@ -55,6 +55,7 @@ from geodns.rdata import (
     RRSIG,
     SOA,
     SRV,
+    SVCB,
     TXT,
     A,
     CompressibleName,
@@ -700,6 +701,12 @@ def _same_data(a: dict[int, RRset], b: dict[int, RRset]) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1024)
+def _type_key(qtype: int) -> bytes:
+    """What follows a name in an ``exact`` key: the type and class IN."""
+    return struct.pack("!H", qtype) + _QTC_IN
+
+
 def _at_or_below(name: bytes, cuts: set[bytes], origin: bytes) -> bool:
     while len(name) > len(origin):
         if name in cuts:
@@ -728,22 +735,32 @@ def _reusable(previous: ZoneTables, zone: Zone) -> dict[bytes, Node]:
             old.delegations() != zone.delegations():
         return {}
     before, after = old.nodes, zone.nodes
-    changed = {n for n, data in after.items()
-               if n not in before or not _same_data(before[n], data)}
-    changed.update(n for n in before if n not in after)
+    changed = before.keys() - after.keys()
+    for name, data in after.items():
+        was = before.get(name)
+        if was is None or not _same_data(was, data):
+            changed.add(name)
     cuts = zone.delegations()
+    nodes = previous.nodes
     reuse: dict[bytes, Node] = {}
     for name, data in after.items():
-        node = previous.nodes.get(name)
-        if node is None or name in changed or name == zone.origin or CNAME in data or \
-                b"\x01*" + name in after or b"\x01*" + name in before or \
+        if name in changed or CNAME in data or name == zone.origin:
+            continue
+        node = nodes.get(name)
+        if node is None or b"\x01*" + name in after or b"\x01*" + name in before or \
                 (cuts and _at_or_below(name, cuts, zone.origin)):
             continue
-        if any(rd.target is not None and rd.target in changed
-               for rrset in data.values() for rd in rrset.rdatas):
+        if not _POINTING.isdisjoint(data) and any(
+                rd.target in changed for rtype in _POINTING if rtype in data
+                for rd in data[rtype].rdatas if rd.target is not None):
             continue
         reuse[name] = node
     return reuse
+
+
+# The types whose answers hold the records of the names they point at (in
+# the additional section); a CNAME's are never reused.
+_POINTING = frozenset({NS, MX, SRV, SVCB, HTTPS})
 
 
 def compile_zones(zones: Iterable[Zone], payload: int = DEFAULT_UDP_PAYLOAD,
@@ -898,11 +915,11 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
         if kept is not None:
             # The same positive answers; the rest (this zone's index and
             # templates, memos made on first use) is this version's.
-            node.by_type = dict(kept.by_type)
+            node.by_type = by_type = dict(kept.by_type)
             node.nodata = nodata_template
             node.below_answer = nxdomain
-            for qtype, ans in node.by_type.items():
-                exact[name + struct.pack("!H", qtype) + _QTC_IN] = ans
+            for qtype, ans in by_type.items():
+                exact[name + _type_key(qtype)] = ans
             continue
         cut = index.cut_above(name)
         if cut is not None:

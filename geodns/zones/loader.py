@@ -139,10 +139,21 @@ class _Text:
     records from the version loaded before.  Only a text without anchors
     (an alias elsewhere could change what an entry holds) comes here."""
 
-    def __init__(self, text: str, previous: Zone | None) -> None:
+    def __init__(self, text: str, previous: Zone | None,
+                 lines: list[str] | None = None) -> None:
         self.text = text
         self.previous = previous
-        self.lines = text.split("\n") if _by_lines(text) else None
+        self.by_lines = lines is not None or _by_lines(text)
+        # Counted, not split, when nothing is taken from before: a first
+        # load makes no string per line.
+        self.line_count = len(lines) if lines is not None else text.count("\n") + 1
+        self._lines = lines
+
+    @property
+    def lines(self) -> list[str] | None:
+        if self._lines is None and self.by_lines:
+            self._lines = self.text.split("\n")
+        return self._lines
 
 
 class _Reuse:
@@ -165,17 +176,47 @@ class _Reuse:
         self.zone = zone
         self.guess = 0  # the old entry that the next one probably is
         self.by_key_line: dict[str, int] | None = None
+        # How many lines of the entries are the same from the first entry
+        # on, and from the end back (an edit is mostly one place): an entry
+        # within them at the same place in both is the same without
+        # comparing its lines.
+        old_starts = source.starts
+        new = lines[starts[0] - 1:starts[-1] - 1]
+        was = self.old_lines[old_starts[0] - 1:old_starts[-1] - 1]
+        self.head = self.tail = 0
+        for a, b in zip(new, was, strict=False):
+            if a != b:
+                break
+            self.head += 1
+        if self.head < min(len(new), len(was)):
+            for a, b in zip(reversed(new), reversed(was), strict=False):
+                if a != b:
+                    break
+                self.tail += 1
 
     def _old_span(self, j: int) -> list[str]:
         starts = self.source.starts
         return self.old_lines[starts[j] - 1:starts[j + 1] - 1]
 
+    def _same_place(self, i: int, j: int) -> bool:
+        """Whether new entry ``i`` and old entry ``j`` have the same lines
+        because they are at the same place in the lines the same from the
+        start or from the end."""
+        new, old = self.starts, self.source.starts
+        first, after = new[i] - new[0], new[i + 1] - new[0]
+        if after <= self.head and old[j] - old[0] == first and old[j + 1] - old[0] == after:
+            return True
+        last, before = new[-1] - new[i + 1], new[-1] - new[i]
+        return before <= self.tail and old[-1] - old[j + 1] == last and \
+            old[-1] - old[j] == before
+
     def take(self, i: int) -> bytes | None:
         """Entry ``i``'s records put in the zone, taken from before, and
         its owner; None: not taken (parse the entry)."""
-        span = self.lines[self.starts[i] - 1:self.starts[i + 1] - 1]
         j = self.guess
-        if j >= len(self.source.owners) or self._old_span(j) != span:
+        if j >= len(self.source.owners) or (not self._same_place(i, j) and self._old_span(j)
+                                            != self.lines[self.starts[i] - 1:self.starts[i + 1] - 1]):
+            span = self.lines[self.starts[i] - 1:self.starts[i + 1] - 1]
             if self.by_key_line is None:
                 starts = self.source.starts
                 self.by_key_line = {}
@@ -426,7 +467,7 @@ def _spliced(text: str, file: str, default_origin: str, pops: Collection[str],
             not isinstance(rnode, YScalar) or not rnode.is_null or \
             root.get("dnssec") is not None:
         return None
-    splice = _Splice(_Text(text, previous), lines, starts, indent, file)
+    splice = _Splice(_Text(text, previous, lines), lines, starts, indent, file)
     zone = _build(root, file, default_origin, problems, pops, check_defaults, spliced=splice)
     if zone is None or problems or splice.failed:
         return None
@@ -490,7 +531,7 @@ def _entry_starts(top: YMap, records: YMap, text: _Text | None) -> list[int] | N
     """The line of each entry of ``records`` and the line after the last
     one (that of the next key at the top, or past the end), when it is a
     block mapping whose keys each start a line at the same column."""
-    if text is None or text.lines is None or not records.items:
+    if text is None or not text.by_lines or not records.items:
         return None
     first = records.items[0][0].where
     if records.where != first:  # a flow mapping starts at its brace
@@ -503,7 +544,7 @@ def _entry_starts(top: YMap, records: YMap, text: _Text | None) -> list[int] | N
             return None
         starts.append(where.line)
         last = where.line
-    end = len(text.lines) + 1
+    end = text.line_count + 1
     after = False
     for key, _ in top.items:
         if after:
@@ -518,11 +559,13 @@ def _entry_starts(top: YMap, records: YMap, text: _Text | None) -> list[int] | N
 
 def _reuse(text: _Text, previous: Zone, zone: Zone, starts: list[int]) -> _Reuse | None:
     source = previous.source
-    if not isinstance(source, ZoneSource) or text.lines is None or \
+    if not isinstance(source, ZoneSource) or not text.by_lines or \
             previous.file != zone.file or previous.origin != zone.origin or \
             previous.default_ttl != zone.default_ttl or previous.dnssec is not None:
         return None
-    return _Reuse(previous, source, text.lines, starts, zone)
+    lines = text.lines
+    assert lines is not None
+    return _Reuse(previous, source, lines, starts, zone)
 
 
 class _ZoneBuilder:
