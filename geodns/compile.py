@@ -736,19 +736,25 @@ def _reusable(previous: ZoneTables, zone: Zone) -> dict[bytes, Node]:
         return {}
     before, after = old.nodes, zone.nodes
     changed = before.keys() - after.keys()
-    for name, data in after.items():
+    source = zone.source
+    # The loader says which owners it read anew from the text (the others
+    # hold what they held in ``old``), else every name is compared.
+    maybe = after.keys() if source is None or source.base is None or \
+        source.base() is not old else source.fresh | {zone.origin}
+    for name in maybe:
+        data = after.get(name)
         was = before.get(name)
-        if was is None or not _same_data(was, data):
+        if data is not None and (was is None or not _same_data(was, data)):
             changed.add(name)
     cuts = zone.delegations()
+    wild_parents = {n[2:] for n in (*before, *after) if n[:2] == b"\x01*"}
     nodes = previous.nodes
     reuse: dict[bytes, Node] = {}
     for name, data in after.items():
-        if name in changed or CNAME in data or name == zone.origin:
+        if name in changed or CNAME in data or name == zone.origin or name in wild_parents:
             continue
         node = nodes.get(name)
-        if node is None or b"\x01*" + name in after or b"\x01*" + name in before or \
-                (cuts and _at_or_below(name, cuts, zone.origin)):
+        if node is None or (cuts and _at_or_below(name, cuts, zone.origin)):
             continue
         if not _POINTING.isdisjoint(data) and any(
                 rd.target in changed for rtype in _POINTING if rtype in data

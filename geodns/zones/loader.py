@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import weakref
 from array import array
 from collections.abc import Collection
 from pathlib import Path
@@ -375,13 +376,19 @@ def _build(root: YNode, file: str, default_origin: str, problems: Problems,
             if starts is not None and text is not None and text.previous is not None:
                 reuse = _reuse(text, text.previous, zone, starts)
             owners: list[bytes | None] = []
+            fresh: set[bytes | None] = set()
             for i, (key, value) in enumerate(records.items):
                 owner = reuse.take(i) if reuse is not None else None
-                owners.append(owner if owner is not None else builder.owner(key, value))
+                if owner is None:
+                    owner = builder.owner(key, value)
+                    fresh.add(owner)
+                owners.append(owner)
             if starts is not None and text is not None and top.get("dnssec") is None and \
                     None not in owners:
-                zone.source = ZoneSource(text.text, tuple(o for o in owners if o is not None),
-                                         array("I", starts))
+                zone.source = ZoneSource(
+                    text.text, tuple(o for o in owners if o is not None), array("I", starts),
+                    weakref.ref(reuse.old) if reuse is not None else None,
+                    frozenset(o for o in fresh if o is not None))
 
     dnode = top.get("dnssec")
     if dnode is not None:
@@ -496,19 +503,21 @@ class _Splice:
             return
         owners: list[bytes] = []
         seen: set[bytes] = set()
-        parsed = 0
+        fresh: set[bytes] = set()
         for i in range(len(self.starts) - 1):
             owner = reuse.take(i)
             if owner is None:
-                parsed += 1
-                entry = self._entry(i) if parsed <= MAX_SPLICED else None
+                entry = self._entry(i) if len(fresh) < MAX_SPLICED else None
                 owner = builder.owner(*entry) if entry is not None else None
+                if owner is not None:
+                    fresh.add(owner)
             if owner is None or owner in seen:
                 self.failed = True  # the whole text says what is wrong
                 return
             seen.add(owner)
             owners.append(owner)
-        zone.source = ZoneSource(self.text.text, tuple(owners), array("I", self.starts))
+        zone.source = ZoneSource(self.text.text, tuple(owners), array("I", self.starts),
+                                 weakref.ref(previous), frozenset(fresh))
 
     def _entry(self, i: int) -> tuple[YScalar, YNode] | None:
         """Entry ``i`` parsed on its own (at its own lines)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from array import array
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -34,6 +35,11 @@ class ZoneSource:
     text: str
     owners: tuple[bytes, ...]
     starts: array[int]
+    # The version whose records the others were taken from (while it
+    # lives), and the owners whose entries were read anew: every other
+    # owner holds the records it held there (the compiler's diff).
+    base: weakref.ref[Zone] | None = None
+    fresh: frozenset[bytes] = frozenset()
 
 
 @dataclass
