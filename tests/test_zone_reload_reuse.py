@@ -174,3 +174,20 @@ def test_an_edit_parses_only_what_it_changed(monkeypatch: pytest.MonkeyPatch) ->
     assert [line for line in parsed[1].split("\n") if line] == ["  h491: {A: 192.0.2.1}"]
     monkeypatch.setattr(loader, "load_text", real)
     assert second == load(edited)[0]
+
+
+def test_the_next_version_says_what_it_read_anew() -> None:
+    """What the compiler diffs: the owners read anew, from which version the
+    others were taken (while that version lives)."""
+    first, _ = load(text())
+    assert first is not None and first.source is not None
+    assert first.source.base is None
+    second, _ = load(CASES["one record changed"], previous=first)
+    assert second is not None and second.source is not None
+    assert second.source.base is not None and second.source.base() is first
+    assert second.source.fresh == {names.from_text("ns2.reuse.test.")}
+    third, _ = load(CASES["an entry added above the rest"], previous=second)
+    assert third is not None and third.source is not None
+    # ns2 as it was first: read anew too (the version before had another).
+    assert third.source.fresh == {names.from_text("aaa.reuse.test."),
+                                  names.from_text("ns2.reuse.test.")}
