@@ -26,6 +26,7 @@ import re
 import weakref
 from array import array
 from collections.abc import Collection
+from dataclasses import replace
 from pathlib import Path
 
 from geodns import names, rdata
@@ -381,14 +382,16 @@ def _build(root: YNode, file: str, default_origin: str, problems: Problems,
                 owner = reuse.take(i) if reuse is not None else None
                 if owner is None:
                     owner = builder.owner(key, value)
-                    fresh.add(owner)
+                    if reuse is not None:
+                        fresh.add(owner)
                 owners.append(owner)
             if starts is not None and text is not None and top.get("dnssec") is None and \
                     None not in owners:
                 zone.source = ZoneSource(
-                    text.text, tuple(o for o in owners if o is not None), array("I", starts),
-                    weakref.ref(reuse.old) if reuse is not None else None,
-                    frozenset(o for o in fresh if o is not None))
+                    text.text, tuple(o for o in owners if o is not None), array("I", starts))
+                if reuse is not None:  # (a first load reads every owner anew: no set of them)
+                    zone.source = replace(zone.source, base=weakref.ref(reuse.old),
+                                          fresh=frozenset(o for o in fresh if o is not None))
 
     dnode = top.get("dnssec")
     if dnode is not None:
@@ -661,10 +664,14 @@ class _ZoneBuilder:
             p.add(key.where, f"{names.to_text(owner)} appears twice (as {key.text!r}); "
                   "merge its records under one key")
         for tkey, tval in types.items:
-            self.rrset(owner, tkey, tval)
+            self.rrset(owner, tkey, tval, low)
         return low
 
-    def rrset(self, owner: bytes, tkey: YScalar, tval: YNode) -> None:
+    def rrset(self, owner: bytes, tkey: YScalar, tval: YNode, low: bytes | None = None) -> None:
+        """One record type of an owner (``low``: lower-cased, the one bytes
+        object the zone and its source key the name by)."""
+        if low is None:
+            low = owner.lower()
         p = self.problems
         rtype = record_type(tkey, p)
         if rtype is None:
@@ -678,8 +685,8 @@ class _ZoneBuilder:
             spec = steer_spec(owner, rtype, tkey, tval, origin=self.zone.origin, pops=self.pops,
                               check_defaults=self.check_defaults, p=p)
             if spec is not None:
-                self.zone.steered.setdefault(owner.lower(), {})[rtype] = spec
-                self.zone.nodes.setdefault(owner.lower(), {})
+                self.zone.steered.setdefault(low, {})[rtype] = spec
+                self.zone.nodes.setdefault(low, {})
             return
         if isinstance(tval, YMap):
             if is_structured(rtype, tval):
@@ -721,7 +728,6 @@ class _ZoneBuilder:
         if rtype == CNAME and len(parsed) > 1:
             p.add(tval.where, "a name can have only one CNAME record")
             return
-        low = owner.lower()
         self.zone.nodes.setdefault(low, {})[rtype] = RRset(owner, rtype, ttl, tuple(parsed),
                                                            tkey.where)
 
