@@ -921,7 +921,8 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
         if kept is not None:
             # The same positive answers; the rest (this zone's index and
             # templates, memos made on first use) is this version's.
-            node.by_type = by_type = dict(kept.by_type)
+            # Shared: a node's pre-built answers never change once compiled.
+            node.by_type = by_type = kept.by_type
             node.nodata = nodata_template
             node.below_answer = nxdomain
             for qtype, ans in by_type.items():

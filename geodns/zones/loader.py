@@ -241,6 +241,9 @@ class _Reuse:
             return owner
         shift = self.starts[i] - self.source.starts[j]
         if node is None:
+            if not shift and SOA not in data:
+                zone.nodes[owner] = data.copy()  # (the zone's own dict: it is filled in place)
+                return owner
             node = zone.nodes[owner] = {}
         for rtype, rrset in data.items():
             if rtype == SOA:
