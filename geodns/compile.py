@@ -54,6 +54,7 @@ from geodns.rdata import (
     RRSIG,
     SOA,
     SRV,
+    SVCB,
     TXT,
     A,
     CompressibleName,
@@ -76,7 +77,7 @@ from geodns.resolve import (
     ZoneIndex,
 )
 from geodns.steering import USE, Decision, Outcome, SteerSpec
-from geodns.zones.model import Zone
+from geodns.zones.model import RRset, Zone
 
 CLASS_IN = 1
 _QTC_IN = b"\x00\x01"
@@ -655,6 +656,9 @@ class _Build:
     payload: int
     record_sets: list[Steered] = field(default_factory=list)
     sec: ZoneSigning | None = None
+    # Nodes of the zone's previous version whose pre-built answers still
+    # hold, by name (:func:`_reusable`).
+    reuse: Mapping[bytes, Node] = field(default_factory=dict)
 
     def entry(self, res: Resolution, qname: bytes | None, index: ZoneIndex,
               wild: bytes | None = None) -> Answer | Steered:
@@ -685,8 +689,92 @@ def compile_zone(zone: Zone, payload: int = DEFAULT_UDP_PAYLOAD, now: float | No
                         time.time() if now is None else now,
                         previous.signer if previous is not None else None)
         build.sec = ZoneSigning(zone, ZoneIndex(zone), signer)
+    elif previous is not None and previous.payload == payload:
+        build.reuse = _reusable(previous, zone)
     _compile_zone(zone, nodes, exact, build)
     return ZoneTables(zone, payload, exact, nodes, build.record_sets, signer)
+
+
+def _same_data(a: dict[int, RRset], b: dict[int, RRset]) -> bool:
+    """Whether two names hold the same records (where they were written
+    aside: an edit above them moves their lines, not their answers)."""
+    if a is b:
+        return True
+    if a.keys() != b.keys():
+        return False
+    for rtype, x in a.items():
+        y = b[rtype]
+        if x is not y and (x.owner != y.owner or x.ttl != y.ttl or x.rdatas != y.rdatas):
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=1024)
+def _type_key(qtype: int) -> bytes:
+    """What follows a name in an ``exact`` key: the type and class IN."""
+    return struct.pack("!H", qtype) + _QTC_IN
+
+
+def _at_or_below(name: bytes, cuts: set[bytes], origin: bytes) -> bool:
+    while len(name) > len(origin):
+        if name in cuts:
+            return True
+        name = names.parent(name)
+    return False
+
+
+def _reusable(previous: ZoneTables, zone: Zone) -> dict[bytes, Node]:
+    """The compiled nodes of the zone's previous version whose answers are
+    the same in this one, by name (see :func:`_compile_zone`).
+
+    Only an unsigned zone without steered records is reused, one name at a
+    time (in a signed zone every answer carries the NSEC chain, and a
+    steered record's answers hang together through its decisions).  A name
+    pre-builds its positive answers only (its NODATA and NXDOMAIN are the
+    zone's templates, made again for the new SOA), and those depend on its
+    own records and on the addresses (and SVCB/HTTPS sets) of the names its
+    records point at.  So a name is reused when it holds the same records,
+    and no name its records point at changed; never the apex, a name with a
+    CNAME (whose chain may go anywhere), a name with a wildcard child (whose
+    synthesis it holds), or a name at or below a delegation (the referral
+    carries the glue); and nothing at all when the delegations changed."""
+    old = previous.zone
+    if old.steered or zone.steered or old.dnssec is not None or \
+            old.delegations() != zone.delegations():
+        return {}
+    before, after = old.nodes, zone.nodes
+    changed = before.keys() - after.keys()
+    source = zone.source
+    # The loader says which owners it read anew from the text (the others
+    # hold what they held in ``old``), else every name is compared.
+    maybe = after.keys() if source is None or source.base is None or \
+        source.base() is not old else source.fresh | {zone.origin}
+    for name in maybe:
+        data = after.get(name)
+        was = before.get(name)
+        if data is not None and (was is None or not _same_data(was, data)):
+            changed.add(name)
+    cuts = zone.delegations()
+    wild_parents = {n[2:] for n in (*before, *after) if n[:2] == b"\x01*"}
+    nodes = previous.nodes
+    reuse: dict[bytes, Node] = {}
+    for name, data in after.items():
+        if name in changed or CNAME in data or name == zone.origin or name in wild_parents:
+            continue
+        node = nodes.get(name)
+        if node is None or (cuts and _at_or_below(name, cuts, zone.origin)):
+            continue
+        if not _POINTING.isdisjoint(data) and any(
+                rd.target in changed for rtype in _POINTING if rtype in data
+                for rd in data[rtype].rdatas if rd.target is not None):
+            continue
+        reuse[name] = node
+    return reuse
+
+
+# The types whose answers hold the records of the names they point at (in
+# the additional section); a CNAME's are never reused.
+_POINTING = frozenset({NS, MX, SRV, SVCB, HTTPS})
 
 
 def compile_zones(zones: Iterable[Zone], payload: int = DEFAULT_UDP_PAYLOAD,
@@ -838,9 +926,21 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
     referrals = {cut: encode(index.referral(cut), None, zname, payload, sec)
                  for cut in index.cuts}
 
+    reuse = build.reuse
     for name in list(zone.nodes) + sorted(index.ents):
         node = Node(index, name, payload, sec)
         nodes[name] = node
+        kept = reuse.get(name)
+        if kept is not None:
+            # The same positive answers; the rest (this zone's index and
+            # templates, memos made on first use) is this version's.
+            # Shared: a node's pre-built answers never change once compiled.
+            node.by_type = by_type = kept.by_type
+            node.nodata = nodata_template
+            node.below_answer = nxdomain
+            for qtype, ans in by_type.items():
+                exact[name + _type_key(qtype)] = ans
+            continue
         cut = index.cut_above(name)
         if cut is not None:
             node.referral = node.below_answer = referrals[cut]

@@ -597,7 +597,7 @@ def _zones(docs: Documents, config: Config, previous: Snapshot | None, now: floa
             entry = old
         else:
             problems = Problems()
-            zone = _load_zone(doc, config, problems)
+            zone = _load_zone(doc, config, problems, old.zone if old is not None else None)
             if zone is not None and zone.dnssec is not None:
                 keys = dnssec_policy.resolve(zone.dnssec, {n: d.text for n, d in
                                                            docs.keys.items()}, problems)
@@ -625,14 +625,18 @@ def _zones(docs: Documents, config: Config, previous: Snapshot | None, now: floa
     return out, (ok, failed)
 
 
-def _load_zone(doc: Document, config: Config, problems: Problems) -> Zone | None:
+def _load_zone(doc: Document, config: Config, problems: Problems,
+               previous: Zone | None = None) -> Zone | None:
+    """A zone document loaded and checked; ``previous``, the version of it
+    served now, lends the records of the entries that did not change."""
     try:
         text = doc.text.decode("utf-8")
     except UnicodeDecodeError as exc:
         problems.add(Where(doc.name, 1, 1), f"cannot read: {exc}")
         return None
     return load_zone_text(text, doc.name, origin_from_filename(Path(doc.name)), problems,
-                          pops=config.pops, check_defaults=config.check_defaults)
+                          pops=config.pops, check_defaults=config.check_defaults,
+                          previous=previous)
 
 
 def _signing_changes(changes: list[Change], previous: Snapshot | None, tables: Tables) -> None:

@@ -97,10 +97,13 @@ def _mapping(pairs: list[YNode], where: Where, problems: Problems) -> YMap:
     return YMap(items, where)
 
 
-def _tree(text: str, file: str, problems: Problems) -> YNode | None:
+def _tree(text: str, file: str, problems: Problems,
+          anchored: list[str] | None = None) -> YNode | None:
     """Our tree straight from the parser's events: no composer and no tag
     resolution (we keep the text as written), so about twice as fast as
-    composing.  Raises :class:`yaml.MarkedYAMLError` as composing does."""
+    composing.  Raises :class:`yaml.MarkedYAMLError` as composing does.
+    ``anchored``, when given, gets the name of every anchor (a node an
+    alias may use in another place)."""
     root: YNode | None = None
     first_doc: Any = None
     anchors: dict[str, YNode] = {}
@@ -141,6 +144,8 @@ def _tree(text: str, file: str, problems: Problems) -> YNode | None:
                 raise yaml.composer.ComposerError(None, None, f"found duplicate anchor "
                                                   f"{anchor!r}", ev.start_mark)
             anchors[anchor] = node
+            if anchored is not None:
+                anchored.append(anchor)
         if stack:
             stack[-1][1].append(node)
         else:
@@ -148,10 +153,12 @@ def _tree(text: str, file: str, problems: Problems) -> YNode | None:
     return root
 
 
-def load_text(text: str, file: str, problems: Problems) -> YNode | None:
-    """Parse YAML text.  Syntax errors become problems; returns None then."""
+def load_text(text: str, file: str, problems: Problems,
+              anchored: list[str] | None = None) -> YNode | None:
+    """Parse YAML text.  Syntax errors become problems; returns None then.
+    ``anchored``: see :func:`_tree`."""
     try:
-        node = _tree(text, file, problems)
+        node = _tree(text, file, problems, anchored)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = _where(file, mark) if mark else Where(file, 1, 1)

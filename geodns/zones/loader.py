@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+import weakref
+from array import array
 from collections.abc import Collection
+from dataclasses import replace
 from pathlib import Path
 
 from geodns import names, rdata
@@ -44,7 +47,7 @@ from geodns.yamlsrc import (
     unknown_keys,
 )
 from geodns.zones.checks import check_zone
-from geodns.zones.model import RRset, Zone
+from geodns.zones.model import RRset, Zone, ZoneSource
 from geodns.zones.steer import steer_spec
 from geodns.zones.values import is_structured, parse_value
 
@@ -102,17 +105,155 @@ def forget_kept() -> None:
 
 def load_zone_text(text: str, file: str, default_origin: str, problems: Problems,
                    pops: Collection[str] = (),
-                   check_defaults: dict[str, float] | None = None) -> Zone | None:
+                   check_defaults: dict[str, float] | None = None,
+                   previous: Zone | None = None) -> Zone | None:
+    """Load and validate a zone from its text.  ``previous``: the zone's
+    version loaded before from the same file, whose records the entries
+    with the same text as then are taken from (see :class:`_Reuse`)."""
     if _kept:
         kept = _kept.pop(_kept_key(text, file, default_origin, pops, check_defaults), None)
         if kept is not None:
             return kept  # the same text, checked with the same settings: no problems
+    if previous is not None and previous.source is not None:
+        zone = _spliced(text, file, default_origin, pops, check_defaults, previous)
+        if zone is not None:
+            return zone
     before = len(problems)
-    root = load_text(text, file, problems)
+    anchored: list[str] = []
+    root = load_text(text, file, problems, anchored)
     if root is None:
         return None
-    zone = _build(root, file, default_origin, problems, pops, check_defaults)
+    zone = _build(root, file, default_origin, problems, pops, check_defaults,
+                  None if anchored else _Text(text, previous))
     return zone if len(problems) == before else None
+
+
+def _by_lines(text: str) -> bool:
+    """Whether a text's lines are its LF-separated parts (YAML counts CR,
+    NEL, LS and PS as line breaks too) and it has no directive (a %TAG
+    changes what a tag in any entry means)."""
+    return not ("\r" in text or "\x85" in text or "\u2028" in text or "\u2029" in text
+                or text.startswith("%") or "\n%" in text)
+
+
+class _Text:
+    """A zone's text, for keeping its :class:`ZoneSource` and for taking
+    records from the version loaded before.  Only a text without anchors
+    (an alias elsewhere could change what an entry holds) comes here."""
+
+    def __init__(self, text: str, previous: Zone | None,
+                 lines: list[str] | None = None) -> None:
+        self.text = text
+        self.previous = previous
+        self.by_lines = lines is not None or _by_lines(text)
+        # Counted, not split, when nothing is taken from before: a first
+        # load makes no string per line.
+        self.line_count = len(lines) if lines is not None else text.count("\n") + 1
+        self._lines = lines
+
+    @property
+    def lines(self) -> list[str] | None:
+        if self._lines is None and self.by_lines:
+            self._lines = self.text.split("\n")
+        return self._lines
+
+
+class _Reuse:
+    """Takes, for an entry of ``records``, the record sets of the previous
+    version's entry with the same text (lines moved up or down by the
+    edit: their ``where`` moves with them).  An entry's text is its lines,
+    from its key's to the line before the next entry's key: in a block
+    mapping, where every key starts a line at the same column, that text
+    alone (with the origin, the default TTL and the file name, which must
+    be the same) decides what the entry holds.  Steered record sets are
+    read again (their checks look at the configuration)."""
+
+    def __init__(self, old: Zone, source: ZoneSource, lines: list[str],
+                 starts: list[int], zone: Zone) -> None:
+        self.old = old
+        self.source = source
+        self.old_lines = source.text.split("\n")
+        self.lines = lines
+        self.starts = starts
+        self.zone = zone
+        self.guess = 0  # the old entry that the next one probably is
+        self.by_key_line: dict[str, int] | None = None
+        # How many lines of the entries are the same from the first entry
+        # on, and from the end back (an edit is mostly one place): an entry
+        # within them at the same place in both is the same without
+        # comparing its lines.
+        old_starts = source.starts
+        new = lines[starts[0] - 1:starts[-1] - 1]
+        was = self.old_lines[old_starts[0] - 1:old_starts[-1] - 1]
+        self.head = self.tail = 0
+        for a, b in zip(new, was, strict=False):
+            if a != b:
+                break
+            self.head += 1
+        if self.head < min(len(new), len(was)):
+            for a, b in zip(reversed(new), reversed(was), strict=False):
+                if a != b:
+                    break
+                self.tail += 1
+
+    def _old_span(self, j: int) -> list[str]:
+        starts = self.source.starts
+        return self.old_lines[starts[j] - 1:starts[j + 1] - 1]
+
+    def _same_place(self, i: int, j: int) -> bool:
+        """Whether new entry ``i`` and old entry ``j`` have the same lines
+        because they are at the same place in the lines the same from the
+        start or from the end."""
+        new, old = self.starts, self.source.starts
+        first, after = new[i] - new[0], new[i + 1] - new[0]
+        if after <= self.head and old[j] - old[0] == first and old[j + 1] - old[0] == after:
+            return True
+        last, before = new[-1] - new[i + 1], new[-1] - new[i]
+        return before <= self.tail and old[-1] - old[j + 1] == last and \
+            old[-1] - old[j] == before
+
+    def take(self, i: int) -> bytes | None:
+        """Entry ``i``'s records put in the zone, taken from before, and
+        its owner; None: not taken (parse the entry)."""
+        j = self.guess
+        if j >= len(self.source.owners) or (not self._same_place(i, j) and self._old_span(j)
+                                            != self.lines[self.starts[i] - 1:self.starts[i + 1] - 1]):
+            span = self.lines[self.starts[i] - 1:self.starts[i + 1] - 1]
+            if self.by_key_line is None:
+                starts = self.source.starts
+                self.by_key_line = {}
+                for k in range(len(self.source.owners)):
+                    self.by_key_line.setdefault(self.old_lines[starts[k] - 1], k)
+            found = self.by_key_line.get(span[0]) if span else None
+            if found is None or self._old_span(found) != span:
+                return None
+            j = found
+        self.guess = j + 1
+        owner = self.source.owners[j]
+        if owner in self.old.steered:
+            return None
+        zone = self.zone
+        node = zone.nodes.get(owner)
+        if node is not None and any(t != SOA for t in node):
+            return None  # two entries for one name: the parser says so
+        data = self.old.nodes.get(owner)
+        if not data:
+            return owner
+        shift = self.starts[i] - self.source.starts[j]
+        if node is None:
+            if not shift and SOA not in data:
+                zone.nodes[owner] = data.copy()  # (the zone's own dict: it is filled in place)
+                return owner
+            node = zone.nodes[owner] = {}
+        for rtype, rrset in data.items():
+            if rtype == SOA:
+                continue  # the apex's, from the soa key
+            where = rrset.where
+            if shift and where is not None:
+                rrset = RRset(rrset.owner, rtype, rrset.ttl, rrset.rdatas,
+                              Where(where.file, where.line + shift, where.column))
+            node[rtype] = rrset
+        return owner
 
 
 def _check_owner_text(text: str) -> str | None:
@@ -181,7 +322,11 @@ def _check_labels(labels: list[str]) -> str | None:
 
 def _build(root: YNode, file: str, default_origin: str, problems: Problems,
            pops: Collection[str] = (),
-           check_defaults: dict[str, float] | None = None) -> Zone | None:
+           check_defaults: dict[str, float] | None = None,
+           text: _Text | None = None, spliced: _Splice | None = None) -> Zone | None:
+    """The zone a parsed text holds.  ``text``: the text itself (for its
+    :class:`ZoneSource`, and the version before).  ``spliced``: ``root``
+    has no ``records`` value, whose entries ``spliced`` puts in instead."""
     top = expect_map(root, "a zone file", problems)
     if top is None:
         return None
@@ -223,13 +368,33 @@ def _build(root: YNode, file: str, default_origin: str, problems: Problems,
         builder.soa(snode)
 
     rnode = top.get("records")
-    if rnode is None:
+    if spliced is not None:
+        spliced.fill(builder)
+    elif rnode is None:
         problems.add(top.where, "missing 'records' (at least the apex NS records)")
     else:
         records = expect_map(rnode, "records", problems)
         if records is not None:
-            for key, value in records.items:
-                builder.owner(key, value)
+            starts = _entry_starts(top, records, text)
+            reuse = None
+            if starts is not None and text is not None and text.previous is not None:
+                reuse = _reuse(text, text.previous, zone, starts)
+            owners: list[bytes | None] = []
+            fresh: set[bytes | None] = set()
+            for i, (key, value) in enumerate(records.items):
+                owner = reuse.take(i) if reuse is not None else None
+                if owner is None:
+                    owner = builder.owner(key, value)
+                    if reuse is not None:
+                        fresh.add(owner)
+                owners.append(owner)
+            if starts is not None and text is not None and top.get("dnssec") is None and \
+                    None not in owners:
+                zone.source = ZoneSource(
+                    text.text, tuple(o for o in owners if o is not None), array("I", starts))
+                if reuse is not None:  # (a first load reads every owner anew: no set of them)
+                    zone.source = replace(zone.source, base=weakref.ref(reuse.old),
+                                          fresh=frozenset(o for o in fresh if o is not None))
 
     dnode = top.get("dnssec")
     if dnode is not None:
@@ -242,6 +407,180 @@ def _build(root: YNode, file: str, default_origin: str, problems: Problems,
 
     check_zone(zone, problems, top.where)
     return zone
+
+
+# Entries of an edited text parsed on their own at most (more: the whole
+# text is parsed, which then costs less).
+MAX_SPLICED = 64
+
+
+def _spliced(text: str, file: str, default_origin: str, pops: Collection[str],
+             check_defaults: dict[str, float] | None, previous: Zone) -> Zone | None:
+    """The zone's new version without parsing the whole text: only what
+    is not an entry of ``records`` (the head and the tail, the entries'
+    lines blanked) and the entries whose text is not the same as in
+    ``previous`` (each on its own, at its own lines); the others' record
+    sets are taken from ``previous`` (:class:`_Reuse`).  None when that
+    cannot be done or the result has any problem: then the whole text is
+    parsed, so that the zone, or every problem, is exactly what a fresh
+    load gives.
+
+    This rests on what a block mapping is: where the ``records:`` line is
+    followed by lines indented by ``n`` spaces, each line that starts with
+    ``n`` spaces and a key starts an entry, which ends where the next one
+    starts, or at the first line indented less than ``n`` (not a comment);
+    a line at that indent that may be something else (``-``, ``?``, a flow
+    collection, an anchor or a tag) gives up, and so does an entry that
+    does not parse on its own as exactly one key at that line and column
+    (a quoted scalar or a flow collection left open into the next
+    entry)."""
+    if "\t" in text or not _by_lines(text) or not isinstance(previous.source, ZoneSource):
+        return None
+    lines = text.split("\n")
+    try:
+        at = lines.index("records:")
+    except ValueError:
+        return None
+    first = at + 1
+    while first < len(lines) and (not lines[first].strip()
+                                  or lines[first].lstrip(" ").startswith("#")):
+        first += 1
+    if first == len(lines):
+        return None
+    indent = len(lines[first]) - len(lines[first].lstrip(" "))
+    if indent == 0:
+        return None
+    pad = " " * indent
+    starts: list[int] = []
+    end = len(lines)
+    for k in range(first, len(lines)):
+        line = lines[k]
+        if not line.startswith(pad):
+            rest = line.lstrip(" ")
+            if rest and rest[0] != "#":
+                end = k
+                break
+            continue
+        c = line[indent:indent + 1]
+        if c in (" ", "", "#"):
+            continue
+        if c in "-?:[]{},*&!|>%@`":
+            return None
+        starts.append(k + 1)
+    starts.append(end + 1)
+    skeleton = "\n".join(lines[:first] + [""] * (end - first) + lines[end:])
+    problems = Problems()
+    anchored: list[str] = []
+    root = load_text(skeleton, file, problems, anchored)
+    if problems or anchored or not isinstance(root, YMap):
+        return None
+    keys = [k for k, _ in root.items if k.text == "records"]
+    rnode = root.get("records")
+    if len(keys) != 1 or keys[0].where != Where(file, at + 1, 1) or \
+            not isinstance(rnode, YScalar) or not rnode.is_null or \
+            root.get("dnssec") is not None:
+        return None
+    splice = _Splice(_Text(text, previous, lines), lines, starts, indent, file)
+    zone = _build(root, file, default_origin, problems, pops, check_defaults, spliced=splice)
+    if zone is None or problems or splice.failed:
+        return None
+    return zone
+
+
+class _Splice:
+    """The entries of ``records`` of an edited text (:func:`_spliced`)."""
+
+    def __init__(self, text: _Text, lines: list[str], starts: list[int], indent: int,
+                 file: str) -> None:
+        self.text = text
+        self.lines = lines
+        self.starts = starts
+        self.indent = indent
+        self.file = file
+        self.failed = False
+
+    def fill(self, builder: _ZoneBuilder) -> None:
+        zone = builder.zone
+        previous = self.text.previous
+        assert previous is not None
+        reuse = _reuse(self.text, previous, zone, self.starts)
+        if reuse is None:
+            self.failed = True
+            return
+        owners: list[bytes] = []
+        seen: set[bytes] = set()
+        fresh: set[bytes] = set()
+        for i in range(len(self.starts) - 1):
+            owner = reuse.take(i)
+            if owner is None:
+                entry = self._entry(i) if len(fresh) < MAX_SPLICED else None
+                owner = builder.owner(*entry) if entry is not None else None
+                if owner is not None:
+                    fresh.add(owner)
+            if owner is None or owner in seen:
+                self.failed = True  # the whole text says what is wrong
+                return
+            seen.add(owner)
+            owners.append(owner)
+        zone.source = ZoneSource(self.text.text, tuple(owners), array("I", self.starts),
+                                 weakref.ref(previous), frozenset(fresh))
+
+    def _entry(self, i: int) -> tuple[YScalar, YNode] | None:
+        """Entry ``i`` parsed on its own (at its own lines)."""
+        line, after = self.starts[i], self.starts[i + 1]
+        # Its last line break, as the whole text has it (a block scalar keeps it).
+        text = "\n" * (line - 1) + "\n".join(self.lines[line - 1:after - 1]) + \
+            ("\n" if after <= len(self.lines) else "")
+        problems = Problems()
+        anchored: list[str] = []
+        root = load_text(text, self.file, problems, anchored)
+        if problems or anchored or not isinstance(root, YMap) or len(root.items) != 1:
+            return None
+        key, value = root.items[0]
+        if key.where != Where(self.file, line, self.indent + 1):
+            return None
+        return key, value
+
+
+def _entry_starts(top: YMap, records: YMap, text: _Text | None) -> list[int] | None:
+    """The line of each entry of ``records`` and the line after the last
+    one (that of the next key at the top, or past the end), when it is a
+    block mapping whose keys each start a line at the same column."""
+    if text is None or not text.by_lines or not records.items:
+        return None
+    first = records.items[0][0].where
+    if records.where != first:  # a flow mapping starts at its brace
+        return None
+    starts = []
+    last = 0
+    for key, _ in records.items:
+        where = key.where
+        if where.line <= last or where.column != first.column:
+            return None
+        starts.append(where.line)
+        last = where.line
+    end = text.line_count + 1
+    after = False
+    for key, _ in top.items:
+        if after:
+            end = key.where.line
+            break
+        after = key.text == "records"
+    if end <= last:
+        return None
+    starts.append(end)
+    return starts
+
+
+def _reuse(text: _Text, previous: Zone, zone: Zone, starts: list[int]) -> _Reuse | None:
+    source = previous.source
+    if not isinstance(source, ZoneSource) or not text.by_lines or \
+            previous.file != zone.file or previous.origin != zone.origin or \
+            previous.default_ttl != zone.default_ttl or previous.dnssec is not None:
+        return None
+    lines = text.lines
+    assert lines is not None
+    return _Reuse(previous, source, lines, starts, zone)
 
 
 class _ZoneBuilder:
@@ -302,33 +641,40 @@ class _ZoneBuilder:
             self.zone.origin, SOA, ttl, (rd,), m.where)
 
     # -- owners -----------------------------------------------------------
-    def owner(self, key: YScalar, value: YNode) -> None:
+    def owner(self, key: YScalar, value: YNode) -> bytes | None:
+        """An entry of ``records`` put in the zone; its owner (lower-cased),
+        or None when it has problems."""
         p = self.problems
         reason = _check_owner_text(key.text)
         if reason:
             p.add(key.where, f"malformed name {key.text!r}: {reason}")
-            return
+            return None
         try:
             owner = names.from_text(key.text, self.zone.origin)
         except names.NameError_ as exc:
             p.add(key.where, f"malformed name {key.text!r}: {exc}")
-            return
+            return None
         low = owner.lower()
         if not names.is_subdomain(low, self.zone.origin):
             p.add(key.where, f"{names.to_text(owner)} is outside the zone {self.zone.name} "
                   "(out-of-zone data)")
-            return
+            return None
         types = expect_map(value, f"records for {key.text!r}", p)
         if types is None:
-            return
+            return None
         node = self.zone.nodes.get(low)
         if node is not None and any(t != SOA for t in node):
             p.add(key.where, f"{names.to_text(owner)} appears twice (as {key.text!r}); "
                   "merge its records under one key")
         for tkey, tval in types.items:
-            self.rrset(owner, tkey, tval)
+            self.rrset(owner, tkey, tval, low)
+        return low
 
-    def rrset(self, owner: bytes, tkey: YScalar, tval: YNode) -> None:
+    def rrset(self, owner: bytes, tkey: YScalar, tval: YNode, low: bytes | None = None) -> None:
+        """One record type of an owner (``low``: lower-cased, the one bytes
+        object the zone and its source key the name by)."""
+        if low is None:
+            low = owner.lower()
         p = self.problems
         rtype = record_type(tkey, p)
         if rtype is None:
@@ -342,8 +688,8 @@ class _ZoneBuilder:
             spec = steer_spec(owner, rtype, tkey, tval, origin=self.zone.origin, pops=self.pops,
                               check_defaults=self.check_defaults, p=p)
             if spec is not None:
-                self.zone.steered.setdefault(owner.lower(), {})[rtype] = spec
-                self.zone.nodes.setdefault(owner.lower(), {})
+                self.zone.steered.setdefault(low, {})[rtype] = spec
+                self.zone.nodes.setdefault(low, {})
             return
         if isinstance(tval, YMap):
             if is_structured(rtype, tval):
@@ -385,7 +731,6 @@ class _ZoneBuilder:
         if rtype == CNAME and len(parsed) > 1:
             p.add(tval.where, "a name can have only one CNAME record")
             return
-        low = owner.lower()
         self.zone.nodes.setdefault(low, {})[rtype] = RRset(owner, rtype, ttl, tuple(parsed),
                                                            tkey.where)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+from array import array
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -21,6 +23,25 @@ class RRset:
     where: Where | None = None
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class ZoneSource:
+    """The text a zone was loaded from and where each entry of its
+    ``records`` mapping is in it: entry ``i`` is ``owners[i]`` (lower-cased
+    wire name) and spans lines ``starts[i]`` to ``starts[i + 1] - 1`` (1-based;
+    one more start than owners).  The loader of the zone's next version
+    takes an owner whose entry has the same text as it was (its lines moved,
+    maybe) without parsing it again (``geodns.zones.loader``)."""
+
+    text: str
+    owners: tuple[bytes, ...]
+    starts: array[int]
+    # The version whose records the others were taken from (while it
+    # lives), and the owners whose entries were read anew: every other
+    # owner holds the records it held there (the compiler's diff).
+    base: weakref.ref[Zone] | None = None
+    fresh: frozenset[bytes] = frozenset()
+
+
 @dataclass
 class Zone:
     """One validated zone.  ``nodes`` maps lower-cased wire owner names to
@@ -36,6 +57,9 @@ class Zone:
     steered: dict[bytes, dict[int, SteerSpec]] = field(default_factory=dict)
     dnssec: DnssecSettings | None = None  # signed when set
     keys: tuple[ZoneKey, ...] = ()  # its keys, loaded from the keys directory
+    # What it was loaded from, when the next version may reuse its records;
+    # not part of what the zone is.
+    source: ZoneSource | None = field(default=None, compare=False, repr=False)
 
     @property
     def soa(self) -> RRset:
