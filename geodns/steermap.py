@@ -44,17 +44,26 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import os
 import threading
 import time
+import weakref
 from array import array
-from bisect import bisect_right
-from collections.abc import Sequence
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from geodns.geo import IPAddress, IPNetwork, Locator, MaxMindLocator, Place
+try:
+    from geodns import _mmdbtree
+except ImportError:  # pragma: no cover - built at install time when a C compiler is there
+    _mmdbtree = None  # type: ignore[assignment]
+
+from geodns.geo import IPAddress, Locator, MaxMindLocator, Place
 from geodns.steering import (
+    EARTH_RADIUS_KM,
+    KM_PER_MS_RTT,
     UNKNOWN,
     UP,
     Decision,
@@ -91,14 +100,15 @@ class Family:
     from ``starts[i]`` to ``starts[i + 1] - 1``; ``runs`` are the starts
     where the order of PoPs changes (a subset of ``starts``)."""
 
-    __slots__ = ("bits", "ranked", "runs", "starts")
+    __slots__ = ("bits", "ranked", "runs", "shared", "starts")
 
     def __init__(self, bits: int, starts: Sequence[int], ranked: array[int],
-                 runs: Sequence[int]) -> None:
+                 runs: Sequence[int], shared: bool) -> None:
         self.bits = bits
         self.starts = starts
         self.ranked = ranked
         self.runs = runs
+        self.shared = shared  # starts and ranked are the database's (no network cut them)
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -123,14 +133,24 @@ def widest_prefix(address: int, first: int, last: int, bits: int) -> int:
 
 
 class SteerMap:
-    """The compiled map of one set-up: ranges to rankings, per family."""
+    """The compiled map of one set-up: ranges to rankings, per family.  A
+    range's ranking number below ``len(order_ids)`` is a database place
+    (outside every rule and latency network): its order of PoPs is
+    ``orders[order_ids[k]]`` and its base scores ``scores[k * stride:]``; from
+    there on, ``extra`` holds the rankings of pieces inside such networks."""
 
-    __slots__ = ("build_seconds", "rankings", "spec", "v4", "v6")
+    __slots__ = ("build_seconds", "extra", "order_ids", "orders", "scores", "spec", "stride",
+                 "v4", "v6")
 
-    def __init__(self, spec: SteerSpec, rankings: list[Ranked], v4: Family, v6: Family,
-                 build_seconds: float) -> None:
+    def __init__(self, spec: SteerSpec, order_ids: array[int], scores: array[float],
+                 stride: int, orders: list[Ranked], extra: list[Ranked], v4: Family,
+                 v6: Family, build_seconds: float) -> None:
         self.spec = spec
-        self.rankings = rankings
+        self.order_ids = order_ids
+        self.scores = scores
+        self.stride = stride
+        self.orders = orders
+        self.extra = extra
         self.v4 = v4
         self.v6 = v6
         self.build_seconds = build_seconds
@@ -149,12 +169,26 @@ class SteerMap:
         shift = -1 - ri
         return self.v4, (a >> shift) & _V4_MAX, 96 - shift
 
-    def look_up(self, client: bytes) -> Ranked:
+    def look_up(self, client: bytes) -> tuple[Ranked, int]:
+        """The client's order of PoPs (its scores left out) and its ranking's number."""
         if len(client) == 4:
             fam = self.v4
-            return self.rankings[fam.ranked[bisect_right(fam.starts, int.from_bytes(client)) - 1]]
-        fam, a, _ = self.locate(client)
-        return self.rankings[fam.ranked[bisect_right(fam.starts, a) - 1]]
+            i = fam.ranked[bisect_right(fam.starts, int.from_bytes(client)) - 1]
+        else:
+            fam, a, _ = self.locate(client)
+            i = fam.ranked[bisect_right(fam.starts, a) - 1]
+        ids = self.order_ids
+        if i < len(ids):
+            return self.orders[ids[i]], i
+        return self.extra[i - len(ids)], i
+
+    def ranking(self, client: bytes) -> Ranked:
+        """The client's ranking with its base scores."""
+        r, i = self.look_up(client)
+        if i >= len(self.order_ids):
+            return r
+        base = i * self.stride
+        return replace(r, scores=tuple(self.scores[base:base + len(r.pops)]))
 
     def scope(self, client: bytes, source: int, penalised: bool) -> int:
         """The ECS scope of an answer decided from this map (see the module
@@ -164,13 +198,16 @@ class SteerMap:
         return min(above + widest_prefix(a, first, last, fam.bits), source)
 
     def size_bytes(self) -> int:
-        """Roughly what the arrays hold (Python ints of the IPv6 starts
-        counted at 36 bytes each, list slots at 8)."""
-        total = 0
+        """Roughly what its own arrays hold (ranges shared with the database
+        not counted; Python ints of IPv6 starts at 44 bytes with their slot)."""
+        total = self.order_ids.itemsize * len(self.order_ids) + \
+            self.scores.itemsize * len(self.scores)
         for fam in (self.v4, self.v6):
-            for seq in (fam.starts, fam.runs):
+            seqs: list[Sequence[int]] = [fam.runs]
+            if not fam.shared:
+                seqs += [fam.starts, fam.ranked]
+            for seq in seqs:
                 total += seq.itemsize * len(seq) if isinstance(seq, array) else 44 * len(seq)
-            total += fam.ranked.itemsize * len(fam.ranked)
         return total
 
 
@@ -178,7 +215,7 @@ class Maps:
     """Every compiled map of a snapshot, by the record set it serves."""
 
     def __init__(self, by_key: dict[tuple[bytes, int], SteerMap],
-                 by_setup: dict[tuple[object, ...], SteerMap], database: object) -> None:
+                 by_setup: dict[tuple[object, ...], SteerMap], database: DatabaseRanges) -> None:
         self.by_key = by_key
         self.by_setup = by_setup  # reused by the next build when nothing it depends on changed
         self.database = database
@@ -199,8 +236,8 @@ def decide(maps: Maps, steering: Steering, spec: SteerSpec, client: bytes, sourc
     m = maps.get(spec)
     if m is None:
         return None
-    r = m.look_up(client)
     scope = m.scope(client, source, penalised)
+    r = m.ranking(client) if penalised else m.look_up(client)[0]
     pops = r.pops
     if penalised:  # penalties can reorder: as Steering.decide scores them
         scale = 1e-6 if r.unplaced else 1.0
@@ -224,109 +261,99 @@ def decide(maps: Maps, steering: Steering, spec: SteerSpec, client: bytes, sourc
 
 
 # -- the database, cut into ranges ------------------------------------------------
+# What a decision reads of a database record: latitude, longitude, continent,
+# country, first subdivision (geodns.geo._place_from_record's fields).
+PlaceFields = tuple[float | None, float | None, str | None, str | None, str | None]
+
+
+class Cancelled(Exception):
+    """The build was abandoned: the snapshot it was for is retired."""
+
+
+def _never() -> bool:
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class DatabaseRanges:
-    """The database's address space in ranges with one record each: range
+    """The database's address space in ranges with one place each: range
     ``i`` of a family starts at ``starts[i]`` and is at ``places[keys[i]]``
-    (``places[0]``: no record)."""
+    (``places[0]``: no record; a negative key in the IPv6 ranges: an alias
+    of the IPv4 subtree, see :meth:`SteerMap.locate`)."""
 
     v4_starts: array[int]
     v4_keys: array[int]
     v6_starts: list[int]
     v6_keys: array[int]
-    places: list[Place]
+    places: list[PlaceFields]
     build_seconds: float
+    identity: tuple[object, ...]  # the file's (path, device, inode, size, mtime)
 
 
 _ranges_lock = threading.Lock()
+# The last database walked, by file identity: a reload that opens the same
+# file again (or another node of the same process, in tests) does not walk it again.
+_last_ranges: list[DatabaseRanges] = []
 
 
-def database_ranges(locator: Locator | None) -> DatabaseRanges | None:
-    """The locator's database in ranges (computed once per locator and kept
-    on it), or None for a locator a map cannot be built from."""
-    if not isinstance(locator, MaxMindLocator) or locator.asn_reader is not None:
+def database_ranges(locator: Locator | None, cancelled: Callable[[], bool] = _never
+                    ) -> DatabaseRanges | None:
+    """The locator's database in ranges (computed once per database file and
+    kept), or None for a locator a map cannot be built from."""
+    if not database_ranges_possible(locator):
         return None
+    identity = _identity(locator)
     with _ranges_lock:
-        found: DatabaseRanges | None = getattr(locator, "_steermap_ranges", None)
-        if found is None:
-            found = _walk(locator)
-            locator._steermap_ranges = found  # type: ignore[attr-defined]
+        if _last_ranges and _last_ranges[0].identity == identity:
+            return _last_ranges[0]
+        assert isinstance(locator, MaxMindLocator)
+        found = _walk(locator, identity, cancelled)
+        _last_ranges[:] = [found]
         return found
 
 
-def _walk(locator: MaxMindLocator) -> DatabaseRanges:
+def _identity(locator: Locator | None) -> tuple[object, ...]:
+    assert isinstance(locator, MaxMindLocator)
+    st = os.stat(locator.path)
+    return (str(locator.path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _walk(locator: MaxMindLocator, identity: tuple[object, ...],
+          cancelled: Callable[[], bool]) -> DatabaseRanges:
     t0 = time.perf_counter()
     meta = locator.reader.metadata()
-    with open(locator.path, "rb") as f:  # the search tree is at the start of the file
-        tree = f.read(meta.node_count * meta.record_size * 2 // 8)
     node_count: int = meta.node_count
-    size = meta.record_size
-    step = size * 2 // 8
+    size: int = meta.record_size
+    tree_size = node_count * size // 4
+    with open(locator.path, "rb") as f:  # the search tree, then 16 zero bytes, then the data
+        content = f.read()
+    step = size // 4
 
     def children(node: int) -> tuple[int, int]:
         o = node * step
         if size == 24:
-            return int.from_bytes(tree[o:o + 3]), int.from_bytes(tree[o + 3:o + 6])
+            return int.from_bytes(content[o:o + 3]), int.from_bytes(content[o + 3:o + 6])
         if size == 28:
-            x = int.from_bytes(tree[o:o + 7])
+            x = int.from_bytes(content[o:o + 7])
             return ((x >> 4) & 0xF000000) | (x >> 32), x & 0xFFFFFFF
-        return int.from_bytes(tree[o:o + 4]), int.from_bytes(tree[o + 4:o + 8])
+        return int.from_bytes(content[o:o + 4]), int.from_bytes(content[o + 4:o + 8])
 
-    # What a decision reads of a place; records that agree on it share a key.
-    places: list[Place] = [Place(ipaddress.IPv4Address(0), 0)]
-    by_fields: dict[tuple[object, ...], int] = {}
-    index: dict[int, int] = {node_count: 0}  # record pointer -> places index
+    def leaves(root: int, bits: int, alias: int) -> tuple[list[int] | array[int], array[int]]:
+        starts, records = _mmdbtree.walk(content, node_count, size, root, bits, alias)
+        recs = array("q")
+        recs.frombytes(records)
+        if bits == 32:
+            v4 = array("I")
+            v4.frombytes(starts)
+            return v4, recs
+        return [int.from_bytes(starts[i:i + 16]) for i in range(0, len(starts), 16)], recs
 
-    def key_of(record: int, start: int, bits: int) -> int:
-        address: IPAddress = ipaddress.IPv4Address(start) if bits == 32 \
-            else ipaddress.IPv6Address(start)
-        place = locator.locate(address)
-        fields = (place.latitude, place.longitude, place.continent, place.country,
-                  place.subdivision, place.asn)
-        k = by_fields.get(fields)
-        if k is None:
-            k = by_fields[fields] = len(places)
-            places.append(replace(place, address=ipaddress.IPv4Address(0), prefixlen=0))
-        index[record] = k
-        return k
-
-    def collect(root: int, bits: int, ipv4_root: int,
-                starts: list[int] | array[int], keys: array[int]) -> None:
-        """Every leaf below ``root`` in address order, neighbours with the
-        same key merged.  An alias of the IPv4 subtree (reached again in
-        the IPv6 tree) becomes a marker saying where its IPv4 address sits:
-        the look-up goes on in the IPv4 ranges."""
-        stack = [(root, 0, 0)]
-        pop, push = stack.pop, stack.append
-        last = -2 ** 40
-        get = index.get
-        while stack:
-            node, depth, value = pop()
-            if node >= node_count or (node == ipv4_root and depth > 0):
-                if node == ipv4_root:
-                    k = -1 - (bits - depth - 32)
-                else:
-                    k = get(node, -1)
-                    if k < 0:
-                        k = key_of(node, value << (bits - depth), bits)
-                if k != last:
-                    starts.append(value << (bits - depth))
-                    keys.append(k)
-                    last = k
-                continue
-            left, right = children(node)
-            depth += 1
-            value <<= 1
-            push((right, depth, value | 1))
-            push((left, depth, value))
-
-    v4_starts, v4_keys = array("L"), array("l")
-    v6_starts: list[int] = []
-    v6_keys = array("l")
+    v4_starts: array[int] | list[int] = array("I", [0])
+    v4_recs = array("q", [0])
+    v6_starts: list[int] | array[int] = [0]
+    v6_recs = array("q", [0])
     if meta.ip_version == 4:
-        collect(0, 32, -1, v4_starts, v4_keys)
-        v6_starts.append(0)
-        v6_keys.append(0)
+        v4_starts, v4_recs = leaves(0, 32, -1)
     else:
         ipv4_root = 0
         for _ in range(96):
@@ -334,14 +361,55 @@ def _walk(locator: MaxMindLocator) -> DatabaseRanges:
                 break
             ipv4_root = children(ipv4_root)[0]
         if ipv4_root < node_count:
-            collect(ipv4_root, 32, -1, v4_starts, v4_keys)
-            collect(0, 128, ipv4_root, v6_starts, v6_keys)
+            v4_starts, v4_recs = leaves(ipv4_root, 32, -1)
+            v6_starts, v6_recs = leaves(0, 128, ipv4_root)
         else:  # no IPv4 subtree: IPv4 addresses all share one record (or none)
-            v4_starts.append(0)
-            v4_keys.append(0 if ipv4_root == node_count else key_of(ipv4_root, 0, 32))
-            collect(0, 128, -1, v6_starts, v6_keys)
-    return DatabaseRanges(v4_starts, v4_keys, v6_starts, v6_keys, places,
-                          time.perf_counter() - t0)
+            v4_recs = array("q", [0 if ipv4_root == node_count else ipv4_root])
+            v6_starts, v6_recs = leaves(0, 128, -1)
+    if cancelled():
+        raise Cancelled
+    # Each distinct record decoded once (only the fields a decision reads);
+    # records that agree on them share a key.
+    records = list({r for r in v4_recs if r > 0} | {r for r in v6_recs if r > 0})
+    data = memoryview(content)[tree_size + 16:]
+    decoded: list[PlaceFields] = []
+    for i in range(0, len(records), 4096):  # a few ms each: the GIL goes back and forth
+        if cancelled():
+            raise Cancelled
+        decoded += _mmdbtree.places(data, array("q", [r - node_count - 16
+                                                      for r in records[i:i + 4096]]))
+    places: list[PlaceFields] = [(None, None, None, None, None)]
+    by_fields: dict[PlaceFields, int] = {places[0]: 0}
+    strings: dict[str | None, str | None] = {}
+    index: dict[int, int] = {0: 0}
+    for r, fields in zip(records, decoded, strict=True):
+        k = by_fields.get(fields)
+        if k is None:
+            lat, lon, cont, country, sub = fields
+            fields = (lat, lon, strings.setdefault(cont, cont),
+                      strings.setdefault(country, country), strings.setdefault(sub, sub))
+            k = by_fields[fields] = len(places)
+            places.append(fields)
+        index[r] = k
+    del decoded, by_fields, data
+    if cancelled():
+        raise Cancelled
+
+    def merged(starts: list[int] | array[int], recs: array[int]
+               ) -> tuple[list[int] | array[int], array[int]]:
+        keys = array("i", [index[r] if r >= 0 else r for r in recs])
+        at = array("I")
+        at.frombytes(_mmdbtree.changes(keys))
+        if len(at) == len(keys):
+            return starts, keys
+        picked = [starts[i] for i in at]
+        return (array("I", picked) if isinstance(starts, array) else picked,
+                array("i", [keys[i] for i in at]))
+
+    v4s, v4k = merged(v4_starts, v4_recs)
+    v6s, v6k = merged(v6_starts, v6_recs)
+    assert isinstance(v4s, array) and isinstance(v6s, list)
+    return DatabaseRanges(v4s, v4k, v6s, v6k, places, time.perf_counter() - t0, identity)
 
 
 # -- one set-up's map -------------------------------------------------------------
@@ -356,13 +424,16 @@ def _steering_setup(steering: Steering) -> tuple[object, ...]:
                   for e in steering.latency))
 
 
-def compile_maps(steering: Steering, locator: Locator | None, previous: Maps | None = None
-                 ) -> Maps | None:
+def compile_maps(steering: Steering, locator: Locator | None, previous: Maps | None = None,
+                 cancelled: Callable[[], bool] = _never) -> Maps | None:
     """A map for every steered record set of ``steering`` (one per distinct
     set-up), reusing ``previous`` maps made from the same database and
-    steering.  None when the locator cannot be mapped."""
-    ranges = database_ranges(locator)
-    if ranges is None or not steering.specs:
+    steering.  None when the locator cannot be mapped.  ``cancelled`` is
+    asked now and then; when it says so, :class:`Cancelled` is raised."""
+    if not steering.specs:
+        return None
+    ranges = database_ranges(locator, cancelled)
+    if ranges is None:
         return None
     base = _steering_setup(steering)
     reuse = previous.by_setup if previous is not None and previous.database is ranges else {}
@@ -372,7 +443,7 @@ def compile_maps(steering: Steering, locator: Locator | None, previous: Maps | N
         setup = (base, _setup(spec))
         m = by_setup.get(setup) or reuse.get(setup)
         if m is None:
-            m = compile_map(steering, spec, ranges)
+            m = compile_map(steering, spec, ranges, cancelled)
             if m is None:
                 continue  # decided without a map
         by_setup[setup] = m
@@ -380,26 +451,114 @@ def compile_maps(steering: Steering, locator: Locator | None, previous: Maps | N
     return Maps(by_key, by_setup, ranges)
 
 
-def _boundaries(networks: Sequence[IPNetwork], version: int) -> list[int]:
-    points = set()
-    for net in networks:
-        if net.version == version:
-            points.add(int(net.network_address))
-            points.add(int(net.broadcast_address) + 1)
-    return sorted(points)
+_NO_CANDIDATE = (0, (), (), False, Reason.PROXIMITY)
 
 
-def compile_map(steering: Steering, spec: SteerSpec, ranges: DatabaseRanges
-                ) -> SteerMap | None:
+def _rank_places(steering: Steering, spec: SteerSpec, places: list[PlaceFields],
+                 cancelled: Callable[[], bool]
+                 ) -> tuple[array[int], array[float], list[Ranked], int]:
+    """Every place's ranking outside every rule and latency network: what
+    :meth:`Steering.decide` ranks with a health view where every PoP is
+    unknown and unpenalised (its scoring, step by step, without what health
+    and explanations add).  Returns each place's order (a :class:`Ranked`
+    without scores, by number), the base scores (``stride`` a place) and
+    the orders."""
+    pops = steering.pops
+    trig = steering._trig
+    rank = steering._rank
+    stride = max(1, len(pops))
+    by_country: dict[str, Any] = {}
+    for entry in steering.latency:  # the first entry for a country wins, as in _latency_for
+        if entry.country is not None:
+            by_country.setdefault(entry.country, entry)
+    rules = [r for r in spec.rules if not r.networks]  # a rule with networks cannot match here
+    # A rule with networks stops nothing: it is passed over when none holds the client.
+    order_ids = array("i", bytes(4 * len(places)))
+    scores = array("d", bytes(8 * stride * len(places)))
+    orders: list[Ranked] = []
+    order_ids_by: dict[tuple[object, ...], int] = {}
+    sin, asin, sqrt, radians, cos = math.sin, math.asin, math.sqrt, math.radians, math.cos
+    for k, (lat, lon, cont, country, sub) in enumerate(places):
+        if not k & 0xFFF and cancelled():
+            raise Cancelled
+        candidates: Sequence[str] | Any = spec.values
+        reason = Reason.PROXIMITY
+        matched: Rule | None = None
+        if rules:
+            codes = set()
+            if cont:
+                codes.add(cont)
+                if country:
+                    codes.add(f"{cont}-{country}")
+                    if sub:
+                        codes.add(f"{cont}-{country}-{sub}")
+            for rule in rules:
+                if not rule.places or codes & rule.places:
+                    matched, candidates, reason = rule, rule.pops, Reason.RULE
+                    break
+        table = by_country.get(country) if country is not None and by_country else None
+        placed = lat is not None and lon is not None
+        unplaced = not placed and table is None
+        if placed:
+            assert lat is not None and lon is not None
+            p1, l1 = radians(lat), radians(lon)
+            c1 = cos(p1)
+        rows = []
+        for p in candidates:
+            pop = pops.get(p)
+            if pop is None:
+                continue
+            distance = None
+            if placed:
+                p2, l2, c2 = trig[p]
+                a = sin((p2 - p1) / 2) ** 2 + c1 * c2 * sin((l2 - l1) / 2) ** 2
+                distance = 2 * EARTH_RADIUS_KM * asin(min(1.0, sqrt(a)))
+            if table is not None and p in table.latencies:
+                latency = table.latencies[p]
+            elif distance is not None:
+                latency = distance / KM_PER_MS_RTT
+            else:
+                latency = None
+            if unplaced:
+                near = 0 if country and pop.country == country else (
+                    1 if cont and pop.continent == cont else 2)
+                score = near * 1000 + rank[p] + 0.0 / 1e6
+            else:
+                score = (latency or 0.0) * (1.0 - pop.bias / 100.0) + 0.0
+            rows.append((score, pop.order, p))
+        if unplaced and reason == Reason.PROXIMITY:
+            reason = Reason.COUNTRY if country or cont else Reason.DEFAULT_ORDER
+        rows.sort()
+        if rows:
+            okey: tuple[object, ...] = (tuple(r[2] for r in rows), tuple(r[1] for r in rows),
+                                        unplaced, reason, matched)
+        else:  # no candidate at all
+            okey = ((), (), False, Reason.PROXIMITY, matched)
+        i = order_ids_by.get(okey)
+        if i is None:
+            i = order_ids_by[okey] = len(orders)
+            orders.append(Ranked(okey[0], (), okey[1], okey[2], okey[3], okey[4]))  # type: ignore[arg-type]
+        order_ids[k] = i
+        base = k * stride
+        for j, r in enumerate(rows):
+            scores[base + j] = r[0]
+    return order_ids, scores, orders, stride
+
+
+def compile_map(steering: Steering, spec: SteerSpec, ranges: DatabaseRanges,
+                cancelled: Callable[[], bool] = _never) -> SteerMap | None:
     """The map of one record set's set-up (see the module docstring), or
     None when an IPv6 network of its rules or latency table overlaps an
     alias of the IPv4 subtree (not mapped yet)."""
     t0 = time.perf_counter()
     networks = [n for r in spec.rules for n in r.networks] + \
         [e.network for e in steering.latency if e.network is not None]
-    rankings: list[Ranked] = []
-    ranking_ids: dict[Ranked, int] = {}
-    # (place index, networks containing the piece) -> ranking id
+    order_ids, scores, orders, stride = _rank_places(steering, spec, ranges.places, cancelled)
+    nplaces = len(ranges.places)
+    # Pieces inside a rule or latency network, decided by Steering.decide
+    # itself: rankings numbered from len(places) on.
+    extra: list[Ranked] = []
+    extra_ids: dict[Ranked, int] = {}
     decided: dict[tuple[int, tuple[bool, ...]], int] = {}
 
     def rank(k: int, start: int, bits: int, inside: tuple[bool, ...]) -> int:
@@ -408,7 +567,8 @@ def compile_map(steering: Steering, spec: SteerSpec, ranges: DatabaseRanges
             return found
         address: IPAddress = ipaddress.IPv4Address(start) if bits == 32 \
             else ipaddress.IPv6Address(start)
-        place = replace(ranges.places[k], address=address)
+        lat, lon, cont, country, sub = ranges.places[k]
+        place = Place(address, 0, lat, lon, cont, country, sub)
         d = steering.decide(spec, address, bits, place, NEUTRAL, explain=True)
         if d.outcome != Outcome.POPS or d.spec is not spec:
             r = Ranked((), (), (), False, Reason.PROXIMITY, d.rule)  # no candidate at all
@@ -418,78 +578,65 @@ def compile_map(steering: Steering, spec: SteerSpec, ranges: DatabaseRanges
                        tuple(c.score for c in d.candidates),
                        tuple(steering.pops[c.pop].order for c in d.candidates),
                        not place.placed and table is None, d.reason, d.rule)
-        i = ranking_ids.get(r)
+        i = extra_ids.get(r)
         if i is None:
-            i = ranking_ids[r] = len(rankings)
-            rankings.append(r)
+            i = extra_ids[r] = nplaces + len(extra)
+            extra.append(r)
         decided[(k, inside)] = i
         return i
 
     def family(starts: Sequence[int], keys: array[int], bits: int) -> Family | None:
         mine = [(int(n.network_address), int(n.broadcast_address))
                 for n in networks if n.version == (4 if bits == 32 else 6)]
-        cuts = sorted({x for lo, hi in mine for x in (lo, hi + 1)})
-        # The networks holding every address from cuts[c - 1] to cuts[c] - 1.
-        sigs = [tuple(lo <= x <= hi for lo, hi in mine) for x in [0, *cuts]]
-        out_starts: list[int] | array[int] = array("L") if bits == 32 else []
-        out_ranked = array("l")
-        runs: list[int] | array[int] = array("L") if bits == 32 else []
-        last_rank: int | None = None
-        last_order: object = None
-        n = len(starts)
-        c = 0  # cuts at or below the piece's start
-        ncuts = len(cuts)
-        top = 1 << bits
-
-        def emit(start: int, ri: int) -> None:
-            """A piece ranked ``ri`` from ``start``: a new range when the
-            ranking changes, and a new run when the order of PoPs does."""
-            nonlocal last_rank, last_order
-            if ri == last_rank:
-                return
-            out_starts.append(start)
-            out_ranked.append(ri)
-            r = rankings[ri]
-            order = (r.pops, r.reason, r.rule)
-            if order != last_order:
-                runs.append(start)
-                last_order = order
-            last_rank = ri
-
-        for i in range(n):
-            start = starts[i]
-            k = keys[i]
-            if k < 0:  # an alias of the IPv4 subtree (IPv6 only)
-                end = starts[i + 1] if i + 1 < n else top
-                while c < ncuts and cuts[c] <= start:
-                    c += 1
-                if (c < ncuts and cuts[c] < end) or any(sigs[c]):
-                    return None
-                out_starts.append(start)
-                out_ranked.append(k)
-                runs.append(start)
-                last_rank, last_order = k, k
-                continue
-            if not ncuts:
-                ri = decided.get((k, ()))
-                emit(start, rank(k, start, bits, ()) if ri is None else ri)
-                continue
-            end = starts[i + 1] if i + 1 < n else top
-            while True:
-                while c < ncuts and cuts[c] <= start:
-                    c += 1
-                piece_end = min(end, cuts[c]) if c < ncuts else end
-                emit(start, rank(k, start, bits, sigs[c]))
-                if piece_end >= end:
-                    break
-                start = piece_end
-        return Family(bits, out_starts, out_ranked, runs)
+        if mine:
+            cuts = sorted({x for lo, hi in mine for x in (lo, hi + 1)} - {1 << bits})
+            bounds = [0, *cuts, 1 << bits]
+            out_starts: list[int] | array[int] = array("I") if bits == 32 else []
+            out_keys = array("i")
+            for j in range(len(bounds) - 1):
+                if cancelled():
+                    raise Cancelled
+                lo, hi = bounds[j], bounds[j + 1]
+                # The networks holding every address of this piece.
+                sig = tuple(a <= lo <= b for a, b in mine)
+                i0 = bisect_right(starts, lo) - 1
+                i1 = bisect_left(starts, hi)
+                if not any(sig):
+                    if keys[i0] < 0 and starts[i0] < lo:
+                        return None  # a cut inside an alias of the IPv4 subtree
+                    out_starts.append(lo)
+                    out_keys.append(keys[i0])
+                    out_starts.extend(starts[i0 + 1:i1])
+                    out_keys.extend(keys[i0 + 1:i1])
+                    continue
+                for i in range(i0, i1):
+                    k = keys[i]
+                    if k < 0:
+                        return None  # a network over an alias of the IPv4 subtree
+                    start = max(starts[i], lo)
+                    out_starts.append(start)
+                    out_keys.append(rank(k, start, bits, sig))
+            starts, keys = out_starts, out_keys
+        # Runs: where the order of PoPs (or the rule, or the reason) changes.
+        oid = order_ids.tolist()
+        known = {(o.pops, o.orders, o.unplaced, o.reason, o.rule): j
+                 for j, o in enumerate(orders)}
+        for r in extra:
+            oid.append(known.setdefault((r.pops, r.orders, r.unplaced, r.reason, r.rule),
+                                        len(known)))
+        ords = array("i", [oid[k] if k >= 0 else k for k in keys])
+        at = array("I")
+        at.frombytes(_mmdbtree.changes(ords))
+        picked = [starts[i] for i in at]
+        runs: list[int] | array[int] = array("I", picked) if bits == 32 else picked
+        return Family(bits, starts, keys, runs, not mine)
 
     v4 = family(ranges.v4_starts, ranges.v4_keys, 32)
     v6 = family(ranges.v6_starts, ranges.v6_keys, 128)
     if v6 is None or v4 is None:
         return None
-    return SteerMap(spec, rankings, v4, v6, time.perf_counter() - t0)
+    return SteerMap(spec, order_ids, scores, stride, orders, extra, v4, v6,
+                    time.perf_counter() - t0)
 
 
 def describe(m: SteerMap, client: bytes) -> dict[str, Any]:
@@ -498,7 +645,7 @@ def describe(m: SteerMap, client: bytes) -> dict[str, Any]:
     make = ipaddress.IPv4Address if fam.bits == 32 else ipaddress.IPv6Address
     first, last = fam.span(a, False)
     rfirst, rlast = fam.span(a, True)
-    r = m.look_up(client)
+    r = m.ranking(client)
     return {"range": f"{make(first)}-{make(last)}",
             "same_order": f"{make(rfirst)}-{make(rlast)}",
             "via_ipv4": above > 0,
@@ -509,44 +656,90 @@ def describe(m: SteerMap, client: bytes) -> dict[str, Any]:
 _warned: dict[str, str] = {}  # an unknown GEODNS_STEER_MAPS value, said once
 
 
+def enabled() -> bool:
+    """Whether maps are built: yes unless ``GEODNS_STEER_MAPS=0`` (any
+    other value than 0 or 1 is reported once and builds them)."""
+    wanted = os.environ.get("GEODNS_STEER_MAPS", "1")
+    if wanted not in ("0", "1") and wanted != _warned.get("value"):
+        _warned["value"] = wanted
+        log.warning("GEODNS_STEER_MAPS=%r: 0 turns steering maps off, 1 (the default) on; "
+                    "building them", wanted)
+    return wanted != "0"
+
+
+class Build:
+    """A map build running in its thread; :meth:`stop` abandons it."""
+
+    def __init__(self, steering: Steering, locator: Locator | None,
+                 previous: Maps | None) -> None:
+        self._stop = threading.Event()
+        target = weakref.ref(steering)
+        # The build works on a copy of the configuration, so that a snapshot
+        # dropped without being retired (a refused build) is seen to be gone.
+        copy = Steering(steering.pops, steering.default_order, steering.latency, steering.specs)
+
+        def cancelled() -> bool:
+            return self._stop.is_set() or target() is None
+
+        self.cancelled = cancelled
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(copy, target, locator, previous),
+                                       daemon=True, name="geodns-steermap")
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self, copy: Steering, target: weakref.ref[Steering], locator: Locator | None,
+             previous: Maps | None) -> None:
+        try:
+            t0 = time.perf_counter()
+            c0 = time.thread_time()
+            maps = compile_maps(copy, locator, previous, self.cancelled)
+            steering = target()
+            if steering is None or self._stop.is_set():
+                raise Cancelled
+            steering.maps = maps
+            if maps is not None:
+                log.info("steering maps built in %.1f s (%.1f s CPU): %d set-ups, %d ranges",
+                         time.perf_counter() - t0, time.thread_time() - c0,
+                         len(maps.by_setup),
+                         sum(len(m.v4) + len(m.v6) for m in maps.by_setup.values()))
+        except Cancelled:
+            log.debug("steering map build abandoned: its snapshot is retired")
+        except Exception:
+            log.exception("building the steering maps failed; deciding without them")
+        finally:
+            self.done.set()
+
+
 def attach(steering: Steering, locator: Locator | None, previous: Steering | None) -> None:
     """Give ``steering`` its maps: at once when the previous snapshot's
-    maps cover every set-up (same database and steering), else (with
-    ``GEODNS_STEER_MAPS=1`` in the environment) from a thread of its own, so
-    that neither the event loop nor the build waits for a database walk (seconds for a City database); until the maps are
-    set, decisions are made as before, with the same answers."""
+    maps cover every set-up (same database and steering), else from a
+    thread of its own (:class:`Build`, kept in ``steering.map_build``), so
+    that neither the event loop nor the snapshot build waits for it; until
+    the maps are set, decisions are made as before, with the same answers.
+    :func:`retire` stops a build whose snapshot is no longer served."""
     prev = previous.maps if previous is not None and isinstance(previous.maps, Maps) else None
-    ranges = getattr(locator, "_steermap_ranges", None)
-    if prev is not None and ranges is not None and prev.database is ranges:
+    if prev is not None and database_ranges_possible(locator) \
+            and prev.database.identity == _identity(locator):
         base = _steering_setup(steering)
         if all((base, _setup(spec)) in prev.by_setup for spec in steering.specs.values()):
             steering.maps = compile_maps(steering, locator, prev)
             return
-    # Opt-in for now (as GEODNS_UDP_MODE chooses a UDP path): a City
-    # database takes tens of seconds of CPU to walk, and a build is not yet
-    # stopped when its snapshot is retired before it ends.
-    wanted = os.environ.get("GEODNS_STEER_MAPS", "")
-    if wanted not in ("", "0", "1") and wanted != _warned.get("value"):
-        _warned["value"] = wanted
-        log.warning("GEODNS_STEER_MAPS=%r: 1 builds steering maps, 0 or unset does not; "
-                    "not building them", wanted)
-    if wanted == "1" and database_ranges_possible(locator) and steering.specs:
-        threading.Thread(target=_build, args=(steering, locator, prev), daemon=True,
-                         name="geodns-steermap").start()
+    if steering.specs and database_ranges_possible(locator) and enabled():
+        steering.map_build = Build(steering, locator, prev)
+
+
+def retire(steering: Steering) -> None:
+    """The snapshot of ``steering`` is no longer served: stop its map build."""
+    build = steering.map_build
+    if isinstance(build, Build):
+        build.stop()
 
 
 def database_ranges_possible(locator: Locator | None) -> bool:
-    return isinstance(locator, MaxMindLocator) and locator.asn_reader is None
-
-
-def _build(steering: Steering, locator: Locator | None, previous: Maps | None) -> None:
-    try:
-        t0 = time.perf_counter()
-        maps = compile_maps(steering, locator, previous)
-        steering.maps = maps
-        if maps is not None:
-            log.info("steering maps built in %.1f s: %d set-ups, %d ranges",
-                     time.perf_counter() - t0, len(maps.by_setup),
-                     sum(len(m.v4) + len(m.v6) for m in maps.by_setup.values()))
-    except Exception:
-        log.exception("building the steering maps failed; deciding without them")
+    """Whether a map can be built for this locator: a MaxMind database
+    without an ASN database, and the C helper that walks it."""
+    return isinstance(locator, MaxMindLocator) and locator.asn_reader is None \
+        and _mmdbtree is not None
