@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import resource
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,8 @@ def main() -> None:
     cfg = load_config(Path("geodns.yaml"), problems)
     steermap.attach = lambda *a: None  # no background build to share the CPU with
     snap = offline_snapshot(cfg)
+    print(f"before the maps: peak RSS "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     s = snap.steering
     rnd = random.Random(1)
     queries: list[bytes] = []
@@ -47,14 +50,17 @@ def main() -> None:
             maps = steering.maps
             assert maps is not None
             ranges = maps.database
-            print(f"database walk {ranges.build_seconds:.1f} s, "  # type: ignore[attr-defined]
-                  f"{len(ranges.v4_starts):,} IPv4 + "  # type: ignore[attr-defined]
-                  f"{len(ranges.v6_starts):,} IPv6 ranges, "  # type: ignore[attr-defined]
-                  f"{len(ranges.places):,} distinct places; all maps {built:.1f} s CPU")  # type: ignore[attr-defined]
+            shared = (4 + 4) * len(ranges.v4_starts) + (44 + 4) * len(ranges.v6_starts)
+            print(f"database walk {ranges.build_seconds:.1f} s, "
+                  f"{len(ranges.v4_starts):,} IPv4 + "
+                  f"{len(ranges.v6_starts):,} IPv6 ranges (~{shared / 1e6:.0f} MB), "
+                  f"{len(ranges.places):,} distinct places; all maps {built:.1f} s CPU, "
+                  f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
             for m in maps.by_setup.values():
-                print(f"  set-up {m.spec.owner!r}: {len(m.v4):,} IPv4 + {len(m.v6):,} IPv6 "
-                      f"ranges ({len(m.v4.runs):,} + {len(m.v6.runs):,} runs of one order), "
-                      f"{len(m.rankings)} rankings, ~{m.size_bytes() / 1e6:.1f} MB, "
+                print(f"  set-up {m.spec.owner!r} {m.spec.rtype}: {len(m.v4):,} IPv4 + "
+                      f"{len(m.v6):,} IPv6 ranges ({len(m.v4.runs):,} + {len(m.v6.runs):,} "
+                      f"runs of one order{', own ranges' if not m.v4.shared else ''}), "
+                      f"{len(m.orders)} orders, ~{m.size_bytes() / 1e6:.1f} MB of its own, "
                       f"{m.build_seconds:.1f} s")
         r = Responder(snap.tables, steering, snap.locator, snap.responder.health)
         t0 = time.process_time()

@@ -9,21 +9,23 @@ latency-table networks contain it.  So, at snapshot build time (in the
 build's worker thread):
 
 1. :func:`database_ranges` walks the MaxMind search tree once per database
-   (kept on the locator, shared by every snapshot that uses it) and cuts
-   the IPv4 and IPv6 address spaces into ranges with one data record each
-   (neighbours with the same record merged; the IPv4 subtree's aliases in
-   the IPv6 tree are copied, not walked again).  Each record is turned into
-   a :class:`Place` by the locator's own code, once.
+   file (in C, geodns/_mmdbtree.c; the last one kept, shared by every
+   snapshot and set-up that uses it) and cuts the IPv4 and IPv6 address
+   spaces into ranges with one *place* each: every distinct data record is
+   decoded once, for the fields a decision reads only, and records that
+   agree on them share a place (neighbours with the same place merged; the
+   IPv4 subtree's aliases in the IPv6 tree are markers, not walked again).
 2. :func:`compile_map` builds, per distinct *set-up* (a record's PoPs and
    rules; the server's PoPs, default order and latency table), a
-   :class:`SteerMap`: the ranges are cut again at every rule and latency
-   network boundary, each piece is decided once per distinct (place,
-   networks containing it) by :meth:`Steering.decide` itself, with a health
-   view where every PoP is unknown and unpenalised, and what is kept is the
-   *ranking*: the candidates in order with their base scores.  Neighbouring
-   pieces with the same ranking are merged.  Two arrays of range starts
-   are kept: one where the ranking *or a base score* changes, one where the
-   order of the PoPs (or the rule, or the reason) changes.
+   :class:`SteerMap`: each place is ranked once by steering's scoring with
+   every PoP unknown and unpenalised (:func:`_rank_places`), and what is
+   kept is the *ranking*: its order of PoPs (a few hundred distinct) and
+   base scores.  Ranges a rule or latency network cuts are cut again and
+   those pieces decided by :meth:`Steering.decide` itself; a set-up without
+   such networks shares the database's ranges.  Runs of ranges with the
+   same order of PoPs (and rule, and reason) are kept for the ECS scope.
+   The build checks a cancel flag as it goes (:class:`Build`,
+   :func:`retire`).
 3. A query bisects its (padded) client address, then applies health exactly
    as :meth:`Steering._decide` does: down and draining PoPs are skipped, the
    health view's penalty is added to the base score (which can reorder),
@@ -397,7 +399,7 @@ def _walk(locator: MaxMindLocator, identity: tuple[object, ...],
 
     def merged(starts: list[int] | array[int], recs: array[int]
                ) -> tuple[list[int] | array[int], array[int]]:
-        keys = array("i", [index[r] if r >= 0 else r for r in recs])
+        keys = array("i", (index[r] if r >= 0 else r for r in recs))  # no list of ints
         at = array("I")
         at.frombytes(_mmdbtree.changes(keys))
         if len(at) == len(keys):
@@ -624,7 +626,7 @@ def compile_map(steering: Steering, spec: SteerSpec, ranges: DatabaseRanges,
         for r in extra:
             oid.append(known.setdefault((r.pops, r.orders, r.unplaced, r.reason, r.rule),
                                         len(known)))
-        ords = array("i", [oid[k] if k >= 0 else k for k in keys])
+        ords = array("i", (oid[k] if k >= 0 else k for k in keys))
         at = array("I")
         at.frombytes(_mmdbtree.changes(ords))
         picked = [starts[i] for i in at]
