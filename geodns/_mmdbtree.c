@@ -503,10 +503,195 @@ places(PyObject *Py_UNUSED(self), PyObject *args)
     return list;
 }
 
+PyDoc_STRVAR(lookup_doc,
+"lookup(values, known, mapped) -> bytes\n\n"
+"For each int64 in ``values``: ``mapped[j]`` (int32) where ``known[j]`` (int64,\n"
+"sorted) is that value; a value of 0 or below is kept as it is (int32).\n"
+"ValueError for a value not in ``known``.");
+
+static PyObject *
+lookup(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    Py_buffer v, k, m;
+    if (!PyArg_ParseTuple(args, "y*y*y*", &v, &k, &m))
+        return NULL;
+    size_t n = (size_t)v.len / 8, nk = (size_t)k.len / 8;
+    PyObject *result = NULL;
+    int32_t *out = malloc((n ? n : 1) * 4);
+    int bad = 0;
+    if ((size_t)m.len / 4 < nk) {
+        bad = 1;
+    } else if (out != NULL) {
+        Py_BEGIN_ALLOW_THREADS
+        const int64_t *vals = v.buf, *keys = k.buf;
+        const int32_t *map = m.buf;
+        for (size_t i = 0; i < n && !bad; i++) {
+            int64_t x = vals[i];
+            if (x <= 0) {
+                out[i] = (int32_t)x;
+                continue;
+            }
+            size_t lo = 0, hi = nk;
+            while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (keys[mid] < x)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            if (lo == nk || keys[lo] != x)
+                bad = 1;
+            else
+                out[i] = map[lo];
+        }
+        Py_END_ALLOW_THREADS
+    }
+    if (out == NULL)
+        PyErr_NoMemory();
+    else if (bad)
+        PyErr_SetString(PyExc_ValueError, "a value that is not known");
+    else
+        result = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)(n * 4));
+    free(out);
+    PyBuffer_Release(&v);
+    PyBuffer_Release(&k);
+    PyBuffer_Release(&m);
+    return result;
+}
+
+PyDoc_STRVAR(gather_doc,
+"gather(index, table) -> bytes\n\n"
+"For each int32 in ``index``: ``table[i]`` (int32) when it is 0 or above,\n"
+"else the value itself.");
+
+static PyObject *
+gather(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    Py_buffer ix, t;
+    if (!PyArg_ParseTuple(args, "y*y*", &ix, &t))
+        return NULL;
+    size_t n = (size_t)ix.len / 4, nt = (size_t)t.len / 4;
+    int32_t *out = malloc((n ? n : 1) * 4);
+    int bad = 0;
+    if (out != NULL) {
+        Py_BEGIN_ALLOW_THREADS
+        const int32_t *idx = ix.buf, *tab = t.buf;
+        for (size_t i = 0; i < n; i++) {
+            int32_t x = idx[i];
+            if (x < 0)
+                out[i] = x;
+            else if ((size_t)x < nt)
+                out[i] = tab[x];
+            else
+                bad = 1;
+        }
+        Py_END_ALLOW_THREADS
+    }
+    PyObject *result = NULL;
+    if (out == NULL)
+        PyErr_NoMemory();
+    else if (bad)
+        PyErr_SetString(PyExc_IndexError, "an index beyond the table");
+    else
+        result = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)(n * 4));
+    free(out);
+    PyBuffer_Release(&ix);
+    PyBuffer_Release(&t);
+    return result;
+}
+
+PyDoc_STRVAR(pick_doc,
+"pick(items, width, at) -> bytes\n\n"
+"The ``width``-byte items of ``items`` at the indexes ``at`` (uint32), in order.");
+
+static PyObject *
+pick(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    Py_buffer it, at;
+    Py_ssize_t width;
+    if (!PyArg_ParseTuple(args, "y*ny*", &it, &width, &at))
+        return NULL;
+    size_t n = (size_t)at.len / 4, ni = width > 0 ? (size_t)it.len / (size_t)width : 0;
+    PyObject *result = NULL;
+    if (width <= 0) {
+        PyErr_SetString(PyExc_ValueError, "width must be positive");
+    } else if ((result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n * (size_t)width)))) {
+        char *out = PyBytes_AS_STRING(result);
+        const uint32_t *ix = at.buf;
+        int bad = 0;
+        Py_BEGIN_ALLOW_THREADS
+        for (size_t i = 0; i < n; i++) {
+            if (ix[i] >= ni) {
+                bad = 1;
+                break;
+            }
+            memcpy(out + i * (size_t)width, (const char *)it.buf + (size_t)ix[i] * (size_t)width,
+                   (size_t)width);
+        }
+        Py_END_ALLOW_THREADS
+        if (bad) {
+            Py_CLEAR(result);
+            PyErr_SetString(PyExc_IndexError, "an index beyond the items");
+        }
+    }
+    PyBuffer_Release(&it);
+    PyBuffer_Release(&at);
+    return result;
+}
+
+static int
+cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+PyDoc_STRVAR(distinct_doc,
+"distinct(a, b) -> bytes\n\n"
+"The distinct values above 0 of two int64 buffers, sorted (int64, native order).");
+
+static PyObject *
+distinct(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    Py_buffer a, b;
+    if (!PyArg_ParseTuple(args, "y*y*", &a, &b))
+        return NULL;
+    size_t na = (size_t)a.len / 8, nb = (size_t)b.len / 8, m = 0;
+    int64_t *all = malloc((na + nb + 1) * 8);
+    if (all != NULL) {
+        Py_BEGIN_ALLOW_THREADS
+        const int64_t *pa = a.buf, *pb = b.buf;
+        for (size_t i = 0; i < na; i++)
+            if (pa[i] > 0)
+                all[m++] = pa[i];
+        for (size_t i = 0; i < nb; i++)
+            if (pb[i] > 0)
+                all[m++] = pb[i];
+        qsort(all, m, 8, cmp_i64);
+        size_t u = 0;
+        for (size_t i = 0; i < m; i++)
+            if (u == 0 || all[u - 1] != all[i])
+                all[u++] = all[i];
+        m = u;
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&b);
+    if (all == NULL)
+        return PyErr_NoMemory();
+    PyObject *result = PyBytes_FromStringAndSize((const char *)all, (Py_ssize_t)(m * 8));
+    free(all);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS, walk_doc},
     {"changes", changes, METH_O, changes_doc},
     {"places", places, METH_VARARGS, places_doc},
+    {"lookup", lookup, METH_VARARGS, lookup_doc},
+    {"gather", gather, METH_VARARGS, gather_doc},
+    {"pick", pick, METH_VARARGS, pick_doc},
+    {"distinct", distinct, METH_VARARGS, distinct_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -53,8 +53,8 @@ import time
 import weakref
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 try:
@@ -102,15 +102,15 @@ class Family:
     from ``starts[i]`` to ``starts[i + 1] - 1``; ``runs`` are the starts
     where the order of PoPs changes (a subset of ``starts``)."""
 
-    __slots__ = ("bits", "ranked", "runs", "shared", "starts")
+    __slots__ = ("bits", "over", "ranked", "runs", "starts")
 
     def __init__(self, bits: int, starts: Sequence[int], ranked: array[int],
-                 runs: Sequence[int], shared: bool) -> None:
+                 runs: Sequence[int], over: dict[int, int]) -> None:
         self.bits = bits
-        self.starts = starts
-        self.ranked = ranked
+        self.starts = starts  # shared with the database's ranges (cut at every network)
+        self.ranked = ranked  # the same: a place's number, or an alias marker
         self.runs = runs
-        self.shared = shared  # starts and ranked are the database's (no network cut them)
+        self.over = over  # range index -> its ranking, for ranges inside a network
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -138,20 +138,21 @@ class SteerMap:
     """The compiled map of one set-up: ranges to rankings, per family.  A
     range's ranking number below ``len(order_ids)`` is a database place
     (outside every rule and latency network): its order of PoPs is
-    ``orders[order_ids[k]]`` and its base scores ``scores[k * stride:]``; from
-    there on, ``extra`` holds the rankings of pieces inside such networks."""
+    ``orders[order_ids[k]]`` and its base scores are in ``bases`` (shared by
+    every set-up of one steering configuration); from there on, ``extra``
+    holds the rankings of pieces inside such networks."""
 
-    __slots__ = ("build_seconds", "extra", "order_ids", "orders", "scores", "spec", "stride",
+    __slots__ = ("bases", "build_seconds", "columns", "extra", "order_ids", "orders", "spec",
                  "v4", "v6")
 
-    def __init__(self, spec: SteerSpec, order_ids: array[int], scores: array[float],
-                 stride: int, orders: list[Ranked], extra: list[Ranked], v4: Family,
-                 v6: Family, build_seconds: float) -> None:
+    def __init__(self, spec: SteerSpec, order_ids: array[int], bases: BaseScores,
+                 orders: list[Ranked], columns: list[tuple[int, ...]], extra: list[Ranked],
+                 v4: Family, v6: Family, build_seconds: float) -> None:
         self.spec = spec
         self.order_ids = order_ids
-        self.scores = scores
-        self.stride = stride
+        self.bases = bases
         self.orders = orders
+        self.columns = columns
         self.extra = extra
         self.v4 = v4
         self.v6 = v6
@@ -175,10 +176,13 @@ class SteerMap:
         """The client's order of PoPs (its scores left out) and its ranking's number."""
         if len(client) == 4:
             fam = self.v4
-            i = fam.ranked[bisect_right(fam.starts, int.from_bytes(client)) - 1]
+            j = bisect_right(fam.starts, int.from_bytes(client)) - 1
         else:
             fam, a, _ = self.locate(client)
-            i = fam.ranked[bisect_right(fam.starts, a) - 1]
+            j = bisect_right(fam.starts, a) - 1
+        i = fam.ranked[j]
+        if fam.over:
+            i = fam.over.get(j, i)
         ids = self.order_ids
         if i < len(ids):
             return self.orders[ids[i]], i
@@ -187,10 +191,12 @@ class SteerMap:
     def ranking(self, client: bytes) -> Ranked:
         """The client's ranking with its base scores."""
         r, i = self.look_up(client)
-        if i >= len(self.order_ids):
+        ids = self.order_ids
+        if i >= len(ids):
             return r
-        base = i * self.stride
-        return replace(r, scores=tuple(self.scores[base:base + len(r.pops)]))
+        scores = self.bases.scores
+        base = i * len(self.bases.pops)
+        return replace(r, scores=tuple(scores[base + c] for c in self.columns[ids[i]]))
 
     def scope(self, client: bytes, source: int, penalised: bool) -> int:
         """The ECS scope of an answer decided from this map (see the module
@@ -202,14 +208,11 @@ class SteerMap:
     def size_bytes(self) -> int:
         """Roughly what its own arrays hold (ranges shared with the database
         not counted; Python ints of IPv6 starts at 44 bytes with their slot)."""
-        total = self.order_ids.itemsize * len(self.order_ids) + \
-            self.scores.itemsize * len(self.scores)
+        total = self.order_ids.itemsize * len(self.order_ids)
         for fam in (self.v4, self.v6):
-            seqs: list[Sequence[int]] = [fam.runs]
-            if not fam.shared:
-                seqs += [fam.starts, fam.ranked]
-            for seq in seqs:
-                total += seq.itemsize * len(seq) if isinstance(seq, array) else 44 * len(seq)
+            runs = fam.runs
+            total += runs.itemsize * len(runs) if isinstance(runs, array) else 44 * len(runs)
+            total += 100 * len(fam.over)
         return total
 
 
@@ -268,6 +271,62 @@ def decide(maps: Maps, steering: Steering, spec: SteerSpec, client: bytes, sourc
 PlaceFields = tuple[float | None, float | None, str | None, str | None, str | None]
 
 
+class Places:
+    """Every distinct place of a database, by number (0: no record), in
+    columns: coordinates (NaN: none) and codes by number into ``names``
+    (0: none)."""
+
+    __slots__ = ("_numbers", "continent", "country", "latitude", "longitude", "names",
+                 "subdivision")
+
+    def __init__(self) -> None:
+        nan = math.nan
+        self.latitude = array("d", [nan])
+        self.longitude = array("d", [nan])
+        self.continent = array("H", [0])
+        self.country = array("H", [0])
+        self.subdivision = array("H", [0])
+        self.names: list[str | None] = [None]
+        self._numbers: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.latitude)
+
+    def add(self, fields: PlaceFields) -> int:
+        lat, lon, cont, country, sub = fields
+        names = self.names
+        self.latitude.append(math.nan if lat is None else lat)
+        self.longitude.append(math.nan if lon is None else lon)
+        for column, name in ((self.continent, cont), (self.country, country),
+                             (self.subdivision, sub)):
+            if name is None:
+                column.append(0)
+                continue
+            number = self._numbers.get(name)
+            if number is None:
+                number = self._numbers[name] = len(names)
+                names.append(name)
+            column.append(number)
+        return len(self.latitude) - 1
+
+    def __iter__(self) -> Iterator[PlaceFields]:
+        names = self.names
+        for lat, lon, cont, country, sub in zip(self.latitude, self.longitude, self.continent,
+                                                self.country, self.subdivision, strict=True):
+            yield (None if lat != lat else lat, None if lon != lon else lon,
+                   names[cont], names[country], names[sub])
+
+    def __getitem__(self, k: int) -> PlaceFields:
+        names = self.names
+        lat, lon = self.latitude[k], self.longitude[k]
+        return (None if lat != lat else lat, None if lon != lon else lon,
+                names[self.continent[k]], names[self.country[k]], names[self.subdivision[k]])
+
+    def size_bytes(self) -> int:
+        return sum(a.itemsize * len(a) for a in (self.latitude, self.longitude, self.continent,
+                                                 self.country, self.subdivision))
+
+
 class Cancelled(Exception):
     """The build was abandoned: the snapshot it was for is retired."""
 
@@ -276,20 +335,63 @@ def _never() -> bool:
     return False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DatabaseRanges:
     """The database's address space in ranges with one place each: range
     ``i`` of a family starts at ``starts[i]`` and is at ``places[keys[i]]``
     (``places[0]``: no record; a negative key in the IPv6 ranges: an alias
-    of the IPv4 subtree, see :meth:`SteerMap.locate`)."""
+    of the IPv4 subtree, see :meth:`SteerMap.locate`).  :meth:`cut` splits
+    ranges at networks' boundaries: a new pair of arrays each time (maps
+    made before keep theirs), never changed in place."""
 
     v4_starts: array[int]
     v4_keys: array[int]
     v6_starts: list[int]
     v6_keys: array[int]
-    places: list[PlaceFields]
+    places: Places
     build_seconds: float
     identity: tuple[object, ...]  # the file's (path, device, inode, size, mtime)
+    # The last steering configuration's BaseScores, shared by its set-ups.
+    _bases: list[BaseScores] = field(default_factory=list)
+
+    def cut(self, bits: int, points: tuple[int, ...]) -> tuple[Sequence[int], array[int]]:
+        """A family's ranges, cut (from now on) at ``points`` (sorted) too:
+        every set-up shares one pair of arrays."""
+        with _ranges_lock:
+            return self._cut(bits, points)
+
+    def _cut(self, bits: int, points: tuple[int, ...]) -> tuple[Sequence[int], array[int]]:
+        starts: Any = self.v4_starts if bits == 32 else self.v6_starts
+        keys = self.v4_keys if bits == 32 else self.v6_keys
+        if all(starts[bisect_right(starts, p) - 1] == p for p in points):
+            return starts, keys
+        out_starts: Any = array("I") if bits == 32 else []
+        out_keys = array("i")
+        at = 0  # starts[:at] are copied
+        for p in points:
+            i = bisect_right(starts, p) - 1
+            if starts[i] == p:
+                continue
+            out_starts.extend(starts[at:i + 1])
+            out_keys.extend(keys[at:i + 1])
+            out_starts.append(p)
+            out_keys.append(keys[i])
+            at = i + 1
+        out_starts.extend(starts[at:])
+        out_keys.extend(keys[at:])
+        if bits == 32:
+            self.v4_starts, self.v4_keys = out_starts, out_keys
+        else:
+            self.v6_starts, self.v6_keys = out_starts, out_keys
+        return out_starts, out_keys
+
+    def base_scores(self, steering: Steering, cancelled: Callable[[], bool]) -> BaseScores:
+        setup = _steering_setup(steering)
+        if self._bases and self._bases[0].setup == setup:
+            return self._bases[0]
+        found = _base_scores(steering, self.places, cancelled)
+        self._bases[:] = [found]
+        return found
 
 
 _ranges_lock = threading.Lock()
@@ -340,20 +442,12 @@ def _walk(locator: MaxMindLocator, identity: tuple[object, ...],
             return ((x >> 4) & 0xF000000) | (x >> 32), x & 0xFFFFFFF
         return int.from_bytes(content[o:o + 4]), int.from_bytes(content[o + 4:o + 8])
 
-    def leaves(root: int, bits: int, alias: int) -> tuple[list[int] | array[int], array[int]]:
+    def leaves(root: int, bits: int, alias: int) -> tuple[bytes, memoryview]:
         starts, records = _mmdbtree.walk(content, node_count, size, root, bits, alias)
-        recs = array("q")
-        recs.frombytes(records)
-        if bits == 32:
-            v4 = array("I")
-            v4.frombytes(starts)
-            return v4, recs
-        return [int.from_bytes(starts[i:i + 16]) for i in range(0, len(starts), 16)], recs
+        return starts, memoryview(records).cast("q")
 
-    v4_starts: array[int] | list[int] = array("I", [0])
-    v4_recs = array("q", [0])
-    v6_starts: list[int] | array[int] = [0]
-    v6_recs = array("q", [0])
+    v4_starts, v4_recs = array("I", [0]).tobytes(), memoryview(array("q", [0])).cast("B").cast("q")
+    v6_starts, v6_recs = bytes(16), v4_recs
     if meta.ip_version == 4:
         v4_starts, v4_recs = leaves(0, 32, -1)
     else:
@@ -366,51 +460,48 @@ def _walk(locator: MaxMindLocator, identity: tuple[object, ...],
             v4_starts, v4_recs = leaves(ipv4_root, 32, -1)
             v6_starts, v6_recs = leaves(0, 128, ipv4_root)
         else:  # no IPv4 subtree: IPv4 addresses all share one record (or none)
-            v4_recs = array("q", [0 if ipv4_root == node_count else ipv4_root])
+            one = array("q", [0 if ipv4_root == node_count else ipv4_root])
+            v4_recs = memoryview(one).cast("B").cast("q")
             v6_starts, v6_recs = leaves(0, 128, -1)
     if cancelled():
         raise Cancelled
     # Each distinct record decoded once (only the fields a decision reads);
-    # records that agree on them share a key.
-    records = list({r for r in v4_recs if r > 0} | {r for r in v6_recs if r > 0})
+    # records that agree on them share a place.
+    known = array("q")
+    known.frombytes(_mmdbtree.distinct(v4_recs, v6_recs))
     data = memoryview(content)[tree_size + 16:]
-    decoded: list[PlaceFields] = []
-    for i in range(0, len(records), 4096):  # a few ms each: the GIL goes back and forth
+    places = Places()
+    by_fields: dict[PlaceFields, int] = {(None, None, None, None, None): 0}
+    mapped = array("i")
+    for i in range(0, len(known), 4096):  # a few ms each: the GIL goes back and forth
         if cancelled():
             raise Cancelled
-        decoded += _mmdbtree.places(data, array("q", [r - node_count - 16
-                                                      for r in records[i:i + 4096]]))
-    places: list[PlaceFields] = [(None, None, None, None, None)]
-    by_fields: dict[PlaceFields, int] = {places[0]: 0}
-    strings: dict[str | None, str | None] = {}
-    index: dict[int, int] = {0: 0}
-    for r, fields in zip(records, decoded, strict=True):
-        k = by_fields.get(fields)
-        if k is None:
-            lat, lon, cont, country, sub = fields
-            fields = (lat, lon, strings.setdefault(cont, cont),
-                      strings.setdefault(country, country), strings.setdefault(sub, sub))
-            k = by_fields[fields] = len(places)
-            places.append(fields)
-        index[r] = k
-    del decoded, by_fields, data
+        for fields in _mmdbtree.places(data, array("q", [r - node_count - 16
+                                                         for r in known[i:i + 4096]])):
+            k = by_fields.get(fields)
+            if k is None:
+                k = by_fields[fields] = places.add(fields)
+            mapped.append(k)
+    del by_fields, data
     if cancelled():
         raise Cancelled
 
-    def merged(starts: list[int] | array[int], recs: array[int]
-               ) -> tuple[list[int] | array[int], array[int]]:
-        keys = array("i", (index[r] if r >= 0 else r for r in recs))  # no list of ints
-        at = array("I")
-        at.frombytes(_mmdbtree.changes(keys))
-        if len(at) == len(keys):
+    def merged(starts: bytes, recs: memoryview, width: int) -> tuple[bytes, array[int]]:
+        keys = array("i")
+        keys.frombytes(_mmdbtree.lookup(recs, known, mapped))
+        at = _mmdbtree.changes(keys)
+        if len(at) == 4 * len(keys):
             return starts, keys
-        picked = [starts[i] for i in at]
-        return (array("I", picked) if isinstance(starts, array) else picked,
-                array("i", [keys[i] for i in at]))
+        k2 = array("i")
+        k2.frombytes(_mmdbtree.pick(keys, 4, at))
+        return _mmdbtree.pick(starts, width, at), k2
 
-    v4s, v4k = merged(v4_starts, v4_recs)
-    v6s, v6k = merged(v6_starts, v6_recs)
-    assert isinstance(v4s, array) and isinstance(v6s, list)
+    s4, v4k = merged(v4_starts, v4_recs, 4)
+    v4s = array("I")
+    v4s.frombytes(s4)
+    s6, v6k = merged(v6_starts, v6_recs, 16)
+    v6s = [int.from_bytes(s6[i:i + 16]) for i in range(0, len(s6), 16)]
+    del v4_recs, v6_recs
     return DatabaseRanges(v4s, v4k, v6s, v6k, places, time.perf_counter() - t0, identity)
 
 
@@ -439,13 +530,14 @@ def compile_maps(steering: Steering, locator: Locator | None, previous: Maps | N
         return None
     base = _steering_setup(steering)
     reuse = previous.by_setup if previous is not None and previous.database is ranges else {}
+    cuts = _cuts(list(steering.specs.values()), steering)
     by_setup: dict[tuple[object, ...], SteerMap] = {}
     by_key: dict[tuple[bytes, int], SteerMap] = {}
     for key, spec in steering.specs.items():
         setup = (base, _setup(spec))
         m = by_setup.get(setup) or reuse.get(setup)
         if m is None:
-            m = compile_map(steering, spec, ranges, cancelled)
+            m = compile_map(steering, spec, ranges, cancelled, cuts)
             if m is None:
                 continue  # decided without a map
         by_setup[setup] = m
@@ -453,37 +545,117 @@ def compile_maps(steering: Steering, locator: Locator | None, previous: Maps | N
     return Maps(by_key, by_setup, ranges)
 
 
-_NO_CANDIDATE = (0, (), (), False, Reason.PROXIMITY)
+def _cuts(specs: Sequence[SteerSpec], steering: Steering) -> dict[int, tuple[int, ...]]:
+    """Every boundary of a rule or latency network, per family: the
+    database's ranges are cut there once for every set-up."""
+    nets = [n for spec in specs for r in spec.rules for n in r.networks] + \
+        [e.network for e in steering.latency if e.network is not None]
+    out: dict[int, tuple[int, ...]] = {}
+    for bits, version in ((32, 4), (128, 6)):
+        points = {x for n in nets if n.version == version
+                  for x in (int(n.network_address), int(n.broadcast_address) + 1)}
+        out[bits] = tuple(sorted(points - {0, 1 << bits}))
+    return out
 
 
-def _rank_places(steering: Steering, spec: SteerSpec, places: list[PlaceFields],
-                 cancelled: Callable[[], bool]
-                 ) -> tuple[array[int], array[float], list[Ranked], int]:
-    """Every place's ranking outside every rule and latency network: what
-    :meth:`Steering.decide` ranks with a health view where every PoP is
-    unknown and unpenalised (its scoring, step by step, without what health
-    and explanations add).  Returns each place's order (a :class:`Ranked`
-    without scores, by number), the base scores (``stride`` a place) and
-    the orders."""
-    pops = steering.pops
+class BaseScores:
+    """Every place's score at every PoP of the server (in configuration
+    order) outside every latency network, with the health view's penalty
+    left out: what every set-up of one steering configuration ranks by.
+    ``unplaced[k]``: place ``k`` is ranked by country, continent and default
+    order (its scores are that rank)."""
+
+    __slots__ = ("pops", "scores", "setup", "unplaced")
+
+    def __init__(self, setup: tuple[object, ...], pops: list[str], scores: array[float],
+                 unplaced: bytearray) -> None:
+        self.setup = setup
+        self.pops = pops
+        self.scores = scores
+        self.unplaced = unplaced
+
+
+def _base_scores(steering: Steering, places: Places, cancelled: Callable[[], bool]
+                 ) -> BaseScores:
+    """:class:`BaseScores`, computed as :meth:`Steering.decide` scores (the
+    same operations in the same order, so the same floats)."""
+    pops = list(steering.pops.values())
     trig = steering._trig
     rank = steering._rank
-    stride = max(1, len(pops))
+    n = max(1, len(pops))
     by_country: dict[str, Any] = {}
     for entry in steering.latency:  # the first entry for a country wins, as in _latency_for
         if entry.country is not None:
             by_country.setdefault(entry.country, entry)
-    rules = [r for r in spec.rules if not r.networks]  # a rule with networks cannot match here
-    # A rule with networks stops nothing: it is passed over when none holds the client.
-    order_ids = array("i", bytes(4 * len(places)))
-    scores = array("d", bytes(8 * stride * len(places)))
-    orders: list[Ranked] = []
-    order_ids_by: dict[tuple[object, ...], int] = {}
+    scores = array("d", bytes(8 * n * len(places)))
+    unplaced_flags = bytearray(len(places))
     sin, asin, sqrt, radians, cos = math.sin, math.asin, math.sqrt, math.radians, math.cos
-    for k, (lat, lon, cont, country, sub) in enumerate(places):
+    per_pop = [(pop, trig[pop.id], 1.0 - pop.bias / 100.0) for pop in pops]
+    base = 0
+    for k, (lat, lon, cont, country, _) in enumerate(places):
         if not k & 0xFFF and cancelled():
             raise Cancelled
-        candidates: Sequence[str] | Any = spec.values
+        table = by_country.get(country) if country is not None and by_country else None
+        placed = lat is not None and lon is not None
+        unplaced = not placed and table is None
+        unplaced_flags[k] = unplaced
+        if placed:
+            assert lat is not None and lon is not None
+            p1, l1 = radians(lat), radians(lon)
+            c1 = cos(p1)
+        for j, (pop, (p2, l2, c2), scale) in enumerate(per_pop):
+            if unplaced:
+                near = 0 if country and pop.country == country else (
+                    1 if cont and pop.continent == cont else 2)
+                scores[base + j] = near * 1000 + rank[pop.id] + 0.0
+                continue
+            if table is not None and pop.id in table.latencies:
+                latency = table.latencies[pop.id]
+            elif placed:
+                a = sin((p2 - p1) / 2) ** 2 + c1 * c2 * sin((l2 - l1) / 2) ** 2
+                latency = 2 * EARTH_RADIUS_KM * asin(min(1.0, sqrt(a))) / KM_PER_MS_RTT
+            else:
+                latency = None
+            scores[base + j] = (latency or 0.0) * scale + 0.0
+        base += n
+    return BaseScores(_steering_setup(steering), [p.id for p in pops], scores, unplaced_flags)
+
+
+def _rank_places(steering: Steering, spec: SteerSpec, places: Places, bases: BaseScores,
+                 cancelled: Callable[[], bool]
+                 ) -> tuple[array[int], list[Ranked], list[tuple[int, ...]]]:
+    """Every place's ranking outside every rule and latency network: what
+    :meth:`Steering.decide` ranks with a health view where every PoP is
+    unknown and unpenalised (its rules and order, from ``bases``' scores).
+    Returns each place's order (a :class:`Ranked` without scores, by
+    number), the orders, and for each the columns of ``bases.scores`` that
+    hold its PoPs' scores."""
+    pops = steering.pops
+    column = {p: j for j, p in enumerate(bases.pops)}
+    stride = max(1, len(bases.pops))
+    columns: list[tuple[int, ...]] = []
+
+    def candidates(names: Sequence[str] | Any) -> tuple[list[int], tuple[str, ...],
+                                                        tuple[int, ...]]:
+        """The PoPs of a candidate list that exist, by configuration order
+        (a stable sort by score then breaks ties as decide does)."""
+        known = sorted((pops[p].order, p) for p in names if p in pops)
+        return [column[p] for _, p in known], tuple(p for _, p in known), \
+            tuple(o for o, _ in known)
+
+    every = candidates(spec.values)
+    rules = [(r, candidates(r.pops)) for r in spec.rules
+             if not r.networks]  # a rule with networks cannot match outside them
+    order_ids = array("i", bytes(4 * len(places)))
+    all_scores = bases.scores
+    unplaced_flags = bases.unplaced
+    orders: list[Ranked] = []
+    order_ids_by: dict[tuple[object, ...], int] = {}
+    base = 0
+    for k, (_, _, cont, country, sub) in enumerate(places):
+        if not k & 0xFFF and cancelled():
+            raise Cancelled
+        cols, names, pop_orders = every
         reason = Reason.PROXIMITY
         matched: Rule | None = None
         if rules:
@@ -494,68 +666,49 @@ def _rank_places(steering: Steering, spec: SteerSpec, places: list[PlaceFields],
                     codes.add(f"{cont}-{country}")
                     if sub:
                         codes.add(f"{cont}-{country}-{sub}")
-            for rule in rules:
+            for rule, its in rules:
                 if not rule.places or codes & rule.places:
-                    matched, candidates, reason = rule, rule.pops, Reason.RULE
+                    matched, reason = rule, Reason.RULE
+                    cols, names, pop_orders = its
                     break
-        table = by_country.get(country) if country is not None and by_country else None
-        placed = lat is not None and lon is not None
-        unplaced = not placed and table is None
-        if placed:
-            assert lat is not None and lon is not None
-            p1, l1 = radians(lat), radians(lon)
-            c1 = cos(p1)
-        rows = []
-        for p in candidates:
-            pop = pops.get(p)
-            if pop is None:
-                continue
-            distance = None
-            if placed:
-                p2, l2, c2 = trig[p]
-                a = sin((p2 - p1) / 2) ** 2 + c1 * c2 * sin((l2 - l1) / 2) ** 2
-                distance = 2 * EARTH_RADIUS_KM * asin(min(1.0, sqrt(a)))
-            if table is not None and p in table.latencies:
-                latency = table.latencies[p]
-            elif distance is not None:
-                latency = distance / KM_PER_MS_RTT
-            else:
-                latency = None
-            if unplaced:
-                near = 0 if country and pop.country == country else (
-                    1 if cont and pop.continent == cont else 2)
-                score = near * 1000 + rank[p] + 0.0 / 1e6
-            else:
-                score = (latency or 0.0) * (1.0 - pop.bias / 100.0) + 0.0
-            rows.append((score, pop.order, p))
+        unplaced = unplaced_flags[k] == 1
         if unplaced and reason == Reason.PROXIMITY:
             reason = Reason.COUNTRY if country or cont else Reason.DEFAULT_ORDER
-        rows.sort()
-        if rows:
-            okey: tuple[object, ...] = (tuple(r[2] for r in rows), tuple(r[1] for r in rows),
-                                        unplaced, reason, matched)
-        else:  # no candidate at all
-            okey = ((), (), False, Reason.PROXIMITY, matched)
+        sc = [all_scores[base + j] for j in cols]
+        perm = sorted(range(len(sc)), key=sc.__getitem__)
+        if not names:  # no candidate at all
+            okey: tuple[object, ...] = ((), False, Reason.PROXIMITY, matched)
+        else:
+            okey = (tuple(perm), unplaced, reason, matched, names)
         i = order_ids_by.get(okey)
         if i is None:
             i = order_ids_by[okey] = len(orders)
-            orders.append(Ranked(okey[0], (), okey[1], okey[2], okey[3], okey[4]))  # type: ignore[arg-type]
+            if names:
+                orders.append(Ranked(tuple(names[x] for x in perm), (),
+                                     tuple(pop_orders[x] for x in perm), unplaced, reason,
+                                     matched))
+                columns.append(tuple(cols[x] for x in perm))
+            else:
+                orders.append(Ranked((), (), (), False, Reason.PROXIMITY, matched))
+                columns.append(())
         order_ids[k] = i
-        base = k * stride
-        for j, r in enumerate(rows):
-            scores[base + j] = r[0]
-    return order_ids, scores, orders, stride
+        base += stride
+    return order_ids, orders, columns
 
 
 def compile_map(steering: Steering, spec: SteerSpec, ranges: DatabaseRanges,
-                cancelled: Callable[[], bool] = _never) -> SteerMap | None:
+                cancelled: Callable[[], bool] = _never,
+                cuts: dict[int, tuple[int, ...]] | None = None) -> SteerMap | None:
     """The map of one record set's set-up (see the module docstring), or
     None when an IPv6 network of its rules or latency table overlaps an
     alias of the IPv4 subtree (not mapped yet)."""
     t0 = time.perf_counter()
     networks = [n for r in spec.rules for n in r.networks] + \
         [e.network for e in steering.latency if e.network is not None]
-    order_ids, scores, orders, stride = _rank_places(steering, spec, ranges.places, cancelled)
+    if cuts is None:
+        cuts = _cuts([spec], steering)
+    bases = ranges.base_scores(steering, cancelled)
+    order_ids, orders, columns = _rank_places(steering, spec, ranges.places, bases, cancelled)
     nplaces = len(ranges.places)
     # Pieces inside a rule or latency network, decided by Steering.decide
     # itself: rankings numbered from len(places) on.
@@ -587,57 +740,55 @@ def compile_map(steering: Steering, spec: SteerSpec, ranges: DatabaseRanges,
         decided[(k, inside)] = i
         return i
 
-    def family(starts: Sequence[int], keys: array[int], bits: int) -> Family | None:
+    def family(bits: int) -> Family | None:
         mine = [(int(n.network_address), int(n.broadcast_address))
                 for n in networks if n.version == (4 if bits == 32 else 6)]
+        starts, keys = ranges.cut(bits, cuts[bits])
+        over: dict[int, int] = {}
         if mine:
-            cuts = sorted({x for lo, hi in mine for x in (lo, hi + 1)} - {1 << bits})
-            bounds = [0, *cuts, 1 << bits]
-            out_starts: list[int] | array[int] = array("I") if bits == 32 else []
-            out_keys = array("i")
+            points = sorted({x for lo, hi in mine for x in (lo, hi + 1)} - {1 << bits})
+            bounds = [0, *points, 1 << bits]
             for j in range(len(bounds) - 1):
                 if cancelled():
                     raise Cancelled
                 lo, hi = bounds[j], bounds[j + 1]
                 # The networks holding every address of this piece.
                 sig = tuple(a <= lo <= b for a, b in mine)
-                i0 = bisect_right(starts, lo) - 1
-                i1 = bisect_left(starts, hi)
                 if not any(sig):
-                    if keys[i0] < 0 and starts[i0] < lo:
-                        return None  # a cut inside an alias of the IPv4 subtree
-                    out_starts.append(lo)
-                    out_keys.append(keys[i0])
-                    out_starts.extend(starts[i0 + 1:i1])
-                    out_keys.extend(keys[i0 + 1:i1])
                     continue
-                for i in range(i0, i1):
+                for i in range(bisect_left(starts, lo), bisect_left(starts, hi)):
                     k = keys[i]
                     if k < 0:
                         return None  # a network over an alias of the IPv4 subtree
-                    start = max(starts[i], lo)
-                    out_starts.append(start)
-                    out_keys.append(rank(k, start, bits, sig))
-            starts, keys = out_starts, out_keys
+                    over[i] = rank(k, starts[i], bits, sig)
         # Runs: where the order of PoPs (or the rule, or the reason) changes.
-        oid = order_ids.tolist()
+        table = array("i", order_ids)
         known = {(o.pops, o.orders, o.unplaced, o.reason, o.rule): j
                  for j, o in enumerate(orders)}
         for r in extra:
-            oid.append(known.setdefault((r.pops, r.orders, r.unplaced, r.reason, r.rule),
-                                        len(known)))
-        ords = array("i", (oid[k] if k >= 0 else k for k in keys))
-        at = array("I")
-        at.frombytes(_mmdbtree.changes(ords))
-        picked = [starts[i] for i in at]
-        runs: list[int] | array[int] = array("I", picked) if bits == 32 else picked
-        return Family(bits, starts, keys, runs, not mine)
+            table.append(known.setdefault((r.pops, r.orders, r.unplaced, r.reason, r.rule),
+                                          len(known)))
+        ords = array("i")
+        ords.frombytes(_mmdbtree.gather(keys, table))
+        for i, ri in over.items():
+            ords[i] = table[ri]
+        at = _mmdbtree.changes(ords)
+        del ords
+        runs: list[int] | array[int]
+        if isinstance(starts, array):
+            runs = array("I")
+            runs.frombytes(_mmdbtree.pick(starts, 4, at))
+        else:
+            where = array("I")
+            where.frombytes(at)
+            runs = [starts[i] for i in where]
+        return Family(bits, starts, keys, runs, over)
 
-    v4 = family(ranges.v4_starts, ranges.v4_keys, 32)
-    v6 = family(ranges.v6_starts, ranges.v6_keys, 128)
+    v4 = family(32)
+    v6 = family(128)
     if v6 is None or v4 is None:
         return None
-    return SteerMap(spec, order_ids, scores, stride, orders, extra, v4, v6,
+    return SteerMap(spec, order_ids, bases, orders, columns, extra, v4, v6,
                     time.perf_counter() - t0)
 
 
