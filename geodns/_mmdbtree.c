@@ -19,6 +19,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A bytes object holding a copy of ``n`` bytes: the copy (and the page
+ * faults of a fresh large block) made without the GIL, so that the event
+ * loop's thread is not held up by a build's large results. */
+static PyObject *
+copy_out(const void *src, size_t n)
+{
+    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
+    if (b == NULL)
+        return NULL;
+    char *dst = PyBytes_AS_STRING(b);
+    Py_BEGIN_ALLOW_THREADS
+    memcpy(dst, src, n);
+    Py_END_ALLOW_THREADS
+    return b;
+}
+
 typedef struct {
     uint32_t node;
     uint32_t depth;
@@ -174,9 +190,14 @@ walk(PyObject *Py_UNUSED(self), PyObject *args)
         PyErr_NoMemory();
     else if (rc == -2)
         PyErr_SetString(PyExc_ValueError, "a MaxMind DB search tree deeper than its addresses");
-    else
-        result = Py_BuildValue("(y#y#)", (const char *)o.starts, (Py_ssize_t)(o.n * o.width),
-                               (const char *)o.records, (Py_ssize_t)(o.n * sizeof(int64_t)));
+    else {
+        PyObject *a = copy_out(o.starts, o.n * o.width);
+        PyObject *b = a ? copy_out(o.records, o.n * sizeof(int64_t)) : NULL;
+        if (b)
+            result = PyTuple_Pack(2, a, b);
+        Py_XDECREF(a);
+        Py_XDECREF(b);
+    }
     free(o.starts);
     free(o.records);
     return result;
@@ -207,7 +228,7 @@ changes(PyObject *Py_UNUSED(self), PyObject *arg)
             out[m++] = (uint32_t)i;
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&b);
-    PyObject *result = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)(m * 4));
+    PyObject *result = copy_out(out, m * 4);
     free(out);
     return result;
 }
@@ -551,7 +572,7 @@ lookup(PyObject *Py_UNUSED(self), PyObject *args)
     else if (bad)
         PyErr_SetString(PyExc_ValueError, "a value that is not known");
     else
-        result = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)(n * 4));
+        result = copy_out(out, n * 4);
     free(out);
     PyBuffer_Release(&v);
     PyBuffer_Release(&k);
@@ -593,7 +614,7 @@ gather(PyObject *Py_UNUSED(self), PyObject *args)
     else if (bad)
         PyErr_SetString(PyExc_IndexError, "an index beyond the table");
     else
-        result = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)(n * 4));
+        result = copy_out(out, n * 4);
     free(out);
     PyBuffer_Release(&ix);
     PyBuffer_Release(&t);
@@ -679,7 +700,7 @@ distinct(PyObject *Py_UNUSED(self), PyObject *args)
     PyBuffer_Release(&b);
     if (all == NULL)
         return PyErr_NoMemory();
-    PyObject *result = PyBytes_FromStringAndSize((const char *)all, (Py_ssize_t)(m * 8));
+    PyObject *result = copy_out(all, m * 8);
     free(all);
     return result;
 }

@@ -62,6 +62,7 @@ try:
 except ImportError:  # pragma: no cover - built at install time when a C compiler is there
     _mmdbtree = None  # type: ignore[assignment]
 
+from geodns.collector import collector_paused
 from geodns.geo import IPAddress, Locator, MaxMindLocator, Place
 from geodns.steering import (
     EARTH_RADIUS_KM,
@@ -473,16 +474,18 @@ def _walk(locator: MaxMindLocator, identity: tuple[object, ...],
     places = Places()
     by_fields: dict[PlaceFields, int] = {(None, None, None, None, None): 0}
     mapped = array("i")
-    for i in range(0, len(known), 4096):  # a few ms each: the GIL goes back and forth
+    for i in range(0, len(known), 1024):  # a few ms each: the GIL goes back and forth
         if cancelled():
             raise Cancelled
         for fields in _mmdbtree.places(data, array("q", [r - node_count - 16
-                                                         for r in known[i:i + 4096]])):
+                                                         for r in known[i:i + 1024]])):
             k = by_fields.get(fields)
             if k is None:
                 k = by_fields[fields] = places.add(fields)
             mapped.append(k)
-    del by_fields, data
+    while by_fields:  # freed a piece at a time, not in one long deallocation
+        by_fields.popitem()
+    del data
     if cancelled():
         raise Cancelled
 
@@ -848,7 +851,8 @@ class Build:
         try:
             t0 = time.perf_counter()
             c0 = time.thread_time()
-            maps = compile_maps(copy, locator, previous, self.cancelled)
+            with collector_paused():  # makes few objects, and no cycles: see geodns.collector
+                maps = compile_maps(copy, locator, previous, self.cancelled)
             steering = target()
             if steering is None or self._stop.is_set():
                 raise Cancelled
