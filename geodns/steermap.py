@@ -432,6 +432,8 @@ def _walk(locator: MaxMindLocator, identity: tuple[object, ...],
     tree_size = node_count * size // 4
     with open(locator.path, "rb") as f:  # the search tree, then 16 zero bytes, then the data
         content = f.read()
+    if content[tree_size:tree_size + 16] != bytes(16):
+        raise ValueError(f"{locator.path}: not the database the reader opened (replaced since?)")
     step = size // 4
 
     def children(node: int) -> tuple[int, int]:
@@ -865,7 +867,11 @@ class Build:
         except Cancelled:
             log.debug("steering map build abandoned: its snapshot is retired")
         except Exception:
-            log.exception("building the steering maps failed; deciding without them")
+            if self.cancelled():  # its reader closed, its file replaced: it was retired
+                log.debug("steering map build abandoned: its snapshot is retired",
+                          exc_info=True)
+            else:
+                log.exception("building the steering maps failed; deciding without them")
         finally:
             self.done.set()
 
@@ -878,8 +884,8 @@ def attach(steering: Steering, locator: Locator | None, previous: Steering | Non
     the maps are set, decisions are made as before, with the same answers.
     :func:`retire` stops a build whose snapshot is no longer served."""
     prev = previous.maps if previous is not None and isinstance(previous.maps, Maps) else None
-    if prev is not None and database_ranges_possible(locator) \
-            and prev.database.identity == _identity(locator):
+    if prev is not None and database_ranges_possible(locator) and _last_ranges \
+            and prev.database is _last_ranges[0] and prev.database.identity == _identity(locator):
         base = _steering_setup(steering)
         if all((base, _setup(spec)) in prev.by_setup for spec in steering.specs.values()):
             steering.maps = compile_maps(steering, locator, prev)
