@@ -189,15 +189,19 @@ class SteerMap:
             return self.orders[ids[i]], i
         return self.extra[i - len(ids)], i
 
+    def base_scores(self, r: Ranked, i: int) -> Sequence[float]:
+        """The base scores of ranking ``i`` (``r``, from :meth:`look_up`), in its order."""
+        ids = self.order_ids
+        if i >= len(ids):
+            return r.scores
+        scores = self.bases.scores
+        base = i * len(self.bases.pops)
+        return [scores[base + c] for c in self.columns[ids[i]]]
+
     def ranking(self, client: bytes) -> Ranked:
         """The client's ranking with its base scores."""
         r, i = self.look_up(client)
-        ids = self.order_ids
-        if i >= len(ids):
-            return r
-        scores = self.bases.scores
-        base = i * len(self.bases.pops)
-        return replace(r, scores=tuple(scores[base + c] for c in self.columns[ids[i]]))
+        return replace(r, scores=tuple(self.base_scores(r, i)))
 
     def scope(self, client: bytes, source: int, penalised: bool) -> int:
         """The ECS scope of an answer decided from this map (see the module
@@ -243,12 +247,12 @@ def decide(maps: Maps, steering: Steering, spec: SteerSpec, client: bytes, sourc
     if m is None:
         return None
     scope = m.scope(client, source, penalised)
-    r = m.ranking(client) if penalised else m.look_up(client)[0]
+    r, i = m.look_up(client)
     pops = r.pops
     if penalised:  # penalties can reorder: as Steering.decide scores them
         scale = 1e-6 if r.unplaced else 1.0
         rows = sorted(zip([s + health.penalty_ms(p) * scale
-                           for s, p in zip(r.scores, pops, strict=True)],
+                           for s, p in zip(m.base_scores(r, i), pops, strict=True)],
                           r.orders, pops, strict=True))
         pops = tuple(row[2] for row in rows)
     healthy = [p for p in pops if effective_state(health, spec, p) in (UP, UNKNOWN)]
