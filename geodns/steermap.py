@@ -864,10 +864,12 @@ class Build:
                 raise Cancelled
             steering.maps = maps
             if maps is not None:
-                log.info("steering maps built in %.1f s (%.1f s CPU): %d set-ups, %d ranges",
+                log.info("steering maps built in %.1f s (%.1f s CPU): %d set-ups over %d "
+                         "database ranges, %.0f MB of their own",
                          time.perf_counter() - t0, time.thread_time() - c0,
                          len(maps.by_setup),
-                         sum(len(m.v4) + len(m.v6) for m in maps.by_setup.values()))
+                         len(maps.database.v4_starts) + len(maps.database.v6_starts),
+                         sum(m.size_bytes() for m in maps.by_setup.values()) / 1e6)
         except Cancelled:
             log.debug("steering map build abandoned: its snapshot is retired")
         except Exception:
