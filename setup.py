@@ -2,7 +2,8 @@
 
 geodns/_udpbatch.c batches UDP system calls (recvmmsg/sendmmsg, Linux).
 It is optional: without a compiler the install goes on and geodns uses
-plain recvfrom/sendto.
+plain recvfrom/sendto.  geodns/_mmdbtree.c walks a MaxMind database for the
+compiled steering maps; without it there are no maps (decisions as before).
 """
 
 import sys
@@ -13,5 +14,9 @@ ext_modules = []
 if sys.platform.startswith("linux"):
     ext_modules.append(Extension("geodns._udpbatch", ["geodns/_udpbatch.c"], optional=True,
                                  extra_compile_args=["-O2", "-Wall", "-Wextra"]))
+
+# The compiled steering maps' database walk (geodns/steermap.py): portable C.
+ext_modules.append(Extension("geodns._mmdbtree", ["geodns/_mmdbtree.c"], optional=True,
+                             extra_compile_args=["-O2"] if sys.platform != "win32" else []))
 
 setup(ext_modules=ext_modules)

@@ -238,6 +238,7 @@ class Steering:
         # not the other way round), once built: set in one assignment by the
         # thread that builds them.
         self.maps: object | None = None
+        self.map_build: object | None = None  # the geodns.steermap.Build making them
 
     def decide(self, spec: SteerSpec, client: IPAddress, source_prefix: int, place: Place,
                health: HealthView, explain: bool = False) -> Decision:

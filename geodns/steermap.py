@@ -9,21 +9,23 @@ latency-table networks contain it.  So, at snapshot build time (in the
 build's worker thread):
 
 1. :func:`database_ranges` walks the MaxMind search tree once per database
-   (kept on the locator, shared by every snapshot that uses it) and cuts
-   the IPv4 and IPv6 address spaces into ranges with one data record each
-   (neighbours with the same record merged; the IPv4 subtree's aliases in
-   the IPv6 tree are copied, not walked again).  Each record is turned into
-   a :class:`Place` by the locator's own code, once.
+   file (in C, geodns/_mmdbtree.c; the last one kept, shared by every
+   snapshot and set-up that uses it) and cuts the IPv4 and IPv6 address
+   spaces into ranges with one *place* each: every distinct data record is
+   decoded once, for the fields a decision reads only, and records that
+   agree on them share a place (neighbours with the same place merged; the
+   IPv4 subtree's aliases in the IPv6 tree are markers, not walked again).
 2. :func:`compile_map` builds, per distinct *set-up* (a record's PoPs and
    rules; the server's PoPs, default order and latency table), a
-   :class:`SteerMap`: the ranges are cut again at every rule and latency
-   network boundary, each piece is decided once per distinct (place,
-   networks containing it) by :meth:`Steering.decide` itself, with a health
-   view where every PoP is unknown and unpenalised, and what is kept is the
-   *ranking*: the candidates in order with their base scores.  Neighbouring
-   pieces with the same ranking are merged.  Two arrays of range starts
-   are kept: one where the ranking *or a base score* changes, one where the
-   order of the PoPs (or the rule, or the reason) changes.
+   :class:`SteerMap`: each place is ranked once by steering's scoring with
+   every PoP unknown and unpenalised (:func:`_rank_places`), and what is
+   kept is the *ranking*: its order of PoPs (a few hundred distinct) and
+   base scores.  Ranges a rule or latency network cuts are cut again and
+   those pieces decided by :meth:`Steering.decide` itself; a set-up without
+   such networks shares the database's ranges.  Runs of ranges with the
+   same order of PoPs (and rule, and reason) are kept for the ECS scope.
+   The build checks a cancel flag as it goes (:class:`Build`,
+   :func:`retire`).
 3. A query bisects its (padded) client address, then applies health exactly
    as :meth:`Steering._decide` does: down and draining PoPs are skipped, the
    health view's penalty is added to the base score (which can reorder),
@@ -44,17 +46,27 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import os
 import threading
 import time
+import weakref
 from array import array
-from bisect import bisect_right
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from geodns.geo import IPAddress, IPNetwork, Locator, MaxMindLocator, Place
+try:
+    from geodns import _mmdbtree
+except ImportError:  # pragma: no cover - built at install time when a C compiler is there
+    _mmdbtree = None  # type: ignore[assignment]
+
+from geodns.collector import collector_paused
+from geodns.geo import IPAddress, Locator, MaxMindLocator, Place
 from geodns.steering import (
+    EARTH_RADIUS_KM,
+    KM_PER_MS_RTT,
     UNKNOWN,
     UP,
     Decision,
@@ -91,14 +103,15 @@ class Family:
     from ``starts[i]`` to ``starts[i + 1] - 1``; ``runs`` are the starts
     where the order of PoPs changes (a subset of ``starts``)."""
 
-    __slots__ = ("bits", "ranked", "runs", "starts")
+    __slots__ = ("bits", "over", "ranked", "runs", "starts")
 
     def __init__(self, bits: int, starts: Sequence[int], ranked: array[int],
-                 runs: Sequence[int]) -> None:
+                 runs: Sequence[int], over: dict[int, int]) -> None:
         self.bits = bits
-        self.starts = starts
-        self.ranked = ranked
+        self.starts = starts  # shared with the database's ranges (cut at every network)
+        self.ranked = ranked  # the same: a place's number, or an alias marker
         self.runs = runs
+        self.over = over  # range index -> its ranking, for ranges inside a network
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -123,14 +136,25 @@ def widest_prefix(address: int, first: int, last: int, bits: int) -> int:
 
 
 class SteerMap:
-    """The compiled map of one set-up: ranges to rankings, per family."""
+    """The compiled map of one set-up: ranges to rankings, per family.  A
+    range's ranking number below ``len(order_ids)`` is a database place
+    (outside every rule and latency network): its order of PoPs is
+    ``orders[order_ids[k]]`` and its base scores are in ``bases`` (shared by
+    every set-up of one steering configuration); from there on, ``extra``
+    holds the rankings of pieces inside such networks."""
 
-    __slots__ = ("build_seconds", "rankings", "spec", "v4", "v6")
+    __slots__ = ("bases", "build_seconds", "columns", "extra", "order_ids", "orders", "spec",
+                 "v4", "v6")
 
-    def __init__(self, spec: SteerSpec, rankings: list[Ranked], v4: Family, v6: Family,
-                 build_seconds: float) -> None:
+    def __init__(self, spec: SteerSpec, order_ids: array[int], bases: BaseScores,
+                 orders: list[Ranked], columns: list[tuple[int, ...]], extra: list[Ranked],
+                 v4: Family, v6: Family, build_seconds: float) -> None:
         self.spec = spec
-        self.rankings = rankings
+        self.order_ids = order_ids
+        self.bases = bases
+        self.orders = orders
+        self.columns = columns
+        self.extra = extra
         self.v4 = v4
         self.v6 = v6
         self.build_seconds = build_seconds
@@ -149,12 +173,35 @@ class SteerMap:
         shift = -1 - ri
         return self.v4, (a >> shift) & _V4_MAX, 96 - shift
 
-    def look_up(self, client: bytes) -> Ranked:
+    def look_up(self, client: bytes) -> tuple[Ranked, int]:
+        """The client's order of PoPs (its scores left out) and its ranking's number."""
         if len(client) == 4:
             fam = self.v4
-            return self.rankings[fam.ranked[bisect_right(fam.starts, int.from_bytes(client)) - 1]]
-        fam, a, _ = self.locate(client)
-        return self.rankings[fam.ranked[bisect_right(fam.starts, a) - 1]]
+            j = bisect_right(fam.starts, int.from_bytes(client)) - 1
+        else:
+            fam, a, _ = self.locate(client)
+            j = bisect_right(fam.starts, a) - 1
+        i = fam.ranked[j]
+        if fam.over:
+            i = fam.over.get(j, i)
+        ids = self.order_ids
+        if i < len(ids):
+            return self.orders[ids[i]], i
+        return self.extra[i - len(ids)], i
+
+    def base_scores(self, r: Ranked, i: int) -> Sequence[float]:
+        """The base scores of ranking ``i`` (``r``, from :meth:`look_up`), in its order."""
+        ids = self.order_ids
+        if i >= len(ids):
+            return r.scores
+        scores = self.bases.scores
+        base = i * len(self.bases.pops)
+        return [scores[base + c] for c in self.columns[ids[i]]]
+
+    def ranking(self, client: bytes) -> Ranked:
+        """The client's ranking with its base scores."""
+        r, i = self.look_up(client)
+        return replace(r, scores=tuple(self.base_scores(r, i)))
 
     def scope(self, client: bytes, source: int, penalised: bool) -> int:
         """The ECS scope of an answer decided from this map (see the module
@@ -164,13 +211,13 @@ class SteerMap:
         return min(above + widest_prefix(a, first, last, fam.bits), source)
 
     def size_bytes(self) -> int:
-        """Roughly what the arrays hold (Python ints of the IPv6 starts
-        counted at 36 bytes each, list slots at 8)."""
-        total = 0
+        """Roughly what its own arrays hold (ranges shared with the database
+        not counted; Python ints of IPv6 starts at 44 bytes with their slot)."""
+        total = self.order_ids.itemsize * len(self.order_ids)
         for fam in (self.v4, self.v6):
-            for seq in (fam.starts, fam.runs):
-                total += seq.itemsize * len(seq) if isinstance(seq, array) else 44 * len(seq)
-            total += fam.ranked.itemsize * len(fam.ranked)
+            runs = fam.runs
+            total += runs.itemsize * len(runs) if isinstance(runs, array) else 44 * len(runs)
+            total += 100 * len(fam.over)
         return total
 
 
@@ -178,7 +225,7 @@ class Maps:
     """Every compiled map of a snapshot, by the record set it serves."""
 
     def __init__(self, by_key: dict[tuple[bytes, int], SteerMap],
-                 by_setup: dict[tuple[object, ...], SteerMap], database: object) -> None:
+                 by_setup: dict[tuple[object, ...], SteerMap], database: DatabaseRanges) -> None:
         self.by_key = by_key
         self.by_setup = by_setup  # reused by the next build when nothing it depends on changed
         self.database = database
@@ -199,13 +246,13 @@ def decide(maps: Maps, steering: Steering, spec: SteerSpec, client: bytes, sourc
     m = maps.get(spec)
     if m is None:
         return None
-    r = m.look_up(client)
     scope = m.scope(client, source, penalised)
+    r, i = m.look_up(client)
     pops = r.pops
     if penalised:  # penalties can reorder: as Steering.decide scores them
         scale = 1e-6 if r.unplaced else 1.0
         rows = sorted(zip([s + health.penalty_ms(p) * scale
-                           for s, p in zip(r.scores, pops, strict=True)],
+                           for s, p in zip(m.base_scores(r, i), pops, strict=True)],
                           r.orders, pops, strict=True))
         pops = tuple(row[2] for row in rows)
     healthy = [p for p in pops if effective_state(health, spec, p) in (UP, UNKNOWN)]
@@ -224,109 +271,192 @@ def decide(maps: Maps, steering: Steering, spec: SteerSpec, client: bytes, sourc
 
 
 # -- the database, cut into ranges ------------------------------------------------
-@dataclass(frozen=True, slots=True)
+# What a decision reads of a database record: latitude, longitude, continent,
+# country, first subdivision (geodns.geo._place_from_record's fields).
+PlaceFields = tuple[float | None, float | None, str | None, str | None, str | None]
+
+
+class Places:
+    """Every distinct place of a database, by number (0: no record), in
+    columns: coordinates (NaN: none) and codes by number into ``names``
+    (0: none)."""
+
+    __slots__ = ("_numbers", "continent", "country", "latitude", "longitude", "names",
+                 "subdivision")
+
+    def __init__(self) -> None:
+        nan = math.nan
+        self.latitude = array("d", [nan])
+        self.longitude = array("d", [nan])
+        self.continent = array("H", [0])
+        self.country = array("H", [0])
+        self.subdivision = array("H", [0])
+        self.names: list[str | None] = [None]
+        self._numbers: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.latitude)
+
+    def add(self, fields: PlaceFields) -> int:
+        lat, lon, cont, country, sub = fields
+        names = self.names
+        self.latitude.append(math.nan if lat is None else lat)
+        self.longitude.append(math.nan if lon is None else lon)
+        for column, name in ((self.continent, cont), (self.country, country),
+                             (self.subdivision, sub)):
+            if name is None:
+                column.append(0)
+                continue
+            number = self._numbers.get(name)
+            if number is None:
+                number = self._numbers[name] = len(names)
+                names.append(name)
+            column.append(number)
+        return len(self.latitude) - 1
+
+    def __iter__(self) -> Iterator[PlaceFields]:
+        names = self.names
+        for lat, lon, cont, country, sub in zip(self.latitude, self.longitude, self.continent,
+                                                self.country, self.subdivision, strict=True):
+            yield (None if lat != lat else lat, None if lon != lon else lon,
+                   names[cont], names[country], names[sub])
+
+    def __getitem__(self, k: int) -> PlaceFields:
+        names = self.names
+        lat, lon = self.latitude[k], self.longitude[k]
+        return (None if lat != lat else lat, None if lon != lon else lon,
+                names[self.continent[k]], names[self.country[k]], names[self.subdivision[k]])
+
+    def size_bytes(self) -> int:
+        return sum(a.itemsize * len(a) for a in (self.latitude, self.longitude, self.continent,
+                                                 self.country, self.subdivision))
+
+
+class Cancelled(Exception):
+    """The build was abandoned: the snapshot it was for is retired."""
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass(slots=True)
 class DatabaseRanges:
-    """The database's address space in ranges with one record each: range
+    """The database's address space in ranges with one place each: range
     ``i`` of a family starts at ``starts[i]`` and is at ``places[keys[i]]``
-    (``places[0]``: no record)."""
+    (``places[0]``: no record; a negative key in the IPv6 ranges: an alias
+    of the IPv4 subtree, see :meth:`SteerMap.locate`).  :meth:`cut` splits
+    ranges at networks' boundaries: a new pair of arrays each time (maps
+    made before keep theirs), never changed in place."""
 
     v4_starts: array[int]
     v4_keys: array[int]
     v6_starts: list[int]
     v6_keys: array[int]
-    places: list[Place]
+    places: Places
     build_seconds: float
+    identity: tuple[object, ...]  # the file's (path, device, inode, size, mtime)
+    # The last steering configuration's BaseScores, shared by its set-ups.
+    _bases: list[BaseScores] = field(default_factory=list)
 
+    def cut(self, bits: int, points: tuple[int, ...]) -> tuple[Sequence[int], array[int]]:
+        """A family's ranges, cut (from now on) at ``points`` (sorted) too:
+        every set-up shares one pair of arrays."""
+        with _ranges_lock:
+            return self._cut(bits, points)
 
-_ranges_lock = threading.Lock()
+    def _cut(self, bits: int, points: tuple[int, ...]) -> tuple[Sequence[int], array[int]]:
+        starts: Any = self.v4_starts if bits == 32 else self.v6_starts
+        keys = self.v4_keys if bits == 32 else self.v6_keys
+        if all(starts[bisect_right(starts, p) - 1] == p for p in points):
+            return starts, keys
+        out_starts: Any = array("I") if bits == 32 else []
+        out_keys = array("i")
+        at = 0  # starts[:at] are copied
+        for p in points:
+            i = bisect_right(starts, p) - 1
+            if starts[i] == p:
+                continue
+            out_starts.extend(starts[at:i + 1])
+            out_keys.extend(keys[at:i + 1])
+            out_starts.append(p)
+            out_keys.append(keys[i])
+            at = i + 1
+        out_starts.extend(starts[at:])
+        out_keys.extend(keys[at:])
+        if bits == 32:
+            self.v4_starts, self.v4_keys = out_starts, out_keys
+        else:
+            self.v6_starts, self.v6_keys = out_starts, out_keys
+        return out_starts, out_keys
 
-
-def database_ranges(locator: Locator | None) -> DatabaseRanges | None:
-    """The locator's database in ranges (computed once per locator and kept
-    on it), or None for a locator a map cannot be built from."""
-    if not isinstance(locator, MaxMindLocator) or locator.asn_reader is not None:
-        return None
-    with _ranges_lock:
-        found: DatabaseRanges | None = getattr(locator, "_steermap_ranges", None)
-        if found is None:
-            found = _walk(locator)
-            locator._steermap_ranges = found  # type: ignore[attr-defined]
+    def base_scores(self, steering: Steering, cancelled: Callable[[], bool]) -> BaseScores:
+        setup = _steering_setup(steering)
+        if self._bases and self._bases[0].setup == setup:
+            return self._bases[0]
+        found = _base_scores(steering, self.places, cancelled)
+        self._bases[:] = [found]
         return found
 
 
-def _walk(locator: MaxMindLocator) -> DatabaseRanges:
+_ranges_lock = threading.Lock()
+# The last database walked, by file identity: a reload that opens the same
+# file again (or another node of the same process, in tests) does not walk it again.
+_last_ranges: list[DatabaseRanges] = []
+
+
+def database_ranges(locator: Locator | None, cancelled: Callable[[], bool] = _never
+                    ) -> DatabaseRanges | None:
+    """The locator's database in ranges (computed once per database file and
+    kept), or None for a locator a map cannot be built from."""
+    if not database_ranges_possible(locator):
+        return None
+    identity = _identity(locator)
+    with _ranges_lock:
+        if _last_ranges and _last_ranges[0].identity == identity:
+            return _last_ranges[0]
+        assert isinstance(locator, MaxMindLocator)
+        found = _walk(locator, identity, cancelled)
+        _last_ranges[:] = [found]
+        return found
+
+
+def _identity(locator: Locator | None) -> tuple[object, ...]:
+    assert isinstance(locator, MaxMindLocator)
+    st = os.stat(locator.path)
+    return (str(locator.path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _walk(locator: MaxMindLocator, identity: tuple[object, ...],
+          cancelled: Callable[[], bool]) -> DatabaseRanges:
     t0 = time.perf_counter()
     meta = locator.reader.metadata()
-    with open(locator.path, "rb") as f:  # the search tree is at the start of the file
-        tree = f.read(meta.node_count * meta.record_size * 2 // 8)
     node_count: int = meta.node_count
-    size = meta.record_size
-    step = size * 2 // 8
+    size: int = meta.record_size
+    tree_size = node_count * size // 4
+    with open(locator.path, "rb") as f:  # the search tree, then 16 zero bytes, then the data
+        content = f.read()
+    if content[tree_size:tree_size + 16] != bytes(16):
+        raise ValueError(f"{locator.path}: not the database the reader opened (replaced since?)")
+    step = size // 4
 
     def children(node: int) -> tuple[int, int]:
         o = node * step
         if size == 24:
-            return int.from_bytes(tree[o:o + 3]), int.from_bytes(tree[o + 3:o + 6])
+            return int.from_bytes(content[o:o + 3]), int.from_bytes(content[o + 3:o + 6])
         if size == 28:
-            x = int.from_bytes(tree[o:o + 7])
+            x = int.from_bytes(content[o:o + 7])
             return ((x >> 4) & 0xF000000) | (x >> 32), x & 0xFFFFFFF
-        return int.from_bytes(tree[o:o + 4]), int.from_bytes(tree[o + 4:o + 8])
+        return int.from_bytes(content[o:o + 4]), int.from_bytes(content[o + 4:o + 8])
 
-    # What a decision reads of a place; records that agree on it share a key.
-    places: list[Place] = [Place(ipaddress.IPv4Address(0), 0)]
-    by_fields: dict[tuple[object, ...], int] = {}
-    index: dict[int, int] = {node_count: 0}  # record pointer -> places index
+    def leaves(root: int, bits: int, alias: int) -> tuple[bytes, memoryview]:
+        starts, records = _mmdbtree.walk(content, node_count, size, root, bits, alias)
+        return starts, memoryview(records).cast("q")
 
-    def key_of(record: int, start: int, bits: int) -> int:
-        address: IPAddress = ipaddress.IPv4Address(start) if bits == 32 \
-            else ipaddress.IPv6Address(start)
-        place = locator.locate(address)
-        fields = (place.latitude, place.longitude, place.continent, place.country,
-                  place.subdivision, place.asn)
-        k = by_fields.get(fields)
-        if k is None:
-            k = by_fields[fields] = len(places)
-            places.append(replace(place, address=ipaddress.IPv4Address(0), prefixlen=0))
-        index[record] = k
-        return k
-
-    def collect(root: int, bits: int, ipv4_root: int,
-                starts: list[int] | array[int], keys: array[int]) -> None:
-        """Every leaf below ``root`` in address order, neighbours with the
-        same key merged.  An alias of the IPv4 subtree (reached again in
-        the IPv6 tree) becomes a marker saying where its IPv4 address sits:
-        the look-up goes on in the IPv4 ranges."""
-        stack = [(root, 0, 0)]
-        pop, push = stack.pop, stack.append
-        last = -2 ** 40
-        get = index.get
-        while stack:
-            node, depth, value = pop()
-            if node >= node_count or (node == ipv4_root and depth > 0):
-                if node == ipv4_root:
-                    k = -1 - (bits - depth - 32)
-                else:
-                    k = get(node, -1)
-                    if k < 0:
-                        k = key_of(node, value << (bits - depth), bits)
-                if k != last:
-                    starts.append(value << (bits - depth))
-                    keys.append(k)
-                    last = k
-                continue
-            left, right = children(node)
-            depth += 1
-            value <<= 1
-            push((right, depth, value | 1))
-            push((left, depth, value))
-
-    v4_starts, v4_keys = array("L"), array("l")
-    v6_starts: list[int] = []
-    v6_keys = array("l")
+    v4_starts, v4_recs = array("I", [0]).tobytes(), memoryview(array("q", [0])).cast("B").cast("q")
+    v6_starts, v6_recs = bytes(16), v4_recs
     if meta.ip_version == 4:
-        collect(0, 32, -1, v4_starts, v4_keys)
-        v6_starts.append(0)
-        v6_keys.append(0)
+        v4_starts, v4_recs = leaves(0, 32, -1)
     else:
         ipv4_root = 0
         for _ in range(96):
@@ -334,14 +464,54 @@ def _walk(locator: MaxMindLocator) -> DatabaseRanges:
                 break
             ipv4_root = children(ipv4_root)[0]
         if ipv4_root < node_count:
-            collect(ipv4_root, 32, -1, v4_starts, v4_keys)
-            collect(0, 128, ipv4_root, v6_starts, v6_keys)
+            v4_starts, v4_recs = leaves(ipv4_root, 32, -1)
+            v6_starts, v6_recs = leaves(0, 128, ipv4_root)
         else:  # no IPv4 subtree: IPv4 addresses all share one record (or none)
-            v4_starts.append(0)
-            v4_keys.append(0 if ipv4_root == node_count else key_of(ipv4_root, 0, 32))
-            collect(0, 128, -1, v6_starts, v6_keys)
-    return DatabaseRanges(v4_starts, v4_keys, v6_starts, v6_keys, places,
-                          time.perf_counter() - t0)
+            one = array("q", [0 if ipv4_root == node_count else ipv4_root])
+            v4_recs = memoryview(one).cast("B").cast("q")
+            v6_starts, v6_recs = leaves(0, 128, -1)
+    if cancelled():
+        raise Cancelled
+    # Each distinct record decoded once (only the fields a decision reads);
+    # records that agree on them share a place.
+    known = array("q")
+    known.frombytes(_mmdbtree.distinct(v4_recs, v6_recs))
+    data = memoryview(content)[tree_size + 16:]
+    places = Places()
+    by_fields: dict[PlaceFields, int] = {(None, None, None, None, None): 0}
+    mapped = array("i")
+    for i in range(0, len(known), 1024):  # a few ms each: the GIL goes back and forth
+        if cancelled():
+            raise Cancelled
+        for fields in _mmdbtree.places(data, array("q", [r - node_count - 16
+                                                         for r in known[i:i + 1024]])):
+            k = by_fields.get(fields)
+            if k is None:
+                k = by_fields[fields] = places.add(fields)
+            mapped.append(k)
+    while by_fields:  # freed a piece at a time, not in one long deallocation
+        by_fields.popitem()
+    del data
+    if cancelled():
+        raise Cancelled
+
+    def merged(starts: bytes, recs: memoryview, width: int) -> tuple[bytes, array[int]]:
+        keys = array("i")
+        keys.frombytes(_mmdbtree.lookup(recs, known, mapped))
+        at = _mmdbtree.changes(keys)
+        if len(at) == 4 * len(keys):
+            return starts, keys
+        k2 = array("i")
+        k2.frombytes(_mmdbtree.pick(keys, 4, at))
+        return _mmdbtree.pick(starts, width, at), k2
+
+    s4, v4k = merged(v4_starts, v4_recs, 4)
+    v4s = array("I")
+    v4s.frombytes(s4)
+    s6, v6k = merged(v6_starts, v6_recs, 16)
+    v6s = [int.from_bytes(s6[i:i + 16]) for i in range(0, len(s6), 16)]
+    del v4_recs, v6_recs
+    return DatabaseRanges(v4s, v4k, v6s, v6k, places, time.perf_counter() - t0, identity)
 
 
 # -- one set-up's map -------------------------------------------------------------
@@ -356,23 +526,27 @@ def _steering_setup(steering: Steering) -> tuple[object, ...]:
                   for e in steering.latency))
 
 
-def compile_maps(steering: Steering, locator: Locator | None, previous: Maps | None = None
-                 ) -> Maps | None:
+def compile_maps(steering: Steering, locator: Locator | None, previous: Maps | None = None,
+                 cancelled: Callable[[], bool] = _never) -> Maps | None:
     """A map for every steered record set of ``steering`` (one per distinct
     set-up), reusing ``previous`` maps made from the same database and
-    steering.  None when the locator cannot be mapped."""
-    ranges = database_ranges(locator)
-    if ranges is None or not steering.specs:
+    steering.  None when the locator cannot be mapped.  ``cancelled`` is
+    asked now and then; when it says so, :class:`Cancelled` is raised."""
+    if not steering.specs:
+        return None
+    ranges = database_ranges(locator, cancelled)
+    if ranges is None:
         return None
     base = _steering_setup(steering)
     reuse = previous.by_setup if previous is not None and previous.database is ranges else {}
+    cuts = _cuts(list(steering.specs.values()), steering)
     by_setup: dict[tuple[object, ...], SteerMap] = {}
     by_key: dict[tuple[bytes, int], SteerMap] = {}
     for key, spec in steering.specs.items():
         setup = (base, _setup(spec))
         m = by_setup.get(setup) or reuse.get(setup)
         if m is None:
-            m = compile_map(steering, spec, ranges)
+            m = compile_map(steering, spec, ranges, cancelled, cuts)
             if m is None:
                 continue  # decided without a map
         by_setup[setup] = m
@@ -380,26 +554,175 @@ def compile_maps(steering: Steering, locator: Locator | None, previous: Maps | N
     return Maps(by_key, by_setup, ranges)
 
 
-def _boundaries(networks: Sequence[IPNetwork], version: int) -> list[int]:
-    points = set()
-    for net in networks:
-        if net.version == version:
-            points.add(int(net.network_address))
-            points.add(int(net.broadcast_address) + 1)
-    return sorted(points)
+def _cuts(specs: Sequence[SteerSpec], steering: Steering) -> dict[int, tuple[int, ...]]:
+    """Every boundary of a rule or latency network, per family: the
+    database's ranges are cut there once for every set-up."""
+    nets = [n for spec in specs for r in spec.rules for n in r.networks] + \
+        [e.network for e in steering.latency if e.network is not None]
+    out: dict[int, tuple[int, ...]] = {}
+    for bits, version in ((32, 4), (128, 6)):
+        points = {x for n in nets if n.version == version
+                  for x in (int(n.network_address), int(n.broadcast_address) + 1)}
+        out[bits] = tuple(sorted(points - {0, 1 << bits}))
+    return out
 
 
-def compile_map(steering: Steering, spec: SteerSpec, ranges: DatabaseRanges
-                ) -> SteerMap | None:
+class BaseScores:
+    """Every place's score at every PoP of the server (in configuration
+    order) outside every latency network, with the health view's penalty
+    left out: what every set-up of one steering configuration ranks by.
+    ``unplaced[k]``: place ``k`` is ranked by country, continent and default
+    order (its scores are that rank)."""
+
+    __slots__ = ("pops", "scores", "setup", "unplaced")
+
+    def __init__(self, setup: tuple[object, ...], pops: list[str], scores: array[float],
+                 unplaced: bytearray) -> None:
+        self.setup = setup
+        self.pops = pops
+        self.scores = scores
+        self.unplaced = unplaced
+
+
+def _base_scores(steering: Steering, places: Places, cancelled: Callable[[], bool]
+                 ) -> BaseScores:
+    """:class:`BaseScores`, computed as :meth:`Steering.decide` scores (the
+    same operations in the same order, so the same floats)."""
+    pops = list(steering.pops.values())
+    trig = steering._trig
+    rank = steering._rank
+    n = max(1, len(pops))
+    by_country: dict[str, Any] = {}
+    for entry in steering.latency:  # the first entry for a country wins, as in _latency_for
+        if entry.country is not None:
+            by_country.setdefault(entry.country, entry)
+    scores = array("d", bytes(8 * n * len(places)))
+    unplaced_flags = bytearray(len(places))
+    sin, asin, sqrt, radians, cos = math.sin, math.asin, math.sqrt, math.radians, math.cos
+    per_pop = [(pop, trig[pop.id], 1.0 - pop.bias / 100.0) for pop in pops]
+    base = 0
+    for k, (lat, lon, cont, country, _) in enumerate(places):
+        if not k & 0xFFF and cancelled():
+            raise Cancelled
+        table = by_country.get(country) if country is not None and by_country else None
+        placed = lat is not None and lon is not None
+        unplaced = not placed and table is None
+        unplaced_flags[k] = unplaced
+        if placed:
+            assert lat is not None and lon is not None
+            p1, l1 = radians(lat), radians(lon)
+            c1 = cos(p1)
+        for j, (pop, (p2, l2, c2), scale) in enumerate(per_pop):
+            if unplaced:
+                near = 0 if country and pop.country == country else (
+                    1 if cont and pop.continent == cont else 2)
+                scores[base + j] = near * 1000 + rank[pop.id] + 0.0
+                continue
+            if table is not None and pop.id in table.latencies:
+                latency = table.latencies[pop.id]
+            elif placed:
+                a = sin((p2 - p1) / 2) ** 2 + c1 * c2 * sin((l2 - l1) / 2) ** 2
+                latency = 2 * EARTH_RADIUS_KM * asin(min(1.0, sqrt(a))) / KM_PER_MS_RTT
+            else:
+                latency = None
+            scores[base + j] = (latency or 0.0) * scale + 0.0
+        base += n
+    return BaseScores(_steering_setup(steering), [p.id for p in pops], scores, unplaced_flags)
+
+
+def _rank_places(steering: Steering, spec: SteerSpec, places: Places, bases: BaseScores,
+                 cancelled: Callable[[], bool]
+                 ) -> tuple[array[int], list[Ranked], list[tuple[int, ...]]]:
+    """Every place's ranking outside every rule and latency network: what
+    :meth:`Steering.decide` ranks with a health view where every PoP is
+    unknown and unpenalised (its rules and order, from ``bases``' scores).
+    Returns each place's order (a :class:`Ranked` without scores, by
+    number), the orders, and for each the columns of ``bases.scores`` that
+    hold its PoPs' scores."""
+    pops = steering.pops
+    column = {p: j for j, p in enumerate(bases.pops)}
+    stride = max(1, len(bases.pops))
+    columns: list[tuple[int, ...]] = []
+
+    def candidates(names: Sequence[str] | Any) -> tuple[list[int], tuple[str, ...],
+                                                        tuple[int, ...]]:
+        """The PoPs of a candidate list that exist, by configuration order
+        (a stable sort by score then breaks ties as decide does)."""
+        known = sorted((pops[p].order, p) for p in names if p in pops)
+        return [column[p] for _, p in known], tuple(p for _, p in known), \
+            tuple(o for o, _ in known)
+
+    every = candidates(spec.values)
+    rules = [(r, candidates(r.pops)) for r in spec.rules
+             if not r.networks]  # a rule with networks cannot match outside them
+    order_ids = array("i", bytes(4 * len(places)))
+    all_scores = bases.scores
+    unplaced_flags = bases.unplaced
+    orders: list[Ranked] = []
+    order_ids_by: dict[tuple[object, ...], int] = {}
+    base = 0
+    for k, (_, _, cont, country, sub) in enumerate(places):
+        if not k & 0xFFF and cancelled():
+            raise Cancelled
+        cols, names, pop_orders = every
+        reason = Reason.PROXIMITY
+        matched: Rule | None = None
+        if rules:
+            codes = set()
+            if cont:
+                codes.add(cont)
+                if country:
+                    codes.add(f"{cont}-{country}")
+                    if sub:
+                        codes.add(f"{cont}-{country}-{sub}")
+            for rule, its in rules:
+                if not rule.places or codes & rule.places:
+                    matched, reason = rule, Reason.RULE
+                    cols, names, pop_orders = its
+                    break
+        unplaced = unplaced_flags[k] == 1
+        if unplaced and reason == Reason.PROXIMITY:
+            reason = Reason.COUNTRY if country or cont else Reason.DEFAULT_ORDER
+        sc = [all_scores[base + j] for j in cols]
+        perm = sorted(range(len(sc)), key=sc.__getitem__)
+        if not names:  # no candidate at all
+            okey: tuple[object, ...] = ((), False, Reason.PROXIMITY, matched)
+        else:
+            okey = (tuple(perm), unplaced, reason, matched, names)
+        i = order_ids_by.get(okey)
+        if i is None:
+            i = order_ids_by[okey] = len(orders)
+            if names:
+                orders.append(Ranked(tuple(names[x] for x in perm), (),
+                                     tuple(pop_orders[x] for x in perm), unplaced, reason,
+                                     matched))
+                columns.append(tuple(cols[x] for x in perm))
+            else:
+                orders.append(Ranked((), (), (), False, Reason.PROXIMITY, matched))
+                columns.append(())
+        order_ids[k] = i
+        base += stride
+    return order_ids, orders, columns
+
+
+def compile_map(steering: Steering, spec: SteerSpec, ranges: DatabaseRanges,
+                cancelled: Callable[[], bool] = _never,
+                cuts: dict[int, tuple[int, ...]] | None = None) -> SteerMap | None:
     """The map of one record set's set-up (see the module docstring), or
     None when an IPv6 network of its rules or latency table overlaps an
     alias of the IPv4 subtree (not mapped yet)."""
     t0 = time.perf_counter()
     networks = [n for r in spec.rules for n in r.networks] + \
         [e.network for e in steering.latency if e.network is not None]
-    rankings: list[Ranked] = []
-    ranking_ids: dict[Ranked, int] = {}
-    # (place index, networks containing the piece) -> ranking id
+    if cuts is None:
+        cuts = _cuts([spec], steering)
+    bases = ranges.base_scores(steering, cancelled)
+    order_ids, orders, columns = _rank_places(steering, spec, ranges.places, bases, cancelled)
+    nplaces = len(ranges.places)
+    # Pieces inside a rule or latency network, decided by Steering.decide
+    # itself: rankings numbered from len(places) on.
+    extra: list[Ranked] = []
+    extra_ids: dict[Ranked, int] = {}
     decided: dict[tuple[int, tuple[bool, ...]], int] = {}
 
     def rank(k: int, start: int, bits: int, inside: tuple[bool, ...]) -> int:
@@ -408,7 +731,8 @@ def compile_map(steering: Steering, spec: SteerSpec, ranges: DatabaseRanges
             return found
         address: IPAddress = ipaddress.IPv4Address(start) if bits == 32 \
             else ipaddress.IPv6Address(start)
-        place = replace(ranges.places[k], address=address)
+        lat, lon, cont, country, sub = ranges.places[k]
+        place = Place(address, 0, lat, lon, cont, country, sub)
         d = steering.decide(spec, address, bits, place, NEUTRAL, explain=True)
         if d.outcome != Outcome.POPS or d.spec is not spec:
             r = Ranked((), (), (), False, Reason.PROXIMITY, d.rule)  # no candidate at all
@@ -418,78 +742,63 @@ def compile_map(steering: Steering, spec: SteerSpec, ranges: DatabaseRanges
                        tuple(c.score for c in d.candidates),
                        tuple(steering.pops[c.pop].order for c in d.candidates),
                        not place.placed and table is None, d.reason, d.rule)
-        i = ranking_ids.get(r)
+        i = extra_ids.get(r)
         if i is None:
-            i = ranking_ids[r] = len(rankings)
-            rankings.append(r)
+            i = extra_ids[r] = nplaces + len(extra)
+            extra.append(r)
         decided[(k, inside)] = i
         return i
 
-    def family(starts: Sequence[int], keys: array[int], bits: int) -> Family | None:
+    def family(bits: int) -> Family | None:
         mine = [(int(n.network_address), int(n.broadcast_address))
                 for n in networks if n.version == (4 if bits == 32 else 6)]
-        cuts = sorted({x for lo, hi in mine for x in (lo, hi + 1)})
-        # The networks holding every address from cuts[c - 1] to cuts[c] - 1.
-        sigs = [tuple(lo <= x <= hi for lo, hi in mine) for x in [0, *cuts]]
-        out_starts: list[int] | array[int] = array("L") if bits == 32 else []
-        out_ranked = array("l")
-        runs: list[int] | array[int] = array("L") if bits == 32 else []
-        last_rank: int | None = None
-        last_order: object = None
-        n = len(starts)
-        c = 0  # cuts at or below the piece's start
-        ncuts = len(cuts)
-        top = 1 << bits
+        starts, keys = ranges.cut(bits, cuts[bits])
+        over: dict[int, int] = {}
+        if mine:
+            points = sorted({x for lo, hi in mine for x in (lo, hi + 1)} - {1 << bits})
+            bounds = [0, *points, 1 << bits]
+            for j in range(len(bounds) - 1):
+                if cancelled():
+                    raise Cancelled
+                lo, hi = bounds[j], bounds[j + 1]
+                # The networks holding every address of this piece.
+                sig = tuple(a <= lo <= b for a, b in mine)
+                if not any(sig):
+                    continue
+                for i in range(bisect_left(starts, lo), bisect_left(starts, hi)):
+                    k = keys[i]
+                    if k < 0:
+                        return None  # a network over an alias of the IPv4 subtree
+                    over[i] = rank(k, starts[i], bits, sig)
+        # Runs: where the order of PoPs (or the rule, or the reason) changes.
+        table = array("i", order_ids)
+        known = {(o.pops, o.orders, o.unplaced, o.reason, o.rule): j
+                 for j, o in enumerate(orders)}
+        for r in extra:
+            table.append(known.setdefault((r.pops, r.orders, r.unplaced, r.reason, r.rule),
+                                          len(known)))
+        ords = array("i")
+        ords.frombytes(_mmdbtree.gather(keys, table))
+        for i, ri in over.items():
+            ords[i] = table[ri]
+        at = _mmdbtree.changes(ords)
+        del ords
+        runs: list[int] | array[int]
+        if isinstance(starts, array):
+            runs = array("I")
+            runs.frombytes(_mmdbtree.pick(starts, 4, at))
+        else:
+            where = array("I")
+            where.frombytes(at)
+            runs = [starts[i] for i in where]
+        return Family(bits, starts, keys, runs, over)
 
-        def emit(start: int, ri: int) -> None:
-            """A piece ranked ``ri`` from ``start``: a new range when the
-            ranking changes, and a new run when the order of PoPs does."""
-            nonlocal last_rank, last_order
-            if ri == last_rank:
-                return
-            out_starts.append(start)
-            out_ranked.append(ri)
-            r = rankings[ri]
-            order = (r.pops, r.reason, r.rule)
-            if order != last_order:
-                runs.append(start)
-                last_order = order
-            last_rank = ri
-
-        for i in range(n):
-            start = starts[i]
-            k = keys[i]
-            if k < 0:  # an alias of the IPv4 subtree (IPv6 only)
-                end = starts[i + 1] if i + 1 < n else top
-                while c < ncuts and cuts[c] <= start:
-                    c += 1
-                if (c < ncuts and cuts[c] < end) or any(sigs[c]):
-                    return None
-                out_starts.append(start)
-                out_ranked.append(k)
-                runs.append(start)
-                last_rank, last_order = k, k
-                continue
-            if not ncuts:
-                ri = decided.get((k, ()))
-                emit(start, rank(k, start, bits, ()) if ri is None else ri)
-                continue
-            end = starts[i + 1] if i + 1 < n else top
-            while True:
-                while c < ncuts and cuts[c] <= start:
-                    c += 1
-                piece_end = min(end, cuts[c]) if c < ncuts else end
-                emit(start, rank(k, start, bits, sigs[c]))
-                if piece_end >= end:
-                    break
-                start = piece_end
-        return Family(bits, out_starts, out_ranked, runs)
-
-    v4 = family(ranges.v4_starts, ranges.v4_keys, 32)
-    v6 = family(ranges.v6_starts, ranges.v6_keys, 128)
+    v4 = family(32)
+    v6 = family(128)
     if v6 is None or v4 is None:
         return None
-    return SteerMap(spec, rankings, v4, v6, time.perf_counter() - t0)
+    return SteerMap(spec, order_ids, bases, orders, columns, extra, v4, v6,
+                    time.perf_counter() - t0)
 
 
 def describe(m: SteerMap, client: bytes) -> dict[str, Any]:
@@ -498,7 +807,7 @@ def describe(m: SteerMap, client: bytes) -> dict[str, Any]:
     make = ipaddress.IPv4Address if fam.bits == 32 else ipaddress.IPv6Address
     first, last = fam.span(a, False)
     rfirst, rlast = fam.span(a, True)
-    r = m.look_up(client)
+    r = m.ranking(client)
     return {"range": f"{make(first)}-{make(last)}",
             "same_order": f"{make(rfirst)}-{make(rlast)}",
             "via_ipv4": above > 0,
@@ -509,44 +818,97 @@ def describe(m: SteerMap, client: bytes) -> dict[str, Any]:
 _warned: dict[str, str] = {}  # an unknown GEODNS_STEER_MAPS value, said once
 
 
+def enabled() -> bool:
+    """Whether maps are built: yes unless ``GEODNS_STEER_MAPS=0`` (any
+    other value than 0 or 1 is reported once and builds them)."""
+    wanted = os.environ.get("GEODNS_STEER_MAPS", "1")
+    if wanted not in ("0", "1") and wanted != _warned.get("value"):
+        _warned["value"] = wanted
+        log.warning("GEODNS_STEER_MAPS=%r: 0 turns steering maps off, 1 (the default) on; "
+                    "building them", wanted)
+    return wanted != "0"
+
+
+class Build:
+    """A map build running in its thread; :meth:`stop` abandons it."""
+
+    def __init__(self, steering: Steering, locator: Locator | None,
+                 previous: Maps | None) -> None:
+        self._stop = threading.Event()
+        target = weakref.ref(steering)
+        # The build works on a copy of the configuration, so that a snapshot
+        # dropped without being retired (a refused build) is seen to be gone.
+        copy = Steering(steering.pops, steering.default_order, steering.latency, steering.specs)
+
+        def cancelled() -> bool:
+            return self._stop.is_set() or target() is None
+
+        self.cancelled = cancelled
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(copy, target, locator, previous),
+                                       daemon=True, name="geodns-steermap")
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self, copy: Steering, target: weakref.ref[Steering], locator: Locator | None,
+             previous: Maps | None) -> None:
+        try:
+            t0 = time.perf_counter()
+            c0 = time.thread_time()
+            with collector_paused():  # makes few objects, and no cycles: see geodns.collector
+                maps = compile_maps(copy, locator, previous, self.cancelled)
+            steering = target()
+            if steering is None or self._stop.is_set():
+                raise Cancelled
+            steering.maps = maps
+            if maps is not None:
+                log.info("steering maps built in %.1f s (%.1f s CPU): %d set-ups over %d "
+                         "database ranges, %.0f MB of their own",
+                         time.perf_counter() - t0, time.thread_time() - c0,
+                         len(maps.by_setup),
+                         len(maps.database.v4_starts) + len(maps.database.v6_starts),
+                         sum(m.size_bytes() for m in maps.by_setup.values()) / 1e6)
+        except Cancelled:
+            log.debug("steering map build abandoned: its snapshot is retired")
+        except Exception:
+            if self.cancelled():  # its reader closed, its file replaced: it was retired
+                log.debug("steering map build abandoned: its snapshot is retired",
+                          exc_info=True)
+            else:
+                log.exception("building the steering maps failed; deciding without them")
+        finally:
+            self.done.set()
+
+
 def attach(steering: Steering, locator: Locator | None, previous: Steering | None) -> None:
     """Give ``steering`` its maps: at once when the previous snapshot's
-    maps cover every set-up (same database and steering), else (with
-    ``GEODNS_STEER_MAPS=1`` in the environment) from a thread of its own, so
-    that neither the event loop nor the build waits for a database walk (seconds for a City database); until the maps are
-    set, decisions are made as before, with the same answers."""
+    maps cover every set-up (same database and steering), else from a
+    thread of its own (:class:`Build`, kept in ``steering.map_build``), so
+    that neither the event loop nor the snapshot build waits for it; until
+    the maps are set, decisions are made as before, with the same answers.
+    :func:`retire` stops a build whose snapshot is no longer served."""
     prev = previous.maps if previous is not None and isinstance(previous.maps, Maps) else None
-    ranges = getattr(locator, "_steermap_ranges", None)
-    if prev is not None and ranges is not None and prev.database is ranges:
+    if prev is not None and database_ranges_possible(locator) and _last_ranges \
+            and prev.database is _last_ranges[0] and prev.database.identity == _identity(locator):
         base = _steering_setup(steering)
         if all((base, _setup(spec)) in prev.by_setup for spec in steering.specs.values()):
             steering.maps = compile_maps(steering, locator, prev)
             return
-    # Opt-in for now (as GEODNS_UDP_MODE chooses a UDP path): a City
-    # database takes tens of seconds of CPU to walk, and a build is not yet
-    # stopped when its snapshot is retired before it ends.
-    wanted = os.environ.get("GEODNS_STEER_MAPS", "")
-    if wanted not in ("", "0", "1") and wanted != _warned.get("value"):
-        _warned["value"] = wanted
-        log.warning("GEODNS_STEER_MAPS=%r: 1 builds steering maps, 0 or unset does not; "
-                    "not building them", wanted)
-    if wanted == "1" and database_ranges_possible(locator) and steering.specs:
-        threading.Thread(target=_build, args=(steering, locator, prev), daemon=True,
-                         name="geodns-steermap").start()
+    if steering.specs and database_ranges_possible(locator) and enabled():
+        steering.map_build = Build(steering, locator, prev)
+
+
+def retire(steering: Steering) -> None:
+    """The snapshot of ``steering`` is no longer served: stop its map build."""
+    build = steering.map_build
+    if isinstance(build, Build):
+        build.stop()
 
 
 def database_ranges_possible(locator: Locator | None) -> bool:
-    return isinstance(locator, MaxMindLocator) and locator.asn_reader is None
-
-
-def _build(steering: Steering, locator: Locator | None, previous: Maps | None) -> None:
-    try:
-        t0 = time.perf_counter()
-        maps = compile_maps(steering, locator, previous)
-        steering.maps = maps
-        if maps is not None:
-            log.info("steering maps built in %.1f s: %d set-ups, %d ranges",
-                     time.perf_counter() - t0, len(maps.by_setup),
-                     sum(len(m.v4) + len(m.v6) for m in maps.by_setup.values()))
-    except Exception:
-        log.exception("building the steering maps failed; deciding without them")
+    """Whether a map can be built for this locator: a MaxMind database
+    without an ASN database, and the C helper that walks it."""
+    return isinstance(locator, MaxMindLocator) and locator.asn_reader is None \
+        and _mmdbtree is not None

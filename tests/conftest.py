@@ -3,6 +3,7 @@ questions that dnspython (not our code) builds and parses."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,12 @@ from geodns.compile import compile_zones
 from geodns.wire import Responder
 from geodns.yamlsrc import Problems
 from geodns.zones.loader import load_zone_file
+
+# Compiled steering maps (geodns.steermap) are built by default after every
+# snapshot: seconds of CPU for the bundled City database, in every node a test
+# starts.  Tests that are not about them decide without (the same answers,
+# tests/test_steermap.py); those that are turn them on themselves.
+os.environ.setdefault("GEODNS_STEER_MAPS", "0")
 
 HERE = Path(__file__).parent
 TEST_ZONE = HERE / "zones" / "test.example.yaml"

@@ -9,6 +9,7 @@ the responder; ``explain`` shows the range the client fell in.
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import random
 from typing import Any
@@ -155,3 +156,45 @@ def test_explain_shows_the_range_and_the_ranking(snap: Snapshot) -> None:
     assert st["map"]["ranked"][0]["pop"] == st["chosen"][0] == "gru"
     assert st["ecs_scope"] == result["answer"]["ecs_scope"]
     assert "range" in render(result)
+
+
+def _copy(steering: Steering) -> Steering:
+    return Steering(steering.pops, steering.default_order, steering.latency, steering.specs)
+
+
+def test_maps_are_built_by_default(snap: Snapshot, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GEODNS_STEER_MAPS")
+    steering = _copy(snap.steering)
+    steermap.attach(steering, snap.locator, None)
+    build = steering.map_build
+    assert isinstance(build, steermap.Build)
+    assert build.done.wait(60)
+    assert isinstance(steering.maps, steermap.Maps) and steering.maps.by_key
+    # The next snapshot with the same database and set-ups gets them at once.
+    again = _copy(snap.steering)
+    steermap.attach(again, snap.locator, steering)
+    assert isinstance(again.maps, steermap.Maps) and again.map_build is None
+    monkeypatch.setenv("GEODNS_STEER_MAPS", "0")
+    off = _copy(snap.steering)
+    steermap.attach(off, snap.locator, None)
+    assert off.maps is None and off.map_build is None
+
+
+def test_a_retired_snapshots_build_stops(snap: Snapshot,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEODNS_STEER_MAPS", "1")
+    steering = _copy(snap.steering)
+    steermap.attach(steering, snap.locator, None)
+    build = steering.map_build
+    assert isinstance(build, steermap.Build)
+    steermap.retire(steering)  # what Server._swap does to the snapshot it replaces
+    assert build.done.wait(2), "the build went on after its snapshot was retired"
+    assert steering.maps is None
+    # A snapshot dropped without being served (a refused reload) stops its build too.
+    dropped = _copy(snap.steering)
+    steermap.attach(dropped, snap.locator, None)
+    build = dropped.map_build
+    assert isinstance(build, steermap.Build)
+    del dropped
+    gc.collect()
+    assert build.done.wait(2), "the build went on after its snapshot was dropped"

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geodns import state as state_file
+from geodns import steermap
 from geodns.address import Address
 from geodns.admin import Admin
 from geodns.config import Config
@@ -919,6 +920,8 @@ class Server:
             log.log(level, "%s", change.message, extra=dict(change.extra))
             self.events.add(change.kind, change.message)
         if old is not None:
+            if old.steering is not new.steering:
+                steermap.retire(old.steering)  # its map build, if still running, stops
             self._apply_settings(old, new)
             if old.locator is not None and old.locator is not new.locator and \
                     isinstance(old.locator, MaxMindLocator):
