@@ -67,10 +67,14 @@ def clients(rng: random.Random, v4: int, v6: int) -> Iterator[Network]:
         if i not in seen and public_slash24(i):
             seen.add(i)
             yield ipaddress.IPv4Network((i << 8, 24))
-    for _ in range(v6):  # in a regional registry's /12, where the database's networks are
-        block = rng.choice(V6_BLOCKS)
-        yield ipaddress.IPv6Network((int(block.network_address) | (rng.randrange(1 << 36) << 80),
-                                     48))
+    for _ in range(v6):
+        yield random_v6_48(rng)
+
+
+def random_v6_48(rng: random.Random) -> ipaddress.IPv6Network:
+    """A random /48 in a regional registry's /12, where the database's networks are."""
+    block = rng.choice(V6_BLOCKS)
+    return ipaddress.IPv6Network((int(block.network_address) | (rng.randrange(1 << 36) << 80), 48))
 
 
 def ask(port: int, net: Network) -> tuple[tuple[str, ...], int]:

@@ -45,7 +45,7 @@ sys.path.insert(0, str(HERE))
 import peers  # noqa: E402
 import run  # noqa: E402
 from gen_queries import ECS_SOURCE_PREFIX, STEERED_NAME, public_slash24, write_blob  # noqa: E402
-from scope import V6_BLOCKS, wait_for_maps  # noqa: E402
+from scope import random_v6_48, wait_for_maps  # noqa: E402
 
 WORKLOADS = ("cold-v4", "cold-v6", "warm-v4")
 TARGETS = {"cold-v4": 1.5, "cold-v6": 1.5, "warm-v4": 1.0}  # geodns ÷ gdnsd, at most
@@ -62,9 +62,7 @@ def networks(workload: str, count: int, rng: random.Random) -> list[str]:
             if public_slash24(i):
                 out.add(f"{ipaddress.IPv4Address(i << 8)}/{ECS_SOURCE_PREFIX}")
         else:
-            block = rng.choice(V6_BLOCKS)
-            net = int(block.network_address) | (rng.randrange(1 << 36) << 80)
-            out.add(f"{ipaddress.IPv6Address(net)}/48")
+            out.add(str(random_v6_48(rng)))
     return sorted(out, key=lambda _: rng.random())
 
 
