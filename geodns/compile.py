@@ -230,20 +230,18 @@ class Proof:
     :attr:`find` (one C call: what is kept for the name's cover, or None)
     and only then :meth:`answer`."""
 
-    __slots__ = ("build", "cover", "find", "kept", "sec", "second")
+    __slots__ = ("build", "find", "kept", "sec", "second")
 
     def __init__(self, sec: ZoneSigning, second: bytes | int,
                  build: Callable[[int, int], Answer]) -> None:
         self.sec = sec
-        # Where a name (or a look-up key) falls in the chain: its cover.
-        self.cover = sec.chain.cover
         self.second = second
         self.build = build
         self.kept: dict[int, Answer] = {}  # by i (j is this proof's)
         self.find = sec.chain.finder(self.kept).get
 
     def answer(self, name: bytes) -> Answer:
-        i = self.cover(name)
+        i = self.sec.covering(name)  # a name (or a look-up key): its cover
         return self.kept.get(i) or self.make(i)
 
     def make(self, i: int) -> Answer:
@@ -715,14 +713,6 @@ def _type_key(qtype: int) -> bytes:
     return struct.pack("!H", qtype) + _QTC_IN
 
 
-def _at_or_below(name: bytes, cuts: set[bytes], origin: bytes) -> bool:
-    while len(name) > len(origin):
-        if name in cuts:
-            return True
-        name = names.parent(name)
-    return False
-
-
 def _reusable(previous: ZoneTables, zone: Zone) -> dict[bytes, Node]:
     """The compiled nodes of the zone's previous version whose answers are
     the same in this one, by name (see :func:`_compile_zone`).
@@ -737,7 +727,8 @@ def _reusable(previous: ZoneTables, zone: Zone) -> dict[bytes, Node]:
     and no name its records point at changed; never the apex, a name with a
     CNAME (whose chain may go anywhere), a name with a wildcard child (whose
     synthesis it holds), or a name at or below a delegation (the referral
-    carries the glue); and nothing at all when the delegations changed."""
+    carries the glue: :func:`_compile_zone` takes a kept node only where
+    there is no cut); and nothing at all when the delegations changed."""
     old = previous.zone
     if old.steered or zone.steered or old.dnssec is not None or \
             old.delegations() != zone.delegations():
@@ -754,7 +745,6 @@ def _reusable(previous: ZoneTables, zone: Zone) -> dict[bytes, Node]:
         was = before.get(name)
         if data is not None and (was is None or not _same_data(was, data)):
             changed.add(name)
-    cuts = zone.delegations()
     wild_parents = {n[2:] for n in (*before, *after) if n[:2] == b"\x01*"}
     nodes = previous.nodes
     reuse: dict[bytes, Node] = {}
@@ -762,7 +752,7 @@ def _reusable(previous: ZoneTables, zone: Zone) -> dict[bytes, Node]:
         if name in changed or CNAME in data or name == zone.origin or name in wild_parents:
             continue
         node = nodes.get(name)
-        if node is None or (cuts and _at_or_below(name, cuts, zone.origin)):
+        if node is None:  # (a name at or below a cut: _compile_zone does not ask)
             continue
         if not _POINTING.isdisjoint(data) and any(
                 rd.target in changed for rtype in _POINTING if rtype in data
@@ -930,7 +920,8 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
     for name in list(zone.nodes) + sorted(index.ents):
         node = Node(index, name, payload, sec)
         nodes[name] = node
-        kept = reuse.get(name)
+        cut = index.cut_above(name)
+        kept = reuse.get(name) if cut is None else None
         if kept is not None:
             # The same positive answers; the rest (this zone's index and
             # templates, memos made on first use) is this version's.
@@ -941,7 +932,6 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
             for qtype, ans in by_type.items():
                 exact[name + _type_key(qtype)] = ans
             continue
-        cut = index.cut_above(name)
         if cut is not None:
             node.referral = node.below_answer = referrals[cut]
             if name == cut:
@@ -950,7 +940,7 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
                 ds_answer = _nodata(nodata_template, index, name, sec) if ds is None \
                     else encode(index.resolve(name, DS), name, zname, payload, sec)
                 node.by_type[DS] = ds_answer
-                exact[name + struct.pack("!H", DS) + _QTC_IN] = ds_answer
+                exact[name + _type_key(DS)] = ds_answer
             continue
         types, is_cname = _prebuilt(zone, name)
         if is_cname:
@@ -964,7 +954,7 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
         for qtype in types:
             ans = build.entry(index.resolve(name, qtype), name, index)
             node.by_type[qtype] = ans
-            exact[name + struct.pack("!H", qtype) + _QTC_IN] = ans
+            exact[name + _type_key(qtype)] = ans
         wildname = b"\x01*" + name
         wild = zone.nodes.get(wildname)
         if wild is not None:
@@ -992,6 +982,6 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
                 wild_types = nodes[owner[2:]].wild
                 entry = wild_types.get(rtype) if wild_types is not None else None
             else:
-                entry = exact.get(owner + struct.pack("!H", rtype) + _QTC_IN)
+                entry = exact.get(owner + _type_key(rtype))
             if isinstance(entry, Steered):
                 build.record_sets.append(entry)

@@ -199,7 +199,6 @@ class Decisions:
             return ans, ans.tails, cid
         return ans, echoed(ans, option, scope, self.payload), cid
 
-
     def _steer(self, st: Steered, client: bytes, source: int) -> tuple[Answer, int, int]:
         """Run steering: the answer, its counter label's number, its scope.
         An answer built from several decisions is valid only where all of
