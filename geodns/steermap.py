@@ -175,12 +175,12 @@ class SteerMap:
 
     def look_up(self, client: bytes) -> tuple[Ranked, int]:
         """The client's order of PoPs (its scores left out) and its ranking's number."""
-        if len(client) == 4:
-            fam = self.v4
-            j = bisect_right(fam.starts, int.from_bytes(client)) - 1
-        else:
-            fam, a, _ = self.locate(client)
-            j = bisect_right(fam.starts, a) - 1
+        fam, a, _ = self.locate(client)
+        return self.ranked_at(fam, a)
+
+    def ranked_at(self, fam: Family, a: int) -> tuple[Ranked, int]:
+        """:meth:`look_up` for an address already located (:meth:`locate`)."""
+        j = bisect_right(fam.starts, a) - 1
         i = fam.ranked[j]
         if fam.over:
             i = fam.over.get(j, i)
@@ -203,10 +203,10 @@ class SteerMap:
         r, i = self.look_up(client)
         return replace(r, scores=tuple(self.base_scores(r, i)))
 
-    def scope(self, client: bytes, source: int, penalised: bool) -> int:
-        """The ECS scope of an answer decided from this map (see the module
-        docstring), at most ``source``."""
-        fam, a, above = self.locate(client)
+    def scope_at(self, fam: Family, a: int, above: int, source: int, penalised: bool) -> int:
+        """The ECS scope of an answer decided from this map for an address
+        located by :meth:`locate` (see the module docstring), at most
+        ``source``."""
         first, last = fam.span(a, not penalised)
         return min(above + widest_prefix(a, first, last, fam.bits), source)
 
@@ -246,8 +246,9 @@ def decide(maps: Maps, steering: Steering, spec: SteerSpec, client: bytes, sourc
     m = maps.get(spec)
     if m is None:
         return None
-    scope = m.scope(client, source, penalised)
-    r, i = m.look_up(client)
+    fam, a, above = m.locate(client)  # once for both
+    scope = m.scope_at(fam, a, above, source, penalised)
+    r, i = m.ranked_at(fam, a)
     pops = r.pops
     if penalised:  # penalties can reorder: as Steering.decide scores them
         scale = 1e-6 if r.unplaced else 1.0
