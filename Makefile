@@ -8,8 +8,8 @@ TEST_STAMP := $(VENV)/.installed-test
 CONFIG ?= geodns.yaml
 # What the editable install builds or reads at install time: a change to any of them
 # installs again (the version, the dependencies, the optional C helper).
-INSTALL_INPUTS := pyproject.toml setup.py geodns/__init__.py geodns/_udpbatch.c \
-                  geodns/_mmdbtree.c
+INSTALL_INPUTS := pyproject.toml setup.py geodns/__init__.py geodns/_udpbatch.c geodns/_plane.c \
+                  geodns/_udpbatch.h geodns/_mmdbtree.c
 
 .PHONY: serve test lint check bench clean
 

@@ -12,7 +12,8 @@ from setuptools import Extension, setup
 
 ext_modules = []
 if sys.platform.startswith("linux"):
-    ext_modules.append(Extension("geodns._udpbatch", ["geodns/_udpbatch.c"], optional=True,
+    ext_modules.append(Extension("geodns._udpbatch", ["geodns/_udpbatch.c", "geodns/_plane.c"],
+                                 depends=["geodns/_udpbatch.h"], optional=True,
                                  extra_compile_args=["-O2", "-Wall", "-Wextra"]))
 
 # The compiled steering maps' database walk (geodns/steermap.py): portable C.

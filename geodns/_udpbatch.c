@@ -29,15 +29,29 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#define BATCH 64
-#define BUFSIZE 4096 /* larger queries are dropped (MSG_TRUNC) */
+#include "_udpbatch.h"
 
-static char bufs[BATCH][BUFSIZE];
-static struct sockaddr_storage addrs[BATCH];
-static struct mmsghdr rmsgs[BATCH];
-static struct iovec riov[BATCH];
-static struct mmsghdr smsgs[BATCH];
-static struct iovec siov[BATCH];
+char bufs[BATCH][BUFSIZE];
+struct sockaddr_storage addrs[BATCH];
+struct mmsghdr rmsgs[BATCH];
+struct iovec riov[BATCH];
+struct mmsghdr smsgs[BATCH];
+struct iovec siov[BATCH];
+
+void
+recv_prepare(void)
+{
+    int i;
+    for (i = 0; i < BATCH; i++) {
+        riov[i].iov_base = bufs[i];
+        riov[i].iov_len = BUFSIZE;
+        memset(&rmsgs[i].msg_hdr, 0, sizeof(struct msghdr));
+        rmsgs[i].msg_hdr.msg_iov = &riov[i];
+        rmsgs[i].msg_hdr.msg_iovlen = 1;
+        rmsgs[i].msg_hdr.msg_name = &addrs[i];
+        rmsgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_storage);
+    }
+}
 
 PyDoc_STRVAR(recv_batch_doc,
 "recv_batch(fd) -> list[tuple[bytes, bytes]]\n\n"
@@ -52,15 +66,7 @@ recv_batch(PyObject *Py_UNUSED(self), PyObject *args)
     PyObject *list;
     if (!PyArg_ParseTuple(args, "i", &fd))
         return NULL;
-    for (i = 0; i < BATCH; i++) {
-        riov[i].iov_base = bufs[i];
-        riov[i].iov_len = BUFSIZE;
-        memset(&rmsgs[i].msg_hdr, 0, sizeof(struct msghdr));
-        rmsgs[i].msg_hdr.msg_iov = &riov[i];
-        rmsgs[i].msg_hdr.msg_iovlen = 1;
-        rmsgs[i].msg_hdr.msg_name = &addrs[i];
-        rmsgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_storage);
-    }
+    recv_prepare();
     n = recvmmsg(fd, rmsgs, BATCH, MSG_DONTWAIT, NULL);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
@@ -233,6 +239,8 @@ typedef struct {
     int top_hint;
 } RateLimiter;
 
+static PyTypeObject RateLimiterType;
+
 #define ROTL64(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
 #define SIPROUND do { \
         v0 += v1; v1 = ROTL64(v1, 13); v1 ^= v0; v0 = ROTL64(v0, 32); \
@@ -312,22 +320,28 @@ within(const uint8_t *addr, const struct rrl_net *net)
 /* The client's address from raw sockaddr bytes or an address tuple:
    0 on success (family 4 or 6), -1 for anything else (passed unlimited). */
 static int
+sockaddr_address(const char *s, Py_ssize_t n, struct rrl_net *out)
+{
+    sa_family_t family;
+    if (n < (Py_ssize_t)sizeof(family))
+        return -1;
+    memcpy(&family, s, sizeof(family));
+    if (family == AF_INET && n >= (Py_ssize_t)sizeof(struct sockaddr_in)) {
+        memcpy(out->addr, s + offsetof(struct sockaddr_in, sin_addr), 4);
+        out->family = 4;
+    } else if (family == AF_INET6 && n >= (Py_ssize_t)sizeof(struct sockaddr_in6)) {
+        memcpy(out->addr, s + offsetof(struct sockaddr_in6, sin6_addr), 16);
+        out->family = 6;
+    } else
+        return -1;
+    return 0;
+}
+
+static int
 client_address(PyObject *addr, struct rrl_net *out)
 {
     if (PyBytes_CheckExact(addr)) {
-        const char *s = PyBytes_AS_STRING(addr);
-        Py_ssize_t n = PyBytes_GET_SIZE(addr);
-        sa_family_t family;
-        if (n < (Py_ssize_t)sizeof(family))
-            return -1;
-        memcpy(&family, s, sizeof(family));
-        if (family == AF_INET && n >= (Py_ssize_t)sizeof(struct sockaddr_in)) {
-            memcpy(out->addr, s + offsetof(struct sockaddr_in, sin_addr), 4);
-            out->family = 4;
-        } else if (family == AF_INET6 && n >= (Py_ssize_t)sizeof(struct sockaddr_in6)) {
-            memcpy(out->addr, s + offsetof(struct sockaddr_in6, sin6_addr), 16);
-            out->family = 6;
-        } else
+        if (sockaddr_address(PyBytes_AS_STRING(addr), PyBytes_GET_SIZE(addr), out) < 0)
             return -1;
     } else if (PyTuple_Check(addr) && PyTuple_GET_SIZE(addr) >= 2) {
         PyObject *host = PyTuple_GET_ITEM(addr, 0);
@@ -532,6 +546,100 @@ top_count(RateLimiter *self, const struct rrl_net *net)
     self->top_hint = (int)(least - slots);
 }
 
+/* The limiter's verdict on one answer to a client: RRL_PASS, RRL_DROP, or
+   RRL_SLIP with *tlen set to the length of the truncated answer to send
+   instead (rrl_truncate).  Counts what it limits. */
+enum { RRL_PASS, RRL_DROP, RRL_SLIP };
+
+static int
+rrl_judge(RateLimiter *self, const uint8_t *p, Py_ssize_t len, struct rrl_net net,
+          uint32_t now, Py_ssize_t *tlen)
+{
+    Py_ssize_t qend, nend, klen, j;
+    int cls, slipped, len_addr;
+    uint8_t key[2 + 16 + 256];
+    len_addr = net.family == 4 ? 4 : 16;
+    if (net.family == 4)
+        memset(net.addr + 4, 0, 12);  /* networks compare on 16 bytes */
+    for (j = 0; j < self->nexempt; j++)
+        if (self->exempt[j].family == net.family && within(net.addr, &self->exempt[j]))
+            return RRL_PASS;
+    net.bits = (uint8_t)(net.family == 4 ? self->v4bits : self->v6bits);
+    cut(net.addr, len_addr, net.bits);
+    cls = classify(p, len, &qend, &nend);
+    key[0] = (uint8_t)cls;
+    key[1] = net.family;
+    memcpy(key + 2, net.addr, (size_t)len_addr);
+    klen = 2 + len_addr;
+    if (cls == C_POSITIVE || cls == C_NODATA || cls == C_LARGE) {
+        for (j = 12; j < nend; j++) {
+            uint8_t c = p[j];
+            key[klen++] = (c >= 'A' && c <= 'Z') ? (uint8_t)(c | 0x20) : c;
+        }
+    }
+    if (take(self, siphash13(self->k0, self->k1, key, (size_t)klen), cls, now, &slipped))
+        return RRL_PASS;
+    top_count(self, &net);
+    self->limited[cls][slipped]++;
+    if (!slipped)
+        return RRL_DROP;
+    *tlen = qend ? qend : (len < 12 ? len : 12);
+    return RRL_SLIP;
+}
+
+/* The slipped answer in place: the first tlen bytes of the answer (its
+   header and question), with TC set and no records. */
+static void
+rrl_truncate(uint8_t *t, Py_ssize_t tlen)
+{
+    if (tlen >= 12) {
+        t[2] |= 0x02;
+        t[4] = 0;
+        t[5] = tlen > 12 ? 1 : 0;
+        memset(t + 6, 0, 6);
+    }
+}
+
+int
+rrl_check(PyObject *limiter, uint8_t *answer, Py_ssize_t *len, const char *sockaddr,
+          Py_ssize_t addrlen, uint32_t now)
+{
+    struct rrl_net net;
+    Py_ssize_t tlen = 0;
+    int verdict;
+    if (sockaddr_address(sockaddr, addrlen, &net) < 0)
+        return 1;
+    if (net.family == 6) {   /* an IPv4-mapped address is an IPv4 client */
+        static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (memcmp(net.addr, mapped, 12) == 0) {
+            memmove(net.addr, net.addr + 12, 4);
+            net.family = 4;
+        }
+    }
+    verdict = rrl_judge((RateLimiter *)limiter, answer, *len, net, now, &tlen);
+    if (verdict == RRL_DROP)
+        return 0;
+    if (verdict == RRL_SLIP) {
+        rrl_truncate(answer, tlen);
+        *len = tlen;
+    }
+    return 1;
+}
+
+uint32_t
+rrl_now(PyObject *limiter)
+{
+    uint32_t now = now_ms(NULL);
+    top_rotate((RateLimiter *)limiter, now);
+    return now;
+}
+
+int
+rrl_is_limiter(PyObject *obj)
+{
+    return Py_IS_TYPE(obj, &RateLimiterType);
+}
+
 PyDoc_STRVAR(rrl_filter_doc,
 "filter(pairs, now=None, /) -> list\n\n"
 "The (answer, address) pairs that may be sent: those over the rate are left\n"
@@ -546,7 +654,6 @@ rrl_filter(RateLimiter *self, PyObject *args)
     PyObject *pairs, *now_arg = NULL, *out = NULL;
     Py_ssize_t i, n;
     uint32_t now;
-    uint8_t key[2 + 16 + 256];
     if (!PyArg_ParseTuple(args, "O!|O:filter", &PyList_Type, &pairs, &now_arg))
         return NULL;
     now = now_ms(now_arg);
@@ -557,37 +664,19 @@ rrl_filter(RateLimiter *self, PyObject *args)
     for (i = 0; i < n; i++) {
         PyObject *pair = PyList_GET_ITEM(pairs, i), *data, *addr;
         const uint8_t *p;
-        Py_ssize_t len, qend, nend, klen, j;
+        Py_ssize_t len, tlen = 0;
         struct rrl_net net;
-        int cls, slipped, len_addr;
+        int verdict;
         if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2)
             goto pass;
         data = PyTuple_GET_ITEM(pair, 0);
         addr = PyTuple_GET_ITEM(pair, 1);
         if (!PyBytes_CheckExact(data) || client_address(addr, &net) < 0)
             goto pass;
-        len_addr = net.family == 4 ? 4 : 16;
-        if (net.family == 4)
-            memset(net.addr + 4, 0, 12);  /* networks compare on 16 bytes */
-        for (j = 0; j < self->nexempt; j++)
-            if (self->exempt[j].family == net.family && within(net.addr, &self->exempt[j]))
-                goto pass;
-        net.bits = (uint8_t)(net.family == 4 ? self->v4bits : self->v6bits);
-        cut(net.addr, len_addr, net.bits);
         p = (const uint8_t *)PyBytes_AS_STRING(data);
         len = PyBytes_GET_SIZE(data);
-        cls = classify(p, len, &qend, &nend);
-        key[0] = (uint8_t)cls;
-        key[1] = net.family;
-        memcpy(key + 2, net.addr, (size_t)len_addr);
-        klen = 2 + len_addr;
-        if (cls == C_POSITIVE || cls == C_NODATA || cls == C_LARGE) {
-            for (j = 12; j < nend; j++) {
-                uint8_t c = p[j];
-                key[klen++] = (c >= 'A' && c <= 'Z') ? (uint8_t)(c | 0x20) : c;
-            }
-        }
-        if (take(self, siphash13(self->k0, self->k1, key, (size_t)klen), cls, now, &slipped))
+        verdict = rrl_judge(self, p, len, net, now, &tlen);
+        if (verdict == RRL_PASS)
             goto pass;
         /* limited */
         if (out == NULL) {
@@ -595,22 +684,12 @@ rrl_filter(RateLimiter *self, PyObject *args)
             if (out == NULL)
                 return NULL;
         }
-        top_count(self, &net);
-        self->limited[cls][slipped]++;
-        if (slipped) {
-            Py_ssize_t tlen = qend ? qend : (len < 12 ? len : 12);
+        if (verdict == RRL_SLIP) {
             PyObject *tc = PyBytes_FromStringAndSize(NULL, tlen), *tpair;
-            char *t;
             if (tc == NULL)
                 goto fail;
-            t = PyBytes_AS_STRING(tc);
-            memcpy(t, p, (size_t)tlen);
-            if (tlen >= 12) {
-                t[2] |= 0x02;
-                t[4] = 0;
-                t[5] = qend ? 1 : 0;
-                memset(t + 6, 0, 6);
-            }
+            memcpy(PyBytes_AS_STRING(tc), p, (size_t)tlen);
+            rrl_truncate((uint8_t *)PyBytes_AS_STRING(tc), tlen);
             tpair = PyTuple_Pack(2, tc, addr);
             Py_DECREF(tc);
             if (tpair == NULL)
@@ -1295,6 +1374,8 @@ PyInit__udpbatch(void)
         Py_DECREF(&RateLimiterType);
         goto fail;
     }
+    if (plane_add_types(m) < 0)
+        goto fail;
     Py_INCREF(&CanonicalIndexType);
     if (PyModule_AddObject(m, "CanonicalIndex", (PyObject *)&CanonicalIndexType) < 0) {
         Py_DECREF(&CanonicalIndexType);

@@ -34,7 +34,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections import deque
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from geodns import ecs, steermap
 from geodns.compile import Answer, Steered
@@ -42,7 +42,7 @@ from geodns.counters import LABELS, Event
 from geodns.ecs import Peer
 from geodns.geo import IPAddress, Locator, Place
 from geodns.resolve import MAX_CNAME_CHAIN, QNAME, SteerPoint
-from geodns.steering import Decision, HealthView, Steering, SteerSpec
+from geodns.steering import Decision, HealthView, Reason, Steering, SteerSpec
 
 log = logging.getLogger("geodns.wire")
 
@@ -69,11 +69,15 @@ class Decisions:
     """Decides steered answers for one snapshot and caches them."""
 
     __slots__ = ("answer_ids", "answers", "by_location", "cache", "events", "health", "locator",
-                 "order", "payload", "penalised", "places", "steering")
+                 "order", "payload", "penalised", "places", "plane", "steering")
 
     def __init__(self, steering: Steering | None, locator: Locator | None,
-                 health: HealthView | None, payload: int, events: Events) -> None:
+                 health: HealthView | None, payload: int, events: Events,
+                 plane: Any = None) -> None:
         self.steering = steering
+        # The C data plane of the same snapshot (geodns/_plane.c), taught
+        # the answers it may give by itself (:meth:`_teach`), or None.
+        self.plane = plane
         self.locator = locator
         self.health = health
         self.payload = payload
@@ -139,6 +143,8 @@ class Decisions:
 
     def forget(self) -> None:
         """Health changed: every cached answer may be wrong now."""
+        if self.plane is not None:
+            self.plane.forget()
         self.cache.clear()
         self.by_location.clear()
         self.order[0].clear()
@@ -212,7 +218,23 @@ class Decisions:
         ans = st.answer(decisions)
         last = decisions[-1]
         cid = LABELS.cid((st.zone, ans.rcode, last.pops[0] if last.pops else "", last.reason))
+        if self.plane is not None and len(decisions) == 1:
+            self._teach(st, client, last, ans, cid)
         return ans, cid, max(d.scope for d in decisions)
+
+    def _teach(self, st: Steered, client: bytes, d: Decision, ans: Answer, cid: int) -> None:
+        """Tell the C data plane that every client with this client's order
+        of PoPs in the record set's map gets this answer: true of a decision
+        made from the map (:func:`geodns.steermap.decide`) alone, with no
+        penalty in the health view (penalties reorder by base score, which
+        differs within an order) and no fallback to another record set's
+        map.  Its scope the plane finds as :meth:`SteerMap.scope_at` does."""
+        maps = self.steering.maps if self.steering is not None else None
+        if self.penalised or d.reason == Reason.FALLBACK or not isinstance(maps, steermap.Maps):
+            return
+        m = maps.get(st.spec)
+        if m is not None and m.c is not None:
+            self.plane.learn(st.index, m.c, m.order_at(client), ans, cid)
 
     def chain(self, st: Steered, client: bytes, source: int,
               explain: bool = False) -> list[tuple[SteerPoint, Decision]]:

@@ -33,6 +33,7 @@ log = logging.getLogger("geodns.query")
 
 class SampledQueryLog(Responder):
     __slots__ = ("every", "left")
+    planed = False  # every query counts towards the sample: none is answered by C alone
 
     def __init__(self, tables: Tables, steering: Steering | None = None,
                  locator: Locator | None = None, health: HealthView | None = None,

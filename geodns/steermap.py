@@ -61,6 +61,10 @@ try:
     from geodns import _mmdbtree
 except ImportError:  # pragma: no cover - built at install time when a C compiler is there
     _mmdbtree = None  # type: ignore[assignment]
+try:
+    from geodns import _udpbatch
+except ImportError:  # pragma: no cover - the C data plane: built with _mmdbtree
+    _udpbatch = None  # type: ignore[assignment]
 
 from geodns.collector import collector_paused
 from geodns.geo import IPAddress, Locator, MaxMindLocator, Place
@@ -143,12 +147,13 @@ class SteerMap:
     every set-up of one steering configuration); from there on, ``extra``
     holds the rankings of pieces inside such networks."""
 
-    __slots__ = ("bases", "build_seconds", "columns", "extra", "order_ids", "orders", "spec",
-                 "v4", "v6")
+    __slots__ = ("bases", "build_seconds", "c", "columns", "extra", "order_ids", "orders",
+                 "ords", "spec", "v4", "v6")
 
     def __init__(self, spec: SteerSpec, order_ids: array[int], bases: BaseScores,
                  orders: list[Ranked], columns: list[tuple[int, ...]], extra: list[Ranked],
-                 v4: Family, v6: Family, build_seconds: float) -> None:
+                 v4: Family, v6: Family, build_seconds: float, ords: array[int],
+                 c: object = None) -> None:
         self.spec = spec
         self.order_ids = order_ids
         self.bases = bases
@@ -158,6 +163,11 @@ class SteerMap:
         self.v4 = v4
         self.v6 = v6
         self.build_seconds = build_seconds
+        # Each ranking's *order number*: rankings with the same order of PoPs
+        # (and rule, and reason) share one, and without penalties so does
+        # their decision (what the C data plane keys answers on).
+        self.ords = ords
+        self.c = c  # the same arrays for the C data plane (_udpbatch.SteerRanges), or None
 
     def locate(self, client: bytes) -> tuple[Family, int, int]:
         """The family, address and offset (prefix bits above it) that hold
@@ -188,6 +198,15 @@ class SteerMap:
         if i < len(ids):
             return self.orders[ids[i]], i
         return self.extra[i - len(ids)], i
+
+    def order_at(self, client: bytes) -> int:
+        """The order number of the client's ranking (see :attr:`ords`)."""
+        fam, a, _ = self.locate(client)
+        j = bisect_right(fam.starts, a) - 1
+        i = fam.ranked[j]
+        if fam.over:
+            i = fam.over.get(j, i)
+        return self.ords[i]
 
     def base_scores(self, r: Ranked, i: int) -> Sequence[float]:
         """The base scores of ranking ``i`` (``r``, from :meth:`look_up`), in its order."""
@@ -359,6 +378,22 @@ class DatabaseRanges:
     identity: tuple[object, ...]  # the file's (path, device, inode, size, mtime)
     # The last steering configuration's BaseScores, shared by its set-ups.
     _bases: list[BaseScores] = field(default_factory=list)
+    # IPv6 starts packed for the C data plane, by the list they pack (shared
+    # by every set-up that shares the list).
+    _packed: list[tuple[list[int], bytes]] = field(default_factory=list)
+
+    def packed(self, values: Sequence[int]) -> bytes:
+        """IPv6 addresses as 16-byte big-endian numbers, one after another
+        (the database's starts: packed once and shared)."""
+        with _ranges_lock:
+            for seq, packed in self._packed:
+                if seq is values:
+                    return packed
+        packed = _pack128(values)
+        if values is self.v6_starts:
+            with _ranges_lock:
+                self._packed[:] = [(self.v6_starts, packed)]
+        return packed
 
     def cut(self, bits: int, points: tuple[int, ...]) -> tuple[Sequence[int], array[int]]:
         """A family's ranges, cut (from now on) at ``points`` (sorted) too:
@@ -772,12 +807,7 @@ def compile_map(steering: Steering, spec: SteerSpec, ranges: DatabaseRanges,
                         return None  # a network over an alias of the IPv4 subtree
                     over[i] = rank(k, starts[i], bits, sig)
         # Runs: where the order of PoPs (or the rule, or the reason) changes.
-        table = array("i", order_ids)
-        known = {(o.pops, o.orders, o.unplaced, o.reason, o.rule): j
-                 for j, o in enumerate(orders)}
-        for r in extra:
-            table.append(known.setdefault((r.pops, r.orders, r.unplaced, r.reason, r.rule),
-                                          len(known)))
+        table = _order_table(order_ids, orders, extra)
         ords = array("i")
         ords.frombytes(_mmdbtree.gather(keys, table))
         for i, ri in over.items():
@@ -798,8 +828,33 @@ def compile_map(steering: Steering, spec: SteerSpec, ranges: DatabaseRanges,
     v6 = family(128)
     if v6 is None or v4 is None:
         return None
+    table = _order_table(order_ids, orders, extra)
+    c = None
+    if _udpbatch is not None:
+        c = _udpbatch.SteerRanges(v4.starts, v4.ranked, v4.runs, v4.over,
+                                  ranges.packed(v6.starts), v6.ranked, _pack128(v6.runs),
+                                  v6.over, table)
     return SteerMap(spec, order_ids, bases, orders, columns, extra, v4, v6,
-                    time.perf_counter() - t0)
+                    time.perf_counter() - t0, table, c)
+
+
+def _order_table(order_ids: array[int], orders: list[Ranked], extra: list[Ranked]
+                 ) -> array[int]:
+    """Each ranking number's order number: a database place's is its order
+    of PoPs' (``order_ids``); a piece inside a network shares the number of
+    a ranking with the same order, rule and reason, or gets a new one."""
+    table = array("i", order_ids)
+    known = {(o.pops, o.orders, o.unplaced, o.reason, o.rule): j
+             for j, o in enumerate(orders)}
+    for r in extra:
+        table.append(known.setdefault((r.pops, r.orders, r.unplaced, r.reason, r.rule),
+                                      len(known)))
+    return table
+
+
+def _pack128(values: Sequence[int]) -> bytes:
+    """128-bit numbers as 16-byte big-endian bytes, one after another."""
+    return b"".join([v.to_bytes(16, "big") for v in values])
 
 
 def describe(m: SteerMap, client: bytes) -> dict[str, Any]:

@@ -65,6 +65,11 @@ from geodns.rdata import AXFR, IXFR
 from geodns.resolve import BADCOOKIE, FORMERR, REFUSED, SERVFAIL, AnswerKind, Rcode
 from geodns.steering import Decision, HealthView, Steering
 
+try:
+    from geodns import _udpbatch
+except ImportError:  # pragma: no cover - built at install time when a C compiler is there
+    _udpbatch = None  # type: ignore[assignment]
+
 log = logging.getLogger("geodns.wire")
 
 # The event vocabulary under the names the metrics import.
@@ -88,7 +93,10 @@ class Responder:
     """Answers queries from one compiled snapshot of the zones."""
 
     __slots__ = ("cookies", "counts", "decisions", "events", "exact", "nodes", "notauth",
-                 "notimp", "now", "payload", "refused", "steer", "tables")
+                 "notimp", "now", "payload", "plane", "refused", "steer", "tables")
+    # Whether batched UDP may answer without calling respond (a subclass
+    # that must see every query says no).
+    planed = True
 
     def __init__(self, tables: Tables, steering: Steering | None = None,
                  locator: Locator | None = None, health: HealthView | None = None,
@@ -109,7 +117,12 @@ class Responder:
         # (:meth:`adopt_counters`) and read by the metrics.
         self.counts: defaultdict[int, int] = defaultdict(int)
         self.events: dict[tuple[str, str], int] = {}
-        self.decisions = Decisions(steering, locator, health, tables.payload, self.events)
+        # The C data plane (geodns/_plane.c): what of this snapshot batched
+        # UDP answers without Python (the same bytes as respond), or None.
+        self.plane = None if _udpbatch is None or not self.planed else _udpbatch.Plane(
+            tables.exact, Answer, Steered, COUNTED_QTYPES, tables.payload)
+        self.decisions = Decisions(steering, locator, health, tables.payload, self.events,
+                                   self.plane)
         self.steer = self.decisions.answer  # the steer stage, bound once
         self.exact = tables.exact
         self.nodes = tables.nodes

@@ -12,9 +12,11 @@ from __future__ import annotations
 import gc
 import ipaddress
 import random
+import socket
 from typing import Any
 
 import dns.edns
+import dns.flags
 import dns.message
 import pytest
 from refservers import skip_or_fail
@@ -29,7 +31,7 @@ from geodns.health.view import HealthView
 from geodns.server.app import offline_snapshot
 from geodns.snapshot import Snapshot
 from geodns.steering import DOWN, DRAINING, Steering
-from geodns.wire import Responder
+from geodns.wire import Responder, _udpbatch
 from geodns.yamlsrc import Problems
 
 if bundled_database() is None:
@@ -198,3 +200,110 @@ def test_a_retired_snapshots_build_stops(snap: Snapshot,
     del dropped
     gc.collect()
     assert build.done.wait(2), "the build went on after its snapshot was dropped"
+
+
+# -- the C data plane (geodns/_plane.c) answering from the maps -----------------------
+def _sockaddr(client: bytes) -> bytes:
+    """The raw sockaddr the kernel gives recvmmsg for a query from ``client``."""
+    if len(client) == 4:
+        return socket.AF_INET.to_bytes(2, "little") + (5353).to_bytes(2, "big") + client \
+            + bytes(8)
+    return socket.AF_INET6.to_bytes(2, "little") + (5353).to_bytes(2, "big") + bytes(4) \
+        + client + bytes(4)
+
+
+def _query(rnd: random.Random, name: str, rtype: str, client: bytes) -> bytes:
+    """A query for ``name`` in random case, with or without EDNS, DO, RD and
+    a Client Subnet option for ``client`` (a random source prefix, 0 included)."""
+    ecs = rnd.random() < 0.7
+    bits = len(client) * 8
+    options = []
+    if ecs:
+        source = rnd.choice([0, bits, bits // 2, rnd.randrange(bits + 1)])
+        net = ipaddress.ip_network((ipaddress.ip_address(client), source), strict=False)
+        options = [dns.edns.ECSOption(str(net.network_address), source, 0)]
+    edns = 0 if ecs or rnd.random() < 0.7 else -1
+    q = dns.message.make_query(name, rtype, use_edns=edns, options=options,
+                               want_dnssec=edns == 0 and rnd.random() < 0.3)
+    if rnd.random() < 0.5:
+        q.flags &= ~dns.flags.RD
+    wire = bytearray(q.to_wire())
+    i = 12
+    while wire[i]:
+        for k in range(i + 1, i + 1 + wire[i]):
+            if rnd.random() < 0.5:
+                wire[k] = ord(chr(wire[k]).swapcase())
+        i += wire[i] + 1
+    return bytes(wire)
+
+
+@pytest.mark.skipif(_udpbatch is None, reason="the C helper is not built")
+@pytest.mark.parametrize("health", HEALTH, ids=["healthy", "fra-down", "down-draining",
+                                                "penalties", "down-penalties", "all-down"])
+def test_the_c_plane_answers_as_python_does(snap: Snapshot, health: HealthView) -> None:
+    """Every query the C plane answers gets the bytes Python gives it, and
+    is counted the same; once Python has decided a client's order of PoPs,
+    C answers every client with that order (not with penalties, which
+    reorder within an order: those stay Python's)."""
+    responder = snap.responder.scratch()
+    responder.use_health(health)
+    oracle = snap.responder.scratch()
+    oracle.use_health(health)
+    plane = responder.plane
+    assert plane is not None
+    rnd = random.Random(7)
+    entries = _steered(responder)
+    names = sorted({_name_of(k) for k, e in responder.exact.items() if isinstance(e, Steered)})
+    assert names
+    counts_c: dict[int, int] = {}
+    by_c = 0
+    clients = _clients(rnd)
+    for round_ in range(2):  # the first round teaches, the second is mostly C's
+        for client in clients:
+            name = rnd.choice(names)
+            data = _query(rnd, name, rnd.choice(["A", "AAAA"]), client)
+            peer = _sockaddr(client)
+            want = oracle.respond(data, True, peer)
+            got = plane.answer(data, peer, counts_c)
+            if got is None:
+                got = responder.respond(data, True, peer)
+            else:
+                by_c += round_
+            assert got == want, (ipaddress.ip_address(client), name, data.hex())
+    merged = dict(responder.counts)
+    for k, v in counts_c.items():
+        merged[k] = merged.get(k, 0) + v
+    assert merged == dict(oracle.counts)
+    if any(health.penalties.values()):
+        assert by_c == 0 and plane.learnt() == 0
+    else:
+        assert by_c > len(clients) // 2, by_c
+        assert plane.learnt() > 0
+    assert entries
+
+
+def _name_of(key: bytes) -> str:
+    labels = []
+    i = 0
+    while key[i]:
+        labels.append(key[i + 1:i + 1 + key[i]].decode())
+        i += key[i] + 1
+    return ".".join(labels) + "."
+
+
+@pytest.mark.skipif(_udpbatch is None, reason="the C helper is not built")
+def test_the_c_plane_forgets_when_health_changes(snap: Snapshot) -> None:
+    responder = snap.responder.scratch()
+    responder.use_health(HEALTH[0])
+    plane = responder.plane
+    assert plane is not None
+    client = ipaddress.IPv4Address("200.160.0.1").packed
+    data = _query(random.Random(1), NAME, "A", client)
+    peer = _sockaddr(client)
+    assert plane.answer(data, peer, {}) is None  # not learnt yet
+    first = responder.respond(data, True, peer)
+    assert plane.answer(data, peer, {}) == first
+    responder.use_health(HealthView({"gru": DOWN}))
+    assert plane.learnt() == 0 and plane.answer(data, peer, {}) is None
+    again = responder.respond(data, True, peer)
+    assert again != first and plane.answer(data, peer, {}) == again

@@ -157,7 +157,10 @@ class UDPReader:
 class UDPBatchReader:
     """UDP through :mod:`geodns._udpbatch`: per readiness event, up to
     ``ROUNDS`` batches of 64 datagrams, each read with one recvmmsg and
-    answered with one sendmmsg."""
+    answered with one sendmmsg.  The snapshot's C data plane
+    (``Responder.plane``, geodns/_plane.c) answers what it can of each
+    batch itself (through the rate limiter, if any) and hands the rest to
+    :meth:`DatagramHandler.answer_all`."""
 
     ROUNDS = 8
 
@@ -172,7 +175,21 @@ class UDPBatchReader:
         send_batch = _udpbatch.send_batch
         answer_all = self.handler.answer_all
         fd = self.fd
+        source = self.handler.source
         for _ in range(self.ROUNDS):
+            responder = source.responder
+            plane = responder.plane
+            if plane is not None:
+                try:
+                    got, unsent = plane.serve(fd, responder.counts, answer_all, source.limiter)
+                except OSError as exc:
+                    log.debug("UDP receive error: %s", exc)
+                    return
+                if unsent:
+                    self.handler.send_failed(unsent)
+                if got < 64:
+                    return
+                continue
             try:
                 packets = recv_batch(fd)
             except OSError as exc:

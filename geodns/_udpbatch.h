@@ -1,0 +1,34 @@
+/* What geodns/_udpbatch.c and geodns/_plane.c (one module) share. */
+#ifndef GEODNS_UDPBATCH_H
+#define GEODNS_UDPBATCH_H
+
+#include <Python.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define BATCH 64
+#define BUFSIZE 4096 /* larger queries are dropped (MSG_TRUNC) */
+
+/* The receive and send vectors: one event loop thread uses them, one call at a time. */
+extern char bufs[BATCH][BUFSIZE];
+extern struct sockaddr_storage addrs[BATCH];
+extern struct mmsghdr rmsgs[BATCH];
+extern struct iovec riov[BATCH];
+extern struct mmsghdr smsgs[BATCH];
+extern struct iovec siov[BATCH];
+
+/* Point rmsgs at bufs and addrs, ready for recvmmsg. */
+void recv_prepare(void);
+
+/* Response rate limiting of one answer (a RateLimiter): 1 to send it (*len
+ * may have become that of its truncated form, rewritten in place), 0 to drop
+ * it.  rrl_now reads the limiter's clock, once per batch. */
+int rrl_is_limiter(PyObject *obj);
+uint32_t rrl_now(PyObject *limiter);
+int rrl_check(PyObject *limiter, uint8_t *answer, Py_ssize_t *len, const char *sockaddr,
+              Py_ssize_t addrlen, uint32_t now);
+
+/* Adds SteerRanges and Plane to the module (geodns/_plane.c). */
+int plane_add_types(PyObject *m);
+
+#endif

@@ -1,0 +1,176 @@
+"""The C data plane (geodns/_plane.c) against the Python responder.
+
+Whatever the plane answers by itself must be the bytes
+:meth:`geodns.wire.Responder.respond` gives, counted under the same key;
+whatever it cannot, it leaves to Python (None).  Static and signed zones
+here; steered answers from compiled maps are in tests/test_steermap.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import socket
+import struct
+
+import dns.edns
+import dns.flags
+import dns.message
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_dnssec import NOW, QUESTIONS, plain_zone, signed_zone
+
+from geodns.compile import compile_zones
+from geodns.server.transport import DatagramHandler
+from geodns.wire import Responder, _udpbatch
+
+pytestmark = pytest.mark.skipif(_udpbatch is None, reason="the C helper is not built")
+
+PEER = socket.AF_INET.to_bytes(2, "little") + struct.pack("!H", 5353) + bytes((192, 0, 2, 7)) \
+    + bytes(8)
+
+
+@pytest.fixture(scope="module")
+def signed() -> Responder:
+    return Responder(compile_zones([signed_zone()], now=NOW))
+
+
+@pytest.fixture(scope="module")
+def plain() -> Responder:
+    return Responder(compile_zones([plain_zone()]))
+
+
+def queries(rnd: random.Random) -> list[bytes]:
+    """Every question of the zone in every shape the fast path takes, and a
+    few it does not (other options, a malformed Client Subnet option)."""
+    out = []
+    for name, rtype in QUESTIONS:
+        for edns in (-1, 0):
+            for do in (False, True):
+                for rd in (False, True):
+                    for options in ([], [dns.edns.ECSOption("198.51.100.0", 24, 0)],
+                                    [dns.edns.ECSOption("2001:db8::", 0, 0)],
+                                    [dns.edns.GenericOption(10, b"12345678")]):
+                        if edns < 0 and (do or options):
+                            continue
+                        q = dns.message.make_query(name, rtype, use_edns=edns, want_dnssec=do,
+                                                   options=options)
+                        if not rd:
+                            q.flags &= ~dns.flags.RD
+                        wire = bytearray(q.to_wire())
+                        for i in range(12, wire.index(0, 12)):
+                            if rnd.random() < 0.3:
+                                wire[i] = ord(chr(wire[i]).swapcase())
+                        out.append(bytes(wire))
+    # A Client Subnet option with bits beyond its prefix (FORMERR), and a scope in a query.
+    bad = dns.message.make_query("www.s.example.", "A", use_edns=0).to_wire()
+    for option in (b"\x00\x08\x00\x07\x00\x01\x17\x00\xc6\x33\x65",
+                   b"\x00\x08\x00\x07\x00\x01\x18\x05\xc6\x33\x64"):
+        out.append(bad[:-2] + struct.pack("!H", len(option)) + option)
+    return out
+
+
+@pytest.mark.parametrize("which", ["signed", "plain"])
+def test_what_the_plane_answers_is_what_python_answers(which: str, signed: Responder,
+                                                       plain: Responder) -> None:
+    responder = signed if which == "signed" else plain
+    c = Responder(responder.tables)  # counters of its own
+    oracle = Responder(responder.tables)
+    assert c.plane is not None
+    counts: dict[int, int] = {}
+    answered = 0
+    asked = queries(random.Random(3))
+    for data in asked:
+        want = oracle.respond(data, True, PEER)
+        got = c.plane.answer(data, PEER, counts)
+        if got is None:
+            got = c.respond(data, True, PEER)
+        else:
+            answered += 1
+        assert got == want, data.hex()
+    for k, v in counts.items():
+        c.counts[k] += v
+    assert dict(c.counts) == dict(oracle.counts)
+    # The plane takes every name in the exact table; the rest is Python's
+    # (names that do not exist, proofs found by the name, other options).
+    assert answered > len(asked) // 3, (answered, len(asked))
+
+
+def _mutations(seed: bytes) -> st.SearchStrategy[bytes]:
+    def mutate(edits: list[tuple[int, int]], cut: int) -> bytes:
+        b = bytearray(seed)
+        for at, value in edits:
+            b[at % len(b)] = value
+        return bytes(b[:cut])
+    return st.builds(mutate, st.lists(st.tuples(st.integers(0, 255), st.integers(0, 255)),
+                                      max_size=4),
+                     st.integers(0, len(seed) + 4))
+
+
+SEEDS = [dns.message.make_query("www.s.example.", "A", use_edns=0, want_dnssec=True,
+                                options=[dns.edns.ECSOption("198.51.100.0", 24, 0)]).to_wire(),
+         dns.message.make_query("www.s.example.", "AAAA").to_wire()]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(*(_mutations(s) for s in SEEDS)))
+def test_a_mangled_query_is_answered_as_python_does_or_left_to_it(data: bytes) -> None:
+    responder = _signed()
+    assert responder.plane is not None
+    got = responder.plane.answer(data, PEER, {})
+    if got is not None:
+        assert got == responder.respond(data, True, PEER)
+
+
+@functools.cache
+def _signed() -> Responder:
+    return Responder(compile_zones([signed_zone()], now=NOW))
+
+
+class _Source:
+    limiter = None
+
+    def __init__(self, responder: Responder) -> None:
+        self.responder = responder
+
+
+def test_serve_answers_a_batch_over_a_socket(signed: Responder) -> None:
+    """serve(): one recvmmsg, C's answers and Python's (a name that does
+    not exist, an answer cut to fit 512 bytes, a datagram too long to read)
+    sent together; each arrives with its ID."""
+    responder = Responder(signed.tables)
+    handler = DatagramHandler(_Source(responder))
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with server, client:
+        server.bind(("127.0.0.1", 0))
+        server.setblocking(False)
+        client.bind(("127.0.0.1", 0))
+        client.settimeout(2)
+        asked = {}
+        for i, (name, rtype, do) in enumerate([
+                ("www.s.example.", "A", False), ("WWW.s.example.", "AAAA", True),
+                ("nope.s.example.", "A", True), ("s.example.", "DNSKEY", True),
+                ("s.example.", "NS", False)]):
+            # A denial with DO is over 512 bytes: cut to fit.
+            q = dns.message.make_query(name, rtype, use_edns=0, want_dnssec=do, id=100 + i,
+                                       payload=512 if name == "nope.s.example." else 1232)
+            asked[100 + i] = q.to_wire()
+            client.sendto(q.to_wire(), server.getsockname())
+        client.sendto(b"\x00" * 5000, server.getsockname())  # too long: dropped
+        got, unsent = responder.plane.serve(server.fileno(), responder.counts,
+                                            handler.answer_all)
+        assert (got, unsent) == (6, 0)
+        answers = {}
+        for _ in asked:
+            data = client.recv(65535)
+            answers[struct.unpack("!H", data[:2])[0]] = data
+        oracle = Responder(signed.tables)
+        addr = client.getsockname()
+        for qid, data in asked.items():
+            assert answers[qid] == oracle.respond(data, True, addr), qid
+        assert responder.plane.serve(server.fileno(), responder.counts,
+                                     handler.answer_all) == (0, 0)
+    assert sum(responder.counts.values()) == 5
+    assert responder.events[("truncated", "tc")] == 1, responder.events
