@@ -9,6 +9,7 @@ the responder; ``explain`` shows the range the client fell in.
 
 from __future__ import annotations
 
+import bisect
 import gc
 import ipaddress
 import random
@@ -307,3 +308,33 @@ def test_the_c_plane_forgets_when_health_changes(snap: Snapshot) -> None:
     assert plane.learnt() == 0 and plane.answer(data, peer, {}) is None
     again = responder.respond(data, True, peer)
     assert again != first and plane.answer(data, peer, {}) == again
+
+
+@pytest.mark.skipif(_udpbatch is None, reason="the C helper is not built")
+def test_the_c_ranges_find_what_python_finds(snap: Snapshot) -> None:
+    """SteerRanges.look_up (the C plane's search, with its index by the top
+    16 bits) against SteerMap in Python: order number and scope, for random
+    clients, every range's first and last address near the index's bucket
+    edges, and the ends of both address spaces."""
+    maps = snap.steering.maps
+    assert isinstance(maps, steermap.Maps)
+    rnd = random.Random(5)
+    for m in {id(m): m for m in maps.by_key.values()}.values():
+        assert m.c is not None
+        clients = _clients(rnd)
+        for fam, size in ((m.v4, 4), (m.v6, 16)):
+            top = (1 << fam.bits) - 1
+            edges = {0, top, *(rnd.randrange(1 << 16) << (fam.bits - 16) for _ in range(50))}
+            for e in list(edges):
+                j = bisect.bisect_right(fam.starts, e) - 1
+                for k in (j - 1, j, j + 1):
+                    if 0 <= k < len(fam.starts):
+                        edges |= {fam.starts[k], max(fam.starts[k] - 1, 0)}
+            for j in rnd.sample(range(len(fam.starts)), 300):
+                edges |= {fam.starts[j], max(fam.starts[j] - 1, 0)}
+            clients += [e.to_bytes(size, "big") for e in edges]
+        for client in clients:
+            source = rnd.choice([len(client) * 8, 24 if len(client) == 4 else 48])
+            loc, a, above = m.locate(client)
+            want = (m.order_at(client), m.scope_at(loc, a, above, source, False))
+            assert m.c.look_up(client, source) == want, ipaddress.ip_address(client)
