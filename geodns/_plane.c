@@ -190,13 +190,18 @@ over_at(const Family *f, Py_ssize_t j, int32_t dflt)
     return dflt;
 }
 
-/* The client's order number and the scope of an answer decided from it
- * (SteerMap.locate, ranked_at, scope_at without penalties); -1 when the
- * map cannot say. */
+/* What decides the client's answer and that answer's scope (SteerMap.locate,
+ * ranked_at, scope_at): without penalties its order number, and the scope
+ * within the run of ranges with that order; with penalties (which reorder
+ * by base score, a place's own) its ranking number, and the scope within
+ * its range.  -1 when the map cannot say. */
 static int32_t
 ranges_look_up(const SteerRanges *r, const unsigned char *client, int v6, int source,
-               int *scope)
+               int penalised, int *scope)
 {
+    const Py_buffer *bounds;
+    const uint32_t *bounds_idx;
+    Py_ssize_t nbounds;
     const Family *f;
     Py_ssize_t j, k;
     int32_t i;
@@ -227,17 +232,25 @@ ranges_look_up(const SteerRanges *r, const unsigned char *client, int v6, int so
         i = over_at(f, j, i);
     if (i < 0 || i >= r->ntable)
         return -1;
-    if (f->bits == 32)
-        k = find4(&f->runs, f->runs_idx, (uint32_t)a);
-    else
-        k = find6(&f->runs, f->runs_idx, client);
-    first = start_at(f, &f->runs, k);
-    last = k + 1 < f->nruns ? start_at(f, &f->runs, k + 1) - 1
+    if (penalised) {
+        bounds = &f->starts;
+        bounds_idx = f->starts_idx;
+        nbounds = f->n;
+        k = j;
+    } else {
+        bounds = &f->runs;
+        bounds_idx = f->runs_idx;
+        nbounds = f->nruns;
+        k = f->bits == 32 ? find4(bounds, bounds_idx, (uint32_t)a)
+            : find6(bounds, bounds_idx, client);
+    }
+    first = start_at(f, bounds, k);
+    last = k + 1 < nbounds ? start_at(f, bounds, k + 1) - 1
         : (f->bits == 32 ? (u128)0xFFFFFFFFu : ~(u128)0);
     *scope = above + widest_prefix(a, first, last, f->bits);
     if (*scope > source)
         *scope = source;
-    return ((const int32_t *)r->table.buf)[i];
+    return penalised ? i : ((const int32_t *)r->table.buf)[i];
 }
 
 static int
@@ -376,23 +389,25 @@ ranges_dealloc(SteerRanges *self)
 }
 
 PyDoc_STRVAR(ranges_look_up_doc,
-"look_up(client, source) -> (order, scope): the client's order of PoPs in this map and\n"
-"the ECS scope of an answer decided from it (at most source); order -1: not known.");
+"look_up(client, source, penalised=False) -> (key, scope): what decides the client's\n"
+"answer in this map (its order of PoPs; with penalties its ranking number) and the\n"
+"ECS scope of that answer (at most source); key -1: not known.");
 
 static PyObject *
 ranges_look_up_py(SteerRanges *self, PyObject *args)
 {
     const char *client;
     Py_ssize_t len;
-    int source, scope = 0;
+    int source, scope = 0, penalised = 0;
     int32_t order;
-    if (!PyArg_ParseTuple(args, "y#i", &client, &len, &source))
+    if (!PyArg_ParseTuple(args, "y#i|p", &client, &len, &source, &penalised))
         return NULL;
     if (!self->ready || (len != 4 && len != 16)) {
         PyErr_SetString(PyExc_ValueError, "look_up needs a packed IPv4 or IPv6 address");
         return NULL;
     }
-    order = ranges_look_up(self, (const unsigned char *)client, len == 16, source, &scope);
+    order = ranges_look_up(self, (const unsigned char *)client, len == 16, source, penalised,
+                           &scope);
     return Py_BuildValue("(ii)", order, order < 0 ? 0 : scope);
 }
 
@@ -455,6 +470,7 @@ typedef struct {
     PyObject *maps;        /* dict: steered entry index -> SteerRanges */
     PyObject *outcomes;    /* dict: index << 32 | order -> (Answer, cid) */
     int payload;
+    int penalised;  /* the health view has penalties: answers by ranking number */
     unsigned char counted[65536 / 8];
     struct client_slot *clients;  /* CLIENT_SLOTS of them */
 } Plane;
@@ -777,7 +793,7 @@ plane_answer(Plane *self, const unsigned char *data, Py_ssize_t n, const unsigne
                 steered_scope = c->scope;
             } else {
                 order = ranges_look_up((SteerRanges *)ranges, client, v6, source,
-                                       &steered_scope);
+                                       self->penalised, &steered_scope);
                 if (order < 0)
                     return -1;
                 c->ranges = ranges;
@@ -903,9 +919,10 @@ plane_answer_py(Plane *self, PyObject *args)
 }
 
 PyDoc_STRVAR(plane_learn_doc,
-"learn(index, ranges, order, answer, cid)\n\n"
+"learn(index, ranges, key, answer, cid)\n\n"
 "Every client of steered entry index whose order of PoPs in ranges (a SteerRanges) is\n"
-"order gets answer, counted under label number cid, until forget().");
+"key (its ranking number, after forget(penalised=True)) gets answer, counted under\n"
+"label number cid, until forget().");
 
 static PyObject *
 plane_learn(Plane *self, PyObject *args)
@@ -950,13 +967,24 @@ plane_learn(Plane *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(plane_forget_doc, "forget(): health changed; every answer learnt is forgotten.");
+PyDoc_STRVAR(plane_forget_doc,
+"forget(penalised=False): health changed; every answer learnt is forgotten.  With\n"
+"penalised (the new health view has penalties) answers are learnt and found by the\n"
+"client's ranking number in a map rather than its order of PoPs.");
 
 static PyObject *
-plane_forget(Plane *self, PyObject *Py_UNUSED(ignored))
+plane_forget(Plane *self, PyObject *args)
 {
+    int penalised = 0;
+    if (!PyArg_ParseTuple(args, "|p:forget", &penalised))
+        return NULL;
     if (self->outcomes != NULL)
         PyDict_Clear(self->outcomes);
+    if (penalised != self->penalised && self->clients != NULL) {
+        /* the slots hold keys and scopes of the other kind */
+        memset(self->clients, 0, CLIENT_SLOTS * sizeof(struct client_slot));
+        self->penalised = penalised;
+    }
     Py_RETURN_NONE;
 }
 
@@ -1115,7 +1143,7 @@ static PyMethodDef plane_methods[] = {
     {"answer", (PyCFunction)plane_answer_py, METH_VARARGS, plane_answer_doc},
     {"serve", (PyCFunction)plane_serve, METH_VARARGS, plane_serve_doc},
     {"learn", (PyCFunction)plane_learn, METH_VARARGS, plane_learn_doc},
-    {"forget", (PyCFunction)plane_forget, METH_NOARGS, plane_forget_doc},
+    {"forget", (PyCFunction)plane_forget, METH_VARARGS, plane_forget_doc},
     {"learnt", (PyCFunction)plane_learnt, METH_NOARGS, plane_learnt_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -97,6 +97,8 @@ class Decisions:
         self.answer_ids: dict[int, int] = {}  # id(answer) -> its number
         # Whether penalties can reorder a map's ranking (geodns.steermap).
         self.penalised = health is not None and any(health.penalties.values())
+        if plane is not None and self.penalised:
+            plane.forget(True)
 
     def answer(self, entry: Answer | Steered, option: bytes | None, peer: Peer) -> Hit | None:
         """The steer stage: the answer for this client, its tails and its
@@ -144,7 +146,7 @@ class Decisions:
     def forget(self) -> None:
         """Health changed: every cached answer may be wrong now."""
         if self.plane is not None:
-            self.plane.forget()
+            self.plane.forget(self.penalised)
         self.cache.clear()
         self.by_location.clear()
         self.order[0].clear()
@@ -226,15 +228,18 @@ class Decisions:
         """Tell the C data plane that every client with this client's order
         of PoPs in the record set's map gets this answer: true of a decision
         made from the map (:func:`geodns.steermap.decide`) alone, with no
-        penalty in the health view (penalties reorder by base score, which
-        differs within an order) and no fallback to another record set's
-        map.  Its scope the plane finds as :meth:`SteerMap.scope_at` does."""
+        fallback to another record set's map.  With penalties in the health
+        view (they reorder by base score, which differs within an order),
+        every client with this client's *ranking* (its database place, or
+        piece of a network) instead.  Its scope the plane finds as
+        :meth:`SteerMap.scope_at` does."""
         maps = self.steering.maps if self.steering is not None else None
-        if self.penalised or d.reason == Reason.FALLBACK or not isinstance(maps, steermap.Maps):
+        if d.reason == Reason.FALLBACK or not isinstance(maps, steermap.Maps):
             return
         m = maps.get(st.spec)
         if m is not None and m.c is not None:
-            self.plane.learn(st.index, m.c, m.order_at(client), ans, cid)
+            key = m.ranking_number(client) if self.penalised else m.order_at(client)
+            self.plane.learn(st.index, m.c, key, ans, cid)
 
     def chain(self, st: Steered, client: bytes, source: int,
               explain: bool = False) -> list[tuple[SteerPoint, Decision]]:

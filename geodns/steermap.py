@@ -199,14 +199,14 @@ class SteerMap:
             return self.orders[ids[i]], i
         return self.extra[i - len(ids)], i
 
+    def ranking_number(self, client: bytes) -> int:
+        """The number of the client's ranking (a database place's, or past
+        them a piece inside a network's)."""
+        return self.ranked_at(*self.locate(client)[:2])[1]
+
     def order_at(self, client: bytes) -> int:
         """The order number of the client's ranking (see :attr:`ords`)."""
-        fam, a, _ = self.locate(client)
-        j = bisect_right(fam.starts, a) - 1
-        i = fam.ranked[j]
-        if fam.over:
-            i = fam.over.get(j, i)
-        return self.ords[i]
+        return self.ords[self.ranking_number(client)]
 
     def base_scores(self, r: Ranked, i: int) -> Sequence[float]:
         """The base scores of ranking ``i`` (``r``, from :meth:`look_up`), in its order."""

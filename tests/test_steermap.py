@@ -243,9 +243,9 @@ def _query(rnd: random.Random, name: str, rtype: str, client: bytes) -> bytes:
                                                 "penalties", "down-penalties", "all-down"])
 def test_the_c_plane_answers_as_python_does(snap: Snapshot, health: HealthView) -> None:
     """Every query the C plane answers gets the bytes Python gives it, and
-    is counted the same; once Python has decided a client's order of PoPs,
-    C answers every client with that order (not with penalties, which
-    reorder within an order: those stay Python's)."""
+    is counted the same; once Python has decided a client's order of PoPs
+    (with penalties, which reorder within an order: its ranking), C answers
+    every client with that order (ranking)."""
     responder = snap.responder.scratch()
     responder.use_health(health)
     oracle = snap.responder.scratch()
@@ -275,11 +275,9 @@ def test_the_c_plane_answers_as_python_does(snap: Snapshot, health: HealthView) 
     for k, v in counts_c.items():
         merged[k] = merged.get(k, 0) + v
     assert merged == dict(oracle.counts)
-    if any(health.penalties.values()):
-        assert by_c == 0 and plane.learnt() == 0
-    else:
-        assert by_c > len(clients) // 2, by_c
-        assert plane.learnt() > 0
+    # Rankings are many more than orders: fewer clients share one.
+    assert by_c > len(clients) // (4 if any(health.penalties.values()) else 2), by_c
+    assert plane.learnt() > 0
     assert entries
 
 
@@ -338,3 +336,5 @@ def test_the_c_ranges_find_what_python_finds(snap: Snapshot) -> None:
             loc, a, above = m.locate(client)
             want = (m.order_at(client), m.scope_at(loc, a, above, source, False))
             assert m.c.look_up(client, source) == want, ipaddress.ip_address(client)
+            want = (m.ranking_number(client), m.scope_at(loc, a, above, source, True))
+            assert m.c.look_up(client, source, True) == want, ipaddress.ip_address(client)
