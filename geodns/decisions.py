@@ -34,7 +34,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections import deque
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from geodns import ecs, steermap
 from geodns.compile import Answer, Steered
@@ -43,6 +43,9 @@ from geodns.ecs import Peer
 from geodns.geo import IPAddress, Locator, Place
 from geodns.resolve import MAX_CNAME_CHAIN, QNAME, SteerPoint
 from geodns.steering import Decision, HealthView, Reason, Steering, SteerSpec
+
+if TYPE_CHECKING:
+    from geodns._udpbatch import Plane
 
 log = logging.getLogger("geodns.wire")
 
@@ -73,7 +76,7 @@ class Decisions:
 
     def __init__(self, steering: Steering | None, locator: Locator | None,
                  health: HealthView | None, payload: int, events: Events,
-                 plane: Any = None) -> None:
+                 plane: Plane | None = None) -> None:
         self.steering = steering
         # The C data plane of the same snapshot (geodns/_plane.c), taught
         # the answers it may give by itself (:meth:`_teach`), or None.
@@ -237,7 +240,7 @@ class Decisions:
         if d.reason == Reason.FALLBACK or not isinstance(maps, steermap.Maps):
             return
         m = maps.get(st.spec)
-        if m is not None and m.c is not None:
+        if m is not None and m.c is not None and self.plane is not None:
             key = m.ranking_number(client) if self.penalised else m.order_at(client)
             self.plane.learn(st.index, m.c, key, ans, cid)
 

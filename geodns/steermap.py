@@ -153,7 +153,7 @@ class SteerMap:
     def __init__(self, spec: SteerSpec, order_ids: array[int], bases: BaseScores,
                  orders: list[Ranked], columns: list[tuple[int, ...]], extra: list[Ranked],
                  v4: Family, v6: Family, build_seconds: float, ords: array[int],
-                 c: object = None) -> None:
+                 c: _udpbatch.SteerRanges | None = None) -> None:
         self.spec = spec
         self.order_ids = order_ids
         self.bases = bases

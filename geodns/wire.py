@@ -42,6 +42,13 @@ steer stage).  Anything else goes to :meth:`Responder.staged`, a COOKIE
 option included (its code is not Client Subnet), so the cookie stage costs
 the common shape nothing.
 
+Batched UDP meets the C data plane first (``Responder.plane``,
+geodns/_plane.c): it answers the fused path's shape for names in the exact
+table, and steered answers the steer stage has taught it
+(:meth:`geodns.decisions.Decisions._teach`), with the same bytes as
+:meth:`Responder.respond` and the same counters, and hands every other
+query of the batch here.
+
 The contract: :meth:`Responder.respond` returns the bytes to send, or
 ``None`` when the packet must be dropped.  It never raises: a bug of ours
 answers SERVFAIL and is logged.
