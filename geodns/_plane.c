@@ -465,8 +465,10 @@ client_hash(const void *ranges, const unsigned char *addr, int v6, int source)
 typedef struct {
     PyObject_HEAD
     PyObject *exact;       /* dict: lower-cased name + type + class -> Answer | Steered */
-    PyObject *answer_type, *steered_type;
+    PyObject *nodes;       /* dict: lower-cased name -> Node */
+    PyObject *answer_type, *steered_type, *node_type, *proof_type;
     Py_ssize_t off_heads, off_tails, off_cid, off_signed, off_index;
+    Py_ssize_t off_wild, off_below, off_sec, off_find;
     PyObject *maps;        /* dict: steered entry index -> SteerRanges */
     PyObject *outcomes;    /* dict: index << 32 | order -> (Answer, cid) */
     int payload;
@@ -504,22 +506,29 @@ slot(PyObject *obj, Py_ssize_t off)
 static int
 plane_init(Plane *self, PyObject *args, PyObject *kwds)
 {
-    PyObject *exact, *answer_type, *steered_type, *counted, *it, *item;
+    PyObject *exact, *nodes, *answer_type, *steered_type, *node_type, *proof_type, *counted, *it,
+        *item;
     int payload;
-    static char *kwlist[] = {"exact", "answer_type", "steered_type", "counted", "payload", NULL};
+    static char *kwlist[] = {"exact", "nodes", "answer_type", "steered_type", "node_type",
+                             "proof_type", "counted", "payload", NULL};
     if (self->maps != NULL) {
         PyErr_SetString(PyExc_TypeError, "Plane is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!Oi:Plane", kwlist, &PyDict_Type, &exact,
-                                     &PyType_Type, &answer_type, &PyType_Type, &steered_type,
-                                     &counted, &payload))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!O!O!Oi:Plane", kwlist, &PyDict_Type,
+                                     &exact, &PyDict_Type, &nodes, &PyType_Type, &answer_type,
+                                     &PyType_Type, &steered_type, &PyType_Type, &node_type,
+                                     &PyType_Type, &proof_type, &counted, &payload))
         return -1;
     if ((self->off_heads = slot_offset(answer_type, "heads")) < 0
             || (self->off_tails = slot_offset(answer_type, "tails")) < 0
             || (self->off_cid = slot_offset(answer_type, "cid")) < 0
             || (self->off_signed = slot_offset(answer_type, "signed")) < 0
-            || (self->off_index = slot_offset(steered_type, "index")) < 0)
+            || (self->off_index = slot_offset(steered_type, "index")) < 0
+            || (self->off_wild = slot_offset(node_type, "wild")) < 0
+            || (self->off_below = slot_offset(node_type, "below_answer")) < 0
+            || (self->off_sec = slot_offset(node_type, "sec")) < 0
+            || (self->off_find = slot_offset(proof_type, "find")) < 0)
         return -1;
     memset(self->counted, 0, sizeof(self->counted));
     it = PyObject_GetIter(counted);
@@ -549,11 +558,17 @@ plane_init(Plane *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     Py_INCREF(exact);
+    Py_INCREF(nodes);
     Py_INCREF(answer_type);
     Py_INCREF(steered_type);
+    Py_INCREF(node_type);
+    Py_INCREF(proof_type);
     self->exact = exact;
+    self->nodes = nodes;
     self->answer_type = answer_type;
     self->steered_type = steered_type;
+    self->node_type = node_type;
+    self->proof_type = proof_type;
     self->payload = payload;
     return 0;
 }
@@ -562,8 +577,11 @@ static int
 plane_traverse(Plane *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->exact);
+    Py_VISIT(self->nodes);
     Py_VISIT(self->answer_type);
     Py_VISIT(self->steered_type);
+    Py_VISIT(self->node_type);
+    Py_VISIT(self->proof_type);
     Py_VISIT(self->maps);
     Py_VISIT(self->outcomes);
     return 0;
@@ -573,8 +591,11 @@ static int
 plane_clear(Plane *self)
 {
     Py_CLEAR(self->exact);
+    Py_CLEAR(self->nodes);
     Py_CLEAR(self->answer_type);
     Py_CLEAR(self->steered_type);
+    Py_CLEAR(self->node_type);
+    Py_CLEAR(self->proof_type);
     Py_CLEAR(self->maps);
     Py_CLEAR(self->outcomes);
     return 0;
@@ -675,6 +696,51 @@ client_subnet(const unsigned char *opt, Py_ssize_t len, unsigned char *addr, int
     return size;
 }
 
+/* A name that is not in the exact table nor a node itself: the answer its
+ * closest encloser gives for the names below it (Node.below: an NXDOMAIN,
+ * or the referral of a cut), when that is one pre-built Answer (not a
+ * wildcard's synthesis); *sec is the node's zone signing (None: unsigned).
+ * NULL: Python's to answer (-2 in *err with an exception set). */
+static PyObject *
+closest_below(Plane *self, const unsigned char *name, Py_ssize_t nlen,
+              const unsigned char *type_class, PyObject **sec, int *err)
+{
+    unsigned qtype = ((unsigned)type_class[0] << 8) | type_class[1];
+    Py_ssize_t i = 0;
+    int first = 1;
+    if (type_class[2] != 0 || type_class[3] != 1 || qtype == 251 || qtype == 252)
+        return NULL;  /* class IN only; IXFR and AXFR are refused there */
+    while (1) {
+        PyObject *k = PyBytes_FromStringAndSize((const char *)name + i, nlen - i), *node;
+        if (k == NULL) {
+            *err = -2;
+            return NULL;
+        }
+        node = PyDict_GetItemWithError(self->nodes, k);
+        Py_DECREF(k);
+        if (node == NULL && PyErr_Occurred()) {
+            *err = -2;
+            return NULL;
+        }
+        if (node != NULL) {
+            PyObject *wild, *below;
+            if (first || Py_TYPE(node) != (PyTypeObject *)self->node_type)
+                return NULL;  /* the name itself exists: Node.answer is Python's */
+            wild = slot(node, self->off_wild);
+            below = slot(node, self->off_below);
+            if (wild != Py_None || below == NULL
+                    || Py_TYPE(below) != (PyTypeObject *)self->answer_type)
+                return NULL;
+            *sec = slot(node, self->off_sec);
+            return *sec == NULL ? NULL : below;
+        }
+        if (!name[i])
+            return NULL;  /* no zone of ours: REFUSED, Python's */
+        i += name[i] + 1;
+        first = 0;
+    }
+}
+
 /* Answer one query into out (at most cap bytes): its length, or -1 when
  * Python must answer it, or -2 with an exception set.  peer is the raw
  * sockaddr the query came from. */
@@ -688,7 +754,7 @@ plane_answer(Plane *self, const unsigned char *data, Py_ssize_t n, const unsigne
     int edns, do_bit = 0, ln, tail_i;
     const unsigned char *ecs = NULL;
     Py_ssize_t ecs_len = 0;
-    PyObject *key, *entry, *ans, *tails, *heads, *signed_, *base, *cidobj;
+    PyObject *key, *entry, *ans, *tails, *heads, *signed_, *base, *cidobj, *zone_sec = NULL;
     long cid, qt;
     int scope = 0;
 
@@ -744,8 +810,14 @@ plane_answer(Plane *self, const unsigned char *data, Py_ssize_t n, const unsigne
         return -2;
     entry = PyDict_GetItemWithError(self->exact, key);
     Py_DECREF(key);
-    if (entry == NULL)
-        return PyErr_Occurred() ? -2 : -1;
+    if (entry == NULL) {
+        int err = 0;
+        if (PyErr_Occurred())
+            return -2;
+        entry = closest_below(self, keybuf, qend - 12, data + qend, &zone_sec, &err);
+        if (entry == NULL)
+            return err ? err : -1;
+    }
 
     unsigned char client[16] = {0};
     int v6 = 0, source = 0, steered_scope = -1;
@@ -821,16 +893,33 @@ plane_answer(Plane *self, const unsigned char *data, Py_ssize_t n, const unsigne
     } else {
         return -1;
     }
-    /* sign: with DO, a signed form that is an Answer (a proof found by the
-     * name is Python's) */
+    /* sign: with DO, the signed form: an Answer, or a Proof's answer for
+     * the name's cover when its Finder keeps one (else Python makes it) */
     signed_ = slot(ans, self->off_signed);
     if (signed_ == NULL)
         return -1;
     base = ans;  /* what the body comes from */
+    if (do_bit && signed_ == Py_None && zone_sec != NULL && zone_sec != Py_None)
+        return -1;  /* a signed zone's template, its proof not made yet */
     if (do_bit && signed_ != Py_None) {
-        if (Py_TYPE(signed_) != (PyTypeObject *)self->answer_type)
+        if (Py_TYPE(signed_) == (PyTypeObject *)self->answer_type) {
+            base = signed_;
+        } else if (Py_TYPE(signed_) == (PyTypeObject *)self->proof_type) {
+            PyObject *find = slot(signed_, self->off_find), *k;
+            if (find == NULL || !is_finder(find))
+                return -1;
+            k = PyBytes_FromStringAndSize((const char *)keybuf, klen);
+            if (k == NULL)
+                return -2;
+            base = finder_find(find, k);
+            Py_DECREF(k);
+            if (base == NULL)
+                return PyErr_Occurred() ? -2 : -1;
+            if (Py_TYPE(base) != (PyTypeObject *)self->answer_type)
+                return -1;
+        } else {
             return -1;
-        base = signed_;
+        }
     }
     heads = slot(base, self->off_heads);
     tails = slot(base, self->off_tails);

@@ -1225,6 +1225,30 @@ typedef struct {
 
 static PyTypeObject FinderType;
 
+/* What a Finder keeps for the cover of the name at the start of key (a
+ * borrowed reference), or NULL: nothing kept, or an error (set). */
+PyObject *
+finder_find(PyObject *finder, PyObject *key)
+{
+    Finder *self = (Finder *)finder;
+    PyObject *at, *found;
+    Py_ssize_t i = cindex_position(self->index, key);
+    if (i == -2)
+        return NULL;
+    at = PyLong_FromSsize_t(i);
+    if (at == NULL)
+        return NULL;
+    found = PyDict_GetItemWithError(self->kept, at);
+    Py_DECREF(at);
+    return found;
+}
+
+int
+is_finder(PyObject *obj)
+{
+    return Py_IS_TYPE(obj, &FinderType);
+}
+
 static PyObject *
 cindex_finder(CanonicalIndex *self, PyObject *kept)
 {
@@ -1257,15 +1281,7 @@ PyDoc_STRVAR(finder_get_doc,
 static PyObject *
 finder_get(Finder *self, PyObject *arg)
 {
-    PyObject *at, *found;
-    Py_ssize_t i = cindex_position(self->index, arg);
-    if (i == -2)
-        return NULL;
-    at = PyLong_FromSsize_t(i);
-    if (at == NULL)
-        return NULL;
-    found = PyDict_GetItemWithError(self->kept, at);
-    Py_DECREF(at);
+    PyObject *found = finder_find((PyObject *)self, arg);
     if (found == NULL) {
         if (PyErr_Occurred())
             return NULL;

@@ -28,6 +28,11 @@ uint32_t rrl_now(PyObject *limiter);
 int rrl_check(PyObject *limiter, uint8_t *answer, Py_ssize_t *len, const char *sockaddr,
               Py_ssize_t addrlen, uint32_t now);
 
+/* A DNSSEC proof's Finder (geodns.names): what it keeps for the cover of
+ * the name at the start of key (borrowed), or NULL (nothing, or an error). */
+int is_finder(PyObject *obj);
+PyObject *finder_find(PyObject *finder, PyObject *key);
+
 /* Adds SteerRanges and Plane to the module (geodns/_plane.c). */
 int plane_add_types(PyObject *m);
 

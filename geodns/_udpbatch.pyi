@@ -53,8 +53,9 @@ class SteerRanges:
 class Plane:
     """The UDP answers of one snapshot that C gives by itself (geodns/_plane.c)."""
 
-    def __init__(self, exact: dict[bytes, Any], answer_type: type, steered_type: type,
-                 counted: Any, payload: int) -> None: ...
+    def __init__(self, exact: dict[bytes, Any], nodes: dict[bytes, Any], answer_type: type,
+                 steered_type: type, node_type: type, proof_type: type, counted: Any,
+                 payload: int) -> None: ...
     def answer(self, data: bytes, peer: bytes, counts: dict[int, int], /) -> bytes | None: ...
     def serve(self, fd: int, counts: dict[int, int],
               fallback: Callable[[list[tuple[bytes, bytes]]], list[tuple[bytes, bytes]]],

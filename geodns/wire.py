@@ -61,7 +61,7 @@ import struct
 from collections import defaultdict
 
 from geodns import counters
-from geodns.compile import Answer, Steered, Tables, opt_record
+from geodns.compile import Answer, Node, Proof, Steered, Tables, opt_record
 from geodns.cookies import Cookies, Verdict
 from geodns.counters import COUNTED_QTYPES, LABELS, OTHER, Dropped, Event, Malformed, Truncated
 from geodns.decisions import MAX_DECISIONS, Decisions, Hit, Tails
@@ -127,7 +127,8 @@ class Responder:
         # The C data plane (geodns/_plane.c): what of this snapshot batched
         # UDP answers without Python (the same bytes as respond), or None.
         self.plane = None if _udpbatch is None or not self.planed else _udpbatch.Plane(
-            tables.exact, Answer, Steered, COUNTED_QTYPES, tables.payload)
+            tables.exact, tables.nodes, Answer, Steered, Node, Proof, COUNTED_QTYPES,
+            tables.payload)
         self.decisions = Decisions(steering, locator, health, tables.payload, self.events,
                                    self.plane)
         self.steer = self.decisions.answer  # the steer stage, bound once
