@@ -13,6 +13,9 @@
  * name, type and class found in the snapshot's exact table, whose entry is
  *   - an Answer (static), with or without a Client Subnet option (echoed
  *     with scope 0), with DO its signed form when that is an Answer; or
+ *     for a name below a closest encloser (Node.below: NXDOMAIN, or the
+ *     referral below a cut; not a wildcard's synthesis) that answer, with DO
+ *     the proof its zone keeps for the name's cover (a Proof's Finder); or
  *   - a Steered entry the plane has *learnt*: the Python steer stage,
  *     having decided an answer from a compiled steering map (geodns.steermap)
  *     with one decision, no penalty and no fallback, tells the plane
@@ -22,8 +25,9 @@
  *     arrays) and the answer learnt for it; the Client Subnet scope is the
  *     widest prefix inside the run of ranges with that order, as
  *     SteerMap.scope_at computes it.  Health changes forget what was learnt.
- * Everything else (a name not in the exact table, a malformed or unusual
- * packet, an answer that must be cut to fit, an outcome not learnt yet)
+ * Everything else (a name that exists without the type, a wildcard, a
+ * malformed or unusual packet, an answer that must be cut to fit, a proof
+ * or an outcome not made yet)
  * goes to Python, which answers it as before (and may teach the plane).
  *
  * Counters: every answer here is counted under the same key as Python's

@@ -44,7 +44,9 @@ the common shape nothing.
 
 Batched UDP meets the C data plane first (``Responder.plane``,
 geodns/_plane.c): it answers the fused path's shape for names in the exact
-table, and steered answers the steer stage has taught it
+table, names below a closest encloser (as :meth:`Responder._walk` finds
+them, with the proof a signed zone keeps for the name's cover), and steered
+answers the steer stage has taught it
 (:meth:`geodns.decisions.Decisions._teach`), with the same bytes as
 :meth:`Responder.respond` and the same counters, and hands every other
 query of the batch here.
