@@ -909,13 +909,16 @@ plane_answer(Plane *self, const unsigned char *data, Py_ssize_t n, const unsigne
         if (Py_TYPE(signed_) == (PyTypeObject *)self->answer_type) {
             base = signed_;
         } else if (Py_TYPE(signed_) == (PyTypeObject *)self->proof_type) {
-            PyObject *find = slot(signed_, self->off_find), *k;
-            if (find == NULL || !is_finder(find))
+            /* Proof.find is a Finder's bound get */
+            PyObject *find = slot(signed_, self->off_find), *finder = NULL, *k;
+            if (find != NULL && PyCFunction_Check(find))
+                finder = PyCFunction_GET_SELF(find);
+            if (finder == NULL || !is_finder(finder))
                 return -1;
             k = PyBytes_FromStringAndSize((const char *)keybuf, klen);
             if (k == NULL)
                 return -2;
-            base = finder_find(find, k);
+            base = finder_find(finder, k);
             Py_DECREF(k);
             if (base == NULL)
                 return PyErr_Occurred() ? -2 : -1;
