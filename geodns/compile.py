@@ -126,12 +126,11 @@ class _Encoder:
         self.buf = bytearray()
         self.table: dict[bytes, int] = {}
         self.base: int | None = None
+        # The question's names, put in the table when a name is first
+        # compressed (most answers hold none but the question's own, C0 0C).
+        self.qname = qname
         if qname is not None:
             self.base = 12 + len(qname) + 4
-            pos = 12
-            for suffix in names.suffixes(qname)[:-1]:
-                self.table[suffix] = pos
-                pos += suffix[0] + 1
 
     def name(self, wire: bytes, compress: bool) -> None:
         if wire == QNAME:
@@ -140,6 +139,12 @@ class _Encoder:
         if self.base is None or not compress:
             self.buf += wire
             return
+        if self.qname is not None:
+            pos = 12
+            for suffix in names.suffixes(self.qname)[:-1]:
+                self.table[suffix] = pos
+                pos += suffix[0] + 1
+            self.qname = None
         low = wire.lower()
         i = 0
         while wire[i]:

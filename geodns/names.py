@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import itertools
+import re
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -204,12 +205,19 @@ with contextlib.suppress(ImportError):
     from geodns._udpbatch import canonical_key as canonical_key
 
 
+# Label bytes shown as they are (0x21-0x7E but for . \ " ( ) ; @ $).
+_AS_IS = re.compile(rb"[!#%&'*+,\-/0-9:<=>?A-Z\[\]^_`a-z{|}~]*")
+
+
 def to_text(wire: bytes) -> str:
     """Presentation form of a wire name, always absolute."""
     if wire == ROOT:
         return "."
+    found = labels(wire)
+    if _AS_IS.fullmatch(b"".join(found)):  # the usual name: no escapes
+        return b".".join(found).decode("ascii") + "."
     parts = []
-    for label in labels(wire):
+    for label in found:
         s = []
         for b in label:
             c = chr(b)

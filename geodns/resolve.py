@@ -163,6 +163,8 @@ class ZoneIndex:
 
     def cut_above(self, name: bytes) -> bytes | None:
         """The highest delegation point at or above ``name`` (below the apex)."""
+        if not self.cuts:
+            return None
         found = None
         anc = name
         origin = self.zone.origin
