@@ -686,6 +686,8 @@ class _ZoneBuilder:
             p.add(key.where, f"malformed name {key.text!r}: {exc}")
             return None
         low = owner.lower()
+        if low == owner:
+            low = owner  # one object for the name, not two alike
         if not names.is_subdomain(low, self.zone.origin):
             p.add(key.where, f"{names.to_text(owner)} is outside the zone {self.zone.name} "
                   "(out-of-zone data)")
