@@ -74,8 +74,13 @@ class YMap(YNode):
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+# A Where made without the named tuple's own __new__ (a call in Python): one
+# per value of a zone.
+_new = tuple.__new__
+
+
 def _where(file: str, mark: yaml.Mark) -> Where:
-    return Where(file, mark.line + 1, mark.column + 1)
+    return _new(Where, (file, mark.line + 1, mark.column + 1))
 
 
 def _mapping(pairs: list[YNode], where: Where, problems: Problems) -> YMap:
@@ -116,7 +121,7 @@ def _tree(text: str, file: str, problems: Problems,
         node: YNode
         if kind is yaml.ScalarEvent:
             node = YScalar(ev.value, ev.tag or "", ev.style in ("'", '"'),
-                           Where(file, ev.start_mark.line + 1, ev.start_mark.column + 1))
+                           _new(Where, (file, ev.start_mark.line + 1, ev.start_mark.column + 1)))
             anchor = ev.anchor
         elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
             stack.append((kind is yaml.MappingStartEvent, [], _where(file, ev.start_mark),
@@ -211,16 +216,16 @@ def flow_entry(line: str, number: int, file: str) -> tuple[YScalar, YMap] | None
             g = 7 if m.group(7) is not None else 8
             value, at, quote = m.group(g), m.start(g), True
         return (YScalar(m.group(3) if plain is None else plain, "", plain is None,
-                        Where(file, number, len(m.group(1)) + 1)),
-                YMap([(YScalar(m.group(5), "", False, Where(file, number, m.start(5) + 1)),
-                       YScalar(value, "", quote, Where(file, number, at)))],
-                     Where(file, number, m.start(4) + 1)))
+                        _new(Where, (file, number, len(m.group(1)) + 1))),
+                YMap([(YScalar(m.group(5), "", False, _new(Where, (file, number, m.start(5) + 1))),
+                       YScalar(value, "", quote, _new(Where, (file, number, at))))],
+                     _new(Where, (file, number, m.start(4) + 1))))
     m = _ENTRY_KEY.match(line)
     if m is None:
         return None
     plain = m.group(2)
     key = YScalar(m.group(3) if plain is None else plain, "", plain is None,
-                  Where(file, number, len(m.group(1)) + 1))
+                  _new(Where, (file, number, len(m.group(1)) + 1)))
     got = _flow_map(line, m.end() - 1, number, file, 1)
     if got is None:
         return None
@@ -244,7 +249,7 @@ def _flow_map(line: str, at: int, number: int, file: str,
         if text in seen:
             return None  # (the parser's problem to report)
         seen.add(text)
-        key = YScalar(text, "", False, Where(file, number, i + 1))
+        key = YScalar(text, "", False, _new(Where, (file, number, i + 1)))
         got = _flow_value(line, m.end(), number, file, depth)
         if got is None:
             return None
@@ -253,7 +258,7 @@ def _flow_map(line: str, at: int, number: int, file: str,
         i = _SPACES.match(line, i).end()  # type: ignore[union-attr]
         c = line[i:i + 1]
         if c == "}":
-            return YMap(items, Where(file, number, at + 1)), i + 1
+            return YMap(items, _new(Where, (file, number, at + 1))), i + 1
         if c != ",":
             return None
         i = _SPACES.match(line, i + 1).end()  # type: ignore[union-attr]
@@ -266,7 +271,7 @@ def _flow_value(line: str, at: int, number: int, file: str,
         return _flow_seq(line, at, number, file, depth + 1) if depth < _MAX_DEPTH else None
     if c == "{":
         return _flow_map(line, at, number, file, depth + 1) if depth < _MAX_DEPTH else None
-    where = Where(file, number, at + 1)
+    where = _new(Where, (file, number, at + 1))
     if c == '"':
         m = _DQ.match(line, at)
     elif c == "'":
@@ -286,7 +291,7 @@ def _flow_seq(line: str, at: int, number: int, file: str,
     items: list[YNode] = []
     i = _SPACES.match(line, at + 1).end()  # type: ignore[union-attr]
     if line[i:i + 1] == "]":
-        return YSeq(items, Where(file, number, at + 1)), i + 1
+        return YSeq(items, _new(Where, (file, number, at + 1))), i + 1
     while True:
         got = _flow_value(line, i, number, file, depth)
         if got is None:
@@ -296,7 +301,7 @@ def _flow_seq(line: str, at: int, number: int, file: str,
         i = _SPACES.match(line, i).end()  # type: ignore[union-attr]
         c = line[i:i + 1]
         if c == "]":
-            return YSeq(items, Where(file, number, at + 1)), i + 1
+            return YSeq(items, _new(Where, (file, number, at + 1))), i + 1
         if c != ",":
             return None
         i = _SPACES.match(line, i + 1).end()  # type: ignore[union-attr]

@@ -692,7 +692,8 @@ class _ZoneBuilder:
             p.add(key.where, f"{names.to_text(owner)} is outside the zone {self.zone.name} "
                   "(out-of-zone data)")
             return None
-        types = expect_map(value, f"records for {key.text!r}", p)
+        types = value if isinstance(value, YMap) else \
+            expect_map(value, f"records for {key.text!r}", p)
         if types is None:
             return None
         node = self.zone.nodes.get(low)
@@ -745,6 +746,12 @@ class _ZoneBuilder:
         items = as_list(values)
         if not items:
             p.add(tval.where, f"{tkey.text} has an empty list of values")
+            return
+        if len(items) == 1:  # (the usual record set: nothing to compare)
+            rd = parse_value(rtype, items[0], self.zone.origin, p)
+            if rd is not None:
+                self.zone.nodes.setdefault(low, {})[rtype] = RRset(owner, rtype, ttl, (rd,),
+                                                                   tkey.where)
             return
         parsed: list[RData] = []
         seen: dict[bytes, Where] = {}
