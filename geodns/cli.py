@@ -17,7 +17,6 @@ import os
 import sys
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -533,6 +532,8 @@ def _call_admin(url: str, token: str | None = None,
     token is given): the JSON it answers.  Raises :class:`AdminRefused` for an
     error status (with the API's own ``error`` text) and URLError/OSError when
     the node is not there."""
+    import urllib.request  # (with http.client and ssl: not for geodns serve)
+
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     data = None
     if body is not None:

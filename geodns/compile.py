@@ -126,12 +126,11 @@ class _Encoder:
         self.buf = bytearray()
         self.table: dict[bytes, int] = {}
         self.base: int | None = None
+        # The question's names, put in the table when a name is first
+        # compressed (most answers hold none but the question's own, C0 0C).
+        self.qname = qname
         if qname is not None:
             self.base = 12 + len(qname) + 4
-            pos = 12
-            for suffix in names.suffixes(qname)[:-1]:
-                self.table[suffix] = pos
-                pos += suffix[0] + 1
 
     def name(self, wire: bytes, compress: bool) -> None:
         if wire == QNAME:
@@ -140,6 +139,12 @@ class _Encoder:
         if self.base is None or not compress:
             self.buf += wire
             return
+        if self.qname is not None:
+            pos = 12
+            for suffix in names.suffixes(self.qname)[:-1]:
+                self.table[suffix] = pos
+                pos += suffix[0] + 1
+            self.qname = None
         low = wire.lower()
         i = 0
         while wire[i]:
@@ -494,16 +499,21 @@ class Node:
     """Everything the hot path needs about one name that exists in a zone
     (a name with data, an empty non-terminal, or the zone apex)."""
 
-    __slots__ = ("below_answer", "by_type", "index", "memo", "name", "nodata", "nodata_wild",
-                 "payload", "referral", "sec", "wild")
+    __slots__ = ("below_answer", "exact", "index", "memo", "name", "nodata", "nodata_wild",
+                 "payload", "referral", "sec", "types", "wild")
 
     def __init__(self, index: ZoneIndex, name: bytes, payload: int,
-                 sec: ZoneSigning | None = None) -> None:
+                 sec: ZoneSigning | None = None,
+                 exact: dict[bytes, Answer | Steered] | None = None) -> None:
         self.index = index
         self.name = name
         self.payload = payload
         self.sec = sec
-        self.by_type: dict[int, Answer | Steered] = {}
+        # The types pre-built for this name, whose answers are in its zone's
+        # ``exact`` table (a tuple shared by the names with the same types,
+        # where a dict per name was a tenth of a large zone's memory).
+        self.types: tuple[int, ...] = ()
+        self.exact: dict[bytes, Answer | Steered] = {} if exact is None else exact
         self.memo: dict[int, Answer] | None = None  # made on first use: most names never need it
         # Any type not pre-built: NODATA, or for a CNAME whose chain reaches
         # a steered CNAME, that Steered entry (None: resolve on first use).
@@ -513,11 +523,15 @@ class Node:
         self.nodata_wild: Answer | Steered | None = None  # the same, for the wildcard
         self.below_answer: Answer | None = None  # NXDOMAIN or referral for names below
 
+    @property
+    def by_type(self) -> dict[int, Answer | Steered]:
+        """The pre-built answers, by type."""
+        return {t: self.exact[self.name + _type_key(t)] for t in self.types}
+
     def answer(self, qtype: int) -> Answer | Steered:
         """Answer for a question naming this node exactly."""
-        ans = self.by_type.get(qtype)
-        if ans is not None:
-            return ans
+        if qtype in self.types:
+            return self.exact[self.name + _type_key(qtype)]
         if self.sec is not None and qtype in (NSEC, RRSIG) and \
                 self.name in self.sec.position:
             return self._dnssec_records(qtype)
@@ -917,8 +931,9 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
                  for cut in index.cuts}
 
     reuse = build.reuse
+    shared: dict[tuple[int, ...], tuple[int, ...]] = {}
     for name in list(zone.nodes) + sorted(index.ents):
-        node = Node(index, name, payload, sec)
+        node = Node(index, name, payload, sec, exact)
         nodes[name] = node
         cut = index.cut_above(name)
         kept = reuse.get(name) if cut is None else None
@@ -926,11 +941,12 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
             # The same positive answers; the rest (this zone's index and
             # templates, memos made on first use) is this version's.
             # Shared: a node's pre-built answers never change once compiled.
-            node.by_type = by_type = kept.by_type
+            node.types = kept.types
             node.nodata = nodata_template
             node.below_answer = nxdomain
-            for qtype, ans in by_type.items():
-                exact[name + _type_key(qtype)] = ans
+            for qtype in kept.types:
+                key = name + _type_key(qtype)
+                exact[key] = kept.exact[key]
             continue
         if cut is not None:
             node.referral = node.below_answer = referrals[cut]
@@ -939,7 +955,7 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
                 ds = zone.nodes[name].get(DS)
                 ds_answer = _nodata(nodata_template, index, name, sec) if ds is None \
                     else encode(index.resolve(name, DS), name, zname, payload, sec)
-                node.by_type[DS] = ds_answer
+                node.types = (DS,)
                 exact[name + _type_key(DS)] = ds_answer
             continue
         types, is_cname = _prebuilt(zone, name)
@@ -952,9 +968,9 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
         else:  # any type not pre-built is NODATA (signed: the node's own, on first use)
             node.nodata = nodata_template
         for qtype in types:
-            ans = build.entry(index.resolve(name, qtype), name, index)
-            node.by_type[qtype] = ans
-            exact[name + _type_key(qtype)] = ans
+            exact[name + _type_key(qtype)] = build.entry(index.resolve(name, qtype), name, index)
+        built = tuple(types)
+        node.types = shared.setdefault(built, built)
         wildname = b"\x01*" + name
         wild = zone.nodes.get(wildname)
         if wild is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import itertools
+import re
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -79,6 +80,11 @@ def _split_escaped(text: str) -> list[bytes]:
     return labels
 
 
+# A name of labels of letters, digits and - _ * / (1 to 63 each), made in one join.
+_PLAIN = re.compile(r"[A-Za-z0-9_\-*/]{1,63}(?:\.[A-Za-z0-9_\-*/]{1,63})*\.?")
+_LENGTH = [bytes((n,)) for n in range(64)]
+
+
 def from_text(text: str, origin: bytes | None = None) -> bytes:
     """Turn presentation text into a wire name.
 
@@ -86,6 +92,15 @@ def from_text(text: str, origin: bytes | None = None) -> bytes:
     ``origin`` (a wire name); ``@`` is the origin itself.  Raises
     :class:`NameError_` with a reason an operator can act on.
     """
+    if _PLAIN.fullmatch(text):
+        raw = text.encode("ascii")
+        absolute = raw[-1] == 0x2E
+        tail = b"\x00" if absolute else origin
+        if tail is not None:
+            made = b"".join([_LENGTH[len(label)] + label
+                             for label in (raw[:-1] if absolute else raw).split(b".")]) + tail
+            if len(made) <= MAX_NAME:
+                return made
     text = text.strip()
     if not text:
         raise NameError_("empty name")
@@ -204,12 +219,19 @@ with contextlib.suppress(ImportError):
     from geodns._udpbatch import canonical_key as canonical_key
 
 
+# Label bytes shown as they are (0x21-0x7E but for . \ " ( ) ; @ $).
+_AS_IS = re.compile(rb"[!#%&'*+,\-/0-9:<=>?A-Z\[\]^_`a-z{|}~]*")
+
+
 def to_text(wire: bytes) -> str:
     """Presentation form of a wire name, always absolute."""
     if wire == ROOT:
         return "."
+    found = labels(wire)
+    if _AS_IS.fullmatch(b"".join(found)):  # the usual name: no escapes
+        return b".".join(found).decode("ascii") + "."
     parts = []
-    for label in labels(wire):
+    for label in found:
         s = []
         for b in label:
             c = chr(b)

@@ -158,7 +158,9 @@ def a(text: str) -> RData:
 def aaaa(text: str) -> RData:
     text = text.strip()
     packed = _canonical(socket.AF_INET6, text)
-    if packed is not None and str(ipaddress.IPv6Address(packed)) == text:
+    # inet_ntop and ipaddress show an address alike (RFC 5952) but for the
+    # dotted forms inet_ntop gives ::ffff:0:0/96 and ::/96.
+    if packed is not None and ("." not in text or str(ipaddress.IPv6Address(packed)) == text):
         return RData((packed,), text)
     try:
         addr = ipaddress.IPv6Address(text)

@@ -11,6 +11,7 @@ them all as ``file:line:column: message``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,13 @@ class YMap(YNode):
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+# A Where made without the named tuple's own __new__ (a call in Python): one
+# per value of a zone.
+_new = tuple.__new__
+
+
 def _where(file: str, mark: yaml.Mark) -> Where:
-    return Where(file, mark.line + 1, mark.column + 1)
+    return _new(Where, (file, mark.line + 1, mark.column + 1))
 
 
 def _mapping(pairs: list[YNode], where: Where, problems: Problems) -> YMap:
@@ -115,7 +121,7 @@ def _tree(text: str, file: str, problems: Problems,
         node: YNode
         if kind is yaml.ScalarEvent:
             node = YScalar(ev.value, ev.tag or "", ev.style in ("'", '"'),
-                           Where(file, ev.start_mark.line + 1, ev.start_mark.column + 1))
+                           _new(Where, (file, ev.start_mark.line + 1, ev.start_mark.column + 1)))
             anchor = ev.anchor
         elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
             stack.append((kind is yaml.MappingStartEvent, [], _where(file, ev.start_mark),
@@ -171,6 +177,134 @@ def load_text(text: str, file: str, problems: Problems,
         problems.add(Where(file, 1, 1), "file is empty")
         return None
     return node
+
+
+# -- one line of a block mapping, read without the parser -----------------------
+# What libyaml makes of a line such as ``  www: {A: [192.0.2.1], TXT: "x"}``,
+# for the few shapes whose reading is certain: plain scalars of letters,
+# digits and ``_ . - / + = @`` (words one space apart, not starting with an
+# indicator), quoted scalars of printable ASCII without escapes or quotes
+# inside, and flow collections of them (nested at most three deep), with no
+# comment, tab, anchor, tag, alias, empty mapping or trailing comma.  For
+# anything else :func:`flow_entry` says None and the parser reads the line.
+_SAFE = r"A-Za-z0-9_.+=@/\-"
+_ENTRY_KEY = re.compile(r"( *)(?:([A-Za-z0-9_][A-Za-z0-9_./\-]*)|\"([ !#-\[\]-~]*)\"): +\{")
+_FLOW_KEY = re.compile(r"([A-Za-z][A-Za-z0-9_\-]*): +")
+_PLAIN = re.compile(rf"[A-Za-z0-9_.][{_SAFE}]*(?: [{_SAFE}]+)*")
+_DQ = re.compile(r"\"([ !#-\[\]-~]*)\"")
+_SQ = re.compile(r"'([ -&(-~]*)'")
+_SPACES = re.compile(r" *")
+_MAX_DEPTH = 3
+# The most common line, one type and one scalar (``  www: {A: 192.0.2.1}``),
+# in one match.
+_ONE = re.compile(r"( *)(?:([A-Za-z0-9_][A-Za-z0-9_./\-]*)|\"([ !#-\[\]-~]*)\"): +(\{) *"
+                  rf"([A-Za-z][A-Za-z0-9_\-]*): +(?:([A-Za-z0-9_.][{_SAFE}]*(?: [{_SAFE}]+)*)"
+                  r"|\"([ !#-\[\]-~]*)\"|'([ -&(-~]*)') *\} *")
+
+
+def flow_entry(line: str, number: int, file: str) -> tuple[YScalar, YMap] | None:
+    """The key and value of a block mapping's entry written on one line as
+    ``KEY: {FLOW MAPPING}``, as the parser gives them (the same text, style
+    and positions); None when the line is not certainly read so (the
+    parser must read it)."""
+    m = _ONE.fullmatch(line)
+    if m is not None:
+        plain, value = m.group(2), m.group(6)
+        if value is not None:
+            at, quote = m.start(6) + 1, False
+        else:  # quoted: where its opening quote is
+            g = 7 if m.group(7) is not None else 8
+            value, at, quote = m.group(g), m.start(g), True
+        return (YScalar(m.group(3) if plain is None else plain, "", plain is None,
+                        _new(Where, (file, number, len(m.group(1)) + 1))),
+                YMap([(YScalar(m.group(5), "", False, _new(Where, (file, number, m.start(5) + 1))),
+                       YScalar(value, "", quote, _new(Where, (file, number, at))))],
+                     _new(Where, (file, number, m.start(4) + 1))))
+    m = _ENTRY_KEY.match(line)
+    if m is None:
+        return None
+    plain = m.group(2)
+    key = YScalar(m.group(3) if plain is None else plain, "", plain is None,
+                  _new(Where, (file, number, len(m.group(1)) + 1)))
+    got = _flow_map(line, m.end() - 1, number, file, 1)
+    if got is None:
+        return None
+    value, end = got
+    if end != len(line) and line[end:].strip(" "):
+        return None
+    return key, value
+
+
+def _flow_map(line: str, at: int, number: int, file: str,
+              depth: int) -> tuple[YMap, int] | None:
+    """The flow mapping whose ``{`` is at ``at``, and where it ends."""
+    items: list[tuple[YScalar, YNode]] = []
+    seen: set[str] = set()
+    i = _SPACES.match(line, at + 1).end()  # type: ignore[union-attr]
+    while True:
+        m = _FLOW_KEY.match(line, i)
+        if m is None:
+            return None
+        text = m.group(1)
+        if text in seen:
+            return None  # (the parser's problem to report)
+        seen.add(text)
+        key = YScalar(text, "", False, _new(Where, (file, number, i + 1)))
+        got = _flow_value(line, m.end(), number, file, depth)
+        if got is None:
+            return None
+        value, i = got
+        items.append((key, value))
+        i = _SPACES.match(line, i).end()  # type: ignore[union-attr]
+        c = line[i:i + 1]
+        if c == "}":
+            return YMap(items, _new(Where, (file, number, at + 1))), i + 1
+        if c != ",":
+            return None
+        i = _SPACES.match(line, i + 1).end()  # type: ignore[union-attr]
+
+
+def _flow_value(line: str, at: int, number: int, file: str,
+                depth: int) -> tuple[YNode, int] | None:
+    c = line[at:at + 1]
+    if c == "[":
+        return _flow_seq(line, at, number, file, depth + 1) if depth < _MAX_DEPTH else None
+    if c == "{":
+        return _flow_map(line, at, number, file, depth + 1) if depth < _MAX_DEPTH else None
+    where = _new(Where, (file, number, at + 1))
+    if c == '"':
+        m = _DQ.match(line, at)
+    elif c == "'":
+        m = _SQ.match(line, at)
+    else:
+        m = _PLAIN.match(line, at)
+        if m is None:
+            return None
+        return YScalar(m.group(), "", False, where), m.end()
+    if m is None:
+        return None
+    return YScalar(m.group(1), "", True, where), m.end()
+
+
+def _flow_seq(line: str, at: int, number: int, file: str,
+              depth: int) -> tuple[YSeq, int] | None:
+    items: list[YNode] = []
+    i = _SPACES.match(line, at + 1).end()  # type: ignore[union-attr]
+    if line[i:i + 1] == "]":
+        return YSeq(items, _new(Where, (file, number, at + 1))), i + 1
+    while True:
+        got = _flow_value(line, i, number, file, depth)
+        if got is None:
+            return None
+        value, i = got
+        items.append(value)
+        i = _SPACES.match(line, i).end()  # type: ignore[union-attr]
+        c = line[i:i + 1]
+        if c == "]":
+            return YSeq(items, _new(Where, (file, number, at + 1))), i + 1
+        if c != ",":
+            return None
+        i = _SPACES.match(line, i + 1).end()  # type: ignore[union-attr]
 
 
 def load_file(path: Path, problems: Problems, display: str | None = None) -> YNode | None:

@@ -167,13 +167,77 @@ def test_an_edit_parses_only_what_it_changed(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(loader, "load_text", spy)
     at = many.index("  h491: {A: 10.0.1.235}")
-    edited = text(2, [*many[:at], "  h491: {A: 192.0.2.1}", *many[at + 1:]])
+    # (A comment after it: the line is not one that flow_entry reads.)
+    edited = text(2, [*many[:at], "  h491: {A: 192.0.2.1}  # edited", *many[at + 1:]])
     second, problems = load(edited, previous=first)
     assert second is not None and not problems
     assert len(parsed) == 2  # the head and tail; the one entry
-    assert [line for line in parsed[1].split("\n") if line] == ["  h491: {A: 192.0.2.1}"]
+    assert [line for line in parsed[1].split("\n") if line] == \
+        ["  h491: {A: 192.0.2.1}  # edited"]
+    # An entry of the usual shape is read without the parser.
+    parsed.clear()
+    usual = text(3, [*many[:at], "  h491: {A: 192.0.2.2}", *many[at + 1:]])
+    third, problems = load(usual, previous=second)
+    assert third is not None and not problems
+    assert len(parsed) == 1  # the head and tail
     monkeypatch.setattr(loader, "load_text", real)
-    assert second == load(edited)[0]
+    assert second == loader._parsed(edited, FILE, "reuse.test.", Problems())
+    assert third == loader._parsed(usual, FILE, "reuse.test.", Problems())
+
+
+def whole(t: str) -> tuple[Zone | None, list[str]]:
+    """The zone from its whole text parsed by the YAML parser."""
+    from geodns.zones import loader
+
+    p = Problems()
+    zone = loader._parsed(t, FILE, "reuse.test.", p)
+    return zone, [str(x) for x in p]
+
+
+@pytest.mark.parametrize("what", sorted(CASES))
+def test_a_first_load_is_the_zone_the_parser_gives(what: str) -> None:
+    """A first load reads entries of the usual shape without the parser
+    (``yamlsrc.flow_entry``): the same zone, lines, problems and source."""
+    for t in (text(), CASES[what]):
+        zone, problems = load(t)
+        fresh, fresh_problems = whole(t)
+        assert problems == fresh_problems
+        assert zone == fresh
+        if fresh is not None:
+            assert zone is not None
+            assert [(o, t, r.where) for o, ts in zone.nodes.items() for t, r in ts.items()] \
+                == [(o, t, r.where) for o, ts in fresh.nodes.items() for t, r in ts.items()]
+            assert (zone.source is None) == (fresh.source is None)
+            if zone.source is not None and fresh.source is not None:
+                assert zone.source.text == fresh.source.text
+                assert zone.source.owners == fresh.source.owners
+                # (The last entry's end: the line after it, or the parser's
+                # next key or the end of the text, past a "..." line.)
+                assert zone.source.starts[:-1] == fresh.source.starts[:-1]
+                assert zone.source.starts[-1] <= fresh.source.starts[-1]
+                assert zone.source.base is fresh.source.base is None
+                assert zone.source.fresh == fresh.source.fresh
+
+
+def test_a_first_load_reads_the_usual_lines_without_the_parser(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from geodns.zones import loader
+
+    many = [*ENTRIES] + [f"  h{i}: {{A: 10.0.{i >> 8}.{i & 255}}}" for i in range(2000)]
+    parsed: list[str] = []
+    real = loader.load_text
+
+    def spy(t: str, *args: object, **kwargs: object) -> object:
+        parsed.append(t)
+        return real(t, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loader, "load_text", spy)
+    zone, problems = load(text(1, many))
+    assert zone is not None and not problems
+    # The head and tail, and the entries on several lines (www, note).
+    assert len(parsed) == 3
+    monkeypatch.setattr(loader, "load_text", real)
+    assert zone == whole(text(1, many))[0]
 
 
 def test_the_next_version_says_what_it_read_anew() -> None:

@@ -23,11 +23,14 @@ import base64
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from geodns.errors import GeodnsError
+
+if TYPE_CHECKING:
+    import aiohttp
+# aiohttp is imported when a request is first made: a node outside a fleet
+# never needs it.
 
 
 class EtcdError(GeodnsError):
@@ -132,6 +135,8 @@ class Etcd:
         return self.endpoints[self.current]
 
     def _http(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=None, connect=self.timeout),
@@ -147,6 +152,8 @@ class Etcd:
         self.current = (self.current + 1) % len(self.endpoints)
 
     async def _post_one(self, endpoint: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        import aiohttp
+
         async with self._http().post(endpoint + path, json=body,
                                      timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
             doc = await resp.json(content_type=None)
@@ -162,6 +169,8 @@ class Etcd:
     async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """One request, to the current endpoint or, if it fails, the others
         in turn; :class:`EtcdUnavailable` when none answers."""
+        import aiohttp
+
         reasons = []
         for _ in range(len(self.endpoints)):
             endpoint = self.endpoint
@@ -232,6 +241,8 @@ class Etcd:
         as (revision, events) batches, from the current endpoint.  Raises
         :class:`Compacted` when that revision is gone and
         :class:`EtcdUnavailable` when the stream breaks."""
+        import aiohttp
+
         body = {"create_request": {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix)),
                                    "start_revision": str(start_revision)}}
         endpoint = self.endpoint

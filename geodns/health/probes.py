@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import TYPE_CHECKING
 
-import aiohttp
-import dns.asyncquery
 import dns.exception
 import dns.message
 import dns.rcode
@@ -22,6 +21,11 @@ import dns.rdatatype
 from geodns.errors import GeodnsError
 from geodns.health.spec import CheckSpec
 from geodns.health.state import Result
+
+if TYPE_CHECKING:
+    import aiohttp
+# aiohttp and dns.asyncquery are imported when a probe first runs: a node
+# without health checks never needs them, and they are much of its start.
 
 __all__ = ["CheckSpec", "Prober"]
 
@@ -48,6 +52,8 @@ class Prober:
             self.session = None
 
     async def run(self, spec: CheckSpec) -> Result:
+        import aiohttp
+
         start = time.monotonic()
         try:
             async with asyncio.timeout(spec.timeout):
@@ -67,6 +73,8 @@ class Prober:
         return Result(True, rtt, f"{detail} in {rtt:.1f} ms")
 
     async def _http(self, spec: CheckSpec) -> str:
+        import aiohttp
+
         if self.session is None:
             # No connection reuse: each probe sees what a new client would.
             self.session = aiohttp.ClientSession(
@@ -96,6 +104,8 @@ class Prober:
 
     async def _dns(self, spec: CheckSpec) -> str:
         host, port = _split(spec.target)
+        import dns.asyncquery
+
         q = dns.message.make_query(spec.name or ".", spec.qtype)
         resp = await dns.asyncquery.udp(q, host, port=port, timeout=spec.timeout)
         rcode = dns.rcode.to_text(resp.rcode())
@@ -118,6 +128,8 @@ class _Failed(GeodnsError):
 
 def _describe(exc: BaseException) -> tuple[str, str]:
     """(detail for people, reason for the failure counter)."""
+    import aiohttp
+
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused", "refused"
     if isinstance(exc, aiohttp.ClientConnectorError):

@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 from geodns import state as state_file
 from geodns import steermap
 from geodns.address import Address
-from geodns.admin import Admin
 from geodns.config import Config
 from geodns.errors import GeodnsError, StartupError
 from geodns.fleet.keys import Drain, Layout
@@ -86,6 +85,7 @@ from geodns.zones.loader import forget_kept
 
 if TYPE_CHECKING:
     from geodns._udpbatch import RateLimiter
+    from geodns.admin import Admin
 
 log = logging.getLogger("geodns.server")
 
@@ -260,6 +260,8 @@ class Server:
         # The admin API before DNS: a node that cannot serve it must not
         # have answered a query.  (A failure stops both: run_worker's shutdown.)
         if self.admin_enabled and self.given.admin is not None:
+            from geodns.admin import Admin  # (aiohttp: imported only for an admin API)
+
             self.admin = Admin(self, self.metrics)
             # Handed over by the process this one replaces, or (systemd) among
             # the given sockets by its address.

@@ -43,6 +43,7 @@ from geodns.yamlsrc import (
     as_list,
     as_str,
     expect_map,
+    flow_entry,
     load_text,
     unknown_keys,
 )
@@ -53,6 +54,8 @@ from geodns.zones.values import is_structured, parse_value
 
 ZONE_SUFFIXES = (".yaml", ".yml")
 _LABEL_OK = re.compile(r"^[A-Za-z0-9_\-/\\*]+$")  # "\\" stands for an escape here
+# A name of such labels without a wildcard or an escape: nothing to check.
+_PLAIN_OWNER = re.compile(r"[A-Za-z0-9_\-/]+(?:\.[A-Za-z0-9_\-/]+)*\.?")
 DEFAULT_TTL = 3600
 SOA_DEFAULTS = {"refresh": 7200, "retry": 3600, "expire": 1209600, "minimum": 300}
 
@@ -114,10 +117,17 @@ def load_zone_text(text: str, file: str, default_origin: str, problems: Problems
         kept = _kept.pop(_kept_key(text, file, default_origin, pops, check_defaults), None)
         if kept is not None:
             return kept  # the same text, checked with the same settings: no problems
-    if previous is not None and previous.source is not None:
+    if previous is None or previous.source is not None:
         zone = _spliced(text, file, default_origin, pops, check_defaults, previous)
         if zone is not None:
             return zone
+    return _parsed(text, file, default_origin, problems, pops, check_defaults, previous)
+
+
+def _parsed(text: str, file: str, default_origin: str, problems: Problems,
+            pops: Collection[str] = (), check_defaults: dict[str, float] | None = None,
+            previous: Zone | None = None) -> Zone | None:
+    """The zone from its whole text parsed (every problem reported)."""
     before = len(problems)
     anchored: list[str] = []
     root = load_text(text, file, problems, anchored)
@@ -260,7 +270,7 @@ def _check_owner_text(text: str) -> str | None:
     """Reason why an owner name is malformed, or None.  Letters, digits,
     ``-``, ``_`` and ``/`` are written as they are; any other byte as an
     escape (``\\.``, ``\\ `` or ``\\000``, as zone files write them)."""
-    if text == "@":
+    if text == "@" or _PLAIN_OWNER.fullmatch(text):
         return None
     if "\\" not in text:
         plain = _split_plain(text)
@@ -409,21 +419,24 @@ def _build(root: YNode, file: str, default_origin: str, problems: Problems,
     return zone
 
 
-# Entries of an edited text parsed on their own at most (more: the whole
-# text is parsed, which then costs less).
+# Entries parsed on their own by the YAML parser at most (more: the whole
+# text is parsed, which then costs less).  An entry on one line in the
+# usual shape is read without it (``yamlsrc.flow_entry``) and not counted.
 MAX_SPLICED = 64
 
 
 def _spliced(text: str, file: str, default_origin: str, pops: Collection[str],
-             check_defaults: dict[str, float] | None, previous: Zone) -> Zone | None:
-    """The zone's new version without parsing the whole text: only what
-    is not an entry of ``records`` (the head and the tail, the entries'
-    lines blanked) and the entries whose text is not the same as in
-    ``previous`` (each on its own, at its own lines); the others' record
-    sets are taken from ``previous`` (:class:`_Reuse`).  None when that
-    cannot be done or the result has any problem: then the whole text is
-    parsed, so that the zone, or every problem, is exactly what a fresh
-    load gives.
+             check_defaults: dict[str, float] | None, previous: Zone | None) -> Zone | None:
+    """The zone without parsing the whole text: only what is not an entry
+    of ``records`` (the head and the tail, the entries' lines blanked) and
+    the entries whose text is not the same as in ``previous`` (each on its
+    own, at its own lines); the others' record sets are taken from
+    ``previous`` (:class:`_Reuse`).  An entry on one line of the usual shape
+    (``  www: {A: [192.0.2.1]}``) is read by ``yamlsrc.flow_entry``, which
+    gives what the parser gives for it, at a fraction of the cost: so a
+    first load (no ``previous``) comes here too.  None when that cannot be
+    done or the result has any problem: then the whole text is parsed, so
+    that the zone, or every problem, is exactly what a fresh load gives.
 
     This rests on what a block mapping is: where the ``records:`` line is
     followed by lines indented by ``n`` spaces, each line that starts with
@@ -434,7 +447,8 @@ def _spliced(text: str, file: str, default_origin: str, pops: Collection[str],
     does not parse on its own as exactly one key at that line and column
     (a quoted scalar or a flow collection left open into the next
     entry)."""
-    if "\t" in text or not _by_lines(text) or not isinstance(previous.source, ZoneSource):
+    if "\t" in text or not _by_lines(text) or (
+            previous is not None and not isinstance(previous.source, ZoneSource)):
         return None
     lines = text.split("\n")
     try:
@@ -502,28 +516,45 @@ class _Splice:
     def fill(self, builder: _ZoneBuilder) -> None:
         zone = builder.zone
         previous = self.text.previous
-        assert previous is not None
-        reuse = _reuse(self.text, previous, zone, self.starts)
-        if reuse is None:
-            self.failed = True
-            return
+        reuse = None
+        if previous is not None:
+            reuse = _reuse(self.text, previous, zone, self.starts)
+            if reuse is None:
+                self.failed = True
+                return
         owners: list[bytes] = []
         seen: set[bytes] = set()
         fresh: set[bytes] = set()
+        parsed = 0
         for i in range(len(self.starts) - 1):
-            owner = reuse.take(i)
+            owner = reuse.take(i) if reuse is not None else None
             if owner is None:
-                entry = self._entry(i) if len(fresh) < MAX_SPLICED else None
+                entry = self._line(i)
+                if entry is None and parsed < MAX_SPLICED:
+                    entry = self._entry(i)
+                    parsed += 1
                 owner = builder.owner(*entry) if entry is not None else None
-                if owner is not None:
-                    fresh.add(owner)
+                if owner is not None and reuse is not None:
+                    fresh.add(owner)  # (a first load reads every owner anew: no set of them)
             if owner is None or owner in seen:
                 self.failed = True  # the whole text says what is wrong
                 return
             seen.add(owner)
             owners.append(owner)
         zone.source = ZoneSource(self.text.text, tuple(owners), array("I", self.starts),
-                                 weakref.ref(previous), frozenset(fresh))
+                                 None if previous is None else weakref.ref(previous),
+                                 frozenset(fresh))
+
+    def _line(self, i: int) -> tuple[YScalar, YNode] | None:
+        """Entry ``i`` read without the parser, when it is one line of the
+        usual shape (any lines after it blank or comments)."""
+        line, after = self.starts[i], self.starts[i + 1]
+        lines = self.lines
+        for k in range(line, after - 1):
+            rest = lines[k].lstrip(" ")
+            if rest and rest[0] != "#":
+                return None
+        return flow_entry(lines[line - 1], line, self.file)
 
     def _entry(self, i: int) -> tuple[YScalar, YNode] | None:
         """Entry ``i`` parsed on its own (at its own lines)."""
@@ -655,11 +686,14 @@ class _ZoneBuilder:
             p.add(key.where, f"malformed name {key.text!r}: {exc}")
             return None
         low = owner.lower()
+        if low == owner:
+            low = owner  # one object for the name, not two alike
         if not names.is_subdomain(low, self.zone.origin):
             p.add(key.where, f"{names.to_text(owner)} is outside the zone {self.zone.name} "
                   "(out-of-zone data)")
             return None
-        types = expect_map(value, f"records for {key.text!r}", p)
+        types = value if isinstance(value, YMap) else \
+            expect_map(value, f"records for {key.text!r}", p)
         if types is None:
             return None
         node = self.zone.nodes.get(low)
@@ -713,6 +747,12 @@ class _ZoneBuilder:
         if not items:
             p.add(tval.where, f"{tkey.text} has an empty list of values")
             return
+        if len(items) == 1:  # (the usual record set: nothing to compare)
+            rd = parse_value(rtype, items[0], self.zone.origin, p)
+            if rd is not None:
+                self.zone.nodes.setdefault(low, {})[rtype] = RRset(owner, rtype, ttl, (rd,),
+                                                                   tkey.where)
+            return
         parsed: list[RData] = []
         seen: dict[bytes, Where] = {}
         for item in items:
@@ -742,6 +782,9 @@ def record_type(tkey: YScalar, p: Problems) -> int | None:
     """The record type a key names: a type geodns knows by name, in
     capitals, or ``TYPE65400`` for any other (RFC 3597 section 5)."""
     text = tkey.text
+    known = rdata.TYPE_BY_NAME.get(text)  # (written in capitals: nothing more to check)
+    if known is not None:
+        return known
     up = text.upper()
     rtype = rdata.TYPE_BY_NAME.get(up)
     generic = _GENERIC_TYPE.match(up)

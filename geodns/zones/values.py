@@ -22,8 +22,13 @@ from geodns.zones import rdtext
 
 def parse_value(rtype: int, node: YNode, origin: bytes, p: Problems) -> RData | None:
     """The RDATA of one value of type ``rtype``; names are relative to ``origin``."""
-    what = rdata.type_name(rtype)
     try:
+        if isinstance(node, YScalar):  # (the usual value, first)
+            if node.is_null:
+                p.add(node.where, f"empty {rdata.type_name(rtype)} value")
+                return None
+            return _from_text(rtype, node, origin, p)
+        what = rdata.type_name(rtype)
         if isinstance(node, YMap):
             parse_map = _STRUCTURED.get(rtype)
             if parse_map is None:
@@ -41,13 +46,9 @@ def parse_value(rtype: int, node: YNode, origin: bytes, p: Problems) -> RData | 
                     return None
                 parts.append(raw)
             return rdata.txt(parts)
-        assert isinstance(node, YScalar)
-        if node.is_null:
-            p.add(node.where, f"empty {what} value")
-            return None
-        return _from_text(rtype, node, origin, p)
+        raise TypeError(f"not a YAML value: {node!r}")
     except RDataError as exc:
-        p.add(node.where, f"{what}: {exc}")
+        p.add(node.where, f"{rdata.type_name(rtype)}: {exc}")
         return None
 
 
