@@ -151,13 +151,10 @@ def test_the_source_kept_is_the_text_and_its_entries(tmp_path: Path) -> None:
     assert flow is not None and flow.source is None
 
 
-def test_an_edit_parses_only_what_it_changed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A one-record edit in a large zone parses the head, the tail and the
-    entry edited, never the whole text (then it costs what it changed)."""
+def _texts_parsed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every text the loader hands the YAML parser from now on."""
     from geodns.zones import loader
 
-    many = [*ENTRIES] + [f"  h{i}: {{A: 10.0.{i >> 8}.{i & 255}}}" for i in range(2000)]
-    first, _ = load(text(1, many))
     parsed: list[str] = []
     real = loader.load_text
 
@@ -166,6 +163,17 @@ def test_an_edit_parses_only_what_it_changed(monkeypatch: pytest.MonkeyPatch) ->
         return real(t, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(loader, "load_text", spy)
+    return parsed
+
+
+def test_an_edit_parses_only_what_it_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A one-record edit in a large zone parses the head, the tail and the
+    entry edited, never the whole text (then it costs what it changed)."""
+    from geodns.zones import loader
+
+    many = [*ENTRIES] + [f"  h{i}: {{A: 10.0.{i >> 8}.{i & 255}}}" for i in range(2000)]
+    first, _ = load(text(1, many))
+    parsed = _texts_parsed(monkeypatch)
     at = many.index("  h491: {A: 10.0.1.235}")
     # (A comment after it: the line is not one that flow_entry reads.)
     edited = text(2, [*many[:at], "  h491: {A: 192.0.2.1}  # edited", *many[at + 1:]])
@@ -180,7 +188,7 @@ def test_an_edit_parses_only_what_it_changed(monkeypatch: pytest.MonkeyPatch) ->
     third, problems = load(usual, previous=second)
     assert third is not None and not problems
     assert len(parsed) == 1  # the head and tail
-    monkeypatch.setattr(loader, "load_text", real)
+    monkeypatch.undo()  # the parser itself again
     assert second == loader._parsed(edited, FILE, "reuse.test.", Problems())
     assert third == loader._parsed(usual, FILE, "reuse.test.", Problems())
 
@@ -221,22 +229,13 @@ def test_a_first_load_is_the_zone_the_parser_gives(what: str) -> None:
 
 def test_a_first_load_reads_the_usual_lines_without_the_parser(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from geodns.zones import loader
-
     many = [*ENTRIES] + [f"  h{i}: {{A: 10.0.{i >> 8}.{i & 255}}}" for i in range(2000)]
-    parsed: list[str] = []
-    real = loader.load_text
-
-    def spy(t: str, *args: object, **kwargs: object) -> object:
-        parsed.append(t)
-        return real(t, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(loader, "load_text", spy)
+    parsed = _texts_parsed(monkeypatch)
     zone, problems = load(text(1, many))
     assert zone is not None and not problems
     # The head and tail, and the entries on several lines (www, note).
     assert len(parsed) == 3
-    monkeypatch.setattr(loader, "load_text", real)
+    monkeypatch.undo()  # the parser itself again
     assert zone == whole(text(1, many))[0]
 
 
