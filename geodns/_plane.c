@@ -1094,40 +1094,6 @@ plane_learnt(Plane *self, PyObject *Py_UNUSED(ignored))
 
 static unsigned char outbufs[BATCH][BUFSIZE];
 
-/* Send n prepared messages; returns how many were not sent. */
-static Py_ssize_t
-send_all(int fd, unsigned int n)
-{
-    unsigned int done = 0;
-    Py_ssize_t sent = 0;
-    while (done < n) {
-        int r = sendmmsg(fd, smsgs + done, n - done, MSG_DONTWAIT);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                break;
-            done += 1;  /* one datagram's error (e.g. unreachable): skip it */
-            continue;
-        }
-        sent += r;
-        done += (unsigned int)r;
-    }
-    return (Py_ssize_t)n - sent;
-}
-
-static void
-prepare_send(unsigned int k, void *buf, size_t len, void *name, socklen_t namelen)
-{
-    siov[k].iov_base = buf;
-    siov[k].iov_len = len;
-    memset(&smsgs[k].msg_hdr, 0, sizeof(struct msghdr));
-    smsgs[k].msg_hdr.msg_iov = &siov[k];
-    smsgs[k].msg_hdr.msg_iovlen = 1;
-    smsgs[k].msg_hdr.msg_name = name;
-    smsgs[k].msg_hdr.msg_namelen = namelen;
-}
-
 PyDoc_STRVAR(plane_serve_doc,
 "serve(fd, counts, fallback, limiter=None) -> (received, unsent)\n\n"
 "Read up to 64 datagrams, answer those the plane can, pass the others as a list of\n"
@@ -1220,7 +1186,7 @@ plane_serve(Plane *self, PyObject *args)
             m++;
         }
     }
-    unsent = m ? send_all(fd, m) : 0;
+    unsent = m ? send_all(fd, m, NULL) : 0;
     Py_XDECREF(fast);
     Py_XDECREF(back);
     Py_XDECREF(punted);
@@ -1228,7 +1194,7 @@ plane_serve(Plane *self, PyObject *args)
 fail:
     /* what was answered here still goes out */
     if (m)
-        send_all(fd, m);
+        send_all(fd, m, NULL);
     Py_XDECREF(fast);
     Py_XDECREF(back);
     Py_XDECREF(punted);

@@ -107,10 +107,48 @@ PyDoc_STRVAR(send_batch_doc,
 "Send (data, sockaddr) pairs with sendmmsg; returns how many were sent.\n"
 "What the socket cannot take right now is dropped, as UDP allows.");
 
+void
+prepare_send(unsigned int k, void *buf, size_t len, void *name, socklen_t namelen)
+{
+    siov[k].iov_base = buf;
+    siov[k].iov_len = len;
+    memset(&smsgs[k].msg_hdr, 0, sizeof(struct msghdr));
+    smsgs[k].msg_hdr.msg_iov = &siov[k];
+    smsgs[k].msg_hdr.msg_iovlen = 1;
+    smsgs[k].msg_hdr.msg_name = name;
+    smsgs[k].msg_hdr.msg_namelen = namelen;
+}
+
+Py_ssize_t
+send_all(int fd, unsigned int n, int *blocked)
+{
+    unsigned int done = 0;
+    Py_ssize_t sent = 0;
+    while (done < n) {
+        int r = sendmmsg(fd, smsgs + done, n - done, MSG_DONTWAIT);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            /* EAGAIN: the buffer is full; other errors (e.g. an unreachable
+               address) concern one datagram: skip it and go on. */
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                if (blocked != NULL)
+                    *blocked = 1;
+                break;
+            }
+            done += 1;
+            continue;
+        }
+        sent += r;
+        done += (unsigned int)r;
+    }
+    return (Py_ssize_t)n - sent;
+}
+
 static PyObject *
 send_batch(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    int fd;
+    int fd, blocked = 0;
     PyObject *seq, *fast;
     Py_ssize_t total, done = 0, sent = 0;
     if (!PyArg_ParseTuple(args, "iO", &fd, &seq))
@@ -119,47 +157,25 @@ send_batch(PyObject *Py_UNUSED(self), PyObject *args)
     if (fast == NULL)
         return NULL;
     total = PySequence_Fast_GET_SIZE(fast);
-    while (done < total) {
+    while (done < total && !blocked) {
         Py_ssize_t chunk = total - done < BATCH ? total - done : BATCH;
         Py_ssize_t i;
-        int n;
         for (i = 0; i < chunk; i++) {
             PyObject *pair = PySequence_Fast_GET_ITEM(fast, done + i);
             PyObject *data, *addr;
-            if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2
+                    || !PyBytes_Check(data = PyTuple_GET_ITEM(pair, 0))
+                    || !PyBytes_Check(addr = PyTuple_GET_ITEM(pair, 1))) {
                 Py_DECREF(fast);
                 PyErr_SetString(PyExc_TypeError, "pairs must be (bytes, bytes) tuples");
                 return NULL;
             }
-            data = PyTuple_GET_ITEM(pair, 0);
-            addr = PyTuple_GET_ITEM(pair, 1);
-            if (!PyBytes_Check(data) || !PyBytes_Check(addr)) {
-                Py_DECREF(fast);
-                PyErr_SetString(PyExc_TypeError, "pairs must be (bytes, bytes) tuples");
-                return NULL;
-            }
-            siov[i].iov_base = PyBytes_AS_STRING(data);
-            siov[i].iov_len = PyBytes_GET_SIZE(data);
-            memset(&smsgs[i].msg_hdr, 0, sizeof(struct msghdr));
-            smsgs[i].msg_hdr.msg_iov = &siov[i];
-            smsgs[i].msg_hdr.msg_iovlen = 1;
-            smsgs[i].msg_hdr.msg_name = PyBytes_AS_STRING(addr);
-            smsgs[i].msg_hdr.msg_namelen = (socklen_t)PyBytes_GET_SIZE(addr);
+            prepare_send((unsigned int)i, PyBytes_AS_STRING(data),
+                         (size_t)PyBytes_GET_SIZE(data), PyBytes_AS_STRING(addr),
+                         (socklen_t)PyBytes_GET_SIZE(addr));
         }
-        n = sendmmsg(fd, smsgs, (unsigned int)chunk, MSG_DONTWAIT);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            /* EAGAIN: buffer full; other errors (e.g. an unreachable
-               address) concern one datagram: skip it and go on. */
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                break;
-            }
-            done += 1;
-            continue;
-        }
-        sent += n;
-        done += n;
+        sent += chunk - send_all(fd, (unsigned int)chunk, &blocked);
+        done += chunk;
     }
     Py_DECREF(fast);
     return PyLong_FromSsize_t(sent);

@@ -20,6 +20,12 @@ extern struct iovec siov[BATCH];
 /* Point rmsgs at bufs and addrs, ready for recvmmsg. */
 void recv_prepare(void);
 
+/* Message k of smsgs: buf to the sockaddr name.  send_all sends the first n
+ * with sendmmsg and returns how many were not sent: a datagram the kernel
+ * refuses is skipped, a full buffer ends it (*blocked set, unless NULL). */
+void prepare_send(unsigned int k, void *buf, size_t len, void *name, socklen_t namelen);
+Py_ssize_t send_all(int fd, unsigned int n, int *blocked);
+
 /* Response rate limiting of one answer (a RateLimiter): 1 to send it (*len
  * may have become that of its truncated form, rewritten in place), 0 to drop
  * it.  rrl_now reads the limiter's clock, once per batch. */
