@@ -79,6 +79,7 @@ class Answers:
         self.max_gap = 0.0
         self.max_gap_at = 0.0
         self.gaps_over_50ms = 0
+        self.gaps: list[tuple[float, float]] = []  # (s after the start, ms) of each over 50 ms
         self.began = self.last
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.read, daemon=True)
@@ -97,6 +98,7 @@ class Answers:
                 self.max_gap, self.max_gap_at = gap, now - self.began
             if gap > 0.05:
                 self.gaps_over_50ms += 1
+                self.gaps.append((now - self.began, gap * 1000))
             self.count += 1
             self.nxdomain += (data[3] & 0xF) == 3
 
@@ -144,6 +146,7 @@ def run(args: argparse.Namespace, proc: subprocess.Popen[bytes], port: int, log:
     total = int(args.networks / (1 - args.nx))
     samples: list[tuple[float, int, int, float]] = []  # (s, networks, answers, RSS MB)
     began = time.monotonic()
+    wall = time.time()
     answers.began = answers.last = began
     next_report = began + args.every
     networks = 0
@@ -179,7 +182,7 @@ def run(args: argparse.Namespace, proc: subprocess.Popen[bytes], port: int, log:
         "rss_before_mb": before / 1024, "rss_after_mb": st["VmRSS"] / 1024,
         "rss_peak_mb": st["VmHWM"] / 1024, "rss_growth_last_half_mb": growth,
         "max_gap_ms": answers.max_gap * 1000, "max_gap_at_s": answers.max_gap_at,
-        "gaps_over_50ms": answers.gaps_over_50ms, "samples": samples,
+        "gaps_over_50ms": answers.gaps_over_50ms, "gaps": answers.gaps, "samples": samples,
         "log_tracebacks": text.count("Traceback"), "alive": proc.poll() is None,
     }
     print(f"sent {total:,} queries in {elapsed:.0f} s ({total / elapsed:,.0f}/s), "
@@ -188,7 +191,12 @@ def run(args: argparse.Namespace, proc: subprocess.Popen[bytes], port: int, log:
           f"{st['VmHWM'] / 1024:.1f} MB; over the second half of the networks "
           f"{growth:+.1f} MB")
     print(f"longest time between two answers {answers.max_gap * 1000:.1f} ms (at "
-          f"{answers.max_gap_at:.0f} s); gaps over 50 ms: {answers.gaps_over_50ms}")
+          f"{answers.max_gap_at:.0f} s); gaps over 50 ms: {answers.gaps_over_50ms}"
+          + "".join(f"; {ms:.1f} ms at {at:.2f} s" for at, ms in answers.gaps[:10]))
+    for line in text.splitlines():
+        if "steering maps built" in line:
+            began_at = time.strftime("%H:%M:%S", time.localtime(wall)) + f"{wall % 1:.3f}"[1:]
+            print(f"node (the flood began at {began_at}): {line}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0 if result["alive"] and not result["log_tracebacks"] else 1

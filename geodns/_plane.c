@@ -143,14 +143,11 @@ start_at(const Family *f, const Py_buffer *b, Py_ssize_t i)
 /* The index of a sorted array of n starts (n >= 1, the first 0): entry h
  * is the last position whose start is at or before bucket h's first
  * address; entry 1 << INDEX_BITS is n - 1. */
-static uint32_t *
-make_index(const Family *f, const Py_buffer *b, Py_ssize_t n)
+static void
+make_index(const Family *f, const Py_buffer *b, Py_ssize_t n, uint32_t *idx)
 {
-    uint32_t *idx = PyMem_Malloc(INDEX_SIZE * sizeof(uint32_t));
     Py_ssize_t j = 0;
     unsigned h;
-    if (idx == NULL)
-        return NULL;
     for (h = 0; h < (1u << INDEX_BITS); h++) {
         u128 base = (u128)h << (f->bits - INDEX_BITS);
         while (j + 1 < n && start_at(f, b, j + 1) <= base)
@@ -158,7 +155,18 @@ make_index(const Family *f, const Py_buffer *b, Py_ssize_t n)
         idx[h] = (uint32_t)j;
     }
     idx[1u << INDEX_BITS] = (uint32_t)(n - 1);
-    return idx;
+}
+
+/* Whether the n starts in b increase (0 if they do, else the first index
+ * that does not). */
+static Py_ssize_t
+not_increasing(const Family *f, const Py_buffer *b, Py_ssize_t n)
+{
+    Py_ssize_t i;
+    for (i = 1; i < n; i++)
+        if (start_at(f, b, i) <= start_at(f, b, i - 1))
+            return i;
+    return 0;
 }
 
 /* steermap.widest_prefix */
@@ -290,22 +298,26 @@ family_init(Family *f, int bits, PyObject *starts, PyObject *keys, PyObject *run
         PyErr_SetString(PyExc_ValueError, "SteerRanges: starts, keys and runs do not agree");
         return -1;
     }
-    for (i = 1; i < f->n; i++)
-        if (start_at(f, &f->starts, i) <= start_at(f, &f->starts, i - 1))
-            break;
-    for (pos = 1; i == f->n && pos < f->nruns; pos++)
-        if (start_at(f, &f->runs, pos) <= start_at(f, &f->runs, pos - 1))
-            break;
-    if (i < f->n || pos < f->nruns) {
-        PyErr_SetString(PyExc_ValueError, "SteerRanges: starts and runs must be increasing");
-        return -1;
-    }
-    i = 0;
-    pos = 0;
-    f->starts_idx = make_index(f, &f->starts, f->n);
-    f->runs_idx = make_index(f, &f->runs, f->nruns);
+    f->starts_idx = PyMem_Malloc(INDEX_SIZE * sizeof(uint32_t));
+    f->runs_idx = PyMem_Malloc(INDEX_SIZE * sizeof(uint32_t));
     if (f->starts_idx == NULL || f->runs_idx == NULL) {
         PyErr_NoMemory();
+        return -1;
+    }
+    /* Millions of ranges for a current database: the checks and the index
+     * are made without the GIL, so that a map built in a thread never holds
+     * up the thread that answers (the buffers are held: they cannot change). */
+    Py_BEGIN_ALLOW_THREADS
+    i = not_increasing(f, &f->starts, f->n);
+    if (i == 0)
+        i = not_increasing(f, &f->runs, f->nruns);
+    if (i == 0) {
+        make_index(f, &f->starts, f->n, f->starts_idx);
+        make_index(f, &f->runs, f->nruns, f->runs_idx);
+    }
+    Py_END_ALLOW_THREADS
+    if (i != 0) {
+        PyErr_SetString(PyExc_ValueError, "SteerRanges: starts and runs must be increasing");
         return -1;
     }
     if (!PyDict_Check(over)) {

@@ -338,3 +338,25 @@ def test_the_c_ranges_find_what_python_finds(snap: Snapshot) -> None:
             assert m.c.look_up(client, source) == want, ipaddress.ip_address(client)
             want = (m.ranking_number(client), m.scope_at(loc, a, above, source, True))
             assert m.c.look_up(client, source, True) == want, ipaddress.ip_address(client)
+
+
+def test_the_c_ranges_refuse_starts_that_do_not_increase() -> None:
+    """SteerRanges checks its arrays (without the GIL, as it makes its index):
+    starts or runs that repeat or go back, or that do not begin at 0, are a
+    ValueError, not a map that answers wrongly."""
+    from array import array
+
+    from geodns import _udpbatch
+
+    def ranges(v4_starts: list[int], v4_runs: list[int], v6_starts: list[int]) -> object:
+        return _udpbatch.SteerRanges(
+            array("I", v4_starts), array("i", [0] * len(v4_starts)), array("I", v4_runs), {},
+            b"".join(s.to_bytes(16, "big") for s in v6_starts),
+            array("i", [0] * len(v6_starts)), bytes(16), {}, array("i", [0]))
+
+    assert ranges([0, 5, 9], [0, 9], [0, 1 << 64]) is not None
+    for v4_starts, v4_runs, v6_starts in (([0, 5, 5], [0], [0]), ([0, 9, 5], [0], [0]),
+                                          ([0, 5], [0, 5, 2], [0]), ([0], [0], [0, 7, 7]),
+                                          ([1, 5], [0], [0])):
+        with pytest.raises(ValueError, match="SteerRanges"):
+            ranges(v4_starts, v4_runs, v6_starts)
