@@ -946,9 +946,11 @@ def attach(steering: Steering, locator: Locator | None, previous: Steering | Non
     """Give ``steering`` its maps: at once when the previous snapshot's
     maps cover every set-up (same database and steering), else from a
     thread of its own (:class:`Build`, kept in ``steering.map_build``), so
-    that neither the event loop nor the snapshot build waits for it; until
-    the maps are set, decisions are made as before, with the same answers.
-    :func:`retire` stops a build whose snapshot is no longer served."""
+    that neither the event loop nor the snapshot build waits for it (the
+    server waits for it before serving the snapshot: :func:`wait_built`);
+    until the maps are set, decisions are made as before, with the same
+    answers.  :func:`retire` stops a build whose snapshot is no longer
+    served."""
     prev = previous.maps if previous is not None and isinstance(previous.maps, Maps) else None
     if prev is not None and database_ranges_possible(locator) and _last_ranges \
             and prev.database is _last_ranges[0] and prev.database.identity == _identity(locator):
@@ -958,6 +960,21 @@ def attach(steering: Steering, locator: Locator | None, previous: Steering | Non
             return
     if steering.specs and database_ranges_possible(locator) and enabled():
         steering.map_build = Build(steering, locator, prev)
+
+
+def wait_built(steering: Steering) -> bool:
+    """Wait for the map build of ``steering`` if one is running (the server
+    calls this before it serves a new snapshot: until its maps are made, the
+    snapshot before it answers, or at the start nothing listens yet, so that
+    no query waits on a full decision per new client network while a map is
+    built beside it).  A build always ends: done, failed or abandoned.
+    Whether there was one to wait for."""
+    build = steering.map_build
+    if not isinstance(build, Build) or build.done.is_set():
+        return False
+    log.info("building the steering maps before serving this snapshot")
+    build.done.wait()
+    return True
 
 
 def retire(steering: Steering) -> None:

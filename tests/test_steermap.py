@@ -13,15 +13,19 @@ import bisect
 import gc
 import ipaddress
 import random
+import shutil
 import socket
+from pathlib import Path
 from typing import Any
 
 import dns.edns
 import dns.flags
 import dns.message
+import dns.query
 import pytest
 from refservers import skip_or_fail
-from test_geo_oracle import CONFIG, NAME, public_addresses
+from serveproc import served
+from test_geo_oracle import CONFIG, NAME, ROOT, public_addresses
 
 from geodns import steermap
 from geodns.compile import Steered
@@ -360,3 +364,46 @@ def test_the_c_ranges_refuse_starts_that_do_not_increase() -> None:
                                           ([1, 5], [0], [0])):
         with pytest.raises(ValueError, match="SteerRanges"):
             ranges(v4_starts, v4_runs, v6_starts)
+
+
+def test_a_snapshot_is_served_once_its_maps_are_built(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real node: at the start it listens only once its steering maps are
+    built, and a reload that needs a new map (a new set-up) is served only
+    once that map is built, the snapshot before answering meanwhile, so that
+    no new client network meets a node still building its map."""
+    monkeypatch.setenv("GEODNS_STEER_MAPS", "1")
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    zone = zones / "bench.test.yaml"
+    shutil.copy(ROOT / "bench" / "zone" / "yaml" / "bench.test.yaml", zone)
+    config = tmp_path / "geodns.yaml"
+    config.write_text(f"listen: ['127.0.0.1:0']\nzones: {zones}\nworkers: 1\n"
+                      "reload: {interval: 0.2}\ngeoip: {database: null}\n"
+                      "pops:\n  fra: {location: [50.11, 8.68]}\n"
+                      "  iad: {location: [38.95, -77.45]}\n"
+                      "  sin: {location: [1.35, 103.99]}\n  gru: {location: [-23.43, -46.47]}\n")
+    with served(["--config", str(config)]) as node:
+        port = node.dns_port(timeout=120)
+        said = node.messages()
+        built = [i for i, m in enumerate(said) if m.startswith("steering maps built")]
+        listening = [i for i, m in enumerate(said) if m.startswith("listening on")]
+        assert built and listening and built[0] < listening[0], node.text()
+        q = dns.message.make_query("geo.bench.test.", "A")
+        q.use_edns(0, options=[dns.edns.ECSOption("81.2.69.0", 24)])  # a London network
+        r = dns.query.udp(q, "127.0.0.1", port=port, timeout=5)
+        assert [str(rd) for rr in r.answer for rd in rr] == ["192.0.2.1"]
+        # A second steered name with a set-up of its own: a new map.
+        mark = node.mark()
+        zone.write_text(zone.read_text().replace("serial: 2026112201", "serial: 2026112202")
+                        + '  "geo2":\n    A:\n      steer:\n'
+                          "        pops: {iad: 192.0.2.12, sin: 192.0.2.13}\n")
+        node.wait_for(lambda x: str(x.get("message", "")).startswith("serving "), 120, mark)
+        said = node.messages()[mark:]
+        built = [i for i, m in enumerate(said) if m.startswith("steering maps built")]
+        serving = [i for i, m in enumerate(said) if m.startswith("serving ")]
+        assert built and built[0] < serving[0], node.text()
+        q = dns.message.make_query("geo2.bench.test.", "A")
+        q.use_edns(0, options=[dns.edns.ECSOption("81.2.69.0", 24)])
+        r = dns.query.udp(q, "127.0.0.1", port=port, timeout=5)
+        assert [str(rd) for rr in r.answer for rd in rr] == ["192.0.2.12"]

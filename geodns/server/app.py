@@ -885,9 +885,12 @@ class Server:
                 return None
             docs = self._docs
         self._docs = docs
-        return build(docs, self.given, previous, (self.geoip.locator, self.geoip.status),
-                     self.served.view(), new_responder, time.time(), running=self.given,
-                     config_read=config_read, whole=self.fleet is not None)
+        built = build(docs, self.given, previous, (self.geoip.locator, self.geoip.status),
+                      self.served.view(), new_responder, time.time(), running=self.given,
+                      config_read=config_read, whole=self.fleet is not None)
+        # Served with its steering maps: meanwhile the snapshot before answers.
+        steermap.wait_built(built.snapshot.steering)
+        return built
 
     async def reload(self, force: bool = False) -> bool:
         """Read configuration, zones and GeoIP again; swap in a new snapshot if
