@@ -11,11 +11,13 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import aiohttp
 import dns.asyncquery
+import dns.edns
 import dns.message
 import dns.query
 import dns.rcode
@@ -362,3 +364,53 @@ def test_cli_serve_sighup_and_sigterm(zones_dir: Path, tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+def _epoll_watched() -> set[int]:
+    """Every file descriptor some epoll set of this process watches
+    (``tfd`` in /proc/self/fdinfo of each eventpoll descriptor)."""
+    watched: set[int] = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") != "anon_inode:[eventpoll]":
+                continue
+            info = Path(f"/proc/self/fdinfo/{name}").read_text()
+        except OSError:
+            continue
+        watched |= {int(line.split()[1]) for line in info.splitlines()
+                    if line.startswith("tfd:")}
+    return watched
+
+
+async def test_batch_udp_is_read_by_a_thread_outside_the_event_loop(zones_dir: Path) -> None:
+    """``batch`` UDP: a thread per socket waits in poll and the C plane
+    answers; the socket is in no epoll set (whose wait entry would be woken
+    for every answer sent), what the plane leaves to Python is answered all
+    the same (NODATA, a zone's types not pre-built, a query with a
+    cookie-less unknown option), and shutting down stops the thread."""
+    if not HAVE_UDPBATCH:
+        skip_or_fail("the C helper geodns._udpbatch is not built (no C compiler at install?)")
+    cfg = Config(path=None, listen=[Address("127.0.0.1", 0)], zones_dir=zones_dir)
+    srv = Server(cfg, udp_mode="batch")
+    await srv.start()
+    try:
+        udp = [s for s in srv.listeners.sockets if s.type == socket.SOCK_DGRAM]
+        assert udp and not {s.fileno() for s in udp} & _epoll_watched()
+        assert [t for t in threading.enumerate() if t.name.startswith("geodns-udp-")]
+        plane = srv.responder.plane
+        assert plane is not None
+        for _ in range(3):  # C's answer, then Python's (NODATA), then C's again
+            resp = await query(srv, "www.test.example.")
+            assert section(resp.answer) == ["www.test.example. 300 A 192.0.2.10",
+                                            "www.test.example. 300 A 192.0.2.11"]
+            resp = await query(srv, "www.test.example.", "TXT")
+            assert resp.rcode() == dns.rcode.NOERROR and not resp.answer and resp.authority
+            q = dns.message.make_query("www.test.example.", "A")
+            q.use_edns(0, options=[dns.edns.GenericOption(65001, b"x")])  # left to Python
+            resp = await dns.asyncquery.udp(q, *addr(srv)[:1], port=addr(srv)[1], timeout=2)
+            assert len(section(resp.answer)) == 2
+        counts = srv.responder.counts
+        assert sum(counts.values()) == 9
+    finally:
+        await srv.shutdown()
+    assert not [t for t in threading.enumerate() if t.name.startswith("geodns-udp-")]

@@ -15,7 +15,7 @@ from geodns.server.transport import (
     ResponderSource,
     TCPConnection,
     TCPConnections,
-    UDPBatchReader,
+    UDPPlaneThread,
     UDPReader,
     UDPServer,
     bind_pair,
@@ -34,6 +34,7 @@ class Listeners:
         self.bound: list[Address] = []
         self._udp_transports: list[asyncio.BaseTransport] = []
         self._udp_readers: list[socket.socket] = []
+        self._udp_threads: list[tuple[UDPPlaneThread, socket.socket]] = []
         self._tcp_servers: list[asyncio.base_events.Server] = []
         # Every listening socket, UDP and TCP, in the order of the addresses:
         # what a process that replaces this one is given.
@@ -63,13 +64,12 @@ class Listeners:
             given.close_unused()
         for addr, udp_sock, tcp_sock in pairs:
             self.sockets += [udp_sock, tcp_sock]
-            if self.udp_mode in ("batch", "reader"):
-                reader: UDPBatchReader | UDPReader
-                if self.udp_mode == "batch":
-                    reader = UDPBatchReader(self.source, udp_sock)
-                else:
-                    reader = UDPReader(self.source, udp_sock)
-                loop.add_reader(udp_sock.fileno(), reader.on_readable)
+            if self.udp_mode == "batch":
+                thread = UDPPlaneThread(self.source, udp_sock, loop)
+                thread.start()
+                self._udp_threads.append((thread, udp_sock))
+            elif self.udp_mode == "reader":
+                loop.add_reader(udp_sock.fileno(), UDPReader(self.source, udp_sock).on_readable)
                 self._udp_readers.append(udp_sock)
             else:
                 transport, _ = await loop.create_datagram_endpoint(
@@ -94,6 +94,11 @@ class Listeners:
         for transport in self._udp_transports:
             transport.close()
         loop = asyncio.get_running_loop()
+        for thread, sock in self._udp_threads:
+            thread.stop()
+            loop.remove_reader(sock.fileno())  # (read by the loop if its thread failed)
+            sock.close()
+        self._udp_threads.clear()
         for sock in self._udp_readers:
             loop.remove_reader(sock.fileno())
             sock.close()
