@@ -478,6 +478,35 @@ client_hash(const void *ranges, const unsigned char *addr, int v6, int source)
     return (unsigned)((a * 0xD6E8FEB86659FD93ull) >> (64 - 12)) & (CLIENT_SLOTS - 1);
 }
 
+/* The exact table's entries asked for lately, by a hash of the key made
+ * here: a name asked again costs one compare of its bytes, not a bytes
+ * object, its SipHash and the dict's probe.  Each slot holds its key and
+ * entry (strong references); the table never changes under a plane. */
+#define EXACT_SLOTS 1024
+
+struct exact_slot {
+    PyObject *key;    /* bytes; NULL: empty */
+    PyObject *entry;
+    uint64_t hash;
+};
+
+static uint64_t
+key_hash(const unsigned char *k, Py_ssize_t n)
+{
+    uint64_t h = 0x84222325CBF29CE4ull ^ (uint64_t)n, w;
+    while (n >= 8) {
+        memcpy(&w, k, 8);
+        h = (h ^ w) * 0x9E3779B97F4A7C15ull;
+        h ^= h >> 29;
+        k += 8;
+        n -= 8;
+    }
+    w = 0;
+    memcpy(&w, k, (size_t)n);
+    h = (h ^ w) * 0x9E3779B97F4A7C15ull;
+    return h ^ (h >> 32);
+}
+
 typedef struct {
     PyObject_HEAD
     PyObject *exact;       /* dict: lower-cased name + type + class -> Answer | Steered */
@@ -491,6 +520,7 @@ typedef struct {
     int penalised;  /* the health view has penalties: answers by ranking number */
     unsigned char counted[65536 / 8];
     struct client_slot *clients;  /* CLIENT_SLOTS of them */
+    struct exact_slot *exacts;    /* EXACT_SLOTS of them */
 } Plane;
 
 typedef struct {
@@ -567,9 +597,10 @@ plane_init(Plane *self, PyObject *args, PyObject *kwds)
     self->maps = PyDict_New();
     self->outcomes = PyDict_New();
     self->clients = PyMem_Calloc(CLIENT_SLOTS, sizeof(struct client_slot));
+    self->exacts = PyMem_Calloc(EXACT_SLOTS, sizeof(struct exact_slot));
     if (self->maps == NULL || self->outcomes == NULL)
         return -1;
-    if (self->clients == NULL) {
+    if (self->clients == NULL || self->exacts == NULL) {
         PyErr_NoMemory();
         return -1;
     }
@@ -600,6 +631,9 @@ plane_traverse(Plane *self, visitproc visit, void *arg)
     Py_VISIT(self->proof_type);
     Py_VISIT(self->maps);
     Py_VISIT(self->outcomes);
+    if (self->exacts != NULL)
+        for (int i = 0; i < EXACT_SLOTS; i++)
+            Py_VISIT(self->exacts[i].entry);
     return 0;
 }
 
@@ -614,6 +648,11 @@ plane_clear(Plane *self)
     Py_CLEAR(self->proof_type);
     Py_CLEAR(self->maps);
     Py_CLEAR(self->outcomes);
+    if (self->exacts != NULL)
+        for (int i = 0; i < EXACT_SLOTS; i++) {
+            Py_CLEAR(self->exacts[i].key);
+            Py_CLEAR(self->exacts[i].entry);
+        }
     return 0;
 }
 
@@ -623,6 +662,7 @@ plane_dealloc(Plane *self)
     PyObject_GC_UnTrack(self);
     plane_clear(self);
     PyMem_Free(self->clients);
+    PyMem_Free(self->exacts);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -846,11 +886,30 @@ plane_answer(Plane *self, const unsigned char *data, Py_ssize_t n, const unsigne
         unsigned char c = data[12 + i];
         keybuf[i] = (i < qend - 12 && c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
     }
-    key = PyBytes_FromStringAndSize((const char *)keybuf, klen);
-    if (key == NULL)
-        return -2;
-    entry = PyDict_GetItemWithError(self->exact, key);
-    Py_DECREF(key);
+    {
+        uint64_t h = key_hash(keybuf, klen);
+        struct exact_slot *es = self->exacts + (h & (EXACT_SLOTS - 1));
+        if (es->key != NULL && es->hash == h && PyBytes_GET_SIZE(es->key) == klen
+                && memcmp(PyBytes_AS_STRING(es->key), keybuf, (size_t)klen) == 0) {
+            entry = es->entry;
+        } else {
+            key = PyBytes_FromStringAndSize((const char *)keybuf, klen);
+            if (key == NULL)
+                return -2;
+            entry = PyDict_GetItemWithError(self->exact, key);
+            if (entry != NULL) {
+                PyObject *old_key = es->key, *old_entry = es->entry;
+                Py_INCREF(entry);
+                es->key = key;  /* (its reference) */
+                es->entry = entry;
+                es->hash = h;
+                Py_XDECREF(old_key);
+                Py_XDECREF(old_entry);
+            } else {
+                Py_DECREF(key);
+            }
+        }
+    }
     if (entry == NULL) {
         int err = 0;
         if (PyErr_Occurred())

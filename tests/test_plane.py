@@ -179,3 +179,31 @@ def test_serve_answers_a_batch_over_a_socket(signed: Responder) -> None:
                                      handler.answer_all) == (0, 0)
     assert sum(responder.counts.values()) == 5
     assert responder.events[("truncated", "tc")] == 1, responder.events
+
+
+def test_names_asked_again_among_many_are_answered_as_python_does() -> None:
+    """The plane keeps the exact table's entries asked lately in 1,024
+    slots: with 5,000 names asked in random order and case, three times
+    each, slots are taken over and over by other names, and every answer
+    must still be the one Python gives for that name."""
+    from geodns.problems import Problems
+    from geodns.zones.loader import load_zone_text
+
+    text = "origin: many.example.\nsoa: {mname: ns1, rname: hostmaster, serial: 1}\n" \
+        "records:\n  \"@\": {NS: [ns1]}\n  ns1: {A: 192.0.2.53}\n" + \
+        "".join(f"  h{i}: {{A: 10.0.{i >> 8}.{i & 255}, TXT: \"t{i}\"}}\n" for i in range(5000))
+    problems = Problems()
+    zone = load_zone_text(text, "many.yaml", "many.example.", problems)
+    assert zone is not None, problems
+    tables = compile_zones([zone])
+    c, oracle = Responder(tables), Responder(tables)
+    assert c.plane is not None
+    rnd = random.Random(12)
+    asked = [(i, t) for i in range(5000) for t in ("A", "TXT")] * 3
+    rnd.shuffle(asked)
+    counts: dict[int, int] = {}
+    for i, rtype in asked:
+        name = "".join(ch.upper() if rnd.random() < 0.3 else ch for ch in f"h{i}.many.example.")
+        data = dns.message.make_query(name, rtype, use_edns=rnd.choice([-1, 0])).to_wire()
+        got = c.plane.answer(data, PEER, counts)
+        assert got is not None and got == oracle.respond(data, True, PEER), (name, rtype)
