@@ -465,6 +465,13 @@ struct client_slot {
     unsigned char addr[16];
     uint8_t v6, source, scope, unused;
     int32_t order;
+    /* The answer learnt for this order and steered entry index, while the
+     * plane's generation is gen (a borrowed (Answer, cid) from outcomes:
+     * learn() and forget() change the generation, the only ways an outcome
+     * can go). */
+    uint32_t gen;
+    int32_t index;
+    PyObject *outcome;
 };
 
 static unsigned
@@ -518,6 +525,7 @@ typedef struct {
     PyObject *outcomes;    /* dict: index << 32 | order -> (Answer, cid) */
     int payload;
     int penalised;  /* the health view has penalties: answers by ranking number */
+    uint32_t gen;   /* changes whenever outcomes does (client_slot.outcome) */
     unsigned char counted[65536 / 8];
     struct client_slot *clients;  /* CLIENT_SLOTS of them */
     struct exact_slot *exacts;    /* EXACT_SLOTS of them */
@@ -596,6 +604,7 @@ plane_init(Plane *self, PyObject *args, PyObject *kwds)
         return -1;
     self->maps = PyDict_New();
     self->outcomes = PyDict_New();
+    self->gen = 1;
     self->clients = PyMem_Calloc(CLIENT_SLOTS, sizeof(struct client_slot));
     self->exacts = PyMem_Calloc(EXACT_SLOTS, sizeof(struct exact_slot));
     if (self->maps == NULL || self->outcomes == NULL)
@@ -957,6 +966,9 @@ plane_answer(Plane *self, const unsigned char *data, Py_ssize_t n, const unsigne
                 return -1;
             }
         }
+        index = PyLong_AsLong(idx);
+        if (index == -1 && PyErr_Occurred())
+            return -2;
         {
             struct client_slot *c = self->clients + client_hash(ranges, client, v6, source);
             if (c->ranges == ranges && c->source == source && c->v6 == v6
@@ -974,20 +986,25 @@ plane_answer(Plane *self, const unsigned char *data, Py_ssize_t n, const unsigne
                 c->source = (uint8_t)source;
                 c->scope = (uint8_t)steered_scope;
                 c->order = order;
+                c->gen = 0;
+            }
+            if (c->gen == self->gen && c->index == index) {
+                outcome = c->outcome;
+            } else {
+                okey = PyLong_FromLongLong(((long long)index << 32) | (uint32_t)order);
+                if (okey == NULL)
+                    return -2;
+                outcome = PyDict_GetItemWithError(self->outcomes, okey);
+                Py_DECREF(okey);
+                if (outcome == NULL)
+                    return PyErr_Occurred() ? -2 : -1;
+                c->gen = self->gen;
+                c->index = (int32_t)index;
+                c->outcome = outcome;
             }
         }
         if (echo_zero)
             steered_scope = 0;
-        index = PyLong_AsLong(idx);
-        if (index == -1 && PyErr_Occurred())
-            return -2;
-        okey = PyLong_FromLongLong(((long long)index << 32) | (uint32_t)order);
-        if (okey == NULL)
-            return -2;
-        outcome = PyDict_GetItemWithError(self->outcomes, okey);
-        Py_DECREF(okey);
-        if (outcome == NULL)
-            return PyErr_Occurred() ? -2 : -1;
         ans = PyTuple_GET_ITEM(outcome, 0);
         cidobj = PyTuple_GET_ITEM(outcome, 1);
     } else {
@@ -1152,6 +1169,8 @@ plane_learn(Plane *self, PyObject *args)
     okey = PyLong_FromLongLong(((long long)idx << 32) | order);
     value = PyTuple_Pack(2, ans, cid);
     rc = okey == NULL || value == NULL ? -1 : PyDict_SetItem(self->outcomes, okey, value);
+    if (++self->gen == 0)  /* (0 is no slot's) */
+        self->gen = 1;
     Py_XDECREF(okey);
     Py_XDECREF(value);
     if (rc < 0)
@@ -1172,6 +1191,8 @@ plane_forget(Plane *self, PyObject *args)
         return NULL;
     if (self->outcomes != NULL)
         PyDict_Clear(self->outcomes);
+    if (++self->gen == 0)
+        self->gen = 1;
     if (penalised != self->penalised && self->clients != NULL) {
         /* the slots hold keys and scopes of the other kind */
         memset(self->clients, 0, CLIENT_SLOTS * sizeof(struct client_slot));

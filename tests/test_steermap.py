@@ -306,6 +306,10 @@ def test_the_c_plane_forgets_when_health_changes(snap: Snapshot) -> None:
     assert plane.answer(data, peer, {}) is None  # not learnt yet
     first = responder.respond(data, True, peer)
     assert plane.answer(data, peer, {}) == first
+    assert plane.answer(data, peer, {}) == first  # (now from the client's slot)
+    # What the slot keeps goes with what was learnt.
+    plane.forget()
+    assert plane.answer(data, peer, {}) is None
     responder.use_health(HealthView({"gru": DOWN}))
     assert plane.learnt() == 0 and plane.answer(data, peer, {}) is None
     again = responder.respond(data, True, peer)
