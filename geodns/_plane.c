@@ -1209,7 +1209,6 @@ plane_learnt(Plane *self, PyObject *Py_UNUSED(ignored))
     return PyLong_FromSsize_t(self->outcomes != NULL ? PyDict_GET_SIZE(self->outcomes) : 0);
 }
 
-static unsigned char outbufs[BATCH][BUFSIZE];
 
 PyDoc_STRVAR(plane_serve_doc,
 "serve(fd, counts, fallback, limiter=None) -> (received, unsent)\n\n"
@@ -1228,6 +1227,7 @@ plane_serve(Plane *self, PyObject *args)
     Tally tally = {.used = 0};
     Py_ssize_t unsent;
     uint32_t now = 0;
+    struct io *io;
     if (!PyArg_ParseTuple(args, "iO!O|O", &fd, &PyDict_Type, &counts, &fallback, &limiter))
         return NULL;
     if (self->maps == NULL) {
@@ -1238,8 +1238,11 @@ plane_serve(Plane *self, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "serve: limiter must be a RateLimiter or None");
         return NULL;
     }
-    recv_prepare();
-    n = recvmmsg(fd, rmsgs, BATCH, MSG_DONTWAIT, NULL);
+    io = thread_io();
+    if (io == NULL)
+        return NULL;
+    recv_prepare(io);
+    n = recvmmsg(fd, io->rmsgs, BATCH, MSG_DONTWAIT, NULL);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
             return Py_BuildValue("(ii)", 0, 0);
@@ -1248,24 +1251,25 @@ plane_serve(Plane *self, PyObject *args)
     if (limiter != Py_None)
         now = rrl_now(limiter);
     for (i = 0; i < n; i++) {
-        Py_ssize_t len = (rmsgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? 0 : rmsgs[i].msg_len;
-        Py_ssize_t got = len ? plane_answer(self, (unsigned char *)bufs[i], len,
-                                            (unsigned char *)&addrs[i],
-                                            rmsgs[i].msg_hdr.msg_namelen, outbufs[m], BUFSIZE,
-                                            &tally, counts) : -1;
+        Py_ssize_t len = (io->rmsgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? 0
+            : io->rmsgs[i].msg_len;
+        socklen_t alen = io->rmsgs[i].msg_hdr.msg_namelen;
+        Py_ssize_t got = len ? plane_answer(self, (unsigned char *)io->bufs[i], len,
+                                            (unsigned char *)&io->addrs[i], alen,
+                                            io->outbufs[m], BUFSIZE, &tally, counts) : -1;
         if (got == -2)
             goto fail;
         if (got >= 0) {
-            if (limiter != Py_None && !rrl_check(limiter, outbufs[m], &got, (const char *)&addrs[i],
-                                                 rmsgs[i].msg_hdr.msg_namelen, now))
+            if (limiter != Py_None && !rrl_check(limiter, io->outbufs[m], &got,
+                                                 (const char *)&io->addrs[i], alen, now))
                 continue;  /* over the rate: left out */
-            prepare_send(m, outbufs[m], (size_t)got, &addrs[i], rmsgs[i].msg_hdr.msg_namelen);
+            prepare_send(io, m, io->outbufs[m], (size_t)got, &io->addrs[i], alen);
             m++;
             continue;
         }
         {
-            PyObject *pair = Py_BuildValue("(y#y#)", bufs[i], len, (const char *)&addrs[i],
-                                           (Py_ssize_t)rmsgs[i].msg_hdr.msg_namelen);
+            PyObject *pair = Py_BuildValue("(y#y#)", io->bufs[i], len,
+                                           (const char *)&io->addrs[i], (Py_ssize_t)alen);
             if (pair == NULL)
                 goto fail;
             if (punted == NULL && (punted = PyList_New(0)) == NULL) {
@@ -1298,12 +1302,12 @@ plane_serve(Plane *self, PyObject *args)
                 PyErr_SetString(PyExc_TypeError, "fallback must return (bytes, bytes) pairs");
                 goto fail;
             }
-            prepare_send(m, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data),
+            prepare_send(io, m, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data),
                          PyBytes_AS_STRING(addr), (socklen_t)PyBytes_GET_SIZE(addr));
             m++;
         }
     }
-    unsent = m ? send_all(fd, m, NULL) : 0;
+    unsent = m ? send_all(io, fd, m, NULL) : 0;
     Py_XDECREF(fast);
     Py_XDECREF(back);
     Py_XDECREF(punted);
@@ -1311,7 +1315,7 @@ plane_serve(Plane *self, PyObject *args)
 fail:
     /* what was answered here still goes out */
     if (m)
-        send_all(fd, m, NULL);
+        send_all(io, fd, m, NULL);
     Py_XDECREF(fast);
     Py_XDECREF(back);
     Py_XDECREF(punted);

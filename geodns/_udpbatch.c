@@ -27,29 +27,54 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <pthread.h>
 #include <time.h>
 
 #include "_udpbatch.h"
 
-char bufs[BATCH][BUFSIZE];
-struct sockaddr_storage addrs[BATCH];
-struct mmsghdr rmsgs[BATCH];
-struct iovec riov[BATCH];
-struct mmsghdr smsgs[BATCH];
-struct iovec siov[BATCH];
+static pthread_key_t io_key;
+static pthread_once_t io_once = PTHREAD_ONCE_INIT;
+static int io_key_made = 0;
+
+static void
+io_key_make(void)
+{
+    io_key_made = pthread_key_create(&io_key, free) == 0;
+}
+
+struct io *
+thread_io(void)
+{
+    struct io *io;
+    pthread_once(&io_once, io_key_make);
+    if (!io_key_made) {
+        PyErr_SetString(PyExc_OSError, "no thread-specific key for the UDP vectors");
+        return NULL;
+    }
+    io = pthread_getspecific(io_key);
+    if (io == NULL) {
+        io = calloc(1, sizeof *io);
+        if (io == NULL || pthread_setspecific(io_key, io) != 0) {
+            free(io);
+            PyErr_NoMemory();
+            return NULL;
+        }
+    }
+    return io;
+}
 
 void
-recv_prepare(void)
+recv_prepare(struct io *io)
 {
     int i;
     for (i = 0; i < BATCH; i++) {
-        riov[i].iov_base = bufs[i];
-        riov[i].iov_len = BUFSIZE;
-        memset(&rmsgs[i].msg_hdr, 0, sizeof(struct msghdr));
-        rmsgs[i].msg_hdr.msg_iov = &riov[i];
-        rmsgs[i].msg_hdr.msg_iovlen = 1;
-        rmsgs[i].msg_hdr.msg_name = &addrs[i];
-        rmsgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_storage);
+        io->riov[i].iov_base = io->bufs[i];
+        io->riov[i].iov_len = BUFSIZE;
+        memset(&io->rmsgs[i].msg_hdr, 0, sizeof(struct msghdr));
+        io->rmsgs[i].msg_hdr.msg_iov = &io->riov[i];
+        io->rmsgs[i].msg_hdr.msg_iovlen = 1;
+        io->rmsgs[i].msg_hdr.msg_name = &io->addrs[i];
+        io->rmsgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_storage);
     }
 }
 
@@ -66,8 +91,11 @@ recv_batch(PyObject *Py_UNUSED(self), PyObject *args)
     PyObject *list;
     if (!PyArg_ParseTuple(args, "i", &fd))
         return NULL;
-    recv_prepare();
-    n = recvmmsg(fd, rmsgs, BATCH, MSG_DONTWAIT, NULL);
+    struct io *io = thread_io();
+    if (io == NULL)
+        return NULL;
+    recv_prepare(io);
+    n = recvmmsg(fd, io->rmsgs, BATCH, MSG_DONTWAIT, NULL);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
             return PyList_New(0);
@@ -77,10 +105,11 @@ recv_batch(PyObject *Py_UNUSED(self), PyObject *args)
     if (list == NULL)
         return NULL;
     for (i = 0; i < n; i++) {
-        Py_ssize_t len = (rmsgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? 0 : rmsgs[i].msg_len;
-        PyObject *data = PyBytes_FromStringAndSize(bufs[i], len);
-        PyObject *addr = PyBytes_FromStringAndSize((const char *)&addrs[i],
-                                                   rmsgs[i].msg_hdr.msg_namelen);
+        Py_ssize_t len = (io->rmsgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? 0
+            : io->rmsgs[i].msg_len;
+        PyObject *data = PyBytes_FromStringAndSize(io->bufs[i], len);
+        PyObject *addr = PyBytes_FromStringAndSize((const char *)&io->addrs[i],
+                                                   io->rmsgs[i].msg_hdr.msg_namelen);
         PyObject *pair;
         if (data == NULL || addr == NULL) {
             Py_XDECREF(data);
@@ -108,24 +137,25 @@ PyDoc_STRVAR(send_batch_doc,
 "What the socket cannot take right now is dropped, as UDP allows.");
 
 void
-prepare_send(unsigned int k, void *buf, size_t len, void *name, socklen_t namelen)
+prepare_send(struct io *io, unsigned int k, void *buf, size_t len, void *name,
+             socklen_t namelen)
 {
-    siov[k].iov_base = buf;
-    siov[k].iov_len = len;
-    memset(&smsgs[k].msg_hdr, 0, sizeof(struct msghdr));
-    smsgs[k].msg_hdr.msg_iov = &siov[k];
-    smsgs[k].msg_hdr.msg_iovlen = 1;
-    smsgs[k].msg_hdr.msg_name = name;
-    smsgs[k].msg_hdr.msg_namelen = namelen;
+    io->siov[k].iov_base = buf;
+    io->siov[k].iov_len = len;
+    memset(&io->smsgs[k].msg_hdr, 0, sizeof(struct msghdr));
+    io->smsgs[k].msg_hdr.msg_iov = &io->siov[k];
+    io->smsgs[k].msg_hdr.msg_iovlen = 1;
+    io->smsgs[k].msg_hdr.msg_name = name;
+    io->smsgs[k].msg_hdr.msg_namelen = namelen;
 }
 
 Py_ssize_t
-send_all(int fd, unsigned int n, int *blocked)
+send_all(struct io *io, int fd, unsigned int n, int *blocked)
 {
     unsigned int done = 0;
     Py_ssize_t sent = 0;
     while (done < n) {
-        int r = sendmmsg(fd, smsgs + done, n - done, MSG_DONTWAIT);
+        int r = sendmmsg(fd, io->smsgs + done, n - done, MSG_DONTWAIT);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -153,6 +183,9 @@ send_batch(PyObject *Py_UNUSED(self), PyObject *args)
     Py_ssize_t total, done = 0, sent = 0;
     if (!PyArg_ParseTuple(args, "iO", &fd, &seq))
         return NULL;
+    struct io *io = thread_io();
+    if (io == NULL)
+        return NULL;
     fast = PySequence_Fast(seq, "send_batch needs a sequence of (data, sockaddr) pairs");
     if (fast == NULL)
         return NULL;
@@ -170,11 +203,11 @@ send_batch(PyObject *Py_UNUSED(self), PyObject *args)
                 PyErr_SetString(PyExc_TypeError, "pairs must be (bytes, bytes) tuples");
                 return NULL;
             }
-            prepare_send((unsigned int)i, PyBytes_AS_STRING(data),
+            prepare_send(io, (unsigned int)i, PyBytes_AS_STRING(data),
                          (size_t)PyBytes_GET_SIZE(data), PyBytes_AS_STRING(addr),
                          (socklen_t)PyBytes_GET_SIZE(addr));
         }
-        sent += chunk - send_all(fd, (unsigned int)chunk, &blocked);
+        sent += chunk - send_all(io, fd, (unsigned int)chunk, &blocked);
         done += chunk;
     }
     Py_DECREF(fast);

@@ -9,22 +9,34 @@
 #define BATCH 64
 #define BUFSIZE 4096 /* larger queries are dropped (MSG_TRUNC) */
 
-/* The receive and send vectors: one event loop thread uses them, one call at a time. */
-extern char bufs[BATCH][BUFSIZE];
-extern struct sockaddr_storage addrs[BATCH];
-extern struct mmsghdr rmsgs[BATCH];
-extern struct iovec riov[BATCH];
-extern struct mmsghdr smsgs[BATCH];
-extern struct iovec siov[BATCH];
+/* The receive and send vectors, one set per thread (the event loop's, and
+ * each UDP socket's reader: geodns.server.transport.UDPPlaneThread), made on
+ * its first use and freed when the thread ends.  A call that fills them may
+ * run Python code before it is done with them (an allocation can start the
+ * cyclic collector, whose finalizers can let another thread run), so no two
+ * threads may share them. */
+struct io {
+    char bufs[BATCH][BUFSIZE];
+    struct sockaddr_storage addrs[BATCH];
+    struct mmsghdr rmsgs[BATCH];
+    struct iovec riov[BATCH];
+    struct mmsghdr smsgs[BATCH];
+    struct iovec siov[BATCH];
+    unsigned char outbufs[BATCH][BUFSIZE];
+};
+
+/* This thread's vectors; NULL (MemoryError set) when they cannot be made. */
+struct io *thread_io(void);
 
 /* Point rmsgs at bufs and addrs, ready for recvmmsg. */
-void recv_prepare(void);
+void recv_prepare(struct io *io);
 
 /* Message k of smsgs: buf to the sockaddr name.  send_all sends the first n
  * with sendmmsg and returns how many were not sent: a datagram the kernel
  * refuses is skipped, a full buffer ends it (*blocked set, unless NULL). */
-void prepare_send(unsigned int k, void *buf, size_t len, void *name, socklen_t namelen);
-Py_ssize_t send_all(int fd, unsigned int n, int *blocked);
+void prepare_send(struct io *io, unsigned int k, void *buf, size_t len, void *name,
+                  socklen_t namelen);
+Py_ssize_t send_all(struct io *io, int fd, unsigned int n, int *blocked);
 
 /* Response rate limiting of one answer (a RateLimiter): 1 to send it (*len
  * may have become that of its truncated form, rewritten in place), 0 to drop

@@ -21,6 +21,7 @@ import dns.edns
 import dns.message
 import dns.query
 import dns.rcode
+import dns.rdatatype
 import pytest
 from refservers import skip_or_fail
 
@@ -414,3 +415,64 @@ async def test_batch_udp_is_read_by_a_thread_outside_the_event_loop(zones_dir: P
     finally:
         await srv.shutdown()
     assert not [t for t in threading.enumerate() if t.name.startswith("geodns-udp-")]
+
+
+async def test_batch_udp_threads_of_two_sockets_answer_at_once(zones_dir: Path) -> None:
+    """Two listen addresses: two reader threads, each with its own receive
+    and send vectors (a thread's batch may let the other run while it is
+    half done: the plane hands Python what it leaves).  Both are asked at
+    once, answers of C and of Python mixed; every answer must be its own
+    query's, with the right data."""
+    if not HAVE_UDPBATCH:
+        skip_or_fail("the C helper geodns._udpbatch is not built (no C compiler at install?)")
+    cfg = Config(path=None, listen=[Address("127.0.0.1", 0), Address("127.0.0.2", 0)],
+                 zones_dir=zones_dir)
+    srv = Server(cfg, udp_mode="batch")
+    await srv.start()
+    try:
+        want = {"A": ["www.test.example. 300 A 192.0.2.10", "www.test.example. 300 A 192.0.2.11"],
+                "TXT": []}  # (TXT: NODATA, Python's)
+        bad: list[str] = []
+
+        def ask(host: str, port: int, seed: int) -> int:
+            rnd = random.Random(seed)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.settimeout(2)
+            sent: dict[int, str] = {}
+            got = 0
+            try:
+                for n in range(40):  # 40 rounds of 50 queries in flight
+                    for k in range(50):
+                        rtype = rnd.choice(["A", "TXT"])
+                        q = dns.message.make_query("www.test.example.", rtype)
+                        q.id = n * 50 + k  # (no two alike in flight)
+                        sent[q.id] = rtype
+                        sock.sendto(q.to_wire(), (host, port))
+                    for _ in range(50):
+                        r = dns.message.from_wire(sock.recv(4096))
+                        rtype = sent.pop(r.id, None)
+                        if rtype is None or section(r.answer) != want[rtype] or \
+                                r.question[0].rdtype != dns.rdatatype.from_text(rtype):
+                            bad.append(r.to_text())
+                        got += 1
+            except TimeoutError:
+                pass
+            finally:
+                sock.close()
+            return got
+
+        loop = asyncio.get_running_loop()
+        (h1, p1), (h2, p2) = [(b.host, b.port) for b in srv.bound]
+        # Python's lock passed at (nearly) every chance: a batch half done in
+        # one thread meets the other's as often as it can.
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        try:
+            got = await asyncio.gather(loop.run_in_executor(None, ask, h1, p1, 1),
+                                       loop.run_in_executor(None, ask, h2, p2, 2))
+        finally:
+            sys.setswitchinterval(interval)
+        assert not bad, bad[:3]
+        assert got == [2000, 2000]
+    finally:
+        await srv.shutdown()
