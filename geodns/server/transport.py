@@ -246,7 +246,8 @@ class UDPPlaneThread:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stopped = False
         self._answered = threading.Event()
-        self._punted: list[tuple[bytes, bytes]] = []
+        self._punted: list[tuple[bytes, bytes]] = []  # what the plane left, this batch
+        self._keep_bound = self._keep
         self._thread = threading.Thread(target=self._run, name=f"geodns-udp-{self.fd}",
                                         daemon=True)
 
@@ -269,15 +270,18 @@ class UDPPlaneThread:
         poller = select.poll()
         poller.register(self.fd, select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
+        poll = poller.poll
+        read = self._read
+        invalid = select.POLLNVAL
         try:
             while not self._stopped:
-                ready = poller.poll()
+                for fd, ev in poll():
+                    if ev & invalid:
+                        log.error("UDP reader: descriptor %d closed under it; it stops", fd)
+                        return
                 if self._stopped:
                     return
-                if any(ev & select.POLLNVAL for fd, ev in ready if fd == self.fd):
-                    log.error("UDP socket %d closed under its reader; it stops", self.fd)
-                    return
-                self._read()
+                read()
         except Exception:  # a bug: the event loop reads this socket from now on
             log.exception("UDP reader thread failed; the event loop reads the socket instead")
             with contextlib.suppress(RuntimeError):  # (the loop is closed: stopping anyway)
@@ -292,24 +296,25 @@ class UDPPlaneThread:
     def _read(self) -> None:
         assert _udpbatch is not None
         source = self.handler.source
+        fd = self.fd
+        keep = self._keep_bound
         for _ in range(UDPBatchReader.ROUNDS):
             responder = source.responder
             plane = responder.plane
-            self._punted = punted = []
             unsent = 0
             try:
                 if plane is not None:
-                    got, unsent = plane.serve(self.fd, responder.counts, self._keep,
-                                              source.limiter)
+                    got, unsent = plane.serve(fd, responder.counts, keep, source.limiter)
                 else:
-                    punted += _udpbatch.recv_batch(self.fd)
-                    got = len(punted)
+                    self._punted += _udpbatch.recv_batch(fd)
+                    got = len(self._punted)
             except OSError as exc:
                 log.debug("UDP receive error: %s", exc)
                 return
             if unsent:
                 self.loop.call_soon_threadsafe(self.handler.send_failed, unsent)
-            if punted:
+            if self._punted:
+                punted, self._punted = self._punted, []
                 self._answered.clear()
                 self.loop.call_soon_threadsafe(self._answer, punted)
                 while not self._answered.wait(self.WAIT):
