@@ -453,14 +453,16 @@ static PyTypeObject SteerRangesType = {
 
 /* -- Plane ------------------------------------------------------------------------ */
 
-/* The order and scope found for a client network lately, by map: a two-way
- * table (a pair of slots per hash: with one, a thousand networks shared a
- * fifth of their slots and missed each time), so that a client network
+/* The order and scope found for a client network lately, by map: a table
+ * of sets of four slots (with one slot per hash, a thousand networks asked
+ * in turn shared a fifth of their slots and missed each time; with two, a
+ * tenth), so that a client network
  * asked again costs a cache line or two rather than the searches' several
  * (issue 12's "warm" clients).  A map is
  * named by its SteerRanges, which the plane's maps dict keeps alive; the
  * table is emptied when an entry's map is replaced. */
-#define CLIENT_SLOTS 4096
+#define CLIENT_SLOTS 8192
+#define CLIENT_WAYS 4
 
 struct client_slot {
     const void *ranges;     /* NULL: empty */
@@ -484,7 +486,7 @@ client_hash(const void *ranges, const unsigned char *addr, int v6, int source)
     memcpy(&b, addr + 8, 8);
     a ^= (b * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)(uintptr_t)ranges << 7)
         ^ ((uint64_t)(source | (v6 << 8)) << 40);
-    return (unsigned)((a * 0xD6E8FEB86659FD93ull) >> (64 - 12)) & (CLIENT_SLOTS - 1);
+    return (unsigned)((a * 0xD6E8FEB86659FD93ull) >> (64 - 13)) & (CLIENT_SLOTS - 1);
 }
 
 /* The exact table's entries asked for lately, by a hash of the key made
@@ -972,24 +974,26 @@ plane_answer(Plane *self, const unsigned char *data, Py_ssize_t n, const unsigne
         if (index == -1 && PyErr_Occurred())
             return -2;
         {
-            /* two ways: a network's pair of slots, the one used last first */
-            struct client_slot *pair = self->clients
-                + (client_hash(ranges, client, v6, source) & ~1u), *c = pair;
-            if (!(c->ranges == ranges && c->source == source && c->v6 == v6
-                    && memcmp(c->addr, client, 16) == 0)) {
-                c = pair + 1;
+            /* CLIENT_WAYS ways: a network's set of slots, the one used last first */
+            struct client_slot *set = self->clients
+                + (client_hash(ranges, client, v6, source) & ~(unsigned)(CLIENT_WAYS - 1)), *c;
+            int w;
+            for (w = 0; w < CLIENT_WAYS; w++) {
+                c = set + w;
                 if (c->ranges == ranges && c->source == source && c->v6 == v6
-                        && memcmp(c->addr, client, 16) == 0) {
-                    struct client_slot t = pair[0];  /* to the front */
-                    pair[0] = pair[1];
-                    pair[1] = t;
-                    c = pair;
-                } else {
-                    pair[1] = pair[0];  /* the older goes; this one takes the front */
-                    c = pair;
-                    c->ranges = NULL;
-                }
+                        && memcmp(c->addr, client, 16) == 0)
+                    break;
             }
+            if (w == CLIENT_WAYS) {  /* a miss: the least recently used goes */
+                w = CLIENT_WAYS - 1;
+                set[w].ranges = NULL;
+            }
+            if (w > 0) {  /* to the front */
+                struct client_slot t = set[w];
+                memmove(set + 1, set, (size_t)w * sizeof *set);
+                set[0] = t;
+            }
+            c = set;
             if (c->ranges != NULL) {
                 order = c->order;
                 steered_scope = c->scope;
