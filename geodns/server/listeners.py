@@ -94,8 +94,10 @@ class Listeners:
         for transport in self._udp_transports:
             transport.close()
         loop = asyncio.get_running_loop()
+        for thread, _ in self._udp_threads:
+            thread.stop()  # all at once, then each waited for
         for thread, sock in self._udp_threads:
-            thread.stop()
+            thread.join()
             loop.remove_reader(sock.fileno())  # (read by the loop if its thread failed)
             sock.close()
         self._udp_threads.clear()

@@ -212,7 +212,6 @@ class UDPBatchReader:
                 return
 
 
-
 class UDPPlaneThread:
     """UDP read by a thread of its own that waits for the socket with
     ``poll`` (without Python's lock) and has the C data plane answer each
@@ -228,10 +227,12 @@ class UDPPlaneThread:
     queue only while it waits, not while it answers, as gdnsd's and Knot's
     threads blocked in recvmmsg are.
 
-    Only C runs in this thread.  What the plane leaves to Python (and, for a
+    Of Python, this thread only reads which snapshot is served and keeps
+    what the plane leaves; what the plane leaves to Python (and, for a
     snapshot without a plane, every datagram) is answered on the event
-    loop's thread, as every other query is (:meth:`_answer`), and the
-    thread waits for that before it reads again: what is read and not yet
+    loop's thread, as every other query is (:meth:`_answer`), so the caches
+    and counters Python's answers touch have one thread still.  The thread
+    waits for those answers before it reads again: what is read and not yet
     answered stays one batch at most, and under a flood the kernel's buffer
     is the queue (its drops counted as ``UdpRcvbufErrors``), as before."""
 
@@ -243,7 +244,8 @@ class UDPPlaneThread:
         self.sock = sock
         self.fd = sock.fileno()
         self.loop = loop
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._pipe: tuple[int, ...] = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_r, self._wake_w = self._pipe
         self._stopped = False
         self._answered = threading.Event()
         self._punted: list[tuple[bytes, bytes]] = []  # what the plane left, this batch
@@ -255,14 +257,21 @@ class UDPPlaneThread:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop reading; returns once the thread has let go of the socket
-        (within ``WAIT`` seconds), which the caller may then close."""
+        """Stop reading (at once, or within ``WAIT`` seconds when the thread
+        waits for the event loop's answers); :meth:`join` waits for it."""
         self._stopped = True
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"x")
+        if self._pipe:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"x")
+
+    def join(self) -> None:
+        """Returns once the thread has let go of the socket, which the
+        caller may then close."""
+        self.stop()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join()
-        for fd in (self._wake_r, self._wake_w):
+        pipe, self._pipe = self._pipe, ()
+        for fd in pipe:  # (once: a number closed twice may be another file's by then)
             with contextlib.suppress(OSError):
                 os.close(fd)
 
