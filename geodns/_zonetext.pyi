@@ -1,0 +1,6 @@
+# Type stub for the optional C helper geodns/_zonetext.c.
+from typing import Any
+
+def setup(rdata: type, rrset: type, where: type, compressible_name: type, /) -> None: ...
+def entries(lines: list[str], starts: list[int], lo: int, hi: int, origin: bytes, ttl: int,
+            file: str, /) -> list[tuple[bytes, dict[int, Any]] | None]: ...
