@@ -61,6 +61,7 @@ from geodns.rdata import (
     RData,
 )
 from geodns.resolve import (
+    _ADDITIONAL_FOR,
     NOERROR,
     NOTAUTH,
     NOTIMP,
@@ -916,6 +917,40 @@ def _prebuilt(zone: Zone, name: bytes) -> tuple[set[int], bool]:
     return types, False
 
 
+_CLASS_TTL = struct.Struct("!HHIH")
+# Whether the usual names' answers are encoded without resolving
+# (:func:`_own_answer`; off only for tests/test_compile_own.py's comparison).
+_OWN_ANSWERS = True
+
+
+def _own_answer(rrset: RRset, name: bytes, zname: str, payload: int,
+                origin: bytes) -> Answer | None:
+    """The answer of a name's own record set, as :func:`encode` makes it
+    from ``index.resolve`` when that is the set alone (owner ``C0 0C``);
+    None when the answer may carry more (the in-zone addresses of a
+    target, for the types that add them)."""
+    rtype = rrset.rtype
+    if rtype in _ADDITIONAL_FOR and any(
+            rd.target is not None and names.is_subdomain(rd.target, origin)
+            for rd in rrset.rdatas):
+        return None
+    rdatas = rrset.rdatas
+    if all(not isinstance(p, CompressibleName) for rd in rdatas for p in rd.parts):
+        out = []
+        for rd in rdatas:
+            parts = rd.parts
+            wire = parts[0] if len(parts) == 1 else b"".join(parts)
+            out.append(b"\xc0\x0c" + _CLASS_TTL.pack(rtype, CLASS_IN, rrset.ttl, len(wire))
+                       + wire)
+        body = out[0] if len(out) == 1 else b"".join(out)
+    else:
+        enc = _Encoder(name)
+        for rd in rdatas:
+            enc.record(Record(QNAME, rtype, rrset.ttl, rd))
+        body = bytes(enc.buf)
+    return Answer(NOERROR, True, (len(rdatas), 0, 0), body, AnswerKind.ANSWER, zname, payload)
+
+
 def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answer | Steered],
                   build: _Build) -> None:
     """Fill the tables for one zone."""
@@ -932,6 +967,9 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
 
     reuse = build.reuse
     shared: dict[tuple[int, ...], tuple[int, ...]] = {}
+    zone_nodes = zone.nodes
+    origin = zone.origin
+    plain = _OWN_ANSWERS and sec is None and not zone.steered and not index.cuts
     for name in list(zone.nodes) + sorted(index.ents):
         node = Node(index, name, payload, sec, exact)
         nodes[name] = node
@@ -957,6 +995,22 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
                     else encode(index.resolve(name, DS), name, zname, payload, sec)
                 node.types = (DS,)
                 exact[name + _type_key(DS)] = ds_answer
+            continue
+        data = zone_nodes.get(name)
+        if plain and data is not None and CNAME not in data and name != origin and \
+                b"\x01*" + name not in zone_nodes:
+            # The usual name (no CNAME, no wildcard below it, in an unsigned
+            # zone without steering or delegations): each type's answer is
+            # its own records, with the in-zone addresses of their targets
+            # (none: encoded here, without resolving).
+            built = tuple(data) if len(data) == 1 else tuple(set(data))  # (in _prebuilt's order)
+            for rtype in built:
+                ans = _own_answer(data[rtype], name, zname, payload, origin)
+                exact[name + _type_key(rtype)] = ans if ans is not None else \
+                    build.entry(index.resolve(name, rtype), name, index)
+            node.nodata = nodata_template
+            node.types = shared.setdefault(built, built)
+            node.below_answer = nxdomain
             continue
         types, is_cname = _prebuilt(zone, name)
         if is_cname:
