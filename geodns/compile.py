@@ -923,32 +923,64 @@ _CLASS_TTL = struct.Struct("!HHIH")
 _OWN_ANSWERS = True
 
 
-def _own_answer(rrset: RRset, name: bytes, zname: str, payload: int,
-                origin: bytes) -> Answer | None:
+def _own_answer(rrset: RRset, name: bytes, origin: bytes, made: _Made) -> Answer | None:
     """The answer of a name's own record set, as :func:`encode` makes it
     from ``index.resolve`` when that is the set alone (owner ``C0 0C``);
     None when the answer may carry more (the in-zone addresses of a
     target, for the types that add them)."""
     rtype = rrset.rtype
-    if rtype in _ADDITIONAL_FOR and any(
-            rd.target is not None and names.is_subdomain(rd.target, origin)
-            for rd in rrset.rdatas):
-        return None
     rdatas = rrset.rdatas
-    if all(not isinstance(p, CompressibleName) for rd in rdatas for p in rd.parts):
-        out = []
+    if rtype in _ADDITIONAL_FOR:
         for rd in rdatas:
-            parts = rd.parts
-            wire = parts[0] if len(parts) == 1 else b"".join(parts)
-            out.append(b"\xc0\x0c" + _CLASS_TTL.pack(rtype, CLASS_IN, rrset.ttl, len(wire))
-                       + wire)
-        body = out[0] if len(out) == 1 else b"".join(out)
-    else:
+            if rd.target is not None and names.is_subdomain(rd.target, origin):
+                return None
+    out: list[bytes] | None = []
+    for rd in rdatas:
+        parts = rd.parts
+        if len(parts) == 1 and type(parts[0]) is bytes:
+            wire = parts[0]
+        elif any(isinstance(p, CompressibleName) for p in parts):
+            out = None
+            break
+        else:
+            wire = b"".join(parts)
+        assert out is not None
+        out.append(b"\xc0\x0c" + _CLASS_TTL.pack(rtype, CLASS_IN, rrset.ttl, len(wire)) + wire)
+    if out is None:  # a name inside that the encoder may compress
         enc = _Encoder(name)
         for rd in rdatas:
             enc.record(Record(QNAME, rtype, rrset.ttl, rd))
         body = bytes(enc.buf)
-    return Answer(NOERROR, True, (len(rdatas), 0, 0), body, AnswerKind.ANSWER, zname, payload)
+    else:
+        body = out[0] if len(out) == 1 else b"".join(out)
+    return made.answer(len(rdatas), body)
+
+
+class _Made:
+    """What every positive answer of one zone shares, for making many
+    (:func:`_own_answer`): the same object :class:`Answer` would make."""
+
+    def __init__(self, zname: str, payload: int) -> None:
+        self.zone = zname
+        self.cid = LABELS.cid((zname, NOERROR))
+        self.opt = _opt(payload, False, b"")
+        self.opt_do = _opt(payload, True, b"")
+        self.new = object.__new__
+
+    def answer(self, an: int, body: bytes) -> Answer:
+        """What ``Answer(NOERROR, True, (an, 0, 0), body, AnswerKind.ANSWER,
+        zone, payload)`` makes, without its calls."""
+        ans: Answer = self.new(Answer)
+        ans.rcode = NOERROR
+        ans.aa = True
+        ans.kind = AnswerKind.ANSWER
+        ans.zone = self.zone
+        ans.cid = self.cid
+        ans.smaller = None
+        ans.heads = _heads(NOERROR, True, an, 0, 0)
+        ans.tails = (body, body + self.opt, body + self.opt_do)
+        ans.signed = None
+        return ans
 
 
 def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answer | Steered],
@@ -970,6 +1002,7 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
     zone_nodes = zone.nodes
     origin = zone.origin
     plain = _OWN_ANSWERS and sec is None and not zone.steered and not index.cuts
+    made = _Made(zname, payload)
     for name in list(zone.nodes) + sorted(index.ents):
         node = Node(index, name, payload, sec, exact)
         nodes[name] = node
@@ -1005,7 +1038,7 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
             # (none: encoded here, without resolving).
             built = tuple(data) if len(data) == 1 else tuple(set(data))  # (in _prebuilt's order)
             for rtype in built:
-                ans = _own_answer(data[rtype], name, zname, payload, origin)
+                ans = _own_answer(data[rtype], name, origin, made)
                 exact[name + _type_key(rtype)] = ans if ans is not None else \
                     build.entry(index.resolve(name, rtype), name, index)
             node.nodata = nodata_template
