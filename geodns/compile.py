@@ -946,7 +946,14 @@ def _own_answer(rrset: RRset, name: bytes, origin: bytes, made: _Made) -> Answer
             wire = b"".join(parts)
         assert out is not None
         out.append(b"\xc0\x0c" + _CLASS_TTL.pack(rtype, CLASS_IN, rrset.ttl, len(wire)) + wire)
-    if out is None:  # a name inside that the encoder may compress
+    if out is None and len(rdatas) == 1:  # one name inside, that may point into the question
+        parts = rdatas[0].parts
+        if isinstance(parts[-1], CompressibleName) and \
+                not any(isinstance(p, CompressibleName) for p in parts[:-1]):
+            rd_wire = b"".join(parts[:-1]) + _pointing(parts[-1], name)
+            return made.answer(1, b"\xc0\x0c" + _CLASS_TTL.pack(rtype, CLASS_IN, rrset.ttl,
+                                                                  len(rd_wire)) + rd_wire)
+    if out is None:  # names inside that the encoder may compress
         enc = _Encoder(name)
         for rd in rdatas:
             enc.record(Record(QNAME, rtype, rrset.ttl, rd))
@@ -954,6 +961,26 @@ def _own_answer(rrset: RRset, name: bytes, origin: bytes, made: _Made) -> Answer
     else:
         body = out[0] if len(out) == 1 else b"".join(out)
     return made.answer(len(rdatas), body)
+
+
+def _pointing(wire: bytes, qname: bytes) -> bytes:
+    """A name in the first record after the question ``qname``, as the
+    encoder writes it (:meth:`_Encoder.name`): up to its longest ancestor
+    that is one of the question's (the root aside), then a pointer to
+    that one in the question."""
+    low = wire.lower()
+    i = 0
+    while wire[i]:
+        tail = low[i:]
+        if qname.endswith(tail):
+            at = len(qname) - len(tail)
+            j = 0
+            while j < at:  # (where the question's labels start)
+                j += qname[j] + 1
+            if j == at:
+                return wire[:i] + struct.pack("!H", 0xC000 | (12 + at))
+        i += wire[i] + 1
+    return wire
 
 
 class _Made:
