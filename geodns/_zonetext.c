@@ -18,8 +18,12 @@
  * problem at its file:line:column.  tests/test_zonetext.py compares both
  * ways on random lines.
  *
+ * And the compiler's counterpart (own(), below): a usual name's node and
+ * its answers, each its own records after the question, made as
+ * geodns/compile.py's own path makes them (tests/test_compile_own.py).
+ *
  * Optional, like geodns/_udpbatch.c: without it the loader reads every
- * entry in Python.
+ * entry in Python, and the compiler makes every answer in Python.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -838,6 +842,384 @@ error:
     return NULL;
 }
 
+/* -- a usual name's own answers (geodns/compile.py, _compile_zone) ------------ */
+
+static PyTypeObject *Answer_t, *Node_t;
+static Py_ssize_t an_aa, an_cid, an_heads, an_kind, an_rcode, an_signed, an_smaller, an_tails,
+    an_zone;
+static Py_ssize_t nd_below, nd_exact, nd_index, nd_memo, nd_name, nd_nodata, nd_nodata_wild,
+    nd_payload, nd_referral, nd_sec, nd_types, nd_wild;
+
+static PyObject *
+setup_compile(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyTypeObject *an, *nd;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyType_Type, &an, &PyType_Type, &nd))
+        return NULL;
+    if (find_slot(an, "aa", &an_aa) || find_slot(an, "cid", &an_cid) ||
+        find_slot(an, "heads", &an_heads) || find_slot(an, "kind", &an_kind) ||
+        find_slot(an, "rcode", &an_rcode) || find_slot(an, "signed", &an_signed) ||
+        find_slot(an, "smaller", &an_smaller) || find_slot(an, "tails", &an_tails) ||
+        find_slot(an, "zone", &an_zone) || find_slot(nd, "below_answer", &nd_below) ||
+        find_slot(nd, "exact", &nd_exact) || find_slot(nd, "index", &nd_index) ||
+        find_slot(nd, "memo", &nd_memo) || find_slot(nd, "name", &nd_name) ||
+        find_slot(nd, "nodata", &nd_nodata) || find_slot(nd, "nodata_wild", &nd_nodata_wild) ||
+        find_slot(nd, "payload", &nd_payload) || find_slot(nd, "referral", &nd_referral) ||
+        find_slot(nd, "sec", &nd_sec) || find_slot(nd, "types", &nd_types) ||
+        find_slot(nd, "wild", &nd_wild))
+        return NULL;
+    Py_XSETREF(Answer_t, (PyTypeObject *)Py_NewRef(an));
+    Py_XSETREF(Node_t, (PyTypeObject *)Py_NewRef(nd));
+    Py_RETURN_NONE;
+}
+
+/* The context own() is given, one tuple per zone (geodns/compile.py). */
+enum {
+    C_ZONE_NODES, C_NODES, C_EXACT, C_SHARED, C_ORIGIN, C_INDEX, C_PAYLOAD, C_NODATA, C_NXDOMAIN,
+    C_ZNAME, C_CID, C_RCODE, C_KIND, C_OPT, C_OPT_DO, C_HEADS, C_HEADS_OF, C_SLOW, C_COUNT
+};
+
+static int
+is_subdomain(const unsigned char *n, Py_ssize_t nl, const unsigned char *a, Py_ssize_t al)
+{
+    if (al == 1 && a[0] == 0)
+        return 1;
+    if (nl < al || memcmp(n + nl - al, a, (size_t)al) != 0)
+        return 0;
+    Py_ssize_t cut = nl - al, i = 0;
+    while (i < cut)
+        i += n[i] + 1;
+    return i == cut;
+}
+
+/* A name in the first record after the question ``q``, as the encoder
+ * writes it (compile._pointing), appended at ``out``; its length. */
+static Py_ssize_t
+pointing(const unsigned char *w, Py_ssize_t wl, const unsigned char *q, Py_ssize_t ql,
+         unsigned char *out)
+{
+    unsigned char low[256];
+    if (wl > 255)
+        return -1;
+    for (Py_ssize_t k = 0; k < wl; k++)
+        low[k] = (w[k] >= 'A' && w[k] <= 'Z') ? (unsigned char)(w[k] + 32) : w[k];
+    Py_ssize_t i = 0;
+    while (i < wl && w[i]) {
+        Py_ssize_t tl = wl - i;
+        if (tl <= ql && memcmp(q + ql - tl, low + i, (size_t)tl) == 0) {
+            Py_ssize_t at = ql - tl, j = 0;
+            while (j < at)
+                j += q[j] + 1;
+            if (j == at) {
+                memcpy(out, w, (size_t)i);
+                unsigned v = 0xC000 | (unsigned)(12 + at);
+                out[i] = (unsigned char)(v >> 8);
+                out[i + 1] = (unsigned char)v;
+                return i + 2;
+            }
+        }
+        i += w[i] + 1;
+    }
+    memcpy(out, w, (size_t)wl);
+    return wl;
+}
+
+#define ADDS_FOR(t) ((t) == 2 || (t) == 15 || (t) == 33 || (t) == 64 || (t) == 65)
+
+/* The answer of one record set (compile._own_answer), or a new reference
+ * to Py_None when it is not made here; NULL on an error. */
+static PyObject *
+own_body(PyObject *rrset, PyObject *name, PyObject *origin)
+{
+    PyObject *rtype_o = SLOT(rrset, rr_rtype), *ttl_o = SLOT(rrset, rr_ttl);
+    PyObject *rdatas = SLOT(rrset, rr_rdatas);
+    if (!PyTuple_Check(rdatas) || !PyLong_Check(rtype_o) || !PyLong_Check(ttl_o))
+        Py_RETURN_NONE;
+    long rtype = PyLong_AsLong(rtype_o);
+    unsigned long ttl = PyLong_AsUnsignedLong(ttl_o);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (rtype < 0 || rtype > 65535 || ttl > 0xFFFFFFFFUL)
+        Py_RETURN_NONE;
+    Py_ssize_t n = PyTuple_GET_SIZE(rdatas);
+    if (n == 0)
+        Py_RETURN_NONE;
+    const unsigned char *org = (const unsigned char *)PyBytes_AS_STRING(origin);
+    Py_ssize_t orl = PyBytes_GET_SIZE(origin);
+    /* first the sizes and whether it is made here */
+    Py_ssize_t size = 0;
+    for (Py_ssize_t r = 0; r < n; r++) {
+        PyObject *rd = PyTuple_GET_ITEM(rdatas, r);
+        if (Py_TYPE(rd) != RData_t)
+            Py_RETURN_NONE;
+        PyObject *target = SLOT(rd, rd_target), *parts = SLOT(rd, rd_parts);
+        if (ADDS_FOR(rtype) && target != Py_None) {
+            if (!PyBytes_Check(target))
+                Py_RETURN_NONE;
+            if (is_subdomain((const unsigned char *)PyBytes_AS_STRING(target),
+                             PyBytes_GET_SIZE(target), org, orl))
+                Py_RETURN_NONE; /* its addresses may go in the additional section */
+        }
+        if (!PyTuple_Check(parts))
+            Py_RETURN_NONE;
+        Py_ssize_t np = PyTuple_GET_SIZE(parts);
+        size += 12;
+        for (Py_ssize_t k = 0; k < np; k++) {
+            PyObject *p = PyTuple_GET_ITEM(parts, k);
+            if (!PyBytes_Check(p))
+                Py_RETURN_NONE;
+            if (PyObject_TypeCheck(p, CName_t) && (n > 1 || k != np - 1))
+                Py_RETURN_NONE; /* names the encoder may compress: in Python */
+            size += PyBytes_GET_SIZE(p);
+        }
+    }
+    PyObject *body = PyBytes_FromStringAndSize(NULL, size);
+    if (body == NULL)
+        return NULL;
+    unsigned char *d = (unsigned char *)PyBytes_AS_STRING(body);
+    const unsigned char *q = (const unsigned char *)PyBytes_AS_STRING(name);
+    Py_ssize_t ql = PyBytes_GET_SIZE(name);
+    Py_ssize_t o = 0;
+    for (Py_ssize_t r = 0; r < n; r++) {
+        PyObject *parts = SLOT(PyTuple_GET_ITEM(rdatas, r), rd_parts);
+        d[o++] = 0xC0;
+        d[o++] = 0x0C;
+        d[o++] = (unsigned char)(rtype >> 8);
+        d[o++] = (unsigned char)rtype;
+        d[o++] = 0;
+        d[o++] = 1;
+        d[o++] = (unsigned char)(ttl >> 24);
+        d[o++] = (unsigned char)(ttl >> 16);
+        d[o++] = (unsigned char)(ttl >> 8);
+        d[o++] = (unsigned char)ttl;
+        Py_ssize_t len_at = o;
+        o += 2;
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(parts); k++) {
+            PyObject *p = PyTuple_GET_ITEM(parts, k);
+            const unsigned char *pb = (const unsigned char *)PyBytes_AS_STRING(p);
+            Py_ssize_t pl = PyBytes_GET_SIZE(p);
+            if (PyObject_TypeCheck(p, CName_t)) {
+                Py_ssize_t wrote = pointing(pb, pl, q, ql, d + o);
+                if (wrote < 0) {
+                    Py_DECREF(body);
+                    Py_RETURN_NONE;
+                }
+                o += wrote;
+            } else {
+                memcpy(d + o, pb, (size_t)pl);
+                o += pl;
+            }
+        }
+        Py_ssize_t rdlen = o - len_at - 2;
+        if (rdlen > 65535) {
+            Py_DECREF(body);
+            Py_RETURN_NONE;
+        }
+        d[len_at] = (unsigned char)(rdlen >> 8);
+        d[len_at + 1] = (unsigned char)rdlen;
+    }
+    if (o != size && _PyBytes_Resize(&body, o) < 0)
+        return NULL;
+    return body;
+}
+
+static PyObject *
+concat(PyObject *a, PyObject *b)
+{
+    Py_ssize_t al = PyBytes_GET_SIZE(a), bl = PyBytes_GET_SIZE(b);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, al + bl);
+    if (out == NULL)
+        return NULL;
+    memcpy(PyBytes_AS_STRING(out), PyBytes_AS_STRING(a), (size_t)al);
+    memcpy(PyBytes_AS_STRING(out) + al, PyBytes_AS_STRING(b), (size_t)bl);
+    return out;
+}
+
+/* own(context, name) -> bool: the usual name's node and answers made and
+ * put in the tables, as compile._compile_zone's own path makes them; False
+ * (nothing done) when the name is not a usual one. */
+static PyObject *
+own(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 2 || !PyTuple_Check(args[0]) || PyTuple_GET_SIZE(args[0]) != C_COUNT ||
+        !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "own(context, name)");
+        return NULL;
+    }
+    if (Answer_t == NULL || RData_t == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "setup() and setup_compile() first");
+        return NULL;
+    }
+    PyObject *ctx = args[0], *name = args[1];
+#define CTX(i) PyTuple_GET_ITEM(ctx, i)
+    PyObject *zone_nodes = CTX(C_ZONE_NODES), *origin = CTX(C_ORIGIN);
+    if (!PyDict_Check(zone_nodes) || !PyDict_Check(CTX(C_NODES)) ||
+        !PyDict_Check(CTX(C_EXACT)) || !PyDict_Check(CTX(C_SHARED)) ||
+        !PyBytes_Check(origin) || !PyDict_Check(CTX(C_HEADS)) || !PyBytes_Check(CTX(C_OPT)) ||
+        !PyBytes_Check(CTX(C_OPT_DO))) {
+        PyErr_SetString(PyExc_TypeError, "own: a bad context");
+        return NULL;
+    }
+    PyObject *data = PyDict_GetItemWithError(zone_nodes, name);
+    if (data == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_FALSE; /* an empty non-terminal */
+    }
+    if (!PyDict_Check(data) || PyDict_GET_SIZE(data) == 0)
+        Py_RETURN_FALSE;
+    PyObject *cname = PyLong_FromLong(T_CNAME);
+    if (cname == NULL)
+        return NULL;
+    int has = PyDict_Contains(data, cname);
+    Py_DECREF(cname);
+    if (has < 0)
+        return NULL;
+    if (has || PyObject_RichCompareBool(name, origin, Py_EQ) != 0)
+        Py_RETURN_FALSE;
+    {
+        Py_ssize_t nl = PyBytes_GET_SIZE(name);
+        PyObject *wild = PyBytes_FromStringAndSize(NULL, nl + 2);
+        if (wild == NULL)
+            return NULL;
+        PyBytes_AS_STRING(wild)[0] = 1;
+        PyBytes_AS_STRING(wild)[1] = '*';
+        memcpy(PyBytes_AS_STRING(wild) + 2, PyBytes_AS_STRING(name), (size_t)nl);
+        has = PyDict_Contains(zone_nodes, wild);
+        Py_DECREF(wild);
+        if (has < 0)
+            return NULL;
+        if (has)
+            Py_RETURN_FALSE;
+    }
+    /* the types, in _prebuilt's order (a set's) */
+    PyObject *built;
+    if (PyDict_GET_SIZE(data) == 1) {
+        built = PySequence_Tuple(data);
+    } else {
+        PyObject *set = PySet_New(data);
+        built = set == NULL ? NULL : PySequence_Tuple(set);
+        Py_XDECREF(set);
+    }
+    if (built == NULL)
+        return NULL;
+    PyObject *types = PyDict_SetDefault(CTX(C_SHARED), built, built); /* borrowed */
+    if (types == NULL) {
+        Py_DECREF(built);
+        return NULL;
+    }
+    Py_INCREF(types);
+    /* the node first, as _compile_zone puts it in before its answers */
+    PyObject *node = Node_t->tp_alloc(Node_t, 0);
+    if (node == NULL) {
+        Py_DECREF(types);
+        Py_DECREF(built);
+        return NULL;
+    }
+    SLOT(node, nd_index) = Py_NewRef(CTX(C_INDEX));
+    SLOT(node, nd_name) = Py_NewRef(name);
+    SLOT(node, nd_payload) = Py_NewRef(CTX(C_PAYLOAD));
+    SLOT(node, nd_sec) = Py_NewRef(Py_None);
+    SLOT(node, nd_types) = types;
+    SLOT(node, nd_exact) = Py_NewRef(CTX(C_EXACT));
+    SLOT(node, nd_memo) = Py_NewRef(Py_None);
+    SLOT(node, nd_nodata) = Py_NewRef(CTX(C_NODATA));
+    SLOT(node, nd_referral) = Py_NewRef(Py_None);
+    SLOT(node, nd_wild) = Py_NewRef(Py_None);
+    SLOT(node, nd_nodata_wild) = Py_NewRef(Py_None);
+    SLOT(node, nd_below) = Py_NewRef(CTX(C_NXDOMAIN));
+    int failed = PyDict_SetItem(CTX(C_NODES), name, node);
+    Py_DECREF(node);
+    if (failed) {
+        Py_DECREF(built);
+        return NULL;
+    }
+    Py_ssize_t nl = PyBytes_GET_SIZE(name);
+    for (Py_ssize_t t = 0; t < PyTuple_GET_SIZE(built); t++) {
+        PyObject *rtype = PyTuple_GET_ITEM(built, t);
+        PyObject *rrset = PyDict_GetItemWithError(data, rtype);
+        long rt = PyLong_AsLong(rtype);
+        if (rrset == NULL || (rt == -1 && PyErr_Occurred()) || rt < 0 || rt > 65535) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "own: a bad record type");
+            Py_DECREF(built);
+            return NULL;
+        }
+        PyObject *ans = NULL;
+        PyObject *body = Py_TYPE(rrset) == RRset_t ? own_body(rrset, name, origin)
+                                                    : Py_NewRef(Py_None);
+        if (body == NULL) {
+            Py_DECREF(built);
+            return NULL;
+        }
+        if (body == Py_None) {
+            Py_DECREF(body);
+            ans = PyObject_CallFunctionObjArgs(CTX(C_SLOW), name, rtype, NULL);
+        } else {
+            Py_ssize_t an = PyTuple_GET_SIZE(SLOT(rrset, rr_rdatas));
+            PyObject *an_o = PyLong_FromSsize_t(an);
+            PyObject *heads = an_o == NULL ? NULL : PyDict_GetItemWithError(CTX(C_HEADS), an_o);
+            if (heads != NULL)
+                Py_INCREF(heads);
+            else if (an_o != NULL && !PyErr_Occurred())
+                heads = PyObject_CallOneArg(CTX(C_HEADS_OF), an_o);
+            Py_XDECREF(an_o);
+            PyObject *t1 = heads == NULL ? NULL : concat(body, CTX(C_OPT));
+            PyObject *t2 = t1 == NULL ? NULL : concat(body, CTX(C_OPT_DO));
+            PyObject *tails = t2 == NULL ? NULL : PyTuple_Pack(3, body, t1, t2);
+            Py_XDECREF(t1);
+            Py_XDECREF(t2);
+            Py_DECREF(body);
+            ans = tails == NULL ? NULL : Answer_t->tp_alloc(Answer_t, 0);
+            if (ans == NULL) {
+                Py_XDECREF(tails);
+                Py_XDECREF(heads);
+            } else {
+                SLOT(ans, an_rcode) = Py_NewRef(CTX(C_RCODE));
+                SLOT(ans, an_aa) = Py_NewRef(Py_True);
+                SLOT(ans, an_kind) = Py_NewRef(CTX(C_KIND));
+                SLOT(ans, an_zone) = Py_NewRef(CTX(C_ZNAME));
+                SLOT(ans, an_cid) = Py_NewRef(CTX(C_CID));
+                SLOT(ans, an_smaller) = Py_NewRef(Py_None);
+                SLOT(ans, an_heads) = heads;
+                SLOT(ans, an_tails) = tails;
+                SLOT(ans, an_signed) = Py_NewRef(Py_None);
+            }
+        }
+        if (ans == NULL) {
+            Py_DECREF(built);
+            return NULL;
+        }
+        /* its key: the name, the type and class IN */
+        PyObject *key = PyBytes_FromStringAndSize(NULL, nl + 4);
+        if (key == NULL) {
+            Py_DECREF(ans);
+            Py_DECREF(built);
+            return NULL;
+        }
+        unsigned char *k = (unsigned char *)PyBytes_AS_STRING(key);
+        memcpy(k, PyBytes_AS_STRING(name), (size_t)nl);
+        k[nl] = (unsigned char)(rt >> 8);
+        k[nl + 1] = (unsigned char)rt;
+        k[nl + 2] = 0;
+        k[nl + 3] = 1;
+        failed = PyDict_SetItem(CTX(C_EXACT), key, ans);
+        Py_DECREF(key);
+        Py_DECREF(ans);
+        if (failed) {
+            Py_DECREF(built);
+            return NULL;
+        }
+    }
+    Py_DECREF(built);
+    Py_RETURN_TRUE;
+#undef CTX
+}
+
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS,
      "setup(RData, RRset, Where, CompressibleName): the zone model's classes."},
@@ -845,6 +1227,11 @@ static PyMethodDef methods[] = {
      "entries(lines, starts, lo, hi, origin, ttl, file) -> list: for entries lo..hi-1 of "
      "records (entry i on lines starts[i]..starts[i+1]-1, 1-based), (owner lower-cased, "
      "{type: RRset}) when read here, else None."},
+    {"setup_compile", setup_compile, METH_VARARGS,
+     "setup_compile(Answer, Node): the compiled tables' classes."},
+    {"own", (PyCFunction)(void (*)(void))own, METH_FASTCALL,
+     "own(context, name) -> bool: a usual name's node and own answers put in the tables "
+     "(geodns/compile.py); False when the name is not a usual one."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -918,6 +918,12 @@ def _prebuilt(zone: Zone, name: bytes) -> tuple[set[int], bool]:
 
 
 _CLASS_TTL = struct.Struct("!HHIH")
+
+try:  # a usual name's node and own answers made in C (optional: else below, in Python)
+    from geodns import _zonetext
+except ImportError:  # pragma: no cover - a tree without the C helper built
+    _zonetext = None  # type: ignore[assignment]
+
 # Whether the usual names' answers are encoded without resolving
 # (:func:`_own_answer`; off only for tests/test_compile_own.py's comparison).
 _OWN_ANSWERS = True
@@ -1030,7 +1036,21 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
     origin = zone.origin
     plain = _OWN_ANSWERS and sec is None and not zone.steered and not index.cuts
     made = _Made(zname, payload)
+    context: tuple[object, ...] | None = None
+    if plain and _zonetext is not None:
+        def slow(name: bytes, rtype: int) -> Answer | Steered:
+            ans = _own_answer(zone_nodes[name][rtype], name, origin, made)
+            return ans if ans is not None else \
+                build.entry(index.resolve(name, rtype), name, index)
+
+        # What geodns/_zonetext.c's own() needs to do what the own path below does.
+        context = (zone_nodes, nodes, exact, shared, origin, index, payload, nodata_template,
+                   nxdomain, zname, made.cid, NOERROR, AnswerKind.ANSWER, made.opt, made.opt_do,
+                   {an: _heads(NOERROR, True, an, 0, 0) for an in range(1, 5)},
+                   lambda an: _heads(NOERROR, True, an, 0, 0), slow)
     for name in list(zone.nodes) + sorted(index.ents):
+        if context is not None and name not in reuse and _zonetext.own(context, name):
+            continue  # a usual name, made in C as below
         node = Node(index, name, payload, sec, exact)
         nodes[name] = node
         cut = index.cut_above(name)
@@ -1115,3 +1135,10 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
                 entry = exact.get(owner + _type_key(rtype))
             if isinstance(entry, Steered):
                 build.record_sets.append(entry)
+
+
+if _zonetext is not None:
+    from geodns.problems import Where
+
+    _zonetext.setup(RData, RRset, Where, CompressibleName)
+    _zonetext.setup_compile(Answer, Node)

@@ -14,6 +14,7 @@ from geodns import compile as compiler
 from geodns.compile import Answer, Node, Steered, compile_zones
 from geodns.problems import Problems
 from geodns.zones.loader import load_zone_text
+from tests.refservers import skip_or_fail
 
 VALUES = {
     "A": ['"192.0.2.1"', "[192.0.2.1, 192.0.2.2]", "192.0.2.3"],
@@ -64,7 +65,12 @@ def _node(n: Node) -> object:
             _answer(n.nodata_wild), _answer(n.below_answer), n.memo)
 
 
-def test_own_answers_are_the_resolved_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("in_c", [True, False])
+def test_own_answers_are_the_resolved_answers(monkeypatch: pytest.MonkeyPatch,
+                                              in_c: bool) -> None:
+    """With the C helper (geodns/_zonetext.c, own()) and without it."""
+    if in_c and compiler._zonetext is None:
+        skip_or_fail("the C helper geodns._zonetext is not built (no C compiler at install?)")
     rnd = random.Random(5)
     compiled = 0
     for n in range(150):
@@ -76,6 +82,8 @@ def test_own_answers_are_the_resolved_answers(monkeypatch: pytest.MonkeyPatch) -
         compiled += 1
         tables = []
         for own in (True, False):
+            if not in_c:
+                monkeypatch.setattr(compiler, "_zonetext", None)
             monkeypatch.setattr(compiler, "_OWN_ANSWERS", own)
             t = compile_zones([zone])
             tables.append(({k: _answer(a) for k, a in t.exact.items()},
