@@ -611,12 +611,21 @@ typedef struct {
     PyObject *ttl, *file;
 } Zone;
 
+/* What reading one entry needs, allocated once per entries() call (not
+ * static: another thread may read another zone meanwhile, should the
+ * interpreter switch threads inside an allocation). */
+typedef struct {
+    TypeEntry types[MAX_TYPES];
+    unsigned char canon[MAX_VALUES][256 + 4];
+    Py_ssize_t clen[MAX_VALUES];
+} Work;
+
 /* The entry on line ``number`` (text s[0:n]): (owner lower-cased, {type:
  * RRset}), Py_None when it is not read here, NULL on an error. */
 static PyObject *
-entry(const Zone *z, const unsigned char *s, Py_ssize_t n, long number)
+entry(const Zone *z, Work *work, const unsigned char *s, Py_ssize_t n, long number)
 {
-    static TypeEntry types[MAX_TYPES];
+    TypeEntry *types = work->types;
     int ntypes = 0;
     Py_ssize_t i = spaces(s, n, 0);
     Py_ssize_t key = i;
@@ -670,8 +679,8 @@ entry(const Zone *z, const unsigned char *s, Py_ssize_t n, long number)
         Py_RETURN_NONE;
 
     /* every value first: nothing is made for an entry left to the loader */
-    static unsigned char canon[MAX_VALUES][256 + 4];
-    static Py_ssize_t clen[MAX_VALUES];
+    unsigned char (*canon)[256 + 4] = work->canon;
+    Py_ssize_t *clen = work->clen;
     PyObject *node = PyDict_New();
     PyObject *owner = NULL, *low = NULL, *line = NULL;
     if (node == NULL)
@@ -811,9 +820,14 @@ entries(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "entries: origin is not a wire name");
         return NULL;
     }
+    Work *work = PyMem_Malloc(sizeof(Work));
+    if (work == NULL)
+        return PyErr_NoMemory();
     PyObject *out = PyList_New(hi - lo);
-    if (out == NULL)
+    if (out == NULL) {
+        PyMem_Free(work);
         return NULL;
+    }
     for (Py_ssize_t e = lo; e < hi; e++) {
         long first = PyLong_AsLong(PyList_GET_ITEM(starts, e));
         long after = PyLong_AsLong(PyList_GET_ITEM(starts, e + 1));
@@ -830,14 +844,16 @@ entries(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             if (!ok || !PyUnicode_Check(line) || !PyUnicode_IS_ASCII(line))
                 got = Py_NewRef(Py_None);
             else
-                got = entry(&z, PyUnicode_1BYTE_DATA(line), PyUnicode_GET_LENGTH(line), first);
+                got = entry(&z, work, PyUnicode_1BYTE_DATA(line), PyUnicode_GET_LENGTH(line), first);
         }
         if (got == NULL)
             goto error;
         PyList_SET_ITEM(out, e - lo, got);
     }
+    PyMem_Free(work);
     return out;
 error:
+    PyMem_Free(work);
     Py_DECREF(out);
     return NULL;
 }
