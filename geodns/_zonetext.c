@@ -1095,8 +1095,13 @@ own(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_DECREF(cname);
     if (has < 0)
         return NULL;
-    if (has || PyObject_RichCompareBool(name, origin, Py_EQ) != 0)
+    if (has)
         Py_RETURN_FALSE;
+    has = PyObject_RichCompareBool(name, origin, Py_EQ);
+    if (has < 0)
+        return NULL;
+    if (has)
+        Py_RETURN_FALSE; /* the apex */
     {
         Py_ssize_t nl = PyBytes_GET_SIZE(name);
         PyObject *wild = PyBytes_FromStringAndSize(NULL, nl + 2);
