@@ -9,7 +9,7 @@ CONFIG ?= geodns.yaml
 # What the editable install builds or reads at install time: a change to any of them
 # installs again (the version, the dependencies, the optional C helper).
 INSTALL_INPUTS := pyproject.toml setup.py geodns/__init__.py geodns/_udpbatch.c geodns/_plane.c \
-                  geodns/_udpbatch.h geodns/_mmdbtree.c
+                  geodns/_udpbatch.h geodns/_mmdbtree.c geodns/_zonetext.c
 
 .PHONY: serve test lint check bench clean
 
@@ -22,8 +22,8 @@ $(STAMP): $(INSTALL_INPUTS)
 	    rm -rf $(VENV); exit 1; }
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e .
-	@$(BIN)/python -c 'import geodns._udpbatch, geodns._mmdbtree' 2>/dev/null || \
-	  echo "note: the C helpers for batched UDP and steering maps were not built (no C" \
+	@$(BIN)/python -c 'import geodns._udpbatch, geodns._mmdbtree, geodns._zonetext' 2>/dev/null || \
+	  echo "note: the C helpers for batched UDP, steering maps and zone reading were not built (no C" \
 	       "compiler or Python headers: apt install gcc python3-dev, then make clean serve);" \
 	       "geodns works without them, more slowly (README.md)" >&2
 	touch $(STAMP)

@@ -61,6 +61,7 @@ from geodns.rdata import (
     RData,
 )
 from geodns.resolve import (
+    _ADDITIONAL_FOR,
     NOERROR,
     NOTAUTH,
     NOTIMP,
@@ -916,6 +917,105 @@ def _prebuilt(zone: Zone, name: bytes) -> tuple[set[int], bool]:
     return types, False
 
 
+_CLASS_TTL = struct.Struct("!HHIH")
+
+try:  # a usual name's node and own answers made in C (optional: else below, in Python)
+    from geodns import _zonetext
+except ImportError:  # pragma: no cover - a tree without the C helper built
+    _zonetext = None  # type: ignore[assignment]
+
+# Whether the usual names' answers are encoded without resolving
+# (:func:`_own_answer`; off only for tests/test_compile_own.py's comparison).
+_OWN_ANSWERS = True
+
+
+def _own_answer(rrset: RRset, name: bytes, origin: bytes, made: _Made) -> Answer | None:
+    """The answer of a name's own record set, as :func:`encode` makes it
+    from ``index.resolve`` when that is the set alone (owner ``C0 0C``);
+    None when the answer may carry more (the in-zone addresses of a
+    target, for the types that add them)."""
+    rtype = rrset.rtype
+    rdatas = rrset.rdatas
+    if rtype in _ADDITIONAL_FOR:
+        for rd in rdatas:
+            if rd.target is not None and names.is_subdomain(rd.target, origin):
+                return None
+    out: list[bytes] | None = []
+    for rd in rdatas:
+        parts = rd.parts
+        if len(parts) == 1 and type(parts[0]) is bytes:
+            wire = parts[0]
+        elif any(isinstance(p, CompressibleName) for p in parts):
+            out = None
+            break
+        else:
+            wire = b"".join(parts)
+        assert out is not None
+        out.append(b"\xc0\x0c" + _CLASS_TTL.pack(rtype, CLASS_IN, rrset.ttl, len(wire)) + wire)
+    if out is None and len(rdatas) == 1:  # one name inside, that may point into the question
+        parts = rdatas[0].parts
+        if isinstance(parts[-1], CompressibleName) and \
+                not any(isinstance(p, CompressibleName) for p in parts[:-1]):
+            rd_wire = b"".join(parts[:-1]) + _pointing(parts[-1], name)
+            return made.answer(1, b"\xc0\x0c" + _CLASS_TTL.pack(rtype, CLASS_IN, rrset.ttl,
+                                                                  len(rd_wire)) + rd_wire)
+    if out is None:  # names inside that the encoder may compress
+        enc = _Encoder(name)
+        for rd in rdatas:
+            enc.record(Record(QNAME, rtype, rrset.ttl, rd))
+        body = bytes(enc.buf)
+    else:
+        body = out[0] if len(out) == 1 else b"".join(out)
+    return made.answer(len(rdatas), body)
+
+
+def _pointing(wire: bytes, qname: bytes) -> bytes:
+    """A name in the first record after the question ``qname``, as the
+    encoder writes it (:meth:`_Encoder.name`): up to its longest ancestor
+    that is one of the question's (the root aside), then a pointer to
+    that one in the question."""
+    low = wire.lower()
+    i = 0
+    while wire[i]:
+        tail = low[i:]
+        if qname.endswith(tail):
+            at = len(qname) - len(tail)
+            j = 0
+            while j < at:  # (where the question's labels start)
+                j += qname[j] + 1
+            if j == at:
+                return wire[:i] + struct.pack("!H", 0xC000 | (12 + at))
+        i += wire[i] + 1
+    return wire
+
+
+class _Made:
+    """What every positive answer of one zone shares, for making many
+    (:func:`_own_answer`): the same object :class:`Answer` would make."""
+
+    def __init__(self, zname: str, payload: int) -> None:
+        self.zone = zname
+        self.cid = LABELS.cid((zname, NOERROR))
+        self.opt = _opt(payload, False, b"")
+        self.opt_do = _opt(payload, True, b"")
+        self.new = object.__new__
+
+    def answer(self, an: int, body: bytes) -> Answer:
+        """What ``Answer(NOERROR, True, (an, 0, 0), body, AnswerKind.ANSWER,
+        zone, payload)`` makes, without its calls."""
+        ans: Answer = self.new(Answer)
+        ans.rcode = NOERROR
+        ans.aa = True
+        ans.kind = AnswerKind.ANSWER
+        ans.zone = self.zone
+        ans.cid = self.cid
+        ans.smaller = None
+        ans.heads = _heads(NOERROR, True, an, 0, 0)
+        ans.tails = (body, body + self.opt, body + self.opt_do)
+        ans.signed = None
+        return ans
+
+
 def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answer | Steered],
                   build: _Build) -> None:
     """Fill the tables for one zone."""
@@ -932,7 +1032,25 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
 
     reuse = build.reuse
     shared: dict[tuple[int, ...], tuple[int, ...]] = {}
+    zone_nodes = zone.nodes
+    origin = zone.origin
+    plain = _OWN_ANSWERS and sec is None and not zone.steered and not index.cuts
+    made = _Made(zname, payload)
+    context: tuple[object, ...] | None = None
+    if plain and _zonetext is not None:
+        def slow(name: bytes, rtype: int) -> Answer | Steered:
+            ans = _own_answer(zone_nodes[name][rtype], name, origin, made)
+            return ans if ans is not None else \
+                build.entry(index.resolve(name, rtype), name, index)
+
+        # What geodns/_zonetext.c's own() needs to do what the own path below does.
+        context = (zone_nodes, nodes, exact, shared, origin, index, payload, nodata_template,
+                   nxdomain, zname, made.cid, NOERROR, AnswerKind.ANSWER, made.opt, made.opt_do,
+                   {an: _heads(NOERROR, True, an, 0, 0) for an in range(1, 5)},
+                   lambda an: _heads(NOERROR, True, an, 0, 0), slow)
     for name in list(zone.nodes) + sorted(index.ents):
+        if context is not None and name not in reuse and _zonetext.own(context, name):
+            continue  # a usual name, made in C as below
         node = Node(index, name, payload, sec, exact)
         nodes[name] = node
         cut = index.cut_above(name)
@@ -957,6 +1075,22 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
                     else encode(index.resolve(name, DS), name, zname, payload, sec)
                 node.types = (DS,)
                 exact[name + _type_key(DS)] = ds_answer
+            continue
+        data = zone_nodes.get(name)
+        if plain and data is not None and CNAME not in data and name != origin and \
+                b"\x01*" + name not in zone_nodes:
+            # The usual name (no CNAME, no wildcard below it, in an unsigned
+            # zone without steering or delegations): each type's answer is
+            # its own records, with the in-zone addresses of their targets
+            # (none: encoded here, without resolving).
+            built = tuple(data) if len(data) == 1 else tuple(set(data))  # (in _prebuilt's order)
+            for rtype in built:
+                ans = _own_answer(data[rtype], name, origin, made)
+                exact[name + _type_key(rtype)] = ans if ans is not None else \
+                    build.entry(index.resolve(name, rtype), name, index)
+            node.nodata = nodata_template
+            node.types = shared.setdefault(built, built)
+            node.below_answer = nxdomain
             continue
         types, is_cname = _prebuilt(zone, name)
         if is_cname:
@@ -1001,3 +1135,10 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
                 entry = exact.get(owner + _type_key(rtype))
             if isinstance(entry, Steered):
                 build.record_sets.append(entry)
+
+
+if _zonetext is not None:
+    from geodns.problems import Where
+
+    _zonetext.setup(RData, RRset, Where, CompressibleName)
+    _zonetext.setup_compile(Answer, Node)

@@ -154,7 +154,10 @@ class ZoneIndex:
         self.cuts = zone.delegations()
         self._after: dict[tuple[bytes, int], Resolution] = {}
         ents: set[bytes] = set()
+        below = len(zone.origin) + 1
         for owner in zone.nodes:
+            if len(owner) - owner[0] <= below:
+                continue  # (a child of the apex, or the apex: no name between)
             anc = names.parent(owner)
             while anc != zone.origin and len(anc) > len(zone.origin):
                 if anc not in zone.nodes:

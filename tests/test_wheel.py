@@ -97,9 +97,11 @@ def test_wheel_builds_installs_and_serves(tmp_path: Path) -> None:
         names = wheel.namelist()
     assert any(re.fullmatch(r"geodns/_udpbatch\..*\.so", n) for n in names), names
     assert any(re.fullmatch(r"geodns/_mmdbtree\..*\.so", n) for n in names), names
+    assert any(re.fullmatch(r"geodns/_zonetext\..*\.so", n) for n in names), names
     assert "geodns/static/status.html" in names
     assert not [n for n in names if not n.startswith(("geodns/", "geodns-"))], names
     assert "geodns/_udpbatch.c" not in names and "geodns/_mmdbtree.c" not in names
+    assert "geodns/_zonetext.c" not in names
 
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", venv], cwd=tmp_path)

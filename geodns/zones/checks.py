@@ -19,8 +19,12 @@ def check_zone(zone: Zone, p: Problems, where: Where) -> None:
     if CNAME in apex:
         p.add(apex[CNAME].where or where, "a CNAME is not allowed at the zone apex")
     cuts = zone.delegations()
+    steered_sets = zone.steered
     for owner, types in zone.nodes.items():
-        steered = zone.steered.get(owner, {})
+        if owner not in steered_sets and (len(types) == 1 or CNAME not in types) and \
+                DS not in types and owner not in cuts:
+            continue  # (the usual name: nothing below applies to it)
+        steered = steered_sets.get(owner, {})
         all_types = set(types) | set(steered)
         if CNAME in all_types and len(all_types) > 1:
             others = ", ".join(rdata.type_name(t) for t in sorted(all_types) if t != CNAME)

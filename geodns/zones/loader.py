@@ -32,7 +32,7 @@ from pathlib import Path
 from geodns import names, rdata
 from geodns.dnssec import policy as dnssec_policy
 from geodns.health.parse import CHECK_DEFAULTS
-from geodns.rdata import CNAME, SOA, RData, RDataError
+from geodns.rdata import CNAME, SOA, CompressibleName, RData, RDataError
 from geodns.yamlsrc import (
     Problems,
     Where,
@@ -51,6 +51,13 @@ from geodns.zones.checks import check_zone
 from geodns.zones.model import RRset, Zone, ZoneSource
 from geodns.zones.steer import steer_spec
 from geodns.zones.values import is_structured, parse_value
+
+try:  # the usual entries of records read in C (optional: else in Python)
+    from geodns import _zonetext
+except ImportError:  # pragma: no cover - a tree without the C helper built
+    _zonetext = None  # type: ignore[assignment]
+else:
+    _zonetext.setup(RData, RRset, Where, CompressibleName)
 
 ZONE_SUFFIXES = (".yaml", ".yml")
 _LABEL_OK = re.compile(r"^[A-Za-z0-9_\-/\\*]+$")  # "\\" stands for an escape here
@@ -526,9 +533,28 @@ class _Splice:
         seen: set[bytes] = set()
         fresh: set[bytes] = set()
         parsed = 0
-        for i in range(len(self.starts) - 1):
+        count = len(self.starts) - 1
+        nodes = zone.nodes
+        # Entries of the usual shapes read in C, straight to their record
+        # sets (geodns/_zonetext.c): all at once on a first load, else each
+        # entry not taken from before.  None: read here as before (every
+        # problem is reported by that reading).
+        fast = self._fast(zone, 0, count) if reuse is None else None
+        for i in range(count):
             owner = reuse.take(i) if reuse is not None else None
             if owner is None:
+                got = fast[i] if fast is not None else self._fast(zone, i, i + 1)[0]
+                if got is not None and got[0] not in nodes:
+                    owner = got[0]
+                    nodes[owner] = got[1]
+                    if reuse is not None:
+                        fresh.add(owner)
+                    if owner in seen:
+                        self.failed = True
+                        return
+                    seen.add(owner)
+                    owners.append(owner)
+                    continue
                 entry = self._line(i)
                 if entry is None and parsed < MAX_SPLICED:
                     entry = self._entry(i)
@@ -544,6 +570,15 @@ class _Splice:
         zone.source = ZoneSource(self.text.text, tuple(owners), array("I", self.starts),
                                  None if previous is None else weakref.ref(previous),
                                  frozenset(fresh))
+
+    def _fast(self, zone: Zone, lo: int, hi: int) -> list[tuple[bytes, dict[int, RRset]] | None]:
+        """Entries ``lo`` to ``hi - 1`` read in C when they are of the usual
+        shapes and certainly valid (each: its owner, lower-cased, and its
+        record sets, as :meth:`_ZoneBuilder.owner` makes them), else None."""
+        if _zonetext is None:
+            return [None] * (hi - lo)
+        return _zonetext.entries(self.lines, self.starts, lo, hi, zone.origin,
+                                 zone.default_ttl, self.file)
 
     def _line(self, i: int) -> tuple[YScalar, YNode] | None:
         """Entry ``i`` read without the parser, when it is one line of the

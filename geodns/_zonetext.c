@@ -1,0 +1,1269 @@
+/*
+ * The usual entries of a zone's ``records`` read in C (geodns/zones/loader.py,
+ * _Splice.fill): a line such as
+ *
+ *     h1: {A: "192.0.2.1"}
+ *     mx: {MX: [{preference: 10, exchange: mail.example.net.}], TXT: "v=spf1 -all"}
+ *
+ * straight to the record sets the zone model holds, without the YAML nodes,
+ * the per-value Python calls or the checks a value of that shape cannot
+ * fail.  Only what is certainly valid is read here: a relative owner of
+ * letters, digits and "_ - /" labels, the types A, AAAA, TXT, MX, NS, CNAME
+ * and PTR, each with one value or a list of values, in the shapes
+ * yamlsrc.flow_entry reads (its grammar, narrowed); the value already in
+ * the form geodns shows it (an address as inet_ntop writes it, a name of
+ * those labels).  Anything else, or anything that would be a problem (a
+ * duplicate record, a name too long, ...), is None: the loader then reads
+ * that entry as before (flow_entry or the parser), which reports every
+ * problem at its file:line:column.  tests/test_zonetext.py compares both
+ * ways on random lines.
+ *
+ * And the compiler's counterpart (own(), below): a usual name's node and
+ * its answers, each its own records after the question, made as
+ * geodns/compile.py's own path makes them (tests/test_compile_own.py).
+ *
+ * Optional, like geodns/_udpbatch.c: without it the loader reads every
+ * entry in Python, and the compiler makes every answer in Python.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <arpa/inet.h>
+#include <string.h>
+
+/* The classes the zone model is made of (set by setup()), and where their
+ * slots are: the objects are made here as their own constructors make them. */
+static PyTypeObject *RData_t, *RRset_t, *Where_t, *CName_t;
+static Py_ssize_t rd_parts, rd_text, rd_target;
+static Py_ssize_t rr_owner, rr_rtype, rr_ttl, rr_rdatas, rr_where;
+
+#define T_A 1
+#define T_NS 2
+#define T_CNAME 5
+#define T_PTR 12
+#define T_MX 15
+#define T_TXT 16
+#define T_AAAA 28
+
+#define MAX_VALUES 64   /* more values in one list: read in Python */
+#define MAX_TYPES 16    /* more types in one entry: read in Python */
+#define MAX_TXT 60000   /* a longer TXT string: read in Python (the 65535-byte limit) */
+
+static int
+find_slot(PyTypeObject *t, const char *name, Py_ssize_t *off)
+{
+    for (PyMemberDef *m = t->tp_members; m != NULL && m->name != NULL; m++) {
+        if (strcmp(m->name, name) == 0 && m->type == T_OBJECT_EX && !(m->flags & READONLY)) {
+            *off = m->offset;
+            return 0;
+        }
+    }
+    PyErr_Format(PyExc_TypeError, "%s has no slot %s", t->tp_name, name);
+    return -1;
+}
+
+static PyObject *
+setup(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyTypeObject *rd, *rr, *wh, *cn;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!", &PyType_Type, &rd, &PyType_Type, &rr,
+                          &PyType_Type, &wh, &PyType_Type, &cn))
+        return NULL;
+    if (!PyType_IsSubtype(wh, &PyTuple_Type) || !PyType_IsSubtype(cn, &PyBytes_Type)) {
+        PyErr_SetString(PyExc_TypeError, "Where must be a tuple and the name a bytes type");
+        return NULL;
+    }
+    if (find_slot(rd, "parts", &rd_parts) || find_slot(rd, "text", &rd_text) ||
+        find_slot(rd, "target", &rd_target) || find_slot(rr, "owner", &rr_owner) ||
+        find_slot(rr, "rtype", &rr_rtype) || find_slot(rr, "ttl", &rr_ttl) ||
+        find_slot(rr, "rdatas", &rr_rdatas) || find_slot(rr, "where", &rr_where))
+        return NULL;
+    Py_XSETREF(RData_t, (PyTypeObject *)Py_NewRef(rd));
+    Py_XSETREF(RRset_t, (PyTypeObject *)Py_NewRef(rr));
+    Py_XSETREF(Where_t, (PyTypeObject *)Py_NewRef(wh));
+    Py_XSETREF(CName_t, (PyTypeObject *)Py_NewRef(cn));
+    Py_RETURN_NONE;
+}
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+/* -- the line's grammar (a part of yamlsrc.flow_entry's) -------------------- */
+
+typedef struct {
+    Py_ssize_t at, len; /* the text (quotes left out) */
+    int quoted;
+} Scalar;
+
+typedef struct {
+    int kind; /* 0: a scalar; 1: an MX mapping {preference, exchange} */
+    Scalar s, pref;
+} Value;
+
+typedef struct {
+    int rtype;
+    Py_ssize_t column; /* the type key's, 1-based */
+    int n;
+    Value v[MAX_VALUES];
+} TypeEntry;
+
+static int
+is_safe(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '.' || c == '+' || c == '=' || c == '@' || c == '/' || c == '-';
+}
+
+static Py_ssize_t
+spaces(const unsigned char *s, Py_ssize_t n, Py_ssize_t i)
+{
+    while (i < n && s[i] == ' ')
+        i++;
+    return i;
+}
+
+/* A scalar at s[i]; the index after it, or -1. */
+static Py_ssize_t
+scalar(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, Scalar *out)
+{
+    if (i >= n)
+        return -1;
+    unsigned char c = s[i];
+    if (c == '"' || c == '\'') {
+        Py_ssize_t j = i + 1;
+        while (j < n && s[j] != c) {
+            unsigned char d = s[j];
+            if (d < 0x20 || d > 0x7e || (c == '"' && d == '\\'))
+                return -1;
+            j++;
+        }
+        if (j >= n)
+            return -1;
+        out->at = i + 1;
+        out->len = j - i - 1;
+        out->quoted = 1;
+        return j + 1;
+    }
+    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+          c == '_' || c == '.'))
+        return -1;
+    Py_ssize_t j = i + 1;
+    for (;;) {
+        while (j < n && is_safe(s[j]))
+            j++;
+        if (j + 1 < n && s[j] == ' ' && is_safe(s[j + 1])) {
+            j += 1;
+            continue;
+        }
+        break;
+    }
+    out->at = i;
+    out->len = j - i;
+    out->quoted = 0;
+    return j;
+}
+
+/* A flow mapping's key (``[A-Za-z][A-Za-z0-9_-]*`` followed by ``:`` and
+ * spaces); the index of its value, or -1. */
+static Py_ssize_t
+flow_key(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, Py_ssize_t *end)
+{
+    if (i >= n || !((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z')))
+        return -1;
+    Py_ssize_t j = i + 1;
+    while (j < n && ((s[j] >= 'A' && s[j] <= 'Z') || (s[j] >= 'a' && s[j] <= 'z') ||
+                     (s[j] >= '0' && s[j] <= '9') || s[j] == '_' || s[j] == '-'))
+        j++;
+    *end = j;
+    if (j + 1 >= n || s[j] != ':' || s[j + 1] != ' ')
+        return -1;
+    return spaces(s, n, j + 1);
+}
+
+static int
+key_is(const unsigned char *s, Py_ssize_t i, Py_ssize_t end, const char *word)
+{
+    size_t len = strlen(word);
+    return (size_t)(end - i) == len && memcmp(s + i, word, len) == 0;
+}
+
+/* ``{preference: P, exchange: E}`` at s[i] ('{'); the index after it, or -1. */
+static Py_ssize_t
+mx_map(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, Value *v)
+{
+    int have_pref = 0, have_exch = 0;
+    i = spaces(s, n, i + 1);
+    for (;;) {
+        Py_ssize_t end, at = flow_key(s, n, i, &end);
+        if (at < 0)
+            return -1;
+        Scalar *into;
+        if (key_is(s, i, end, "preference") && !have_pref) {
+            have_pref = 1;
+            into = &v->pref;
+        } else if (key_is(s, i, end, "exchange") && !have_exch) {
+            have_exch = 1;
+            into = &v->s;
+        } else {
+            return -1;
+        }
+        i = scalar(s, n, at, into);
+        if (i < 0)
+            return -1;
+        i = spaces(s, n, i);
+        if (i < n && s[i] == '}') {
+            if (!have_pref || !have_exch)
+                return -1;
+            v->kind = 1;
+            return i + 1;
+        }
+        if (i >= n || s[i] != ',')
+            return -1;
+        i = spaces(s, n, i + 1);
+    }
+}
+
+/* One type's value (a scalar, a list, or for MX a mapping) at s[i]. */
+static Py_ssize_t
+type_value(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, TypeEntry *t)
+{
+    if (i < n && s[i] == '[') {
+        i = spaces(s, n, i + 1);
+        for (;;) {
+            if (t->n == MAX_VALUES)
+                return -1;
+            Value *v = &t->v[t->n];
+            if (i < n && s[i] == '{') {
+                if (t->rtype != T_MX)
+                    return -1;
+                i = mx_map(s, n, i, v);
+            } else {
+                v->kind = 0;
+                i = scalar(s, n, i, &v->s);
+            }
+            if (i < 0)
+                return -1;
+            t->n++;
+            i = spaces(s, n, i);
+            if (i < n && s[i] == ']')
+                return i + 1;
+            if (i >= n || s[i] != ',')
+                return -1;
+            i = spaces(s, n, i + 1);
+        }
+    }
+    Value *v = &t->v[0];
+    t->n = 1;
+    if (i < n && s[i] == '{') {
+        if (t->rtype != T_MX)
+            return -1;
+        return mx_map(s, n, i, v);
+    }
+    v->kind = 0;
+    return scalar(s, n, i, &v->s);
+}
+
+static int
+type_of(const unsigned char *s, Py_ssize_t i, Py_ssize_t end)
+{
+    if (key_is(s, i, end, "A"))
+        return T_A;
+    if (key_is(s, i, end, "AAAA"))
+        return T_AAAA;
+    if (key_is(s, i, end, "TXT"))
+        return T_TXT;
+    if (key_is(s, i, end, "MX"))
+        return T_MX;
+    if (key_is(s, i, end, "NS"))
+        return T_NS;
+    if (key_is(s, i, end, "CNAME"))
+        return T_CNAME;
+    if (key_is(s, i, end, "PTR"))
+        return T_PTR;
+    return 0;
+}
+
+/* -- values ------------------------------------------------------------------ */
+
+static int
+name_char(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '-' || c == '/';
+}
+
+/* A name of plain labels into wire form (relative ones end in ``origin``);
+ * its length, or -1.  ``absolute`` tells whether it ended with a dot. */
+static Py_ssize_t
+name_wire(const unsigned char *t, Py_ssize_t len, const unsigned char *origin,
+          Py_ssize_t olen, unsigned char *out, int *absolute)
+{
+    Py_ssize_t o = 0, i = 0;
+    if (len == 0)
+        return -1;
+    while (i < len) {
+        Py_ssize_t j = i;
+        while (j < len && name_char(t[j]))
+            j++;
+        Py_ssize_t l = j - i;
+        if (l < 1 || l > 63 || o + 1 + l > 255)
+            return -1;
+        out[o++] = (unsigned char)l;
+        memcpy(out + o, t + i, (size_t)l);
+        o += l;
+        if (j == len) {
+            *absolute = 0;
+            if (o + olen > 255)
+                return -1;
+            memcpy(out + o, origin, (size_t)olen);
+            return o + olen;
+        }
+        if (t[j] != '.')
+            return -1;
+        if (j + 1 == len) {
+            *absolute = 1;
+            out[o++] = 0;
+            return o;
+        }
+        i = j + 1;
+    }
+    return -1;
+}
+
+/* The name's text as geodns shows it (names.to_text): its labels, each of
+ * name_char only (else -1: the loader shows it), a dot after each. */
+static PyObject *
+name_text(const unsigned char *w, Py_ssize_t wlen, const char *prefix)
+{
+    char buf[300 + 16];
+    size_t o = strlen(prefix);
+    memcpy(buf, prefix, o);
+    Py_ssize_t i = 0;
+    if (w[0] == 0)
+        return NULL;
+    while (i < wlen && w[i] != 0) {
+        unsigned char l = w[i++];
+        for (unsigned char k = 0; k < l; k++) {
+            if (!name_char(w[i + k]))
+                return NULL;
+        }
+        memcpy(buf + o, w + i, l);
+        o += l;
+        buf[o++] = '.';
+        i += l;
+    }
+    return PyUnicode_DecodeASCII(buf, (Py_ssize_t)o, NULL);
+}
+
+static PyObject *
+lower_bytes(PyObject *b)
+{
+    const char *s = PyBytes_AS_STRING(b);
+    Py_ssize_t n = PyBytes_GET_SIZE(b);
+    Py_ssize_t k;
+    for (k = 0; k < n; k++) {
+        if (s[k] >= 'A' && s[k] <= 'Z')
+            break;
+    }
+    if (k == n)
+        return Py_NewRef(b);
+    PyObject *out = PyBytes_FromStringAndSize(s, n);
+    if (out == NULL)
+        return NULL;
+    char *d = PyBytes_AS_STRING(out);
+    for (; k < n; k++) {
+        if (d[k] >= 'A' && d[k] <= 'Z')
+            d[k] = (char)(d[k] + 32);
+    }
+    return out;
+}
+
+static PyObject *
+make_rdata(PyObject *parts, PyObject *text, PyObject *target)
+{
+    PyObject *rd = RData_t->tp_alloc(RData_t, 0);
+    if (rd == NULL) {
+        Py_DECREF(parts);
+        Py_DECREF(text);
+        Py_XDECREF(target);
+        return NULL;
+    }
+    SLOT(rd, rd_parts) = parts;
+    SLOT(rd, rd_text) = text;
+    SLOT(rd, rd_target) = target != NULL ? target : Py_NewRef(Py_None);
+    return rd;
+}
+
+/* A compressible name's bytes (geodns.rdata.CompressibleName). */
+static PyObject *
+cname_bytes(const unsigned char *w, Py_ssize_t n)
+{
+    PyObject *b = PyBytes_FromStringAndSize((const char *)w, n);
+    if (b == NULL)
+        return NULL;
+    PyObject *c = PyObject_CallOneArg((PyObject *)CName_t, b);
+    Py_DECREF(b);
+    return c;
+}
+
+static int
+is_null_word(const unsigned char *s, const Scalar *v)
+{
+    if (v->quoted)
+        return 0;
+    return (v->len == 4 && (memcmp(s + v->at, "null", 4) == 0 ||
+                            memcmp(s + v->at, "Null", 4) == 0 ||
+                            memcmp(s + v->at, "NULL", 4) == 0));
+}
+
+/* Value ``v`` of type ``rtype`` as RDATA (a new reference), its canonical
+ * form (DNSSEC's, to find duplicates) in ``canon``; Py_None (a new
+ * reference) when it is not certainly valid here; NULL on an error. */
+static PyObject *
+rdata_of(int rtype, const unsigned char *s, const Value *v, const unsigned char *origin,
+         Py_ssize_t olen, unsigned char *canon, Py_ssize_t *clen)
+{
+    const Scalar *sc = &v->s;
+    const unsigned char *t = s + sc->at;
+    Py_ssize_t len = sc->len;
+    unsigned char w[256 + 2];
+    int absolute;
+
+    if (v->kind == 0 && is_null_word(s, sc))
+        Py_RETURN_NONE;
+    if (rtype == T_A || rtype == T_AAAA) {
+        char buf[64], back[64];
+        unsigned char packed[16];
+        int family = rtype == T_A ? AF_INET : AF_INET6;
+        if (len == 0 || len >= (Py_ssize_t)sizeof(buf))
+            Py_RETURN_NONE;
+        memcpy(buf, t, (size_t)len);
+        buf[len] = 0;
+        if (rtype == T_AAAA && memchr(buf, '.', (size_t)len) != NULL)
+            Py_RETURN_NONE;
+        if (inet_pton(family, buf, packed) != 1 ||
+            inet_ntop(family, packed, back, sizeof(back)) == NULL || strcmp(buf, back) != 0)
+            Py_RETURN_NONE;
+        Py_ssize_t plen = rtype == T_A ? 4 : 16;
+        memcpy(canon, packed, (size_t)plen);
+        *clen = plen;
+        PyObject *wire = PyBytes_FromStringAndSize((const char *)packed, plen);
+        if (wire == NULL)
+            return NULL;
+        PyObject *parts = PyTuple_Pack(1, wire);
+        Py_DECREF(wire);
+        if (parts == NULL)
+            return NULL;
+        PyObject *text = PyUnicode_DecodeASCII(buf, len, NULL);
+        if (text == NULL) {
+            Py_DECREF(parts);
+            return NULL;
+        }
+        return make_rdata(parts, text, NULL);
+    }
+    if (rtype == T_TXT) {
+        if (len > MAX_TXT)
+            Py_RETURN_NONE;
+        Py_ssize_t chunks = len == 0 ? 1 : (len + 254) / 255;
+        PyObject *wire = PyBytes_FromStringAndSize(NULL, len + chunks);
+        if (wire == NULL)
+            return NULL;
+        /* the text: each chunk in double quotes, '"' escaped, one space between */
+        Py_ssize_t quotes = 0;
+        for (Py_ssize_t k = 0; k < len; k++)
+            quotes += t[k] == '"';
+        PyObject *text = PyUnicode_New(len + quotes + 3 * chunks - 1, 127);
+        if (text == NULL) {
+            Py_DECREF(wire);
+            return NULL;
+        }
+        unsigned char *d = (unsigned char *)PyBytes_AS_STRING(wire);
+        Py_UCS1 *x = PyUnicode_1BYTE_DATA(text);
+        Py_ssize_t at = 0;
+        for (Py_ssize_t c = 0; c < chunks; c++) {
+            Py_ssize_t l = len - at < 255 ? len - at : 255;
+            *d++ = (unsigned char)l;
+            memcpy(d, t + at, (size_t)l);
+            d += l;
+            if (c)
+                *x++ = ' ';
+            *x++ = '"';
+            for (Py_ssize_t k = 0; k < l; k++) {
+                if (t[at + k] == '"')
+                    *x++ = '\\';
+                *x++ = t[at + k];
+            }
+            *x++ = '"';
+            at += l;
+        }
+        Py_ssize_t wl = PyBytes_GET_SIZE(wire);
+        if (wl > 256 + 2) {
+            *clen = -1; /* compared by the bytes object itself */
+        } else {
+            memcpy(canon, PyBytes_AS_STRING(wire), (size_t)wl);
+            *clen = wl;
+        }
+        PyObject *parts = PyTuple_Pack(1, wire);
+        Py_DECREF(wire);
+        if (parts == NULL) {
+            Py_DECREF(text);
+            return NULL;
+        }
+        return make_rdata(parts, text, NULL);
+    }
+    /* names: NS, CNAME, PTR (the value) and MX (the exchange) */
+    char prefix[8] = "";
+    PyObject *pref_bytes = NULL;
+    if (rtype == T_MX) {
+        const unsigned char *p;
+        Py_ssize_t plen;
+        if (v->kind == 1) {
+            if (v->pref.quoted || is_null_word(s, &v->s))
+                Py_RETURN_NONE;
+            p = s + v->pref.at;
+            plen = v->pref.len;
+        } else {
+            /* "PREFERENCE EXCHANGE", one space between */
+            Py_ssize_t sp = 0;
+            while (sp < len && t[sp] != ' ')
+                sp++;
+            if (sp == len)
+                Py_RETURN_NONE;
+            p = t;
+            plen = sp;
+            t += sp + 1;
+            len -= sp + 1;
+        }
+        if (plen < 1 || plen > 5)
+            Py_RETURN_NONE;
+        long pref = 0;
+        for (Py_ssize_t k = 0; k < plen; k++) {
+            if (p[k] < '0' || p[k] > '9')
+                Py_RETURN_NONE;
+            pref = pref * 10 + (p[k] - '0');
+        }
+        if (pref > 65535)
+            Py_RETURN_NONE;
+        snprintf(prefix, sizeof(prefix), "%ld ", pref);
+        unsigned char two[2] = {(unsigned char)(pref >> 8), (unsigned char)pref};
+        pref_bytes = PyBytes_FromStringAndSize((const char *)two, 2);
+        if (pref_bytes == NULL)
+            return NULL;
+    }
+    Py_ssize_t wl = name_wire(t, len, origin, olen, w, &absolute);
+    PyObject *text = wl < 0 ? NULL : name_text(w, wl, prefix);
+    if (text == NULL) {
+        Py_XDECREF(pref_bytes);
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    PyObject *name = cname_bytes(w, wl);
+    PyObject *target = name == NULL ? NULL : lower_bytes(name);
+    PyObject *parts = NULL;
+    if (target != NULL) {
+        /* (the target a plain bytes object, as bytes.lower() gives) */
+        if (Py_TYPE(target) != &PyBytes_Type) {
+            Py_SETREF(target, PyBytes_FromStringAndSize(PyBytes_AS_STRING(name), wl));
+        }
+    }
+    if (target != NULL)
+        parts = pref_bytes != NULL ? PyTuple_Pack(2, pref_bytes, name) : PyTuple_Pack(1, name);
+    Py_XDECREF(pref_bytes);
+    Py_XDECREF(name);
+    if (parts == NULL) {
+        Py_DECREF(text);
+        Py_XDECREF(target);
+        return NULL;
+    }
+    Py_ssize_t c = 0;
+    if (rtype == T_MX) {
+        canon[c++] = PyBytes_AS_STRING(PyTuple_GET_ITEM(parts, 0))[0];
+        canon[c++] = PyBytes_AS_STRING(PyTuple_GET_ITEM(parts, 0))[1];
+    }
+    memcpy(canon + c, PyBytes_AS_STRING(target), (size_t)wl);
+    *clen = c + wl;
+    return make_rdata(parts, text, target);
+}
+
+/* -- one entry ---------------------------------------------------------------- */
+
+static PyObject *
+where_new(PyObject *file, PyObject *line, Py_ssize_t column)
+{
+    PyObject *col = PyLong_FromSsize_t(column);
+    if (col == NULL)
+        return NULL;
+    PyObject *w = Where_t->tp_alloc(Where_t, 3);
+    if (w == NULL) {
+        Py_DECREF(col);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(w, 0, Py_NewRef(file));
+    PyTuple_SET_ITEM(w, 1, Py_NewRef(line));
+    PyTuple_SET_ITEM(w, 2, col);
+    return w;
+}
+
+typedef struct {
+    const unsigned char *origin;
+    Py_ssize_t olen;
+    PyObject *ttl, *file;
+} Zone;
+
+/* What reading one entry needs, allocated once per entries() call (not
+ * static: another thread may read another zone meanwhile, should the
+ * interpreter switch threads inside an allocation). */
+typedef struct {
+    TypeEntry types[MAX_TYPES];
+    unsigned char canon[MAX_VALUES][256 + 4];
+    Py_ssize_t clen[MAX_VALUES];
+} Work;
+
+/* The entry on line ``number`` (text s[0:n]): (owner lower-cased, {type:
+ * RRset}), Py_None when it is not read here, NULL on an error. */
+static PyObject *
+entry(const Zone *z, Work *work, const unsigned char *s, Py_ssize_t n, long number)
+{
+    TypeEntry *types = work->types;
+    int ntypes = 0;
+    Py_ssize_t i = spaces(s, n, 0);
+    Py_ssize_t key = i;
+    if (i >= n || !((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z') ||
+                    (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
+        Py_RETURN_NONE;
+    while (i < n && (name_char(s[i]) || s[i] == '.'))
+        i++;
+    Py_ssize_t key_end = i;
+    if (i + 1 >= n || s[i] != ':' || s[i + 1] != ' ')
+        Py_RETURN_NONE;
+    i = spaces(s, n, i + 1);
+    if (i >= n || s[i] != '{')
+        Py_RETURN_NONE;
+    i = spaces(s, n, i + 1);
+    for (;;) {
+        Py_ssize_t end, at = flow_key(s, n, i, &end);
+        if (at < 0 || ntypes == MAX_TYPES)
+            Py_RETURN_NONE;
+        TypeEntry *t = &types[ntypes];
+        t->rtype = type_of(s, i, end);
+        if (t->rtype == 0)
+            Py_RETURN_NONE;
+        for (int k = 0; k < ntypes; k++) {
+            if (types[k].rtype == t->rtype)
+                Py_RETURN_NONE;
+        }
+        t->column = i + 1;
+        t->n = 0;
+        i = type_value(s, n, at, t);
+        if (i < 0)
+            Py_RETURN_NONE;
+        if (t->rtype == T_CNAME && t->n > 1)
+            Py_RETURN_NONE;
+        ntypes++;
+        i = spaces(s, n, i);
+        if (i < n && s[i] == '}')
+            break;
+        if (i >= n || s[i] != ',')
+            Py_RETURN_NONE;
+        i = spaces(s, n, i + 1);
+    }
+    if (spaces(s, n, i + 1) != n)
+        Py_RETURN_NONE;
+
+    /* the owner: relative, of plain labels */
+    unsigned char ow[256 + 2];
+    int absolute;
+    Py_ssize_t owl = name_wire(s + key, key_end - key, z->origin, z->olen, ow, &absolute);
+    if (owl < 0 || absolute)
+        Py_RETURN_NONE;
+
+    /* every value first: nothing is made for an entry left to the loader */
+    unsigned char (*canon)[256 + 4] = work->canon;
+    Py_ssize_t *clen = work->clen;
+    PyObject *node = PyDict_New();
+    PyObject *owner = NULL, *low = NULL, *line = NULL;
+    if (node == NULL)
+        return NULL;
+    owner = PyBytes_FromStringAndSize((const char *)ow, owl);
+    if (owner == NULL)
+        goto error;
+    low = lower_bytes(owner);
+    if (low == NULL)
+        goto error;
+    line = PyLong_FromLong(number);
+    if (line == NULL)
+        goto error;
+    for (int k = 0; k < ntypes; k++) {
+        TypeEntry *t = &types[k];
+        PyObject *rdatas = PyTuple_New(t->n);
+        if (rdatas == NULL)
+            goto error;
+        for (int j = 0; j < t->n; j++) {
+            PyObject *rd = rdata_of(t->rtype, s, &t->v[j], z->origin, z->olen, canon[j],
+                                    &clen[j]);
+            if (rd == NULL) {
+                Py_DECREF(rdatas);
+                goto error;
+            }
+            PyTuple_SET_ITEM(rdatas, j, rd);
+            if (rd == Py_None)
+                goto not_here_rdatas;
+            for (int m = 0; m < j; m++) {
+                int same;
+                if (clen[j] < 0 || clen[m] < 0) {
+                    /* a long TXT: its wire form is its canonical form */
+                    same = PyObject_RichCompareBool(
+                        PyTuple_GET_ITEM(SLOT(rd, rd_parts), 0),
+                        PyTuple_GET_ITEM(SLOT(PyTuple_GET_ITEM(rdatas, m), rd_parts), 0), Py_EQ);
+                    if (same < 0) {
+                        Py_DECREF(rdatas);
+                        goto error;
+                    }
+                } else {
+                    same = clen[j] == clen[m] && memcmp(canon[j], canon[m], (size_t)clen[j]) == 0;
+                }
+                if (same)
+                    goto not_here_rdatas; /* a duplicate: the loader says so */
+            }
+        }
+        PyObject *rtype = PyLong_FromLong(t->rtype);
+        PyObject *where = rtype == NULL ? NULL : where_new(z->file, line, t->column);
+        PyObject *rr = where == NULL ? NULL : RRset_t->tp_alloc(RRset_t, 0);
+        if (rr == NULL) {
+            Py_XDECREF(rtype);
+            Py_XDECREF(where);
+            Py_DECREF(rdatas);
+            goto error;
+        }
+        SLOT(rr, rr_owner) = Py_NewRef(owner);
+        SLOT(rr, rr_rtype) = Py_NewRef(rtype);
+        SLOT(rr, rr_ttl) = Py_NewRef(z->ttl);
+        SLOT(rr, rr_rdatas) = rdatas;
+        SLOT(rr, rr_where) = where;
+        int failed = PyDict_SetItem(node, rtype, rr);
+        Py_DECREF(rtype);
+        Py_DECREF(rr);
+        if (failed)
+            goto error;
+        continue;
+    not_here_rdatas:
+        Py_DECREF(rdatas);
+        Py_DECREF(node);
+        Py_DECREF(owner);
+        Py_DECREF(low);
+        Py_DECREF(line);
+        Py_RETURN_NONE;
+    }
+    Py_DECREF(owner);
+    Py_DECREF(line);
+    PyObject *out = PyTuple_Pack(2, low, node);
+    Py_DECREF(low);
+    Py_DECREF(node);
+    return out;
+error:
+    Py_XDECREF(node);
+    Py_XDECREF(owner);
+    Py_XDECREF(low);
+    Py_XDECREF(line);
+    return NULL;
+}
+
+/* Whether line ``s`` is blank or a comment (lines after an entry's own). */
+static int
+blank(PyObject *line)
+{
+    if (!PyUnicode_Check(line))
+        return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(line);
+    int kind = PyUnicode_KIND(line);
+    const void *d = PyUnicode_DATA(line);
+    Py_ssize_t i = 0;
+    while (i < n && PyUnicode_READ(kind, d, i) == ' ')
+        i++;
+    return i == n || PyUnicode_READ(kind, d, i) == '#';
+}
+
+static PyObject *
+entries(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError,
+                        "entries(lines, starts, lo, hi, origin, ttl, file)");
+        return NULL;
+    }
+    PyObject *lines = args[0], *starts = args[1];
+    if (RData_t == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "setup() first");
+        return NULL;
+    }
+    if (!PyList_Check(lines) || !PyList_Check(starts) || !PyBytes_Check(args[4]) ||
+        !PyLong_Check(args[5]) || !PyUnicode_Check(args[6])) {
+        PyErr_SetString(PyExc_TypeError, "entries(list, list, int, int, bytes, int, str)");
+        return NULL;
+    }
+    Py_ssize_t lo = PyLong_AsSsize_t(args[2]), hi = PyLong_AsSsize_t(args[3]);
+    if ((lo == -1 || hi == -1) && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t nlines = PyList_GET_SIZE(lines), nstarts = PyList_GET_SIZE(starts);
+    if (lo < 0 || hi < lo || hi + 1 > nstarts) {
+        PyErr_SetString(PyExc_IndexError, "entries: lo and hi out of range");
+        return NULL;
+    }
+    Zone z;
+    z.origin = (const unsigned char *)PyBytes_AS_STRING(args[4]);
+    z.olen = PyBytes_GET_SIZE(args[4]);
+    z.ttl = args[5];
+    z.file = args[6];
+    if (z.olen < 1 || z.olen > 255 || z.origin[z.olen - 1] != 0) {
+        PyErr_SetString(PyExc_ValueError, "entries: origin is not a wire name");
+        return NULL;
+    }
+    Work *work = PyMem_Malloc(sizeof(Work));
+    if (work == NULL)
+        return PyErr_NoMemory();
+    PyObject *out = PyList_New(hi - lo);
+    if (out == NULL) {
+        PyMem_Free(work);
+        return NULL;
+    }
+    for (Py_ssize_t e = lo; e < hi; e++) {
+        long first = PyLong_AsLong(PyList_GET_ITEM(starts, e));
+        long after = PyLong_AsLong(PyList_GET_ITEM(starts, e + 1));
+        if ((first == -1 || after == -1) && PyErr_Occurred())
+            goto error;
+        PyObject *got = NULL;
+        if (first < 1 || after <= first || first > nlines || after - 1 > nlines + 1) {
+            got = Py_NewRef(Py_None);
+        } else {
+            int ok = 1;
+            for (long k = first; k < after - 1 && ok; k++)
+                ok = k < nlines && blank(PyList_GET_ITEM(lines, k));
+            PyObject *line = PyList_GET_ITEM(lines, first - 1);
+            if (!ok || !PyUnicode_Check(line) || !PyUnicode_IS_ASCII(line))
+                got = Py_NewRef(Py_None);
+            else
+                got = entry(&z, work, PyUnicode_1BYTE_DATA(line), PyUnicode_GET_LENGTH(line), first);
+        }
+        if (got == NULL)
+            goto error;
+        PyList_SET_ITEM(out, e - lo, got);
+    }
+    PyMem_Free(work);
+    return out;
+error:
+    PyMem_Free(work);
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* -- a usual name's own answers (geodns/compile.py, _compile_zone) ------------ */
+
+static PyTypeObject *Answer_t, *Node_t;
+static Py_ssize_t an_aa, an_cid, an_heads, an_kind, an_rcode, an_signed, an_smaller, an_tails,
+    an_zone;
+static Py_ssize_t nd_below, nd_exact, nd_index, nd_memo, nd_name, nd_nodata, nd_nodata_wild,
+    nd_payload, nd_referral, nd_sec, nd_types, nd_wild;
+
+static PyObject *
+setup_compile(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyTypeObject *an, *nd;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyType_Type, &an, &PyType_Type, &nd))
+        return NULL;
+    if (find_slot(an, "aa", &an_aa) || find_slot(an, "cid", &an_cid) ||
+        find_slot(an, "heads", &an_heads) || find_slot(an, "kind", &an_kind) ||
+        find_slot(an, "rcode", &an_rcode) || find_slot(an, "signed", &an_signed) ||
+        find_slot(an, "smaller", &an_smaller) || find_slot(an, "tails", &an_tails) ||
+        find_slot(an, "zone", &an_zone) || find_slot(nd, "below_answer", &nd_below) ||
+        find_slot(nd, "exact", &nd_exact) || find_slot(nd, "index", &nd_index) ||
+        find_slot(nd, "memo", &nd_memo) || find_slot(nd, "name", &nd_name) ||
+        find_slot(nd, "nodata", &nd_nodata) || find_slot(nd, "nodata_wild", &nd_nodata_wild) ||
+        find_slot(nd, "payload", &nd_payload) || find_slot(nd, "referral", &nd_referral) ||
+        find_slot(nd, "sec", &nd_sec) || find_slot(nd, "types", &nd_types) ||
+        find_slot(nd, "wild", &nd_wild))
+        return NULL;
+    Py_XSETREF(Answer_t, (PyTypeObject *)Py_NewRef(an));
+    Py_XSETREF(Node_t, (PyTypeObject *)Py_NewRef(nd));
+    Py_RETURN_NONE;
+}
+
+/* The context own() is given, one tuple per zone (geodns/compile.py). */
+enum {
+    C_ZONE_NODES, C_NODES, C_EXACT, C_SHARED, C_ORIGIN, C_INDEX, C_PAYLOAD, C_NODATA, C_NXDOMAIN,
+    C_ZNAME, C_CID, C_RCODE, C_KIND, C_OPT, C_OPT_DO, C_HEADS, C_HEADS_OF, C_SLOW, C_COUNT
+};
+
+static int
+is_subdomain(const unsigned char *n, Py_ssize_t nl, const unsigned char *a, Py_ssize_t al)
+{
+    if (al == 1 && a[0] == 0)
+        return 1;
+    if (nl < al || memcmp(n + nl - al, a, (size_t)al) != 0)
+        return 0;
+    Py_ssize_t cut = nl - al, i = 0;
+    while (i < cut)
+        i += n[i] + 1;
+    return i == cut;
+}
+
+/* A name in the first record after the question ``q``, as the encoder
+ * writes it (compile._pointing), appended at ``out``; its length. */
+static Py_ssize_t
+pointing(const unsigned char *w, Py_ssize_t wl, const unsigned char *q, Py_ssize_t ql,
+         unsigned char *out)
+{
+    unsigned char low[256];
+    if (wl > 255)
+        return -1;
+    for (Py_ssize_t k = 0; k < wl; k++)
+        low[k] = (w[k] >= 'A' && w[k] <= 'Z') ? (unsigned char)(w[k] + 32) : w[k];
+    Py_ssize_t i = 0;
+    while (i < wl && w[i]) {
+        Py_ssize_t tl = wl - i;
+        if (tl <= ql && memcmp(q + ql - tl, low + i, (size_t)tl) == 0) {
+            Py_ssize_t at = ql - tl, j = 0;
+            while (j < at)
+                j += q[j] + 1;
+            if (j == at) {
+                memcpy(out, w, (size_t)i);
+                unsigned v = 0xC000 | (unsigned)(12 + at);
+                out[i] = (unsigned char)(v >> 8);
+                out[i + 1] = (unsigned char)v;
+                return i + 2;
+            }
+        }
+        i += w[i] + 1;
+    }
+    memcpy(out, w, (size_t)wl);
+    return wl;
+}
+
+#define ADDS_FOR(t) ((t) == 2 || (t) == 15 || (t) == 33 || (t) == 64 || (t) == 65)
+
+/* The answer of one record set (compile._own_answer), or a new reference
+ * to Py_None when it is not made here; NULL on an error. */
+static PyObject *
+own_body(PyObject *rrset, PyObject *name, PyObject *origin)
+{
+    PyObject *rtype_o = SLOT(rrset, rr_rtype), *ttl_o = SLOT(rrset, rr_ttl);
+    PyObject *rdatas = SLOT(rrset, rr_rdatas);
+    if (!PyTuple_Check(rdatas) || !PyLong_Check(rtype_o) || !PyLong_Check(ttl_o))
+        Py_RETURN_NONE;
+    long rtype = PyLong_AsLong(rtype_o);
+    unsigned long ttl = PyLong_AsUnsignedLong(ttl_o);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (rtype < 0 || rtype > 65535 || ttl > 0xFFFFFFFFUL)
+        Py_RETURN_NONE;
+    Py_ssize_t n = PyTuple_GET_SIZE(rdatas);
+    if (n == 0)
+        Py_RETURN_NONE;
+    const unsigned char *org = (const unsigned char *)PyBytes_AS_STRING(origin);
+    Py_ssize_t orl = PyBytes_GET_SIZE(origin);
+    /* first the sizes and whether it is made here */
+    Py_ssize_t size = 0;
+    for (Py_ssize_t r = 0; r < n; r++) {
+        PyObject *rd = PyTuple_GET_ITEM(rdatas, r);
+        if (Py_TYPE(rd) != RData_t)
+            Py_RETURN_NONE;
+        PyObject *target = SLOT(rd, rd_target), *parts = SLOT(rd, rd_parts);
+        if (ADDS_FOR(rtype) && target != Py_None) {
+            if (!PyBytes_Check(target))
+                Py_RETURN_NONE;
+            if (is_subdomain((const unsigned char *)PyBytes_AS_STRING(target),
+                             PyBytes_GET_SIZE(target), org, orl))
+                Py_RETURN_NONE; /* its addresses may go in the additional section */
+        }
+        if (!PyTuple_Check(parts))
+            Py_RETURN_NONE;
+        Py_ssize_t np = PyTuple_GET_SIZE(parts);
+        size += 12;
+        for (Py_ssize_t k = 0; k < np; k++) {
+            PyObject *p = PyTuple_GET_ITEM(parts, k);
+            if (!PyBytes_Check(p))
+                Py_RETURN_NONE;
+            if (PyObject_TypeCheck(p, CName_t) && (n > 1 || k != np - 1))
+                Py_RETURN_NONE; /* names the encoder may compress: in Python */
+            size += PyBytes_GET_SIZE(p);
+        }
+    }
+    PyObject *body = PyBytes_FromStringAndSize(NULL, size);
+    if (body == NULL)
+        return NULL;
+    unsigned char *d = (unsigned char *)PyBytes_AS_STRING(body);
+    const unsigned char *q = (const unsigned char *)PyBytes_AS_STRING(name);
+    Py_ssize_t ql = PyBytes_GET_SIZE(name);
+    Py_ssize_t o = 0;
+    for (Py_ssize_t r = 0; r < n; r++) {
+        PyObject *parts = SLOT(PyTuple_GET_ITEM(rdatas, r), rd_parts);
+        d[o++] = 0xC0;
+        d[o++] = 0x0C;
+        d[o++] = (unsigned char)(rtype >> 8);
+        d[o++] = (unsigned char)rtype;
+        d[o++] = 0;
+        d[o++] = 1;
+        d[o++] = (unsigned char)(ttl >> 24);
+        d[o++] = (unsigned char)(ttl >> 16);
+        d[o++] = (unsigned char)(ttl >> 8);
+        d[o++] = (unsigned char)ttl;
+        Py_ssize_t len_at = o;
+        o += 2;
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(parts); k++) {
+            PyObject *p = PyTuple_GET_ITEM(parts, k);
+            const unsigned char *pb = (const unsigned char *)PyBytes_AS_STRING(p);
+            Py_ssize_t pl = PyBytes_GET_SIZE(p);
+            if (PyObject_TypeCheck(p, CName_t)) {
+                Py_ssize_t wrote = pointing(pb, pl, q, ql, d + o);
+                if (wrote < 0) {
+                    Py_DECREF(body);
+                    Py_RETURN_NONE;
+                }
+                o += wrote;
+            } else {
+                memcpy(d + o, pb, (size_t)pl);
+                o += pl;
+            }
+        }
+        Py_ssize_t rdlen = o - len_at - 2;
+        if (rdlen > 65535) {
+            Py_DECREF(body);
+            Py_RETURN_NONE;
+        }
+        d[len_at] = (unsigned char)(rdlen >> 8);
+        d[len_at + 1] = (unsigned char)rdlen;
+    }
+    if (o != size && _PyBytes_Resize(&body, o) < 0)
+        return NULL;
+    return body;
+}
+
+static PyObject *
+concat(PyObject *a, PyObject *b)
+{
+    Py_ssize_t al = PyBytes_GET_SIZE(a), bl = PyBytes_GET_SIZE(b);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, al + bl);
+    if (out == NULL)
+        return NULL;
+    memcpy(PyBytes_AS_STRING(out), PyBytes_AS_STRING(a), (size_t)al);
+    memcpy(PyBytes_AS_STRING(out) + al, PyBytes_AS_STRING(b), (size_t)bl);
+    return out;
+}
+
+/* own(context, name) -> bool: the usual name's node and answers made and
+ * put in the tables, as compile._compile_zone's own path makes them; False
+ * (nothing done) when the name is not a usual one. */
+static PyObject *
+own(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 2 || !PyTuple_Check(args[0]) || PyTuple_GET_SIZE(args[0]) != C_COUNT ||
+        !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "own(context, name)");
+        return NULL;
+    }
+    if (Answer_t == NULL || RData_t == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "setup() and setup_compile() first");
+        return NULL;
+    }
+    PyObject *ctx = args[0], *name = args[1];
+#define CTX(i) PyTuple_GET_ITEM(ctx, i)
+    PyObject *zone_nodes = CTX(C_ZONE_NODES), *origin = CTX(C_ORIGIN);
+    if (!PyDict_Check(zone_nodes) || !PyDict_Check(CTX(C_NODES)) ||
+        !PyDict_Check(CTX(C_EXACT)) || !PyDict_Check(CTX(C_SHARED)) ||
+        !PyBytes_Check(origin) || !PyDict_Check(CTX(C_HEADS)) || !PyBytes_Check(CTX(C_OPT)) ||
+        !PyBytes_Check(CTX(C_OPT_DO))) {
+        PyErr_SetString(PyExc_TypeError, "own: a bad context");
+        return NULL;
+    }
+    PyObject *data = PyDict_GetItemWithError(zone_nodes, name);
+    if (data == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_FALSE; /* an empty non-terminal */
+    }
+    if (!PyDict_Check(data) || PyDict_GET_SIZE(data) == 0)
+        Py_RETURN_FALSE;
+    PyObject *cname = PyLong_FromLong(T_CNAME);
+    if (cname == NULL)
+        return NULL;
+    int has = PyDict_Contains(data, cname);
+    Py_DECREF(cname);
+    if (has < 0)
+        return NULL;
+    if (has)
+        Py_RETURN_FALSE;
+    has = PyObject_RichCompareBool(name, origin, Py_EQ);
+    if (has < 0)
+        return NULL;
+    if (has)
+        Py_RETURN_FALSE; /* the apex */
+    {
+        Py_ssize_t nl = PyBytes_GET_SIZE(name);
+        PyObject *wild = PyBytes_FromStringAndSize(NULL, nl + 2);
+        if (wild == NULL)
+            return NULL;
+        PyBytes_AS_STRING(wild)[0] = 1;
+        PyBytes_AS_STRING(wild)[1] = '*';
+        memcpy(PyBytes_AS_STRING(wild) + 2, PyBytes_AS_STRING(name), (size_t)nl);
+        has = PyDict_Contains(zone_nodes, wild);
+        Py_DECREF(wild);
+        if (has < 0)
+            return NULL;
+        if (has)
+            Py_RETURN_FALSE;
+    }
+    /* the types, in _prebuilt's order (a set's) */
+    PyObject *built;
+    if (PyDict_GET_SIZE(data) == 1) {
+        built = PySequence_Tuple(data);
+    } else {
+        PyObject *set = PySet_New(data);
+        built = set == NULL ? NULL : PySequence_Tuple(set);
+        Py_XDECREF(set);
+    }
+    if (built == NULL)
+        return NULL;
+    PyObject *types = PyDict_SetDefault(CTX(C_SHARED), built, built); /* borrowed */
+    if (types == NULL) {
+        Py_DECREF(built);
+        return NULL;
+    }
+    Py_INCREF(types);
+    /* the node first, as _compile_zone puts it in before its answers */
+    PyObject *node = Node_t->tp_alloc(Node_t, 0);
+    if (node == NULL) {
+        Py_DECREF(types);
+        Py_DECREF(built);
+        return NULL;
+    }
+    SLOT(node, nd_index) = Py_NewRef(CTX(C_INDEX));
+    SLOT(node, nd_name) = Py_NewRef(name);
+    SLOT(node, nd_payload) = Py_NewRef(CTX(C_PAYLOAD));
+    SLOT(node, nd_sec) = Py_NewRef(Py_None);
+    SLOT(node, nd_types) = types;
+    SLOT(node, nd_exact) = Py_NewRef(CTX(C_EXACT));
+    SLOT(node, nd_memo) = Py_NewRef(Py_None);
+    SLOT(node, nd_nodata) = Py_NewRef(CTX(C_NODATA));
+    SLOT(node, nd_referral) = Py_NewRef(Py_None);
+    SLOT(node, nd_wild) = Py_NewRef(Py_None);
+    SLOT(node, nd_nodata_wild) = Py_NewRef(Py_None);
+    SLOT(node, nd_below) = Py_NewRef(CTX(C_NXDOMAIN));
+    int failed = PyDict_SetItem(CTX(C_NODES), name, node);
+    Py_DECREF(node);
+    if (failed) {
+        Py_DECREF(built);
+        return NULL;
+    }
+    Py_ssize_t nl = PyBytes_GET_SIZE(name);
+    for (Py_ssize_t t = 0; t < PyTuple_GET_SIZE(built); t++) {
+        PyObject *rtype = PyTuple_GET_ITEM(built, t);
+        PyObject *rrset = PyDict_GetItemWithError(data, rtype);
+        long rt = PyLong_AsLong(rtype);
+        if (rrset == NULL || (rt == -1 && PyErr_Occurred()) || rt < 0 || rt > 65535) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "own: a bad record type");
+            Py_DECREF(built);
+            return NULL;
+        }
+        PyObject *ans = NULL;
+        PyObject *body = Py_TYPE(rrset) == RRset_t ? own_body(rrset, name, origin)
+                                                    : Py_NewRef(Py_None);
+        if (body == NULL) {
+            Py_DECREF(built);
+            return NULL;
+        }
+        if (body == Py_None) {
+            Py_DECREF(body);
+            ans = PyObject_CallFunctionObjArgs(CTX(C_SLOW), name, rtype, NULL);
+        } else {
+            Py_ssize_t an = PyTuple_GET_SIZE(SLOT(rrset, rr_rdatas));
+            PyObject *an_o = PyLong_FromSsize_t(an);
+            PyObject *heads = an_o == NULL ? NULL : PyDict_GetItemWithError(CTX(C_HEADS), an_o);
+            if (heads != NULL)
+                Py_INCREF(heads);
+            else if (an_o != NULL && !PyErr_Occurred())
+                heads = PyObject_CallOneArg(CTX(C_HEADS_OF), an_o);
+            Py_XDECREF(an_o);
+            PyObject *t1 = heads == NULL ? NULL : concat(body, CTX(C_OPT));
+            PyObject *t2 = t1 == NULL ? NULL : concat(body, CTX(C_OPT_DO));
+            PyObject *tails = t2 == NULL ? NULL : PyTuple_Pack(3, body, t1, t2);
+            Py_XDECREF(t1);
+            Py_XDECREF(t2);
+            Py_DECREF(body);
+            ans = tails == NULL ? NULL : Answer_t->tp_alloc(Answer_t, 0);
+            if (ans == NULL) {
+                Py_XDECREF(tails);
+                Py_XDECREF(heads);
+            } else {
+                SLOT(ans, an_rcode) = Py_NewRef(CTX(C_RCODE));
+                SLOT(ans, an_aa) = Py_NewRef(Py_True);
+                SLOT(ans, an_kind) = Py_NewRef(CTX(C_KIND));
+                SLOT(ans, an_zone) = Py_NewRef(CTX(C_ZNAME));
+                SLOT(ans, an_cid) = Py_NewRef(CTX(C_CID));
+                SLOT(ans, an_smaller) = Py_NewRef(Py_None);
+                SLOT(ans, an_heads) = heads;
+                SLOT(ans, an_tails) = tails;
+                SLOT(ans, an_signed) = Py_NewRef(Py_None);
+            }
+        }
+        if (ans == NULL) {
+            Py_DECREF(built);
+            return NULL;
+        }
+        /* its key: the name, the type and class IN */
+        PyObject *key = PyBytes_FromStringAndSize(NULL, nl + 4);
+        if (key == NULL) {
+            Py_DECREF(ans);
+            Py_DECREF(built);
+            return NULL;
+        }
+        unsigned char *k = (unsigned char *)PyBytes_AS_STRING(key);
+        memcpy(k, PyBytes_AS_STRING(name), (size_t)nl);
+        k[nl] = (unsigned char)(rt >> 8);
+        k[nl + 1] = (unsigned char)rt;
+        k[nl + 2] = 0;
+        k[nl + 3] = 1;
+        failed = PyDict_SetItem(CTX(C_EXACT), key, ans);
+        Py_DECREF(key);
+        Py_DECREF(ans);
+        if (failed) {
+            Py_DECREF(built);
+            return NULL;
+        }
+    }
+    Py_DECREF(built);
+    Py_RETURN_TRUE;
+#undef CTX
+}
+
+static PyMethodDef methods[] = {
+    {"setup", setup, METH_VARARGS,
+     "setup(RData, RRset, Where, CompressibleName): the zone model's classes."},
+    {"entries", (PyCFunction)(void (*)(void))entries, METH_FASTCALL,
+     "entries(lines, starts, lo, hi, origin, ttl, file) -> list: for entries lo..hi-1 of "
+     "records (entry i on lines starts[i]..starts[i+1]-1, 1-based), (owner lower-cased, "
+     "{type: RRset}) when read here, else None."},
+    {"setup_compile", setup_compile, METH_VARARGS,
+     "setup_compile(Answer, Node): the compiled tables' classes."},
+    {"own", (PyCFunction)(void (*)(void))own, METH_FASTCALL,
+     "own(context, name) -> bool: a usual name's node and own answers put in the tables "
+     "(geodns/compile.py); False when the name is not a usual one."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "geodns._zonetext",
+    "The usual entries of a zone's records read in C (see geodns/_zonetext.c).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__zonetext(void)
+{
+    return PyModule_Create(&module);
+}
