@@ -263,23 +263,22 @@ type_value(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, TypeEntry *t)
     return scalar(s, n, i, &v->s);
 }
 
+static const struct {
+    const char *key;
+    int type;
+} TYPE_KEYS[] = {
+    {"A", T_A}, {"AAAA", T_AAAA}, {"TXT", T_TXT}, {"MX", T_MX},
+    {"NS", T_NS}, {"CNAME", T_CNAME}, {"PTR", T_PTR},
+};
+
+/* The type a key names, of those read here; 0 for any other. */
 static int
 type_of(const unsigned char *s, Py_ssize_t i, Py_ssize_t end)
 {
-    if (key_is(s, i, end, "A"))
-        return T_A;
-    if (key_is(s, i, end, "AAAA"))
-        return T_AAAA;
-    if (key_is(s, i, end, "TXT"))
-        return T_TXT;
-    if (key_is(s, i, end, "MX"))
-        return T_MX;
-    if (key_is(s, i, end, "NS"))
-        return T_NS;
-    if (key_is(s, i, end, "CNAME"))
-        return T_CNAME;
-    if (key_is(s, i, end, "PTR"))
-        return T_PTR;
+    size_t k;
+    for (k = 0; k < sizeof TYPE_KEYS / sizeof TYPE_KEYS[0]; k++)
+        if (key_is(s, i, end, TYPE_KEYS[k].key))
+            return TYPE_KEYS[k].type;
     return 0;
 }
 
