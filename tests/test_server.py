@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 import aiohttp
 import dns.asyncquery
 import dns.edns
+import dns.exception
 import dns.message
 import dns.query
 import dns.rcode
@@ -476,3 +478,36 @@ async def test_batch_udp_threads_of_two_sockets_answer_at_once(zones_dir: Path) 
         assert got == [2000, 2000]
     finally:
         await srv.shutdown()
+
+
+async def test_batch_udp_falls_back_to_the_event_loop_if_its_thread_fails(
+        zones_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A bug in the UDP reader thread (here: its batch raises) is logged and
+    the event loop reads the socket from then on: the node keeps answering,
+    and shuts down cleanly."""
+    if not HAVE_UDPBATCH:
+        skip_or_fail("the C helper geodns._udpbatch is not built (no C compiler at install?)")
+    from geodns.server import transport
+
+    def broken(self: transport.UDPPlaneThread) -> None:
+        raise RuntimeError("a bug in the reader thread")
+
+    monkeypatch.setattr(transport.UDPPlaneThread, "_read", broken)
+    cfg = Config(path=None, listen=[Address("127.0.0.1", 0)], zones_dir=zones_dir)
+    srv = Server(cfg, udp_mode="batch")
+    await srv.start()
+    try:
+        q = dns.message.make_query("www.test.example.", "A")
+        with contextlib.suppress(dns.exception.Timeout):  # the query the thread failed on
+            await dns.asyncquery.udp(q, addr(srv)[0], port=addr(srv)[1], timeout=0.5)
+        for _ in range(3):
+            resp = await query(srv, "www.test.example.")
+            assert section(resp.answer) == ["www.test.example. 300 A 192.0.2.10",
+                                            "www.test.example. 300 A 192.0.2.11"]
+        udp = [s for s in srv.listeners.sockets if s.type == socket.SOCK_DGRAM]
+        assert {s.fileno() for s in udp} <= _epoll_watched()  # the loop reads it now
+        assert "UDP reader thread failed" in caplog.text
+    finally:
+        await srv.shutdown()
+    assert not [t for t in threading.enumerate() if t.name.startswith("geodns-udp-")]
