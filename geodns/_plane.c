@@ -1149,6 +1149,14 @@ plane_answer_py(Plane *self, PyObject *args)
     return PyBytes_FromStringAndSize((const char *)out, len);
 }
 
+/* What was learnt changed: no client slot's outcome holds (0 is no slot's). */
+static void
+next_gen(Plane *self)
+{
+    if (++self->gen == 0)
+        self->gen = 1;
+}
+
 PyDoc_STRVAR(plane_learn_doc,
 "learn(index, ranges, key, answer, cid)\n\n"
 "Every client of steered entry index whose order of PoPs in ranges (a SteerRanges) is\n"
@@ -1191,8 +1199,7 @@ plane_learn(Plane *self, PyObject *args)
     okey = PyLong_FromLongLong(((long long)idx << 32) | order);
     value = PyTuple_Pack(2, ans, cid);
     rc = okey == NULL || value == NULL ? -1 : PyDict_SetItem(self->outcomes, okey, value);
-    if (++self->gen == 0)  /* (0 is no slot's) */
-        self->gen = 1;
+    next_gen(self);
     Py_XDECREF(okey);
     Py_XDECREF(value);
     if (rc < 0)
@@ -1213,8 +1220,7 @@ plane_forget(Plane *self, PyObject *args)
         return NULL;
     if (self->outcomes != NULL)
         PyDict_Clear(self->outcomes);
-    if (++self->gen == 0)
-        self->gen = 1;
+    next_gen(self);
     if (penalised != self->penalised && self->clients != NULL) {
         /* the slots hold keys and scopes of the other kind */
         memset(self->clients, 0, CLIENT_SLOTS * sizeof(struct client_slot));

@@ -255,13 +255,12 @@ def _flow_map(line: str, at: int, number: int, file: str,
             return None
         value, i = got
         items.append((key, value))
-        i = _SPACES.match(line, i).end()  # type: ignore[union-attr]
-        c = line[i:i + 1]
-        if c == "}":
-            return YMap(items, _new(Where, (file, number, at + 1))), i + 1
-        if c != ",":
+        after = _after_item(line, i, "}")
+        if after is None:
             return None
-        i = _SPACES.match(line, i + 1).end()  # type: ignore[union-attr]
+        closed, i = after
+        if closed:
+            return YMap(items, _new(Where, (file, number, at + 1))), i
 
 
 def _flow_value(line: str, at: int, number: int, file: str,
@@ -298,13 +297,25 @@ def _flow_seq(line: str, at: int, number: int, file: str,
             return None
         value, i = got
         items.append(value)
-        i = _SPACES.match(line, i).end()  # type: ignore[union-attr]
-        c = line[i:i + 1]
-        if c == "]":
-            return YSeq(items, _new(Where, (file, number, at + 1))), i + 1
-        if c != ",":
+        after = _after_item(line, i, "]")
+        if after is None:
             return None
-        i = _SPACES.match(line, i + 1).end()  # type: ignore[union-attr]
+        closed, i = after
+        if closed:
+            return YSeq(items, _new(Where, (file, number, at + 1))), i
+
+
+def _after_item(line: str, i: int, close: str) -> tuple[bool, int] | None:
+    """What follows an item of a flow collection that ends at ``i``:
+    (True, just past ``close``), (False, the next item's start, past the
+    comma), or None (anything else: the parser reads the line)."""
+    i = _SPACES.match(line, i).end()  # type: ignore[union-attr]
+    c = line[i:i + 1]
+    if c == close:
+        return True, i + 1
+    if c != ",":
+        return None
+    return False, _SPACES.match(line, i + 1).end()  # type: ignore[union-attr]
 
 
 def load_file(path: Path, problems: Problems, display: str | None = None) -> YNode | None:
