@@ -34,7 +34,7 @@
 /* The classes the zone model is made of (set by setup()), and where their
  * slots are: the objects are made here as their own constructors make them. */
 static PyTypeObject *RData_t, *RRset_t, *Where_t, *CName_t;
-static Py_ssize_t rd_parts, rd_text, rd_target;
+static Py_ssize_t rd_parts, rd_target;
 static Py_ssize_t rr_owner, rr_rtype, rr_ttl, rr_rdatas, rr_where;
 
 #define T_A 1
@@ -74,8 +74,8 @@ setup(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "Where must be a tuple and the name a bytes type");
         return NULL;
     }
-    if (find_slot(rd, "parts", &rd_parts) || find_slot(rd, "text", &rd_text) ||
-        find_slot(rd, "target", &rd_target) || find_slot(rr, "owner", &rr_owner) ||
+    if (find_slot(rd, "parts", &rd_parts) || find_slot(rd, "target", &rd_target) ||
+        find_slot(rr, "owner", &rr_owner) ||
         find_slot(rr, "rtype", &rr_rtype) || find_slot(rr, "ttl", &rr_ttl) ||
         find_slot(rr, "rdatas", &rr_rdatas) || find_slot(rr, "where", &rr_where))
         return NULL;
@@ -329,29 +329,23 @@ name_wire(const unsigned char *t, Py_ssize_t len, const unsigned char *origin,
     return -1;
 }
 
-/* The name's text as geodns shows it (names.to_text): its labels, each of
- * name_char only (else -1: the loader shows it), a dot after each. */
-static PyObject *
-name_text(const unsigned char *w, Py_ssize_t wlen, const char *prefix)
+/* Whether a name is one read here: not the root, each label of name_char
+ * only (else the loader reads it, and says what is wrong). */
+static int
+plain_name(const unsigned char *w, Py_ssize_t wlen)
 {
-    char buf[300 + 16];
-    size_t o = strlen(prefix);
-    memcpy(buf, prefix, o);
     Py_ssize_t i = 0;
     if (w[0] == 0)
-        return NULL;
+        return 0;
     while (i < wlen && w[i] != 0) {
         unsigned char l = w[i++];
         for (unsigned char k = 0; k < l; k++) {
             if (!name_char(w[i + k]))
-                return NULL;
+                return 0;
         }
-        memcpy(buf + o, w + i, l);
-        o += l;
-        buf[o++] = '.';
         i += l;
     }
-    return PyUnicode_DecodeASCII(buf, (Py_ssize_t)o, NULL);
+    return 1;
 }
 
 static PyObject *
@@ -378,17 +372,15 @@ lower_bytes(PyObject *b)
 }
 
 static PyObject *
-make_rdata(PyObject *parts, PyObject *text, PyObject *target)
+make_rdata(PyObject *parts, PyObject *target)
 {
     PyObject *rd = RData_t->tp_alloc(RData_t, 0);
     if (rd == NULL) {
         Py_DECREF(parts);
-        Py_DECREF(text);
         Py_XDECREF(target);
         return NULL;
     }
     SLOT(rd, rd_parts) = parts;
-    SLOT(rd, rd_text) = text;
     SLOT(rd, rd_target) = target != NULL ? target : Py_NewRef(Py_None);
     return rd;
 }
@@ -453,12 +445,7 @@ rdata_of(int rtype, const unsigned char *s, const Value *v, const unsigned char 
         Py_DECREF(wire);
         if (parts == NULL)
             return NULL;
-        PyObject *text = PyUnicode_DecodeASCII(buf, len, NULL);
-        if (text == NULL) {
-            Py_DECREF(parts);
-            return NULL;
-        }
-        return make_rdata(parts, text, NULL);
+        return make_rdata(parts, NULL);
     }
     if (rtype == T_TXT) {
         if (len > MAX_TXT)
@@ -467,32 +454,13 @@ rdata_of(int rtype, const unsigned char *s, const Value *v, const unsigned char 
         PyObject *wire = PyBytes_FromStringAndSize(NULL, len + chunks);
         if (wire == NULL)
             return NULL;
-        /* the text: each chunk in double quotes, '"' escaped, one space between */
-        Py_ssize_t quotes = 0;
-        for (Py_ssize_t k = 0; k < len; k++)
-            quotes += t[k] == '"';
-        PyObject *text = PyUnicode_New(len + quotes + 3 * chunks - 1, 127);
-        if (text == NULL) {
-            Py_DECREF(wire);
-            return NULL;
-        }
         unsigned char *d = (unsigned char *)PyBytes_AS_STRING(wire);
-        Py_UCS1 *x = PyUnicode_1BYTE_DATA(text);
         Py_ssize_t at = 0;
         for (Py_ssize_t c = 0; c < chunks; c++) {
             Py_ssize_t l = len - at < 255 ? len - at : 255;
             *d++ = (unsigned char)l;
             memcpy(d, t + at, (size_t)l);
             d += l;
-            if (c)
-                *x++ = ' ';
-            *x++ = '"';
-            for (Py_ssize_t k = 0; k < l; k++) {
-                if (t[at + k] == '"')
-                    *x++ = '\\';
-                *x++ = t[at + k];
-            }
-            *x++ = '"';
             at += l;
         }
         Py_ssize_t wl = PyBytes_GET_SIZE(wire);
@@ -504,14 +472,11 @@ rdata_of(int rtype, const unsigned char *s, const Value *v, const unsigned char 
         }
         PyObject *parts = PyTuple_Pack(1, wire);
         Py_DECREF(wire);
-        if (parts == NULL) {
-            Py_DECREF(text);
+        if (parts == NULL)
             return NULL;
-        }
-        return make_rdata(parts, text, NULL);
+        return make_rdata(parts, NULL);
     }
     /* names: NS, CNAME, PTR (the value) and MX (the exchange) */
-    char prefix[8] = "";
     PyObject *pref_bytes = NULL;
     if (rtype == T_MX) {
         const unsigned char *p;
@@ -543,18 +508,14 @@ rdata_of(int rtype, const unsigned char *s, const Value *v, const unsigned char 
         }
         if (pref > 65535)
             Py_RETURN_NONE;
-        snprintf(prefix, sizeof(prefix), "%ld ", pref);
         unsigned char two[2] = {(unsigned char)(pref >> 8), (unsigned char)pref};
         pref_bytes = PyBytes_FromStringAndSize((const char *)two, 2);
         if (pref_bytes == NULL)
             return NULL;
     }
     Py_ssize_t wl = name_wire(t, len, origin, olen, w, &absolute);
-    PyObject *text = wl < 0 ? NULL : name_text(w, wl, prefix);
-    if (text == NULL) {
+    if (wl < 0 || !plain_name(w, wl)) {
         Py_XDECREF(pref_bytes);
-        if (PyErr_Occurred())
-            return NULL;
         Py_RETURN_NONE;
     }
     PyObject *name = cname_bytes(w, wl);
@@ -571,7 +532,6 @@ rdata_of(int rtype, const unsigned char *s, const Value *v, const unsigned char 
     Py_XDECREF(pref_bytes);
     Py_XDECREF(name);
     if (parts == NULL) {
-        Py_DECREF(text);
         Py_XDECREF(target);
         return NULL;
     }
@@ -582,7 +542,7 @@ rdata_of(int rtype, const unsigned char *s, const Value *v, const unsigned char 
     }
     memcpy(canon + c, PyBytes_AS_STRING(target), (size_t)wl);
     *clen = c + wl;
-    return make_rdata(parts, text, target);
+    return make_rdata(parts, target);
 }
 
 /* -- one entry ---------------------------------------------------------------- */

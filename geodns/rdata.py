@@ -107,7 +107,6 @@ class CompressibleName(Name):
 @dataclass(frozen=True, slots=True)
 class RData:
     parts: tuple[bytes, ...]
-    text: str
     # The name this record points at (lower-cased wire form), for CNAME
     # chasing and additional-section processing.
     target: bytes | None = None
@@ -147,12 +146,12 @@ def a(text: str) -> RData:
     text = text.strip()
     packed = _canonical(socket.AF_INET, text)
     if packed is not None:
-        return RData((packed,), text)
+        return RData((packed,))
     try:
         addr = ipaddress.IPv4Address(text)
     except ValueError:
         raise RDataError(f"{text!r} is not an IPv4 address") from None
-    return RData((addr.packed,), str(addr))
+    return RData((addr.packed,))
 
 
 def aaaa(text: str) -> RData:
@@ -161,25 +160,24 @@ def aaaa(text: str) -> RData:
     # inet_ntop and ipaddress show an address alike (RFC 5952) but for the
     # dotted forms inet_ntop gives ::ffff:0:0/96 and ::/96.
     if packed is not None and ("." not in text or str(ipaddress.IPv6Address(packed)) == text):
-        return RData((packed,), text)
+        return RData((packed,))
     try:
         addr = ipaddress.IPv6Address(text)
     except ValueError:
         raise RDataError(f"{text!r} is not an IPv6 address") from None
-    return RData((addr.packed,), str(addr))
+    return RData((addr.packed,))
 
 
 def name_rdata(text: str, origin: bytes) -> RData:
     """NS, CNAME and PTR: one compressible domain name."""
     wire = _name(text, origin)
-    return RData((CompressibleName(wire),), names.to_text(wire), wire.lower())
+    return RData((CompressibleName(wire),), wire.lower())
 
 
 def mx(preference: int, exchange: str, origin: bytes) -> RData:
     wire = _name(exchange, origin)
     return RData(
         (struct.pack("!H", preference), CompressibleName(wire)),
-        f"{preference} {names.to_text(wire)}",
         wire.lower(),
     )
 
@@ -189,7 +187,6 @@ def srv(priority: int, weight: int, port: int, target: str, origin: bytes) -> RD
     # RFC 2782: the target must not be compressed.
     return RData(
         (struct.pack("!HHH", priority, weight, port), Name(wire)),
-        f"{priority} {weight} {port} {names.to_text(wire)}",
         wire.lower() if wire != names.ROOT else None,
     )
 
@@ -207,9 +204,7 @@ def txt(strings: list[bytes]) -> RData:
     wire = b"".join(bytes((len(c),)) + c for c in chunks)
     if len(wire) > 65535:
         raise RDataError(f"TXT record is {len(wire)} bytes, over the 65535-byte RDATA limit")
-    text = " ".join('"' + c.decode("utf-8", "backslashreplace").replace('"', '\\"') + '"'
-                    for c in chunks)
-    return RData((wire,), text)
+    return RData((wire,))
 
 
 _CAA_TAG = re.compile(r"^[A-Za-z0-9]{1,255}$")
@@ -219,10 +214,7 @@ def caa(flags: int, tag: str, value: bytes) -> RData:
     if not _CAA_TAG.match(tag):
         raise RDataError(f"CAA tag {tag!r} must be letters and digits (RFC 8659)")
     raw = tag.encode("ascii")
-    return RData(
-        (bytes((flags, len(raw))) + raw + value,),
-        f'{flags} {tag} "{value.decode("utf-8", "backslashreplace")}"',
-    )
+    return RData((bytes((flags, len(raw))) + raw + value,))
 
 
 def soa(mname: str, rname: str, serial: int, refresh: int, retry: int, expire: int,
@@ -232,7 +224,6 @@ def soa(mname: str, rname: str, serial: int, refresh: int, retry: int, expire: i
     return RData(
         (CompressibleName(m), CompressibleName(r),
          struct.pack("!IIIII", serial, refresh, retry, expire, minimum)),
-        f"{names.to_text(m)} {names.to_text(r)} {serial} {refresh} {retry} {expire} {minimum}",
     )
 
 

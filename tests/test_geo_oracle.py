@@ -110,7 +110,7 @@ def setup():
     assert not snap.errors()
     zone = next(z for z in snap.served() if z.name == "example.com.")
     spec = zone.steered[b"\x03www\x07example\x03com\x00"][1]
-    by_address = {rds[0].text: pop for pop, rds in spec.values.items()}
+    by_address = {str(ipaddress.ip_address(rds[0].wire)): pop for pop, rds in spec.values.items()}
     oracle = Oracle({p: (v.latitude, v.longitude) for p, v in cfg.pops.items()},
                     cfg.default_order[0],
                     {p: (v.country, v.continent) for p, v in cfg.pops.items()},

@@ -251,7 +251,7 @@ def test_thousands_of_clients_against_the_oracle() -> None:
                                                   specs), MaxMindLocator(db), HealthView())
     regions = {"eu": ("fra", "lhr", "jnb"), "am": ("iad", "sjc", "gru"), "ap": ("sin", "syd")}
     region_of = {p: reg for reg, pops in regions.items() for p in pops}
-    by_address = {rd.text: pop for (o, _), s in specs.items() if o != b"\x03www\x05chain\x04test\x00"
+    by_address = {str(ipaddress.ip_address(rd.wire)): pop for (o, _), s in specs.items() if o != b"\x03www\x05chain\x04test\x00"
                   for pop, rds in s.values.items() for rd in rds}
     # Unplaced clients: the default order, then the other PoPs in configuration order.
     order = (*cfg.default_order, *(p for p in cfg.pops if p not in cfg.default_order))

@@ -30,7 +30,7 @@ FILE = "z.yaml"
 def shape(node: dict[int, RRset]) -> object:
     """A name's record sets with every object's type and value."""
     return [(rtype, type(rr.owner), rr.owner, rr.rtype, rr.ttl, type(rr.where), tuple(rr.where),
-             [(rd.text, rd.target, type(rd.target), [(type(p), p) for p in rd.parts])
+             [(rd.target, type(rd.target), [(type(p), p) for p in rd.parts])
               for rd in rr.rdatas])
             for rtype, rr in node.items()]
 

@@ -21,7 +21,7 @@ from geodns import names
 from geodns.config import Config, check_zones_dir
 from geodns.dnssec.keys import Key, KeyError_, Role, generate, load
 from geodns.dnssec.policy import ZoneKey, read_keys, resolve
-from geodns.dnssec.zonesign import dnskey_text, ds_rdata
+from geodns.dnssec.zonesign import dnskey_text, ds_rdata, ds_text
 from geodns.errors import GeodnsError
 from geodns.problems import Problems
 from geodns.zones.loader import ZONE_SUFFIXES, load_zone_file, origin_from_filename
@@ -206,7 +206,7 @@ def parent_records(origin: bytes, keys: Sequence[ZoneKey], digest_type: int = 2,
     published), then with ``dnskey`` their DNSKEY records."""
     owner = names.to_text(origin)
     ksks = [k.key for k in keys if k.key.signs_keys]
-    lines = [f"{owner} IN DS {ds_rdata(origin, k.dnskey, digest_type).text}" for k in ksks]
+    lines = [f"{owner} IN DS {ds_text(ds_rdata(origin, k.dnskey, digest_type))}" for k in ksks]
     if dnskey:
         lines += [f"{owner} IN DNSKEY {dnskey_text(k.dnskey)}" for k in ksks]
     return lines

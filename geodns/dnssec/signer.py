@@ -121,7 +121,7 @@ class Signer:
             signed = head + self.origin  # the signer's name: lower-cased, never compressed
             # One part: an RRSIG is never canonicalised again nor compressed,
             # and never shown as text (hundreds of thousands in a large zone).
-            sigs.append(RData((signed + k.sign(signed + rrs),), "RRSIG"))
+            sigs.append(RData((signed + k.sign(signed + rrs),)))
             self.made += 1
         return tuple(sigs), expiration
 

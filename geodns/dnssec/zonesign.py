@@ -42,7 +42,7 @@ def with_keys(zone: Zone, keys: Sequence[ZoneKey]) -> Zone:
     the keys with ``cds: true``), TTL the SOA's (as Knot's default)."""
     ttl = zone.soa.ttl
     origin = zone.soa.owner
-    dnskeys = tuple(RData((k.key.dnskey,), dnskey_text(k.key.dnskey)) for k in keys)
+    dnskeys = tuple(RData((k.key.dnskey,)) for k in keys)
     apex = dict(zone.nodes[zone.origin])
     apex[DNSKEY] = RRset(origin, DNSKEY, ttl, dnskeys)
     published = [k for k in keys if k.cds]
@@ -50,7 +50,7 @@ def with_keys(zone: Zone, keys: Sequence[ZoneKey]) -> Zone:
         apex[CDS] = RRset(origin, CDS, ttl, tuple(
             ds_rdata(zone.origin, k.key.dnskey) for k in published))
         apex[CDNSKEY] = RRset(origin, CDNSKEY, ttl, tuple(
-            RData((k.key.dnskey,), dnskey_text(k.key.dnskey)) for k in published))
+            RData((k.key.dnskey,)) for k in published))
     nodes = dict(zone.nodes)
     nodes[zone.origin] = apex
     return Zone(zone.origin, zone.file, zone.default_ttl, nodes, zone.steered, zone.dnssec,
@@ -73,8 +73,14 @@ def ds_rdata(owner: bytes, dnskey: bytes, digest_type: int = 2) -> RData:
 
     digest = DS_DIGESTS[digest_type](owner.lower() + dnskey).digest()
     tag, algorithm = key_tag(dnskey), dnskey[3]
-    return RData((struct.pack("!HBB", tag, algorithm, digest_type) + digest,),
-                 f"{tag} {algorithm} {digest_type} {digest.hex().upper()}")
+    return RData((struct.pack("!HBB", tag, algorithm, digest_type) + digest,))
+
+
+def ds_text(ds: RData) -> str:
+    """A DS record's RDATA in presentation form (RFC 4034 section 5.3)."""
+    wire = ds.wire
+    tag, algorithm, digest_type = struct.unpack("!HBB", wire[:4])
+    return f"{tag} {algorithm} {digest_type} {wire[4:].hex().upper()}"
 
 
 def type_bitmap(types: set[int]) -> bytes:
@@ -117,7 +123,7 @@ class ZoneSigning:
             if name != zone.origin and name in index.cuts:
                 types &= {NS, DS, NSEC, RRSIG}
             self._types.append(types)
-            rd = RData((Name(nxt), type_bitmap(types)), "NSEC")  # never shown as text
+            rd = RData((Name(nxt), type_bitmap(types)))
             rec = Record(name, NSEC, self.nsec_ttl, rd)
             self._nsec.append([rec, *self._sigs(name, NSEC, self.nsec_ttl, [rd])])
 
@@ -179,7 +185,7 @@ class ZoneSigning:
             nsec = self._nsec[i][0]
             nxt = nsec.rdata.parts[0]
             types = self._types[i] - {steered}
-            rd = RData((nxt, type_bitmap(types)), "NSEC")
+            rd = RData((nxt, type_bitmap(types)))
             got = [Record(name, NSEC, self.nsec_ttl, rd),
                    *self._sigs(name, NSEC, self.nsec_ttl, [rd])]
             self._without[(i, steered)] = got
@@ -200,4 +206,4 @@ class ZoneSigning:
         return qname
 
 
-__all__ = ["DS_DIGESTS", "ZoneSigning", "dnskey_text", "ds_rdata", "type_bitmap", "with_keys"]
+__all__ = ["DS_DIGESTS", "ZoneSigning", "dnskey_text", "ds_rdata", "ds_text", "type_bitmap", "with_keys"]

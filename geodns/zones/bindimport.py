@@ -359,7 +359,8 @@ def _value(rdtype: int, r: Any, origin: dns.name.Name) -> Any:
         return _txt_value(tuple(r.strings))
     if rdtype in rdtext.BY_PRESENTATION:
         return r.to_text()
-    return rdtext.from_dnspython(r, generic=True).text
+    wire = rdtext.from_dnspython(r, generic=True).wire
+    return f"\\# {len(wire)} {wire.hex()}" if wire else "\\# 0"  # RFC 3597 section 5
 
 
 def _type_key(rdtype: int) -> str:

@@ -796,7 +796,8 @@ class _ZoneBuilder:
                 continue
             key = rd.canonical()
             if key in seen:
-                p.add(item.where, f"duplicate {tkey.text} record {rd.text!r} "
+                shown = f" {item.text!r}" if isinstance(item, YScalar) else ""
+                p.add(item.where, f"duplicate {tkey.text} record{shown} "
                       f"(first at line {seen[key].line})")
                 continue
             seen[key] = item.where
