@@ -33,9 +33,10 @@
 
 /* The classes the zone model is made of (set by setup()), and where their
  * slots are: the objects are made here as their own constructors make them. */
-static PyTypeObject *RData_t, *RRset_t, *Where_t, *CName_t;
+static PyTypeObject *RData_t, *RRset_t, *Where_t, *CName_t, *One_t;
 static Py_ssize_t rd_parts, rd_target;
 static Py_ssize_t rr_owner, rr_rtype, rr_ttl, rr_rdatas, rr_where;
+static Py_ssize_t one_rrset;
 
 #define T_A 1
 #define T_NS 2
@@ -66,9 +67,9 @@ static PyObject *
 setup(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyTypeObject *rd, *rr, *wh, *cn;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!", &PyType_Type, &rd, &PyType_Type, &rr,
-                          &PyType_Type, &wh, &PyType_Type, &cn))
+    PyTypeObject *rd, *rr, *wh, *cn, *one;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!", &PyType_Type, &rd, &PyType_Type, &rr,
+                          &PyType_Type, &wh, &PyType_Type, &cn, &PyType_Type, &one))
         return NULL;
     if (!PyType_IsSubtype(wh, &PyTuple_Type) || !PyType_IsSubtype(cn, &PyBytes_Type)) {
         PyErr_SetString(PyExc_TypeError, "Where must be a tuple and the name a bytes type");
@@ -77,12 +78,14 @@ setup(PyObject *self, PyObject *args)
     if (find_slot(rd, "parts", &rd_parts) || find_slot(rd, "target", &rd_target) ||
         find_slot(rr, "owner", &rr_owner) ||
         find_slot(rr, "rtype", &rr_rtype) || find_slot(rr, "ttl", &rr_ttl) ||
-        find_slot(rr, "rdatas", &rr_rdatas) || find_slot(rr, "where", &rr_where))
+        find_slot(rr, "rdatas", &rr_rdatas) || find_slot(rr, "where", &rr_where) ||
+        find_slot(one, "rrset", &one_rrset))
         return NULL;
     Py_XSETREF(RData_t, (PyTypeObject *)Py_NewRef(rd));
     Py_XSETREF(RRset_t, (PyTypeObject *)Py_NewRef(rr));
     Py_XSETREF(Where_t, (PyTypeObject *)Py_NewRef(wh));
     Py_XSETREF(CName_t, (PyTypeObject *)Py_NewRef(cn));
+    Py_XSETREF(One_t, (PyTypeObject *)Py_NewRef(one));
     Py_RETURN_NONE;
 }
 
@@ -716,6 +719,20 @@ entry(const Zone *z, Work *work, const unsigned char *s, Py_ssize_t n, long numb
     }
     Py_DECREF(owner);
     Py_DECREF(line);
+    if (PyDict_GET_SIZE(node) == 1) {
+        /* the usual name: its one record set, as the loader keeps it (model.One) */
+        Py_ssize_t pos = 0;
+        PyObject *k, *rr;
+        PyObject *one = One_t->tp_alloc(One_t, 0);
+        if (one == NULL || !PyDict_Next(node, &pos, &k, &rr)) {
+            Py_XDECREF(one);
+            Py_DECREF(node);
+            Py_DECREF(low);
+            return NULL;
+        }
+        SLOT(one, one_rrset) = Py_NewRef(rr);
+        Py_SETREF(node, one);
+    }
     PyObject *out = PyTuple_Pack(2, low, node);
     Py_DECREF(low);
     Py_DECREF(node);
@@ -1045,15 +1062,27 @@ own(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         Py_RETURN_FALSE; /* an empty non-terminal */
     }
-    if (!PyDict_Check(data) || PyDict_GET_SIZE(data) == 0)
-        Py_RETURN_FALSE;
-    PyObject *cname = PyLong_FromLong(T_CNAME);
-    if (cname == NULL)
-        return NULL;
-    int has = PyDict_Contains(data, cname);
-    Py_DECREF(cname);
-    if (has < 0)
-        return NULL;
+    /* its record sets: a dict, or its only one (a model.One) */
+    PyObject *only = NULL;
+    int has;
+    if (Py_TYPE(data) == One_t) {
+        only = SLOT(data, one_rrset);
+        if (Py_TYPE(only) != RRset_t)
+            Py_RETURN_FALSE;
+        has = PyLong_AsLong(SLOT(only, rr_rtype)) == T_CNAME;
+        if (PyErr_Occurred())
+            return NULL;
+    } else {
+        if (!PyDict_Check(data) || PyDict_GET_SIZE(data) == 0)
+            Py_RETURN_FALSE;
+        PyObject *cname = PyLong_FromLong(T_CNAME);
+        if (cname == NULL)
+            return NULL;
+        has = PyDict_Contains(data, cname);
+        Py_DECREF(cname);
+        if (has < 0)
+            return NULL;
+    }
     if (has)
         Py_RETURN_FALSE;
     has = PyObject_RichCompareBool(name, origin, Py_EQ);
@@ -1078,7 +1107,9 @@ own(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     /* the types, in _prebuilt's order (a set's) */
     PyObject *built;
-    if (PyDict_GET_SIZE(data) == 1) {
+    if (only != NULL) {
+        built = PyTuple_Pack(1, SLOT(only, rr_rtype));
+    } else if (PyDict_GET_SIZE(data) == 1) {
         built = PySequence_Tuple(data);
     } else {
         PyObject *set = PySet_New(data);
@@ -1121,7 +1152,7 @@ own(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t nl = PyBytes_GET_SIZE(name);
     for (Py_ssize_t t = 0; t < PyTuple_GET_SIZE(built); t++) {
         PyObject *rtype = PyTuple_GET_ITEM(built, t);
-        PyObject *rrset = PyDict_GetItemWithError(data, rtype);
+        PyObject *rrset = only != NULL ? only : PyDict_GetItemWithError(data, rtype);
         long rt = PyLong_AsLong(rtype);
         if (rrset == NULL || (rt == -1 && PyErr_Occurred()) || rt < 0 || rt > 65535) {
             if (!PyErr_Occurred())

@@ -78,7 +78,7 @@ from geodns.resolve import (
     ZoneIndex,
 )
 from geodns.steering import USE, Decision, Outcome, SteerSpec
-from geodns.zones.model import RRset, Zone
+from geodns.zones.model import One, RRset, Types, Zone
 
 CLASS_IN = 1
 _QTC_IN = b"\x00\x01"
@@ -708,12 +708,16 @@ def compile_zone(zone: Zone, payload: int = DEFAULT_UDP_PAYLOAD, now: float | No
     return ZoneTables(zone, payload, exact, nodes, build.record_sets, signer)
 
 
-def _same_data(a: dict[int, RRset], b: dict[int, RRset]) -> bool:
+def _same_data(a: Types, b: Types) -> bool:
     """Whether two names hold the same records (where they were written
     aside: an edit above them moves their lines, not their answers)."""
     if a is b:
         return True
-    if a.keys() != b.keys():
+    if isinstance(a, One) and isinstance(b, One):
+        x, y = a.rrset, b.rrset
+        return x is y or (x.rtype == y.rtype and x.owner == y.owner and x.ttl == y.ttl and
+                          x.rdatas == y.rdatas)
+    if len(a) != len(b) or any(t not in b for t in a):
         return False
     for rtype, x in a.items():
         y = b[rtype]
@@ -1140,5 +1144,5 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
 if _zonetext is not None:
     from geodns.problems import Where
 
-    _zonetext.setup(RData, RRset, Where, CompressibleName)
+    _zonetext.setup(RData, RRset, Where, CompressibleName, One)
     _zonetext.setup_compile(Answer, Node)

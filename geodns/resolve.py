@@ -43,7 +43,7 @@ from geodns.rdata import (
     RData,
 )
 from geodns.steering import SteerSpec
-from geodns.zones.model import RRset, Zone
+from geodns.zones.model import RRset, Types, Zone
 
 
 class Rcode(IntEnum):
@@ -273,7 +273,7 @@ class ZoneIndex:
                                    self.steered.get(wildname))
         return self.nxdomain()
 
-    def _from_node(self, node: dict[int, RRset], qtype: int, owner: bytes, depth: int,
+    def _from_node(self, node: Types, qtype: int, owner: bytes, depth: int,
                    seen: set[bytes], kind: AnswerKind,
                    steered: dict[int, SteerSpec] | None = None) -> Resolution:
         steer: Mapping[int, SteerSpec] = steered or _NO_STEERED

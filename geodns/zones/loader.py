@@ -25,7 +25,7 @@ import hashlib
 import re
 import weakref
 from array import array
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -48,7 +48,7 @@ from geodns.yamlsrc import (
     unknown_keys,
 )
 from geodns.zones.checks import check_zone
-from geodns.zones.model import RRset, Zone, ZoneSource
+from geodns.zones.model import One, RRset, Types, Zone, ZoneSource, compact, editable
 from geodns.zones.steer import steer_spec
 from geodns.zones.values import is_structured, parse_value
 
@@ -57,7 +57,7 @@ try:  # the usual entries of records read in C (optional: else in Python)
 except ImportError:  # pragma: no cover - a tree without the C helper built
     _zonetext = None  # type: ignore[assignment]
 else:
-    _zonetext.setup(RData, RRset, Where, CompressibleName)
+    _zonetext.setup(RData, RRset, Where, CompressibleName, One)
 
 ZONE_SUFFIXES = (".yaml", ".yml")
 _LABEL_OK = re.compile(r"^[A-Za-z0-9_\-/\\*]+$")  # "\\" stands for an escape here
@@ -257,11 +257,11 @@ class _Reuse:
         if not data:
             return owner
         shift = self.starts[i] - self.source.starts[j]
-        if node is None:
-            if not shift and SOA not in data:
-                zone.nodes[owner] = data.copy()  # (the zone's own dict: it is filled in place)
-                return owner
-            node = zone.nodes[owner] = {}
+        if node is None and not shift and SOA not in data:
+            # (a dict is the zone's own: the loader fills it in place)
+            zone.nodes[owner] = data if isinstance(data, One) else dict(data)
+            return owner
+        node = editable(zone.nodes, owner)
         for rtype, rrset in data.items():
             if rtype == SOA:
                 continue  # the apex's, from the soa key
@@ -422,6 +422,10 @@ def _build(root: YNode, file: str, default_origin: str, problems: Problems,
                                         "keys: leave them out (a published-only key is a key "
                                         "with 'sign: false')")
 
+    nodes = zone.nodes
+    for owner, types in nodes.items():  # (most names hold one record set)
+        if len(types) == 1 and isinstance(types, dict):
+            nodes[owner] = compact(types)
     check_zone(zone, problems, top.where)
     return zone
 
@@ -571,7 +575,7 @@ class _Splice:
                                  None if previous is None else weakref.ref(previous),
                                  frozenset(fresh))
 
-    def _fast(self, zone: Zone, lo: int, hi: int) -> list[tuple[bytes, dict[int, RRset]] | None]:
+    def _fast(self, zone: Zone, lo: int, hi: int) -> Sequence[tuple[bytes, Types] | None]:
         """Entries ``lo`` to ``hi - 1`` read in C when they are of the usual
         shapes and certainly valid (each: its owner, lower-cased, and its
         record sets, as :meth:`_ZoneBuilder.owner` makes them), else None."""
@@ -703,7 +707,7 @@ class _ZoneBuilder:
         except RDataError as exc:
             p.add(m.where, f"soa: {exc}")
             return
-        self.zone.nodes.setdefault(self.zone.origin, {})[SOA] = RRset(
+        editable(self.zone.nodes, self.zone.origin)[SOA] = RRset(
             self.zone.origin, SOA, ttl, (rd,), m.where)
 
     # -- owners -----------------------------------------------------------
@@ -785,8 +789,8 @@ class _ZoneBuilder:
         if len(items) == 1:  # (the usual record set: nothing to compare)
             rd = parse_value(rtype, items[0], self.zone.origin, p)
             if rd is not None:
-                self.zone.nodes.setdefault(low, {})[rtype] = RRset(owner, rtype, ttl, (rd,),
-                                                                   tkey.where)
+                editable(self.zone.nodes, low)[rtype] = RRset(owner, rtype, ttl, (rd,),
+                                                              tkey.where)
             return
         parsed: list[RData] = []
         seen: dict[bytes, Where] = {}
@@ -807,8 +811,8 @@ class _ZoneBuilder:
         if rtype == CNAME and len(parsed) > 1:
             p.add(tval.where, "a name can have only one CNAME record")
             return
-        self.zone.nodes.setdefault(low, {})[rtype] = RRset(owner, rtype, ttl, tuple(parsed),
-                                                           tkey.where)
+        editable(self.zone.nodes, low)[rtype] = RRset(owner, rtype, ttl, tuple(parsed),
+                                                      tkey.where)
 
 
 _GENERIC_TYPE = re.compile(r"^TYPE([0-9]{1,5})$")

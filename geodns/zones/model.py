@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import weakref
 from array import array
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -21,6 +22,59 @@ class RRset:
     ttl: int
     rdatas: tuple[RData, ...]
     where: Where | None = None
+
+
+# A name's record sets, by type: a dict while the zone is read, a
+# :class:`One` once read if the name holds one (most names do).
+Types = Mapping[int, RRset]
+
+
+class One(Mapping[int, RRset]):
+    """The record sets of a name that holds one, as a mapping from its type:
+    what a dict of one item is, in a fifth of the memory (an object of one
+    slot against 232 bytes; a large zone holds one per name).  Read only:
+    the loader makes a dict of it to add to it (:func:`editable`)."""
+
+    __slots__ = ("rrset",)
+
+    def __init__(self, rrset: RRset) -> None:
+        self.rrset = rrset
+
+    def __getitem__(self, rtype: int) -> RRset:
+        if rtype == self.rrset.rtype:
+            return self.rrset
+        raise KeyError(rtype)
+
+    def get(self, rtype: int, default: RRset | None = None) -> RRset | None:  # type: ignore[override]
+        rrset = self.rrset
+        return rrset if rtype == rrset.rtype else default
+
+    def __contains__(self, rtype: object) -> bool:
+        return rtype == self.rrset.rtype
+
+    def __iter__(self) -> Iterator[int]:
+        return iter((self.rrset.rtype,))
+
+    def __len__(self) -> int:
+        return 1
+
+    def __repr__(self) -> str:
+        return f"One({self.rrset!r})"
+
+
+def compact(types: dict[int, RRset]) -> Types:
+    """A name's record sets as the zone keeps them once read."""
+    return One(next(iter(types.values()))) if len(types) == 1 else types
+
+
+def editable(nodes: dict[bytes, Types], owner: bytes) -> dict[int, RRset]:
+    """``owner``'s record sets as a dict the loader adds to (made if need be)."""
+    types = nodes.get(owner)
+    if isinstance(types, dict):
+        return types
+    made: dict[int, RRset] = {} if types is None else dict(types)
+    nodes[owner] = made
+    return made
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -45,13 +99,13 @@ class ZoneSource:
 @dataclass
 class Zone:
     """One validated zone.  ``nodes`` maps lower-cased wire owner names to
-    their RRsets by type; it holds only names with data (empty non-terminals
-    are derived by the compiler)."""
+    their RRsets by type (:data:`Types`); it holds only names with data (empty
+    non-terminals are derived by the compiler)."""
 
     origin: bytes  # lower-cased wire name
     file: str
     default_ttl: int
-    nodes: dict[bytes, dict[int, RRset]] = field(default_factory=dict)
+    nodes: dict[bytes, Types] = field(default_factory=dict)
     # Steered record sets: lower-cased owner -> type -> spec.  Their owners
     # are also in ``nodes`` (with their static types, if any).
     steered: dict[bytes, dict[int, SteerSpec]] = field(default_factory=dict)
