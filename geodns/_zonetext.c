@@ -836,39 +836,30 @@ error:
 
 /* -- a usual name's own answers (geodns/compile.py, _compile_zone) ------------ */
 
-static PyTypeObject *Answer_t, *Node_t;
+static PyTypeObject *Answer_t;
 static Py_ssize_t an_aa, an_cid, an_heads, an_kind, an_rcode, an_signed, an_smaller, an_tails,
     an_zone;
-static Py_ssize_t nd_below, nd_exact, nd_index, nd_memo, nd_name, nd_nodata, nd_nodata_wild,
-    nd_payload, nd_referral, nd_sec, nd_types, nd_wild;
 
 static PyObject *
 setup_compile(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyTypeObject *an, *nd;
-    if (!PyArg_ParseTuple(args, "O!O!", &PyType_Type, &an, &PyType_Type, &nd))
+    PyTypeObject *an;
+    if (!PyArg_ParseTuple(args, "O!", &PyType_Type, &an))
         return NULL;
     if (find_slot(an, "aa", &an_aa) || find_slot(an, "cid", &an_cid) ||
         find_slot(an, "heads", &an_heads) || find_slot(an, "kind", &an_kind) ||
         find_slot(an, "rcode", &an_rcode) || find_slot(an, "signed", &an_signed) ||
         find_slot(an, "smaller", &an_smaller) || find_slot(an, "tails", &an_tails) ||
-        find_slot(an, "zone", &an_zone) || find_slot(nd, "below_answer", &nd_below) ||
-        find_slot(nd, "exact", &nd_exact) || find_slot(nd, "index", &nd_index) ||
-        find_slot(nd, "memo", &nd_memo) || find_slot(nd, "name", &nd_name) ||
-        find_slot(nd, "nodata", &nd_nodata) || find_slot(nd, "nodata_wild", &nd_nodata_wild) ||
-        find_slot(nd, "payload", &nd_payload) || find_slot(nd, "referral", &nd_referral) ||
-        find_slot(nd, "sec", &nd_sec) || find_slot(nd, "types", &nd_types) ||
-        find_slot(nd, "wild", &nd_wild))
+        find_slot(an, "zone", &an_zone))
         return NULL;
     Py_XSETREF(Answer_t, (PyTypeObject *)Py_NewRef(an));
-    Py_XSETREF(Node_t, (PyTypeObject *)Py_NewRef(nd));
     Py_RETURN_NONE;
 }
 
 /* The context own() is given, one tuple per zone (geodns/compile.py). */
 enum {
-    C_ZONE_NODES, C_NODES, C_EXACT, C_SHARED, C_ORIGIN, C_INDEX, C_PAYLOAD, C_NODATA, C_NXDOMAIN,
+    C_ZONE_NODES, C_NODES, C_EXACT, C_USUAL, C_USUAL_NODE, C_ORIGIN,
     C_ZNAME, C_CID, C_RCODE, C_KIND, C_OPT, C_OPT_DO, C_HEADS, C_HEADS_OF, C_SLOW, C_COUNT
 };
 
@@ -1050,7 +1041,7 @@ own(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 #define CTX(i) PyTuple_GET_ITEM(ctx, i)
     PyObject *zone_nodes = CTX(C_ZONE_NODES), *origin = CTX(C_ORIGIN);
     if (!PyDict_Check(zone_nodes) || !PyDict_Check(CTX(C_NODES)) ||
-        !PyDict_Check(CTX(C_EXACT)) || !PyDict_Check(CTX(C_SHARED)) ||
+        !PyDict_Check(CTX(C_EXACT)) || !PyDict_Check(CTX(C_USUAL)) ||
         !PyBytes_Check(origin) || !PyDict_Check(CTX(C_HEADS)) || !PyBytes_Check(CTX(C_OPT)) ||
         !PyBytes_Check(CTX(C_OPT_DO))) {
         PyErr_SetString(PyExc_TypeError, "own: a bad context");
@@ -1118,31 +1109,17 @@ own(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (built == NULL)
         return NULL;
-    PyObject *types = PyDict_SetDefault(CTX(C_SHARED), built, built); /* borrowed */
-    if (types == NULL) {
-        Py_DECREF(built);
-        return NULL;
-    }
-    Py_INCREF(types);
-    /* the node first, as _compile_zone puts it in before its answers */
-    PyObject *node = Node_t->tp_alloc(Node_t, 0);
+    /* the node the usual names with these types share (made by compile's
+     * usual_node the first time), put in first, as _compile_zone does */
+    PyObject *node = PyDict_GetItemWithError(CTX(C_USUAL), built);
+    if (node != NULL)
+        Py_INCREF(node);
+    else if (!PyErr_Occurred())
+        node = PyObject_CallOneArg(CTX(C_USUAL_NODE), built);
     if (node == NULL) {
-        Py_DECREF(types);
         Py_DECREF(built);
         return NULL;
     }
-    SLOT(node, nd_index) = Py_NewRef(CTX(C_INDEX));
-    SLOT(node, nd_name) = Py_NewRef(name);
-    SLOT(node, nd_payload) = Py_NewRef(CTX(C_PAYLOAD));
-    SLOT(node, nd_sec) = Py_NewRef(Py_None);
-    SLOT(node, nd_types) = types;
-    SLOT(node, nd_exact) = Py_NewRef(CTX(C_EXACT));
-    SLOT(node, nd_memo) = Py_NewRef(Py_None);
-    SLOT(node, nd_nodata) = Py_NewRef(CTX(C_NODATA));
-    SLOT(node, nd_referral) = Py_NewRef(Py_None);
-    SLOT(node, nd_wild) = Py_NewRef(Py_None);
-    SLOT(node, nd_nodata_wild) = Py_NewRef(Py_None);
-    SLOT(node, nd_below) = Py_NewRef(CTX(C_NXDOMAIN));
     int failed = PyDict_SetItem(CTX(C_NODES), name, node);
     Py_DECREF(node);
     if (failed) {
@@ -1239,7 +1216,7 @@ static PyMethodDef methods[] = {
      "records (entry i on lines starts[i]..starts[i+1]-1, 1-based), (owner lower-cased, "
      "{type: RRset}) when read here, else None."},
     {"setup_compile", setup_compile, METH_VARARGS,
-     "setup_compile(Answer, Node): the compiled tables' classes."},
+     "setup_compile(Answer): the compiled tables' classes."},
     {"own", (PyCFunction)(void (*)(void))own, METH_FASTCALL,
      "own(context, name) -> bool: a usual name's node and own answers put in the tables "
      "(geodns/compile.py); False when the name is not a usual one."},

@@ -18,7 +18,9 @@ Two kinds of pre-built answer exist:
   into the question except with ``C0 0C``, so they fit any question.
 
 Rare shapes (a qtype nobody pre-built behind a CNAME) are resolved and
-encoded on first use and memoised per node, within bounds.
+encoded on first use and memoised per node, within bounds.  The usual
+names of a zone (their own records, nothing below them) share one node per
+set of types: the node holds nothing of the name's own.
 
 An answer that depends on the client is a :class:`Steered` entry instead:
 the static records that lead to a steered record set (a CNAME chain, or
@@ -83,6 +85,7 @@ from geodns.zones.model import One, RRset, Types, Zone
 CLASS_IN = 1
 _QTC_IN = b"\x00\x01"
 MEMO_PER_NODE = 64
+MEMO_SHARED = 4096  # the same, for a node the usual names of a zone share
 MAX_PROOFS = 65536  # answers kept per Proof (one per pair of NSEC chain intervals)
 MAX_VARIANTS = 4096  # answers kept per Steered entry (one per combination of outcomes)
 DEFAULT_UDP_PAYLOAD = 1232
@@ -498,12 +501,14 @@ class Steered:
 
 class Node:
     """Everything the hot path needs about one name that exists in a zone
-    (a name with data, an empty non-terminal, or the zone apex)."""
+    (a name with data, an empty non-terminal, or the zone apex).  ``name``
+    is None for the node the usual names of a zone with the same types
+    share (:func:`_compile_zone`): it is given with the question."""
 
     __slots__ = ("below_answer", "exact", "index", "memo", "name", "nodata", "nodata_wild",
                  "payload", "referral", "sec", "types", "wild")
 
-    def __init__(self, index: ZoneIndex, name: bytes, payload: int,
+    def __init__(self, index: ZoneIndex, name: bytes | None, payload: int,
                  sec: ZoneSigning | None = None,
                  exact: dict[bytes, Answer | Steered] | None = None) -> None:
         self.index = index
@@ -515,7 +520,8 @@ class Node:
         # where a dict per name was a tenth of a large zone's memory).
         self.types: tuple[int, ...] = ()
         self.exact: dict[bytes, Answer | Steered] = {} if exact is None else exact
-        self.memo: dict[int, Answer] | None = None  # made on first use: most names never need it
+        # By exact key (name, type, class): made on first use, as most names never need it.
+        self.memo: dict[bytes, Answer] | None = None
         # Any type not pre-built: NODATA, or for a CNAME whose chain reaches
         # a steered CNAME, that Steered entry (None: resolve on first use).
         self.nodata: Answer | Steered | None = None
@@ -524,15 +530,14 @@ class Node:
         self.nodata_wild: Answer | Steered | None = None  # the same, for the wildcard
         self.below_answer: Answer | None = None  # NXDOMAIN or referral for names below
 
-    @property
-    def by_type(self) -> dict[int, Answer | Steered]:
-        """The pre-built answers, by type."""
-        return {t: self.exact[self.name + _type_key(t)] for t in self.types}
+    def by_type(self, name: bytes) -> dict[int, Answer | Steered]:
+        """The pre-built answers of ``name`` (this node's), by type."""
+        return {t: self.exact[name + _type_key(t)] for t in self.types}
 
-    def answer(self, qtype: int) -> Answer | Steered:
-        """Answer for a question naming this node exactly."""
+    def answer(self, qtype: int, name: bytes) -> Answer | Steered:
+        """Answer for a question naming this node (``name``, lower-cased) exactly."""
         if qtype in self.types:
-            return self.exact[self.name + _type_key(qtype)]
+            return self.exact[name + _type_key(qtype)]
         if self.sec is not None and qtype in (NSEC, RRSIG) and \
                 self.name in self.sec.position:
             return self._dnssec_records(qtype)
@@ -542,16 +547,17 @@ class Node:
             if self.sec is not None and self.nodata is self.sec.templates[0]:
                 # A signed zone's NODATA carries the name's own NSEC: made
                 # on first use (most names never need it).
-                self.nodata = _nodata(self.nodata, self.index, self.name, self.sec)
+                self.nodata = _nodata(self.nodata, self.index, name, self.sec)
             return self.nodata
-        memo = self.memo.get(qtype) if self.memo is not None else None
+        key = name + _type_key(qtype)
+        memo = self.memo.get(key) if self.memo is not None else None
         if memo is None:
-            memo = encode(self.index.resolve(self.name, qtype), self.name,
+            memo = encode(self.index.resolve(name, qtype), name,
                           self.index.zone.name, self.payload, self.sec)
             if self.memo is None:
                 self.memo = {}
-            if len(self.memo) < MEMO_PER_NODE:
-                self.memo[qtype] = memo
+            if len(self.memo) < (MEMO_PER_NODE if self.name is not None else MEMO_SHARED):
+                self.memo[key] = memo
         return memo
 
     def _dnssec_records(self, qtype: int) -> Answer:
@@ -559,8 +565,9 @@ class Node:
         RRSIG for DO), or every RRSIG at the name (of its static record
         sets: a steered set's depends on the client), as Knot answers."""
         sec = self.sec
-        assert sec is not None
-        memo = self.memo.get(qtype) if self.memo is not None else None
+        assert sec is not None and self.name is not None
+        key = self.name + _type_key(qtype)
+        memo = self.memo.get(key) if self.memo is not None else None
         if memo is not None:
             return memo
         nsec = sec.nodata_proof(self.name)
@@ -579,21 +586,21 @@ class Node:
                               signed=True)
         if self.memo is None:
             self.memo = {}
-        self.memo[qtype] = memo
+        self.memo[key] = memo
         return memo
 
-    def below(self, qtype: int) -> Answer | Steered:
-        """Answer for a name below this node that does not exist itself,
-        this node being its closest encloser."""
+    def below(self, qtype: int, name: bytes) -> Answer | Steered:
+        """Answer for a name below this node (``name``) that does not exist
+        itself, this node being its closest encloser."""
         if self.wild is not None:
             ans = self.wild.get(qtype)
             if ans is None:
                 if self.nodata_wild is not None and qtype != ANY:
                     return self.nodata_wild
-                res = self.index.wildcard(self.name, qtype)
+                res = self.index.wildcard(name, qtype)
                 ans = encode(res, None, self.index.zone.name, self.payload)
                 if self.sec is not None:
-                    ans.signed = _wild_proof(res, self.sec, b"\x01*" + self.name,
+                    ans.signed = _wild_proof(res, self.sec, b"\x01*" + name,
                                              self.index.zone.name, self.payload)
                 if len(self.wild) < MEMO_PER_NODE + 16:
                     self.wild[qtype] = ans
@@ -604,7 +611,7 @@ class Node:
             # What covers the name, and what covers the wildcard here: found
             # per name; this node's own object made on first use.
             below = self.below_answer = below.sharing(Proof(
-                self.sec, b"\x01*" + self.name,
+                self.sec, b"\x01*" + name,
                 _denial(self.sec.index.nxdomain(), self.sec, self.index.zone.name,
                         self.payload)))
         return below
@@ -1035,7 +1042,18 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
                  for cut in index.cuts}
 
     reuse = build.reuse
-    shared: dict[tuple[int, ...], tuple[int, ...]] = {}
+    # The node the usual names with the same types share (unsigned: a
+    # signed name's NODATA and NXDOMAIN carry its own proofs).
+    usual: dict[tuple[int, ...], Node] = {}
+    shared: dict[tuple[int, ...], tuple[int, ...]] = {}  # the other names' types, shared
+
+    def usual_node(types: tuple[int, ...]) -> Node:
+        node = usual[types] = Node(index, None, payload, None, exact)
+        node.types = types
+        node.nodata = nodata_template
+        node.below_answer = nxdomain
+        return node
+
     zone_nodes = zone.nodes
     origin = zone.origin
     plain = _OWN_ANSWERS and sec is None and not zone.steered and not index.cuts
@@ -1048,37 +1066,25 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
                 build.entry(index.resolve(name, rtype), name, index)
 
         # What geodns/_zonetext.c's own() needs to do what the own path below does.
-        context = (zone_nodes, nodes, exact, shared, origin, index, payload, nodata_template,
-                   nxdomain, zname, made.cid, NOERROR, AnswerKind.ANSWER, made.opt, made.opt_do,
-                   {an: _heads(NOERROR, True, an, 0, 0) for an in range(1, 5)},
+        context = (zone_nodes, nodes, exact, usual, usual_node, origin, zname, made.cid, NOERROR,
+                   AnswerKind.ANSWER, made.opt, made.opt_do, {an: _heads(NOERROR, True, an, 0, 0) for an in range(1, 5)},
                    lambda an: _heads(NOERROR, True, an, 0, 0), slow)
     for name in list(zone.nodes) + sorted(index.ents):
         if context is not None and name not in reuse and _zonetext.own(context, name):
             continue  # a usual name, made in C as below
-        node = Node(index, name, payload, sec, exact)
-        nodes[name] = node
         cut = index.cut_above(name)
         kept = reuse.get(name) if cut is None else None
         if kept is not None:
             # The same positive answers; the rest (this zone's index and
-            # templates, memos made on first use) is this version's.
-            # Shared: a node's pre-built answers never change once compiled.
-            node.types = kept.types
-            node.nodata = nodata_template
-            node.below_answer = nxdomain
+            # templates, memos made on first use) is this version's: the
+            # node of the usual names with its types (:func:`_reusable`
+            # keeps no other kind of name).  Shared: a node's pre-built
+            # answers never change once compiled.
+            node = usual.get(kept.types)
+            nodes[name] = node if node is not None else usual_node(kept.types)
             for qtype in kept.types:
                 key = name + _type_key(qtype)
                 exact[key] = kept.exact[key]
-            continue
-        if cut is not None:
-            node.referral = node.below_answer = referrals[cut]
-            if name == cut:
-                # DS is answered by the parent side of the cut (RFC 4035 3.1.4.1).
-                ds = zone.nodes[name].get(DS)
-                ds_answer = _nodata(nodata_template, index, name, sec) if ds is None \
-                    else encode(index.resolve(name, DS), name, zname, payload, sec)
-                node.types = (DS,)
-                exact[name + _type_key(DS)] = ds_answer
             continue
         data = zone_nodes.get(name)
         if plain and data is not None and CNAME not in data and name != origin and \
@@ -1088,13 +1094,24 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
             # its own records, with the in-zone addresses of their targets
             # (none: encoded here, without resolving).
             built = tuple(data) if len(data) == 1 else tuple(set(data))  # (in _prebuilt's order)
+            node = usual.get(built)
+            nodes[name] = node if node is not None else usual_node(built)
             for rtype in built:
                 ans = _own_answer(data[rtype], name, origin, made)
                 exact[name + _type_key(rtype)] = ans if ans is not None else \
                     build.entry(index.resolve(name, rtype), name, index)
-            node.nodata = nodata_template
-            node.types = shared.setdefault(built, built)
-            node.below_answer = nxdomain
+            continue
+        node = Node(index, name, payload, sec, exact)
+        nodes[name] = node
+        if cut is not None:
+            node.referral = node.below_answer = referrals[cut]
+            if name == cut:
+                # DS is answered by the parent side of the cut (RFC 4035 3.1.4.1).
+                ds = zone.nodes[name].get(DS)
+                ds_answer = _nodata(nodata_template, index, name, sec) if ds is None \
+                    else encode(index.resolve(name, DS), name, zname, payload, sec)
+                node.types = (DS,)
+                exact[name + _type_key(DS)] = ds_answer
             continue
         types, is_cname = _prebuilt(zone, name)
         if is_cname:
@@ -1145,4 +1162,4 @@ if _zonetext is not None:
     from geodns.problems import Where
 
     _zonetext.setup(RData, RRset, Where, CompressibleName, One)
-    _zonetext.setup_compile(Answer, Node)
+    _zonetext.setup_compile(Answer)

@@ -420,14 +420,14 @@ class Responder:
         nodes = self.nodes
         node = nodes.get(name)
         if node is not None:
-            return node.answer(qtype)
+            return node.answer(qtype, name)
         i = 0
         ln = name[0]
         while ln:
             i += ln + 1
             node = nodes.get(name[i:])
             if node is not None:
-                return node.below(qtype)
+                return node.below(qtype, name[i:])
             ln = name[i]
         return self.refused
 

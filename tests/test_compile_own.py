@@ -59,8 +59,9 @@ def _answer(a: Answer | Steered | None) -> object:
             _answer(a.signed) if isinstance(a.signed, Answer) else a.signed)
 
 
-def _node(n: Node) -> object:
-    return (n.name, sorted(n.types), _answer(n.nodata), _answer(n.referral),
+def _node(name: bytes, n: Node) -> object:
+    """A node as it answers for ``name`` (a usual name's node is shared: no name of its own)."""
+    return (name if n.name is None else n.name, sorted(n.types), _answer(n.nodata), _answer(n.referral),
             None if n.wild is None else {t: _answer(a) for t, a in n.wild.items()},
             _answer(n.nodata_wild), _answer(n.below_answer), n.memo)
 
@@ -87,7 +88,7 @@ def test_own_answers_are_the_resolved_answers(monkeypatch: pytest.MonkeyPatch,
             monkeypatch.setattr(compiler, "_OWN_ANSWERS", own)
             t = compile_zones([zone])
             tables.append(({k: _answer(a) for k, a in t.exact.items()},
-                           {k: _node(v) for k, v in t.nodes.items()},
+                           {k: _node(k, v) for k, v in t.nodes.items()},
                            [list(t.exact), list(t.nodes)]))
         monkeypatch.undo()
         assert tables[0] == tables[1], text

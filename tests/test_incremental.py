@@ -244,7 +244,8 @@ def test_an_edit_reuses_the_answers_of_the_names_it_did_not_touch() -> None:
     old, new = first.snapshot.tables.parts[origin], second.snapshot.tables.parts[origin]
 
     def by_type(part: ZoneTables, owner: str) -> dict[int, Answer | Steered]:
-        return part.nodes[names.from_text(f"{owner}.{ORIGIN}").lower()].by_type
+        name = names.from_text(f"{owner}.{ORIGIN}").lower()
+        return part.nodes[name].by_type(name)
 
     for owner in ("www", "srv", "h1", "h2", "a.b.c"):
         assert all(new_ans is by_type(old, owner)[t]
