@@ -33,7 +33,7 @@
 
 /* The classes the zone model is made of (set by setup()), and where their
  * slots are: the objects are made here as their own constructors make them. */
-static PyTypeObject *RData_t, *RRset_t, *Where_t, *CName_t, *One_t;
+static PyTypeObject *RData_t, *RRset_t, *CName_t, *One_t;
 static Py_ssize_t rd_parts, rd_target;
 static Py_ssize_t rr_owner, rr_rtype, rr_ttl, rr_rdatas, rr_where;
 static Py_ssize_t one_rrset;
@@ -67,12 +67,12 @@ static PyObject *
 setup(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyTypeObject *rd, *rr, *wh, *cn, *one;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!O!", &PyType_Type, &rd, &PyType_Type, &rr,
-                          &PyType_Type, &wh, &PyType_Type, &cn, &PyType_Type, &one))
+    PyTypeObject *rd, *rr, *cn, *one;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!", &PyType_Type, &rd, &PyType_Type, &rr,
+                          &PyType_Type, &cn, &PyType_Type, &one))
         return NULL;
-    if (!PyType_IsSubtype(wh, &PyTuple_Type) || !PyType_IsSubtype(cn, &PyBytes_Type)) {
-        PyErr_SetString(PyExc_TypeError, "Where must be a tuple and the name a bytes type");
+    if (!PyType_IsSubtype(cn, &PyBytes_Type)) {
+        PyErr_SetString(PyExc_TypeError, "the name must be a bytes type");
         return NULL;
     }
     if (find_slot(rd, "parts", &rd_parts) || find_slot(rd, "target", &rd_target) ||
@@ -83,7 +83,6 @@ setup(PyObject *self, PyObject *args)
         return NULL;
     Py_XSETREF(RData_t, (PyTypeObject *)Py_NewRef(rd));
     Py_XSETREF(RRset_t, (PyTypeObject *)Py_NewRef(rr));
-    Py_XSETREF(Where_t, (PyTypeObject *)Py_NewRef(wh));
     Py_XSETREF(CName_t, (PyTypeObject *)Py_NewRef(cn));
     Py_XSETREF(One_t, (PyTypeObject *)Py_NewRef(one));
     Py_RETURN_NONE;
@@ -105,7 +104,6 @@ typedef struct {
 
 typedef struct {
     int rtype;
-    Py_ssize_t column; /* the type key's, 1-based */
     int n;
     Value v[MAX_VALUES];
 } TypeEntry;
@@ -550,27 +548,10 @@ rdata_of(int rtype, const unsigned char *s, const Value *v, const unsigned char 
 
 /* -- one entry ---------------------------------------------------------------- */
 
-static PyObject *
-where_new(PyObject *file, PyObject *line, Py_ssize_t column)
-{
-    PyObject *col = PyLong_FromSsize_t(column);
-    if (col == NULL)
-        return NULL;
-    PyObject *w = Where_t->tp_alloc(Where_t, 3);
-    if (w == NULL) {
-        Py_DECREF(col);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(w, 0, Py_NewRef(file));
-    PyTuple_SET_ITEM(w, 1, Py_NewRef(line));
-    PyTuple_SET_ITEM(w, 2, col);
-    return w;
-}
-
 typedef struct {
     const unsigned char *origin;
     Py_ssize_t olen;
-    PyObject *ttl, *file;
+    PyObject *ttl;
 } Zone;
 
 /* What reading one entry needs, allocated once per entries() call (not
@@ -582,10 +563,12 @@ typedef struct {
     Py_ssize_t clen[MAX_VALUES];
 } Work;
 
-/* The entry on line ``number`` (text s[0:n]): (owner lower-cased, {type:
- * RRset}), Py_None when it is not read here, NULL on an error. */
+/* The entry on a line (text s[0:n]): (owner lower-cased, its record sets:
+ * a model.One, or a dict {type: RRset} for more than one), Py_None when it
+ * is not read here, NULL on an error.  No position is kept with a record
+ * set: model.Zone.where_of finds it in the zone's source when asked. */
 static PyObject *
-entry(const Zone *z, Work *work, const unsigned char *s, Py_ssize_t n, long number)
+entry(const Zone *z, Work *work, const unsigned char *s, Py_ssize_t n)
 {
     TypeEntry *types = work->types;
     int ntypes = 0;
@@ -615,7 +598,6 @@ entry(const Zone *z, Work *work, const unsigned char *s, Py_ssize_t n, long numb
             if (types[k].rtype == t->rtype)
                 Py_RETURN_NONE;
         }
-        t->column = i + 1;
         t->n = 0;
         i = type_value(s, n, at, t);
         if (i < 0)
@@ -644,7 +626,7 @@ entry(const Zone *z, Work *work, const unsigned char *s, Py_ssize_t n, long numb
     unsigned char (*canon)[256 + 4] = work->canon;
     Py_ssize_t *clen = work->clen;
     PyObject *node = PyDict_New();
-    PyObject *owner = NULL, *low = NULL, *line = NULL;
+    PyObject *owner = NULL, *low = NULL;
     if (node == NULL)
         return NULL;
     owner = PyBytes_FromStringAndSize((const char *)ow, owl);
@@ -652,9 +634,6 @@ entry(const Zone *z, Work *work, const unsigned char *s, Py_ssize_t n, long numb
         goto error;
     low = lower_bytes(owner);
     if (low == NULL)
-        goto error;
-    line = PyLong_FromLong(number);
-    if (line == NULL)
         goto error;
     for (int k = 0; k < ntypes; k++) {
         TypeEntry *t = &types[k];
@@ -690,11 +669,9 @@ entry(const Zone *z, Work *work, const unsigned char *s, Py_ssize_t n, long numb
             }
         }
         PyObject *rtype = PyLong_FromLong(t->rtype);
-        PyObject *where = rtype == NULL ? NULL : where_new(z->file, line, t->column);
-        PyObject *rr = where == NULL ? NULL : RRset_t->tp_alloc(RRset_t, 0);
+        PyObject *rr = rtype == NULL ? NULL : RRset_t->tp_alloc(RRset_t, 0);
         if (rr == NULL) {
             Py_XDECREF(rtype);
-            Py_XDECREF(where);
             Py_DECREF(rdatas);
             goto error;
         }
@@ -702,7 +679,7 @@ entry(const Zone *z, Work *work, const unsigned char *s, Py_ssize_t n, long numb
         SLOT(rr, rr_rtype) = Py_NewRef(rtype);
         SLOT(rr, rr_ttl) = Py_NewRef(z->ttl);
         SLOT(rr, rr_rdatas) = rdatas;
-        SLOT(rr, rr_where) = where;
+        SLOT(rr, rr_where) = Py_NewRef(Py_None);
         int failed = PyDict_SetItem(node, rtype, rr);
         Py_DECREF(rtype);
         Py_DECREF(rr);
@@ -714,11 +691,9 @@ entry(const Zone *z, Work *work, const unsigned char *s, Py_ssize_t n, long numb
         Py_DECREF(node);
         Py_DECREF(owner);
         Py_DECREF(low);
-        Py_DECREF(line);
         Py_RETURN_NONE;
     }
     Py_DECREF(owner);
-    Py_DECREF(line);
     if (PyDict_GET_SIZE(node) == 1) {
         /* the usual name: its one record set, as the loader keeps it (model.One) */
         Py_ssize_t pos = 0;
@@ -741,7 +716,6 @@ error:
     Py_XDECREF(node);
     Py_XDECREF(owner);
     Py_XDECREF(low);
-    Py_XDECREF(line);
     return NULL;
 }
 
@@ -764,9 +738,9 @@ static PyObject *
 entries(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 7) {
+    if (nargs != 6) {
         PyErr_SetString(PyExc_TypeError,
-                        "entries(lines, starts, lo, hi, origin, ttl, file)");
+                        "entries(lines, starts, lo, hi, origin, ttl)");
         return NULL;
     }
     PyObject *lines = args[0], *starts = args[1];
@@ -775,8 +749,8 @@ entries(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     if (!PyList_Check(lines) || !PyList_Check(starts) || !PyBytes_Check(args[4]) ||
-        !PyLong_Check(args[5]) || !PyUnicode_Check(args[6])) {
-        PyErr_SetString(PyExc_TypeError, "entries(list, list, int, int, bytes, int, str)");
+        !PyLong_Check(args[5])) {
+        PyErr_SetString(PyExc_TypeError, "entries(list, list, int, int, bytes, int)");
         return NULL;
     }
     Py_ssize_t lo = PyLong_AsSsize_t(args[2]), hi = PyLong_AsSsize_t(args[3]);
@@ -791,7 +765,6 @@ entries(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     z.origin = (const unsigned char *)PyBytes_AS_STRING(args[4]);
     z.olen = PyBytes_GET_SIZE(args[4]);
     z.ttl = args[5];
-    z.file = args[6];
     if (z.olen < 1 || z.olen > 255 || z.origin[z.olen - 1] != 0) {
         PyErr_SetString(PyExc_ValueError, "entries: origin is not a wire name");
         return NULL;
@@ -820,7 +793,7 @@ entries(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             if (!ok || !PyUnicode_Check(line) || !PyUnicode_IS_ASCII(line))
                 got = Py_NewRef(Py_None);
             else
-                got = entry(&z, work, PyUnicode_1BYTE_DATA(line), PyUnicode_GET_LENGTH(line), first);
+                got = entry(&z, work, PyUnicode_1BYTE_DATA(line), PyUnicode_GET_LENGTH(line));
         }
         if (got == NULL)
             goto error;
@@ -1210,11 +1183,11 @@ own(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS,
-     "setup(RData, RRset, Where, CompressibleName): the zone model's classes."},
+     "setup(RData, RRset, CompressibleName, One): the zone model's classes."},
     {"entries", (PyCFunction)(void (*)(void))entries, METH_FASTCALL,
-     "entries(lines, starts, lo, hi, origin, ttl, file) -> list: for entries lo..hi-1 of "
+     "entries(lines, starts, lo, hi, origin, ttl) -> list: for entries lo..hi-1 of "
      "records (entry i on lines starts[i]..starts[i+1]-1, 1-based), (owner lower-cased, "
-     "{type: RRset}) when read here, else None."},
+     "its record sets: a One or a {type: RRset}) when read here, else None."},
     {"setup_compile", setup_compile, METH_VARARGS,
      "setup_compile(Answer): the compiled tables' classes."},
     {"own", (PyCFunction)(void (*)(void))own, METH_FASTCALL,

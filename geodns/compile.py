@@ -1159,7 +1159,5 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
 
 
 if _zonetext is not None:
-    from geodns.problems import Where
-
-    _zonetext.setup(RData, RRset, Where, CompressibleName, One)
+    _zonetext.setup(RData, RRset, CompressibleName, One)
     _zonetext.setup_compile(Answer)

@@ -9,6 +9,7 @@ loaded both ways."""
 from __future__ import annotations
 
 import random
+from array import array
 
 import pytest
 
@@ -16,8 +17,9 @@ from geodns import names
 from geodns.problems import Problems
 from geodns.yamlsrc import flow_entry
 from geodns.zones import loader
+from geodns.zones.checks import where_of
 from geodns.zones.loader import _ZoneBuilder, load_zone_text
-from geodns.zones.model import RRset, Zone
+from geodns.zones.model import Zone, ZoneSource, compact
 from tests.refservers import skip_or_fail
 
 if loader._zonetext is None:
@@ -27,9 +29,12 @@ _zonetext = loader._zonetext
 FILE = "z.yaml"
 
 
-def shape(node: dict[int, RRset]) -> object:
-    """A name's record sets with every object's type and value."""
-    return [(rtype, type(rr.owner), rr.owner, rr.rtype, rr.ttl, type(rr.where), tuple(rr.where),
+def shape(zone: Zone, owner: bytes) -> object:
+    """A name's record sets with every object's type and value, and where
+    each is written (kept with it, or found in the source: ``where_of``)."""
+    node = zone.nodes[owner]
+    return [(rtype, type(rr.owner), rr.owner, rr.rtype, rr.ttl, type(node),
+             type(where_of(zone, owner, rtype)), tuple(where_of(zone, owner, rtype) or ()),
              [(rd.target, type(rd.target), [(type(p), p) for p in rd.parts])
               for rd in rr.rdatas])
             for rtype, rr in node.items()]
@@ -46,13 +51,20 @@ def python_entry(line: str, number: int, origin: bytes, ttl: int) -> object:
     low = _ZoneBuilder(zone, problems).owner(*got)
     if problems or low is None:
         return None
-    return low, shape(zone.nodes[low])
+    zone.nodes[low] = compact(zone.nodes[low])  # (as the loader keeps it once read)
+    return low, shape(zone, low)
 
 
 def c_entry(line: str, number: int, origin: bytes, ttl: int) -> object:
     lines = [""] * (number - 1) + [line]
-    got = _zonetext.entries(lines, [number, number + 1], 0, 1, origin, ttl, FILE)[0]
-    return None if got is None else (got[0], shape(got[1]))
+    got = _zonetext.entries(lines, [number, number + 1], 0, 1, origin, ttl)[0]
+    if got is None:
+        return None
+    owner, node = got
+    assert all(rr.where is None for rr in node.values())  # (no position kept: found when asked)
+    zone = Zone(origin=origin, file=FILE, default_ttl=ttl, nodes={owner: node},
+                source=ZoneSource("\n".join(lines), (owner,), array("I", [number, number + 1])))
+    return owner, shape(zone, owner)
 
 
 OWNERS = ["www", "h1", "WwW", "a.b", "x-y_z/1", "_srv._tcp", "1", "on", "null", "a" * 63,
@@ -222,7 +234,7 @@ def test_zones_load_alike_with_and_without_the_c_reader(monkeypatch: pytest.Monk
             problems = Problems()
             zone = load_zone_text(text, FILE, "example.com.", problems)
             results.append((None if zone is None else
-                            [(o, shape(node)) for o, node in zone.nodes.items()],
+                            [(o, shape(zone, o)) for o in zone.nodes],
                             [str(p) for p in problems]))
             monkeypatch.undo()
         assert results[0] == results[1], text

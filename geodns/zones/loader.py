@@ -47,7 +47,7 @@ from geodns.yamlsrc import (
     load_text,
     unknown_keys,
 )
-from geodns.zones.checks import check_zone
+from geodns.zones.checks import check_zone, where_of
 from geodns.zones.model import One, RRset, Types, Zone, ZoneSource, compact, editable
 from geodns.zones.steer import steer_spec
 from geodns.zones.values import is_structured, parse_value
@@ -57,7 +57,7 @@ try:  # the usual entries of records read in C (optional: else in Python)
 except ImportError:  # pragma: no cover - a tree without the C helper built
     _zonetext = None  # type: ignore[assignment]
 else:
-    _zonetext.setup(RData, RRset, Where, CompressibleName, One)
+    _zonetext.setup(RData, RRset, CompressibleName, One)
 
 ZONE_SUFFIXES = (".yaml", ".yml")
 _LABEL_OK = re.compile(r"^[A-Za-z0-9_\-/\\*]+$")  # "\\" stands for an escape here
@@ -416,9 +416,9 @@ def _build(root: YNode, file: str, default_origin: str, problems: Problems,
     dnode = top.get("dnssec")
     if dnode is not None:
         zone.dnssec = dnssec_policy.parse(dnode, problems)
-        keyset = zone.nodes.get(zone.origin, {}).get(rdata.DNSKEY)
-        if keyset is not None and keyset.where is not None:
-            problems.add(keyset.where, "DNSKEY records of a zone with dnssec come from its "
+        keyset = where_of(zone, zone.origin, rdata.DNSKEY)
+        if keyset is not None:
+            problems.add(keyset, "DNSKEY records of a zone with dnssec come from its "
                                         "keys: leave them out (a published-only key is a key "
                                         "with 'sign: false')")
 
@@ -582,7 +582,7 @@ class _Splice:
         if _zonetext is None:
             return [None] * (hi - lo)
         return _zonetext.entries(self.lines, self.starts, lo, hi, zone.origin,
-                                 zone.default_ttl, self.file)
+                                 zone.default_ttl)
 
     def _line(self, i: int) -> tuple[YScalar, YNode] | None:
         """Entry ``i`` read without the parser, when it is one line of the

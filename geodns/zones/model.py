@@ -21,7 +21,9 @@ class RRset:
     rtype: int
     ttl: int
     rdatas: tuple[RData, ...]
-    where: Where | None = None
+    # Where it is written (not part of what it is); None for an entry the
+    # loader read in C, whose place is found when asked (checks.where_of).
+    where: Where | None = field(default=None, compare=False)
 
 
 # A name's record sets, by type: a dict while the zone is read, a
