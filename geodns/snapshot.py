@@ -636,7 +636,7 @@ def _load_zone(doc: Document, config: Config, problems: Problems,
         return None
     return load_zone_text(text, doc.name, origin_from_filename(Path(doc.name)), problems,
                           pops=config.pops, check_defaults=config.check_defaults,
-                          previous=previous)
+                          previous=previous, raw=doc.text)
 
 
 def _signing_changes(changes: list[Change], previous: Snapshot | None, tables: Tables) -> None:

@@ -161,6 +161,26 @@ def test_zones_checked_before_serving_are_not_loaded_again(tmp_path: Path) -> No
         loader.forget_kept()
 
 
+def test_a_zone_keeps_its_documents_bytes_as_its_source() -> None:
+    """The text a zone keeps for its next version is the document's own
+    bytes object (which the source of documents holds anyway), not a copy,
+    when it is ASCII; else its text."""
+    docs = documents({"a.test.": zone("a.test.", 1),
+                      "b.test.": zone("b.test.", 1, "  t: {TXT: é}\n")}, "r1")
+    b = build(docs, Config(path=None, zones_dir=Path("zones")), None, (None, GeoipStatus()),
+              HealthView(), new_responder, 0.0)
+    ascii_zone, other = (b.snapshot.zones[f"{o}yaml"].zone for o in ("a.test.", "b.test."))
+    assert ascii_zone is not None and ascii_zone.source is not None
+    assert ascii_zone.source.data is docs.zones["a.test.yaml"].text
+    assert ascii_zone.source.text == zone("a.test.", 1)
+    assert other is not None and other.source is not None
+    assert other.source.data == zone("b.test.", 1, "  t: {TXT: é}\n")  # (a str)
+    second = built({"a.test.": zone("a.test.", 2)}, "r2", b)  # (an edit reads the bytes again)
+    edited = second.snapshot.zones["a.test.yaml"].zone
+    assert edited is not None and edited.serial == 2 and edited.source is not None
+    assert edited.source.base is not None and edited.source.base() is ascii_zone
+
+
 # -- one zone edited: its unchanged names reused --------------------------------------
 BASE = {
     "www": "{A: 192.0.2.1, AAAA: \"2001:db8::1\"}",

@@ -116,19 +116,24 @@ def forget_kept() -> None:
 def load_zone_text(text: str, file: str, default_origin: str, problems: Problems,
                    pops: Collection[str] = (),
                    check_defaults: dict[str, float] | None = None,
-                   previous: Zone | None = None) -> Zone | None:
+                   previous: Zone | None = None, raw: bytes | None = None) -> Zone | None:
     """Load and validate a zone from its text.  ``previous``: the zone's
     version loaded before from the same file, whose records the entries
-    with the same text as then are taken from (see :class:`_Reuse`)."""
+    with the same text as then are taken from (see :class:`_Reuse`).
+    ``raw``: the document's bytes, whose decoding ``text`` is: the zone's
+    :class:`ZoneSource` keeps them rather than a copy when they are ASCII."""
+    zone = None
     if _kept:
-        kept = _kept.pop(_kept_key(text, file, default_origin, pops, check_defaults), None)
-        if kept is not None:
-            return kept  # the same text, checked with the same settings: no problems
-    if previous is None or previous.source is not None:
+        zone = _kept.pop(_kept_key(text, file, default_origin, pops, check_defaults), None)
+        # (a zone kept is the same text, checked with the same settings: no problems)
+    if zone is None and (previous is None or previous.source is not None):
         zone = _spliced(text, file, default_origin, pops, check_defaults, previous)
-        if zone is not None:
-            return zone
-    return _parsed(text, file, default_origin, problems, pops, check_defaults, previous)
+    if zone is None:
+        zone = _parsed(text, file, default_origin, problems, pops, check_defaults, previous)
+    if zone is not None and zone.source is not None and raw is not None and \
+            isinstance(zone.source.data, str) and len(raw) == len(zone.source.data):
+        zone.source = replace(zone.source, data=raw)  # (UTF-8: as long as its text when ASCII)
+    return zone
 
 
 def _parsed(text: str, file: str, default_origin: str, problems: Problems,

@@ -88,7 +88,10 @@ class ZoneSource:
     takes an owner whose entry has the same text as it was (its lines moved,
     maybe) without parsing it again (``geodns.zones.loader``)."""
 
-    text: str
+    # The text: the zone document's own bytes when they are ASCII (the object
+    # the source of documents holds anyway: a large zone's text is not kept
+    # twice), else the str (:attr:`text` either way).
+    data: str | bytes
     owners: tuple[bytes, ...]
     starts: array[int]
     # The version whose records the others were taken from (while it
@@ -96,6 +99,11 @@ class ZoneSource:
     # owner holds the records it held there (the compiler's diff).
     base: weakref.ref[Zone] | None = None
     fresh: frozenset[bytes] = frozenset()
+
+    @property
+    def text(self) -> str:
+        data = self.data
+        return data if isinstance(data, str) else data.decode("ascii")
 
 
 @dataclass
