@@ -505,12 +505,11 @@ class Node:
     is None for the node the usual names of a zone with the same types
     share (:func:`_compile_zone`): it is given with the question."""
 
-    __slots__ = ("below_answer", "exact", "index", "memo", "name", "nodata", "nodata_wild",
+    __slots__ = ("below_answer", "index", "memo", "name", "nodata", "nodata_wild",
                  "payload", "referral", "sec", "types", "wild")
 
     def __init__(self, index: ZoneIndex, name: bytes | None, payload: int,
-                 sec: ZoneSigning | None = None,
-                 exact: dict[bytes, Answer | Steered] | None = None) -> None:
+                 sec: ZoneSigning | None = None) -> None:
         self.index = index
         self.name = name
         self.payload = payload
@@ -519,7 +518,6 @@ class Node:
         # ``exact`` table (a tuple shared by the names with the same types,
         # where a dict per name was a tenth of a large zone's memory).
         self.types: tuple[int, ...] = ()
-        self.exact: dict[bytes, Answer | Steered] = {} if exact is None else exact
         # By exact key (name, type, class): made on first use, as most names never need it.
         self.memo: dict[bytes, Answer] | None = None
         # Any type not pre-built: NODATA, or for a CNAME whose chain reaches
@@ -530,14 +528,14 @@ class Node:
         self.nodata_wild: Answer | Steered | None = None  # the same, for the wildcard
         self.below_answer: Answer | None = None  # NXDOMAIN or referral for names below
 
-    def by_type(self, name: bytes) -> dict[int, Answer | Steered]:
-        """The pre-built answers of ``name`` (this node's), by type."""
-        return {t: self.exact[name + _type_key(t)] for t in self.types}
+    def by_type(self, name: bytes, exact: Mapping[bytes, Answer | Steered]
+                ) -> dict[int, Answer | Steered]:
+        """The pre-built answers of ``name`` (this node's) in ``exact``, by type."""
+        return {t: exact[name + _type_key(t)] for t in self.types}
 
     def answer(self, qtype: int, name: bytes) -> Answer | Steered:
-        """Answer for a question naming this node (``name``, lower-cased) exactly."""
-        if qtype in self.types:
-            return self.exact[name + _type_key(qtype)]
+        """Answer for a question naming this node (``name``, lower-cased)
+        exactly, of a type that is not pre-built: the exact table holds those."""
         if self.sec is not None and qtype in (NSEC, RRSIG) and \
                 self.name in self.sec.position:
             return self._dnssec_records(qtype)
@@ -643,14 +641,33 @@ class Tables:
 @dataclass(frozen=True)
 class ZoneTables:
     """One zone compiled (for one UDP payload size): reused as it is while
-    the zone is the same object."""
+    the zone is the same object.  Its entries are kept in the order made as
+    tuples of keys and of what they map to, which :func:`compile_zones`
+    merges into the snapshot's dicts: a dict of them per zone as well was
+    a tenth of a large zone's memory.  :meth:`exact` and :meth:`nodes` make
+    those dicts when asked (an edit compares a zone with its version before)."""
 
     zone: Zone
     payload: int
-    exact: dict[bytes, Answer | Steered]
-    nodes: dict[bytes, Node]
+    keys: tuple[bytes, ...]  # the exact table's: name, type and class IN
+    answers: tuple[Answer | Steered, ...]
+    names: tuple[bytes, ...]  # the node table's
+    name_nodes: tuple[Node, ...]
     steered: list[Steered]
     signer: Signer | None = None  # a signed zone's: the next build reuses its signatures
+
+    @classmethod
+    def of(cls, zone: Zone, payload: int, exact: dict[bytes, Answer | Steered],
+           nodes: dict[bytes, Node], steered: list[Steered],
+           signer: Signer | None = None) -> ZoneTables:
+        return cls(zone, payload, tuple(exact), tuple(exact.values()), tuple(nodes),
+                   tuple(nodes.values()), steered, signer)
+
+    def exact(self) -> dict[bytes, Answer | Steered]:
+        return dict(zip(self.keys, self.answers, strict=True))
+
+    def nodes(self) -> dict[bytes, Node]:
+        return dict(zip(self.names, self.name_nodes, strict=True))
 
     @property
     def due(self) -> float:
@@ -677,8 +694,9 @@ class _Build:
     record_sets: list[Steered] = field(default_factory=list)
     sec: ZoneSigning | None = None
     # Nodes of the zone's previous version whose pre-built answers still
-    # hold, by name (:func:`_reusable`).
+    # hold, by name (:func:`_reusable`), and that version's answers by key.
     reuse: Mapping[bytes, Node] = field(default_factory=dict)
+    reused: Mapping[bytes, Answer | Steered] = field(default_factory=dict)
 
     def entry(self, res: Resolution, qname: bytes | None, index: ZoneIndex,
               wild: bytes | None = None) -> Answer | Steered:
@@ -711,8 +729,10 @@ def compile_zone(zone: Zone, payload: int = DEFAULT_UDP_PAYLOAD, now: float | No
         build.sec = ZoneSigning(zone, ZoneIndex(zone), signer)
     elif previous is not None and previous.payload == payload:
         build.reuse = _reusable(previous, zone)
+        if build.reuse:
+            build.reused = previous.exact()
     _compile_zone(zone, nodes, exact, build)
-    return ZoneTables(zone, payload, exact, nodes, build.record_sets, signer)
+    return ZoneTables.of(zone, payload, exact, nodes, build.record_sets, signer)
 
 
 def _same_data(a: Types, b: Types) -> bool:
@@ -772,7 +792,7 @@ def _reusable(previous: ZoneTables, zone: Zone) -> dict[bytes, Node]:
         if data is not None and (was is None or not _same_data(was, data)):
             changed.add(name)
     wild_parents = {n[2:] for n in (*before, *after) if n[:2] == b"\x01*"}
-    nodes = previous.nodes
+    nodes = previous.nodes()
     reuse: dict[bytes, Node] = {}
     for name, data in after.items():
         if name in changed or CNAME in data or name == zone.origin or name in wild_parents:
@@ -822,10 +842,10 @@ def compile_zones(zones: Iterable[Zone], payload: int = DEFAULT_UDP_PAYLOAD,
             # (RFC 4035 3.1.4.1), as Knot and NSD do serving both zones.
             parent_ds = exact.get(zone.origin + _DS_IN)
             _drop_below(nodes, exact, zone.origin)
-        exact.update(part.exact)
+        exact.update(zip(part.keys, part.answers, strict=True))
         if parent_ds is not None:
             exact[zone.origin + _DS_IN] = parent_ds
-        nodes.update(part.nodes)
+        nodes.update(zip(part.names, part.name_nodes, strict=True))
         steered += part.steered
     refused = Answer(REFUSED, False, (0, 0, 0), b"", AnswerKind.REFUSED, "", payload,
                      options=EDE_NOT_AUTHORITATIVE)
@@ -1048,7 +1068,7 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
     shared: dict[tuple[int, ...], tuple[int, ...]] = {}  # the other names' types, shared
 
     def usual_node(types: tuple[int, ...]) -> Node:
-        node = usual[types] = Node(index, None, payload, None, exact)
+        node = usual[types] = Node(index, None, payload)
         node.types = types
         node.nodata = nodata_template
         node.below_answer = nxdomain
@@ -1084,7 +1104,7 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
             nodes[name] = node if node is not None else usual_node(kept.types)
             for qtype in kept.types:
                 key = name + _type_key(qtype)
-                exact[key] = kept.exact[key]
+                exact[key] = build.reused[key]
             continue
         data = zone_nodes.get(name)
         if plain and data is not None and CNAME not in data and name != origin and \
@@ -1101,7 +1121,7 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
                 exact[name + _type_key(rtype)] = ans if ans is not None else \
                     build.entry(index.resolve(name, rtype), name, index)
             continue
-        node = Node(index, name, payload, sec, exact)
+        node = Node(index, name, payload, sec)
         nodes[name] = node
         if cut is not None:
             node.referral = node.below_answer = referrals[cut]

@@ -265,7 +265,7 @@ def test_an_edit_reuses_the_answers_of_the_names_it_did_not_touch() -> None:
 
     def by_type(part: ZoneTables, owner: str) -> dict[int, Answer | Steered]:
         name = names.from_text(f"{owner}.{ORIGIN}").lower()
-        return part.nodes[name].by_type(name)
+        return part.nodes()[name].by_type(name, part.exact())
 
     for owner in ("www", "srv", "h1", "h2", "a.b.c"):
         assert all(new_ans is by_type(old, owner)[t]
