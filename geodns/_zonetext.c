@@ -33,7 +33,7 @@
 
 /* The classes the zone model is made of (set by setup()), and where their
  * slots are: the objects are made here as their own constructors make them. */
-static PyTypeObject *RData_t, *RRset_t, *CName_t, *One_t;
+static PyTypeObject *Parts_t, *Wire_t, *RRset_t, *CName_t, *One_t;
 static Py_ssize_t rd_parts, rd_target;
 static Py_ssize_t rr_owner, rr_rtype, rr_ttl, rr_rdatas, rr_where;
 static Py_ssize_t one_rrset;
@@ -67,12 +67,12 @@ static PyObject *
 setup(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyTypeObject *rd, *rr, *cn, *one;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!", &PyType_Type, &rd, &PyType_Type, &rr,
-                          &PyType_Type, &cn, &PyType_Type, &one))
+    PyTypeObject *rd, *wire, *rr, *cn, *one;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!", &PyType_Type, &rd, &PyType_Type, &wire,
+                          &PyType_Type, &rr, &PyType_Type, &cn, &PyType_Type, &one))
         return NULL;
-    if (!PyType_IsSubtype(cn, &PyBytes_Type)) {
-        PyErr_SetString(PyExc_TypeError, "the name must be a bytes type");
+    if (!PyType_IsSubtype(cn, &PyBytes_Type) || !PyType_IsSubtype(wire, &PyBytes_Type)) {
+        PyErr_SetString(PyExc_TypeError, "the name and Wire must be bytes types");
         return NULL;
     }
     if (find_slot(rd, "parts", &rd_parts) || find_slot(rd, "target", &rd_target) ||
@@ -81,7 +81,8 @@ setup(PyObject *self, PyObject *args)
         find_slot(rr, "rdatas", &rr_rdatas) || find_slot(rr, "where", &rr_where) ||
         find_slot(one, "rrset", &one_rrset))
         return NULL;
-    Py_XSETREF(RData_t, (PyTypeObject *)Py_NewRef(rd));
+    Py_XSETREF(Parts_t, (PyTypeObject *)Py_NewRef(rd));
+    Py_XSETREF(Wire_t, (PyTypeObject *)Py_NewRef(wire));
     Py_XSETREF(RRset_t, (PyTypeObject *)Py_NewRef(rr));
     Py_XSETREF(CName_t, (PyTypeObject *)Py_NewRef(cn));
     Py_XSETREF(One_t, (PyTypeObject *)Py_NewRef(one));
@@ -372,10 +373,20 @@ lower_bytes(PyObject *b)
     return out;
 }
 
+/* The RDATA of a record without a name inside: its bytes as a rdata.Wire
+ * (stealing the reference to ``wire``). */
+static PyObject *
+as_wire(PyObject *wire)
+{
+    PyObject *w = PyObject_CallOneArg((PyObject *)Wire_t, wire);
+    Py_DECREF(wire);
+    return w;
+}
+
 static PyObject *
 make_rdata(PyObject *parts, PyObject *target)
 {
-    PyObject *rd = RData_t->tp_alloc(RData_t, 0);
+    PyObject *rd = Parts_t->tp_alloc(Parts_t, 0);
     if (rd == NULL) {
         Py_DECREF(parts);
         Py_XDECREF(target);
@@ -440,13 +451,7 @@ rdata_of(int rtype, const unsigned char *s, const Value *v, const unsigned char 
         memcpy(canon, packed, (size_t)plen);
         *clen = plen;
         PyObject *wire = PyBytes_FromStringAndSize((const char *)packed, plen);
-        if (wire == NULL)
-            return NULL;
-        PyObject *parts = PyTuple_Pack(1, wire);
-        Py_DECREF(wire);
-        if (parts == NULL)
-            return NULL;
-        return make_rdata(parts, NULL);
+        return wire == NULL ? NULL : as_wire(wire);
     }
     if (rtype == T_TXT) {
         if (len > MAX_TXT)
@@ -471,11 +476,7 @@ rdata_of(int rtype, const unsigned char *s, const Value *v, const unsigned char 
             memcpy(canon, PyBytes_AS_STRING(wire), (size_t)wl);
             *clen = wl;
         }
-        PyObject *parts = PyTuple_Pack(1, wire);
-        Py_DECREF(wire);
-        if (parts == NULL)
-            return NULL;
-        return make_rdata(parts, NULL);
+        return as_wire(wire);
     }
     /* names: NS, CNAME, PTR (the value) and MX (the exchange) */
     PyObject *pref_bytes = NULL;
@@ -654,9 +655,7 @@ entry(const Zone *z, Work *work, const unsigned char *s, Py_ssize_t n)
                 int same;
                 if (clen[j] < 0 || clen[m] < 0) {
                     /* a long TXT: its wire form is its canonical form */
-                    same = PyObject_RichCompareBool(
-                        PyTuple_GET_ITEM(SLOT(rd, rd_parts), 0),
-                        PyTuple_GET_ITEM(SLOT(PyTuple_GET_ITEM(rdatas, m), rd_parts), 0), Py_EQ);
+                    same = PyObject_RichCompareBool(rd, PyTuple_GET_ITEM(rdatas, m), Py_EQ);
                     if (same < 0) {
                         Py_DECREF(rdatas);
                         goto error;
@@ -744,7 +743,7 @@ entries(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *lines = args[0], *starts = args[1];
-    if (RData_t == NULL) {
+    if (Parts_t == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "setup() first");
         return NULL;
     }
@@ -909,7 +908,11 @@ own_body(PyObject *rrset, PyObject *name, PyObject *origin)
     Py_ssize_t size = 0;
     for (Py_ssize_t r = 0; r < n; r++) {
         PyObject *rd = PyTuple_GET_ITEM(rdatas, r);
-        if (Py_TYPE(rd) != RData_t)
+        if (Py_TYPE(rd) == Wire_t) {  /* no name inside: its bytes */
+            size += 12 + PyBytes_GET_SIZE(rd);
+            continue;
+        }
+        if (Py_TYPE(rd) != Parts_t)
             Py_RETURN_NONE;
         PyObject *target = SLOT(rd, rd_target), *parts = SLOT(rd, rd_parts);
         if (ADDS_FOR(rtype) && target != Py_None) {
@@ -940,7 +943,10 @@ own_body(PyObject *rrset, PyObject *name, PyObject *origin)
     Py_ssize_t ql = PyBytes_GET_SIZE(name);
     Py_ssize_t o = 0;
     for (Py_ssize_t r = 0; r < n; r++) {
-        PyObject *parts = SLOT(PyTuple_GET_ITEM(rdatas, r), rd_parts);
+        PyObject *rd = PyTuple_GET_ITEM(rdatas, r);
+        int whole = Py_TYPE(rd) == Wire_t; /* one part: itself */
+        PyObject *parts = whole ? NULL : SLOT(rd, rd_parts);
+        Py_ssize_t np = whole ? 1 : PyTuple_GET_SIZE(parts);
         d[o++] = 0xC0;
         d[o++] = 0x0C;
         d[o++] = (unsigned char)(rtype >> 8);
@@ -953,8 +959,8 @@ own_body(PyObject *rrset, PyObject *name, PyObject *origin)
         d[o++] = (unsigned char)ttl;
         Py_ssize_t len_at = o;
         o += 2;
-        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(parts); k++) {
-            PyObject *p = PyTuple_GET_ITEM(parts, k);
+        for (Py_ssize_t k = 0; k < np; k++) {
+            PyObject *p = whole ? rd : PyTuple_GET_ITEM(parts, k);
             const unsigned char *pb = (const unsigned char *)PyBytes_AS_STRING(p);
             Py_ssize_t pl = PyBytes_GET_SIZE(p);
             if (PyObject_TypeCheck(p, CName_t)) {
@@ -1006,7 +1012,7 @@ own(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "own(context, name)");
         return NULL;
     }
-    if (Answer_t == NULL || RData_t == NULL) {
+    if (Answer_t == NULL || Parts_t == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "setup() and setup_compile() first");
         return NULL;
     }
@@ -1183,7 +1189,7 @@ own(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS,
-     "setup(RData, RRset, CompressibleName, One): the zone model's classes."},
+     "setup(Parts, Wire, RRset, CompressibleName, One): the zone model's classes."},
     {"entries", (PyCFunction)(void (*)(void))entries, METH_FASTCALL,
      "entries(lines, starts, lo, hi, origin, ttl) -> list: for entries lo..hi-1 of "
      "records (entry i on lines starts[i]..starts[i+1]-1, 1-based), (owner lower-cased, "

@@ -60,7 +60,9 @@ from geodns.rdata import (
     TXT,
     A,
     CompressibleName,
+    Parts,
     RData,
+    Wire,
 )
 from geodns.resolve import (
     _ADDITIONAL_FOR,
@@ -974,8 +976,9 @@ def _own_answer(rrset: RRset, name: bytes, origin: bytes, made: _Made) -> Answer
     out: list[bytes] | None = []
     for rd in rdatas:
         parts = rd.parts
-        if len(parts) == 1 and type(parts[0]) is bytes:
-            wire = parts[0]
+        wire: bytes
+        if isinstance(rd, Wire):
+            wire = rd
         elif any(isinstance(p, CompressibleName) for p in parts):
             out = None
             break
@@ -1179,5 +1182,5 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
 
 
 if _zonetext is not None:
-    _zonetext.setup(RData, RRset, CompressibleName, One)
+    _zonetext.setup(Parts, Wire, RRset, CompressibleName, One)
     _zonetext.setup_compile(Answer)

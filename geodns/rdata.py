@@ -1,12 +1,15 @@
 """Record types geodns serves, and their RDATA in wire form.
 
-An :class:`RData` keeps its wire encoding as a tuple of parts: plain
+A record's RDATA (:data:`RData`) is its wire form itself when it holds no
+domain name (:class:`Wire`: A, AAAA, TXT and most types, one object per
+record), else a :class:`Parts`, which keeps it as a tuple of parts: plain
 ``bytes`` are copied as they are; :class:`Name` parts are domain names that
 DNSSEC's canonical form lower-cases (RFC 4034 section 6.2), and of those the
 :class:`CompressibleName` parts are the ones the encoder may compress (only
 the RFC 1035 types allow that, RFC 3597 section 4).  Keeping the names apart
 is what lets a signer canonicalise a record without parsing it again
-(:meth:`RData.canonical`).  Parsing functions take the operator's value
+(:meth:`Parts.canonical`); both kinds have ``parts``, ``target``, ``wire``
+and ``canonical()``, and :func:`of` makes the right one.  Parsing functions take the operator's value
 (already split out of YAML) and raise :class:`RDataError` with a reason; the
 types whose presentation form is more than a few fields (DS, HTTPS, LOC,
 ...) are parsed in the control plane (:mod:`geodns.zones.values`), which
@@ -20,6 +23,7 @@ import re
 import socket
 import struct
 from dataclasses import dataclass
+from typing import ClassVar, TypeAlias
 
 from geodns import names
 from geodns.errors import GeodnsError
@@ -104,8 +108,28 @@ class CompressibleName(Name):
     """A domain name inside RDATA that the encoder may compress."""
 
 
+class Wire(bytes):
+    """The RDATA of a record with no domain name inside, as the bytes of its
+    wire form: a :class:`Parts` of one part would be three objects (itself,
+    its tuple and the bytes), and a large zone holds one per record."""
+
+    __slots__ = ()
+    target: ClassVar[None] = None  # (it points at no name)
+
+    @property
+    def parts(self) -> tuple[bytes, ...]:
+        return (self,)
+
+    @property
+    def wire(self) -> bytes:
+        return self
+
+    def canonical(self) -> bytes:
+        return self
+
+
 @dataclass(frozen=True, slots=True)
-class RData:
+class Parts:
     parts: tuple[bytes, ...]
     # The name this record points at (lower-cased wire form), for CNAME
     # chasing and additional-section processing.
@@ -123,6 +147,17 @@ class RData:
         if len(parts) == 1 and type(parts[0]) is bytes:  # most records: no name inside
             return parts[0]
         return b"".join(p.lower() if isinstance(p, Name) else p for p in self.parts)
+
+
+RData: TypeAlias = Wire | Parts
+
+
+def of(parts: tuple[bytes, ...], target: bytes | None = None) -> RData:
+    """The RDATA of these parts: a :class:`Wire` when it is one part with
+    no name inside (and points nowhere), else a :class:`Parts`."""
+    if len(parts) == 1 and target is None and not isinstance(parts[0], Name):
+        return Wire(parts[0])
+    return Parts(parts, target)
 
 
 def _name(text: str, origin: bytes) -> bytes:
@@ -146,12 +181,12 @@ def a(text: str) -> RData:
     text = text.strip()
     packed = _canonical(socket.AF_INET, text)
     if packed is not None:
-        return RData((packed,))
+        return Wire(packed)
     try:
         addr = ipaddress.IPv4Address(text)
     except ValueError:
         raise RDataError(f"{text!r} is not an IPv4 address") from None
-    return RData((addr.packed,))
+    return Wire(addr.packed)
 
 
 def aaaa(text: str) -> RData:
@@ -160,23 +195,23 @@ def aaaa(text: str) -> RData:
     # inet_ntop and ipaddress show an address alike (RFC 5952) but for the
     # dotted forms inet_ntop gives ::ffff:0:0/96 and ::/96.
     if packed is not None and ("." not in text or str(ipaddress.IPv6Address(packed)) == text):
-        return RData((packed,))
+        return Wire(packed)
     try:
         addr = ipaddress.IPv6Address(text)
     except ValueError:
         raise RDataError(f"{text!r} is not an IPv6 address") from None
-    return RData((addr.packed,))
+    return Wire(addr.packed)
 
 
 def name_rdata(text: str, origin: bytes) -> RData:
     """NS, CNAME and PTR: one compressible domain name."""
     wire = _name(text, origin)
-    return RData((CompressibleName(wire),), wire.lower())
+    return Parts((CompressibleName(wire),), wire.lower())
 
 
 def mx(preference: int, exchange: str, origin: bytes) -> RData:
     wire = _name(exchange, origin)
-    return RData(
+    return Parts(
         (struct.pack("!H", preference), CompressibleName(wire)),
         wire.lower(),
     )
@@ -185,7 +220,7 @@ def mx(preference: int, exchange: str, origin: bytes) -> RData:
 def srv(priority: int, weight: int, port: int, target: str, origin: bytes) -> RData:
     wire = _name(target, origin)
     # RFC 2782: the target must not be compressed.
-    return RData(
+    return Parts(
         (struct.pack("!HHH", priority, weight, port), Name(wire)),
         wire.lower() if wire != names.ROOT else None,
     )
@@ -204,7 +239,7 @@ def txt(strings: list[bytes]) -> RData:
     wire = b"".join(bytes((len(c),)) + c for c in chunks)
     if len(wire) > 65535:
         raise RDataError(f"TXT record is {len(wire)} bytes, over the 65535-byte RDATA limit")
-    return RData((wire,))
+    return Wire(wire)
 
 
 _CAA_TAG = re.compile(r"^[A-Za-z0-9]{1,255}$")
@@ -214,14 +249,14 @@ def caa(flags: int, tag: str, value: bytes) -> RData:
     if not _CAA_TAG.match(tag):
         raise RDataError(f"CAA tag {tag!r} must be letters and digits (RFC 8659)")
     raw = tag.encode("ascii")
-    return RData((bytes((flags, len(raw))) + raw + value,))
+    return Wire(bytes((flags, len(raw))) + raw + value)
 
 
 def soa(mname: str, rname: str, serial: int, refresh: int, retry: int, expire: int,
         minimum: int, origin: bytes) -> RData:
     m = _name(mname, origin)
     r = _name(rname, origin)
-    return RData(
+    return Parts(
         (CompressibleName(m), CompressibleName(r),
          struct.pack("!IIIII", serial, refresh, retry, expire, minimum)),
     )

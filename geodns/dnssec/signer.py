@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from geodns import names
 from geodns.dnssec.keys import Key
-from geodns.rdata import CDNSKEY, CDS, DNSKEY, RData
+from geodns.rdata import CDNSKEY, CDS, DNSKEY, RData, Wire
 
 CLASS_IN = 1
 INCEPTION_SKEW = 3600  # seconds before the build
@@ -121,7 +121,7 @@ class Signer:
             signed = head + self.origin  # the signer's name: lower-cased, never compressed
             # One part: an RRSIG is never canonicalised again nor compressed,
             # and never shown as text (hundreds of thousands in a large zone).
-            sigs.append(RData((signed + k.sign(signed + rrs),)))
+            sigs.append(Wire(signed + k.sign(signed + rrs)))
             self.made += 1
         return tuple(sigs), expiration
 

@@ -32,7 +32,7 @@ from typing import Any
 from geodns import names
 from geodns.dnssec.settings import ZoneKey
 from geodns.dnssec.signer import Signer
-from geodns.rdata import CDNSKEY, CDS, CNAME, DNSKEY, DS, NS, NSEC, RRSIG, Name, RData
+from geodns.rdata import CDNSKEY, CDS, CNAME, DNSKEY, DS, NS, NSEC, RRSIG, Name, Parts, RData, Wire
 from geodns.resolve import QNAME, Record, ZoneIndex
 from geodns.zones.model import RRset, Zone
 
@@ -42,7 +42,7 @@ def with_keys(zone: Zone, keys: Sequence[ZoneKey]) -> Zone:
     the keys with ``cds: true``), TTL the SOA's (as Knot's default)."""
     ttl = zone.soa.ttl
     origin = zone.soa.owner
-    dnskeys = tuple(RData((k.key.dnskey,)) for k in keys)
+    dnskeys = tuple(Wire(k.key.dnskey) for k in keys)
     apex = dict(zone.nodes[zone.origin])
     apex[DNSKEY] = RRset(origin, DNSKEY, ttl, dnskeys)
     published = [k for k in keys if k.cds]
@@ -50,7 +50,7 @@ def with_keys(zone: Zone, keys: Sequence[ZoneKey]) -> Zone:
         apex[CDS] = RRset(origin, CDS, ttl, tuple(
             ds_rdata(zone.origin, k.key.dnskey) for k in published))
         apex[CDNSKEY] = RRset(origin, CDNSKEY, ttl, tuple(
-            RData((k.key.dnskey,)) for k in published))
+            Wire(k.key.dnskey) for k in published))
     nodes = dict(zone.nodes)
     nodes[zone.origin] = apex
     return Zone(zone.origin, zone.file, zone.default_ttl, nodes, zone.steered, zone.dnssec,
@@ -73,7 +73,7 @@ def ds_rdata(owner: bytes, dnskey: bytes, digest_type: int = 2) -> RData:
 
     digest = DS_DIGESTS[digest_type](owner.lower() + dnskey).digest()
     tag, algorithm = key_tag(dnskey), dnskey[3]
-    return RData((struct.pack("!HBB", tag, algorithm, digest_type) + digest,))
+    return Wire(struct.pack("!HBB", tag, algorithm, digest_type) + digest)
 
 
 def ds_text(ds: RData) -> str:
@@ -123,7 +123,7 @@ class ZoneSigning:
             if name != zone.origin and name in index.cuts:
                 types &= {NS, DS, NSEC, RRSIG}
             self._types.append(types)
-            rd = RData((Name(nxt), type_bitmap(types)))
+            rd = Parts((Name(nxt), type_bitmap(types)))
             rec = Record(name, NSEC, self.nsec_ttl, rd)
             self._nsec.append([rec, *self._sigs(name, NSEC, self.nsec_ttl, [rd])])
 
@@ -185,7 +185,7 @@ class ZoneSigning:
             nsec = self._nsec[i][0]
             nxt = nsec.rdata.parts[0]
             types = self._types[i] - {steered}
-            rd = RData((nxt, type_bitmap(types)))
+            rd = Parts((nxt, type_bitmap(types)))
             got = [Record(name, NSEC, self.nsec_ttl, rd),
                    *self._sigs(name, NSEC, self.nsec_ttl, [rd])]
             self._without[(i, steered)] = got

@@ -83,11 +83,11 @@ def from_dnspython(rd: Any, generic: bool = False) -> RData:
     if len(wire) > 65535:
         raise RDataError(f"the record is {len(wire)} bytes, over the 65535-byte RDATA limit")
     if generic:
-        return RData(parts)
+        return rdata.of(parts)
     target = None
     if isinstance(rd, dns.rdtypes.svcbbase.SVCBBase) and rd.target != dns.name.root:
         # Its addresses go in the additional section, as Knot and NSD send them.
         target = rd.target.to_wire()
         assert target is not None
         target = target.lower()
-    return RData(parts, target)
+    return rdata.of(parts, target)
