@@ -1065,10 +1065,12 @@ plane_answer(Plane *self, const unsigned char *data, Py_ssize_t n, const unsigne
     }
     heads = slot(base, self->off_heads);
     tails = slot(base, self->off_tails);
-    if (heads == NULL || tails == NULL || cidobj == NULL || !PyLong_Check(cidobj))
+    if (heads == NULL || tails == NULL || cidobj == NULL || !PyLong_Check(cidobj)
+            || !PyTuple_Check(tails) || PyTuple_GET_SIZE(tails) != 4)
         return -1;
     cid = PyLong_AsLong(cidobj);
-    /* assemble: ID, head, the question as sent, the tail */
+    /* assemble: ID, head, the question as sent, then what follows it in two
+     * pieces (compile.Tails: body and OPT, with DO do_body and do_opt) */
     if (cap < p)
         return -1;
     out[0] = data[0];
@@ -1078,14 +1080,18 @@ plane_answer(Plane *self, const unsigned char *data, Py_ssize_t n, const unsigne
         return -1;
     copy_small(out + at, data + 12, (size_t)(p - 12));
     at += p - 12;
+    at = put(out, at, cap, PyTuple_GET_ITEM(tails, tail_i & 2));
+    if (at < 0)
+        return -1;
     if (ecs == NULL) {
-        at = put(out, at, cap, PyTuple_GET_ITEM(tails, tail_i));
-        if (at < 0)
-            return -1;
+        if (tail_i) {
+            at = put(out, at, cap, PyTuple_GET_ITEM(tails, tail_i | 1));
+            if (at < 0)
+                return -1;
+        }
     } else {
-        /* the body, then our OPT with the option echoed with our scope */
-        at = put(out, at, cap, PyTuple_GET_ITEM(tails, 0));
-        if (at < 0 || at + 11 + 4 + ecs_len > cap)
+        /* our OPT with the option echoed with our scope */
+        if (at + 11 + 4 + ecs_len > cap)
             return -1;
         out[at++] = 0;
         out[at++] = 0;

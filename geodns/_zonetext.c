@@ -988,18 +988,6 @@ own_body(PyObject *rrset, PyObject *name, PyObject *origin)
     return body;
 }
 
-static PyObject *
-concat(PyObject *a, PyObject *b)
-{
-    Py_ssize_t al = PyBytes_GET_SIZE(a), bl = PyBytes_GET_SIZE(b);
-    PyObject *out = PyBytes_FromStringAndSize(NULL, al + bl);
-    if (out == NULL)
-        return NULL;
-    memcpy(PyBytes_AS_STRING(out), PyBytes_AS_STRING(a), (size_t)al);
-    memcpy(PyBytes_AS_STRING(out) + al, PyBytes_AS_STRING(b), (size_t)bl);
-    return out;
-}
-
 /* own(context, name) -> bool: the usual name's node and answers made and
  * put in the tables, as compile._compile_zone's own path makes them; False
  * (nothing done) when the name is not a usual one. */
@@ -1135,11 +1123,9 @@ own(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             else if (an_o != NULL && !PyErr_Occurred())
                 heads = PyObject_CallOneArg(CTX(C_HEADS_OF), an_o);
             Py_XDECREF(an_o);
-            PyObject *t1 = heads == NULL ? NULL : concat(body, CTX(C_OPT));
-            PyObject *t2 = t1 == NULL ? NULL : concat(body, CTX(C_OPT_DO));
-            PyObject *tails = t2 == NULL ? NULL : PyTuple_Pack(3, body, t1, t2);
-            Py_XDECREF(t1);
-            Py_XDECREF(t2);
+            /* (body, opt, do_body, do_opt), the OPTs shared (compile.Tails) */
+            PyObject *tails = heads == NULL ? NULL
+                : PyTuple_Pack(4, body, CTX(C_OPT), body, CTX(C_OPT_DO));
             Py_DECREF(body);
             ans = tails == NULL ? NULL : Answer_t->tp_alloc(Answer_t, 0);
             if (ans == NULL) {

@@ -113,7 +113,22 @@ def _heads(rcode: int, aa: bool, an: int, ns: int, ar: int) -> tuple[bytes, ...]
 
 @functools.lru_cache(maxsize=64)
 def _opt(payload: int, do: bool, options: bytes) -> bytes:
+    """Our OPT record, one object for each shape: every answer's tails
+    share it (:data:`Tails`)."""
     return opt_record(payload, do, options=options)
+
+
+# What follows the question in a response, as two pieces each way so that
+# no answer keeps a copy of its body per EDNS form: ``(body, opt, do_body,
+# do_opt)``.  The response after the question is ``body`` without EDNS,
+# ``body + opt`` with EDNS and no DO, ``do_body + do_opt`` with DO.  For a
+# pre-built answer ``do_body is body`` and the OPTs are :func:`_opt`'s
+# shared objects, so the answer holds no bytes of its own but its body;
+# an answer sent only with DO (a signed form) has the DO OPT in both
+# places.  An ECS echo (:func:`geodns.ecs.tails`) puts the echo in both
+# OPTs, and a signed form's body as ``do_body``: a query with DO gets that
+# form.  The C data plane (geodns/_plane.c) reads the same four.
+Tails = tuple[bytes, bytes, bytes, bytes]
 
 
 # RFC 8914 Extended DNS Error 20, "Not Authoritative", as Knot and NSD send with REFUSED.
@@ -191,8 +206,8 @@ class Answer:
 
     ``heads[i]`` is the 10 bytes after the ID (flags, QDCOUNT, AN/NS/AR
     counts) for ``i = edns*2 + rd`` (RD is copied from the query; CD is not,
-    as neither Knot nor NSD copies it); ``tails[e]`` is everything after the
-    question, for e = 0 (no EDNS), 1 (OPT) and 2 (OPT with DO).
+    as neither Knot nor NSD copies it); ``tails`` is everything after the
+    question, in two pieces for each EDNS form (:data:`Tails`).
     ``smaller`` is the same answer without the additional section, used
     when the full one does not fit in a UDP response.  ``signed`` is what
     a query with DO gets: None for this answer itself in a zone without DNSSEC, the
@@ -215,9 +230,9 @@ class Answer:
         self.smaller = smaller
         an, ns, ar = counts
         self.heads = _heads(rcode, aa, an, ns, ar)
-        do = body + _opt(payload, True, options)
-        # A signed form is only sent with DO: no copy with the other OPT.
-        self.tails = (body, do if do_only else body + _opt(payload, False, options), do)
+        do = _opt(payload, True, options)
+        # A signed form is only sent with DO: its OPT without DO is never sent.
+        self.tails: Tails = (body, do if do_only else _opt(payload, False, options), body, do)
         # None: the same bytes with DO (never ``self``: an answer would be a
         # reference cycle, freed only by the cyclic collector).
         self.signed: Answer | Proof | None = None
@@ -905,9 +920,8 @@ def _nodata(template: Answer, index: ZoneIndex, name: bytes,
 
 def template_payload(ans: Answer) -> int:
     """The UDP payload size an answer's OPT advertises."""
-    tail = ans.tails[1]
-    at = len(ans.tails[0])
-    return (tail[at + 3] << 8) | tail[at + 4]
+    opt = ans.tails[1]
+    return (opt[3] << 8) | opt[4]
 
 
 def _denial(res: Resolution, sec: ZoneSigning, zone: str,
@@ -1045,7 +1059,7 @@ class _Made:
         ans.cid = self.cid
         ans.smaller = None
         ans.heads = _heads(NOERROR, True, an, 0, 0)
-        ans.tails = (body, body + self.opt, body + self.opt_do)
+        ans.tails = (body, self.opt, body, self.opt_do)
         ans.signed = None
         return ans
 

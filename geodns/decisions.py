@@ -37,7 +37,7 @@ from collections import deque
 from typing import TYPE_CHECKING, TypeVar
 
 from geodns import ecs, steermap
-from geodns.compile import Answer, Steered
+from geodns.compile import Answer, Steered, Tails
 from geodns.counters import LABELS, Event
 from geodns.ecs import Peer
 from geodns.geo import IPAddress, Locator, Place
@@ -54,11 +54,9 @@ MAX_DECISIONS = 500_000  # cached answers (and places); beyond it the oldest go 
 # (geodns.compile.MAX_VARIANTS each), which are the same objects again and
 # again; an answer built past that cap is answered but not cached.
 MAX_ANSWERS = 65_536
-# An answer's tails: what follows the question without EDNS, with our OPT,
-# with our OPT and DO (see echoed for an answer's with an ECS echo).
-Tails = tuple[bytes, bytes, bytes]
-# A cached answer: the answer, its tails (with the ECS echo for a query that
-# sent the option) and the number of its counter label (geodns.counters).
+# A cached answer: the answer, its tails (geodns.compile.Tails; with the ECS
+# echo for a query that sent the option, see echoed) and the number of its
+# counter label (geodns.counters).
 Hit = tuple[Answer, Tails, int]
 # The same as kept in the cache: the answer by its number in Decisions.answers.
 Kept = tuple[int, Tails, int]
@@ -311,9 +309,9 @@ V = TypeVar("V")
 
 def echoed(ans: Answer, option: bytes, scope: int, payload: int) -> Tails:
     """``ans``'s tails with the ECS echo (:func:`geodns.ecs.tails`).  For
-    a signed answer whose signed form does not depend on the name, the tail
+    a signed answer whose signed form does not depend on the name, the body
     with DO is the signed form's: a query with DO gets that form (the sign
-    stage), made here once with the decision rather than per query."""
+    stage), chosen here once with the decision rather than per query."""
     signed = ans.signed
     return ecs.tails(ans.tails[0], option, scope, payload,
                      signed.tails[0] if isinstance(signed, Answer) else None)

@@ -24,7 +24,7 @@ import socket
 import struct
 from typing import Any
 
-from geodns.compile import opt_record
+from geodns.compile import Tails, opt_record
 from geodns.errors import GeodnsError
 
 # Where a query came from: the kernel's raw sockaddr bytes (batched UDP), an
@@ -87,12 +87,12 @@ def peer_address(peer: Peer) -> tuple[bytes, int]:
 
 
 def tails(body: bytes, option: bytes, scope: int, payload: int,
-          do_body: bytes | None = None) -> tuple[bytes, bytes, bytes]:
-    """An answer's tails (no EDNS, OPT, OPT with DO) for a query that sent
-    ``option``: the option comes back with our ``scope``.  ``do_body``
-    replaces ``body`` in the one with DO (a signed answer's signed form,
-    which is what a query with DO gets)."""
+          do_body: bytes | None = None) -> Tails:
+    """An answer's tails (:data:`geodns.compile.Tails`) for a query that
+    sent ``option``: both OPTs carry the option back with our ``scope``.
+    ``do_body`` replaces ``body`` with DO (a signed answer's signed form,
+    which is what a query with DO gets).  No body is copied."""
     echo = struct.pack("!HHHBB", CODE, len(option), (option[0] << 8) | option[1], option[2],
                        scope) + option[4:]
-    return (body, body + opt_record(payload, False, options=echo),
-            (body if do_body is None else do_body) + opt_record(payload, True, options=echo))
+    return (body, opt_record(payload, False, options=echo),
+            body if do_body is None else do_body, opt_record(payload, True, options=echo))

@@ -63,10 +63,10 @@ import struct
 from collections import defaultdict
 
 from geodns import counters
-from geodns.compile import Answer, Node, Proof, Steered, Tables, opt_record
+from geodns.compile import Answer, Node, Proof, Steered, Tables, Tails, opt_record
 from geodns.cookies import Cookies, Verdict
 from geodns.counters import COUNTED_QTYPES, LABELS, OTHER, Dropped, Event, Malformed, Truncated
-from geodns.decisions import MAX_DECISIONS, Decisions, Hit, Tails
+from geodns.decisions import MAX_DECISIONS, Decisions, Hit
 from geodns.ecs import Peer, peer_address
 from geodns.geo import Locator
 from geodns.parse import MIN_UDP, TCP_LIMIT, NoAnswer, Opt, Query, QueryError, parse, question_of
@@ -257,9 +257,10 @@ class Responder:
                     tails = ans.tails
                 else:
                     ans, tails = self.sign(ans, tails, key)
-            # assemble, count and fit
+            # assemble, count and fit: the body and OPT for this EDNS form
+            # (compile.Tails: 0 and 1, or with DO 2 and 3; no OPT without EDNS)
             resp = b"".join((data[:2], ans.heads[(edns << 1) | (b2 & 1)], data[12:p],
-                             tails[tail_i]))
+                             tails[tail_i & 2], tails[tail_i | 1] if tail_i else b""))
             qt = (data[qend] << 8) | data[qend + 1]
             k = cid | ((qt if qt in COUNTED_QTYPES else OTHER) << 1) | udp
             self.counts[k] += 1
@@ -343,16 +344,16 @@ class Responder:
         if signed is None:  # not signed: the same answer
             return ans, tails
         if isinstance(signed, Answer):
-            # An ECS echo's tail with DO is the signed form's already
+            # An ECS echo's body with DO is the signed form's already
             # (decisions.echoed).
             return signed, signed.tails if tails is ans.tails else tails
         proof = signed.answer(key)
         if tails is ans.tails:
             return proof, proof.tails
-        # Our OPT with the ECS echo after the name's signed body: only the
-        # DO tail is ever sent (a signed form answers DO queries only).
-        do = proof.tails[0] + tails[2][len(ans.tails[0]):]
-        return proof, (proof.tails[0], do, do)
+        # The name's signed body with our OPT and the ECS echo: only the DO
+        # form is ever sent (a signed form answers DO queries only).
+        body, opt = proof.tails[2], tails[3]
+        return proof, (body, opt, body, opt)
 
     def look_up(self, key: bytes, udp: bool) -> Answer | Steered:
         """The look-up stage: ``key`` is the lower-cased question name, type
@@ -364,13 +365,14 @@ class Responder:
         """The assemble stage: the response, counted, fitted to the limit.
         ``option`` (a whole EDNS option) goes into our OPT."""
         ans, tails, cid = hit
-        if option and query.tail:
-            tails = with_option(tails, query.tail, len(ans.tails[0]), option)
+        tail_i = query.tail
+        if option and tail_i:
+            tails = with_option(tails, tail_i, option)
         question = query.question
         qt = (question[-4] << 8) | question[-3]
         self.counts[counters.key(cid, qt, udp)] += 1
         resp = b"".join((data[:2], ans.heads[(query.edns << 1) | (data[2] & 1)], question,
-                         tails[query.tail]))
+                         tails[tail_i & 2], tails[tail_i | 1] if tail_i else b""))
         limit = query.limit(udp, self.payload)
         if len(resp) > limit:
             return self.fit(data, question, ans, tails, query.edns, query.tail, limit, option)
@@ -386,7 +388,7 @@ class Responder:
         smaller = ans.smaller
         if smaller is not None and ans.kind != AnswerKind.REFERRAL:
             # Our OPT as the full answer has it (with the ECS echo, if any).
-            opt = tails[tail_i][len(ans.tails[0]):]
+            opt = tails[tail_i | 1] if tail_i else b""
             resp = b"".join((data[:2], smaller.heads[idx], question, smaller.tails[0], opt))
             if len(resp) <= limit:
                 self.count_event(TRUNCATED, Truncated.ADDITIONAL)
@@ -474,14 +476,16 @@ class Responder:
             return None
 
 
-def with_option(tails: Tails, tail_i: int, body: int, option: bytes) -> Tails:
+def with_option(tails: Tails, tail_i: int, option: bytes) -> Tails:
     """``tails`` with one more EDNS option (whole: code, length, data) in the
-    OPT that ends tail ``tail_i`` (1 or 2; tail 0 has none); ``body`` is
-    where the OPT starts.  Its RDLENGTH grows by the option's length."""
-    tail = tails[tail_i]
-    rdlen = ((tail[body + 9] << 8) | tail[body + 10]) + len(option)
-    new = b"".join((tail[: body + 9], rdlen.to_bytes(2, "big"), tail[body + 11 :], option))
-    return (tails[0], new, tails[2]) if tail_i == 1 else (tails[0], tails[1], new)
+    OPT sent for EDNS form ``tail_i`` (1: without DO, 2: with DO; form 0
+    has none).  Its RDLENGTH grows by the option's length; no body is
+    copied."""
+    opt = tails[tail_i | 1]
+    rdlen = ((opt[9] << 8) | opt[10]) + len(option)
+    new = b"".join((opt[:9], rdlen.to_bytes(2, "big"), opt[11:], option))
+    return (tails[0], new, tails[2], tails[3]) if tail_i == 1 else \
+        (tails[0], tails[1], tails[2], new)
 
 
 __all__ = ["MAX_DECISIONS", "REFUSED", "TCP_LIMIT", "Responder", "Vouched", "with_option"]
