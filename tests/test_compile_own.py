@@ -93,3 +93,48 @@ def test_own_answers_are_the_resolved_answers(monkeypatch: pytest.MonkeyPatch,
         monkeypatch.undo()
         assert tables[0] == tables[1], text
     assert compiled > 60  # (the test means something)
+
+
+@pytest.mark.parametrize("how", ["own in C", "own in Python", "resolved", "signed"])
+def test_an_answer_keeps_its_body_once_and_shares_its_opts(monkeypatch: pytest.MonkeyPatch,
+                                                           how: str) -> None:
+    """compile.Tails: ``(body, opt, do_body, do_opt)``, with ``do_body is
+    body`` and the two OPTs objects every answer of the zone shares, so a
+    pre-built answer holds no bytes of its own but its body (issue #12:
+    memory per record).  A signed form (only sent with DO) has the DO OPT
+    in both places."""
+    from test_dnssec import NOW, signed_zone
+
+    if how == "own in C" and compiler._zonetext is None:
+        skip_or_fail("the C helper geodns._zonetext is not built (no C compiler at install?)")
+    if how == "own in Python":
+        monkeypatch.setattr(compiler, "_zonetext", None)
+    monkeypatch.setattr(compiler, "_OWN_ANSWERS", how != "resolved")
+    if how == "signed":
+        tables = compile_zones([signed_zone()], now=NOW)
+    else:
+        problems = Problems()
+        zone = load_zone_text(_zone(random.Random(8)), "z.yaml", "example.com.", problems)
+        assert zone is not None, problems
+        tables = compile_zones([zone])
+    answers: list[Answer] = []
+    signed: list[Answer] = []
+    for entry in [*tables.exact.values(), *(n.nodata for n in tables.nodes.values()),
+                  *(n.below_answer for n in tables.nodes.values())]:
+        while isinstance(entry, Answer):
+            answers.append(entry)
+            if isinstance(entry.signed, Answer):
+                signed.append(entry.signed)
+            entry = entry.smaller
+    signed += [s.smaller for s in signed if s.smaller is not None]
+    assert len(answers) > 20 and (signed or how != "signed")
+    opt, do_opt = compiler.opt_record(tables.payload, False), compiler.opt_record(
+        tables.payload, True)
+    for ans in answers:
+        body = ans.tails[0]
+        assert len(ans.tails) == 4 and ans.tails[2] is body
+        assert ans.tails[1] is answers[0].tails[1] and ans.tails[1] == opt
+        assert ans.tails[3] is answers[0].tails[3] and ans.tails[3] == do_opt
+    for ans in signed:
+        assert ans.tails[2] is ans.tails[0]
+        assert ans.tails[1] is ans.tails[3] is answers[0].tails[3]

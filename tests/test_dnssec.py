@@ -93,9 +93,9 @@ def signed_zone(dnssec: str = KSK_ZSK, records: str = RECORDS) -> Zone:
     return with_keys(zone, keys)
 
 
-def plain_zone() -> Zone:
+def plain_zone(records: str = RECORDS) -> Zone:
     problems = Problems()
-    zone = load_zone_text(HEAD + RECORDS, "s.yaml", "s.example.", problems)
+    zone = load_zone_text(HEAD + records, "s.yaml", "s.example.", problems)
     assert zone is not None, [str(p) for p in problems]
     return zone
 

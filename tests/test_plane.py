@@ -19,9 +19,10 @@ import dns.message
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_dnssec import NOW, QUESTIONS, plain_zone, signed_zone
+from test_dnssec import NOW, QUESTIONS, RECORDS, plain_zone, signed_zone
 
 from geodns.compile import compile_zones
+from geodns.cookies import Cookies
 from geodns.server.transport import DatagramHandler
 from geodns.wire import Responder, _udpbatch
 
@@ -31,38 +32,49 @@ PEER = socket.AF_INET.to_bytes(2, "little") + struct.pack("!H", 5353) + bytes((1
     + bytes(8)
 
 
+# A name whose answer fits in 512 bytes only without its additional section.
+_EXCHANGES = ", ".join(f'"{k}0 m{k}"' for k in range(1, 9))
+MANY = f"  many: {{MX: [{_EXCHANGES}]}}\n" + "".join(
+    f'  m{k}: {{A: 192.0.2.{100 + k}, AAAA: "2001:db8::{100 + k}"}}\n' for k in range(1, 9))
+
+
 @pytest.fixture(scope="module")
 def signed() -> Responder:
-    return Responder(compile_zones([signed_zone()], now=NOW))
+    return Responder(compile_zones([signed_zone(records=RECORDS + MANY)], now=NOW))
 
 
 @pytest.fixture(scope="module")
 def plain() -> Responder:
-    return Responder(compile_zones([plain_zone()]))
+    return Responder(compile_zones([plain_zone(RECORDS + MANY)]))
 
 
 def queries(rnd: random.Random) -> list[bytes]:
     """Every question of the zone in every shape the fast path takes, and a
-    few it does not (other options, a malformed Client Subnet option)."""
+    few it does not (other options, a malformed Client Subnet option), with
+    our payload size and with 512 bytes (answers cut to fit)."""
     out = []
-    for name, rtype in QUESTIONS:
+    for name, rtype in [*QUESTIONS, ("many.s.example.", "MX")]:
         for edns in (-1, 0):
             for do in (False, True):
                 for rd in (False, True):
                     for options in ([], [dns.edns.ECSOption("198.51.100.0", 24, 0)],
                                     [dns.edns.ECSOption("2001:db8::", 0, 0)],
-                                    [dns.edns.GenericOption(10, b"12345678")]):
-                        if edns < 0 and (do or options):
-                            continue
-                        q = dns.message.make_query(name, rtype, use_edns=edns, want_dnssec=do,
-                                                   options=options)
-                        if not rd:
-                            q.flags &= ~dns.flags.RD
-                        wire = bytearray(q.to_wire())
-                        for i in range(12, wire.index(0, 12)):
-                            if rnd.random() < 0.3:
-                                wire[i] = ord(chr(wire[i]).swapcase())
-                        out.append(bytes(wire))
+                                    [dns.edns.GenericOption(10, b"12345678")],
+                                    [dns.edns.GenericOption(10, b"12345678"),
+                                     dns.edns.ECSOption("198.51.100.0", 24, 0)]):
+                        for payload in (1232, 512):
+                            if edns < 0 and (do or options or payload != 1232):
+                                continue
+                            q = dns.message.make_query(name, rtype, use_edns=edns,
+                                                       want_dnssec=do, options=options,
+                                                       payload=payload)
+                            if not rd:
+                                q.flags &= ~dns.flags.RD
+                            wire = bytearray(q.to_wire())
+                            for i in range(12, wire.index(0, 12)):
+                                if rnd.random() < 0.3:
+                                    wire[i] = ord(chr(wire[i]).swapcase())
+                            out.append(bytes(wire))
     # A Client Subnet option with bits beyond its prefix (FORMERR), and a scope in a query.
     bad = dns.message.make_query("www.s.example.", "A", use_edns=0).to_wire()
     for option in (b"\x00\x08\x00\x07\x00\x01\x17\x00\xc6\x33\x65",
@@ -71,27 +83,54 @@ def queries(rnd: random.Random) -> list[bytes]:
     return out
 
 
-@pytest.mark.parametrize("which", ["signed", "plain"])
+@pytest.mark.parametrize("which", ["signed", "plain", "signed+cookies", "plain+cookies"])
 def test_what_the_plane_answers_is_what_python_answers(which: str, signed: Responder,
                                                        plain: Responder) -> None:
-    responder = signed if which == "signed" else plain
-    c = Responder(responder.tables)  # counters of its own
-    oracle = Responder(responder.tables)
+    """Every shape of what follows the question (compile.Tails, read by
+    the plane in two pieces): without EDNS, with our OPT, with DO (the
+    signed form), with a Client Subnet echo, with a COOKIE option (with
+    cookies configured) and cut to fit 512 bytes, the last two Python's."""
+    responder = signed if which.startswith("signed") else plain
+    cookies = Cookies([bytes(range(16))]) if which.endswith("cookies") else None
+    c = Responder(responder.tables, cookies=cookies)  # counters of its own
+    oracle = Responder(responder.tables, cookies=cookies)
+    c.now = oracle.now = int(NOW)
     assert c.plane is not None
     counts: dict[int, int] = {}
     answered = denials = 0
+    shapes: set[str] = set()
     asked = queries(random.Random(3))
     for data in asked:
         want = oracle.respond(data, True, PEER)
         got = c.plane.answer(data, PEER, counts)
         if got is None:
             got = c.respond(data, True, PEER)
+            assert got is not None
+            if b"\x00\x0a\x00\x18" + data[-8:] in got:
+                shapes.add("cookie")
         else:
             answered += 1
             # NXDOMAIN from the closest encloser; signed, with the proof
             # Python made for the name's cover the first time
-            denials += got[3] & 0xF == 3 and (which == "plain" or b"\x00\x2f\x00\x01" in got)
+            denials += got[3] & 0xF == 3 and (which.startswith("plain")
+                                              or b"\x00\x2f\x00\x01" in got)
+            if data[11]:
+                opt = got.rindex(b"\x00\x00\x29\x04\xd0")
+                do = got[opt + 7] & 0x80
+                shapes.add(("with DO" if do else "with EDNS") + (" and ECS" if got[opt + 9:opt + 11]
+                                                                  != b"\x00\x00" else ""))
+            else:
+                shapes.add("plain")
         assert got == want, data.hex()
+        _opt_as_asked(data, got, cookies is not None)
+    # The plane answers all four shapes; cookies and cuts are Python's.
+    assert shapes >= {"plain", "with EDNS", "with DO", "with EDNS and ECS", "with DO and ECS"}, \
+        shapes
+    assert c.events[("truncated", "additional")], c.events
+    if which.startswith("signed"):  # (the plain zone's answers fit without additional)
+        assert c.events[("truncated", "tc")], c.events
+    if cookies is not None:
+        assert "cookie" in shapes, shapes
     for k, v in counts.items():
         c.counts[k] += v
     assert dict(c.counts) == dict(oracle.counts)
@@ -100,6 +139,22 @@ def test_what_the_plane_answers_is_what_python_answers(which: str, signed: Respo
     # made yet, other options).
     assert answered > len(asked) // 3, (answered, len(asked))
     assert denials >= 20, denials
+
+
+def _opt_as_asked(query: bytes, got: bytes, cookies: bool) -> None:
+    """The OPT of an answer (not an error) as dnspython reads it: there
+    when the query had one, with its DO bit, the Client Subnet option
+    echoed (not with TC: as before) and, with cookies configured, a COOKIE
+    option."""
+    if got[3] & 0xF not in (0, 3):
+        return
+    q, r = dns.message.from_wire(query), dns.message.from_wire(got)
+    assert r.edns == q.edns
+    if q.edns >= 0:
+        assert r.ednsflags & dns.flags.DO == q.ednsflags & dns.flags.DO
+        echoed = ({10} if cookies else set()) | (set() if got[2] & 2 else {8})
+        sent = {int(o.otype) for o in q.options} & echoed
+        assert {int(o.otype) for o in r.options} == sent, (query.hex(), got.hex())
 
 
 def _mutations(seed: bytes) -> st.SearchStrategy[bytes]:
