@@ -25,7 +25,8 @@ with one job:
    query.  Fused in the fast path: a query without DO, or for an unsigned
    zone, pays one comparison;
 6. **assemble and fit** (:meth:`Responder.assemble`, :meth:`Responder.fit`):
-   ``ID + head + question + tail``, counted, and cut to the UDP limit
+   ``ID + head + question + body + OPT`` (:data:`geodns.compile.Tails`),
+   counted, and cut to the UDP limit
    (additional section dropped, else TC with the question only).
 
 :meth:`Responder.respond` is these stages *fused* for the common shape,
@@ -34,9 +35,9 @@ authority records, and either no additional record or a single OPT with
 at most a Client Subnet option.  It walks the question name's labels in
 place, lower-cases the name with one ``bytes.lower()``, looks ``name +
 type + class`` up in the exact table, and joins the query's ID, ten
-pre-built header bytes, the question copied from the query and a
-pre-built tail, all in one function: a Python method call costs about 750
-instructions (callgrind, Python 3.11), some 4% of a static answer, so the
+pre-built header bytes, the question copied from the query and the
+pre-built body and OPT, all in one function: a Python method call costs
+about 750 instructions (callgrind, Python 3.11), some 4% of a static answer, so the
 common shape pays for none it can avoid (one for a steered answer: the
 steer stage).  Anything else goes to :meth:`Responder.staged`, a COOKIE
 option included (its code is not Client Subnet), so the cookie stage costs
@@ -227,11 +228,11 @@ class Responder:
                             (data[p + 13] << 8) | data[p + 14]):
                         return self.staged(data, udp, peer)
                     ecs = data[p + 15 : n]
-                tail_i = 2 if data[p + 7] & 0x80 else 1
+                do_i = 2 if data[p + 7] & 0x80 else 0  # where DO's pieces start (Tails)
             elif p != n:
                 return self.staged(data, udp, peer)
             else:
-                tail_i = 0
+                do_i = 0
             if qend > 267:  # name over 255 bytes
                 return self.staged(data, udp, peer)
             # look up
@@ -246,10 +247,10 @@ class Responder:
                 if hit is None:
                     return self.staged(data, udp, peer)  # a bad option: FORMERR
                 ans, tails, cid = hit
-            if tail_i == 2 and ans.signed is not None:  # sign: DO in a signed zone
+            if do_i and ans.signed is not None:  # sign: DO in a signed zone
                 signed = ans.signed
                 if isinstance(signed, Answer):
-                    if tails is ans.tails:  # else an ECS echo's, whose DO tail is
+                    if tails is ans.tails:  # else an ECS echo's, whose DO body is
                         tails = signed.tails  # the signed form's (decisions.echoed)
                     ans = signed
                 elif tails is ans.tails:  # a proof, found by the name (its cover)
@@ -258,9 +259,12 @@ class Responder:
                 else:
                     ans, tails = self.sign(ans, tails, key)
             # assemble, count and fit: the body and OPT for this EDNS form
-            # (compile.Tails: 0 and 1, or with DO 2 and 3; no OPT without EDNS)
-            resp = b"".join((data[:2], ans.heads[(edns << 1) | (b2 & 1)], data[12:p],
-                             tails[tail_i & 2], tails[tail_i | 1] if tail_i else b""))
+            # (compile.Tails: 0 and 1, or with DO 2 and 3; without EDNS the body)
+            head = ans.heads[(edns << 1) | (b2 & 1)]
+            if edns:
+                resp = b"".join((data[:2], head, data[12:p], tails[do_i], tails[do_i + 1]))
+            else:
+                resp = b"".join((data[:2], head, data[12:p], tails[0]))
             qt = (data[qend] << 8) | data[qend + 1]
             k = cid | ((qt if qt in COUNTED_QTYPES else OTHER) << 1) | udp
             self.counts[k] += 1
@@ -273,7 +277,7 @@ class Responder:
                 if edns:
                     limit = min(max((data[p + 3] << 8) | data[p + 4], _MIN_UDP), self.payload)
                 if size > limit:
-                    return self.fit(data, data[12:p], ans, tails, edns, tail_i, limit)
+                    return self.fit(data, data[12:p], ans, tails, edns, do_i or edns, limit)
             return resp
         except IndexError:
             try:
