@@ -113,7 +113,9 @@ class Query:
 
     @property
     def tail(self) -> int:
-        """Which pre-built tail fits: 0 no EDNS, 1 OPT, 2 OPT with DO."""
+        """The EDNS form of the answer: 0 no EDNS, 1 OPT, 2 OPT with DO
+        (the pieces of :data:`geodns.compile.Tails` sent: body, body and
+        opt, do_body and do_opt)."""
         return 0 if self.opt is None else (2 if self.opt.do else 1)
 
     def limit(self, udp: bool, payload: int) -> int:
