@@ -564,11 +564,13 @@ def _etcd_args(p: argparse.ArgumentParser, required: bool) -> None:
 def _etcd(args: argparse.Namespace) -> tuple[Any, Any]:
     from geodns.fleet.etcd import Etcd
     from geodns.fleet.keys import Layout
+    from geodns.fleet.publish import CLIENT_TIMEOUT, RETRY_FOR
 
     urls = [u.strip() for arg in args.etcd for u in arg.split(",") if u.strip()]
     if not (args.prefix.startswith("/") and args.prefix.endswith("/")):
         raise GeodnsError(f"--prefix {args.prefix!r} must start and end with '/'")
-    return Etcd(urls, timeout=5.0), Layout(args.prefix)
+    # Rides through a leader election: every member tried again for RETRY_FOR s.
+    return Etcd(urls, timeout=CLIENT_TIMEOUT, retry_for=RETRY_FOR), Layout(args.prefix)
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
@@ -577,7 +579,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     import asyncio
 
     from geodns.fleet import publish as pub
-    from geodns.fleet.etcd import EtcdError
+    from geodns.fleet.etcd import EtcdError, EtcdUnavailable
 
     if args.config is None and args.zones is None and args.keys is None:
         print("geodns publish: give --config FILE (the fleet's shared configuration), a "
@@ -620,13 +622,31 @@ def cmd_publish(args: argparse.Namespace) -> int:
             try:
                 revision = await pub.apply(etcd, layout, plan, args.who or pub.who_am_i(),
                                            args.message or "")
-            except pub.Stale:
+            except pub.Stale as exc:
                 last = plan.published
+                if exc.doubtful:
+                    print(f"geodns publish: etcd changed since it was read at revision "
+                          f"{plan.revision}, and an earlier attempt of this transaction went "
+                          "unanswered (etcd was electing a leader): whether it was applied "
+                          "before that change cannot be told; nothing more was written: see "
+                          "geodns fleet, and run it again (it says \"nothing to publish\" "
+                          "if etcd holds this)", file=sys.stderr)
+                    return 3
                 print(f"geodns publish: etcd changed since it was read at revision "
                       f"{plan.revision} (last publish by {last.get('who', '?')}); nothing "
                       "was written: run it again to publish on top of the newer state",
                       file=sys.stderr)
                 return 3
+            except EtcdUnavailable as exc:
+                print(f"geodns publish: {exc}", file=sys.stderr)
+                if exc.doubtful:
+                    print("geodns publish: the transaction may or may not have been applied "
+                          "(all of it or nothing: it is one transaction): see geodns fleet, "
+                          "or run it again (it says \"nothing to publish\" if etcd holds "
+                          "this)", file=sys.stderr)
+                else:
+                    print("geodns publish: nothing was written", file=sys.stderr)
+                return 1
             except ValueError as exc:
                 print(f"geodns publish: {exc}", file=sys.stderr)
                 return 2

@@ -6,6 +6,7 @@ that dies stops counting within its lease time."""
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import random
@@ -17,12 +18,13 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dns.edns
 import dns.message
 import dns.query
 import pytest
-from etcdcluster import EtcdCluster, etcd_cluster
+from etcdcluster import EtcdCluster, etcd_cluster, gateway_call
 from fleetkit import (
     FRA,
     IAD,
@@ -448,3 +450,70 @@ def test_a_fleet_node_restarts_without_a_trace(fleet: Fleet) -> None:
     status = fleet.status("n1")
     assert status["fleet"]["health"] == "fleet"
     assert status["serving"]["revision"] == status["fleet"]["newest_revision"]
+
+
+
+def test_publish_rides_through_a_leader_election(tmp_path: Path, cluster: EtcdCluster,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """The leader is killed and a publish begins at once, through the dead
+    leader first (refused), then the followers while they elect a new one:
+    the publish waits the election out and succeeds, and each change is
+    written exactly once.
+
+    Two rounds as it comes (the killed member restarted in between): the
+    followers usually answer "leader changed" one at a time, and only
+    sometimes both within one pass.  Then one round where that is certain:
+    the follower asked first is killed with the leader and started again
+    2.5 s later: it refuses, and the other one campaigns alone, so it
+    answers ("leader changed") only once a leader is elected, after the first
+    one is back."""
+    repo = Fleet(tmp_path, cluster.endpoints)
+    repo.write(shared_config(), 1)
+    repo.published("-m", "first")
+    caplog.set_level("WARNING", "geodns.fleet")
+    rode, took = 0, []
+    for change in (2, 3, 4):
+        leader = cluster.leader()
+        others = [i for i in range(3) if i != leader]
+        order = [cluster.endpoints[i] for i in [leader, *others]]
+        repo.write(rev=change)
+        caplog.clear()
+        cluster.kill(leader)
+        back = None
+        if change == 4:  # the follower asked first goes down too, until 2.5 s from now
+            cluster.kill(others[0])
+            back = threading.Timer(2.5, cluster.restart, (others[0],))
+            back.start()
+        began = time.monotonic()
+        try:
+            code, out, err = repo.publish("-m", f"change {change}", endpoints=order)
+        finally:
+            if back is not None:
+                back.join(20)
+        took.append(time.monotonic() - began)
+        assert code == 0, (change, out, err)
+        rode += any(getattr(r, "event", None) == "etcd-retry" for r in caplog.records)
+        # Exactly once: one publish, one write of ``published`` and of the zone.
+        m = re.search(r"published etcd:(\d+)", out)
+        assert m, out
+        published = cluster_kv(cluster, "/geodns/published")
+        zone = cluster_kv(cluster, "/geodns/zones/fleet.test.yaml")
+        assert int(published["version"]) == change  # 1 + one write per publish
+        assert int(published["mod_revision"]) == int(zone["mod_revision"]) == int(m.group(1))
+        assert json.loads(base64.b64decode(published["value"]))["message"] == f"change {change}"
+        assert f"serial: {change}," in base64.b64decode(zone["value"]).decode()
+        cluster.restart(leader)
+    print(f"publish right after the leader was killed: {', '.join(f'{t:.2f}' for t in took)} s; "
+          f"{rode} of 3 had to try every member again")
+    assert rode >= 1  # the last round at least
+    assert max(took) < 12
+
+def cluster_kv(cluster: EtcdCluster, key: str) -> dict[str, Any]:
+    """``key`` as etcd's gateway gives it, read (linearizably) from a live member."""
+    for i, endpoint in enumerate(cluster.endpoints):
+        if cluster.alive(i):
+            doc = gateway_call(endpoint, "/v3/kv/range",
+                               {"key": base64.b64encode(key.encode()).decode()}, timeout=10)
+            kv: dict[str, Any] = doc["kvs"][0]
+            return kv
+    raise AssertionError("no etcd member is running")

@@ -9,6 +9,15 @@ working from a stale read is told so and writes nothing.  Every publish
 rewrites ``published`` (who, when, why), whose revision then names the set
 the nodes serve.
 
+A publish rides through an etcd leader election: its client tries every
+member again for :data:`RETRY_FOR` seconds while they fail transiently
+(:mod:`geodns.fleet.etcd`).  The transaction is sent again only as it was:
+if an earlier attempt was applied but its answer lost, the comparisons of
+the next one fail (``published`` changed), so it cannot apply twice; and
+``published`` carries an id of this publish, which the transaction reads
+when its comparisons fail, so that a publish that landed is reported as
+published, not as stale.
+
 The keys directory's DNSSEC private keys are documents like the zones
 (``keys/NAME.pem``), so that every node signs with the same keys.  What
 publish prints and records (the plan's lines, ``published``) names them and
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import secrets
 import socket
 import time
 from collections.abc import Mapping
@@ -28,7 +38,15 @@ from typing import Any
 
 from geodns.config import Config, load_shared_config
 from geodns.dnssec.policy import resolve
-from geodns.fleet.etcd import Etcd, KeyValue, delete_op, put_op, same_mod
+from geodns.fleet.etcd import (
+    Etcd,
+    KeyValue,
+    decode_kv,
+    delete_op,
+    put_op,
+    range_op,
+    same_mod,
+)
 from geodns.fleet.keys import FleetState, Layout, behind, is_key_name
 from geodns.health.states import State
 from geodns.problems import Problems, Where
@@ -38,6 +56,14 @@ from geodns.zones.loader import ZONE_SUFFIXES, load_zone_text, origin_from_filen
 # is refused by etcd; we say so before sending it.
 ETCD_MAX_TXN_OPS = 128
 ETCD_MAX_REQUEST_BYTES = 1_572_864
+# Seconds a publish (and geodns fleet, a fleet drain from the command line)
+# keeps trying etcd's members while they fail transiently, as during a leader
+# election (1-3 s with etcd's defaults; a member that stops, a timeout inside
+# etcd): long enough for an election or two, short enough for a CI job to say
+# soon that etcd is down.  Each attempt on one member may take up to
+# CLIENT_TIMEOUT on top, and a pass over the members is always made whole.
+RETRY_FOR = 10.0
+CLIENT_TIMEOUT = 5.0
 
 
 def who_am_i() -> str:
@@ -187,14 +213,23 @@ async def plan(etcd: Etcd, layout: Layout, local: LocalDocs) -> tuple[Plan, Flee
 
 
 class Stale(Exception):
-    """etcd changed between the read and the write."""
+    """etcd changed between the read and the write.  ``doubtful``: an
+    earlier attempt of this write went unanswered, and whether it was
+    applied before that change cannot be told."""
+
+    def __init__(self, doubtful: bool = False) -> None:
+        super().__init__()
+        self.doubtful = doubtful
 
 
 async def apply(etcd: Etcd, layout: Layout, p: Plan, who: str, message: str) -> int:
     """Write the plan in one transaction; the revision it made.  Raises
-    :class:`Stale` when something it read has changed since."""
+    :class:`Stale` when something it read has changed since (not when that
+    change is this transaction itself, applied by an attempt whose answer
+    was lost)."""
+    publish_id = secrets.token_hex(8)
     meta = {"who": who, "when": time.time(), "message": message,
-            "changes": p.lines, "based_on": p.revision}
+            "changes": p.lines, "based_on": p.revision, "id": publish_id}
     ops = [put_op(k, v) for k, v in p.puts.items()] + [delete_op(k) for k in p.deletes]
     ops.append(put_op(layout.published, json.dumps(meta).encode()))
     size = sum(len(k) + len(v) for k, v in p.puts.items()) * 4 // 3 + 4096
@@ -204,10 +239,20 @@ async def apply(etcd: Etcd, layout: Layout, p: Plan, who: str, message: str) -> 
             f"limits are {ETCD_MAX_TXN_OPS} operations (--max-txn-ops) and "
             f"{ETCD_MAX_REQUEST_BYTES} bytes (--max-request-bytes) per transaction: raise "
             "them on every etcd member (docs/fleet.md)")
-    ok, revision = await etcd.txn(p.compare, ops)
-    if not ok:
-        raise Stale()
-    return revision
+    # When the comparisons fail, read ``published``: is it this publish's?
+    out = await etcd.txn_outcome(p.compare, ops, [range_op(layout.published)])
+    if out.succeeded:
+        return out.revision
+    kvs = (out.responses[0].get("response_range") or {}).get("kvs") if out.responses else None
+    if kvs:
+        landed = decode_kv(kvs[0])
+        try:
+            theirs = json.loads(landed.value).get("id")
+        except (ValueError, AttributeError):
+            theirs = None
+        if theirs == publish_id:  # an attempt whose answer was lost was applied
+            return landed.mod_revision
+    raise Stale(out.doubtful)
 
 
 # -- looking at the fleet -----------------------------------------------------------
@@ -261,5 +306,5 @@ def describe(state: FleetState, now: float) -> tuple[list[str], int]:
     return lines, flagged
 
 
-__all__ = ["LocalDocs", "Plan", "Stale", "apply", "describe", "plan", "read_local", "validate",
+__all__ = ["CLIENT_TIMEOUT", "RETRY_FOR", "LocalDocs", "Plan", "Stale", "apply", "describe", "plan", "read_local", "validate",
            "who_am_i"]
