@@ -579,7 +579,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     import asyncio
 
     from geodns.fleet import publish as pub
-    from geodns.fleet.etcd import EtcdError, EtcdUnavailable
+    from geodns.fleet.etcd import EtcdError
 
     if args.config is None and args.zones is None and args.keys is None:
         print("geodns publish: give --config FILE (the fleet's shared configuration), a "
@@ -637,7 +637,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
                       "was written: run it again to publish on top of the newer state",
                       file=sys.stderr)
                 return 3
-            except EtcdUnavailable as exc:
+            except EtcdError as exc:
                 print(f"geodns publish: {exc}", file=sys.stderr)
                 if exc.doubtful:
                     print("geodns publish: the transaction may or may not have been applied "
@@ -661,6 +661,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
         for p in _sorted(problems):
             print(p, file=sys.stderr)
         print(f"geodns publish: {exc}", file=sys.stderr)
+        if isinstance(exc, EtcdError):  # while reading: before any write
+            print("geodns publish: nothing was written", file=sys.stderr)
         return 1
 
 

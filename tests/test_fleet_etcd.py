@@ -185,6 +185,43 @@ async def test_a_request_etcd_refuses_is_an_error(etcd: Etcd) -> None:
     assert not isinstance(exc.value, EtcdUnavailable)
 
 
+async def test_a_definite_error_is_not_tried_again(cluster: EtcdCluster, prefix: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that rides through elections (retry_for) still fails at once,
+    after one attempt, when etcd refuses a request definitely; and a
+    transaction whose comparisons fail is an answer, sent once."""
+    client = Etcd(cluster.endpoints, timeout=2.0, retry_for=10.0)
+    attempts = count_attempts(monkeypatch)
+    try:
+        began = time.monotonic()
+        with pytest.raises(EtcdError) as exc:
+            await client.txn([{"key": "!!", "target": "NOPE"}], [])
+        assert not isinstance(exc.value, EtcdUnavailable)
+        assert len(attempts) == 1 and time.monotonic() - began < 1.0
+        p = prefix.encode()
+        rev = await client.put(p + b"k", b"v")
+        attempts.clear()
+        assert await client.txn([same_mod(p + b"k", rev - 1)], [put_op(p + b"k", b"w")]) == \
+            (False, rev)
+        assert len(attempts) == 1
+    finally:
+        await client.close()
+
+
+def count_attempts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The path of every attempt any Etcd client makes from now on."""
+    attempts: list[str] = []
+    real = Etcd._post_one
+
+    async def counted(self: Etcd, endpoint: str, path: str, body: dict[str, Any],
+                      timeout: float) -> dict[str, Any]:
+        attempts.append(path)
+        return await real(self, endpoint, path, body, timeout)
+
+    monkeypatch.setattr(Etcd, "_post_one", counted)
+    return attempts
+
+
 async def test_watch_sees_puts_and_deletes_in_order(etcd: Etcd, prefix: str) -> None:
     p = prefix.encode()
     before = await etcd.put(p + b"x", b"before the watch")
@@ -305,6 +342,26 @@ async def test_no_endpoint_answers() -> None:
         Etcd([])
 
 
+async def test_endpoints_that_refuse_are_tried_again_until_the_deadline() -> None:
+    """retry_for: every endpoint again after a back-off (0.1 s, 0.2 s, ...),
+    then one error naming each endpoint and why; a refused connection never
+    carried the request, so nothing is in doubt."""
+    client = Etcd([dead_endpoint(), dead_endpoint()], timeout=1.0, retry_for=1.0)
+    try:
+        began = time.monotonic()
+        with pytest.raises(EtcdUnavailable) as exc:
+            await client.put(b"/k", b"v")
+        took = time.monotonic() - began
+        assert 0.9 < took < 1.5
+        message = str(exc.value)
+        assert re.match(r"no etcd endpoint answered in 1\.\d s \((\d+) attempts\); the last "
+                        r"from each: ", message), message
+        assert all(f"{e}: ClientConnectorError" in message for e in client.endpoints)
+        assert not exc.value.doubtful and "may have applied" not in message
+    finally:
+        await client.close()
+
+
 # -- FleetMember ---------------------------------------------------------------------------
 
 def member_config(cluster: EtcdCluster, prefix: str, node: str = "n1",
@@ -336,6 +393,7 @@ async def test_member_reads_then_follows(etcd: Etcd, cluster: EtcdCluster,
         assert member.state.zone_texts() == {"example.com.yaml": zone_text(1).encode()}
         assert {"docs", "contact"} <= set().union(*changes)
         assert member.in_contact and member.error is None and member.sessions == 1
+        assert member.etcd.retry_for == 0  # one pass: the session starts over by itself
 
         changes.clear()
         second = await etcd.put(layout.zone("example.com.yaml"), zone_text(2).encode())
@@ -554,7 +612,89 @@ def test_publish_says_when_it_was_stale(cluster: EtcdCluster, prefix: str, repo:
         zone_text(1).encode()
 
 
-def test_publish_without_etcd(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def lose_answers(monkeypatch: pytest.MonkeyPatch, lost: int,
+                 before: Callable[[], Any] | None = None, send: bool = True) -> list[str]:
+    """The first ``lost`` transactions any client sends are sent (with
+    ``send``) but their answers lost, as when the member that took one
+    loses its leader; ``before`` runs before each.  Every attempt's path is
+    listed."""
+    from geodns.fleet import etcd as etcd_module
+
+    attempts: list[str] = []
+    real = Etcd._post_one
+
+    async def lossy(self: Etcd, endpoint: str, path: str, body: dict[str, Any],
+                    timeout: float) -> dict[str, Any]:
+        attempts.append(path)
+        if path == "/v3/kv/txn" and attempts.count(path) <= lost:
+            if before is not None:
+                before()
+            if send:
+                await real(self, endpoint, path, body, timeout)
+            raise etcd_module._Transient(f"{endpoint}: etcdserver: leader changed", True)
+        return await real(self, endpoint, path, body, timeout)
+
+    monkeypatch.setattr(Etcd, "_post_one", lossy)
+    return attempts
+
+
+def test_a_publish_whose_answer_was_lost_is_published_once(
+        cluster: EtcdCluster, prefix: str, repo: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The transaction is applied but its answer lost: the publish sends it
+    again, whose comparisons then fail (nothing written twice), sees its own
+    ``published`` and reports the revision the first attempt made."""
+    attempts = lose_answers(monkeypatch, 1)
+    code, out, err = run_cli(capsys, *publish_argv(cluster, prefix, repo, "-m", "once"))
+    assert code == 0, err
+    assert attempts.count("/v3/kv/txn") == 2
+    m = re.search(r"^published etcd:(\d+)$", out, re.M)
+    assert m, out
+    doc = gateway_call(cluster.endpoints[0], "/v3/kv/range",
+                       {"key": base64.b64encode(f"{prefix}published".encode()).decode()})
+    kv = doc["kvs"][0]
+    assert int(kv["version"]) == 1 and int(kv["mod_revision"]) == int(m.group(1))
+    assert json.loads(base64.b64decode(kv["value"]))["message"] == "once"
+    assert keys_under(cluster, prefix)[f"{prefix}zones/example.com.yaml"] == \
+        zone_text(1).encode()
+
+
+def test_a_lost_answer_then_another_publish_is_reported_as_unknown(
+        cluster: EtcdCluster, prefix: str, repo: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The answer is lost and someone else publishes meanwhile: whether the
+    lost attempt came first cannot be told, and publish says so (exit 3)
+    instead of "nothing was written"."""
+    assert run_cli(capsys, *publish_argv(cluster, prefix, repo, "--who", "alice"))[0] == 0
+    other = base64.b64encode(f"{prefix}published".encode()).decode()
+    lose_answers(monkeypatch, 1, send=False, before=lambda: gateway_call(
+        cluster.endpoints[0], "/v3/kv/put",
+        {"key": other, "value": base64.b64encode(b'{"who": "bob"}').decode()}))
+    (repo / "zones" / "example.com.yaml").write_text(zone_text(2))
+    code, _, err = run_cli(capsys, *publish_argv(cluster, prefix, repo))
+    assert code == 3
+    assert "went unanswered" in err and "cannot be told" in err and "geodns fleet" in err
+    assert "nothing was written" not in err
+    assert keys_under(cluster, prefix)[f"{prefix}zones/example.com.yaml"] == \
+        zone_text(1).encode()
+
+
+def test_publish_gives_up_on_lost_answers_and_says_it_may_have_written(
+        cluster: EtcdCluster, prefix: str, repo: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pub, "RETRY_FOR", 0.5)
+    lose_answers(monkeypatch, 1000, send=False)
+    began = time.monotonic()
+    code, _, err = run_cli(capsys, *publish_argv(cluster, prefix, repo))
+    assert code == 1 and time.monotonic() - began < 2.0
+    assert err.startswith("geodns publish: no etcd endpoint answered in 0.")
+    assert f"{cluster.endpoints[0]}: etcdserver: leader changed" in err
+    assert "may or may not have been applied" in err and "nothing was written" not in err
+
+
+def test_publish_without_etcd(repo: Path, capsys: pytest.CaptureFixture[str],
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pub, "RETRY_FOR", 0.5)  # 10 s by default
     code, _, err = run_cli(capsys, "publish", "--etcd", dead_endpoint(), "--config",
                            str(repo / "geodns.yaml"))
     assert code == 1 and err.startswith("geodns publish: no etcd endpoint answered")

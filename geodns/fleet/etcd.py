@@ -54,7 +54,11 @@ log = logging.getLogger("geodns.fleet")
 
 
 class EtcdError(GeodnsError):
-    """etcd refused a request (the message is etcd's)."""
+    """etcd refused a request (the message is etcd's).  ``doubtful``: an
+    earlier attempt of the same request went unanswered, and may have been
+    applied."""
+
+    doubtful = False
 
 
 class EtcdUnavailable(EtcdError):
@@ -272,6 +276,9 @@ class Etcd:
                 attempts += 1
                 try:
                     return await self._post_one(endpoint, path, body, timeout), doubtful
+                except EtcdError as exc:
+                    exc.doubtful = doubtful
+                    raise
                 except _Transient as exc:
                     last[endpoint] = str(exc)
                     # A read applies nothing: only a write can be in doubt.
