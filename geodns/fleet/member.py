@@ -49,7 +49,10 @@ class FleetMember:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
         self.layout = Layout(cfg.prefix)
-        self.etcd = Etcd(cfg.etcd, cfg.timeout)
+        # One pass over the members per request (no retry_for): when none
+        # answers, the session ends and _run starts another after its own
+        # back-off, so a lease renewal never waits out an election past its TTL.
+        self.etcd = Etcd(cfg.etcd, cfg.timeout, retry_for=0.0)
         self.state = FleetState(self.layout)
         self.on_change = on_change
         self.vote = vote
