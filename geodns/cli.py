@@ -627,7 +627,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 if exc.doubtful:
                     print(f"geodns publish: etcd changed since it was read at revision "
                           f"{plan.revision}, and an earlier attempt of this transaction went "
-                          "unanswered (etcd was electing a leader): whether it was applied "
+                          "unanswered (etcd did not answer in time): whether it was applied "
                           "before that change cannot be told; nothing more was written: see "
                           "geodns fleet, and run it again (it says \"nothing to publish\" "
                           "if etcd holds this)", file=sys.stderr)

@@ -6,8 +6,9 @@ Under the fleet's prefix (``/geodns/`` unless configured)::
     zones/NAME.yaml        one zone document per key
     keys/NAME.pem          a DNSSEC private key (PEM) that signed zones name
                            in their dnssec: keys: (a secret: docs/fleet.md)
-    published              who published last, when, and why (JSON); every
-                           publish rewrites it, so its revision names the set
+    published              who published last, when, why, and an id of that
+                           publish (JSON); every publish rewrites it, so its
+                           revision names the set
     drains/POP             a fleet-wide drain: state, who, when, why (JSON)
     nodes/NODE             what NODE serves and when it last heard from etcd
                            (JSON, under NODE's lease)

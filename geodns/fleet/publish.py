@@ -306,5 +306,5 @@ def describe(state: FleetState, now: float) -> tuple[list[str], int]:
     return lines, flagged
 
 
-__all__ = ["CLIENT_TIMEOUT", "RETRY_FOR", "LocalDocs", "Plan", "Stale", "apply", "describe", "plan", "read_local", "validate",
-           "who_am_i"]
+__all__ = ["CLIENT_TIMEOUT", "RETRY_FOR", "LocalDocs", "Plan", "Stale", "apply", "describe",
+           "plan", "read_local", "validate", "who_am_i"]
