@@ -41,6 +41,7 @@ record is (RSS with the zones - RSS with the tiny zone) / records.
     .venv/bin/python bench/zones.py --records 5000 --zones 200 --runs 1   # quick look
     .venv/bin/python bench/zones.py --servers knot,nsd --parts big
     .venv/bin/python bench/zones.py --profile                # cProfile of geodns building the big zone
+    .venv/bin/python bench/zones.py --in-process             # its memory per record in one process, by type
 
 Reuses ``knot_config``, ``nsd_config`` and ``free_port`` from
 ``tests/refservers.py`` (the reference servers of the tests).
@@ -641,6 +642,61 @@ def profile_build(n: int, top: int) -> None:
     pstats.Stats(prof, stream=sys.stdout).sort_stats("cumulative").print_stats(top)
 
 
+def memory_in_process(n: int, top: int) -> None:
+    """Memory per record of a snapshot of one ``n``-record zone built in
+    this process (as :func:`profile_build` builds it): ``VmRSS`` after
+    ``gc.collect()`` against that after a 2-record zone's, and what
+    is reachable from the zone model and from the compiled tables (the
+    sizes ``sys.getsizeof`` gives), by type.  No server, no sockets; a zone's document bytes are
+    dropped after the build (a server's source of documents holds them:
+    about one byte per byte of the file more)."""
+    import gc
+    from collections import Counter
+
+    from geodns.config import Config
+    from geodns.health.view import HealthView
+    from geodns.snapshot import Document, Documents, GeoipStatus, build, new_responder
+
+    def rss_kb() -> int:
+        return _kb("/proc/self/status", "VmRSS")
+
+    def built(origin: str, count: int) -> object:
+        text = yaml_text(origin, 1, records(count)).encode()
+        docs = Documents("r", None, {f"{origin}yaml": Document(f"{origin}yaml", text)})
+        return build(docs, Config(path=None, zones_dir=Path("zones")), None,
+                     (None, GeoipStatus()), HealthView(), new_responder, 0.0).snapshot
+
+    keep = [built("tiny.example.", 2)]
+    seen = {id(o) for o in gc.get_objects()}  # (not the big zone's: made before it)
+    gc.collect()
+    before = rss_kb()
+    snap = built("big.example.", n)
+    keep.append(snap)
+    gc.collect()
+    print(f"one {n:,}-record zone in one process: {(rss_kb() - before) * 1024 / n:,.0f} B/record "
+          "(VmRSS)")
+
+    def reachable(root: object) -> Counter[str]:
+        sizes: Counter[str] = Counter()
+        stack = [root]
+        while stack:
+            o = stack.pop()
+            if id(o) in seen or isinstance(o, type) or type(o).__name__ in (
+                    "module", "function", "builtin_function_or_method"):
+                continue
+            seen.add(id(o))
+            sizes[type(o).__name__] += sys.getsizeof(o)
+            stack.extend(gc.get_referents(o))
+        return sizes
+
+    zone = next(iter(snap.zones.values())).zone  # type: ignore[attr-defined]
+    for what, root in (("the zone model", zone), ("the compiled tables", snap.tables)):  # type: ignore[attr-defined]
+        sizes = reachable(root)
+        print(f"{what}: {sum(sizes.values()) / n:,.0f} B/record (sys.getsizeof of what it "
+              "reaches): " + ", ".join(f"{t} {v / n:.0f}" for t, v in sizes.most_common(top)
+                                       if v / n >= 1))
+
+
 def precompile(python: str) -> None:
     """geodns's modules compiled into ``__pycache__`` (as a wheel's install does), so that
     the server's start does not compile them from source (editable install,
@@ -668,9 +724,15 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true",
                     help="only profile geodns building the big zone (in this process)")
     ap.add_argument("--top", type=int, default=25, help="lines of the profile")
+    ap.add_argument("--in-process", action="store_true",
+                    help="only geodns's memory per record for the big zone built in this process, "
+                         "by type")
     args = ap.parse_args()
     if args.profile:
         profile_build(args.records, args.top)
+        return 0
+    if args.in_process:
+        memory_in_process(args.records, 8)
         return 0
     servers = [s for s in args.servers.split(",") if s]
     parts = [p for p in args.parts.split(",") if p]
