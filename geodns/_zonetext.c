@@ -33,10 +33,10 @@
 
 /* The classes the zone model is made of (set by setup()), and where their
  * slots are: the objects are made here as their own constructors make them. */
-static PyTypeObject *Parts_t, *Wire_t, *RRset_t, *CName_t, *One_t;
+static PyTypeObject *Parts_t, *Wire_t, *RRset_t, *CName_t, *One_t, *Packed_t;
 static Py_ssize_t rd_parts, rd_target;
 static Py_ssize_t rr_owner, rr_rtype, rr_ttl, rr_rdatas, rr_where;
-static Py_ssize_t one_rrset;
+static Py_ssize_t one_rrset, pk_owner, pk_body;
 
 #define T_A 1
 #define T_NS 2
@@ -67,9 +67,10 @@ static PyObject *
 setup(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyTypeObject *rd, *wire, *rr, *cn, *one;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!O!", &PyType_Type, &rd, &PyType_Type, &wire,
-                          &PyType_Type, &rr, &PyType_Type, &cn, &PyType_Type, &one))
+    PyTypeObject *rd, *wire, *rr, *cn, *one, *pk;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!", &PyType_Type, &rd, &PyType_Type, &wire,
+                          &PyType_Type, &rr, &PyType_Type, &cn, &PyType_Type, &one,
+                          &PyType_Type, &pk))
         return NULL;
     if (!PyType_IsSubtype(cn, &PyBytes_Type) || !PyType_IsSubtype(wire, &PyBytes_Type)) {
         PyErr_SetString(PyExc_TypeError, "the name and Wire must be bytes types");
@@ -79,13 +80,15 @@ setup(PyObject *self, PyObject *args)
         find_slot(rr, "owner", &rr_owner) ||
         find_slot(rr, "rtype", &rr_rtype) || find_slot(rr, "ttl", &rr_ttl) ||
         find_slot(rr, "rdatas", &rr_rdatas) || find_slot(rr, "where", &rr_where) ||
-        find_slot(one, "rrset", &one_rrset))
+        find_slot(one, "rrset", &one_rrset) || find_slot(pk, "owner", &pk_owner) ||
+        find_slot(pk, "body", &pk_body))
         return NULL;
     Py_XSETREF(Parts_t, (PyTypeObject *)Py_NewRef(rd));
     Py_XSETREF(Wire_t, (PyTypeObject *)Py_NewRef(wire));
     Py_XSETREF(RRset_t, (PyTypeObject *)Py_NewRef(rr));
     Py_XSETREF(CName_t, (PyTypeObject *)Py_NewRef(cn));
     Py_XSETREF(One_t, (PyTypeObject *)Py_NewRef(one));
+    Py_XSETREF(Packed_t, (PyTypeObject *)Py_NewRef(pk));
     Py_RETURN_NONE;
 }
 
@@ -547,6 +550,53 @@ rdata_of(int rtype, const unsigned char *s, const Value *v, const unsigned char 
     return make_rdata(parts, target);
 }
 
+/* The record set of an entry just read (owner ``low`` as written, no
+ * position) as a model.Packed when its records have no name inside: the
+ * body its own answer has (C0 0C, type, class IN, TTL, RDATA length,
+ * RDATA, for each), which the compiler answers with as it is; a new
+ * reference to Py_None when not, NULL on an error. */
+static PyObject *
+packed_of(PyObject *rr, PyObject *low)
+{
+    PyObject *rdatas = SLOT(rr, rr_rdatas);
+    long rtype = PyLong_AsLong(SLOT(rr, rr_rtype));
+    unsigned long ttl = PyLong_AsUnsignedLong(SLOT(rr, rr_ttl));
+    if (PyErr_Occurred())
+        return NULL;
+    if (SLOT(rr, rr_owner) != low || rtype < 0 || rtype > 65535 || ttl > 0xFFFFFFFFUL)
+        Py_RETURN_NONE;
+    Py_ssize_t size = 0;
+    for (Py_ssize_t r = 0; r < PyTuple_GET_SIZE(rdatas); r++) {
+        PyObject *rd = PyTuple_GET_ITEM(rdatas, r);
+        if (Py_TYPE(rd) != Wire_t || PyBytes_GET_SIZE(rd) > 65535)
+            Py_RETURN_NONE;
+        size += 12 + PyBytes_GET_SIZE(rd);
+    }
+    PyObject *body = PyBytes_FromStringAndSize(NULL, size);
+    if (body == NULL)
+        return NULL;
+    unsigned char *d = (unsigned char *)PyBytes_AS_STRING(body);
+    for (Py_ssize_t r = 0; r < PyTuple_GET_SIZE(rdatas); r++) {
+        PyObject *rd = PyTuple_GET_ITEM(rdatas, r);
+        Py_ssize_t len = PyBytes_GET_SIZE(rd);
+        unsigned char head[12] = {0xC0, 0x0C, (unsigned char)(rtype >> 8), (unsigned char)rtype,
+                                  0, 1, (unsigned char)(ttl >> 24), (unsigned char)(ttl >> 16),
+                                  (unsigned char)(ttl >> 8), (unsigned char)ttl,
+                                  (unsigned char)(len >> 8), (unsigned char)len};
+        memcpy(d, head, 12);
+        memcpy(d + 12, PyBytes_AS_STRING(rd), (size_t)len);
+        d += 12 + len;
+    }
+    PyObject *pk = Packed_t->tp_alloc(Packed_t, 0);
+    if (pk == NULL) {
+        Py_DECREF(body);
+        return NULL;
+    }
+    SLOT(pk, pk_owner) = Py_NewRef(low);
+    SLOT(pk, pk_body) = body;
+    return pk;
+}
+
 /* -- one entry ---------------------------------------------------------------- */
 
 typedef struct {
@@ -694,17 +744,23 @@ entry(const Zone *z, Work *work, const unsigned char *s, Py_ssize_t n)
     }
     Py_DECREF(owner);
     if (PyDict_GET_SIZE(node) == 1) {
-        /* the usual name: its one record set, as the loader keeps it (model.One) */
+        /* the usual name: its one record set, as the loader keeps it (a
+         * model.Packed when it can be, else a model.One) */
         Py_ssize_t pos = 0;
         PyObject *k, *rr;
-        PyObject *one = One_t->tp_alloc(One_t, 0);
-        if (one == NULL || !PyDict_Next(node, &pos, &k, &rr)) {
-            Py_XDECREF(one);
+        PyDict_Next(node, &pos, &k, &rr);
+        PyObject *one = packed_of(rr, low);
+        if (one == Py_None) {
+            Py_DECREF(one);
+            one = One_t->tp_alloc(One_t, 0);
+            if (one != NULL)
+                SLOT(one, one_rrset) = Py_NewRef(rr);
+        }
+        if (one == NULL) {
             Py_DECREF(node);
             Py_DECREF(low);
             return NULL;
         }
-        SLOT(one, one_rrset) = Py_NewRef(rr);
         Py_SETREF(node, one);
     }
     PyObject *out = PyTuple_Pack(2, low, node);
@@ -883,10 +939,12 @@ pointing(const unsigned char *w, Py_ssize_t wl, const unsigned char *q, Py_ssize
 #define ADDS_FOR(t) ((t) == 2 || (t) == 15 || (t) == 33 || (t) == 64 || (t) == 65)
 
 /* The answer of one record set (compile._own_answer), or a new reference
- * to Py_None when it is not made here; NULL on an error. */
+ * to Py_None when it is not made here; NULL on an error.  *as_written: 0
+ * when a name in it was written as a pointer into the question. */
 static PyObject *
-own_body(PyObject *rrset, PyObject *name, PyObject *origin)
+own_body(PyObject *rrset, PyObject *name, PyObject *origin, int *as_written)
 {
+    *as_written = 1;
     PyObject *rtype_o = SLOT(rrset, rr_rtype), *ttl_o = SLOT(rrset, rr_ttl);
     PyObject *rdatas = SLOT(rrset, rr_rdatas);
     if (!PyTuple_Check(rdatas) || !PyLong_Check(rtype_o) || !PyLong_Check(ttl_o))
@@ -969,6 +1027,8 @@ own_body(PyObject *rrset, PyObject *name, PyObject *origin)
                     Py_DECREF(body);
                     Py_RETURN_NONE;
                 }
+                if (wrote != pl)
+                    *as_written = 0; /* (a pointer is always shorter than what it stands for) */
                 o += wrote;
             } else {
                 memcpy(d + o, pb, (size_t)pl);
@@ -986,6 +1046,82 @@ own_body(PyObject *rrset, PyObject *name, PyObject *origin)
     if (o != size && _PyBytes_Resize(&body, o) < 0)
         return NULL;
     return body;
+}
+
+/* How many records a model.Packed's body holds. */
+static Py_ssize_t
+records_in(PyObject *body)
+{
+    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(body);
+    Py_ssize_t n = PyBytes_GET_SIZE(body), at = 0, count = 0;
+    while (at + 12 <= n) {
+        at += 12 + (((Py_ssize_t)b[at + 10] << 8) | b[at + 11]);
+        count++;
+    }
+    return count;
+}
+
+/* model.packable, for a record set whose answer wrote every name as it is
+ * written: it keeps no position, its owner is the name as kept, and its
+ * records have no name inside, or it is one record of a type that ends in
+ * one name (model._NAMED) made as model.Packed reads it back (1, 0, or -1
+ * on an error). */
+static int
+packable(PyObject *rrset, PyObject *name)
+{
+    if (SLOT(rrset, rr_where) != Py_None)
+        return 0;
+    PyObject *owner = SLOT(rrset, rr_owner);
+    if (owner != name) {
+        int same = PyObject_RichCompareBool(owner, name, Py_EQ);
+        if (same <= 0)
+            return same;
+    }
+    PyObject *rdatas = SLOT(rrset, rr_rdatas);
+    if (!PyTuple_Check(rdatas) || PyTuple_GET_SIZE(rdatas) == 0)
+        return 0;
+    int wire = 1;
+    for (Py_ssize_t r = 0; r < PyTuple_GET_SIZE(rdatas); r++)
+        wire &= Py_TYPE(PyTuple_GET_ITEM(rdatas, r)) == Wire_t;
+    if (wire)
+        return 1;
+    long rtype = PyLong_AsLong(SLOT(rrset, rr_rtype));
+    Py_ssize_t before = rtype == T_MX ? 2 : (rtype == T_NS || rtype == T_PTR) ? 0 : -1;
+    PyObject *rd = PyTuple_GET_ITEM(rdatas, 0);
+    if (before < 0 || PyTuple_GET_SIZE(rdatas) != 1 || Py_TYPE(rd) != Parts_t)
+        return PyErr_Occurred() ? -1 : 0;
+    PyObject *parts = SLOT(rd, rd_parts), *target = SLOT(rd, rd_target);
+    if (!PyTuple_Check(parts) || PyTuple_GET_SIZE(parts) != (before ? 2 : 1) ||
+        !PyBytes_CheckExact(target))
+        return 0;
+    if (before && (!PyBytes_CheckExact(PyTuple_GET_ITEM(parts, 0)) ||
+                   PyBytes_GET_SIZE(PyTuple_GET_ITEM(parts, 0)) != before))
+        return 0;
+    PyObject *last = PyTuple_GET_ITEM(parts, PyTuple_GET_SIZE(parts) - 1);
+    if (Py_TYPE(last) != CName_t || PyBytes_GET_SIZE(last) != PyBytes_GET_SIZE(target))
+        return 0;
+    const char *a = PyBytes_AS_STRING(last), *b = PyBytes_AS_STRING(target);
+    for (Py_ssize_t i = 0; i < PyBytes_GET_SIZE(last); i++) {
+        char c = a[i] >= 'A' && a[i] <= 'Z' ? (char)(a[i] + 32) : a[i];
+        if (c != b[i])
+            return 0; /* (the target is the name lower-cased, as bytes.lower() gives) */
+    }
+    return 1;
+}
+
+/* The name's record set kept as the body of its own answer (model.Packed),
+ * in place of its model.One; -1 on an error. */
+static int
+pack_into(PyObject *zone_nodes, PyObject *name, PyObject *body)
+{
+    PyObject *pk = Packed_t->tp_alloc(Packed_t, 0);
+    if (pk == NULL)
+        return -1;
+    SLOT(pk, pk_owner) = Py_NewRef(name);
+    SLOT(pk, pk_body) = Py_NewRef(body);
+    int failed = PyDict_SetItem(zone_nodes, name, pk);
+    Py_DECREF(pk);
+    return failed;
 }
 
 /* own(context, name) -> bool: the usual name's node and answers made and
@@ -1020,10 +1156,19 @@ own(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         Py_RETURN_FALSE; /* an empty non-terminal */
     }
-    /* its record sets: a dict, or its only one (a model.One) */
-    PyObject *only = NULL;
+    /* its record sets: a dict, or its only one (a model.One), or that one
+     * kept as its own answer's body (a model.Packed: the answer is that) */
+    PyObject *only = NULL, *packed = NULL;
+    long packed_type = 0;
     int has;
-    if (Py_TYPE(data) == One_t) {
+    if (Py_TYPE(data) == Packed_t) {
+        packed = SLOT(data, pk_body);
+        if (!PyBytes_CheckExact(packed) || PyBytes_GET_SIZE(packed) < 12)
+            Py_RETURN_FALSE;
+        const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(packed);
+        packed_type = ((long)b[2] << 8) | b[3];
+        has = packed_type == T_CNAME;
+    } else if (Py_TYPE(data) == One_t) {
         only = SLOT(data, one_rrset);
         if (Py_TYPE(only) != RRset_t)
             Py_RETURN_FALSE;
@@ -1065,7 +1210,11 @@ own(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     /* the types, in _prebuilt's order (a set's) */
     PyObject *built;
-    if (only != NULL) {
+    if (packed != NULL) {
+        PyObject *rt = PyLong_FromLong(packed_type);
+        built = rt == NULL ? NULL : PyTuple_Pack(1, rt);
+        Py_XDECREF(rt);
+    } else if (only != NULL) {
         built = PyTuple_Pack(1, SLOT(only, rr_rtype));
     } else if (PyDict_GET_SIZE(data) == 1) {
         built = PySequence_Tuple(data);
@@ -1096,7 +1245,8 @@ own(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t nl = PyBytes_GET_SIZE(name);
     for (Py_ssize_t t = 0; t < PyTuple_GET_SIZE(built); t++) {
         PyObject *rtype = PyTuple_GET_ITEM(built, t);
-        PyObject *rrset = only != NULL ? only : PyDict_GetItemWithError(data, rtype);
+        PyObject *rrset = only != NULL ? only : packed != NULL ? data
+                                                                : PyDict_GetItemWithError(data, rtype);
         long rt = PyLong_AsLong(rtype);
         if (rrset == NULL || (rt == -1 && PyErr_Occurred()) || rt < 0 || rt > 65535) {
             if (!PyErr_Occurred())
@@ -1105,8 +1255,11 @@ own(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         }
         PyObject *ans = NULL;
-        PyObject *body = Py_TYPE(rrset) == RRset_t ? own_body(rrset, name, origin)
-                                                    : Py_NewRef(Py_None);
+        int as_written = 0;
+        PyObject *body = packed != NULL ? Py_NewRef(packed)
+                         : Py_TYPE(rrset) == RRset_t ? own_body(rrset, name, origin, &as_written)
+                                                     : Py_NewRef(Py_None);
+        PyObject *made = body != Py_None ? body : NULL; /* (borrowed, kept by the answer) */
         if (body == NULL) {
             Py_DECREF(built);
             return NULL;
@@ -1115,7 +1268,8 @@ own(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(body);
             ans = PyObject_CallFunctionObjArgs(CTX(C_SLOW), name, rtype, NULL);
         } else {
-            Py_ssize_t an = PyTuple_GET_SIZE(SLOT(rrset, rr_rdatas));
+            Py_ssize_t an = packed != NULL ? records_in(packed)
+                                           : PyTuple_GET_SIZE(SLOT(rrset, rr_rdatas));
             PyObject *an_o = PyLong_FromSsize_t(an);
             PyObject *heads = an_o == NULL ? NULL : PyDict_GetItemWithError(CTX(C_HEADS), an_o);
             if (heads != NULL)
@@ -1167,6 +1321,13 @@ own(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(built);
             return NULL;
         }
+        if (only != NULL && made != NULL && as_written) {
+            int pack = packable(only, name);
+            if (pack < 0 || (pack && pack_into(zone_nodes, name, made) < 0)) {
+                Py_DECREF(built);
+                return NULL;
+            }
+        }
     }
     Py_DECREF(built);
     Py_RETURN_TRUE;
@@ -1175,7 +1336,7 @@ own(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS,
-     "setup(Parts, Wire, RRset, CompressibleName, One): the zone model's classes."},
+     "setup(Parts, Wire, RRset, CompressibleName, One, Packed): the zone model's classes."},
     {"entries", (PyCFunction)(void (*)(void))entries, METH_FASTCALL,
      "entries(lines, starts, lo, hi, origin, ttl) -> list: for entries lo..hi-1 of "
      "records (entry i on lines starts[i]..starts[i+1]-1, 1-based), (owner lower-cased, "

@@ -1,7 +1,7 @@
 # Type stub for the optional C helper geodns/_zonetext.c.
 from typing import Any
 
-def setup(parts: type, wire: type, rrset: type, compressible_name: type, one: type,
+def setup(parts: type, wire: type, rrset: type, compressible_name: type, one: type, packed: type,
           /) -> None: ...
 def entries(lines: list[str], starts: list[int], lo: int, hi: int, origin: bytes, ttl: int,
             /) -> list[tuple[bytes, Any] | None]: ...

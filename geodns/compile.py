@@ -82,7 +82,7 @@ from geodns.resolve import (
     ZoneIndex,
 )
 from geodns.steering import USE, Decision, Outcome, SteerSpec
-from geodns.zones.model import One, RRset, Types, Zone
+from geodns.zones.model import One, Packed, RRset, Types, Zone, packable
 
 CLASS_IN = 1
 _QTC_IN = b"\x00\x01"
@@ -757,6 +757,8 @@ def _same_data(a: Types, b: Types) -> bool:
     aside: an edit above them moves their lines, not their answers)."""
     if a is b:
         return True
+    if isinstance(a, Packed) and isinstance(b, Packed):
+        return a.owner == b.owner and a.body == b.body  # (the records, in wire form)
     if isinstance(a, One) and isinstance(b, One):
         x, y = a.rrset, b.rrset
         return x is y or (x.rtype == y.rtype and x.owner == y.owner and x.ttl == y.ttl and
@@ -1137,6 +1139,9 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
                 ans = _own_answer(data[rtype], name, origin, made)
                 exact[name + _type_key(rtype)] = ans if ans is not None else \
                     build.entry(index.resolve(name, rtype), name, index)
+            if ans is not None and isinstance(data, One) and \
+                    packable(data.rrset, name, ans.tails[0]):
+                zone_nodes[name] = Packed(name, ans.tails[0])  # (its records, kept once)
             continue
         node = Node(index, name, payload, sec)
         nodes[name] = node
@@ -1196,5 +1201,5 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
 
 
 if _zonetext is not None:
-    _zonetext.setup(Parts, Wire, RRset, CompressibleName, One)
+    _zonetext.setup(Parts, Wire, RRset, CompressibleName, One, Packed)
     _zonetext.setup_compile(Answer)

@@ -13,7 +13,9 @@ import pytest
 from geodns import compile as compiler
 from geodns.compile import Answer, Node, Steered, compile_zones
 from geodns.problems import Problems
+from geodns.zones.checks import where_of
 from geodns.zones.loader import load_zone_text
+from geodns.zones.model import Packed
 from tests.refservers import skip_or_fail
 
 VALUES = {
@@ -138,3 +140,38 @@ def test_an_answer_keeps_its_body_once_and_shares_its_opts(monkeypatch: pytest.M
     for ans in signed:
         assert ans.tails[2] is ans.tails[0]
         assert ans.tails[1] is ans.tails[3] is answers[0].tails[3]
+
+
+@pytest.mark.parametrize("in_c", [True, False])
+def test_a_compiled_zone_holds_the_records_it_was_loaded_with(monkeypatch: pytest.MonkeyPatch,
+                                                              in_c: bool) -> None:
+    """A usual name's record set kept in its answer's body (``model.Packed``,
+    issue #12: memory per record) reads back as the record set it was, and
+    is found where it was written; a set the body does not hold as written
+    (a name compressed into the question, an owner in other case) stays."""
+    if in_c and compiler._zonetext is None:
+        skip_or_fail("the C helper geodns._zonetext is not built (no C compiler at install?)")
+    if not in_c:
+        monkeypatch.setattr(compiler, "_zonetext", None)
+    rnd = random.Random(11)
+    packed = kept = 0
+    for n in range(120):
+        problems = Problems()
+        zone = load_zone_text(_zone(rnd), f"z{n}.yaml", "example.com.", problems)
+        if zone is None:
+            continue
+        before = {o: dict(types) for o, types in zone.nodes.items()}
+        places = {(o, t): where_of(zone, o, t) for o, types in before.items() for t in types}
+        compile_zones([zone])
+        assert {o: dict(types) for o, types in zone.nodes.items()} == before
+        assert {(o, t): where_of(zone, o, t) for o, t in places} == places
+        for owner, types in zone.nodes.items():
+            if isinstance(types, Packed):
+                packed += 1
+                assert types.owner is owner and len(types) == 1
+                (rtype, rrset), = before[owner].items()
+                assert list(types) == [rtype] and types.get(rtype) == rrset
+                assert types.get(rtype + 1) is None and rtype + 1 not in types
+            elif len(types) == 1:
+                kept += 1
+    assert packed > 80 and kept > 80  # (both kinds, many times)

@@ -48,7 +48,7 @@ from geodns.yamlsrc import (
     unknown_keys,
 )
 from geodns.zones.checks import check_zone, where_of
-from geodns.zones.model import One, RRset, Types, Zone, ZoneSource, compact, editable
+from geodns.zones.model import One, Packed, RRset, Types, Zone, ZoneSource, compact, editable
 from geodns.zones.steer import steer_spec
 from geodns.zones.values import is_structured, parse_value
 
@@ -57,7 +57,7 @@ try:  # the usual entries of records read in C (optional: else in Python)
 except ImportError:  # pragma: no cover - a tree without the C helper built
     _zonetext = None  # type: ignore[assignment]
 else:
-    _zonetext.setup(Parts, Wire, RRset, CompressibleName, One)
+    _zonetext.setup(Parts, Wire, RRset, CompressibleName, One, Packed)
 
 ZONE_SUFFIXES = (".yaml", ".yml")
 _LABEL_OK = re.compile(r"^[A-Za-z0-9_\-/\\*]+$")  # "\\" stands for an escape here
@@ -262,9 +262,12 @@ class _Reuse:
         if not data:
             return owner
         shift = self.starts[i] - self.source.starts[j]
+        if node is None and (isinstance(data, Packed) or (isinstance(data, One) and (
+                not shift or data.rrset.where is None))):
+            zone.nodes[owner] = data  # (read only, and where it is comes from the source)
+            return owner
         if node is None and not shift and SOA not in data:
-            # (a dict is the zone's own: the loader fills it in place)
-            zone.nodes[owner] = data if isinstance(data, One) else dict(data)
+            zone.nodes[owner] = dict(data)  # (the zone's own: the loader fills it in place)
             return owner
         node = editable(zone.nodes, owner)
         for rtype, rrset in data.items():

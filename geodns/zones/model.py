@@ -11,7 +11,7 @@ from functools import cached_property
 from geodns import names
 from geodns.dnssec.settings import DnssecSettings, ZoneKey
 from geodns.problems import Where
-from geodns.rdata import NS, SOA, RData
+from geodns.rdata import MX, NS, PTR, SOA, CompressibleName, Parts, RData, Wire
 from geodns.steering import SteerSpec
 
 
@@ -62,6 +62,85 @@ class One(Mapping[int, RRset]):
 
     def __repr__(self) -> str:
         return f"One({self.rrset!r})"
+
+
+# The types whose RDATA ends in one domain name the encoder may compress,
+# after this many bytes: what a packed record set may hold besides records
+# with no name inside (the name written whole in the answer).
+_NAMED = {MX: 2, NS: 0, PTR: 0}
+
+
+class Packed(Mapping[int, RRset]):
+    """A name's only record set (its owner written as it is kept, no
+    position kept) as the body of the name's own answer, where its records
+    are in wire form anyway: ``C0 0C``, type, class, TTL, RDATA length and
+    RDATA for each.  The C reader makes one for an entry whose records have
+    no name inside, the compiler answers with its body as it is, and puts
+    one in place of a :class:`One` whose answer holds its records as written
+    (one name written whole: :func:`packable`).  Read back into the same
+    :class:`RRset` when asked (its place is found in the source, as an
+    entry read in C keeps none): the same mapping as a :class:`One`, in a
+    fraction of the memory of it and of what it holds."""
+
+    __slots__ = ("body", "owner")
+
+    def __init__(self, owner: bytes, body: bytes) -> None:
+        self.owner = owner
+        self.body = body
+
+    @property
+    def rtype(self) -> int:
+        body = self.body
+        return (body[2] << 8) | body[3]
+
+    @property
+    def rrset(self) -> RRset:
+        body = self.body
+        rtype = self.rtype
+        named = _NAMED.get(rtype)
+        rdatas: list[RData] = []
+        at = 0
+        while at < len(body):
+            length = (body[at + 10] << 8) | body[at + 11]
+            wire = body[at + 12:at + 12 + length]
+            if named is None:
+                rdatas.append(Wire(wire))
+            else:
+                name = CompressibleName(wire[named:])
+                rdatas.append(Parts((wire[:named], name) if named else (name,), name.lower()))
+            at += 12 + length
+        return RRset(self.owner, rtype, int.from_bytes(body[6:10], "big"), tuple(rdatas))
+
+    def __getitem__(self, rtype: int) -> RRset:
+        if rtype == self.rtype:
+            return self.rrset
+        raise KeyError(rtype)
+
+    def get(self, rtype: int, default: RRset | None = None) -> RRset | None:  # type: ignore[override]
+        return self.rrset if rtype == self.rtype else default
+
+    def __contains__(self, rtype: object) -> bool:
+        return rtype == self.rtype
+
+    def __iter__(self) -> Iterator[int]:
+        return iter((self.rtype,))
+
+    def __len__(self) -> int:
+        return 1
+
+    def __repr__(self) -> str:
+        return f"Packed({self.rrset!r})"
+
+
+def packable(rrset: RRset, owner: bytes, body: bytes) -> bool:
+    """Whether a name's only record set can be kept :class:`Packed` in its
+    own answer's ``body``: no position kept (read in C), its owner
+    ``owner`` as kept, and read back from the body as it is."""
+    if rrset.where is not None or rrset.owner != owner:
+        return False
+    if all(type(rd) is Wire for rd in rrset.rdatas):
+        return True  # (the body holds each as it is)
+    return rrset.rtype in _NAMED and Packed(owner, body).rrset == rrset
 
 
 def compact(types: dict[int, RRset]) -> Types:
