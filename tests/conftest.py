@@ -3,6 +3,7 @@ questions that dnspython (not our code) builds and parses."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,24 @@ from geodns.zones.loader import load_zone_file
 # starts.  Tests that are not about them decide without (the same answers,
 # tests/test_steermap.py); those that are turn them on themselves.
 os.environ.setdefault("GEODNS_STEER_MAPS", "0")
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """The root logger's handlers and level as each test found them: a test
+    that runs a command which sets up logging (``geodns.logs.setup``, bound
+    to that test's captured stderr, and removing pytest's own handlers)
+    must not send a later test's log lines to a stream closed since."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+
 
 HERE = Path(__file__).parent
 TEST_ZONE = HERE / "zones" / "test.example.yaml"
