@@ -31,37 +31,54 @@ class RRset:
 Types = Mapping[int, RRset]
 
 
-class One(Mapping[int, RRset]):
-    """The record sets of a name that holds one, as a mapping from its type:
-    what a dict of one item is, in a fifth of the memory (an object of one
-    slot against 232 bytes; a large zone holds one per name).  Read only:
-    the loader makes a dict of it to add to it (:func:`editable`)."""
+class _Single(Mapping[int, RRset]):
+    """The record sets of a name that holds one, as a mapping from its type
+    (read only: the loader makes a dict of it to add to it, :func:`editable`)."""
+
+    __slots__ = ()
+
+    def _type(self) -> int:
+        raise NotImplementedError
+
+    def _set(self) -> RRset:
+        raise NotImplementedError
+
+    def __getitem__(self, rtype: int) -> RRset:
+        if rtype == self._type():
+            return self._set()
+        raise KeyError(rtype)
+
+    def get(self, rtype: int, default: RRset | None = None) -> RRset | None:  # type: ignore[override]
+        return self._set() if rtype == self._type() else default
+
+    def __contains__(self, rtype: object) -> bool:
+        return rtype == self._type()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter((self._type(),))
+
+    def __len__(self) -> int:
+        return 1
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._set()!r})"
+
+
+class One(_Single):
+    """A name's one record set: what a dict of one item is, in a fifth of the
+    memory (an object of one slot against 232 bytes; a large zone holds one
+    per name)."""
 
     __slots__ = ("rrset",)
 
     def __init__(self, rrset: RRset) -> None:
         self.rrset = rrset
 
-    def __getitem__(self, rtype: int) -> RRset:
-        if rtype == self.rrset.rtype:
-            return self.rrset
-        raise KeyError(rtype)
+    def _type(self) -> int:
+        return self.rrset.rtype
 
-    def get(self, rtype: int, default: RRset | None = None) -> RRset | None:  # type: ignore[override]
-        rrset = self.rrset
-        return rrset if rtype == rrset.rtype else default
-
-    def __contains__(self, rtype: object) -> bool:
-        return rtype == self.rrset.rtype
-
-    def __iter__(self) -> Iterator[int]:
-        return iter((self.rrset.rtype,))
-
-    def __len__(self) -> int:
-        return 1
-
-    def __repr__(self) -> str:
-        return f"One({self.rrset!r})"
+    def _set(self) -> RRset:
+        return self.rrset
 
 
 # The types whose RDATA ends in one domain name the encoder may compress,
@@ -70,7 +87,7 @@ class One(Mapping[int, RRset]):
 _NAMED = {MX: 2, NS: 0, PTR: 0}
 
 
-class Packed(Mapping[int, RRset]):
+class Packed(_Single):
     """A name's only record set (its owner written as it is kept, no
     position kept) as the body of the name's own answer, where its records
     are in wire form anyway: ``C0 0C``, type, class, TTL, RDATA length and
@@ -88,15 +105,13 @@ class Packed(Mapping[int, RRset]):
         self.owner = owner
         self.body = body
 
-    @property
-    def rtype(self) -> int:
+    def _type(self) -> int:
         body = self.body
         return (body[2] << 8) | body[3]
 
-    @property
-    def rrset(self) -> RRset:
+    def _set(self) -> RRset:
         body = self.body
-        rtype = self.rtype
+        rtype = self._type()
         named = _NAMED.get(rtype)
         rdatas: list[RData] = []
         at = 0
@@ -111,26 +126,6 @@ class Packed(Mapping[int, RRset]):
             at += 12 + length
         return RRset(self.owner, rtype, int.from_bytes(body[6:10], "big"), tuple(rdatas))
 
-    def __getitem__(self, rtype: int) -> RRset:
-        if rtype == self.rtype:
-            return self.rrset
-        raise KeyError(rtype)
-
-    def get(self, rtype: int, default: RRset | None = None) -> RRset | None:  # type: ignore[override]
-        return self.rrset if rtype == self.rtype else default
-
-    def __contains__(self, rtype: object) -> bool:
-        return rtype == self.rtype
-
-    def __iter__(self) -> Iterator[int]:
-        return iter((self.rtype,))
-
-    def __len__(self) -> int:
-        return 1
-
-    def __repr__(self) -> str:
-        return f"Packed({self.rrset!r})"
-
 
 def packable(rrset: RRset, owner: bytes, body: bytes) -> bool:
     """Whether a name's only record set can be kept :class:`Packed` in its
@@ -140,7 +135,7 @@ def packable(rrset: RRset, owner: bytes, body: bytes) -> bool:
         return False
     if all(type(rd) is Wire for rd in rrset.rdatas):
         return True  # (the body holds each as it is)
-    return rrset.rtype in _NAMED and Packed(owner, body).rrset == rrset
+    return rrset.rtype in _NAMED and Packed(owner, body)[rrset.rtype] == rrset
 
 
 def compact(types: dict[int, RRset]) -> Types:
