@@ -26,6 +26,16 @@ $(STAMP): $(INSTALL_INPUTS)
 	  echo "note: the C helpers for batched UDP, steering maps and zone reading were not built (no C" \
 	       "compiler or Python headers: apt install gcc python3-dev, then make clean serve);" \
 	       "geodns works without them, more slowly (README.md)" >&2
+	@# A helper that failed to build again keeps its old module (setup.py marks them optional):
+	@# refuse one older than its sources rather than test or serve stale C.
+	@$(BIN)/python -c 'import glob, os, sys; \
+	  src = {"_udpbatch": ["_udpbatch.c", "_plane.c", "_udpbatch.h"], "_mmdbtree": ["_mmdbtree.c"], \
+	         "_zonetext": ["_zonetext.c"]}; \
+	  stale = [m for m, cs in src.items() for so in glob.glob(f"geodns/{m}.*.so") \
+	           if os.path.getmtime(so) < max(os.path.getmtime(f"geodns/{c}") for c in cs)]; \
+	  stale and print("error: the C helper(s) " + ", ".join(stale) + " did not build again: the" \
+	                  " module is older than its source (see why: $(BIN)/pip install -v -e .)", \
+	                  file=sys.stderr); sys.exit(1 if stale else 0)'
 	touch $(STAMP)
 
 $(TEST_STAMP): $(STAMP)
