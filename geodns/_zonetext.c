@@ -550,90 +550,43 @@ rdata_of(int rtype, const unsigned char *s, const Value *v, const unsigned char 
     return make_rdata(parts, target);
 }
 
-static int is_subdomain(const unsigned char *n, Py_ssize_t nl, const unsigned char *a,
-                        Py_ssize_t al);
-static Py_ssize_t pointing(const unsigned char *w, Py_ssize_t wl, const unsigned char *q,
-                           Py_ssize_t ql, unsigned char *out);
+static PyObject *own_body(PyObject *rrset, PyObject *name, PyObject *origin, int *as_written);
 static int packable(PyObject *rrset, PyObject *name);
 
-/* The record set of an entry just read (owner ``low`` as written, no
- * position) as a model.Packed, the body its own answer has (C0 0C, type,
- * class IN, TTL, RDATA length, RDATA, for each), which the compiler
- * answers with as it is: when its records have no name inside, or it is
- * one record ending in one name (MX, NS, PTR) that the answer writes whole
- * (no pointer into the question) and that adds nothing from the zone (no
- * in-zone target); a new reference to Py_None when not, NULL on an error. */
+/* A model.Packed of ``owner`` and ``body`` (stealing the reference to body). */
 static PyObject *
-packed_of(PyObject *rr, PyObject *low, const unsigned char *origin, Py_ssize_t olen)
+new_packed(PyObject *owner, PyObject *body)
 {
-    PyObject *rdatas = SLOT(rr, rr_rdatas);
-    long rtype = PyLong_AsLong(SLOT(rr, rr_rtype));
-    unsigned long ttl = PyLong_AsUnsignedLong(SLOT(rr, rr_ttl));
-    if (PyErr_Occurred())
-        return NULL;
-    if (SLOT(rr, rr_owner) != low || rtype < 0 || rtype > 65535 || ttl > 0xFFFFFFFFUL)
-        Py_RETURN_NONE;
-    Py_ssize_t n = PyTuple_GET_SIZE(rdatas), size = 0;
-    const unsigned char *pref = NULL, *name = NULL;
-    Py_ssize_t pref_len = 0, name_len = 0;
-    for (Py_ssize_t r = 0; r < n; r++) {
-        PyObject *rd = PyTuple_GET_ITEM(rdatas, r);
-        if (Py_TYPE(rd) != Wire_t || PyBytes_GET_SIZE(rd) > 65535) {
-            if (n != 1)
-                Py_RETURN_NONE;
-            int ok = packable(rr, low);
-            if (ok <= 0)
-                return ok < 0 ? NULL : Py_NewRef(Py_None);
-            PyObject *parts = SLOT(rd, rd_parts), *target = SLOT(rd, rd_target);
-            if (rtype != T_PTR && is_subdomain((const unsigned char *)PyBytes_AS_STRING(target),
-                                               PyBytes_GET_SIZE(target), origin, olen))
-                Py_RETURN_NONE; /* its answer adds the target's addresses */
-            if (PyTuple_GET_SIZE(parts) == 2) {
-                pref = (const unsigned char *)PyBytes_AS_STRING(PyTuple_GET_ITEM(parts, 0));
-                pref_len = PyBytes_GET_SIZE(PyTuple_GET_ITEM(parts, 0));
-            }
-            PyObject *last = PyTuple_GET_ITEM(parts, PyTuple_GET_SIZE(parts) - 1);
-            name = (const unsigned char *)PyBytes_AS_STRING(last);
-            name_len = PyBytes_GET_SIZE(last);
-            unsigned char out[256 + 2];
-            if (name_len > 256 || pointing(name, name_len, (const unsigned char *)
-                                           PyBytes_AS_STRING(low), PyBytes_GET_SIZE(low),
-                                           out) != name_len)
-                Py_RETURN_NONE; /* written as a pointer into the question */
-            size = 12 + pref_len + name_len;
-            break;
-        }
-        size += 12 + PyBytes_GET_SIZE(rd);
-    }
-    PyObject *body = PyBytes_FromStringAndSize(NULL, size);
-    if (body == NULL)
-        return NULL;
-    unsigned char *d = (unsigned char *)PyBytes_AS_STRING(body);
-    for (Py_ssize_t r = 0; r < n; r++) {
-        PyObject *rd = PyTuple_GET_ITEM(rdatas, r);
-        Py_ssize_t len = name != NULL ? pref_len + name_len : PyBytes_GET_SIZE(rd);
-        unsigned char head[12] = {0xC0, 0x0C, (unsigned char)(rtype >> 8), (unsigned char)rtype,
-                                  0, 1, (unsigned char)(ttl >> 24), (unsigned char)(ttl >> 16),
-                                  (unsigned char)(ttl >> 8), (unsigned char)ttl,
-                                  (unsigned char)(len >> 8), (unsigned char)len};
-        memcpy(d, head, 12);
-        if (name != NULL) {
-            if (pref_len)
-                memcpy(d + 12, pref, (size_t)pref_len);
-            memcpy(d + 12 + pref_len, name, (size_t)name_len);
-        } else {
-            memcpy(d + 12, PyBytes_AS_STRING(rd), (size_t)len);
-        }
-        d += 12 + len;
-    }
     PyObject *pk = Packed_t->tp_alloc(Packed_t, 0);
     if (pk == NULL) {
         Py_DECREF(body);
         return NULL;
     }
-    SLOT(pk, pk_owner) = Py_NewRef(low);
+    SLOT(pk, pk_owner) = Py_NewRef(owner);
     SLOT(pk, pk_body) = body;
     return pk;
+}
+
+/* The record set of an entry just read (owner ``low``, no position) as a
+ * model.Packed: the body its own answer has (own_body: C0 0C, type, class
+ * IN, TTL, RDATA length, RDATA, for each), which the compiler answers with
+ * as it is.  Only when packable() (records with no name inside, or one MX,
+ * NS or PTR record) and that answer holds it as written: no name written as
+ * a pointer into the question, nothing added from the zone (own_body makes
+ * no answer for an in-zone target).  A new reference to Py_None when not,
+ * NULL on an error. */
+static PyObject *
+packed_of(PyObject *rr, PyObject *low, PyObject *origin)
+{
+    int ok = packable(rr, low);
+    if (ok <= 0)
+        return ok < 0 ? NULL : Py_NewRef(Py_None);
+    int as_written = 0;
+    PyObject *body = own_body(rr, low, origin, &as_written);
+    if (body == NULL || body == Py_None || as_written)
+        return body == NULL || body == Py_None ? body : new_packed(low, body);
+    Py_DECREF(body);
+    Py_RETURN_NONE;
 }
 
 /* -- one entry ---------------------------------------------------------------- */
@@ -641,7 +594,7 @@ packed_of(PyObject *rr, PyObject *low, const unsigned char *origin, Py_ssize_t o
 typedef struct {
     const unsigned char *origin;
     Py_ssize_t olen;
-    PyObject *ttl;
+    PyObject *ttl, *origin_obj;
 } Zone;
 
 /* What reading one entry needs, allocated once per entries() call (not
@@ -788,7 +741,7 @@ entry(const Zone *z, Work *work, const unsigned char *s, Py_ssize_t n)
         Py_ssize_t pos = 0;
         PyObject *k, *rr;
         PyDict_Next(node, &pos, &k, &rr);
-        PyObject *one = packed_of(rr, low, z->origin, z->olen);
+        PyObject *one = packed_of(rr, low, z->origin_obj);
         if (one == Py_None) {
             Py_DECREF(one);
             one = One_t->tp_alloc(One_t, 0);
@@ -856,6 +809,7 @@ entries(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Zone z;
+    z.origin_obj = args[4];
     z.origin = (const unsigned char *)PyBytes_AS_STRING(args[4]);
     z.olen = PyBytes_GET_SIZE(args[4]);
     z.ttl = args[5];
@@ -1153,11 +1107,9 @@ packable(PyObject *rrset, PyObject *name)
 static int
 pack_into(PyObject *zone_nodes, PyObject *name, PyObject *body)
 {
-    PyObject *pk = Packed_t->tp_alloc(Packed_t, 0);
+    PyObject *pk = new_packed(name, Py_NewRef(body));
     if (pk == NULL)
         return -1;
-    SLOT(pk, pk_owner) = Py_NewRef(name);
-    SLOT(pk, pk_body) = Py_NewRef(body);
     int failed = PyDict_SetItem(zone_nodes, name, pk);
     Py_DECREF(pk);
     return failed;

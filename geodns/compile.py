@@ -760,16 +760,10 @@ def _same_data(a: Types, b: Types) -> bool:
     if isinstance(a, Packed) and isinstance(b, Packed):
         return a.owner == b.owner and a.body == b.body  # (the records, in wire form)
     if isinstance(a, One) and isinstance(b, One):
-        x, y = a.rrset, b.rrset
-        return x is y or (x.rtype == y.rtype and x.owner == y.owner and x.ttl == y.ttl and
-                          x.rdatas == y.rdatas)
+        return a.rrset == b.rrset  # (RRset equality leaves out where it was written)
     if len(a) != len(b) or any(t not in b for t in a):
         return False
-    for rtype, x in a.items():
-        y = b[rtype]
-        if x is not y and (x.owner != y.owner or x.ttl != y.ttl or x.rdatas != y.rdatas):
-            return False
-    return True
+    return all(x == b[rtype] for rtype, x in a.items())
 
 
 @functools.lru_cache(maxsize=1024)
@@ -1087,10 +1081,12 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
     shared: dict[tuple[int, ...], tuple[int, ...]] = {}  # the other names' types, shared
 
     def usual_node(types: tuple[int, ...]) -> Node:
-        node = usual[types] = Node(index, None, payload)
-        node.types = types
-        node.nodata = nodata_template
-        node.below_answer = nxdomain
+        node = usual.get(types)
+        if node is None:
+            node = usual[types] = Node(index, None, payload)
+            node.types = types
+            node.nodata = nodata_template
+            node.below_answer = nxdomain
         return node
 
     zone_nodes = zone.nodes
@@ -1106,7 +1102,8 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
 
         # What geodns/_zonetext.c's own() needs to do what the own path below does.
         context = (zone_nodes, nodes, exact, usual, usual_node, origin, zname, made.cid, NOERROR,
-                   AnswerKind.ANSWER, made.opt, made.opt_do, {an: _heads(NOERROR, True, an, 0, 0) for an in range(1, 5)},
+                   AnswerKind.ANSWER, made.opt, made.opt_do,
+                   {an: _heads(NOERROR, True, an, 0, 0) for an in range(1, 5)},
                    lambda an: _heads(NOERROR, True, an, 0, 0), slow)
     for name in list(zone.nodes) + sorted(index.ents):
         if context is not None and name not in reuse and _zonetext.own(context, name):
@@ -1119,8 +1116,7 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
             # node of the usual names with its types (:func:`_reusable`
             # keeps no other kind of name).  Shared: a node's pre-built
             # answers never change once compiled.
-            node = usual.get(kept.types)
-            nodes[name] = node if node is not None else usual_node(kept.types)
+            nodes[name] = usual_node(kept.types)
             for qtype in kept.types:
                 key = name + _type_key(qtype)
                 exact[key] = build.reused[key]
@@ -1133,8 +1129,7 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
             # its own records, with the in-zone addresses of their targets
             # (none: encoded here, without resolving).
             built = tuple(data) if len(data) == 1 else tuple(set(data))  # (in _prebuilt's order)
-            node = usual.get(built)
-            nodes[name] = node if node is not None else usual_node(built)
+            nodes[name] = usual_node(built)
             for rtype in built:
                 ans = _own_answer(data[rtype], name, origin, made)
                 exact[name + _type_key(rtype)] = ans if ans is not None else \

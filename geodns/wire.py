@@ -431,9 +431,10 @@ class Responder:
         ln = name[0]
         while ln:
             i += ln + 1
-            node = nodes.get(name[i:])
+            encloser = name[i:]
+            node = nodes.get(encloser)
             if node is not None:
-                return node.below(qtype, name[i:])
+                return node.below(qtype, encloser)
             ln = name[i]
         return self.refused
 

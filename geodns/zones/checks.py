@@ -29,13 +29,13 @@ def where_of(zone: Zone, owner: bytes, rtype: int) -> Where | None:
         number = source.starts[source.owners.index(owner)]
     except ValueError:
         return None
-    starts = _line_starts(source.text)
+    text = source.text
+    starts = _line_starts(text)
     if number > len(starts):
         return None
     begin = starts[number - 1]
-    end = source.text.find("\n", begin)
-    got = flow_entry(source.text[begin:] if end < 0 else source.text[begin:end], number,
-                     zone.file)
+    end = text.find("\n", begin)
+    got = flow_entry(text[begin:] if end < 0 else text[begin:end], number, zone.file)
     if got is None or not isinstance(got[1], YMap):
         return None
     for key, _ in got[1].items:
