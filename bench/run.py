@@ -185,53 +185,95 @@ def measure(
     workload's in ``QUERY_DIR``) against ``srv``; the RCODEs are checked
     against ``expected`` (default: the workload's ``EXPECTED_RCODES``).
     ``dnsperf_args`` are added to dnsperf's (``-n 1``: the file once)."""
-    m = Measurement(server=srv.name, workload=workload, run=run)
+    return measure_together(args, [srv], workload, run, duration, qfile, expected,
+                            dnsperf_args)[0]
+
+
+def measure_together(
+    args: argparse.Namespace,
+    servers: Sequence[peers.Server],
+    workload: str,
+    run: int,
+    duration: float | None = None,
+    qfile: Path | None = None,
+    expected: dict[str, float] | None = None,
+    dnsperf_args: Sequence[str] = (),
+) -> list[Measurement]:
+    """:func:`measure` for several servers at once: a dnsperf each, all
+    started together, so that each server's CPU per query comes from the
+    same seconds of the machine (``steer_cost.py --paired``).  The servers
+    then share their CPUs and the dnsperfs theirs; ``client_cpu`` is all the
+    dnsperfs' together."""
+    ms = [Measurement(server=srv.name, workload=workload, run=run) for srv in servers]
     qfile = qfile or QUERY_DIR / f"{workload}.bin"
     if expected is None:
         expected = EXPECTED_RCODES.get(workload, {})
     a = argparse.Namespace(**vars(args))
     if duration is not None:
         a.duration = duration
-    cmd = [*dnsperf_cmd(a, srv.port, qfile), *dnsperf_args]
-    if not srv.alive():
-        m.error = "server not running"
-        return m
-    assert srv.proc is not None
-    moved = srv.enforce_affinity()
-    if moved and run >= 0:
-        m.notes.append("re-pinned threads: " + ", ".join(moved))
-    cpu0 = proc_cpu_seconds(srv.proc.pid)
+    live = []
+    for m, srv in zip(ms, servers, strict=True):
+        if not srv.alive():
+            m.error = "server not running"
+            continue
+        assert srv.proc is not None
+        moved = srv.enforce_affinity()
+        if moved and run >= 0:
+            m.notes.append("re-pinned threads: " + ", ".join(moved))
+        live.append((m, srv, srv.proc.pid))
+    if not live:
+        return ms
+    cpu0 = [proc_cpu_seconds(pid) for _, _, pid in live]
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     st0 = cpu_times()
     t0 = time.monotonic()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    procs: list[subprocess.Popen[bytes]] = []
     try:
-        out, _ = p.communicate(timeout=a.duration + a.timeout + 30)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, _ = p.communicate(timeout=10)
-        m.error = "dnsperf did not finish in time"
+        for _, srv, _ in live:
+            procs.append(subprocess.Popen([*dnsperf_cmd(a, srv.port, qfile), *dnsperf_args],
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        outs = []
+        for (m, _, _), p in zip(live, procs, strict=True):
+            try:
+                out, _ = p.communicate(timeout=max(1.0, t0 + a.duration + a.timeout + 30
+                                                   - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, _ = p.communicate(timeout=10)
+                m.error = "dnsperf did not finish in time"
+            outs.append(out)
     except BaseException:  # Ctrl-C / SIGTERM: do not leave dnsperf running
-        p.kill()
-        p.wait(timeout=10)
+        for p in procs:
+            p.kill()
+            p.wait(timeout=10)
         raise
-    m.wall = time.monotonic() - t0
-    m.cpu_busy = cpu_busy(st0, cpu_times())
-    cpu1 = proc_cpu_seconds(srv.proc.pid)
-    # dnsperf is the only child reaped in between (taskset execs it).
+    wall = time.monotonic() - t0
+    busy = cpu_busy(st0, cpu_times())
+    cpu1 = [proc_cpu_seconds(pid) for _, _, pid in live]
+    # the dnsperfs are the only children reaped in between (taskset execs them).
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    m.client_cpu = ((ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)) / max(
-        m.wall, 1e-9
-    )
-    text = out.decode(errors="replace")
-    if cpu0 is not None and cpu1 is not None:
-        m.server_cpu = (cpu1 - cpu0) / max(m.wall, 1e-9)
+    client = ((ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)) / max(wall, 1e-9)
+    for (m, srv, _), p, out, c0, c1 in zip(live, procs, outs, cpu0, cpu1, strict=True):
+        m.wall = wall
+        m.cpu_busy = busy
+        m.client_cpu = client
+        if c0 is not None and c1 is not None:
+            m.server_cpu = (c1 - c0) / max(wall, 1e-9)
+        _read_dnsperf(m, out.decode(errors="replace"), p.returncode, expected)
+        if not srv.alive():
+            m.error = "server died during the run"
+    return ms
+
+
+def _read_dnsperf(m: Measurement, text: str, returncode: int,
+                  expected: dict[str, float]) -> None:
+    """What one dnsperf run said, into m; its RCODEs checked against expected."""
     r = parse_dnsperf(text)
-    if p.returncode != 0 or r["qps"] is None:
-        m.error = m.error or f"dnsperf exit {p.returncode}: " + " | ".join(
+    if returncode != 0 or r["qps"] is None:
+        m.error = m.error or f"dnsperf exit {returncode}: " + " | ".join(
             text.strip().splitlines()[-5:]
         )
-        return m
+        return
     m.qps = float(r["qps"])  # type: ignore[arg-type]
     m.sent = int(r["sent"] or 0)  # type: ignore[call-overload]
     m.completed = int(r["completed"] or 0)  # type: ignore[call-overload]
@@ -247,9 +289,6 @@ def measure(
     for rcode in m.rcodes:
         if rcode not in expected:
             m.warnings.append(f"unexpected {rcode} x{m.rcodes[rcode]}")
-    if not srv.alive():
-        m.error = "server died during the run"
-    return m
 
 
 def per_query(m: Measurement) -> float | None:

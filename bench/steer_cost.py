@@ -21,8 +21,17 @@ Every query asks ``geo.bench.test. A`` with a Client Subnet option.  The
 figure is the server's CPU time over the run (``/proc/PID/stat``) divided by
 the answers dnsperf received (``run.measure``).
 
+``--paired`` runs both servers at once instead, each with its own dnsperf
+(``run.measure_together``; both servers on the server CPU, both dnsperfs on
+the client CPU), so that each server's CPU per query comes from the same
+seconds of the machine: this machine's speed changes by 10 to 15 % from one
+run to the next, which in turn scatters the ratio of two runs by as much,
+while paired the ratio moves by 1 to 3 %.  Both servers are then busier
+than alone (larger batches); ``--max-qps`` caps each dnsperf.
+
     flock /tmp/geodns-bench.lock .venv/bin/python bench/steer_cost.py
     .venv/bin/python bench/steer_cost.py --rounds 1 --cold 20000 --workloads cold-v4
+    .venv/bin/python bench/steer_cost.py --paired --rounds 8 --workloads warm-v4 --max-qps 40000
 """
 
 from __future__ import annotations
@@ -87,6 +96,9 @@ def main() -> int:
     ap.add_argument("--outstanding", type=int, default=100, help="dnsperf -q")
     ap.add_argument("--server-cpus", default="1")
     ap.add_argument("--client-cpus", default="0")
+    ap.add_argument("--paired", action="store_true",
+                    help="both servers at once, each with its dnsperf, rather than in turn")
+    ap.add_argument("--max-qps", type=int, default=0, help="dnsperf -Q (each; 0: none)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     workloads = [w for w in args.workloads.split(",") if w]
@@ -95,7 +107,7 @@ def main() -> int:
     peers.sigterm_as_interrupt()
     # run.measure's dnsperf options.
     dp = argparse.Namespace(duration=args.duration, clients=1, threads=1,
-                            outstanding=args.outstanding, timeout=1, max_qps=0,
+                            outstanding=args.outstanding, timeout=1, max_qps=args.max_qps,
                             client_cpus=args.client_cpus)
     os.environ["GEODNS_STEER_MAPS"] = "1"  # on for this run whatever the default
     results: dict[str, dict[str, list[dict[str, Any]]]] = {w: {} for w in workloads}
@@ -116,25 +128,21 @@ def main() -> int:
                     qfile = warm if wl == "warm-v4" else \
                         query_file(d, wl, args.cold, f"{args.seed}:{wl}:{r}")
                     order = servers if r % 2 == 0 else servers[::-1]
-                    for srv in order:
+                    # in turn, or (--paired) both at once
+                    for group in ([order] if args.paired else [[srv] for srv in order]):
                         if wl == "warm-v4":  # one unmeasured pass: every network seen
-                            run.measure(dp, srv, wl, -1, duration=2, qfile=warm, expected={})
-                            m = run.measure(dp, srv, wl, r, qfile=qfile,
-                                            expected={"NOERROR": 1.0})
+                            run.measure_together(dp, group, wl, -1, duration=2, qfile=warm,
+                                                 expected={})
+                            got = run.measure_together(dp, group, wl, r, qfile=qfile,
+                                                       expected={"NOERROR": 1.0})
                         else:
                             once = argparse.Namespace(**vars(dp))
                             once.duration = 300  # the file's end stops it first (-n 1)
-                            m = run.measure(once, srv, wl, r, qfile=qfile,
-                                            expected={"NOERROR": 1.0}, dnsperf_args=["-n", "1"])
-                        cpu = cpu_us(m)
-                        row = {"qps": m.qps, "completed": m.completed, "lost": m.lost,
-                               "cpu_us": cpu, "errors": m.error,
-                               "warnings": m.warnings, "busy": m.cpu_busy}
-                        results[wl].setdefault(srv.name, []).append(row)
-                        print(f"  {wl:<8} round {r + 1}/{args.rounds} {srv.name:<7} "
-                              f"{(m.qps or 0):>9,.0f} q/s  {fmt(cpu)} µs CPU/q  "
-                              f"answered {m.completed:,}  lost {m.lost:,}"
-                              f"{'  ' + m.error if m.error else ''}", flush=True)
+                            got = run.measure_together(once, group, wl, r, qfile=qfile,
+                                                       expected={"NOERROR": 1.0},
+                                                       dnsperf_args=["-n", "1"])
+                        for srv, m in zip(group, got, strict=True):
+                            record(results, wl, r, args.rounds, srv, m)
         finally:
             for srv in (geodns, gdnsd):
                 srv.cleanup()
@@ -143,6 +151,19 @@ def main() -> int:
         args.json.write_text(json.dumps({**run.report_head(started, args), "results": results,
                                          "summary": summary}, indent=1))
     return 0
+
+
+def record(results: dict[str, dict[str, list[dict[str, Any]]]], wl: str, r: int, rounds: int,
+           srv: peers.Server, m: run.Measurement) -> None:
+    """One measurement into results, and printed."""
+    cpu = cpu_us(m)
+    row = {"qps": m.qps, "completed": m.completed, "lost": m.lost, "cpu_us": cpu,
+           "errors": m.error, "warnings": m.warnings, "busy": m.cpu_busy}
+    results[wl].setdefault(srv.name, []).append(row)
+    print(f"  {wl:<8} round {r + 1}/{rounds} {srv.name:<7} "
+          f"{(m.qps or 0):>9,.0f} q/s  {fmt(cpu)} µs CPU/q  "
+          f"answered {m.completed:,}  lost {m.lost:,}"
+          f"{'  ' + m.error if m.error else ''}", flush=True)
 
 
 def cpu_us(m: run.Measurement) -> float | None:

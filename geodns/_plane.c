@@ -41,6 +41,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include "_udpbatch.h"
@@ -1244,53 +1245,34 @@ plane_learnt(Plane *self, PyObject *Py_UNUSED(ignored))
 }
 
 
-PyDoc_STRVAR(plane_serve_doc,
-"serve(fd, counts, fallback, limiter=None) -> (received, unsent)\n\n"
-"Read up to 64 datagrams, answer those the plane can, pass the others as a list of\n"
-"(data, sockaddr) pairs to fallback (which returns (answer, sockaddr) pairs, rate\n"
-"limited already), send every answer.  With a RateLimiter, the plane's answers go\n"
-"through it first (left out, or cut to their question with TC).  received is 0 when\n"
-"nothing was waiting; unsent counts answers the socket did not take.");
-
-static PyObject *
-plane_serve(Plane *self, PyObject *args)
+/* Answers the n datagrams read into io (rmsgs as recvmmsg left them): those
+ * the plane can in C, the others (every one with punt_all) passed to
+ * fallback in one list; sends every answer.  *unsent counts answers the
+ * socket did not take; *punted is set when fallback was called.  -1 with an
+ * exception set on an error (what was answered is still sent). */
+static int
+answer_batch(Plane *self, struct io *io, int fd, int n, int punt_all, PyObject *counts,
+             PyObject *fallback, PyObject *limiter, Py_ssize_t *unsent, int *punted)
 {
-    int fd, n, i;
+    int i;
     unsigned int m = 0;
-    PyObject *counts, *fallback, *limiter = Py_None, *punted = NULL, *back = NULL, *fast = NULL;
+    PyObject *left = NULL, *back = NULL, *fast = NULL;
     Tally tally = {.used = 0};
-    Py_ssize_t unsent;
     uint32_t now = 0;
-    struct io *io;
-    if (!PyArg_ParseTuple(args, "iO!O|O", &fd, &PyDict_Type, &counts, &fallback, &limiter))
-        return NULL;
-    if (self->maps == NULL) {
-        PyErr_SetString(PyExc_ValueError, "Plane not initialised");
-        return NULL;
-    }
-    if (limiter != Py_None && !rrl_is_limiter(limiter)) {
-        PyErr_SetString(PyExc_TypeError, "serve: limiter must be a RateLimiter or None");
-        return NULL;
-    }
-    io = thread_io();
-    if (io == NULL)
-        return NULL;
-    recv_prepare(io);
-    n = recvmmsg(fd, io->rmsgs, BATCH, MSG_DONTWAIT, NULL);
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-            return Py_BuildValue("(ii)", 0, 0);
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
+    *unsent = 0;
+    *punted = 0;
     if (limiter != Py_None)
         now = rrl_now(limiter);
     for (i = 0; i < n; i++) {
-        Py_ssize_t len = (io->rmsgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? 0
-            : io->rmsgs[i].msg_len;
-        socklen_t alen = io->rmsgs[i].msg_hdr.msg_namelen;
-        Py_ssize_t got = len ? plane_answer(self, (unsigned char *)io->bufs[i], len,
-                                            (unsigned char *)&io->addrs[i], alen,
-                                            io->outbufs[m], BUFSIZE, &tally, counts) : -1;
+        struct msghdr *h = &io->rmsgs[i].msg_hdr;
+        Py_ssize_t len = (h->msg_flags & MSG_TRUNC) ? 0 : io->rmsgs[i].msg_len;
+        socklen_t alen = h->msg_namelen;
+        Py_ssize_t got = -1;
+        h->msg_namelen = sizeof(struct sockaddr_storage);  /* ready for the next read */
+        if (len && !punt_all)
+            got = plane_answer(self, (unsigned char *)io->bufs[i], len,
+                               (unsigned char *)&io->addrs[i], alen,
+                               io->outbufs[m], BUFSIZE, &tally, counts);
         if (got == -2)
             goto fail;
         if (got >= 0) {
@@ -1306,11 +1288,11 @@ plane_serve(Plane *self, PyObject *args)
                                            (const char *)&io->addrs[i], (Py_ssize_t)alen);
             if (pair == NULL)
                 goto fail;
-            if (punted == NULL && (punted = PyList_New(0)) == NULL) {
+            if (left == NULL && (left = PyList_New(0)) == NULL) {
                 Py_DECREF(pair);
                 goto fail;
             }
-            if (PyList_Append(punted, pair) < 0) {
+            if (PyList_Append(left, pair) < 0) {
                 Py_DECREF(pair);
                 goto fail;
             }
@@ -1319,9 +1301,10 @@ plane_serve(Plane *self, PyObject *args)
     }
     if (tally_flush(&tally, counts) < 0)
         goto fail;
-    if (punted != NULL) {
+    if (left != NULL) {
         Py_ssize_t k, total;
-        back = PyObject_CallOneArg(fallback, punted);
+        *punted = 1;
+        back = PyObject_CallOneArg(fallback, left);
         if (back == NULL)
             goto fail;
         fast = PySequence_Fast(back, "fallback must return a sequence of (bytes, bytes) pairs");
@@ -1341,24 +1324,174 @@ plane_serve(Plane *self, PyObject *args)
             m++;
         }
     }
-    unsent = m ? send_all(io, fd, m, NULL) : 0;
+    *unsent = m ? send_all(io, fd, m, NULL) : 0;
     Py_XDECREF(fast);
     Py_XDECREF(back);
-    Py_XDECREF(punted);
-    return Py_BuildValue("(in)", n, unsent);
+    Py_XDECREF(left);
+    return 0;
 fail:
     /* what was answered here still goes out */
     if (m)
         send_all(io, fd, m, NULL);
     Py_XDECREF(fast);
     Py_XDECREF(back);
-    Py_XDECREF(punted);
-    return NULL;
+    Py_XDECREF(left);
+    return -1;
+}
+
+/* The arguments serve() and run() share; 0, or -1 with an exception set. */
+static int
+serve_ready(Plane *self, PyObject *limiter)
+{
+    if (self->maps == NULL) {
+        PyErr_SetString(PyExc_ValueError, "Plane not initialised");
+        return -1;
+    }
+    if (limiter != Py_None && !rrl_is_limiter(limiter)) {
+        PyErr_SetString(PyExc_TypeError, "limiter must be a RateLimiter or None");
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(plane_serve_doc,
+"serve(fd, counts, fallback, limiter=None) -> (received, unsent)\n\n"
+"Read up to 64 datagrams, answer those the plane can, pass the others as a list of\n"
+"(data, sockaddr) pairs to fallback (which returns (answer, sockaddr) pairs, rate\n"
+"limited already), send every answer.  With a RateLimiter, the plane's answers go\n"
+"through it first (left out, or cut to their question with TC).  received is 0 when\n"
+"nothing was waiting; unsent counts answers the socket did not take.");
+
+static PyObject *
+plane_serve(Plane *self, PyObject *args)
+{
+    int fd, n, punted;
+    PyObject *counts, *fallback, *limiter = Py_None;
+    Py_ssize_t unsent = 0;
+    struct io *io;
+    if (!PyArg_ParseTuple(args, "iO!O|O", &fd, &PyDict_Type, &counts, &fallback, &limiter))
+        return NULL;
+    if (serve_ready(self, limiter) < 0 || (io = thread_io()) == NULL)
+        return NULL;
+    recv_prepare(io);
+    n = recvmmsg(fd, io->rmsgs, BATCH, MSG_DONTWAIT, NULL);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return Py_BuildValue("(ii)", 0, 0);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (answer_batch(self, io, fd, n, 0, counts, fallback, limiter, &unsent, &punted) < 0)
+        return NULL;
+    return Py_BuildValue("(in)", n, unsent);
+}
+
+/* Whether source still serves this snapshot: source.responder is responder
+ * and source.limiter is limiter.  -1 with an exception set on an error. */
+static int
+still_current(PyObject *source, PyObject *responder, PyObject *limiter)
+{
+    static PyObject *responder_name, *limiter_name;
+    PyObject *now;
+    int same;
+    if (responder_name == NULL
+            && (responder_name = PyUnicode_InternFromString("responder")) == NULL)
+        return -1;
+    if (limiter_name == NULL && (limiter_name = PyUnicode_InternFromString("limiter")) == NULL)
+        return -1;
+    if ((now = PyObject_GetAttr(source, responder_name)) == NULL)
+        return -1;
+    same = now == responder;
+    Py_DECREF(now);
+    if (!same)
+        return 0;
+    if ((now = PyObject_GetAttr(source, limiter_name)) == NULL)
+        return -1;
+    same = now == limiter;
+    Py_DECREF(now);
+    return same;
+}
+
+/* Whether wake is readable (1), without waiting; -1 with OSError set. */
+static int
+woken(int wake)
+{
+    struct pollfd fds = {.fd = wake, .events = POLLIN};
+    int r;
+    while ((r = poll(&fds, 1, 0)) < 0 && errno == EINTR)
+        ;
+    if (r < 0 || fds.revents & POLLNVAL) {
+        errno = r < 0 ? errno : EBADF;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return fds.revents != 0;
+}
+
+PyDoc_STRVAR(plane_run_doc,
+"run(fd, wake, counts, fallback, limiter, source, responder, rounds) -> (received, unsent)\n\n"
+"serve() over and over, without Python in between.  Each read is a recvmmsg that waits\n"
+"(MSG_WAITFORONE, without the GIL) for the first datagram when fd is blocking, as\n"
+"gdnsd's and Knot's threads read, for at most fd's SO_RCVTIMEO.  Returns once a read\n"
+"finds nothing (fd non-blocking, or the time ran out), when fallback was called or an\n"
+"answer was not sent, or when wake is readable (looked at every rounds batches).  A\n"
+"batch read after source.responder stopped being responder (or source.limiter\n"
+"limiter) all goes to fallback, which answers it from what is served now.  received\n"
+"is what was read in all.");
+
+static PyObject *
+plane_run(Plane *self, PyObject *args)
+{
+    int fd, wake, rounds, batches = 0, punted = 0;
+    long long total = 0;
+    PyObject *counts, *fallback, *limiter, *source, *responder;
+    Py_ssize_t unsent = 0;
+    struct io *io;
+    if (!PyArg_ParseTuple(args, "iiO!OOOOi", &fd, &wake, &PyDict_Type, &counts, &fallback,
+                          &limiter, &source, &responder, &rounds))
+        return NULL;
+    if (serve_ready(self, limiter) < 0 || (io = thread_io()) == NULL)
+        return NULL;
+    if (rounds < 1) {
+        PyErr_SetString(PyExc_ValueError, "run: rounds must be at least 1");
+        return NULL;
+    }
+    recv_prepare(io);
+    for (;;) {
+        int n, current, r;
+        Py_BEGIN_ALLOW_THREADS
+        n = recvmmsg(fd, io->rmsgs, BATCH, MSG_WAITFORONE, NULL);
+        Py_END_ALLOW_THREADS
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        total += n;
+        if ((current = still_current(source, responder, limiter)) < 0)
+            return NULL;
+        if (answer_batch(self, io, fd, n, !current, counts, fallback, limiter, &unsent,
+                         &punted) < 0)
+            return NULL;
+        if (punted || unsent)
+            break;
+        if (++batches == rounds) {
+            batches = 0;
+            if ((r = woken(wake)) != 0) {
+                if (r < 0)
+                    return NULL;
+                break;
+            }
+        }
+    }
+    return Py_BuildValue("(Ln)", total, unsent);
 }
 
 static PyMethodDef plane_methods[] = {
     {"answer", (PyCFunction)plane_answer_py, METH_VARARGS, plane_answer_doc},
     {"serve", (PyCFunction)plane_serve, METH_VARARGS, plane_serve_doc},
+    {"run", (PyCFunction)plane_run, METH_VARARGS, plane_run_doc},
     {"learn", (PyCFunction)plane_learn, METH_VARARGS, plane_learn_doc},
     {"forget", (PyCFunction)plane_forget, METH_VARARGS, plane_forget_doc},
     {"learnt", (PyCFunction)plane_learnt, METH_NOARGS, plane_learnt_doc},

@@ -8,6 +8,11 @@
 
 #define BATCH 64
 #define BUFSIZE 4096 /* larger queries are dropped (MSG_TRUNC) */
+/* The buffers are BUFSIZE + one cache line apart, so that their first lines
+ * (where a query's header and question are, and an answer's) fall in
+ * different sets of the L1 cache: 4096 bytes apart, every buffer's first
+ * line competes for the same set (8 ways on AMD Zen). */
+#define BUFSTRIDE (BUFSIZE + 64)
 
 /* The receive and send vectors, one set per thread (the event loop's, and
  * each UDP socket's reader: geodns.server.transport.UDPPlaneThread), made on
@@ -16,13 +21,13 @@
  * cyclic collector, whose finalizers can let another thread run), so no two
  * threads may share them. */
 struct io {
-    char bufs[BATCH][BUFSIZE];
+    char bufs[BATCH][BUFSTRIDE];
     struct sockaddr_storage addrs[BATCH];
     struct mmsghdr rmsgs[BATCH];
     struct iovec riov[BATCH];
     struct mmsghdr smsgs[BATCH];
     struct iovec siov[BATCH];
-    unsigned char outbufs[BATCH][BUFSIZE];
+    unsigned char outbufs[BATCH][BUFSTRIDE];
 };
 
 /* This thread's vectors; NULL (MemoryError set) when they cannot be made. */

@@ -8,10 +8,15 @@ here; steered answers from compiled maps are in tests/test_steermap.py.
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import random
 import socket
 import struct
+import threading
+import time
+from collections.abc import Iterator
 
 import dns.edns
 import dns.flags
@@ -234,6 +239,173 @@ def test_serve_answers_a_batch_over_a_socket(signed: Responder) -> None:
                                      handler.answer_all) == (0, 0)
     assert sum(responder.counts.values()) == 5
     assert responder.events[("truncated", "tc")] == 1, responder.events
+
+
+def _pair(wait: float = 0) -> tuple[socket.socket, socket.socket]:
+    """A server socket, non-blocking or (wait) blocking with that receive
+    timeout, as UDPPlaneThread.start makes it; and a client."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for s in (server, client):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # (200 datagrams wait)
+    server.bind(("127.0.0.1", 0))
+    server.setblocking(False)
+    if wait:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                          struct.pack("@ll", int(wait), int(wait % 1 * 1e6)))
+        os.set_blocking(server.fileno(), True)
+    client.bind(("127.0.0.1", 0))
+    client.settimeout(2)
+    return server, client
+
+
+def _ask(client: socket.socket, server: socket.socket, count: int) -> None:
+    for i in range(count):
+        client.sendto(dns.message.make_query("www.s.example.", "A", id=i).to_wire(),
+                      server.getsockname())
+
+
+def _ids(client: socket.socket, count: int) -> set[int]:
+    return {struct.unpack("!H", client.recv(512)[:2])[0] for _ in range(count)}
+
+
+def _run_in_thread(responder: Responder, source: _Source, server: socket.socket, wake: int,
+                   kept: list[tuple[bytes, bytes]], rounds: int = 8
+                   ) -> tuple[threading.Thread, list[object]]:
+    """Plane.run in a thread, as the socket's reader calls it; what it
+    returned (or raised) ends up in the list."""
+    out: list[object] = []
+
+    def keep(packets: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        kept.extend(packets)
+        return []
+
+    def go() -> None:
+        assert responder.plane is not None
+        try:
+            out.append(responder.plane.run(server.fileno(), wake, responder.counts, keep,
+                                           source.limiter, source, responder, rounds))
+        except Exception as exc:
+            out.append(exc)
+
+    thread = threading.Thread(target=go, daemon=True)
+    thread.start()
+    return thread, out
+
+
+@pytest.fixture
+def wake() -> Iterator[tuple[int, int]]:
+    pipe = os.pipe()
+    yield pipe
+    for fd in pipe:
+        os.close(fd)
+
+
+def test_run_serves_batch_after_batch_until_the_socket_is_empty(
+        signed: Responder, wake: tuple[int, int]) -> None:
+    """run() on a non-blocking socket: batch after batch (more than rounds
+    of them) without returning, until a read finds nothing; a byte on the
+    wake pipe ends it at the next look (every rounds batches)."""
+    responder = Responder(signed.tables)
+    source = _Source(responder)
+    server, client = _pair()
+    plane = responder.plane
+    assert plane is not None
+    with server, client:
+        _ask(client, server, 200)  # 4 batches, with rounds=1
+        assert plane.run(server.fileno(), wake[0], responder.counts, list, None, source,
+                         responder, 1) == (200, 0)
+        assert _ids(client, 200) == set(range(200))
+        _ask(client, server, 200)
+        os.write(wake[1], b"x")
+        assert plane.run(server.fileno(), wake[0], responder.counts, list, None, source,
+                         responder, 2) == (128, 0)
+        assert plane.run(server.fileno(), wake[0], responder.counts, list, None, source,
+                         responder, 8) == (72, 0)
+        assert sum(responder.counts.values()) == 400
+
+
+def test_run_waits_in_recvmmsg_on_a_blocking_socket(signed: Responder,
+                                                     wake: tuple[int, int]) -> None:
+    """On a blocking socket run() waits for each batch in recvmmsg, without
+    Python's lock (this thread asks and reads meanwhile), and returns once
+    the socket has been silent for its receive timeout."""
+    responder = Responder(signed.tables)
+    server, client = _pair(wait=0.3)
+    kept: list[tuple[bytes, bytes]] = []
+    with server, client:
+        thread, out = _run_in_thread(responder, _Source(responder), server, wake[0], kept)
+        for _ in range(3):
+            _ask(client, server, 5)
+            assert _ids(client, 5) == set(range(5))
+            time.sleep(0.05)
+            assert thread.is_alive()
+        thread.join(5)
+        assert not thread.is_alive() and out == [(15, 0)] and not kept
+
+
+def test_run_returns_what_python_must_answer(signed: Responder, wake: tuple[int, int]) -> None:
+    """What the plane leaves to Python ends run() after the batch it came
+    in: the reader hands it to the event loop's thread before it reads on."""
+    responder = Responder(signed.tables)
+    server, client = _pair(wait=2)
+    kept: list[tuple[bytes, bytes]] = []
+    with server, client:
+        _ask(client, server, 2)
+        q = dns.message.make_query("www.s.example.", "A", id=7)
+        q.use_edns(0, options=[dns.edns.GenericOption(65001, b"x")])  # an option: Python's
+        client.sendto(q.to_wire(), server.getsockname())
+        thread, out = _run_in_thread(responder, _Source(responder), server, wake[0], kept)
+        thread.join(5)
+        assert out == [(3, 0)] and len(kept) == 1
+        assert dns.message.from_wire(kept[0][0]).id == 7
+        assert _ids(client, 2) == {0, 1}
+
+
+def test_run_leaves_a_batch_read_after_a_reload_to_python(signed: Responder,
+                                                           wake: tuple[int, int]) -> None:
+    """A reload swaps the responder (or the rate limiter) while run() waits
+    for a datagram: the batch it then reads all goes to Python, which
+    answers it from what is served now, and run() returns so that the
+    reader takes the new snapshot's plane."""
+    responder = Responder(signed.tables)
+    source = _Source(responder)
+    server, client = _pair(wait=2)
+    with server, client:
+        for swap in ("responder", "limiter"):
+            kept: list[tuple[bytes, bytes]] = []
+            thread, out = _run_in_thread(responder, source, server, wake[0], kept)
+            _ask(client, server, 1)
+            assert _ids(client, 1) == {0}  # (C's: served before the swap)
+            setattr(source, swap, Responder(signed.tables) if swap == "responder" else object())
+            _ask(client, server, 1)
+            thread.join(5)
+            assert not thread.is_alive()
+            assert out == [(2, 0)] and [q[:2] for q, _ in kept] == [b"\x00\x00"], swap
+            source.responder, source.limiter = responder, None
+
+
+def test_run_on_a_closed_descriptor_raises(signed: Responder) -> None:
+    responder = Responder(signed.tables)
+    plane = responder.plane
+    assert plane is not None
+    wake_r, wake_w = os.pipe()
+    closed = os.dup(0)
+    os.close(closed)
+    try:
+        with pytest.raises(OSError) as err:
+            plane.run(closed, wake_r, responder.counts, list, None, _Source(responder),
+                      responder, 8)
+        assert err.value.errno == errno.EBADF
+        with pytest.raises(ValueError, match="rounds"):
+            plane.run(wake_r, wake_r, responder.counts, list, None, _Source(responder),
+                      responder, 0)
+        with pytest.raises(TypeError, match="RateLimiter"):
+            plane.run(wake_r, wake_r, responder.counts, list, object(), _Source(responder),
+                      responder, 8)
+    finally:
+        os.close(wake_r)
+        os.close(wake_w)
 
 
 def test_names_asked_again_among_many_are_answered_as_python_does() -> None:

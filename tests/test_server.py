@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import random
 import shutil
@@ -28,6 +29,7 @@ import pytest
 from refservers import skip_or_fail
 
 from geodns.config import Address, Config, TcpConfig
+from geodns.server import sockets
 from geodns.server.app import Server
 from geodns.server.transport import HAVE_UDPBATCH
 from tests.conftest import TEST_ZONE, section
@@ -105,6 +107,36 @@ async def test_ipv6_listener(zones_dir: Path) -> None:
             assert section(resp.answer) == ["www.test.example. 3600 AAAA 2001:db8::10"]
     finally:
         await srv.shutdown()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+async def test_udp_sockets_ignore_path_mtu(zones_dir: Path, host: str) -> None:
+    """Every UDP socket a node answers on, bound by it or given to it (by
+    systemd or the process it replaces), ignores path MTU information
+    (IP_PMTUDISC_OMIT, as gdnsd and Knot set): no Don't Fragment on answers,
+    and a forged ICMP "fragmentation needed" cannot shrink them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    level, name = ((socket.IPPROTO_IPV6, sockets.IPV6_MTU_DISCOVER) if ":" in host
+                   else (socket.IPPROTO_IP, sockets.IP_MTU_DISCOVER))
+    cfg = Config(path=None, listen=[Address(host, 0)], zones_dir=zones_dir)
+    srv = Server(cfg)
+    try:
+        await srv.start()
+    except OSError as exc:
+        skip_or_fail(f"cannot bind {host}: {exc}")
+    try:
+        udp = [s for s in srv.listeners.sockets if s.type == socket.SOCK_DGRAM]
+        assert udp and all(s.getsockopt(level, name) == sockets.PMTUDISC_OMIT for s in udp)
+        resp = await query(srv, "www.test.example.")
+        assert resp.rcode() == dns.rcode.NOERROR
+    finally:
+        await srv.shutdown()
+    given = socket.socket(family, socket.SOCK_DGRAM)
+    given.bind((host, 0))
+    assert given.getsockopt(level, name) != sockets.PMTUDISC_OMIT  # (the kernel's default)
+    taken = sockets.GivenSockets([given]).take(host, given.getsockname()[1], socket.SOCK_DGRAM)
+    with given:
+        assert taken is given and given.getsockopt(level, name) == sockets.PMTUDISC_OMIT
 
 
 async def _tcp_read_messages(reader: asyncio.StreamReader, count: int) -> list[dns.message.Message]:
@@ -206,6 +238,37 @@ async def test_changed_zone_is_served_without_a_signal(server: Server,
     # machine; the bound leaves room for a loaded one.
     took = await _wait_for_answer(server, "192.0.2.2")
     assert took < 5.0, took
+
+
+async def test_batch_udp_lets_an_old_snapshot_go_while_idle(zones_dir: Path) -> None:
+    """``batch`` UDP: once the socket is quiet, its thread (whose reads wait
+    in recvmmsg, with a snapshot's plane) holds nothing of the snapshot a
+    reload replaced, which is freed; the next query gets the new answer.
+    (A batch read just after a reload: tests/test_plane.py.)"""
+    if not HAVE_UDPBATCH:
+        skip_or_fail("the C helper geodns._udpbatch is not built (no C compiler at install?)")
+    cfg = Config(path=None, listen=[Address("127.0.0.1", 0)], zones_dir=zones_dir,
+                 reload_interval=3600)
+    srv = Server(cfg, udp_mode="batch")
+    await srv.start()
+    try:
+        assert srv.responder.plane is not None
+        for address, serial in (("192.0.2.2", 2), ("192.0.2.3", 3)):
+            for _ in range(3):  # (the plane's answer: the name is in its exact table)
+                await query(srv, "www.reload.example.")
+            old = srv.responder
+            write_zone(zones_dir / "reload.example.yaml", address, serial)
+            assert await srv.reload(force=True)
+            deadline = time.monotonic() + 5
+            while sys.getrefcount(old) > 2:  # (old, and the call's argument)
+                assert time.monotonic() < deadline, gc.get_referrers(old)
+                await asyncio.sleep(0.05)  # (the thread's reads wait 0.05 s, then it polls)
+                gc.collect()
+            del old
+            resp = await query(srv, "www.reload.example.")
+            assert section(resp.answer) == [f"www.reload.example. 3600 A {address}"]
+    finally:
+        await srv.shutdown()
 
 
 async def test_broken_edit_keeps_previous_version(server: Server, zones_dir: Path,
@@ -386,7 +449,7 @@ def _epoll_watched() -> set[int]:
 
 
 async def test_batch_udp_is_read_by_a_thread_outside_the_event_loop(zones_dir: Path) -> None:
-    """``batch`` UDP: a thread per socket waits in poll and the C plane
+    """``batch`` UDP: a thread per socket waits in recvmmsg and the C plane
     answers; the socket is in no epoll set (whose wait entry would be woken
     for every answer sent), what the plane leaves to Python is answered all
     the same (NODATA, a zone's types not pre-built, a query with a

@@ -22,6 +22,27 @@ log = logging.getLogger("geodns.server")
 
 SD_LISTEN_FDS_START = 3
 
+# Linux's values, which Python's socket module does not name.
+IP_MTU_DISCOVER = 10
+IPV6_MTU_DISCOVER = 23
+PMTUDISC_OMIT = 5  # IP_PMTUDISC_OMIT, IPV6_PMTUDISC_OMIT (Linux 3.15)
+
+
+def omit_path_mtu(udp: socket.socket) -> None:
+    """A UDP socket that answers queries ignores path MTU information
+    (``IP_PMTUDISC_OMIT``), as gdnsd's and Knot's do: answers never carry
+    Don't Fragment, and a forged ICMP "fragmentation needed" cannot make
+    the kernel fragment them below the interface's MTU (the fragment attacks
+    on DNS).  It also spares the kernel a route MTU look-up per datagram sent.
+    Left as it is where the system refuses it (not Linux, a kernel before
+    3.15)."""
+    level, name = ((socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER) if udp.family == socket.AF_INET6
+                   else (socket.IPPROTO_IP, IP_MTU_DISCOVER))
+    try:
+        udp.setsockopt(level, name, PMTUDISC_OMIT)
+    except OSError as exc:
+        log.debug("UDP socket %s keeps path MTU discovery: %s", udp.getsockname(), exc)
+
 
 def _key(host: str, port: int, kind: int) -> tuple[str, int, int]:
     with contextlib.suppress(ValueError):  # a name, not an address: as written
@@ -45,6 +66,8 @@ class GivenSockets:
                 sock.close()
                 continue
             sock.setblocking(False)
+            if sock.type == socket.SOCK_DGRAM:
+                omit_path_mtu(sock)
             self._by_key.setdefault(_key(host, port, sock.type), []).append(sock)
 
     def __bool__(self) -> bool:

@@ -35,10 +35,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import select
 import socket
+import struct
 import threading
 import time
 from collections import OrderedDict
@@ -49,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 from geodns.config import TcpConfig
 from geodns.counters import Dropped, TcpClosed
 from geodns.ecs import Peer
+from geodns.server.sockets import omit_path_mtu
 from geodns.wire import DROPPED, Responder
 
 if TYPE_CHECKING:
@@ -213,22 +216,22 @@ class UDPBatchReader:
 
 
 class UDPPlaneThread:
-    """UDP read by a thread of its own that waits for the socket with
-    ``poll`` (without Python's lock) and has the C data plane answer each
-    batch (:meth:`geodns._udpbatch.Plane.serve`: recvmmsg, answers,
-    sendmmsg), rather than by the event loop.
+    """UDP read by a thread of its own, outside the event loop, that has
+    the C data plane answer each batch (:meth:`geodns._udpbatch.Plane.run`:
+    recvmmsg, answers, sendmmsg, over and over, without Python's lock while
+    it waits).
 
     Why: a socket in the event loop's epoll set carries the loop's wait
     entry for good, and the kernel calls that entry for every datagram sent
     from the socket once its buffer is freed (the "write space" wake-up,
     two locks taken and released with interrupts off, dear in a virtual
     machine): about 0.2 to 0.5 µs per answer here, a twentieth of a whole
-    answer's cost.  A thread that waits in ``poll`` is on the socket's wait
-    queue only while it waits, not while it answers, as gdnsd's and Knot's
-    threads blocked in recvmmsg are.  It reads again as long as datagrams
-    keep coming (up to ``ROUNDS`` batches) and waits in ``poll`` only once
-    the socket is empty: under load most batches then cost one recvmmsg and
-    one sendmmsg, as gdnsd's do, with no poll between them.
+    answer's cost.  This thread waits in recvmmsg itself (the socket is
+    blocking, :meth:`start`), on the socket's wait queue only while it
+    waits, as gdnsd's and Knot's threads are: a batch costs one recvmmsg
+    and one sendmmsg, with no poll and no empty read between batches.  Once
+    the socket has been empty for ``WAIT`` seconds the thread waits in
+    ``poll`` for the socket or its wake pipe instead.
 
     Of Python, this thread only reads which snapshot is served and keeps
     what the plane leaves; what the plane leaves to Python (and, for a
@@ -239,7 +242,8 @@ class UDPPlaneThread:
     answered stays one batch at most, and under a flood the kernel's buffer
     is the queue (its drops counted as ``UdpRcvbufErrors``), as before."""
 
-    WAIT = 0.05  # seconds between looks at the stop flag while Python answers a batch
+    WAIT = 0.05  # seconds between looks at the stop flag: waiting for a datagram, or for Python
+    LOOK = 64  # batches read in a row between looks at the wake pipe (Plane.run's rounds)
 
     def __init__(self, source: ResponderSource, sock: socket.socket,
                  loop: asyncio.AbstractEventLoop) -> None:
@@ -252,16 +256,32 @@ class UDPPlaneThread:
         self._stopped = False
         self._answered = threading.Event()
         self._punted: list[tuple[bytes, bytes]] = []  # what the plane left, this batch
+        self._ready = select.poll()  # the socket and the wake pipe
         self._keep_bound = self._keep
         self._thread = threading.Thread(target=self._run, name=f"geodns-udp-{self.fd}",
                                         daemon=True)
 
     def start(self) -> None:
+        """Starts the thread.  Its reads wait in recvmmsg, as gdnsd's do,
+        rather than in a poll before each: so the socket is made blocking,
+        with a receive timeout of ``WAIT`` (after which the thread waits in
+        poll for the socket or its wake pipe).  Every other read of the
+        socket says not to wait (``MSG_DONTWAIT``), and a successor given
+        the socket on a handover makes it non-blocking again: the thread's
+        reads then find nothing and wait in poll.  Where the timeout cannot
+        be set, the socket stays non-blocking."""
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                                 struct.pack("@ll", 0, int(self.WAIT * 1e6)))
+            os.set_blocking(self.fd, True)
+        except OSError as exc:
+            log.debug("UDP socket %d stays non-blocking: %s", self.fd, exc)
         self._thread.start()
 
     def stop(self) -> None:
         """Stop reading (at once, or within ``WAIT`` seconds when the thread
-        waits for the event loop's answers); :meth:`join` waits for it."""
+        waits for a datagram or for the event loop's answers); :meth:`join`
+        waits for it."""
         self._stopped = True
         if self._pipe:
             with contextlib.suppress(OSError):
@@ -279,21 +299,12 @@ class UDPPlaneThread:
                 os.close(fd)
 
     def _run(self) -> None:
-        poller = select.poll()
-        poller.register(self.fd, select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
-        poll = poller.poll
-        read = self._read
-        invalid = select.POLLNVAL
+        self._ready.register(self.fd, select.POLLIN)
+        self._ready.register(self._wake_r, select.POLLIN)
         try:
             while not self._stopped:
-                for fd, ev in poll():
-                    if ev & invalid:
-                        log.error("UDP reader: descriptor %d closed under it; it stops", fd)
-                        return
-                if self._stopped:
+                if not self._read():
                     return
-                read()
         except Exception:  # a bug: the event loop reads this socket from now on
             log.exception("UDP reader thread failed; the event loop reads the socket instead")
             with contextlib.suppress(RuntimeError):  # (the loop is closed: stopping anyway)
@@ -301,39 +312,58 @@ class UDPPlaneThread:
 
     def _loop_reads(self) -> None:
         if not self._stopped:
+            os.set_blocking(self.fd, False)
             self.loop.add_reader(self.fd, UDPBatchReader(self.handler.source, self.sock)
                                  .on_readable)
             self._stopped = True  # (stop() still closes the pipe; close_sockets the reader)
 
-    def _read(self) -> None:
+    def _read(self) -> bool:
+        """Waits for the socket in ``poll``, then serves it until it is
+        empty again (for ``WAIT`` seconds, when it is blocking), until there
+        is something for the event loop's thread (what the plane left to
+        Python, a count of answers not sent), or until :meth:`stop`; False
+        once the thread must end.  With a plane the reading is C's
+        (:meth:`geodns._udpbatch.Plane.run`; a batch read after a reload
+        goes to Python, which answers it from the new snapshot); without
+        one, a batch is read here and answered on the event loop's thread.
+        Nothing of a snapshot is held while the thread waits in ``poll``."""
         assert _udpbatch is not None
-        source = self.handler.source
-        fd = self.fd
-        keep = self._keep_bound
-        for _ in range(UDPBatchReader.ROUNDS):
+        try:
+            if not self._wait():
+                return False
+            source = self.handler.source
             responder = source.responder
             plane = responder.plane
-            unsent = 0
-            try:
-                if plane is not None:
-                    got, unsent = plane.serve(fd, responder.counts, keep, source.limiter)
-                else:
-                    self._punted += _udpbatch.recv_batch(fd)
-                    got = len(self._punted)
-            except OSError as exc:
-                log.debug("UDP receive error: %s", exc)
-                return
-            if unsent:
-                self.loop.call_soon_threadsafe(self.handler.send_failed, unsent)
-            if self._punted:
-                punted, self._punted = self._punted, []
-                self._answered.clear()
-                self.loop.call_soon_threadsafe(self._answer, punted)
-                while not self._answered.wait(self.WAIT):
-                    if self._stopped:
-                        return
-            if not got:
-                return  # (the socket is empty: wait in poll)
+            if plane is not None:
+                _, unsent = plane.run(self.fd, self._wake_r, responder.counts, self._keep_bound,
+                                      source.limiter, source, responder, self.LOOK)
+            else:
+                unsent = 0
+                self._punted += _udpbatch.recv_batch(self.fd)
+            del responder, plane
+        except OSError as exc:
+            if exc.errno in (errno.EBADF, errno.ENOTSOCK):
+                log.error("UDP reader: descriptor %d closed under it; it stops", self.fd)
+                return False
+            log.debug("UDP receive error: %s", exc)
+            return True
+        if unsent:
+            self.loop.call_soon_threadsafe(self.handler.send_failed, unsent)
+        if self._punted:
+            punted, self._punted = self._punted, []
+            self._answered.clear()
+            self.loop.call_soon_threadsafe(self._answer, punted)
+            while not self._answered.wait(self.WAIT):
+                if self._stopped:
+                    return False
+        return True
+
+    def _wait(self) -> bool:
+        """Waits until the socket is readable (True) or :meth:`stop` (False)."""
+        for fd, ev in self._ready.poll():
+            if ev & select.POLLNVAL:
+                raise OSError(errno.EBADF, f"descriptor {fd} closed")
+        return not self._stopped
 
     def _keep(self, packets: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """The plane's fallback here: what it leaves to Python is kept for
@@ -690,6 +720,7 @@ def bind_pair(host: str, port: int, reuse_port: bool) -> tuple[socket.socket, so
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             with contextlib.suppress(OSError):
                 udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            omit_path_mtu(udp)
             udp.bind((host, port))
             real_port = udp.getsockname()[1]
             tcp.bind((host, real_port))
