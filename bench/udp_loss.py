@@ -6,10 +6,14 @@ Each server (started as ``run.py`` starts it: one worker, pinned to the
 server CPU) is sent the ``static`` workload by ``dnsperf -q 50000 -Q RATE``
 (50,000 queries may be outstanding, so dnsperf never waits for answers and
 the rate holds) for ``--duration`` seconds, ``--runs`` times, the servers in
-turn.  Reported per run: what dnsperf lost, and the rise of the kernel's
-``UdpRcvbufErrors`` (``/proc/net/snmp``: datagrams dropped at a full
-receive buffer, the whole machine's, so nothing else may run beside this),
-with the server's CPU per answered query.
+turn.  Reported per run: what dnsperf lost; the datagrams the kernel
+dropped at the server's full receive buffer (the ``drops`` of its socket in
+``/proc/net/udp``: the server's own loss); the rise of the kernel's
+``UdpRcvbufErrors`` (``/proc/net/snmp``, the whole machine's: dnsperf's
+socket too, whose drops are the client's, not the server's); and the
+server's CPU per answered query.  dnsperf's socket buffer is raised with
+``-b`` (up to ``net.core.rmem_max``), or at high rates it drops answers
+itself.
 
     flock /tmp/geodns-bench.lock .venv/bin/python bench/udp_loss.py --rate 100000
     .venv/bin/python bench/udp_loss.py --servers geodns --python ../other/.venv/bin/python
@@ -36,6 +40,18 @@ def rcvbuf_errors() -> int:
     return int(dict(zip(rows[0], rows[1], strict=True))["RcvbufErrors"])
 
 
+def socket_drops(port: int) -> int:
+    """Datagrams dropped at the receive buffers of the UDP sockets bound to
+    port (/proc/net/udp and udp6, the last column)."""
+    total = 0
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            if int(f[1].rsplit(":", 1)[1], 16) == port:
+                total += int(f[-1])
+    return total
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -44,6 +60,8 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=5)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--python", default=sys.executable, help="geodns's Python (its tree)")
+    ap.add_argument("--client-buffer", type=int, default=8192,
+                    help="dnsperf -b: its socket buffers, KiB")
     ap.add_argument("--server-cpus", default="1")
     ap.add_argument("--client-cpus", default="0")
     args = ap.parse_args()
@@ -58,19 +76,21 @@ def main() -> int:
     dp = argparse.Namespace(duration=args.duration, clients=1, threads=1, outstanding=50_000,
                             timeout=1, max_qps=args.rate, client_cpus=args.client_cpus)
     servers = [makers[n]() for n in names]
-    rows: dict[str, list[tuple[int, int, float | None]]] = {n: [] for n in names}
+    rows: dict[str, list[tuple[int, int, int, float | None]]] = {n: [] for n in names}
     try:
         for srv in servers:
             srv.start()
         for r in range(args.runs):
             for srv in servers if r % 2 == 0 else servers[::-1]:
-                before = rcvbuf_errors()
-                m = run.measure(dp, srv, "static", r)
+                before, at_server = rcvbuf_errors(), socket_drops(srv.port)
+                m = run.measure(dp, srv, "static", r, dnsperf_args=["-b", str(args.client_buffer)])
                 dropped = rcvbuf_errors() - before
+                at_server = socket_drops(srv.port) - at_server
                 cpu = run.per_query(m)
-                rows[srv.name].append((m.lost, dropped, cpu))
+                rows[srv.name].append((m.lost, at_server, dropped, cpu))
                 print(f"  run {r + 1}/{args.runs} {srv.name:<7} {m.qps:>9,.0f} q/s  "
-                      f"lost {m.lost:,}  UdpRcvbufErrors +{dropped:,}  "
+                      f"lost {m.lost:,}  dropped at the server {at_server:,}  "
+                      f"UdpRcvbufErrors +{dropped:,}  "
                       f"{cpu * 1e6 if cpu else float('nan'):.2f} µs CPU/q"
                       f"{'  ' + m.error if m.error else ''}", flush=True)
     finally:
@@ -78,9 +98,9 @@ def main() -> int:
             srv.cleanup()
     print(f"\n{args.rate:,} queries a second for {args.duration:g} s, {args.runs} runs:")
     for name, got in rows.items():
-        cpus = [c * 1e6 for _, _, c in got if c]
-        print(f"  {name:<7} lost {sum(g[0] for g in got):,}, UdpRcvbufErrors "
-              f"+{sum(g[1] for g in got):,}, "
+        cpus = [c * 1e6 for *_, c in got if c]
+        print(f"  {name:<7} lost {sum(g[0] for g in got):,}, dropped at the server "
+              f"{sum(g[1] for g in got):,}, UdpRcvbufErrors +{sum(g[2] for g in got):,}, "
               f"median {statistics.median(cpus) if cpus else float('nan'):.2f} µs CPU/q")
     return 0
 
