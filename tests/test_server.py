@@ -91,15 +91,21 @@ async def test_udp_and_tcp_answer(server: Server) -> None:
                                         "www.test.example. 300 A 192.0.2.11"]
 
 
-async def test_ipv6_listener(zones_dir: Path) -> None:
-    if not socket.has_ipv6:
-        skip_or_fail("no IPv6 on this machine")
-    cfg = Config(path=None, listen=[Address("::1", 0)], zones_dir=zones_dir)
-    srv = Server(cfg)
+async def _started_on(host: str, zones_dir: Path) -> Server:
+    """A server listening on host (port 0), started; the test is skipped
+    (or fails, in CI) where host cannot be bound."""
+    srv = Server(Config(path=None, listen=[Address(host, 0)], zones_dir=zones_dir))
     try:
         await srv.start()
     except OSError as exc:
-        skip_or_fail(f"cannot bind ::1: {exc}")
+        skip_or_fail(f"cannot bind {host}: {exc}")
+    return srv
+
+
+async def test_ipv6_listener(zones_dir: Path) -> None:
+    if not socket.has_ipv6:
+        skip_or_fail("no IPv6 on this machine")
+    srv = await _started_on("::1", zones_dir)
     try:
         q = dns.message.make_query("www.test.example.", "AAAA")
         for resp in (await dns.asyncquery.udp(q, "::1", port=srv.bound[0].port, timeout=2),
@@ -118,12 +124,7 @@ async def test_udp_sockets_ignore_path_mtu(zones_dir: Path, host: str) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     level, name = ((socket.IPPROTO_IPV6, sockets.IPV6_MTU_DISCOVER) if ":" in host
                    else (socket.IPPROTO_IP, sockets.IP_MTU_DISCOVER))
-    cfg = Config(path=None, listen=[Address(host, 0)], zones_dir=zones_dir)
-    srv = Server(cfg)
-    try:
-        await srv.start()
-    except OSError as exc:
-        skip_or_fail(f"cannot bind {host}: {exc}")
+    srv = await _started_on(host, zones_dir)
     try:
         udp = [s for s in srv.listeners.sockets if s.type == socket.SOCK_DGRAM]
         assert udp and all(s.getsockopt(level, name) == sockets.PMTUDISC_OMIT for s in udp)
