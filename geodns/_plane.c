@@ -6,7 +6,9 @@
  * geodns.wire.Responder.respond would (the same bytes), hands the others
  * to ``fallback`` (Python: DatagramHandler.answer_all) in one list, and
  * sends every answer with one sendmmsg(2).  No Python object is made for
- * a query answered here.
+ * a query answered here.  Plane.run does that batch after batch for the
+ * socket's reader thread (geodns.server.transport.UDPPlaneThread), each
+ * read waiting in recvmmsg without the GIL.
  *
  * What is answered here: the fused fast path's shape (one question, no
  * records, at most one OPT with at most a Client Subnet option), for a
