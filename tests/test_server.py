@@ -28,11 +28,13 @@ import dns.rdatatype
 import pytest
 from refservers import skip_or_fail
 
+from geodns.compile import compile_zones
 from geodns.config import Address, Config, TcpConfig
 from geodns.server import sockets
 from geodns.server.app import Server
-from geodns.server.transport import HAVE_UDPBATCH
-from tests.conftest import TEST_ZONE, section
+from geodns.server.transport import HAVE_UDPBATCH, UDPReader
+from geodns.wire import Responder
+from tests.conftest import TEST_ZONE, load_test_zone, section
 
 ZONE_V1 = """\
 origin: reload.example.
@@ -239,6 +241,34 @@ async def test_changed_zone_is_served_without_a_signal(server: Server,
     # machine; the bound leaves room for a loaded one.
     took = await _wait_for_answer(server, "192.0.2.2")
     assert took < 5.0, took
+
+
+def test_udp_reader_does_not_wait_on_a_socket_made_blocking() -> None:
+    """``reader`` UDP shares its socket with a successor on a hand-over,
+    whose reader thread makes it blocking (UDPPlaneThread.start): its reads
+    and sends say not to wait, so a readiness event that finds the socket
+    empty at the end costs no wait."""
+    server, client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), \
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with server, client:
+        server.bind(("127.0.0.1", 0))
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 2, 0))
+        server.setblocking(False)
+        os.set_blocking(server.fileno(), True)  # (as a successor's thread leaves it)
+        client.settimeout(2)
+
+        class Source:
+            limiter = None
+            responder = Responder(compile_zones([load_test_zone()]))
+
+        reader = UDPReader(Source(), server)
+        client.sendto(dns.message.make_query("www.test.example.", "A").to_wire(),
+                      server.getsockname())
+        started = time.monotonic()
+        reader.on_readable()
+        assert time.monotonic() - started < 1.0
+        assert section(dns.message.from_wire(client.recv(512)).answer) == [
+            "www.test.example. 300 A 192.0.2.10", "www.test.example. 300 A 192.0.2.11"]
 
 
 async def test_batch_udp_lets_an_old_snapshot_go_while_idle(zones_dir: Path) -> None:

@@ -144,11 +144,14 @@ class UDPReader:
         self.sock = sock
 
     def on_readable(self) -> None:
+        # (MSG_DONTWAIT: a successor given this socket on a hand-over may
+        # have made it blocking for its reader thread: UDPPlaneThread.start)
         recv = self.sock.recvfrom
+        dontwait = socket.MSG_DONTWAIT
         packets: list[tuple[bytes, tuple[Any, ...]]] = []
         for _ in range(self.BATCH):
             try:
-                packets.append(recv(65535))
+                packets.append(recv(65535, dontwait))
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:  # e.g. ICMP errors reported on the socket
@@ -158,7 +161,7 @@ class UDPReader:
         send = self.sock.sendto
         for resp, addr in self.handler.answer_all(packets):
             try:
-                send(resp, addr)
+                send(resp, dontwait, addr)
             except OSError:
                 self.handler.send_failed()
 
