@@ -609,7 +609,7 @@ typedef struct {
 /* The entry on a line (text s[0:n]): (owner lower-cased, its record sets:
  * a model.One, or a dict {type: RRset} for more than one), Py_None when it
  * is not read here, NULL on an error.  No position is kept with a record
- * set: model.Zone.where_of finds it in the zone's source when asked. */
+ * set: checks.where_of finds it in the zone's source when asked. */
 static PyObject *
 entry(const Zone *z, Work *work, const unsigned char *s, Py_ssize_t n)
 {

@@ -60,7 +60,6 @@ from geodns.rdata import (
     TXT,
     A,
     CompressibleName,
-    Parts,
     RData,
     Wire,
 )
@@ -1195,6 +1194,5 @@ def _compile_zone(zone: Zone, nodes: dict[bytes, Node], exact: dict[bytes, Answe
                 build.record_sets.append(entry)
 
 
-if _zonetext is not None:
-    _zonetext.setup(Parts, Wire, RRset, CompressibleName, One, Packed)
+if _zonetext is not None:  # (the zone model's classes: geodns.zones.model)
     _zonetext.setup_compile(Answer)

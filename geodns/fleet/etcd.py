@@ -115,7 +115,9 @@ def _unb64(text: str | None) -> bytes:
     return base64.b64decode(text) if text else b""
 
 
-def _kv(doc: dict[str, Any]) -> KeyValue:
+def decode_kv(doc: dict[str, Any]) -> KeyValue:
+    """A key-value as the gateway gives it (in a range, a watch event, or a
+    transaction's responses)."""
     return KeyValue(_unb64(doc.get("key")), _unb64(doc.get("value")),
                     int(doc.get("mod_revision", 0)), int(doc.get("create_revision", 0)),
                     int(doc.get("lease", 0)))
@@ -154,11 +156,6 @@ def delete_op(key: bytes) -> dict[str, Any]:
 def range_op(key: bytes) -> dict[str, Any]:
     """Read ``key`` (its answer is in :attr:`TxnOutcome.responses`)."""
     return {"request_range": {"key": _b64(key)}}
-
-
-def decode_kv(doc: dict[str, Any]) -> KeyValue:
-    """A key-value as the gateway gives it (e.g. in a transaction's responses)."""
-    return _kv(doc)
 
 
 # Errors that mean "this member cannot serve now; another may, or this one in
@@ -312,12 +309,12 @@ class Etcd:
         doc = await self.post("/v3/kv/range", body)
         # The header gives the store's newest revision, not the one read at.
         return Range(revision or int(doc["header"]["revision"]),
-                     tuple(_kv(kv) for kv in doc.get("kvs", ())))
+                     tuple(decode_kv(kv) for kv in doc.get("kvs", ())))
 
     async def get(self, key: bytes) -> tuple[KeyValue | None, int]:
         doc = await self.post("/v3/kv/range", {"key": _b64(key)})
         kvs = doc.get("kvs") or ()
-        return (_kv(kvs[0]) if kvs else None), int(doc["header"]["revision"])
+        return (decode_kv(kvs[0]) if kvs else None), int(doc["header"]["revision"])
 
     async def put(self, key: bytes, value: bytes, lease: int = 0) -> int:
         body: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
@@ -410,7 +407,7 @@ class Etcd:
         if result.get("canceled"):
             raise EtcdUnavailable(f"{endpoint}: watch cancelled: "
                                   f"{result.get('cancel_reason', 'no reason given')}")
-        events = [WatchEvent(e.get("type") == "DELETE", _kv(e["kv"]))
+        events = [WatchEvent(e.get("type") == "DELETE", decode_kv(e["kv"]))
                   for e in result.get("events", ())]
         if not events:
             return None

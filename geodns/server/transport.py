@@ -343,7 +343,7 @@ class UDPPlaneThread:
             else:
                 unsent = 0
                 self._punted += _udpbatch.recv_batch(self.fd)
-            del responder, plane
+            del responder, plane  # (not held while the event loop answers what was left)
         except OSError as exc:
             if exc.errno in (errno.EBADF, errno.ENOTSOCK):
                 log.error("UDP reader: descriptor %d closed under it; it stops", self.fd)

@@ -32,7 +32,7 @@ from pathlib import Path
 from geodns import names, rdata
 from geodns.dnssec import policy as dnssec_policy
 from geodns.health.parse import CHECK_DEFAULTS
-from geodns.rdata import CNAME, SOA, CompressibleName, Parts, RData, RDataError, Wire
+from geodns.rdata import CNAME, SOA, RData, RDataError
 from geodns.yamlsrc import (
     Problems,
     Where,
@@ -56,8 +56,6 @@ try:  # the usual entries of records read in C (optional: else in Python)
     from geodns import _zonetext
 except ImportError:  # pragma: no cover - a tree without the C helper built
     _zonetext = None  # type: ignore[assignment]
-else:
-    _zonetext.setup(Parts, Wire, RRset, CompressibleName, One, Packed)
 
 ZONE_SUFFIXES = (".yaml", ".yml")
 _LABEL_OK = re.compile(r"^[A-Za-z0-9_\-/\\*]+$")  # "\\" stands for an escape here

@@ -219,3 +219,11 @@ class Zone:
 
     def delegations(self) -> set[bytes]:
         return {o for o, types in self.nodes.items() if NS in types and o != self.origin}
+
+
+try:  # the C reader of usual entries and maker of their answers makes these classes' objects
+    from geodns import _zonetext
+except ImportError:  # pragma: no cover - a tree without the C helper built
+    pass
+else:
+    _zonetext.setup(Parts, Wire, RRset, CompressibleName, One, Packed)
